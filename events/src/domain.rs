@@ -1,0 +1,404 @@
+//! The event types: catalog records and learning signals, each with its stream and tags.
+//!
+//! A record's JSON shape (HTTP, `mall import`) and its stored payload are the same struct, so
+//! there is one shape per record. The `type` of a record is the event's stable type string.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ids::{
+    tag, Currency, DistrictSlug, InvalidValue, ListName, OrderId, Price, ProductId, SessionId, ShopperId,
+    StreamId,
+};
+
+/// The longest product title, in bytes.
+pub const MAX_TITLE_LEN: usize = 300;
+/// The longest description, in bytes (Google Merchant Center's cap is 5,000 characters).
+pub const MAX_DESCRIPTION_LEN: usize = 5_000;
+/// The most tags a product may carry.
+pub const MAX_TAGS: usize = 50;
+
+/// A district's brand voice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Personality {
+    /// How it speaks: `playful`, `warm`, `technical`, ...
+    pub tone: String,
+    /// How it writes: `short sentences`, `storytelling`, ...
+    pub style: String,
+    /// Whom it speaks to.
+    pub audience: String,
+}
+
+/// A product attribute value: text, a finite number or a flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AttributeValue {
+    /// A flag.
+    Bool(bool),
+    /// A finite number.
+    Number(f64),
+    /// Text.
+    Text(String),
+}
+
+/// `district_opened`: a new themed section of the mall.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistrictOpened {
+    pub slug: DistrictSlug,
+    pub name: String,
+    pub personality: Personality,
+}
+
+/// `product_listed`: a vendor lists a product in a district.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductListed {
+    pub product_id: ProductId,
+    pub district: DistrictSlug,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub price: Price,
+    pub currency: Currency,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, AttributeValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    pub stock: u32,
+}
+
+/// `product_edited`: a vendor changes any of a product's listed fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductEdited {
+    pub product_id: ProductId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub district: Option<DistrictSlug>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<Currency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<BTreeMap<String, AttributeValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock: Option<u32>,
+}
+
+/// `stock_changed`: the units a vendor has on hand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockChanged {
+    pub product_id: ProductId,
+    pub stock: u32,
+}
+
+/// `price_changed`: a new price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceChanged {
+    pub product_id: ProductId,
+    pub price: Price,
+    pub currency: Currency,
+}
+
+/// Declares a learning-signal struct: the common fields (`id`, `shopper_id`, `session_id`, `at`)
+/// followed by its own.
+macro_rules! signal {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// The client-chosen signal id: retries with the same id are stored once.
+            pub id: Uuid,
+            pub shopper_id: ShopperId,
+            pub session_id: SessionId,
+            pub at: DateTime<Utc>,
+            $($(#[$fdoc])* pub $field: $ty,)*
+        }
+    };
+}
+
+signal!(
+    /// `product_viewed`: a shopper looked at a product page.
+    ProductViewed { product_id: ProductId, dwell_ms: u64 }
+);
+signal!(
+    /// `product_clicked`: a shopper clicked a product in a list.
+    ProductClicked { product_id: ProductId, list: ListName, position: u32 }
+);
+signal!(
+    /// `impression_served`: a product was shown to a shopper in a list.
+    ImpressionServed { product_id: ProductId, list: ListName, position: u32 }
+);
+signal!(
+    /// `added_to_cart`.
+    AddedToCart { product_id: ProductId, quantity: u32 }
+);
+signal!(
+    /// `removed_from_cart`.
+    RemovedFromCart { product_id: ProductId, quantity: u32 }
+);
+signal!(
+    /// `purchased`: one order line.
+    Purchased { product_id: ProductId, order_id: OrderId, quantity: u32, unit_price: Price, currency: Currency }
+);
+signal!(
+    /// `searched`: a shopper searched; it concerns no single product.
+    Searched { query: String, #[serde(default)] result_ids: Vec<ProductId> }
+);
+signal!(
+    /// `bounced`: a shopper left from a product page at once.
+    Bounced { product_id: ProductId }
+);
+
+/// Every event mall stores, as a record: `{"type": "...", ...fields}` in JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DomainEvent {
+    DistrictOpened(DistrictOpened),
+    ProductListed(ProductListed),
+    ProductEdited(ProductEdited),
+    StockChanged(StockChanged),
+    PriceChanged(PriceChanged),
+    ProductViewed(ProductViewed),
+    ProductClicked(ProductClicked),
+    ImpressionServed(ImpressionServed),
+    AddedToCart(AddedToCart),
+    RemovedFromCart(RemovedFromCart),
+    Purchased(Purchased),
+    Searched(Searched),
+    Bounced(Bounced),
+}
+
+/// Every event type string, in declaration order.
+pub const EVENT_TYPES: &[&str] = &[
+    "district_opened",
+    "product_listed",
+    "product_edited",
+    "stock_changed",
+    "price_changed",
+    "product_viewed",
+    "product_clicked",
+    "impression_served",
+    "added_to_cart",
+    "removed_from_cart",
+    "purchased",
+    "searched",
+    "bounced",
+];
+
+impl DomainEvent {
+    /// The stable type string stored in the envelope.
+    pub fn event_type(&self) -> &'static str {
+        use DomainEvent::*;
+        match self {
+            DistrictOpened(_) => "district_opened",
+            ProductListed(_) => "product_listed",
+            ProductEdited(_) => "product_edited",
+            StockChanged(_) => "stock_changed",
+            PriceChanged(_) => "price_changed",
+            ProductViewed(_) => "product_viewed",
+            ProductClicked(_) => "product_clicked",
+            ImpressionServed(_) => "impression_served",
+            AddedToCart(_) => "added_to_cart",
+            RemovedFromCart(_) => "removed_from_cart",
+            Purchased(_) => "purchased",
+            Searched(_) => "searched",
+            Bounced(_) => "bounced",
+        }
+    }
+
+    /// The schema version this build writes for the event's type.
+    pub fn schema_version(&self) -> u16 {
+        crate::codec::current_version(self.event_type()).expect("every event type has a version")
+    }
+
+    /// The product the event concerns, if it concerns exactly one.
+    pub fn product_id(&self) -> Option<&ProductId> {
+        use DomainEvent::*;
+        Some(match self {
+            DistrictOpened(_) | Searched(_) => return None,
+            ProductListed(e) => &e.product_id,
+            ProductEdited(e) => &e.product_id,
+            StockChanged(e) => &e.product_id,
+            PriceChanged(e) => &e.product_id,
+            ProductViewed(e) => &e.product_id,
+            ProductClicked(e) => &e.product_id,
+            ImpressionServed(e) => &e.product_id,
+            AddedToCart(e) => &e.product_id,
+            RemovedFromCart(e) => &e.product_id,
+            Purchased(e) => &e.product_id,
+            Bounced(e) => &e.product_id,
+        })
+    }
+
+    /// The shopper of a learning signal; `None` for catalog events.
+    pub fn shopper_id(&self) -> Option<&ShopperId> {
+        self.signal_meta().map(|(_, s, _)| s)
+    }
+
+    /// The id a client chose for a learning signal; `None` for catalog events.
+    pub fn signal_id(&self) -> Option<Uuid> {
+        self.signal_meta().map(|(id, _, _)| id)
+    }
+
+    /// When a learning signal happened; `None` for catalog events.
+    pub fn signal_at(&self) -> Option<DateTime<Utc>> {
+        self.signal_meta().map(|(_, _, at)| at)
+    }
+
+    fn signal_meta(&self) -> Option<(Uuid, &ShopperId, DateTime<Utc>)> {
+        use DomainEvent::*;
+        macro_rules! meta {
+            ($e:expr) => {
+                Some(($e.id, &$e.shopper_id, $e.at))
+            };
+        }
+        match self {
+            DistrictOpened(_) | ProductListed(_) | ProductEdited(_) | StockChanged(_) | PriceChanged(_) => None,
+            ProductViewed(e) => meta!(e),
+            ProductClicked(e) => meta!(e),
+            ImpressionServed(e) => meta!(e),
+            AddedToCart(e) => meta!(e),
+            RemovedFromCart(e) => meta!(e),
+            Purchased(e) => meta!(e),
+            Searched(e) => meta!(e),
+            Bounced(e) => meta!(e),
+        }
+    }
+
+    /// Whether this is a learning signal (as opposed to a catalog event).
+    pub fn is_signal(&self) -> bool {
+        self.signal_meta().is_some()
+    }
+
+    /// The stream the event is stored in: a product's, a district's, or (for `searched`) the
+    /// shopper's.
+    pub fn stream_id(&self) -> StreamId {
+        match self {
+            DomainEvent::DistrictOpened(e) => StreamId::district(&e.slug),
+            DomainEvent::Searched(e) => StreamId::shopper(&e.shopper_id),
+            other => StreamId::product(other.product_id().expect("every other event concerns one product")),
+        }
+    }
+
+    /// The tags the event carries by itself: its shopper for a signal, its district for catalog
+    /// events that name one. The district of a signal is added by whoever knows the catalog.
+    pub fn intrinsic_tags(&self) -> Vec<String> {
+        match self {
+            DomainEvent::DistrictOpened(e) => vec![tag::district(&e.slug)],
+            DomainEvent::ProductListed(e) => vec![tag::district(&e.district)],
+            DomainEvent::ProductEdited(e) => e.district.iter().map(tag::district).collect(),
+            other => other.shopper_id().map(tag::shopper).into_iter().collect(),
+        }
+    }
+
+    /// Checks the rules serde's types cannot: text lengths, non-empty titles, finite numbers.
+    /// Returns the offending field's name with the reason.
+    pub fn validate(&self) -> Result<(), (String, InvalidValue)> {
+        let err = |field: &str, msg: String| Err((field.to_string(), InvalidValue(msg)));
+        let text = |field: &str, s: &str, min: usize, max: usize| -> Result<(), (String, InvalidValue)> {
+            if s.trim().len() < min {
+                return err(field, format!("{field} must not be empty"));
+            }
+            if s.len() > max {
+                return err(field, format!("{field} is longer than {max} bytes"));
+            }
+            Ok(())
+        };
+        let tags = |t: &[String]| -> Result<(), (String, InvalidValue)> {
+            if t.len() > MAX_TAGS {
+                return err("tags", format!("at most {MAX_TAGS} tags"));
+            }
+            for (i, tag) in t.iter().enumerate() {
+                text(&format!("tags[{i}]"), tag, 1, 64)?;
+            }
+            Ok(())
+        };
+        let attrs = |a: &BTreeMap<String, AttributeValue>| -> Result<(), (String, InvalidValue)> {
+            if a.len() > 100 {
+                return err("attributes", "at most 100 attributes".into());
+            }
+            for (k, v) in a {
+                text("attributes", k, 1, 64)?;
+                match v {
+                    AttributeValue::Number(n) if !n.is_finite() => {
+                        return err(&format!("attributes.{k}"), "numbers must be finite".into());
+                    }
+                    AttributeValue::Text(s) => text(&format!("attributes.{k}"), s, 0, 1_000)?,
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
+        let url = |u: &Option<String>| -> Result<(), (String, InvalidValue)> {
+            match u {
+                Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 2_000 => {
+                    err("image_url", "image_url must be an http(s) URL of at most 2000 bytes".into())
+                }
+                _ => Ok(()),
+            }
+        };
+        let quantity = |q: u32| if q == 0 { err("quantity", "quantity must be at least 1".into()) } else { Ok(()) };
+        match self {
+            DomainEvent::DistrictOpened(e) => {
+                text("name", &e.name, 1, 200)?;
+                text("personality.tone", &e.personality.tone, 1, 200)?;
+                text("personality.style", &e.personality.style, 1, 200)?;
+                text("personality.audience", &e.personality.audience, 1, 200)
+            }
+            DomainEvent::ProductListed(e) => {
+                text("title", &e.title, 1, MAX_TITLE_LEN)?;
+                text("description", &e.description, 0, MAX_DESCRIPTION_LEN)?;
+                tags(&e.tags)?;
+                attrs(&e.attributes)?;
+                url(&e.image_url)
+            }
+            DomainEvent::ProductEdited(e) => {
+                if let Some(t) = &e.title {
+                    text("title", t, 1, MAX_TITLE_LEN)?;
+                }
+                if let Some(d) = &e.description {
+                    text("description", d, 0, MAX_DESCRIPTION_LEN)?;
+                }
+                if let Some(t) = &e.tags {
+                    tags(t)?;
+                }
+                if let Some(a) = &e.attributes {
+                    attrs(a)?;
+                }
+                if e.price.is_some() != e.currency.is_some() {
+                    return err("currency", "price and currency change together".into());
+                }
+                url(&e.image_url)
+            }
+            DomainEvent::AddedToCart(e) => quantity(e.quantity),
+            DomainEvent::RemovedFromCart(e) => quantity(e.quantity),
+            DomainEvent::Purchased(e) => quantity(e.quantity),
+            DomainEvent::Searched(e) => {
+                text("query", &e.query, 1, 500)?;
+                if e.result_ids.len() > 1_000 {
+                    return err("result_ids", "at most 1000 result ids".into());
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}

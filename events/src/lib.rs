@@ -1,0 +1,33 @@
+//! mall's event log: the only source of truth.
+//!
+//! Everything in mall — vendor edits, learning signals, decisions, generated copy — is an event
+//! appended here; actors (`mall-actors`) and projections (`mall-projections`) are folds over it.
+//! This crate depends on no other mall crate.
+//!
+//! Modules:
+//! - [`ids`]: stream ids, product ids, slugs, prices: values parsed once at the edge;
+//! - [`domain`]: the event types (catalog records and learning signals), their streams and tags;
+//! - [`codec`]: rmp-serde payloads with named fields, and upcasting of old schema versions;
+//! - [`envelope`]: what is stored around each payload;
+//! - [`store`]: the [`EventStore`] trait, its errors and subscriptions;
+//! - [`embedded`]: the default backend, segment files with group commit;
+//! - `postgres` (feature `postgres`): the PostgreSQL backend;
+//! - `kurrent` (feature `kurrentdb`): the KurrentDB adapter.
+
+pub mod codec;
+pub mod domain;
+pub mod embedded;
+pub mod envelope;
+pub mod ids;
+pub mod records;
+#[cfg(feature = "kurrentdb")]
+pub mod kurrent;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod store;
+
+pub use domain::DomainEvent;
+pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use envelope::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
+pub use ids::{Position, StreamId};
+pub use store::{subscribe_all, Direction, EventStore, Limits, StoreError, StoreStats, Subscription};

@@ -1,0 +1,532 @@
+//! The PostgreSQL backend: the log in one table, appends serialized by a row lock, group commit,
+//! and live subscribers woken by LISTEN/NOTIFY.
+//!
+//! **Global order without skipped events.** A `bigserial` position is assigned when a row is
+//! inserted but becomes visible when its transaction commits, and transactions commit in any
+//! order: a subscriber that has read up to position 10 may never see a position-9 event whose
+//! transaction commits after it looked. mall avoids this by serializing appends: every append
+//! transaction first takes the lock on the single `mall_log_head` row and holds it until COMMIT,
+//! and assigns positions from that row. The next appender can take the lock only once the
+//! previous transaction is committed and visible, so positions become visible strictly in order
+//! and without gaps, across every process that writes to the database. The cost — one append
+//! transaction at a time — is paid back by group commit: one writer task per process gathers
+//! every append waiting for it into one transaction with one multi-row INSERT.
+//!
+//! **Unknown commit outcomes.** When the connection drops during an append, the writer cannot
+//! know whether COMMIT happened. It reconnects and runs the same group again with the same event
+//! ids: events that did commit are recognized by their ids and not written twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
+use uuid::Uuid;
+
+use crate::envelope::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
+use crate::ids::{Position, StreamId};
+use crate::store::{check_retry, Direction, EventStore, KnownEvent, Limits, StoreError, StoreStats};
+
+mod embedded_schema {
+    refinery::embed_migrations!("../schema");
+}
+
+/// The channel appends NOTIFY on commit.
+const CHANNEL: &str = "mall_events";
+/// How long the writer keeps reconnecting before it fails the appends it holds.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+/// The most append requests one transaction carries.
+const MAX_GROUP: usize = 1_024;
+/// An advisory-lock key for migrations, so that nodes starting together apply them once.
+const MIGRATION_LOCK: i64 = 0x6d61_6c6c_0001;
+
+const COLUMNS: &str = "position, event_id, stream_id, stream_version, event_type, schema_version, recorded_at, \
+                       tags, correlation_id, causation_id, payload";
+
+/// How to reach PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// A libpq-style URL or key=value string.
+    pub url: String,
+    /// Event and batch size bounds.
+    pub limits: Limits,
+    /// Connections for reads.
+    pub pool_size: usize,
+}
+
+impl PgConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), limits: Limits::default(), pool_size: 8 }
+    }
+}
+
+struct Request {
+    stream: StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+}
+
+/// The PostgreSQL event store.
+pub struct PgStore {
+    config: PgConfig,
+    pool: Pool,
+    writer: std::sync::Mutex<Option<mpsc::Sender<Request>>>,
+    /// The highest position a NOTIFY announced (or a read found).
+    notified: watch::Sender<Position>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Whether an error means the connection is gone (so the outcome of the statement is unknown).
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    e.is_closed() || e.code().is_none() || e.code().is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
+}
+
+async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl PgStore {
+    /// Connects, applies the migrations in `schema/` (once, under an advisory lock), and starts
+    /// the writer and the LISTEN task.
+    pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
+        let mut client = connect(&config.url).await.map_err(backend)?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
+        let migrated = embedded_schema::migrations::runner().run_async(&mut client).await;
+        client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
+        migrated.map_err(|e| StoreError::Backend(format!("migrations failed: {e}")))?;
+        drop(client);
+
+        let pg: tokio_postgres::Config = config.url.parse().map_err(backend)?;
+        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(config.pool_size).build().map_err(backend)?;
+
+        let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
+        tokio::spawn(writer_task(config.url.clone(), rx));
+        let head = {
+            let c = pool.get().await.map_err(backend)?;
+            c.query_one("SELECT position FROM mall_log_head", &[]).await.map_err(backend)?.get::<_, i64>(0) as Position
+        };
+        let notified = watch::Sender::new(head);
+        let listener = tokio::spawn(listen_task(config.url.clone(), notified.clone()));
+        Ok(Self { config, pool, writer: std::sync::Mutex::new(Some(tx)), notified, listener })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(backend)
+    }
+
+    async fn query_events(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(backend)?;
+        let rows = client.query(&stmt, params).await.map_err(backend)?;
+        rows.iter().map(row_to_event).collect()
+    }
+}
+
+fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
+    Ok(RecordedEvent {
+        position: row.get::<_, i64>(0) as Position,
+        event_id: row.get(1),
+        stream_id: StreamId::parse(row.get::<_, String>(2)).map_err(backend)?,
+        stream_version: row.get::<_, i64>(3) as u64,
+        event_type: row.get(4),
+        schema_version: row.get::<_, i16>(5) as u16,
+        recorded_at: row.get(6),
+        tags: row.get(7),
+        correlation_id: row.get(8),
+        causation_id: row.get(9),
+        payload: row.get(10),
+    })
+}
+
+/// Follows NOTIFYs on a dedicated connection and publishes the positions they carry;
+/// reconnects when the connection drops (and then wakes every waiter, to re-read).
+async fn listen_task(url: String, notified: watch::Sender<Position>) {
+    loop {
+        match connect_listener(&url).await {
+            Ok((client, mut messages)) => {
+                // A commit may have happened while no connection listened: wake waiters to look.
+                notified.send_modify(|_| {});
+                while let Some(msg) = messages.recv().await {
+                    if let Ok(p) = msg.parse::<Position>() {
+                        notified.send_if_modified(|cur| {
+                            let newer = p > *cur;
+                            if newer {
+                                *cur = p;
+                            }
+                            newer
+                        });
+                    }
+                }
+                drop(client);
+                tracing::warn!("LISTEN connection lost; reconnecting");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot LISTEN; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn connect_listener(url: &str) -> Result<(Client, mpsc::UnboundedReceiver<String>), tokio_postgres::Error> {
+    let (client, mut conn) = tokio_postgres::connect(url, NoTls).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    // The connection object yields NOTIFY messages only when polled directly.
+    tokio::spawn(async move {
+        loop {
+            match futures_util::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if tx.send(n.payload().to_string()).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    Ok((client, rx))
+}
+
+/// The one writer of this process: gathers waiting appends into one transaction.
+async fn writer_task(url: String, mut rx: mpsc::Receiver<Request>) {
+    let mut client: Option<Client> = None;
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let mut attempted = false;
+        let outcome = loop {
+            if client.as_ref().is_none_or(Client::is_closed) {
+                match connect(&url).await {
+                    Ok(c) => client = Some(c),
+                    Err(e) if started.elapsed() < RECONNECT_FOR => {
+                        tracing::warn!(error = %e, "event store connection lost; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
+                    }
+                    Err(e) => break Err(backend(format!("cannot reach PostgreSQL: {e}"))),
+                }
+            }
+            let c = client.as_mut().expect("connected");
+            match commit_group(c, &group, attempted).await {
+                Ok(results) => break Ok(results),
+                Err(e) if connection_lost(&e) && started.elapsed() < RECONNECT_FOR => {
+                    // The COMMIT may or may not have happened: run the same group again; its
+                    // event ids make the events that did commit come back as already stored.
+                    tracing::warn!(error = %e, "append interrupted; retrying with the same event ids");
+                    attempted = true;
+                    client = None;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => break Err(backend(e)),
+            }
+        };
+        match outcome {
+            Ok(results) => {
+                for (req, result) in group.into_iter().zip(results) {
+                    let _ = req.reply.send(result);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for req in group {
+                    let _ = req.reply.send(Err(StoreError::Backend(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Runs one group in one transaction; per-request refusals are returned, not raised.
+async fn commit_group(
+    client: &mut Client,
+    group: &[Request],
+    attempted: bool,
+) -> Result<Vec<Result<AppendResult, StoreError>>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    // The serializing lock: held until COMMIT (see the module docs).
+    let head: i64 = tx.query_one("SELECT position FROM mall_log_head WHERE id FOR UPDATE", &[]).await?.get(0);
+
+    let ids: Vec<Uuid> = group.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
+    let stored: HashMap<Uuid, RecordedEvent> = tx
+        .query(&format!("SELECT {COLUMNS} FROM mall_events WHERE event_id = ANY($1)"), &[&ids])
+        .await?
+        .iter()
+        .filter_map(|r| row_to_event(r).ok())
+        .map(|e| (e.event_id, e))
+        .collect();
+    let names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
+    let mut versions: HashMap<String, u64> = tx
+        .query("SELECT stream_id, version FROM mall_streams WHERE stream_id = ANY($1)", &[&names])
+        .await?
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+        .collect();
+
+    let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
+    let mut next = head as Position + 1;
+    let mut staged: HashMap<Uuid, KnownEvent> = HashMap::new();
+    let mut staged_events: HashMap<Uuid, &NewEvent> = HashMap::new();
+    let mut cols = Columns::default();
+    let mut results = Vec::with_capacity(group.len());
+    for req in group {
+        let known: Vec<Option<KnownEvent>> = req
+            .events
+            .iter()
+            .map(|e| {
+                if let Some(s) = stored.get(&e.event_id) {
+                    Some(KnownEvent {
+                        stream: s.stream_id.clone(),
+                        stream_version: s.stream_version,
+                        position: s.position,
+                        same_content: e.same_as(s),
+                    })
+                } else {
+                    staged.get(&e.event_id).map(|k| KnownEvent { same_content: staged_events[&e.event_id] == e, ..k.clone() })
+                }
+            })
+            .collect();
+        match check_retry(&req.stream, &req.events, &known) {
+            // A retry of our own interrupted attempt is the first write, not a duplicate.
+            Ok(Some(r)) => {
+                let first_write = attempted && req.events.iter().all(|e| stored.contains_key(&e.event_id));
+                results.push(Ok(AppendResult { deduplicated: !first_write, ..r }));
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                results.push(Err(e));
+                continue;
+            }
+        }
+        let actual = versions.get(req.stream.as_str()).copied().unwrap_or(0);
+        if !req.expected.accepts(actual) {
+            results.push(Err(StoreError::WrongExpectedVersion { stream: req.stream.clone(), expected: req.expected, actual }));
+            continue;
+        }
+        let first = next;
+        let mut version = actual;
+        for e in &req.events {
+            version += 1;
+            cols.push(next, version, &req.stream, e, recorded_at);
+            staged.insert(e.event_id, KnownEvent { stream: req.stream.clone(), stream_version: version, position: next, same_content: true });
+            staged_events.insert(e.event_id, e);
+            next += 1;
+        }
+        versions.insert(req.stream.as_str().to_string(), version);
+        results.push(Ok(AppendResult { first_position: first, last_position: next - 1, stream_version: version, deduplicated: false }));
+    }
+
+    if !cols.positions.is_empty() {
+        tx.execute(
+            "INSERT INTO mall_events (position, event_id, stream_id, stream_version, event_type, schema_version, \
+             recorded_at, tags, correlation_id, causation_id, payload) \
+             SELECT p, i, s, v, t, sv, $7, CASE WHEN tg = '' THEN '{}'::text[] ELSE string_to_array(tg, E'\\x1f') END, c, ca, pl \
+             FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::smallint[], \
+                         $8::text[], $9::uuid[], $10::uuid[], $11::bytea[]) AS u(p, i, s, v, t, sv, tg, c, ca, pl)",
+            &[
+                &cols.positions,
+                &cols.ids,
+                &cols.streams,
+                &cols.versions,
+                &cols.types,
+                &cols.schema_versions,
+                &recorded_at,
+                &cols.tags,
+                &cols.correlations,
+                &cols.causations,
+                &cols.payloads,
+            ],
+        )
+        .await?;
+        if !cols.tag_positions.is_empty() {
+            tx.execute(
+                "INSERT INTO mall_event_tags (tag, position) SELECT * FROM UNNEST($1::text[], $2::bigint[])",
+                &[&cols.tag_names, &cols.tag_positions],
+            )
+            .await?;
+        }
+        let (names, vers): (Vec<&str>, Vec<i64>) =
+            versions.iter().filter(|(s, _)| cols.streams.iter().any(|c| c == *s)).map(|(s, v)| (s.as_str(), *v as i64)).unzip();
+        tx.execute(
+            "INSERT INTO mall_streams (stream_id, version) SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+             ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version",
+            &[&names, &vers],
+        )
+        .await?;
+        let last = (next - 1) as i64;
+        tx.execute("UPDATE mall_log_head SET position = $1 WHERE id", &[&last]).await?;
+        // Delivered to listeners at COMMIT, never before.
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &last.to_string()]).await?;
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Column vectors for one multi-row INSERT.
+#[derive(Default)]
+struct Columns {
+    positions: Vec<i64>,
+    ids: Vec<Uuid>,
+    streams: Vec<String>,
+    versions: Vec<i64>,
+    types: Vec<String>,
+    schema_versions: Vec<i16>,
+    /// Tags joined by U+001F; tags cannot hold control characters (`Limits::check`).
+    tags: Vec<String>,
+    correlations: Vec<Option<Uuid>>,
+    causations: Vec<Option<Uuid>>,
+    payloads: Vec<Vec<u8>>,
+    tag_names: Vec<String>,
+    tag_positions: Vec<i64>,
+}
+
+impl Columns {
+    fn push(&mut self, position: Position, version: u64, stream: &StreamId, e: &NewEvent, _at: DateTime<Utc>) {
+        self.positions.push(position as i64);
+        self.ids.push(e.event_id);
+        self.streams.push(stream.as_str().to_string());
+        self.versions.push(version as i64);
+        self.types.push(e.event_type.clone());
+        self.schema_versions.push(e.schema_version as i16);
+        self.tags.push(e.tags.join("\u{1f}"));
+        self.correlations.push(e.correlation_id);
+        self.causations.push(e.causation_id);
+        self.payloads.push(e.payload.clone());
+        for t in &e.tags {
+            self.tag_names.push(t.clone());
+            self.tag_positions.push(position as i64);
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    #[tracing::instrument(level = "debug", skip(self, events), fields(stream = %stream, n = events.len()))]
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.config.limits.check(&events)?;
+        let tx = self.writer.lock().expect("writer lock").clone().ok_or(StoreError::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Request { stream: stream.clone(), expected, events, reply }).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from = from_version.min(i64::MAX as u64) as i64;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let sql = match direction {
+            Direction::Forward => format!(
+                "SELECT {COLUMNS} FROM mall_events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
+            ),
+            Direction::Backward => format!(
+                "SELECT {COLUMNS} FROM mall_events WHERE stream_id = $1 AND stream_version <= $2 ORDER BY stream_version DESC LIMIT $3"
+            ),
+        };
+        self.query_events(&sql, &[&stream.as_str(), &from, &limit]).await
+    }
+
+    async fn read_all(&self, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from = from.min(i64::MAX as u64) as i64;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.query_events(&format!("SELECT {COLUMNS} FROM mall_events WHERE position >= $1 ORDER BY position LIMIT $2"), &[&from, &limit])
+            .await
+    }
+
+    async fn read_by_tag(&self, tag: &str, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from = from.min(i64::MAX as u64) as i64;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let cols = COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+        self.query_events(
+            &format!(
+                "SELECT {cols} FROM mall_event_tags t JOIN mall_events e ON e.position = t.position \
+                 WHERE t.tag = $1 AND t.position >= $2 ORDER BY t.position LIMIT $3"
+            ),
+            &[&tag, &from, &limit],
+        )
+        .await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT version FROM mall_streams WHERE stream_id = $1", &[&stream.as_str()])
+            .await
+            .map_err(backend)?;
+        Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT position FROM mall_log_head), (SELECT count(*) FROM mall_streams), \
+                 pg_total_relation_size('mall_events') + pg_total_relation_size('mall_event_tags') \
+                 + pg_total_relation_size('mall_streams')",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        let last = row.get::<_, i64>(0) as u64;
+        // Positions are gap-free, so the last one is also the count.
+        Ok(StoreStats { events: last, streams: row.get::<_, i64>(1) as u64, last_position: last, bytes: row.get::<_, i64>(2) as u64 })
+    }
+
+    async fn wait_for_append(&self, after: Position) {
+        let mut rx = self.notified.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|p| *p > after)).await;
+    }
+
+    async fn close(&self) {
+        self.writer.lock().expect("writer lock").take();
+        self.listener.abort();
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// The migrations this build applies, for `mall` to report.
+pub fn migrations() -> Vec<String> {
+    embedded_schema::migrations::runner().get_migrations().iter().map(|m| m.to_string()).collect()
+}
+
+#[doc(hidden)]
+pub fn _assert_send(s: Arc<PgStore>) -> Arc<dyn EventStore> {
+    s
+}

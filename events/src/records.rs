@@ -1,0 +1,105 @@
+//! Parsing records (the JSON users send: HTTP bodies, `mall import` lines) into domain events,
+//! with the path of the offending field on any error.
+
+use serde::de::DeserializeOwned;
+
+use crate::domain::DomainEvent;
+
+/// Why a record was refused: the field's path (such as `price` or `personality.tone`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct RecordError {
+    /// The path of the offending field, when one is to blame.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> RecordError {
+    let path = e.path().to_string();
+    let mut message = e.into_inner().to_string();
+    // serde_json appends " at line L column C", which says less than the path does.
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    RecordError { field: (path != "." && !path.is_empty()).then_some(path), message }
+}
+
+/// Parses JSON into `T`, naming the path of the field that failed.
+pub fn from_json<T: DeserializeOwned>(json: &[u8]) -> Result<T, RecordError> {
+    let de = &mut serde_json::Deserializer::from_slice(json);
+    serde_path_to_error::deserialize(de).map_err(path_error)
+}
+
+/// Deserializes an already parsed JSON value into `T`, naming the path of the field that failed.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, RecordError> {
+    serde_path_to_error::deserialize(value).map_err(path_error)
+}
+
+/// Parses and validates one record: `{"type": "...", ...}`.
+pub fn parse_record(json: &[u8]) -> Result<DomainEvent, RecordError> {
+    let mut fields: serde_json::Map<String, serde_json::Value> = from_json(json)?;
+    let ty = match fields.remove("type") {
+        Some(serde_json::Value::String(t)) => t,
+        Some(_) => return Err(RecordError { field: Some("type".into()), message: "must be a string".into() }),
+        None => return Err(RecordError { field: Some("type".into()), message: "missing field `type`".into() }),
+    };
+    parse_typed(&ty, serde_json::Value::Object(fields))
+}
+
+/// Parses and validates the fields of a record whose type is known (`POST /api/products` may
+/// leave `type` out).
+pub fn parse_typed(event_type: &str, fields: serde_json::Value) -> Result<DomainEvent, RecordError> {
+    use DomainEvent as E;
+    let event = match event_type {
+        "district_opened" => E::DistrictOpened(from_value(fields)?),
+        "product_listed" => E::ProductListed(from_value(fields)?),
+        "product_edited" => E::ProductEdited(from_value(fields)?),
+        "stock_changed" => E::StockChanged(from_value(fields)?),
+        "price_changed" => E::PriceChanged(from_value(fields)?),
+        "product_viewed" => E::ProductViewed(from_value(fields)?),
+        "product_clicked" => E::ProductClicked(from_value(fields)?),
+        "impression_served" => E::ImpressionServed(from_value(fields)?),
+        "added_to_cart" => E::AddedToCart(from_value(fields)?),
+        "removed_from_cart" => E::RemovedFromCart(from_value(fields)?),
+        "purchased" => E::Purchased(from_value(fields)?),
+        "searched" => E::Searched(from_value(fields)?),
+        "bounced" => E::Bounced(from_value(fields)?),
+        other => {
+            return Err(RecordError {
+                field: Some("type".into()),
+                message: format!("unknown record type {other:?}; expected one of {}", crate::domain::EVENT_TYPES.join(", ")),
+            })
+        }
+    };
+    event.validate().map_err(|(field, e)| RecordError { field: Some(field), message: e.0 })?;
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_signal_parses() {
+        let e = parse_record(br#"{"type":"product_viewed","id":"0193a1b2-0000-7000-8000-000000000001","shopper_id":"s1","session_id":"x","at":"2026-11-24T10:00:00Z","product_id":"p1","dwell_ms":1200}"#).unwrap();
+        assert_eq!(e.event_type(), "product_viewed");
+        assert_eq!(e.stream_id().as_str(), "product-p1");
+        assert_eq!(e.intrinsic_tags(), vec!["shopper:s1".to_string()]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse_record(br#"{"type":"product_listed","product_id":"p1","district":"toys","title":"T","price":"-3","currency":"EUR","stock":1}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("price"), "{e}");
+        let e = parse_record(br#"{"type":"district_opened","slug":"toys","name":"Toys","personality":{"tone":"fun","style":"s","audience":"kids","extra":1}}"#).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("personality.extra"), "{e}");
+        let e = parse_record(br#"{"type":"added_to_cart","id":"0193a1b2-0000-7000-8000-000000000001","shopper_id":"s1","session_id":"x","at":"2026-11-24T10:00:00Z","product_id":"p1","quantity":0}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("quantity"));
+        let e = parse_record(br#"{"type":"teleported"}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("type"), "{e}");
+        let e = parse_record(br#"{"type":"product_viewed","id":"0193a1b2-0000-7000-8000-000000000001","shopper_id":"s1","session_id":"x","at":"2026-11-24T10:00:00Z","product_id":"p1","dwell_ms":"long"}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("dwell_ms"), "{e}");
+    }
+}

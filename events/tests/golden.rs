@@ -1,0 +1,166 @@
+//! Golden bytes: every event type's stored payload is committed under `tests/golden/`, so a
+//! change that would stop stored events from decoding fails here. `MALL_BLESS=1` rewrites them,
+//! which is only right when adding a new type or a new schema version (with its upcaster).
+
+use std::collections::BTreeMap;
+
+use chrono::{TimeZone, Utc};
+use mall_events::codec::{self, CodecError, Upcaster};
+use mall_events::domain::*;
+use mall_events::ids::*;
+use uuid::Uuid;
+
+fn samples() -> Vec<DomainEvent> {
+    let at = Utc.with_ymd_and_hms(2026, 11, 24, 10, 30, 0).unwrap();
+    let id = Uuid::from_u128(0x0193_5c3a_0000_7000_8000_0000_0000_0042);
+    let p = || ProductId::parse("sku-42").unwrap();
+    let shopper = || ShopperId::parse("shopper-7").unwrap();
+    let session = || SessionId::parse("sess-1").unwrap();
+    let list = || ListName::parse("district:toys").unwrap();
+    let mut attributes = BTreeMap::new();
+    attributes.insert("color".to_string(), AttributeValue::Text("red".into()));
+    attributes.insert("weight_g".to_string(), AttributeValue::Number(250.0));
+    attributes.insert("handmade".to_string(), AttributeValue::Bool(true));
+    vec![
+        DomainEvent::DistrictOpened(DistrictOpened {
+            slug: DistrictSlug::parse("toys").unwrap(),
+            name: "Toy Town".into(),
+            personality: Personality { tone: "playful".into(), style: "short sentences".into(), audience: "parents".into() },
+        }),
+        DomainEvent::ProductListed(ProductListed {
+            product_id: p(),
+            district: DistrictSlug::parse("toys").unwrap(),
+            title: "Wooden train".into(),
+            description: "A train of beech wood.".into(),
+            price: Price::parse("24.90").unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            tags: vec!["wood".into(), "train".into()],
+            attributes,
+            image_url: Some("https://img.example/train.jpg".into()),
+            stock: 12,
+        }),
+        DomainEvent::ProductEdited(ProductEdited {
+            product_id: p(),
+            district: None,
+            title: Some("Wooden train set".into()),
+            description: None,
+            price: None,
+            currency: None,
+            tags: Some(vec!["wood".into()]),
+            attributes: None,
+            image_url: None,
+            stock: None,
+        }),
+        DomainEvent::StockChanged(StockChanged { product_id: p(), stock: 3 }),
+        DomainEvent::PriceChanged(PriceChanged {
+            product_id: p(),
+            price: Price::parse("19.99").unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+        }),
+        DomainEvent::ProductViewed(ProductViewed { id, shopper_id: shopper(), session_id: session(), at, product_id: p(), dwell_ms: 4200 }),
+        DomainEvent::ProductClicked(ProductClicked { id, shopper_id: shopper(), session_id: session(), at, product_id: p(), list: list(), position: 3 }),
+        DomainEvent::ImpressionServed(ImpressionServed { id, shopper_id: shopper(), session_id: session(), at, product_id: p(), list: list(), position: 3 }),
+        DomainEvent::AddedToCart(AddedToCart { id, shopper_id: shopper(), session_id: session(), at, product_id: p(), quantity: 2 }),
+        DomainEvent::RemovedFromCart(RemovedFromCart { id, shopper_id: shopper(), session_id: session(), at, product_id: p(), quantity: 1 }),
+        DomainEvent::Purchased(Purchased {
+            id,
+            shopper_id: shopper(),
+            session_id: session(),
+            at,
+            product_id: p(),
+            order_id: OrderId::parse("order-9").unwrap(),
+            quantity: 1,
+            unit_price: Price::parse("24.90").unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+        }),
+        DomainEvent::Searched(Searched { id, shopper_id: shopper(), session_id: session(), at, query: "wooden toys".into(), result_ids: vec![p()] }),
+        DomainEvent::Bounced(Bounced { id, shopper_id: shopper(), session_id: session(), at, product_id: p() }),
+    ]
+}
+
+fn golden_path(event_type: &str, version: u16) -> String {
+    format!("{}/tests/golden/{event_type}.v{version}.msgpack", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn every_event_type_has_a_sample() {
+    let types: Vec<&str> = samples().iter().map(|e| e.event_type()).collect();
+    assert_eq!(types, EVENT_TYPES, "add a sample (and golden bytes) for every new event type");
+}
+
+#[test]
+fn stored_payloads_match_the_committed_golden_bytes() {
+    for event in samples() {
+        let path = golden_path(event.event_type(), event.schema_version());
+        let bytes = codec::encode(&event).unwrap();
+        if std::env::var_os("MALL_BLESS").is_some() {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let golden = std::fs::read(&path).unwrap_or_else(|_| panic!("{path} is committed"));
+        assert_eq!(bytes, golden, "{}: encoding changed; bump the schema version and add an upcaster", event.event_type());
+        let decoded = codec::decode(event.event_type(), event.schema_version(), &golden).unwrap();
+        assert_eq!(decoded, event, "{}: golden bytes no longer decode to the sample", event.event_type());
+    }
+}
+
+#[test]
+fn payloads_use_named_fields_so_fields_can_be_added() {
+    let event = &samples()[5];
+    let value: rmpv::Value = rmp_serde::from_slice(&codec::encode(event).unwrap()).unwrap();
+    let keys: Vec<String> = value.as_map().unwrap().iter().map(|(k, _)| k.as_str().unwrap().to_string()).collect();
+    assert!(keys.contains(&"dwell_ms".to_string()), "{keys:?}");
+}
+
+#[test]
+fn unknown_types_and_future_versions_are_typed_errors() {
+    let bytes = codec::encode(&samples()[0]).unwrap();
+    assert!(matches!(codec::decode("teleported", 1, &bytes), Err(CodecError::UnknownType(_))));
+    assert!(matches!(codec::decode("district_opened", 2, &bytes), Err(CodecError::UnknownVersion { version: 2, .. })));
+    assert!(matches!(codec::decode("district_opened", 1, b"\x91\xc0"), Err(CodecError::Malformed { .. })));
+}
+
+/// Suppose `product_viewed` v1 had measured dwell in seconds (`dwell_s`) and the current shape
+/// (then v2) measures milliseconds: this is the upcaster such a change registers.
+fn dwell_seconds_to_ms(mut v: rmpv::Value) -> Result<rmpv::Value, String> {
+    let rmpv::Value::Map(map) = &mut v else { return Err("payload is not a map".into()) };
+    let entry = map.iter_mut().find(|(k, _)| k.as_str() == Some("dwell_s")).ok_or("no dwell_s")?;
+    let secs = entry.1.as_u64().ok_or("dwell_s is not a number")?;
+    *entry = (rmpv::Value::from("dwell_ms"), rmpv::Value::from(secs * 1000));
+    Ok(v)
+}
+
+#[derive(serde::Serialize)]
+struct ViewedV1<'a> {
+    id: Uuid,
+    shopper_id: &'a str,
+    session_id: &'a str,
+    at: chrono::DateTime<Utc>,
+    product_id: &'a str,
+    dwell_s: u64,
+}
+
+#[test]
+fn older_schema_versions_are_upcast_on_read() {
+    let chain = [Upcaster { event_type: "product_viewed", from_version: 1, apply: dwell_seconds_to_ms }];
+    let mut expected = samples()[5].clone();
+    let DomainEvent::ProductViewed(v) = &mut expected else { unreachable!() };
+    let v1 = codec::to_bytes(&ViewedV1 {
+        id: v.id,
+        shopper_id: v.shopper_id.as_str(),
+        session_id: v.session_id.as_str(),
+        at: v.at,
+        product_id: v.product_id.as_str(),
+        dwell_s: 4,
+    })
+    .unwrap();
+    v.dwell_ms = 4000;
+    // With the chain registered, v1 bytes are upcast and v2 (the current shape) read directly.
+    assert_eq!(codec::decode_with(&chain, "product_viewed", 1, &v1).unwrap(), expected);
+    let v2 = codec::encode(&expected).unwrap();
+    assert_eq!(codec::decode_with(&chain, "product_viewed", 2, &v2).unwrap(), expected);
+    // Without it, the old shape does not pass for the new one: it is refused, not misread.
+    assert!(matches!(codec::decode_with(&[], "product_viewed", 1, &v1), Err(CodecError::Malformed { .. })));
+    // An upcaster that refuses its input is reported as such.
+    let broken = [Upcaster { event_type: "product_viewed", from_version: 1, apply: |_| Err("no".into()) }];
+    assert!(matches!(codec::decode_with(&broken, "product_viewed", 1, &v1), Err(CodecError::Upcast { .. })));
+}

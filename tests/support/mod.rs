@@ -1,0 +1,66 @@
+//! Shared test harness: backends that every conformance and model test runs against.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use mall_events::{EmbeddedConfig, EmbeddedStore, EventStore, NewEvent, StreamId};
+use uuid::Uuid;
+
+pub mod pg;
+
+/// A backend under test: opens its store, and opens it again after a close.
+#[async_trait::async_trait]
+pub trait Backend: Send {
+    /// Opens the store (the first time, an empty one).
+    async fn open(&mut self) -> Arc<dyn EventStore>;
+    /// The backend's name, for messages.
+    fn name(&self) -> &'static str;
+}
+
+/// The embedded store in a fresh temporary directory.
+pub struct Embedded {
+    pub dir: tempfile::TempDir,
+    pub segment_size: u64,
+}
+
+impl Embedded {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap(), segment_size: 64 * 1024 }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Embedded {
+    async fn open(&mut self) -> Arc<dyn EventStore> {
+        let mut config = EmbeddedConfig::new(self.dir.path());
+        // Small segments, so that every test also crosses segment boundaries.
+        config.segment_size = self.segment_size;
+        config.limits.max_event_size = 64 * 1024;
+        Arc::new(EmbeddedStore::open(config).unwrap())
+    }
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+/// A test event with a fresh id.
+pub fn event(kind: &str, payload: &[u8]) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: kind.to_string(),
+        schema_version: 1,
+        tags: vec![],
+        correlation_id: None,
+        causation_id: None,
+        payload: payload.to_vec(),
+    }
+}
+
+/// A test event with tags.
+pub fn tagged(kind: &str, payload: &[u8], tags: &[&str]) -> NewEvent {
+    NewEvent { tags: tags.iter().map(|t| t.to_string()).collect(), ..event(kind, payload) }
+}
+
+pub fn stream(s: &str) -> StreamId {
+    StreamId::parse(s).unwrap()
+}
