@@ -22,7 +22,12 @@ fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> RecordError {
     if let Some(i) = message.rfind(" at line ") {
         message.truncate(i);
     }
-    RecordError { field: (path != "." && !path.is_empty()).then_some(path), message }
+    let mut field = (path != "." && !path.is_empty()).then_some(path);
+    // A missing field is reported at its parent: name the field itself.
+    if let Some(name) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+        field = Some(field.map_or(name.to_string(), |p| format!("{p}.{name}")));
+    }
+    RecordError { field, message }
 }
 
 /// Parses JSON into `T`, naming the path of the field that failed.

@@ -1,0 +1,125 @@
+//! The command line: `mall <command>`, errors printed once as `mall: <message>`.
+//!
+//! Exit codes: 0 success; 1 failure (the message says why); 2 bad usage; 3 `events verify`
+//! found corruption.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::store::StoreArgs;
+
+/// mall: an event-sourced, self-optimizing commerce backend.
+#[derive(Debug, Parser)]
+#[command(name = "mall", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Append NDJSON records (catalog and learning signals) to the log; `-` reads standard input.
+    Import(ImportArgs),
+    /// Inspect the event log.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Development and test helpers.
+    #[command(subcommand, hide = true)]
+    Debug(commands::debug::DebugCommand),
+}
+
+/// `mall import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The NDJSON file, one record per line; `-` for standard input.
+    pub file: PathBuf,
+    /// Events per append round.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub batch: u32,
+}
+
+/// `mall events ...`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Counts: events, streams, last position, bytes.
+    Stats {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print events in global order, decoded.
+    Tail {
+        /// The first position to print (default: the last 20 events).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Keep printing new events as they are appended.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON envelope per line, with the data decoded.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record: framing, checksums, order, and that every payload decodes.
+    Verify {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An error that carries its own exit code.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Exit {
+    fn from(e: E) -> Self {
+        Exit { code: 1, error: e.into() }
+    }
+}
+
+/// Parses the command line, runs the command and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MALL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mall: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Exit { code, error }) => {
+            eprintln!("mall: {}", chain(&error));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The whole cause chain on one line.
+fn chain(e: &anyhow::Error) -> String {
+    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+}
+
+async fn run(cli: Cli) -> Result<(), Exit> {
+    match cli.command {
+        Command::Import(args) => commands::import::run(&cli.store, &args).await,
+        Command::Events(cmd) => commands::events::run(&cli.store, cmd).await,
+        Command::Debug(cmd) => commands::debug::run(&cli.store, cmd).await,
+    }
+}

@@ -1,0 +1,331 @@
+//! `mall import FILE`: validated NDJSON records appended to their streams in batches.
+//!
+//! Re-importing a file adds nothing twice: a signal's event id is its client-chosen `id`, and a
+//! catalog record's event id is derived from its stream, its content and how many identical
+//! records came before it in the file, so the store recognizes a second import as a retry. A bad
+//! line stops the import with its number and reason, after everything before it is durable.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use mall_events::domain::DomainEvent;
+use mall_events::ids::{tag, DistrictSlug, ProductId};
+use mall_events::records::parse_record;
+use mall_events::{Direction, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
+use uuid::Uuid;
+
+use crate::cli::{Exit, ImportArgs};
+use crate::store::{self, Access, StoreArgs};
+
+/// The namespace of catalog event ids derived from content.
+const CATALOG_NAMESPACE: Uuid = Uuid::from_u128(0x6d61_6c6c_2d63_6174_616c_6f67_2d76_0001);
+/// The longest line accepted, in bytes.
+const MAX_LINE: usize = 1 << 20;
+
+/// What an import did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Records read.
+    pub records: u64,
+    /// Events newly appended.
+    pub appended: u64,
+    /// Events that were already in the log (an earlier import of the same records).
+    pub already_stored: u64,
+}
+
+/// Runs `mall import`.
+pub async fn run(store_args: &StoreArgs, args: &ImportArgs) -> Result<(), Exit> {
+    let (reader, size): (Box<dyn Read>, Option<u64>) = if args.file.as_os_str() == "-" {
+        (Box::new(std::io::stdin()), None)
+    } else {
+        let file = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+        let size = file.metadata().ok().map(|m| m.len());
+        (Box::new(file), size)
+    };
+    let store = store::open(store_args, Access::ReadWrite).await?;
+    let progress = match size {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {bytes}/{total_bytes} {msg} ({eta})")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {bytes} {msg}").expect("a valid template")),
+    };
+    let started = Instant::now();
+    let result = import(store.clone(), reader, args.batch as usize, &progress).await;
+    progress.finish_and_clear();
+    store.close().await;
+    let report = result?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "imported {} records from {}: {} events appended, {} already stored ({:.1}s, {:.0} events/s)",
+        report.records,
+        display(&args.file),
+        report.appended,
+        report.already_stored,
+        secs,
+        report.records as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+fn display(p: &Path) -> String {
+    if p.as_os_str() == "-" { "standard input".into() } else { p.display().to_string() }
+}
+
+/// What the importer knows of a product.
+#[derive(Debug, Clone)]
+struct Product {
+    district: DistrictSlug,
+    listed_id: Uuid,
+}
+
+struct Pending {
+    line: u64,
+    stream: StreamId,
+    event: NewEvent,
+}
+
+/// The import state: the catalog as known so far and the events not yet appended.
+struct Importer {
+    store: Arc<dyn EventStore>,
+    districts: HashMap<DistrictSlug, Uuid>,
+    products: HashMap<ProductId, Product>,
+    seen: HashMap<Uuid, u32>,
+    pending: Vec<Pending>,
+    report: ImportReport,
+}
+
+/// Reads records from `reader` and appends them, `batch` events per round.
+pub async fn import(
+    store: Arc<dyn EventStore>,
+    reader: impl Read,
+    batch: usize,
+    progress: &ProgressBar,
+) -> anyhow::Result<ImportReport> {
+    let mut importer = Importer {
+        store,
+        districts: HashMap::new(),
+        products: HashMap::new(),
+        seen: HashMap::new(),
+        pending: Vec::new(),
+        report: ImportReport::default(),
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    let started = Instant::now();
+    loop {
+        line.clear();
+        let n = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).context("cannot read the input")?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        progress.inc(n as u64);
+        if line.len() > MAX_LINE {
+            importer.flush().await?;
+            return Err(anyhow!("line {number}: longer than {MAX_LINE} bytes"));
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let staged = match parse_record(&line) {
+            Ok(record) => importer.stage(number, record).await,
+            Err(e) => Err(anyhow!("{e}")),
+        };
+        if let Err(e) = staged {
+            // Everything before the bad line is made durable before the import stops.
+            importer.flush().await?;
+            return Err(anyhow!("line {number}: {e}"));
+        }
+        importer.report.records += 1;
+        if importer.pending.len() >= batch {
+            importer.flush().await?;
+            let rate = importer.report.records as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            progress.set_message(format!("{} records, {rate:.0}/s", importer.report.records));
+        }
+    }
+    importer.flush().await?;
+    Ok(importer.report)
+}
+
+impl Importer {
+    /// The event id of a catalog record: derived from its stream, content and occurrence.
+    fn catalog_id(&mut self, stream: &StreamId, payload: &[u8]) -> Uuid {
+        let mut name = Vec::with_capacity(stream.as_str().len() + payload.len() + 1);
+        name.extend_from_slice(stream.as_str().as_bytes());
+        name.push(0);
+        name.extend_from_slice(payload);
+        let base = Uuid::new_v5(&CATALOG_NAMESPACE, &name);
+        let k = self.seen.entry(base).or_insert(0);
+        *k += 1;
+        if *k == 1 { base } else { Uuid::new_v5(&base, &k.to_le_bytes()) }
+    }
+
+    /// The first event of a stream in the log, if any.
+    async fn first_event(&self, stream: &StreamId) -> anyhow::Result<Option<mall_events::RecordedEvent>> {
+        Ok(self.store.read_stream(stream, 1, Direction::Forward, 1).await?.into_iter().next())
+    }
+
+    async fn district_known(&mut self, slug: &DistrictSlug) -> anyhow::Result<bool> {
+        if self.districts.contains_key(slug) {
+            return Ok(true);
+        }
+        if let Some(first) = self.first_event(&StreamId::district(slug)).await? {
+            self.districts.insert(slug.clone(), first.event_id);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn product(&mut self, id: &ProductId) -> anyhow::Result<Option<Product>> {
+        if let Some(p) = self.products.get(id) {
+            return Ok(Some(p.clone()));
+        }
+        let stream = StreamId::product(id);
+        let Some(first) = self.first_event(&stream).await? else { return Ok(None) };
+        let DomainEvent::ProductListed(listed) = first.decode()? else {
+            return Ok(None);
+        };
+        // The district may have moved since: follow the edits.
+        let mut district = listed.district;
+        for e in self.store.read_stream(&stream, 2, Direction::Forward, usize::MAX).await? {
+            if e.event_type == "product_edited"
+                && let Ok(DomainEvent::ProductEdited(edit)) = e.decode()
+                && let Some(d) = edit.district
+            {
+                district = d;
+            }
+        }
+        let p = Product { district, listed_id: first.event_id };
+        self.products.insert(id.clone(), p.clone());
+        Ok(Some(p))
+    }
+
+    /// Checks a record against the catalog and queues its event.
+    async fn stage(&mut self, line: u64, record: DomainEvent) -> anyhow::Result<()> {
+        let stream = record.stream_id();
+        let mut extra_tags = Vec::new();
+        let event_id = match &record {
+            DomainEvent::DistrictOpened(d) => {
+                let payload = mall_events::codec::encode(&record)?;
+                let id = self.catalog_id(&stream, &payload);
+                if self.district_known(&d.slug).await? && self.districts[&d.slug] != id {
+                    return Err(anyhow!("slug: district {} is already open", d.slug));
+                }
+                self.districts.insert(d.slug.clone(), id);
+                id
+            }
+            DomainEvent::ProductListed(p) => {
+                if !self.district_known(&p.district).await? {
+                    return Err(anyhow!("district: unknown district {}", p.district));
+                }
+                let payload = mall_events::codec::encode(&record)?;
+                let id = self.catalog_id(&stream, &payload);
+                if let Some(known) = self.product(&p.product_id).await?
+                    && known.listed_id != id
+                {
+                    return Err(anyhow!("product_id: product {} is already listed (send product_edited to change it)", p.product_id));
+                }
+                self.products.insert(p.product_id.clone(), Product { district: p.district.clone(), listed_id: id });
+                id
+            }
+            DomainEvent::Searched(s) => s.id,
+            other => {
+                let product_id = other.product_id().expect("every other record concerns a product");
+                let Some(mut product) = self.product(product_id).await? else {
+                    return Err(anyhow!("product_id: unknown product {product_id}"));
+                };
+                if let DomainEvent::ProductEdited(edit) = other
+                    && let Some(d) = &edit.district
+                {
+                    if !self.district_known(d).await? {
+                        return Err(anyhow!("district: unknown district {d}"));
+                    }
+                    product.district = d.clone();
+                    self.products.insert(product_id.clone(), product.clone());
+                }
+                if other.is_signal() {
+                    extra_tags.push(tag::district(&product.district));
+                    other.signal_id().expect("a signal has an id")
+                } else {
+                    let payload = mall_events::codec::encode(other)?;
+                    self.catalog_id(&stream, &payload)
+                }
+            }
+        };
+        let event = NewEvent::from_domain(&record, event_id, extra_tags)?;
+        self.pending.push(Pending { line, stream, event });
+        Ok(())
+    }
+
+    /// Appends everything queued: districts first and in order (products name them), then every
+    /// other stream concurrently, so that the store's group commit shares fsyncs among them.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        let mut order: Vec<StreamId> = Vec::new();
+        let mut by_stream: HashMap<StreamId, Vec<Pending>> = HashMap::new();
+        for p in self.pending.drain(..) {
+            if !by_stream.contains_key(&p.stream) {
+                order.push(p.stream.clone());
+            }
+            by_stream.entry(p.stream.clone()).or_default().push(p);
+        }
+        let (districts, others): (Vec<StreamId>, Vec<StreamId>) = order.into_iter().partition(|s| s.category() == "district");
+        for s in districts {
+            let batch = by_stream.remove(&s).expect("queued");
+            let (a, d) = append_stream(self.store.clone(), s, batch).await?;
+            self.report.appended += a;
+            self.report.already_stored += d;
+        }
+        let mut tasks = Vec::new();
+        for s in others {
+            let batch = by_stream.remove(&s).expect("queued");
+            tasks.push(tokio::spawn(append_stream(self.store.clone(), s, batch)));
+        }
+        let mut first_error = None;
+        for t in tasks {
+            match t.await.context("an append task failed")? {
+                Ok((a, d)) => {
+                    self.report.appended += a;
+                    self.report.already_stored += d;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Appends one stream's queued events; returns (appended, already stored).
+async fn append_stream(store: Arc<dyn EventStore>, stream: StreamId, batch: Vec<Pending>) -> anyhow::Result<(u64, u64)> {
+    let events: Vec<NewEvent> = batch.iter().map(|p| p.event.clone()).collect();
+    let n = events.len() as u64;
+    match store.append(&stream, ExpectedVersion::Any, events).await {
+        Ok(r) if r.deduplicated => Ok((0, n)),
+        Ok(_) => Ok((n, 0)),
+        // Part of the batch was stored by an earlier, interrupted import: go one by one.
+        Err(StoreError::IdConflict { .. }) => {
+            let (mut appended, mut stored) = (0, 0);
+            for p in batch {
+                match store.append(&stream, ExpectedVersion::Any, vec![p.event.clone()]).await {
+                    Ok(r) if r.deduplicated => stored += 1,
+                    Ok(_) => appended += 1,
+                    Err(StoreError::IdConflict { event_id, reason }) => {
+                        return Err(anyhow!("line {}: id {event_id} is already stored {reason}", p.line));
+                    }
+                    Err(e) => return Err(anyhow!("line {}: {e}", p.line)),
+                }
+            }
+            Ok((appended, stored))
+        }
+        Err(e) => Err(anyhow!("line {}: {e}", batch[0].line)),
+    }
+}

@@ -1,0 +1,13 @@
+//! The `mall` binary's library: command line, configuration and wiring.
+//!
+//! It sits at the top of the flow: it opens the event log (`mall-events`) and, as later issues
+//! arrive, hosts the actors (`mall-actors`), the projections (`mall-projections`) and the HTTP API.
+//!
+//! Modules:
+//! - [`cli`]: the clap definitions, error printing and exit codes;
+//! - [`store`]: choosing and opening an event store from flags, environment and defaults;
+//! - [`commands`]: one module per subcommand.
+
+pub mod cli;
+pub mod commands;
+pub mod store;

@@ -1,0 +1,77 @@
+//! Choosing the event store: `--store embedded|postgres|kurrentdb`, `--data-dir`,
+//! `--database-url`, or `MALL_STORE`, `MALL_DATA_DIR`, `DATABASE_URL`; embedded in `./mall-data`
+//! by default.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use mall_events::{EmbeddedConfig, EmbeddedStore, EventStore};
+
+/// The backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// Segment files in a data directory (one writer process).
+    Embedded,
+    /// PostgreSQL.
+    Postgres,
+    /// KurrentDB (builds with `--features kurrentdb`).
+    Kurrentdb,
+}
+
+/// The store flags every command shares.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Which event store to use.
+    #[arg(long, global = true, env = "MALL_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+    /// The embedded store's data directory.
+    #[arg(long, global = true, env = "MALL_DATA_DIR", default_value = "mall-data")]
+    pub data_dir: PathBuf,
+    /// The PostgreSQL (or KurrentDB) connection URL.
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// Whether a command writes (and so needs the embedded store's single-writer lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Appends: takes the lock, repairs a torn tail.
+    ReadWrite,
+    /// Reads up to the last whole record; works beside a running writer.
+    ReadOnly,
+}
+
+/// Opens the chosen store.
+pub async fn open(args: &StoreArgs, access: Access) -> anyhow::Result<Arc<dyn EventStore>> {
+    match args.store {
+        StoreKind::Embedded => {
+            let mut config = EmbeddedConfig::new(&args.data_dir);
+            config.read_only = access == Access::ReadOnly;
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(config))
+                .await
+                .context("the store's opening task failed")??;
+            Ok(Arc::new(store))
+        }
+        StoreKind::Postgres => {
+            let url = args.database_url.as_deref().context("the postgres store needs --database-url or DATABASE_URL")?;
+            let store = mall_events::postgres::PgStore::connect(mall_events::postgres::PgConfig::new(url))
+                .await
+                .context("cannot open the PostgreSQL event store")?;
+            Ok(Arc::new(store))
+        }
+        StoreKind::Kurrentdb => open_kurrent(args).await,
+    }
+}
+
+#[cfg(feature = "kurrentdb")]
+async fn open_kurrent(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
+    let url = args.database_url.as_deref().context("the kurrentdb store needs --database-url (a kurrentdb:// URL)")?;
+    Ok(Arc::new(mall_events::kurrent::KurrentStore::connect(url).await?))
+}
+
+#[cfg(not(feature = "kurrentdb"))]
+async fn open_kurrent(_: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
+    anyhow::bail!("this build has no KurrentDB support; rebuild with `cargo build --features kurrentdb`")
+}
