@@ -224,6 +224,8 @@ async fn bad_input_gives_typed_errors_and_writes_nothing(mut b: impl Backend) {
     assert!(matches!(e, StoreError::InvalidInput { .. }), "{}: {e}", b.name());
     let e = store.append(&s, ExpectedVersion::Any, vec![tagged("e", b"x", &[""])]).await.unwrap_err();
     assert!(matches!(e, StoreError::InvalidInput { .. }), "{}: {e}", b.name());
+    let e = store.append(&s, ExpectedVersion::Any, vec![tagged("e", b"x", &["t:1", "t:2", "t:1"])]).await.unwrap_err();
+    assert!(matches!(e, StoreError::InvalidInput { .. }), "{}: {e}", b.name());
     let e = store.append(&s, ExpectedVersion::Exact(3), vec![event("e", b"x")]).await.unwrap_err();
     assert!(matches!(e, StoreError::WrongExpectedVersion { actual: 0, .. }), "{}: {e}", b.name());
     let stats = store.stats().await.unwrap();

@@ -135,6 +135,9 @@ impl Limits {
                     ));
                 }
             }
+            if e.tags.iter().enumerate().any(|(k, t)| e.tags[..k].contains(t)) {
+                return Err(StoreError::invalid(&format!("events[{i}].tags"), "a tag appears twice"));
+            }
             if events[..i].iter().any(|p| p.event_id == e.event_id) {
                 return Err(StoreError::invalid(&format!("events[{i}].event_id"), "appears twice in the batch"));
             }
@@ -223,7 +226,8 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next event; `None` only after an error ended the feed.
+    /// The next event. A lost database connection is retried inside the feed; any other error
+    /// is delivered once and ends it (`None` after that).
     pub async fn next(&mut self) -> Option<Result<RecordedEvent, StoreError>> {
         self.rx.recv().await
     }
@@ -259,6 +263,12 @@ pub fn subscribe_all(store: Arc<dyn EventStore>, from: Position) -> Subscription
                             return;
                         }
                     }
+                }
+                // A lost database connection is transient: the backend reconnects, and the
+                // feed resumes from the position after the last one it delivered.
+                Err(StoreError::Backend(e)) => {
+                    tracing::warn!(error = %e, position = next, "subscription read failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;

@@ -1,0 +1,157 @@
+//! The PostgreSQL store survives lost connections: acknowledged events are never lost, and an
+//! append whose COMMIT outcome is unknown is retried with the same event ids and stored once.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mall_events::postgres::{PgConfig, PgStore};
+use mall_events::{EventStore, ExpectedVersion};
+use support::{event, pg, stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_appends_survive_terminated_connections() {
+    let db = pg::Postgres::new().await;
+    let store = Arc::new(PgStore::connect(PgConfig::new(&db.url)).await.unwrap());
+    let killer = admin(&db.url).await;
+    let dbname = db.url.rsplit('/').next().unwrap().to_string();
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..300 {
+                let e = event("e", format!("{w}-{i}").as_bytes());
+                let id = e.event_id;
+                // Every append must eventually succeed: the writer reconnects and retries.
+                let r = store.append(&stream(&format!("product-k{w}")), ExpectedVersion::Any, vec![e]).await.unwrap();
+                acked.push((id, r.first_position));
+            }
+            acked
+        }));
+    }
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        killer
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&dbname],
+            )
+            .await
+            .unwrap();
+    }
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    let all = store.read_all(1, 100_000).await.unwrap();
+    assert_eq!(all.len(), 1_200, "every append stored exactly once");
+    let ids: HashSet<_> = all.iter().map(|e| e.event_id).collect();
+    for (id, position) in &acked {
+        assert!(ids.contains(id), "acknowledged {id} is there");
+        assert_eq!(all[(*position - 1) as usize].event_id, *id, "at the position acknowledged");
+    }
+    assert!(all.windows(2).all(|w| w[1].position == w[0].position + 1));
+}
+
+/// A TCP proxy in front of PostgreSQL that, when armed, forwards the next COMMIT to the server
+/// but drops the connection before the server's answer reaches the client.
+struct CommitDropper {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl CommitDropper {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (a, d) = (armed.clone(), dropped.clone());
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                let server = TcpStream::connect("127.0.0.1:5432").await.unwrap();
+                tokio::spawn(proxy(client, server, a.clone(), d.clone()));
+            }
+        });
+        Self { port, armed, dropped }
+    }
+}
+
+async fn proxy(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, dropped: Arc<AtomicBool>) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let blackhole = Arc::new(AtomicBool::new(false));
+    let bh = blackhole.clone();
+    let down = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if bh.load(Ordering::SeqCst) {
+                return; // the answer to COMMIT never arrives
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match cr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let commit = buf[..n].windows(6).any(|w| w == b"COMMIT");
+        if commit && armed.swap(false, Ordering::SeqCst) {
+            blackhole.store(true, Ordering::SeqCst);
+            let _ = sw.write_all(&buf[..n]).await;
+            // Let the server commit, then cut the client off without its answer.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            dropped.store(true, Ordering::SeqCst);
+            down.abort();
+            return;
+        }
+        if sw.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    down.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_commit_outcome_is_unknown_is_stored_exactly_once() {
+    let db = pg::Postgres::new().await;
+    let proxy = CommitDropper::start().await;
+    let name = db.url.rsplit('/').next().unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/{name}", proxy.port);
+    let store = PgStore::connect(PgConfig::new(&url)).await.unwrap();
+    let s = stream("product-unknown");
+    store.append(&s, ExpectedVersion::NoStream, vec![event("e", b"first")]).await.unwrap();
+    proxy.armed.store(true, Ordering::SeqCst);
+    let batch = vec![event("e", b"a"), event("e", b"b")];
+    // The exact expected version would conflict if the retry did not recognize its own commit.
+    let r = store.append(&s, ExpectedVersion::Exact(1), batch.clone()).await.unwrap();
+    assert!(proxy.dropped.load(Ordering::SeqCst), "the COMMIT answer was lost on the way");
+    assert_eq!((r.first_position, r.last_position, r.stream_version), (2, 3, 3));
+    assert!(!r.deduplicated, "the first write of these events is reported as such");
+    let all = store.read_all(1, 100).await.unwrap();
+    assert_eq!(all.len(), 3, "stored exactly once");
+    assert_eq!(all[1].event_id, batch[0].event_id);
+    assert_eq!(all[2].event_id, batch[1].event_id);
+}
