@@ -1,1 +1,179 @@
-fn main() {}
+//! Event-store benchmarks, embedded and PostgreSQL: append one event per call (one writer, and
+//! 64 concurrent writers), append batches of 100, and replay (read all + decode).
+//!
+//! Events are real `product_viewed` signals (~150 bytes stored). PostgreSQL runs need
+//! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`); each benchmark gets a
+//! fresh database. `cargo bench --bench event_store -- embedded` runs one backend.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use mall_events::domain::{DomainEvent, ProductViewed};
+use mall_events::ids::{ProductId, SessionId, ShopperId};
+use mall_events::postgres::{PgConfig, PgStore};
+use mall_events::{EmbeddedConfig, EmbeddedStore, EventStore, ExpectedVersion, NewEvent, StreamId};
+use uuid::Uuid;
+
+const REPLAY_EVENTS: usize = 200_000;
+
+fn viewed(i: u64) -> (StreamId, NewEvent) {
+    let product = ProductId::parse(format!("p{}", i % 1_000)).unwrap();
+    let e = DomainEvent::ProductViewed(ProductViewed {
+        id: Uuid::now_v7(),
+        shopper_id: ShopperId::parse(format!("s{}", i % 5_000)).unwrap(),
+        session_id: SessionId::parse(format!("sess{}", i % 20_000)).unwrap(),
+        at: Utc::now(),
+        product_id: product.clone(),
+        dwell_ms: i % 60_000,
+    });
+    let id = e.signal_id().unwrap();
+    (StreamId::product(&product), NewEvent::from_domain(&e, id, vec!["district:toys".into()]).unwrap())
+}
+
+fn pg_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database's URL.
+async fn fresh_database() -> String {
+    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let name = format!("mall_bench_{}", Uuid::new_v4().simple());
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let base = pg_url();
+    format!("{}/{name}", &base[..base.rfind('/').unwrap()])
+}
+
+async fn open(backend: &str, dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
+    match backend {
+        "embedded" => Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap()),
+        _ => Arc::new(PgStore::connect(PgConfig::new(fresh_database().await)).await.unwrap()),
+    }
+}
+
+fn runtime(multi: bool) -> tokio::runtime::Runtime {
+    if multi {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+}
+
+fn appends(c: &mut Criterion) {
+    for backend in ["embedded", "postgres"] {
+        let mut g = c.benchmark_group(format!("{backend}/append"));
+        g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+
+        let rt = runtime(true);
+        let dir = tempfile::tempdir().unwrap();
+        let store = rt.block_on(open(backend, &dir));
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("1_event_per_call/1_writer", |b| {
+            let mut i = 0;
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let (s, e) = viewed(i);
+                        i += 1;
+                        store.append(&s, ExpectedVersion::Any, vec![e]).await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+
+        for multi in [false, true] {
+            let rt = runtime(multi);
+            let dir = tempfile::tempdir().unwrap();
+            let store = rt.block_on(open(backend, &dir));
+            let flavor = if multi { "multi_thread" } else { "current_thread" };
+            g.bench_function(BenchmarkId::new("1_event_per_call/64_writers", flavor), |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let per = iters.div_ceil(64);
+                        let start = Instant::now();
+                        let tasks: Vec<_> = (0..64u64)
+                            .map(|w| {
+                                let store = store.clone();
+                                tokio::spawn(async move {
+                                    for k in 0..per {
+                                        let (s, e) = viewed(w * 1_000_003 + k);
+                                        store.append(&s, ExpectedVersion::Any, vec![e]).await.unwrap();
+                                    }
+                                })
+                            })
+                            .collect();
+                        for t in tasks {
+                            t.await.unwrap();
+                        }
+                        start.elapsed().mul_f64(iters as f64 / (per * 64) as f64)
+                    })
+                })
+            });
+        }
+
+        g.throughput(Throughput::Elements(100));
+        g.bench_function("batch_of_100/1_writer", |b| {
+            let mut i = 0;
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut batches = Vec::with_capacity(iters as usize);
+                    for _ in 0..iters {
+                        let s = StreamId::parse(format!("product-batch{}", i % 1000)).unwrap();
+                        batches.push((s, (0..100).map(|k| viewed(i * 100 + k).1).collect::<Vec<_>>()));
+                        i += 1;
+                    }
+                    let start = Instant::now();
+                    for (s, events) in batches {
+                        store.append(&s, ExpectedVersion::Any, events).await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        g.finish();
+    }
+}
+
+fn replay(c: &mut Criterion) {
+    for backend in ["embedded", "postgres"] {
+        let rt = runtime(true);
+        let dir = tempfile::tempdir().unwrap();
+        let store = rt.block_on(async {
+            let store = open(backend, &dir).await;
+            for chunk in 0..(REPLAY_EVENTS / 1_000) as u64 {
+                let events: Vec<NewEvent> = (0..1_000).map(|k| viewed(chunk * 1_000 + k).1).collect();
+                store.append(&StreamId::parse(format!("product-r{}", chunk % 100)).unwrap(), ExpectedVersion::Any, events).await.unwrap();
+            }
+            store
+        });
+        let mut g = c.benchmark_group(format!("{backend}/replay"));
+        g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(8));
+        g.throughput(Throughput::Elements(REPLAY_EVENTS as u64));
+        g.bench_function("read_all_and_decode", |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut next = 1;
+                    let mut n = 0;
+                    loop {
+                        let batch = store.read_all(next, 10_000).await.unwrap();
+                        let Some(last) = batch.last() else { break };
+                        next = last.position + 1;
+                        for e in &batch {
+                            std::hint::black_box(e.decode().unwrap());
+                            n += 1;
+                        }
+                    }
+                    assert_eq!(n, REPLAY_EVENTS);
+                })
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, appends, replay);
+criterion_main!(benches);
