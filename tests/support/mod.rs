@@ -6,6 +6,8 @@ use std::sync::Arc;
 use mall_events::{EmbeddedConfig, EmbeddedStore, EventStore, NewEvent, StreamId};
 use uuid::Uuid;
 
+#[cfg(feature = "kurrentdb")]
+pub mod kurrent;
 pub mod pg;
 
 /// A backend under test: opens its store, and opens it again after a close.
@@ -15,6 +17,10 @@ pub trait Backend: Send {
     async fn open(&mut self) -> Arc<dyn EventStore>;
     /// The backend's name, for messages.
     fn name(&self) -> &'static str;
+    /// Whether global positions are 1, 2, 3, ... (KurrentDB's are log offsets).
+    fn gap_free(&self) -> bool {
+        true
+    }
 }
 
 /// The embedded store in a fresh temporary directory.
