@@ -17,7 +17,6 @@
 //! ids: events that did commit are recognized by their ids and not written twice.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -330,7 +329,7 @@ async fn commit_group(
         let mut version = actual;
         for e in &req.events {
             version += 1;
-            cols.push(next, version, &req.stream, e, recorded_at);
+            cols.push(next, version, &req.stream, e);
             staged.insert(e.event_id, KnownEvent { stream: req.stream.clone(), stream_version: version, position: next, same_content: true });
             staged_events.insert(e.event_id, e);
             next += 1;
@@ -404,7 +403,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn push(&mut self, position: Position, version: u64, stream: &StreamId, e: &NewEvent, _at: DateTime<Utc>) {
+    fn push(&mut self, position: Position, version: u64, stream: &StreamId, e: &NewEvent) {
         self.positions.push(position as i64);
         self.ids.push(e.event_id);
         self.streams.push(stream.as_str().to_string());
@@ -526,7 +525,3 @@ pub fn migrations() -> Vec<String> {
     embedded_schema::migrations::runner().get_migrations().iter().map(|m| m.to_string()).collect()
 }
 
-#[doc(hidden)]
-pub fn _assert_send(s: Arc<PgStore>) -> Arc<dyn EventStore> {
-    s
-}
