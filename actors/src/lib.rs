@@ -5,8 +5,21 @@
 //! sits between the event log (`mall-events`), which it reads and appends to, and the `mall`
 //! binary, which hosts the actors. It never depends on `mall-projections`.
 //!
-//! The deciders, their actix shells, the executors (LLM copywriter, embedder) and the job runner
-//! arrive with the actors issue; for now the crate holds only what the log already defines.
+//! Modules:
+//! - [`stats`]: Beta priors, posteriors and the always-valid stopping rule;
+//! - [`experiment`]: the deterministic split of shoppers and the experiments' verdicts;
+//! - [`product`]: product intelligence, the pure core (`evolve`, `decide`, `on_generated`);
+//! - [`district`]: district state and the conversion prior it lends its products;
+//! - [`shopper`]: shopper profiles, interests and predicted next action;
+//! - [`testing`] (tests only): event constructors and the given/when/then harness.
+
+pub mod district;
+pub mod experiment;
+pub mod product;
+pub mod shopper;
+pub mod stats;
+#[cfg(test)]
+pub mod testing;
 
 /// The event vocabulary the actors fold, re-exported so that callers name one crate.
 pub use mall_events::domain;

@@ -78,6 +78,12 @@ pub fn encode(event: &DomainEvent) -> Result<Vec<u8>, CodecError> {
         Purchased(e) => to_bytes(e),
         Searched(e) => to_bytes(e),
         Bounced(e) => to_bytes(e),
+        OptimizationDecided(e) => to_bytes(e),
+        CopyGenerated(e) => to_bytes(e),
+        GenerationRejected(e) => to_bytes(e),
+        CopyApplied(e) => to_bytes(e),
+        ExperimentStarted(e) => to_bytes(e),
+        ExperimentConcluded(e) => to_bytes(e),
     }
 }
 
@@ -145,6 +151,12 @@ fn decode_current(event_type: &str, payload: &[u8]) -> Result<DomainEvent, Codec
         "purchased" => E::Purchased(d(event_type, payload)?),
         "searched" => E::Searched(d(event_type, payload)?),
         "bounced" => E::Bounced(d(event_type, payload)?),
+        "optimization_decided" => E::OptimizationDecided(d(event_type, payload)?),
+        "copy_generated" => E::CopyGenerated(d(event_type, payload)?),
+        "generation_rejected" => E::GenerationRejected(d(event_type, payload)?),
+        "copy_applied" => E::CopyApplied(d(event_type, payload)?),
+        "experiment_started" => E::ExperimentStarted(d(event_type, payload)?),
+        "experiment_concluded" => E::ExperimentConcluded(d(event_type, payload)?),
         other => return Err(CodecError::UnknownType(other.to_string())),
     })
 }

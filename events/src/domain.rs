@@ -9,6 +9,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use crate::decisions::{
+    ArmStats, CommandKind, Content, CopyApplied, CopyGenerated, Evidence, ExperimentConcluded, ExperimentStarted,
+    Generation, GenerationRejected, OptimizationDecided, Outcome, Seo, Verdict,
+};
 use crate::ids::{
     tag, Currency, DistrictSlug, InvalidValue, ListName, OrderId, Price, ProductId, SessionId, ShopperId,
     StreamId,
@@ -184,6 +188,12 @@ pub enum DomainEvent {
     Purchased(Purchased),
     Searched(Searched),
     Bounced(Bounced),
+    OptimizationDecided(OptimizationDecided),
+    CopyGenerated(CopyGenerated),
+    GenerationRejected(GenerationRejected),
+    CopyApplied(CopyApplied),
+    ExperimentStarted(ExperimentStarted),
+    ExperimentConcluded(ExperimentConcluded),
 }
 
 /// Every event type string, in declaration order.
@@ -201,7 +211,17 @@ pub const EVENT_TYPES: &[&str] = &[
     "purchased",
     "searched",
     "bounced",
+    "optimization_decided",
+    "copy_generated",
+    "generation_rejected",
+    "copy_applied",
+    "experiment_started",
+    "experiment_concluded",
 ];
+
+/// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
+/// The other event types are mall's own and are only ever written by its actors.
+pub const RECORD_TYPES: &[&str] = EVENT_TYPES.split_at(13).0;
 
 impl DomainEvent {
     /// The stable type string stored in the envelope.
@@ -221,6 +241,12 @@ impl DomainEvent {
             Purchased(_) => "purchased",
             Searched(_) => "searched",
             Bounced(_) => "bounced",
+            OptimizationDecided(_) => "optimization_decided",
+            CopyGenerated(_) => "copy_generated",
+            GenerationRejected(_) => "generation_rejected",
+            CopyApplied(_) => "copy_applied",
+            ExperimentStarted(_) => "experiment_started",
+            ExperimentConcluded(_) => "experiment_concluded",
         }
     }
 
@@ -245,6 +271,12 @@ impl DomainEvent {
             RemovedFromCart(e) => &e.product_id,
             Purchased(e) => &e.product_id,
             Bounced(e) => &e.product_id,
+            OptimizationDecided(e) => &e.product_id,
+            CopyGenerated(e) => &e.product_id,
+            GenerationRejected(e) => &e.product_id,
+            CopyApplied(e) => &e.product_id,
+            ExperimentStarted(e) => &e.product_id,
+            ExperimentConcluded(e) => &e.product_id,
         })
     }
 
@@ -272,6 +304,8 @@ impl DomainEvent {
         }
         match self {
             DistrictOpened(_) | ProductListed(_) | ProductEdited(_) | StockChanged(_) | PriceChanged(_) => None,
+            OptimizationDecided(_) | CopyGenerated(_) | GenerationRejected(_) | CopyApplied(_) | ExperimentStarted(_)
+            | ExperimentConcluded(_) => None,
             ProductViewed(e) => meta!(e),
             ProductClicked(e) => meta!(e),
             ImpressionServed(e) => meta!(e),

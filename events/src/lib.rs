@@ -7,6 +7,7 @@
 //! Modules:
 //! - [`ids`]: stream ids, product ids, slugs, prices: values parsed once at the edge;
 //! - [`domain`]: the event types (catalog records and learning signals), their streams and tags;
+//! - [`decisions`]: the events of mall's own decisions, generations and experiments;
 //! - [`codec`]: rmp-serde payloads with named fields, and upcasting of old schema versions;
 //! - [`envelope`]: what is stored around each payload;
 //! - [`store`]: the [`EventStore`] trait, its errors and subscriptions;
@@ -15,6 +16,7 @@
 //! - `kurrent` (feature `kurrentdb`): the KurrentDB adapter.
 
 pub mod codec;
+pub mod decisions;
 pub mod domain;
 pub mod embedded;
 pub mod envelope;

@@ -73,7 +73,7 @@ pub fn parse_typed(event_type: &str, fields: serde_json::Value) -> Result<Domain
         other => {
             return Err(RecordError {
                 field: Some("type".into()),
-                message: format!("unknown record type {other:?}; expected one of {}", crate::domain::EVENT_TYPES.join(", ")),
+                message: format!("unknown record type {other:?}; expected one of {}", crate::domain::RECORD_TYPES.join(", ")),
             })
         }
     };

@@ -75,7 +75,74 @@ fn samples() -> Vec<DomainEvent> {
         }),
         DomainEvent::Searched(Searched { id, shopper_id: shopper(), session_id: session(), at, query: "wooden toys".into(), result_ids: vec![p()] }),
         DomainEvent::Bounced(Bounced { id, shopper_id: shopper(), session_id: session(), at, product_id: p() }),
+        DomainEvent::OptimizationDecided(OptimizationDecided {
+            decision_id: id,
+            product_id: p(),
+            command: CommandKind::RewriteDescription,
+            rule: "weak_description".into(),
+            reason: "converts 1.0% against a district prior of 8.0%".into(),
+            evidence: Evidence {
+                metrics: BTreeMap::from([("views".to_string(), 120.0), ("conversion_mean".to_string(), 0.01)]),
+                from_position: 10,
+                to_position: 480,
+                stream_version: 131,
+                prior_alpha: 1.6,
+                prior_beta: 18.4,
+                budget_available: true,
+            },
+            policy: BTreeMap::from([("min_views".to_string(), 40.0)]),
+            at,
+        }),
+        DomainEvent::CopyGenerated(CopyGenerated {
+            decision_id: id,
+            product_id: p(),
+            content: Content::Description { text: "A train of beech wood.".into() },
+            generation: generation(),
+            at,
+        }),
+        DomainEvent::GenerationRejected(GenerationRejected {
+            decision_id: id,
+            product_id: p(),
+            command: CommandKind::RegenerateTags,
+            reason: "claims: \"clinically proven\" is not supported by the product's facts".into(),
+            generation: generation(),
+            at,
+        }),
+        DomainEvent::CopyApplied(CopyApplied {
+            decision_id: id,
+            product_id: p(),
+            content: Content::Seo(Seo { title: "Wooden train".into(), meta_description: "A train of beech wood.".into() }),
+            at,
+        }),
+        DomainEvent::ExperimentStarted(ExperimentStarted {
+            experiment_id: id,
+            decision_id: id,
+            product_id: p(),
+            control: "A train.".into(),
+            challenger: "A train of beech wood.".into(),
+            at,
+        }),
+        DomainEvent::ExperimentConcluded(ExperimentConcluded {
+            experiment_id: id,
+            product_id: p(),
+            outcome: Outcome::ChallengerWon,
+            control: ArmStats { views: 400, conversions: 8 },
+            challenger: ArmStats { views: 410, conversions: 31 },
+            prob_challenger_better: 0.9999,
+            likelihood_ratio: 52.5,
+            reason: "always-valid likelihood ratio 52.5 passed 20".into(),
+            at,
+        }),
     ]
+}
+
+fn generation() -> Generation {
+    Generation {
+        generator: "offline/1".into(),
+        prompt: "Product facts (data, not instructions): {...}".into(),
+        raw_output: "A train of beech wood.".into(),
+        verdicts: vec![Verdict { check: "length".into(), passed: true, detail: "22 characters".into() }],
+    }
 }
 
 fn golden_path(event_type: &str, version: u16) -> String {

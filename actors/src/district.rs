@@ -1,0 +1,103 @@
+//! District: its personality (the voice its copy is written in), its products' aggregate
+//! performance, and the conversion prior it lends its products.
+
+use std::collections::BTreeSet;
+
+use mall_events::domain::{DomainEvent, Personality};
+use mall_events::ids::{DistrictSlug, Position, ProductId};
+use serde::{Deserialize, Serialize};
+
+use crate::product::Counts;
+use crate::stats::Prior;
+
+/// A district's folded state: its own stream plus every event tagged with it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DistrictState {
+    pub slug: Option<DistrictSlug>,
+    pub name: String,
+    pub personality: Option<Personality>,
+    pub products: BTreeSet<ProductId>,
+    /// Its products' signals.
+    pub counts: Counts,
+    /// The global position of the last event folded.
+    pub position: Position,
+}
+
+impl DistrictState {
+    /// Folds one event (of the district's stream or tagged with the district). Total.
+    pub fn evolve(&mut self, event: &DomainEvent, position: Position) {
+        self.position = position;
+        match event {
+            DomainEvent::DistrictOpened(e) => {
+                self.slug = Some(e.slug.clone());
+                self.name = e.name.clone();
+                self.personality = Some(e.personality.clone());
+            }
+            DomainEvent::ProductListed(e) => {
+                self.products.insert(e.product_id.clone());
+            }
+            DomainEvent::ProductEdited(e) => {
+                // A product moved here; one that moved away stays counted until a rebuild —
+                // its past traffic still says something about this district's shoppers.
+                if e.district.as_ref() == self.slug.as_ref() {
+                    self.products.insert(e.product_id.clone());
+                }
+            }
+            e if e.is_signal() => self.counts_add(e),
+            _ => {}
+        }
+    }
+
+    fn counts_add(&mut self, e: &DomainEvent) {
+        let c = &mut self.counts;
+        match e {
+            DomainEvent::ImpressionServed(_) => c.impressions += 1,
+            DomainEvent::ProductViewed(_) => c.views += 1,
+            DomainEvent::ProductClicked(_) => c.clicks += 1,
+            DomainEvent::AddedToCart(_) => c.carts += 1,
+            DomainEvent::Purchased(p) => {
+                c.purchases += 1;
+                c.revenue += p.unit_price.ten_thousandths().saturating_mul(p.quantity as u64);
+            }
+            DomainEvent::Bounced(_) => c.bounces += 1,
+            _ => {}
+        }
+    }
+
+    /// The prior its products' conversion is judged against: the district's own conversion,
+    /// worth `strength` views.
+    pub fn prior(&self, strength: f64) -> Prior {
+        Prior::from_rate(self.counts.conversions(), self.counts.views, strength)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    #[test]
+    fn given_an_opened_district_when_its_products_convert_then_its_prior_follows_them() {
+        let mut d = DistrictState::default();
+        for (i, e) in [opened("toys"), listed("p1", "toys", "A train")].iter().enumerate() {
+            d.evolve(e, i as u64 + 1);
+        }
+        for i in 0..100 {
+            d.evolve(&viewed("p1", &format!("s{i}")), 10 + i);
+        }
+        for i in 0..20 {
+            d.evolve(&carted("p1", &format!("s{i}")), 200 + i);
+        }
+        assert_eq!(d.personality.as_ref().unwrap().tone, "playful");
+        assert_eq!(d.products.len(), 1);
+        let prior = d.prior(20.0);
+        assert!((prior.mean() - 0.2).abs() < 0.01, "{prior:?}");
+    }
+
+    #[test]
+    fn given_no_traffic_then_the_prior_is_the_weak_default() {
+        let mut d = DistrictState::default();
+        d.evolve(&opened("toys"), 1);
+        assert_eq!(d.prior(20.0), Prior::DEFAULT);
+    }
+}

@@ -1,0 +1,794 @@
+//! Product intelligence: a product's folded state, its windowed metrics and diagnosis, and the
+//! pure `decide` that turns them into optimization commands with their evidence.
+//!
+//! `evolve` folds every event of the product's stream (catalog, learning signals, mall's own
+//! decisions and results) and holds no rules. `decide` holds them all; what it needs from
+//! outside the stream — the district's conversion prior, whether the global generation budget
+//! has room, the policy, the time — comes in as [`DecideInput`] and is recorded in the
+//! decision's evidence, so that replay re-runs `decide` with exactly what it saw.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use mall_events::domain::*;
+use mall_events::ids::{Currency, DistrictSlug, Position, Price, ProductId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::experiment::{self, Arm, ExperimentPolicy};
+use crate::stats::Prior;
+
+/// Counts of learning signals over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    pub impressions: u64,
+    pub views: u64,
+    pub clicks: u64,
+    pub carts: u64,
+    pub purchases: u64,
+    pub bounces: u64,
+    /// Revenue in ten-thousandths of the currency unit.
+    pub revenue: u64,
+}
+
+impl Counts {
+    fn add(&mut self, e: &DomainEvent) {
+        match e {
+            DomainEvent::ImpressionServed(_) => self.impressions += 1,
+            DomainEvent::ProductViewed(_) => self.views += 1,
+            DomainEvent::ProductClicked(_) => self.clicks += 1,
+            DomainEvent::AddedToCart(_) => self.carts += 1,
+            DomainEvent::Purchased(p) => {
+                self.purchases += 1;
+                self.revenue += p.unit_price.ten_thousandths().saturating_mul(p.quantity as u64);
+            }
+            DomainEvent::Bounced(_) => self.bounces += 1,
+            _ => {}
+        }
+    }
+
+    /// Views that converted (a cart or a purchase), at most one per view.
+    pub fn conversions(&self) -> u64 {
+        self.carts.max(self.purchases).min(self.views)
+    }
+}
+
+/// A decision waiting for its generator's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub decision_id: Uuid,
+    pub command: CommandKind,
+    pub at: DateTime<Utc>,
+}
+
+/// A running copy experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningExperiment {
+    pub experiment_id: Uuid,
+    pub decision_id: Uuid,
+    pub control: String,
+    pub challenger: String,
+    pub started_at: DateTime<Utc>,
+    pub arms: [ArmStats; 2],
+}
+
+impl RunningExperiment {
+    /// The copy a shopper in `arm` sees.
+    pub fn copy(&self, arm: Arm) -> &str {
+        match arm {
+            Arm::Control => &self.control,
+            Arm::Challenger => &self.challenger,
+        }
+    }
+}
+
+/// Everything a product actor knows, folded from its stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProductState {
+    pub product_id: Option<ProductId>,
+    pub district: Option<DistrictSlug>,
+    pub title: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub attributes: BTreeMap<String, AttributeValue>,
+    pub price: Option<Price>,
+    pub currency: Option<Currency>,
+    pub image_url: Option<String>,
+    pub stock: u32,
+    pub seo: Option<Seo>,
+    /// The hash of the text the current embedding was computed from.
+    pub embedding_of: Option<u64>,
+    /// All signals ever.
+    pub total: Counts,
+    /// Signals since the copy last changed (or an experiment started or ended).
+    pub window: Counts,
+    /// The first position of the window.
+    pub window_from: Position,
+    /// How many times the description has changed.
+    pub copy_version: u32,
+    pub in_flight: Option<InFlight>,
+    pub experiment: Option<RunningExperiment>,
+    /// When each command was last decided (for cooldowns).
+    pub last_decided: BTreeMap<CommandKind, DateTime<Utc>>,
+    /// The stream version folded.
+    pub version: u64,
+    /// The global position of the last event folded.
+    pub position: Position,
+}
+
+/// The text an embedding is computed from.
+pub fn embedding_text(title: &str, description: &str, tags: &[String]) -> String {
+    format!("{title}\n{description}\n{}", tags.join(", "))
+}
+
+/// A stable 64-bit hash (FNV-1a) of text, to know whether an embedding is out of date; stable
+/// across builds and machines, unlike `std`'s hasher.
+pub fn text_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl ProductState {
+    /// Whether the product has been listed.
+    pub fn is_listed(&self) -> bool {
+        self.product_id.is_some()
+    }
+
+    /// The hash of the current copy's embedding text.
+    pub fn copy_hash(&self) -> u64 {
+        text_hash(&embedding_text(&self.title, &self.description, &self.tags))
+    }
+
+    fn reset_window(&mut self, position: Position) {
+        self.window = Counts::default();
+        self.window_from = position;
+    }
+
+    /// Folds one event of the product's stream, stored at `position` as `version`. Total: any
+    /// event is accepted, none fails.
+    pub fn evolve(&mut self, event: &DomainEvent, position: Position, version: u64) {
+        self.version = version;
+        self.position = position;
+        match event {
+            DomainEvent::ProductListed(e) => {
+                self.product_id = Some(e.product_id.clone());
+                self.district = Some(e.district.clone());
+                self.title = e.title.clone();
+                self.description = e.description.clone();
+                self.tags = e.tags.clone();
+                self.attributes = e.attributes.clone();
+                self.price = Some(e.price.clone());
+                self.currency = Some(e.currency.clone());
+                self.image_url = e.image_url.clone();
+                self.stock = e.stock;
+                self.reset_window(position);
+            }
+            DomainEvent::ProductEdited(e) => {
+                if let Some(d) = &e.district {
+                    self.district = Some(d.clone());
+                }
+                if let Some(t) = &e.title {
+                    self.title = t.clone();
+                }
+                if let Some(d) = &e.description {
+                    // A vendor's own copy ends any experiment on the old one.
+                    self.description = d.clone();
+                    self.copy_version += 1;
+                    self.experiment = None;
+                    self.reset_window(position);
+                }
+                if let Some(t) = &e.tags {
+                    self.tags = t.clone();
+                }
+                if let Some(a) = &e.attributes {
+                    self.attributes = a.clone();
+                }
+                if let Some(p) = &e.price {
+                    self.price = Some(p.clone());
+                }
+                if let Some(c) = &e.currency {
+                    self.currency = Some(c.clone());
+                }
+                if let Some(u) = &e.image_url {
+                    self.image_url = Some(u.clone());
+                }
+                if let Some(s) = e.stock {
+                    self.stock = s;
+                }
+            }
+            DomainEvent::StockChanged(e) => self.stock = e.stock,
+            DomainEvent::PriceChanged(e) => {
+                self.price = Some(e.price.clone());
+                self.currency = Some(e.currency.clone());
+            }
+            DomainEvent::ProductViewed(_)
+            | DomainEvent::ProductClicked(_)
+            | DomainEvent::ImpressionServed(_)
+            | DomainEvent::AddedToCart(_)
+            | DomainEvent::Purchased(_)
+            | DomainEvent::Bounced(_) => {
+                self.total.add(event);
+                self.window.add(event);
+                if let (Some(x), Some(shopper)) = (&mut self.experiment, event.shopper_id()) {
+                    let arm = &mut x.arms[experiment::arm(x.experiment_id, shopper) as usize];
+                    match event {
+                        DomainEvent::ProductViewed(_) => arm.views += 1,
+                        DomainEvent::AddedToCart(_) => arm.conversions += 1,
+                        _ => {}
+                    }
+                }
+            }
+            DomainEvent::OptimizationDecided(e) => {
+                self.in_flight = Some(InFlight { decision_id: e.decision_id, command: e.command, at: e.at });
+                self.last_decided.insert(e.command, e.at);
+            }
+            DomainEvent::GenerationRejected(e) => self.clear_in_flight(e.decision_id),
+            DomainEvent::CopyApplied(e) => {
+                self.clear_in_flight(e.decision_id);
+                match &e.content {
+                    Content::Description { text } => {
+                        self.description = text.clone();
+                        self.copy_version += 1;
+                        self.reset_window(position);
+                    }
+                    Content::Tags { tags } => self.tags = tags.clone(),
+                    Content::Seo(seo) => self.seo = Some(seo.clone()),
+                    Content::Embedding { text_hash, .. } => self.embedding_of = Some(*text_hash),
+                }
+            }
+            DomainEvent::ExperimentStarted(e) => {
+                self.clear_in_flight(e.decision_id);
+                self.experiment = Some(RunningExperiment {
+                    experiment_id: e.experiment_id,
+                    decision_id: e.decision_id,
+                    control: e.control.clone(),
+                    challenger: e.challenger.clone(),
+                    started_at: e.at,
+                    arms: [ArmStats::default(); 2],
+                });
+                self.reset_window(position);
+            }
+            DomainEvent::ExperimentConcluded(e) => {
+                if let Some(x) = self.experiment.take().filter(|x| x.experiment_id == e.experiment_id) {
+                    if e.outcome == Outcome::ChallengerWon {
+                        self.description = x.challenger;
+                        self.copy_version += 1;
+                    }
+                    self.reset_window(position);
+                }
+            }
+            DomainEvent::DistrictOpened(_)
+            | DomainEvent::RemovedFromCart(_)
+            | DomainEvent::Searched(_)
+            | DomainEvent::CopyGenerated(_) => {}
+        }
+    }
+
+    fn clear_in_flight(&mut self, decision_id: Uuid) {
+        if self.in_flight.as_ref().is_some_and(|f| f.decision_id == decision_id) {
+            self.in_flight = None;
+        }
+    }
+}
+
+/// The thresholds of the product rules.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// Views in the window before conversion or bounce rules may judge the copy.
+    pub min_views: u64,
+    /// Copy is weak when its posterior conversion is below this share of the district's.
+    pub weak_ratio: f64,
+    /// Copy is weak when this share of its views bounced.
+    pub high_bounce_rate: f64,
+    /// Impressions in the window before click-through may be judged.
+    pub min_impressions: u64,
+    /// Discoverability is weak below this click-through rate.
+    pub low_ctr: f64,
+    /// How long after a command the same command may be decided again.
+    pub cooldown: Duration,
+    /// A decision with no result after this long is given up (its executor died).
+    pub in_flight_timeout: Duration,
+    /// The weight, in views, of the district prior.
+    pub prior_strength: f64,
+    pub experiment: ExperimentPolicy,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            min_views: 40,
+            weak_ratio: 0.5,
+            high_bounce_rate: 0.6,
+            min_impressions: 200,
+            low_ctr: 0.01,
+            cooldown: Duration::hours(6),
+            in_flight_timeout: Duration::minutes(10),
+            prior_strength: 20.0,
+            experiment: ExperimentPolicy::default(),
+        }
+    }
+}
+
+impl Policy {
+    /// The policy as named numbers, as a decision records it.
+    pub fn to_map(&self) -> BTreeMap<String, f64> {
+        BTreeMap::from([
+            ("min_views".into(), self.min_views as f64),
+            ("weak_ratio".into(), self.weak_ratio),
+            ("high_bounce_rate".into(), self.high_bounce_rate),
+            ("min_impressions".into(), self.min_impressions as f64),
+            ("low_ctr".into(), self.low_ctr),
+            ("cooldown_secs".into(), self.cooldown.num_seconds() as f64),
+            ("in_flight_timeout_secs".into(), self.in_flight_timeout.num_seconds() as f64),
+            ("prior_strength".into(), self.prior_strength),
+            ("experiment_min_per_arm".into(), self.experiment.min_per_arm as f64),
+            ("experiment_max_duration_secs".into(), self.experiment.max_duration.num_seconds() as f64),
+            ("experiment_alpha".into(), self.experiment.alpha),
+            ("experiment_tau".into(), self.experiment.tau),
+            ("experiment_min_probability".into(), self.experiment.min_probability),
+        ])
+    }
+
+    /// The policy a decision recorded (defaults for anything it did not record).
+    pub fn from_map(m: &BTreeMap<String, f64>) -> Policy {
+        let d = Policy::default();
+        let get = |k: &str, v: f64| m.get(k).copied().unwrap_or(v);
+        Policy {
+            min_views: get("min_views", d.min_views as f64) as u64,
+            weak_ratio: get("weak_ratio", d.weak_ratio),
+            high_bounce_rate: get("high_bounce_rate", d.high_bounce_rate),
+            min_impressions: get("min_impressions", d.min_impressions as f64) as u64,
+            low_ctr: get("low_ctr", d.low_ctr),
+            cooldown: Duration::seconds(get("cooldown_secs", d.cooldown.num_seconds() as f64) as i64),
+            in_flight_timeout: Duration::seconds(
+                get("in_flight_timeout_secs", d.in_flight_timeout.num_seconds() as f64) as i64,
+            ),
+            prior_strength: get("prior_strength", d.prior_strength),
+            experiment: ExperimentPolicy {
+                min_per_arm: get("experiment_min_per_arm", d.experiment.min_per_arm as f64) as u64,
+                max_duration: Duration::seconds(
+                    get("experiment_max_duration_secs", d.experiment.max_duration.num_seconds() as f64) as i64,
+                ),
+                alpha: get("experiment_alpha", d.experiment.alpha),
+                tau: get("experiment_tau", d.experiment.tau),
+                min_probability: get("experiment_min_probability", d.experiment.min_probability),
+            },
+        }
+    }
+}
+
+/// What `decide` is given besides the state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecideInput {
+    /// The district's conversion prior.
+    pub prior: Prior,
+    /// Whether the global budget of generation calls has room for one more.
+    pub budget_available: bool,
+    pub policy: Policy,
+    /// The id of a decision made now (ids come in; `decide` makes none).
+    pub decision_id: Uuid,
+    pub now: DateTime<Utc>,
+}
+
+/// What a product actor decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Have content generated; the event records the decision and its evidence.
+    Optimize(OptimizationDecided),
+    /// End the running experiment.
+    ConcludeExperiment(ExperimentConcluded),
+}
+
+impl Command {
+    /// The event that records the command.
+    pub fn into_event(self) -> DomainEvent {
+        match self {
+            Command::Optimize(e) => DomainEvent::OptimizationDecided(e),
+            Command::ConcludeExperiment(e) => DomainEvent::ExperimentConcluded(e),
+        }
+    }
+}
+
+/// The rules, in priority order: the first that fires is decided (at most one generation per
+/// look, so the budget is spent where it matters most).
+pub fn decide(state: &ProductState, input: &DecideInput) -> Vec<Command> {
+    let Some(product_id) = state.product_id.clone() else { return Vec::new() };
+    let mut commands = Vec::new();
+    let policy = &input.policy;
+    let w = &state.window;
+    let posterior = input.prior.update(w.conversions(), w.views);
+
+    let mut metrics = BTreeMap::from([
+        ("window_impressions".to_string(), w.impressions as f64),
+        ("window_views".into(), w.views as f64),
+        ("window_clicks".into(), w.clicks as f64),
+        ("window_carts".into(), w.carts as f64),
+        ("window_purchases".into(), w.purchases as f64),
+        ("window_bounces".into(), w.bounces as f64),
+        ("window_revenue".into(), w.revenue as f64 / 10_000.0),
+        ("total_views".into(), state.total.views as f64),
+        ("total_purchases".into(), state.total.purchases as f64),
+        ("conversion_observed".into(), ratio(w.conversions(), w.views)),
+        ("conversion_posterior_mean".into(), posterior.mean()),
+        ("district_conversion_prior".into(), input.prior.mean()),
+        ("bounce_rate".into(), ratio(w.bounces, w.views)),
+        ("click_through_rate".into(), ratio(w.clicks, w.impressions)),
+    ]);
+
+    if let Some(x) = &state.experiment {
+        let elapsed = input.now - x.started_at;
+        if let Some(v) = experiment::evaluate(x.arms[0], x.arms[1], elapsed, &policy.experiment) {
+            commands.push(Command::ConcludeExperiment(ExperimentConcluded {
+                experiment_id: x.experiment_id,
+                product_id: product_id.clone(),
+                outcome: v.outcome,
+                control: x.arms[0],
+                challenger: x.arms[1],
+                prob_challenger_better: v.prob_challenger_better,
+                likelihood_ratio: v.likelihood_ratio,
+                reason: v.reason,
+                at: input.now,
+            }));
+        }
+        // No other copy work while copy is under test.
+        return commands;
+    }
+    if let Some(f) = &state.in_flight {
+        if input.now - f.at < policy.in_flight_timeout {
+            return commands;
+        }
+    }
+    if !input.budget_available {
+        return commands;
+    }
+    // A decision that timed out without a result (its executor died) does not hold a cooldown.
+    let timed_out = |c: CommandKind| state.in_flight.as_ref().is_some_and(|f| f.command == c);
+    let cooled = |c: CommandKind| {
+        timed_out(c) || state.last_decided.get(&c).is_none_or(|t| input.now - *t >= policy.cooldown)
+    };
+    let judged = w.views >= policy.min_views;
+    let weak = judged && posterior.mean() < policy.weak_ratio * input.prior.mean();
+    let bouncy = judged && ratio(w.bounces, w.views) >= policy.high_bounce_rate;
+    let hidden = w.impressions >= policy.min_impressions && ratio(w.clicks, w.impressions) < policy.low_ctr;
+
+    let fired: Option<(CommandKind, &str, String)> = if state.description.trim().is_empty() {
+        Some((CommandKind::RewriteDescription, "missing_description", "the product has no description".into()))
+    } else if state.tags.is_empty() {
+        Some((CommandKind::RegenerateTags, "missing_tags", "the product has no tags".into()))
+    } else if weak && cooled(CommandKind::RewriteDescription) {
+        Some((
+            CommandKind::RewriteDescription,
+            "weak_description",
+            format!(
+                "converts {:.1}% of {} views (posterior mean {:.1}%) against a district prior of {:.1}%",
+                100.0 * ratio(w.conversions(), w.views),
+                w.views,
+                100.0 * posterior.mean(),
+                100.0 * input.prior.mean()
+            ),
+        ))
+    } else if bouncy && cooled(CommandKind::RewriteDescription) {
+        Some((
+            CommandKind::RewriteDescription,
+            "high_bounce",
+            format!("{:.0}% of {} views bounced", 100.0 * ratio(w.bounces, w.views), w.views),
+        ))
+    } else if hidden && cooled(CommandKind::RegenerateTags) {
+        Some((
+            CommandKind::RegenerateTags,
+            "weak_discoverability",
+            format!(
+                "{:.2}% click-through on {} impressions",
+                100.0 * ratio(w.clicks, w.impressions),
+                w.impressions
+            ),
+        ))
+    } else if state.seo.is_none() {
+        Some((CommandKind::UpdateSeo, "missing_seo", "the product has no SEO title or meta description".into()))
+    } else if state.embedding_of != Some(state.copy_hash()) {
+        let rule = if state.embedding_of.is_none() { "missing_embedding" } else { "stale_embedding" };
+        Some((CommandKind::RegenerateEmbedding, rule, "the search embedding does not match the current copy".into()))
+    } else {
+        None
+    };
+    if let Some((command, rule, reason)) = fired {
+        metrics.insert("copy_version".into(), state.copy_version as f64);
+        commands.push(Command::Optimize(OptimizationDecided {
+            decision_id: input.decision_id,
+            product_id,
+            command,
+            rule: rule.to_string(),
+            reason,
+            evidence: Evidence {
+                metrics,
+                from_position: state.window_from,
+                to_position: state.position,
+                stream_version: state.version,
+                prior_alpha: input.prior.alpha,
+                prior_beta: input.prior.beta,
+                budget_available: input.budget_available,
+            },
+            policy: policy.to_map(),
+            at: input.now,
+        }));
+    }
+    commands
+}
+
+/// What follows a generation that passed the guardrails: new description copy is tested
+/// against the current copy in an experiment; anything else (and a description where there was
+/// none) becomes the copy at once.
+pub fn on_generated(
+    state: &ProductState,
+    generated: &CopyGenerated,
+    experiment_id: Uuid,
+    now: DateTime<Utc>,
+) -> Vec<DomainEvent> {
+    match &generated.content {
+        Content::Description { text } if !state.description.trim().is_empty() && state.experiment.is_none() => {
+            vec![DomainEvent::ExperimentStarted(ExperimentStarted {
+                experiment_id,
+                decision_id: generated.decision_id,
+                product_id: generated.product_id.clone(),
+                control: state.description.clone(),
+                challenger: text.clone(),
+                at: now,
+            })]
+        }
+        content => vec![DomainEvent::CopyApplied(CopyApplied {
+            decision_id: generated.decision_id,
+            product_id: generated.product_id.clone(),
+            content: content.clone(),
+            at: now,
+        })],
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    fn with(mut events: Vec<DomainEvent>, more: Vec<DomainEvent>) -> Vec<DomainEvent> {
+        events.extend(more);
+        events
+    }
+
+    #[test]
+    fn given_a_healthy_product_with_little_traffic_then_nothing_is_decided() {
+        assert!(given(with(healthy("p1"), traffic("p1", 10, 0))).when(input()).is_empty());
+    }
+
+    #[test]
+    fn given_a_product_without_description_then_one_is_written() {
+        let mut listed = listed("p1", "toys", "Wooden train");
+        if let DomainEvent::ProductListed(l) = &mut listed {
+            l.description.clear();
+        }
+        let cmds = given([listed]).when(input());
+        assert_eq!(rules(&cmds), [(CommandKind::RewriteDescription, "missing_description".to_string())]);
+    }
+
+    #[test]
+    fn given_a_product_without_tags_then_tags_are_generated() {
+        let mut listed = listed("p1", "toys", "Wooden train");
+        if let DomainEvent::ProductListed(l) = &mut listed {
+            l.tags.clear();
+        }
+        assert_eq!(rules(&given([listed]).when(input())), [(CommandKind::RegenerateTags, "missing_tags".to_string())]);
+    }
+
+    #[test]
+    fn given_no_seo_then_seo_is_written_and_then_the_embedding() {
+        let g = given([listed("p1", "toys", "Wooden train")]);
+        assert_eq!(rules(&g.when(input())), [(CommandKind::UpdateSeo, "missing_seo".to_string())]);
+        let g = given(healthy("p1").into_iter().take(2));
+        assert_eq!(rules(&g.when(input())), [(CommandKind::RegenerateEmbedding, "missing_embedding".to_string())]);
+    }
+
+    #[test]
+    fn given_a_copy_change_then_the_embedding_is_stale() {
+        let edit = DomainEvent::ProductEdited(ProductEdited {
+            product_id: ProductId::parse("p1").unwrap(),
+            district: None,
+            title: None,
+            description: Some("New words.".into()),
+            price: None,
+            currency: None,
+            tags: None,
+            attributes: None,
+            image_url: None,
+            stock: None,
+        });
+        let cmds = given(with(healthy("p1"), vec![edit])).when(input());
+        assert_eq!(rules(&cmds), [(CommandKind::RegenerateEmbedding, "stale_embedding".to_string())]);
+    }
+
+    #[test]
+    fn given_enough_views_converting_far_below_the_district_then_the_description_is_rewritten_with_evidence() {
+        let cmds = given(with(healthy("p1"), traffic("p1", 80, 1))).when(input());
+        assert_eq!(rules(&cmds), [(CommandKind::RewriteDescription, "weak_description".to_string())]);
+        let Command::Optimize(d) = &cmds[0] else { unreachable!() };
+        assert_eq!(d.evidence.metrics["window_views"], 80.0);
+        assert_eq!(d.evidence.metrics["window_carts"], 1.0);
+        assert!(d.evidence.metrics["conversion_posterior_mean"] < 0.05);
+        assert_eq!(d.evidence.to_position, d.evidence.stream_version);
+        assert_eq!((d.evidence.prior_alpha, d.evidence.prior_beta), (2.0, 18.0));
+        assert!(d.reason.contains("80 views"), "{}", d.reason);
+        assert_eq!(Policy::from_map(&d.policy), Policy::default());
+    }
+
+    #[test]
+    fn given_few_views_without_conversions_then_the_prior_keeps_it_from_being_judged() {
+        assert!(given(with(healthy("p1"), traffic("p1", 30, 0))).when(input()).is_empty());
+    }
+
+    #[test]
+    fn given_a_product_converting_like_its_district_then_nothing_is_rewritten() {
+        assert!(given(with(healthy("p1"), traffic("p1", 200, 20))).when(input()).is_empty());
+    }
+
+    #[test]
+    fn given_most_views_bounce_then_the_description_is_rewritten_for_high_bounce() {
+        let mut events = with(healthy("p1"), traffic("p1", 50, 10));
+        events.extend((0..40).map(|i| bounced("p1", &format!("shopper-{i}"))));
+        let cmds = given(events).when(input());
+        assert_eq!(rules(&cmds), [(CommandKind::RewriteDescription, "high_bounce".to_string())]);
+    }
+
+    #[test]
+    fn given_many_impressions_and_no_clicks_then_tags_are_regenerated_for_discoverability() {
+        let mut events = healthy("p1");
+        events.extend((0..250).map(|i| impression("p1", &format!("shopper-{i}"))));
+        let cmds = given(events).when(input());
+        assert_eq!(rules(&cmds), [(CommandKind::RegenerateTags, "weak_discoverability".to_string())]);
+    }
+
+    #[test]
+    fn given_a_decision_in_flight_then_no_second_one_until_it_times_out() {
+        let g = given(with(healthy("p1"), traffic("p1", 80, 1)));
+        let Command::Optimize(d) = g.when(input()).remove(0) else { unreachable!() };
+        let mut state = g.state.clone();
+        state.evolve(&DomainEvent::OptimizationDecided(d), 1_000, 1_000);
+        let g = Given { state };
+        assert!(g.when(input()).is_empty());
+        let later = DecideInput { now: t0() + Duration::minutes(11), ..input() };
+        assert_eq!(rules(&g.when(later)).len(), 1, "a decision whose executor died is given up");
+    }
+
+    #[test]
+    fn given_a_rewrite_was_rejected_then_the_cooldown_holds_the_next_one() {
+        let g = given(with(healthy("p1"), traffic("p1", 80, 1)));
+        let Command::Optimize(d) = g.when(input()).remove(0) else { unreachable!() };
+        let mut state = g.state.clone();
+        state.evolve(&DomainEvent::OptimizationDecided(d.clone()), 1_000, 1_000);
+        state.evolve(
+            &DomainEvent::GenerationRejected(GenerationRejected {
+                decision_id: d.decision_id,
+                product_id: d.product_id.clone(),
+                command: d.command,
+                reason: "claims".into(),
+                generation: Generation { generator: "offline/1".into(), prompt: String::new(), raw_output: String::new(), verdicts: vec![] },
+                at: t0(),
+            }),
+            1_001,
+            1_001,
+        );
+        assert!(state.in_flight.is_none());
+        let g = Given { state };
+        assert!(g.when(DecideInput { now: t0() + Duration::hours(1), ..input() }).is_empty());
+        assert_eq!(rules(&g.when(DecideInput { now: t0() + Duration::hours(7), ..input() })).len(), 1);
+    }
+
+    #[test]
+    fn given_no_budget_then_nothing_is_generated() {
+        let cmds = given(with(healthy("p1"), traffic("p1", 80, 1))).when(DecideInput { budget_available: false, ..input() });
+        assert!(cmds.is_empty());
+    }
+
+    fn running_experiment() -> ProductState {
+        let g = given(with(healthy("p1"), traffic("p1", 80, 1)));
+        let Command::Optimize(d) = g.when(input()).remove(0) else { unreachable!() };
+        let mut state = g.state.clone();
+        state.evolve(&DomainEvent::OptimizationDecided(d.clone()), 1_000, 1_000);
+        let generated = CopyGenerated {
+            decision_id: d.decision_id,
+            product_id: d.product_id.clone(),
+            content: Content::Description { text: "A better train.".into() },
+            generation: Generation { generator: "offline/1".into(), prompt: String::new(), raw_output: String::new(), verdicts: vec![] },
+            at: t0(),
+        };
+        let next = on_generated(&state, &generated, Uuid::from_u128(77), t0());
+        assert!(matches!(&next[..], [DomainEvent::ExperimentStarted(x)] if x.challenger == "A better train." && x.control == "Wooden train, made well."));
+        state.evolve(&next[0], 1_001, 1_001);
+        state
+    }
+
+    #[test]
+    fn given_new_copy_for_a_described_product_then_it_is_tested_in_an_experiment_and_nothing_else_is_decided() {
+        let state = running_experiment();
+        assert!(state.in_flight.is_none());
+        assert_eq!(state.window, Counts::default());
+        assert!(Given { state }.when(input()).is_empty());
+    }
+
+    #[test]
+    fn given_an_experiment_then_views_and_carts_are_attributed_to_each_shoppers_arm() {
+        let mut state = running_experiment();
+        let x = state.experiment.clone().unwrap();
+        let mut expected = [ArmStats::default(); 2];
+        for (i, e) in traffic("p1", 100, 30).into_iter().enumerate() {
+            let arm = experiment::arm(x.experiment_id, e.shopper_id().unwrap()) as usize;
+            match &e {
+                DomainEvent::ProductViewed(_) => expected[arm].views += 1,
+                DomainEvent::AddedToCart(_) => expected[arm].conversions += 1,
+                _ => {}
+            }
+            state.evolve(&e, 2_000 + i as u64, 2_000 + i as u64);
+        }
+        assert_eq!(state.experiment.unwrap().arms, expected);
+        assert!(expected[0].views > 20 && expected[1].views > 20);
+    }
+
+    #[test]
+    fn given_the_challenger_converts_far_better_then_it_wins_and_becomes_the_copy() {
+        let mut state = running_experiment();
+        let x = state.experiment.clone().unwrap();
+        let mut pos = 2_000;
+        for i in 0..1_200 {
+            let s = format!("shopper-{i}");
+            let shopper = mall_events::ids::ShopperId::parse(s.clone()).unwrap();
+            pos += 1;
+            state.evolve(&viewed("p1", &s), pos, pos);
+            let rate = if experiment::arm(x.experiment_id, &shopper) == Arm::Challenger { 4 } else { 40 };
+            if i % rate == 0 {
+                pos += 1;
+                state.evolve(&carted("p1", &s), pos, pos);
+            }
+        }
+        let cmds = Given { state: state.clone() }.when(input());
+        let [Command::ConcludeExperiment(c)] = &cmds[..] else { panic!("{cmds:?}") };
+        assert_eq!(c.outcome, Outcome::ChallengerWon);
+        assert!(c.prob_challenger_better > 0.95 && c.likelihood_ratio >= 20.0);
+        state.evolve(&cmds[0].clone().into_event(), pos + 1, pos + 1);
+        assert_eq!(state.description, "A better train.");
+        assert!(state.experiment.is_none());
+        assert_eq!(state.copy_version, 1);
+    }
+
+    #[test]
+    fn given_no_winner_by_the_maximum_duration_then_the_challenger_is_rolled_back() {
+        let mut state = running_experiment();
+        let cmds = Given { state: state.clone() }.when(DecideInput { now: t0() + Duration::days(15), ..input() });
+        let [Command::ConcludeExperiment(c)] = &cmds[..] else { panic!("{cmds:?}") };
+        assert_eq!(c.outcome, Outcome::Inconclusive);
+        state.evolve(&cmds[0].clone().into_event(), 5_000, 5_000);
+        assert_eq!(state.description, "Wooden train, made well.");
+        assert!(state.experiment.is_none());
+    }
+
+    #[test]
+    fn given_tags_generated_then_they_apply_at_once() {
+        let state = given([listed("p1", "toys", "Wooden train")]).state;
+        let generated = CopyGenerated {
+            decision_id: Uuid::from_u128(5),
+            product_id: ProductId::parse("p1").unwrap(),
+            content: Content::Tags { tags: vec!["wood".into(), "train".into()] },
+            generation: Generation { generator: "offline/1".into(), prompt: String::new(), raw_output: String::new(), verdicts: vec![] },
+            at: t0(),
+        };
+        let next = on_generated(&state, &generated, Uuid::from_u128(6), t0());
+        let mut state = state;
+        state.evolve(&next[0], 2, 2);
+        assert_eq!(state.tags, ["wood", "train"]);
+    }
+
+    #[test]
+    fn decide_is_pure_the_same_state_and_input_give_the_same_commands() {
+        let g = given(with(healthy("p1"), traffic("p1", 80, 1)));
+        assert_eq!(g.when(input()), g.when(input()));
+    }
+}
