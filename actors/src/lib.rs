@@ -10,10 +10,12 @@
 //! - [`experiment`]: the deterministic split of shoppers and the experiments' verdicts;
 //! - [`product`]: product intelligence, the pure core (`evolve`, `decide`, `on_generated`);
 //! - [`district`]: district state and the conversion prior it lends its products;
+//! - [`executors`]: the offline and model generators, the embedder and the guardrails;
 //! - [`shopper`]: shopper profiles, interests and predicted next action;
 //! - [`testing`] (tests only): event constructors and the given/when/then harness.
 
 pub mod district;
+pub mod executors;
 pub mod experiment;
 pub mod product;
 pub mod shopper;
