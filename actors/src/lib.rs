@@ -11,6 +11,7 @@
 //! - [`product`]: product intelligence, the pure core (`evolve`, `decide`, `on_generated`);
 //! - [`district`]: district state and the conversion prior it lends its products;
 //! - [`executors`]: the offline and model generators, the embedder and the guardrails;
+//! - [`runtime`]: the actix shells, registries, snapshots and the router;
 //! - [`shopper`]: shopper profiles, interests and predicted next action;
 //! - [`testing`] (tests only): event constructors and the given/when/then harness.
 
@@ -18,6 +19,7 @@ pub mod district;
 pub mod executors;
 pub mod experiment;
 pub mod product;
+pub mod runtime;
 pub mod shopper;
 pub mod stats;
 #[cfg(test)]

@@ -1,0 +1,504 @@
+//! The actor shell shared by every kind: load (snapshot + tail), fold what the router delivers
+//! exactly once, snapshot every N events, passivate when idle; and, for products, decide, append
+//! with an expected version, and hand commands to the executors.
+//!
+//! Exactly once: a stream-sourced actor (a product) remembers the stream version it folded and a
+//! tag-sourced one (a district, a shopper) the global position, so an event delivered twice —
+//! by the router after a restart, or after the actor re-read its own appends — is skipped, and
+//! an event that arrives after a gap makes the actor read the gap from the log first.
+
+use std::fmt::Display;
+use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+use mall_events::domain::DomainEvent;
+use mall_events::ids::{tag, DistrictSlug, ProductId, ShopperId};
+use mall_events::{Direction, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use serde::{de::DeserializeOwned, Serialize};
+use uuid::Uuid;
+
+use super::{snapshot, CatalogEntry, DistrictInfo, Runtime};
+use crate::district::DistrictState;
+use crate::executors::{self, Facts};
+use crate::product::{self, Command, DecideInput, ProductState};
+use crate::shopper::{ShopperInput, ShopperState};
+
+/// Where a kind's events come from.
+pub enum Source {
+    /// One stream, read by version.
+    Stream(StreamId),
+    /// Every event with a tag, read by global position.
+    Tag(String),
+}
+
+/// What the shell needs of an actor kind.
+pub trait Kind: Sized + Unpin + 'static {
+    type Id: Clone + Eq + Hash + Display + Send + Sync + Unpin + 'static;
+    type State: Default + Clone + Serialize + DeserializeOwned + Send + Unpin + 'static;
+    /// `product`, `district`, `shopper`.
+    const NAME: &'static str;
+    fn source(id: &Self::Id) -> Source;
+    /// How far the state has folded: a stream version or a global position.
+    fn cursor(state: &Self::State) -> u64;
+    /// Folds one event (`evolve` plus what the kind publishes for others).
+    fn fold(state: &mut Self::State, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime);
+    /// Whether the kind decides after folding (products do).
+    const DECIDES: bool = false;
+}
+
+/// The position of `e` in a source's order.
+fn cursor_of(source: &Source, e: &RecordedEvent) -> u64 {
+    match source {
+        Source::Stream(_) => e.stream_version,
+        Source::Tag(_) => e.position,
+    }
+}
+
+/// Product actors.
+pub struct Product;
+/// District actors.
+pub struct District;
+/// Shopper-profile actors.
+pub struct Shopper;
+
+impl Kind for Product {
+    type Id = ProductId;
+    type State = ProductState;
+    const NAME: &'static str = "product";
+    const DECIDES: bool = true;
+    fn source(id: &ProductId) -> Source {
+        Source::Stream(StreamId::product(id))
+    }
+    fn cursor(s: &ProductState) -> u64 {
+        s.version
+    }
+    fn fold(s: &mut ProductState, e: &RecordedEvent, d: &DomainEvent, _: &Runtime) {
+        s.evolve(d, e.position, e.stream_version);
+    }
+}
+
+impl Kind for District {
+    type Id = DistrictSlug;
+    type State = DistrictState;
+    const NAME: &'static str = "district";
+    fn source(id: &DistrictSlug) -> Source {
+        Source::Tag(tag::district(id))
+    }
+    fn cursor(s: &DistrictState) -> u64 {
+        s.position
+    }
+    fn fold(s: &mut DistrictState, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime) {
+        s.evolve(d, e.position);
+        if let Some(slug) = &s.slug {
+            let info = DistrictInfo {
+                name: s.name.clone(),
+                personality: s.personality.clone(),
+                prior: s.prior(rt.config.policy.prior_strength),
+            };
+            rt.districts.write().expect("districts").insert(slug.as_str().to_string(), info);
+        }
+    }
+}
+
+impl Kind for Shopper {
+    type Id = ShopperId;
+    type State = ShopperState;
+    const NAME: &'static str = "shopper";
+    fn source(id: &ShopperId) -> Source {
+        Source::Tag(tag::shopper(id))
+    }
+    fn cursor(s: &ShopperState) -> u64 {
+        s.position
+    }
+    fn fold(s: &mut ShopperState, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime) {
+        let district = e.tags.iter().find_map(|t| t.strip_prefix("district:")).map(str::to_string);
+        let product_tags = d
+            .product_id()
+            .and_then(|p| rt.catalog.read().expect("catalog").get(p.as_str()).map(|c: &CatalogEntry| c.tags.clone()))
+            .unwrap_or_default();
+        s.evolve(&ShopperInput { event: d, position: e.position, district, product_tags });
+    }
+}
+
+/// Events for an actor, in log order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Vec<Arc<RecordedEvent>>);
+
+/// Asks for the actor's state (activating it if needed).
+pub struct Get<K: Kind>(std::marker::PhantomData<K>);
+
+impl<K: Kind> Default for Get<K> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<K: Kind> Message for Get<K> {
+    type Result = Option<K::State>;
+}
+
+/// Saves a snapshot and stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Passivate;
+
+/// A generation finished: append its outcome.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Generated(DomainEvent);
+
+/// Makes the actor panic while folding (tests of restart-from-log use it).
+#[doc(hidden)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Poison;
+
+/// The actix actor hosting one entity of kind `K`.
+pub struct EntityActor<K: Kind> {
+    id: K::Id,
+    /// `None` until loaded, and again after a panic: the next message reloads from the log.
+    state: Option<K::State>,
+    rt: Arc<Runtime>,
+    folded_since_snapshot: u64,
+    last_active: Instant,
+    poisoned: bool,
+}
+
+impl<K: Kind> EntityActor<K> {
+    /// An actor for `id`; it loads itself when started.
+    pub fn new(id: K::Id, rt: Arc<Runtime>) -> Self {
+        Self { id, state: None, rt, folded_since_snapshot: 0, last_active: Instant::now(), poisoned: false }
+    }
+
+    fn snapshot_key(id: &K::Id) -> String {
+        format!("{}-{}", K::NAME, id)
+    }
+
+    fn save_snapshot(&mut self) {
+        if let Some(bytes) = self.state.as_ref().and_then(snapshot::encode) {
+            self.rt.snapshots.save(&Self::snapshot_key(&self.id), &bytes);
+            self.folded_since_snapshot = 0;
+        }
+    }
+}
+
+/// Loads an entity: its snapshot, then every event after it.
+pub async fn load<K: Kind>(rt: &Runtime, id: &K::Id) -> Result<K::State, StoreError> {
+    let mut state: K::State = rt
+        .snapshots
+        .load(&EntityActor::<K>::snapshot_key(id))
+        .and_then(|b| snapshot::decode(&b))
+        .unwrap_or_default();
+    catch_up::<K>(rt, id, &mut state).await?;
+    Ok(state)
+}
+
+/// Folds every event of the entity's source after the state's cursor.
+async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State) -> Result<(), StoreError> {
+    let source = K::source(id);
+    loop {
+        let from = K::cursor(state) + 1;
+        let batch = match &source {
+            Source::Stream(s) => rt.store.read_stream(s, from, Direction::Forward, 1_000).await?,
+            Source::Tag(t) => rt.store.read_by_tag(t, from, 1_000).await?,
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for e in &batch {
+            fold_one::<K>(rt, state, e);
+        }
+    }
+}
+
+fn fold_one<K: Kind>(rt: &Runtime, state: &mut K::State, e: &RecordedEvent) {
+    match e.decode() {
+        Ok(d) => K::fold(state, e, &d, rt),
+        // `events verify` reports undecodable events; an actor skips them rather than stop.
+        Err(err) => tracing::error!(position = e.position, error = %err, "cannot decode an event"),
+    }
+}
+
+impl<K: Kind> Actor for EntityActor<K> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Nothing else is handled until the state is loaded.
+        let rt = self.rt.clone();
+        let id = self.id.clone();
+        ctx.wait(
+            async move { load::<K>(&rt, &id).await }.into_actor(self).map(|res, act, _| match res {
+                Ok(s) => act.state = Some(s),
+                Err(e) => tracing::error!(kind = K::NAME, id = %act.id, error = %e, "cannot load"),
+            }),
+        );
+        let idle = self.rt.config.idle_timeout;
+        ctx.run_interval(idle.min(Duration::from_secs(30)).max(Duration::from_millis(50)), move |act, ctx| {
+            if act.last_active.elapsed() >= idle {
+                act.save_snapshot();
+                ctx.stop();
+            }
+        });
+    }
+}
+
+impl<K: Kind> EntityActor<K> {
+    /// Makes sure the state is loaded (after a panic, or a failed load), blocking the mailbox.
+    fn ensure_loaded(&mut self, ctx: &mut Context<Self>) {
+        if self.state.is_none() {
+            let rt = self.rt.clone();
+            let id = self.id.clone();
+            ctx.wait(async move { load::<K>(&rt, &id).await }.into_actor(self).map(|res, act, _| {
+                if let Ok(s) = res {
+                    act.state = Some(s);
+                }
+            }));
+        }
+    }
+
+    /// Folds delivered events exactly once; a gap is read from the log first.
+    fn fold_delivered(&mut self, events: &[Arc<RecordedEvent>]) -> bool {
+        let source = K::source(&self.id);
+        let rt = self.rt.clone();
+        let Some(state) = self.state.as_mut() else { return false };
+        let poisoned = self.poisoned;
+        let mut gap = false;
+        let mut folded = 0;
+        // A panic in `evolve` must not take the arbiter down: the state is dropped and reloaded.
+        let ok = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if poisoned {
+                panic!("poisoned for a test");
+            }
+            for e in events {
+                let c = cursor_of(&source, e);
+                let cur = K::cursor(state);
+                if c <= cur {
+                    continue;
+                }
+                if matches!(source, Source::Stream(_)) && c != cur + 1 {
+                    gap = true;
+                    break;
+                }
+                fold_one::<K>(&rt, state, e);
+                folded += 1;
+            }
+        }));
+        if ok.is_err() {
+            tracing::error!(kind = K::NAME, id = %self.id, "panic while folding: reloading from the log");
+            self.state = None;
+            self.poisoned = false;
+            return false;
+        }
+        self.folded_since_snapshot += folded;
+        if self.folded_since_snapshot >= self.rt.config.snapshot_every {
+            self.save_snapshot();
+        }
+        gap
+    }
+}
+
+impl<K: Kind> Handler<Deliver> for EntityActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        self.last_active = Instant::now();
+        self.ensure_loaded(ctx);
+        let rt = self.rt.clone();
+        let id = self.id.clone();
+        // The events are folded once the state is there (after any load queued above).
+        ctx.wait(actix::fut::ready(()).map(move |_, act: &mut Self, ctx| {
+            if act.state.is_none() {
+                act.ensure_loaded(ctx);
+                return;
+            }
+            if act.fold_delivered(&msg.0) {
+                let mut state = act.state.take().expect("loaded");
+                ctx.wait(
+                    async move {
+                        let r = catch_up::<K>(&rt, &id, &mut state).await;
+                        (state, r)
+                    }
+                    .into_actor(act)
+                    .map(|(state, r), act, ctx| {
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "cannot catch up");
+                        }
+                        act.state = Some(state);
+                        if K::DECIDES {
+                            ctx.notify(Decide);
+                        }
+                    }),
+                );
+            } else if act.state.is_none() {
+                // It panicked: reload now rather than on the next message.
+                act.ensure_loaded(ctx);
+            } else if K::DECIDES {
+                ctx.notify(Decide);
+            }
+        }));
+    }
+}
+
+impl<K: Kind> Handler<Get<K>> for EntityActor<K> {
+    type Result = ResponseActFuture<Self, Option<K::State>>;
+
+    fn handle(&mut self, _: Get<K>, ctx: &mut Context<Self>) -> Self::Result {
+        self.last_active = Instant::now();
+        self.ensure_loaded(ctx);
+        Box::pin(actix::fut::ready(()).map(|_, act: &mut Self, _| act.state.clone()))
+    }
+}
+
+impl<K: Kind> Handler<Passivate> for EntityActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
+        self.save_snapshot();
+        ctx.stop();
+    }
+}
+
+impl<K: Kind> Handler<Poison> for EntityActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, _: Poison, _: &mut Context<Self>) {
+        self.poisoned = true;
+    }
+}
+
+/// Look at the state and act on what `decide` returns (products).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Decide;
+
+impl<K: Kind> Handler<Decide> for EntityActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, _: Decide, ctx: &mut Context<Self>) {
+        // Only products decide; the downcast keeps one shell for every kind.
+        let Some(this) = (self as &mut dyn std::any::Any).downcast_mut::<EntityActor<Product>>() else { return };
+        let Some(state) = this.state.clone() else { return };
+        let rt = this.rt.clone();
+        let district = state.district.as_ref().map(|d| rt.district(d.as_str()));
+        let input = DecideInput {
+            prior: district.as_ref().map_or(crate::stats::Prior::DEFAULT, |d| d.prior),
+            budget_available: rt.budget.available(),
+            policy: rt.config.policy,
+            decision_id: Uuid::now_v7(),
+            now: Utc::now(),
+        };
+        let commands = product::decide(&state, &input);
+        if commands.is_empty() {
+            return;
+        }
+        let mut events = Vec::new();
+        let mut to_execute = Vec::new();
+        for c in commands {
+            if let Command::Optimize(d) = &c {
+                if !rt.budget.take() {
+                    continue;
+                }
+                to_execute.push(d.clone());
+            }
+            events.push(c.into_event());
+        }
+        if events.is_empty() {
+            return;
+        }
+        let id = this.id.clone();
+        let addr = ctx.address();
+        let fut = async move {
+            let mut state = state;
+            match append(&rt, &id, &state, &events).await {
+                Ok(()) => {}
+                // Someone appended first: the next delivery re-reads and re-decides.
+                Err(StoreError::WrongExpectedVersion { .. }) => to_execute.clear(),
+                Err(e) => {
+                    tracing::error!(product = %id, error = %e, "cannot append a decision");
+                    to_execute.clear();
+                }
+            }
+            let _ = catch_up::<Product>(&rt, &id, &mut state).await;
+            for d in to_execute {
+                let facts = Facts::of(
+                    &state,
+                    &district.as_ref().map_or(String::new(), |d| d.name.clone()),
+                    district.as_ref().and_then(|d| d.personality.clone()),
+                    &d,
+                );
+                let (rt, state, addr) = (rt.clone(), state.clone(), addr.clone());
+                // Generation runs beside the actor: signals keep folding while the model writes.
+                actix::spawn(async move {
+                    let e = executors::execute(&*rt.generator, &*rt.embedder, &state, &facts, &d, Utc::now()).await;
+                    addr.do_send(Generated(e));
+                });
+            }
+            state
+        };
+        // The Any downcast above proves K = Product; the state type is the same.
+        ctx.wait(fut.into_actor(self).map(|state, act, _| {
+            if let Some(s) = (&mut act.state as &mut dyn std::any::Any).downcast_mut::<Option<ProductState>>() {
+                *s = Some(state);
+            }
+        }));
+    }
+}
+
+impl<K: Kind> Handler<Generated> for EntityActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Generated, ctx: &mut Context<Self>) {
+        let Some(this) = (self as &mut dyn std::any::Any).downcast_mut::<EntityActor<Product>>() else { return };
+        let Some(state) = this.state.clone() else {
+            // Reloading after a panic: try again once loaded.
+            ctx.notify_later(msg, Duration::from_millis(50));
+            return;
+        };
+        let rt = this.rt.clone();
+        let id = this.id.clone();
+        let fut = async move {
+            let mut state = state;
+            for _attempt in 0..5 {
+                let mut events = vec![msg.0.clone()];
+                if let DomainEvent::CopyGenerated(g) = &msg.0 {
+                    events.extend(product::on_generated(&state, g, Uuid::now_v7(), Utc::now()));
+                }
+                match append(&rt, &id, &state, &events).await {
+                    Ok(()) => break,
+                    Err(StoreError::WrongExpectedVersion { .. }) => {
+                        let _ = catch_up::<Product>(&rt, &id, &mut state).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(product = %id, error = %e, "cannot append a generation");
+                        break;
+                    }
+                }
+            }
+            let _ = catch_up::<Product>(&rt, &id, &mut state).await;
+            state
+        };
+        ctx.wait(fut.into_actor(self).map(|state, act, ctx| {
+            if let Some(s) = (&mut act.state as &mut dyn std::any::Any).downcast_mut::<Option<ProductState>>() {
+                *s = Some(state);
+            }
+            ctx.notify(Decide);
+        }));
+    }
+}
+
+/// Appends a product's events with the version it folded as the expected version.
+async fn append(rt: &Runtime, id: &ProductId, state: &ProductState, events: &[DomainEvent]) -> Result<(), StoreError> {
+    let correlation = Uuid::now_v7();
+    let mut batch = Vec::new();
+    for e in events {
+        let extra = state.district.iter().map(tag::district).collect();
+        let ne = NewEvent::from_domain(e, Uuid::now_v7(), extra).map_err(|e| StoreError::invalid("payload", e))?;
+        batch.push(ne.caused_by(correlation, correlation));
+    }
+    rt.store.append(&StreamId::product(id), ExpectedVersion::Exact(state.version), batch).await.map(|_| ())
+}

@@ -1,0 +1,66 @@
+//! The resident actors of one kind: activation on first message, a bound on how many stay
+//! resident (the least recently used is passivated), and restart of an actor that stopped.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+use lru::LruCache;
+
+use super::entity::{EntityActor, Kind, Passivate};
+use super::Runtime;
+
+/// The resident actors of kind `K`, spread over a few arbiters (threads).
+pub struct Registry<K: Kind> {
+    rt: Arc<Runtime>,
+    arbiters: Vec<ArbiterHandle>,
+    resident: Mutex<LruCache<K::Id, Addr<EntityActor<K>>>>,
+}
+
+impl<K: Kind> Registry<K>
+where
+    EntityActor<K>: Actor<Context = Context<EntityActor<K>>>,
+{
+    /// A registry whose actors run on `arbiters`.
+    pub fn new(rt: Arc<Runtime>, arbiters: Vec<ArbiterHandle>) -> Self {
+        let cap = NonZeroUsize::new(rt.config.max_resident.max(1)).expect("non-zero");
+        Self { rt, arbiters, resident: Mutex::new(LruCache::new(cap)) }
+    }
+
+    /// The actor for `id`, activated if it is not resident.
+    pub fn get(&self, id: &K::Id) -> Addr<EntityActor<K>> {
+        let mut resident = self.resident.lock().expect("registry");
+        if let Some(addr) = resident.get(id) {
+            if addr.connected() {
+                return addr.clone();
+            }
+        }
+        let arbiter = &self.arbiters[fxhash(&id.to_string()) % self.arbiters.len()];
+        let (rt, actor_id) = (self.rt.clone(), id.clone());
+        let addr = EntityActor::<K>::start_in_arbiter(arbiter, move |_| EntityActor::new(actor_id, rt));
+        if let Some((old_id, old)) = resident.push(id.clone(), addr.clone()) {
+            if old_id != *id {
+                old.do_send(Passivate);
+            }
+        }
+        addr
+    }
+
+    /// How many actors are resident (stopped ones included until their slot is reused).
+    pub fn resident(&self) -> usize {
+        self.resident.lock().expect("registry").len()
+    }
+
+    /// Passivates every resident actor (on shutdown), which saves their snapshots.
+    pub fn passivate_all(&self) {
+        let mut resident = self.resident.lock().expect("registry");
+        for (_, addr) in resident.iter() {
+            addr.do_send(Passivate);
+        }
+        resident.clear();
+    }
+}
+
+fn fxhash(s: &str) -> usize {
+    crate::product::text_hash(s) as usize
+}

@@ -1,0 +1,181 @@
+//! The runtime over a real embedded store: the router delivers, the actors fold exactly once,
+//! decide and append, snapshot, passivate, and come back from a panic with nothing lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mall_events::domain::DomainEvent;
+use mall_events::embedded::{EmbeddedConfig, EmbeddedStore};
+use mall_events::ids::{tag, DistrictSlug, ProductId};
+use mall_events::{EventStore, ExpectedVersion, NewEvent, RecordedEvent};
+use uuid::Uuid;
+
+use super::entity::{self, Deliver, Get, Passivate, Poison, Product};
+use super::router::Actors;
+use super::snapshot::{MemorySnapshots, SnapshotStore};
+use super::{Runtime, RuntimeConfig};
+use crate::executors::embedder::HashEmbedder;
+use crate::executors::offline::OfflineGenerator;
+use crate::testing::*;
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn EventStore>,
+    snapshots: Arc<MemorySnapshots>,
+    actors: Arc<Actors>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+fn world(config: RuntimeConfig) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+    let snapshots = Arc::new(MemorySnapshots::default());
+    let rt = Runtime::new(store.clone(), snapshots.clone(), Arc::new(OfflineGenerator), Arc::new(HashEmbedder), config);
+    let arbiters = (0..2).map(|_| actix::Arbiter::new().handle()).collect();
+    let actors = Actors::new(rt, arbiters);
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    actix::spawn(actors.clone().run(rx));
+    World { _dir: dir, store, snapshots, actors, shutdown }
+}
+
+/// Appends domain events to their streams, tagging product events with `district`.
+async fn put(store: &Arc<dyn EventStore>, events: Vec<DomainEvent>) -> u64 {
+    let mut last = 0;
+    for e in events {
+        let extra = if e.product_id().is_some() { vec![tag::district(&DistrictSlug::parse("toys").unwrap())] } else { vec![] };
+        let ne = NewEvent::from_domain(&e, Uuid::now_v7(), extra).unwrap();
+        last = store.append(&e.stream_id(), ExpectedVersion::Any, vec![ne]).await.unwrap().last_position;
+    }
+    last
+}
+
+async fn settled(w: &World, position: u64) {
+    let mut rx = w.actors.delivered.subscribe();
+    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|p| *p >= position)).await.unwrap().unwrap();
+}
+
+async fn product(w: &World, p: &str) -> crate::product::ProductState {
+    w.actors.products.get(&ProductId::parse(p).unwrap()).send(Get::<Product>::default()).await.unwrap().unwrap()
+}
+
+/// Polls the product until `pred` holds.
+async fn until(w: &World, p: &str, pred: impl Fn(&crate::product::ProductState) -> bool) -> crate::product::ProductState {
+    for _ in 0..400 {
+        let s = product(w, p).await;
+        if pred(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the product never reached the expected state: {:?}", product(w, p).await);
+}
+
+#[actix::test]
+async fn signals_fold_once_and_a_listing_gets_its_missing_copy() {
+    let w = world(RuntimeConfig::default());
+    let mut events = vec![opened("toys"), listed("p1", "toys", "Wooden train")];
+    events.extend(traffic("p1", 30, 3));
+    let last = put(&w.store, events).await;
+    settled(&w, last).await;
+
+    let s = product(&w, "p1").await;
+    assert_eq!(s.total.views, 30);
+    assert_eq!(s.total.carts, 3);
+
+    // Listed with a description and one tag but no SEO and no embedding: both are generated,
+    // guarded and applied, each as events on the product's stream.
+    let s = until(&w, "p1", |s| s.seo.is_some() && s.embedding_of == Some(s.copy_hash())).await;
+    assert!(!s.seo.as_ref().unwrap().title.is_empty());
+    let stream = w.store.read_stream(&mall_events::StreamId::product(&ProductId::parse("p1").unwrap()), 1, mall_events::Direction::Forward, 1000).await.unwrap();
+    let types: Vec<&str> = stream.iter().map(|e| e.event_type.as_str()).collect();
+    assert!(types.contains(&"optimization_decided"), "{types:?}");
+    assert!(types.contains(&"copy_generated"), "{types:?}");
+    assert!(types.iter().filter(|t| **t == "copy_applied").count() >= 2, "{types:?}");
+    // The shopper profiles folded their own views.
+    let shopper = w.actors.shoppers.get(&mall_events::ids::ShopperId::parse("shopper-0").unwrap())
+        .send(Get::<entity::Shopper>::default()).await.unwrap().unwrap();
+    assert_eq!(shopper.recent.len(), 2, "{shopper:?}");
+    let _ = w.shutdown.send(true);
+}
+
+#[actix::test]
+async fn redelivery_is_skipped_and_a_panic_reloads_from_the_log() {
+    let w = world(RuntimeConfig { generations_per_hour: 0, ..RuntimeConfig::default() });
+    let mut events = vec![opened("toys"), listed("p1", "toys", "Wooden train")];
+    events.extend(traffic("p1", 20, 0));
+    let last = put(&w.store, events).await;
+    settled(&w, last).await;
+    assert_eq!(product(&w, "p1").await.total.views, 20);
+
+    // The router delivers again what it already delivered (as after a restart).
+    let pid = ProductId::parse("p1").unwrap();
+    let all: Vec<Arc<RecordedEvent>> = w.store.read_all(1, 1000).await.unwrap().into_iter().map(Arc::new).collect();
+    let addr = w.actors.products.get(&pid);
+    addr.send(Deliver(all.clone())).await.unwrap();
+    assert_eq!(product(&w, "p1").await.total.views, 20, "a redelivered event was counted twice");
+
+    // A panic while folding: the state is dropped and rebuilt from the log, so the events of
+    // the failed delivery are not lost and nothing is counted twice.
+    addr.send(Poison).await.unwrap();
+    let last = put(&w.store, traffic("p1", 5, 0)).await;
+    settled(&w, last).await;
+    assert_eq!(product(&w, "p1").await.total.views, 25);
+    assert!(addr.connected(), "the actor survives the panic");
+
+    // A delivery that skips events makes the actor read the gap from the log.
+    let more = put(&w.store, traffic("p1", 3, 0)).await;
+    let tail: Vec<Arc<RecordedEvent>> =
+        w.store.read_all(more, 1).await.unwrap().into_iter().map(Arc::new).collect();
+    addr.send(Deliver(tail)).await.unwrap();
+    assert_eq!(product(&w, "p1").await.total.views, 28);
+    let _ = w.shutdown.send(true);
+}
+
+#[actix::test]
+async fn snapshots_are_written_and_activation_reads_snapshot_plus_tail() {
+    let w = world(RuntimeConfig { snapshot_every: 10, generations_per_hour: 0, ..RuntimeConfig::default() });
+    let mut events = vec![opened("toys"), listed("p1", "toys", "Wooden train")];
+    events.extend(traffic("p1", 25, 0));
+    let last = put(&w.store, events).await;
+    settled(&w, last).await;
+    let key = "product-p1";
+    let snap: crate::product::ProductState =
+        super::snapshot::decode(&w.snapshots.load(key).expect("a snapshot every 10 events")).unwrap();
+    assert!(snap.total.views >= 10 && snap.total.views <= 25);
+
+    // Passivate, append behind the actor's back, and activate again: snapshot plus tail.
+    let pid = ProductId::parse("p1").unwrap();
+    w.actors.products.get(&pid).send(Passivate).await.unwrap();
+    let snap: crate::product::ProductState = super::snapshot::decode(&w.snapshots.load(key).unwrap()).unwrap();
+    assert_eq!(snap.total.views, 25, "passivation saves the whole state");
+    let _ = w.shutdown.send(true);
+    put(&w.store, traffic("p1", 4, 0)).await;
+    let rt = w.actors.rt.clone();
+    let loaded = entity::load::<Product>(&rt, &pid).await.unwrap();
+    assert_eq!(loaded.total.views, 29);
+    // And it equals a fold of the whole stream with no snapshot.
+    let fresh = entity::load::<Product>(&Runtime::new(
+        w.store.clone(), Arc::new(MemorySnapshots::default()), Arc::new(OfflineGenerator), Arc::new(HashEmbedder), RuntimeConfig::default(),
+    ), &pid).await.unwrap();
+    assert_eq!(loaded, fresh);
+}
+
+#[actix::test]
+async fn resident_actors_are_bounded() {
+    let w = world(RuntimeConfig { max_resident: 3, generations_per_hour: 0, ..RuntimeConfig::default() });
+    let mut events = vec![opened("toys")];
+    for i in 0..6 {
+        let p = format!("p{i}");
+        events.push(listed(&p, "toys", "Wooden train"));
+        events.extend(traffic(&p, 2, 0));
+    }
+    let last = put(&w.store, events).await;
+    settled(&w, last).await;
+    assert!(w.actors.products.resident() <= 3);
+    // Evicted actors saved their state on the way out, and come back whole.
+    for i in 0..6 {
+        assert_eq!(product(&w, &format!("p{i}")).await.total.views, 2);
+    }
+    assert!(w.actors.products.resident() <= 3);
+    let _ = w.shutdown.send(true);
+}
