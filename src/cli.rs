@@ -1,7 +1,7 @@
 //! The command line: `mall <command>`, errors printed once as `mall: <message>`.
 //!
 //! Exit codes: 0 success; 1 failure (the message says why); 2 bad usage; 3 `events verify`
-//! found corruption.
+//! found corruption; 4 `replay --verify` found recorded decisions it does not reproduce.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,11 +24,18 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the HTTP API with the actors running (prints the address and, if none is set, the admin token).
+    Serve(crate::serve::ServeArgs),
     /// Append NDJSON records (catalog and learning signals) to the log; `-` reads standard input.
     Import(ImportArgs),
     /// Inspect the event log.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Explain how a product's copy changed: every version, decision, generation and experiment.
+    #[command(subcommand)]
+    Audit(commands::audit::AuditCommand),
+    /// Fold a stream as it was at a position or time; `--verify` re-runs every recorded decision.
+    Replay(commands::audit::ReplayArgs),
     /// Development and test helpers.
     #[command(subcommand, hide = true)]
     Debug(commands::debug::DebugCommand),
@@ -95,6 +102,12 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Serve(args) = &cli.command {
+        // The server and its actors run in an actix system (actix-web's workers, the actors'
+        // arbiters); everything else runs on a plain tokio runtime.
+        let outcome = actix_web::rt::System::new().block_on(crate::serve::run(&cli.store, args));
+        return finish(outcome);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -102,7 +115,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    finish(runtime.block_on(run(cli)))
+}
+
+fn finish(outcome: Result<(), Exit>) -> ExitCode {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Exit { code, error }) => {
             eprintln!("mall: {}", chain(&error));
@@ -120,6 +137,9 @@ async fn run(cli: Cli) -> Result<(), Exit> {
     match cli.command {
         Command::Import(args) => commands::import::run(&cli.store, &args).await,
         Command::Events(cmd) => commands::events::run(&cli.store, cmd).await,
+        Command::Audit(cmd) => commands::audit::audit(&cli.store, cmd).await,
+        Command::Replay(args) => commands::audit::replay(&cli.store, &args).await,
+        Command::Serve(_) => unreachable!("served in an actix system"),
         Command::Debug(cmd) => commands::debug::run(&cli.store, cmd).await,
     }
 }

@@ -6,8 +6,10 @@
 //! Modules:
 //! - [`cli`]: the clap definitions, error printing and exit codes;
 //! - [`store`]: choosing and opening an event store from flags, environment and defaults;
-//! - [`commands`]: one module per subcommand.
+//! - [`commands`]: one module per subcommand;
+//! - [`serve`]: `mall serve`, the HTTP API with the actors beside it.
 
 pub mod cli;
 pub mod commands;
+pub mod serve;
 pub mod store;

@@ -6,6 +6,7 @@
 //! binary, which hosts the actors. It never depends on `mall-projections`.
 //!
 //! Modules:
+//! - [`audit`]: copy histories and the verification of recorded decisions by replay;
 //! - [`stats`]: Beta priors, posteriors and the always-valid stopping rule;
 //! - [`experiment`]: the deterministic split of shoppers and the experiments' verdicts;
 //! - [`product`]: product intelligence, the pure core (`evolve`, `decide`, `on_generated`);
@@ -15,6 +16,7 @@
 //! - [`shopper`]: shopper profiles, interests and predicted next action;
 //! - [`testing`] (tests only): event constructors and the given/when/then harness.
 
+pub mod audit;
 pub mod district;
 pub mod executors;
 pub mod experiment;

@@ -177,6 +177,9 @@ impl fmt::Display for StreamId {
 pub mod tag {
     use super::{DistrictSlug, ShopperId};
 
+    /// The prefix of district tags.
+    pub const DISTRICT_PREFIX: &str = "district:";
+
     /// The tag every event about a shopper carries.
     pub fn shopper(id: &ShopperId) -> String {
         format!("shopper:{id}")

@@ -464,6 +464,14 @@ impl EventStore for PgStore {
             .await
     }
 
+    async fn read_events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.query_events(&format!("SELECT {COLUMNS} FROM mall_events WHERE event_id = ANY($1) ORDER BY position"), &[&ids])
+            .await
+    }
+
     async fn read_by_tag(&self, tag: &str, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let from = from.min(i64::MAX as u64) as i64;
         let limit = limit.min(i64::MAX as usize) as i64;

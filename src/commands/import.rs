@@ -155,14 +155,20 @@ pub async fn import(
     Ok(importer.report)
 }
 
+/// The event id of the first occurrence of a catalog record, derived from its stream and
+/// content: the same record imported or posted twice is stored once.
+pub fn catalog_event_id(stream: &StreamId, payload: &[u8]) -> Uuid {
+    let mut name = Vec::with_capacity(stream.as_str().len() + payload.len() + 1);
+    name.extend_from_slice(stream.as_str().as_bytes());
+    name.push(0);
+    name.extend_from_slice(payload);
+    Uuid::new_v5(&CATALOG_NAMESPACE, &name)
+}
+
 impl Importer {
     /// The event id of a catalog record: derived from its stream, content and occurrence.
     fn catalog_id(&mut self, stream: &StreamId, payload: &[u8]) -> Uuid {
-        let mut name = Vec::with_capacity(stream.as_str().len() + payload.len() + 1);
-        name.extend_from_slice(stream.as_str().as_bytes());
-        name.push(0);
-        name.extend_from_slice(payload);
-        let base = Uuid::new_v5(&CATALOG_NAMESPACE, &name);
+        let base = catalog_event_id(stream, payload);
         let k = self.seen.entry(base).or_insert(0);
         *k += 1;
         if *k == 1 { base } else { Uuid::new_v5(&base, &k.to_le_bytes()) }

@@ -181,6 +181,7 @@ impl<K: Kind> EntityActor<K> {
 
     fn save_snapshot(&mut self) {
         if let Some(bytes) = self.state.as_ref().and_then(snapshot::encode) {
+            tracing::debug!(kind = K::NAME, id = %self.id, bytes = bytes.len(), "saving a snapshot");
             self.rt.snapshots.save(&Self::snapshot_key(&self.id), &bytes);
             self.folded_since_snapshot = 0;
         }

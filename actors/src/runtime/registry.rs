@@ -51,13 +51,16 @@ where
         self.resident.lock().expect("registry").len()
     }
 
-    /// Passivates every resident actor (on shutdown), which saves their snapshots.
-    pub fn passivate_all(&self) {
-        let mut resident = self.resident.lock().expect("registry");
-        for (_, addr) in resident.iter() {
-            addr.do_send(Passivate);
-        }
-        resident.clear();
+    /// Passivates every resident actor (on shutdown) and waits until they have saved their
+    /// snapshots.
+    pub async fn passivate_all(&self) {
+        let addrs: Vec<Addr<EntityActor<K>>> = {
+            let mut resident = self.resident.lock().expect("registry");
+            let addrs = resident.iter().map(|(_, a)| a.clone()).collect();
+            resident.clear();
+            addrs
+        };
+        futures_util::future::join_all(addrs.iter().map(|a| a.send(Passivate))).await;
     }
 }
 

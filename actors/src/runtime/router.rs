@@ -20,6 +20,8 @@ use super::entity::{Deliver, District, Product, Shopper};
 use super::registry::Registry;
 use super::{CatalogEntry, Runtime};
 
+/// The event types that change the shared catalog maps.
+const CATALOG_TYPES: &[&str] = &["district_opened", "product_listed", "product_edited", "copy_applied"];
 const CHECKPOINT_KEY: &str = "router-checkpoint";
 /// Events delivered per round.
 const ROUND: usize = 2_000;
@@ -46,7 +48,7 @@ impl Actors {
         })
     }
 
-    /// Loads the catalog map from the whole log (catalog events only are decoded).
+    /// Loads the catalog and district maps from the whole log (catalog events only are decoded).
     pub async fn load_catalog(&self) -> Result<(), mall_events::StoreError> {
         let mut from = 1;
         loop {
@@ -54,16 +56,26 @@ impl Actors {
             let Some(last) = batch.last() else { return Ok(()) };
             from = last.position + 1;
             for e in &batch {
-                if matches!(e.event_type.as_str(), "product_listed" | "product_edited" | "copy_applied") {
+                if CATALOG_TYPES.contains(&e.event_type.as_str()) {
                     if let Ok(d) = e.decode() {
-                        self.update_catalog(&d);
+                        self.note(&d);
                     }
                 }
             }
         }
     }
 
-    fn update_catalog(&self, d: &DomainEvent) {
+    /// Records what a catalog event says in the shared maps (the router does it as it follows the
+    /// log; the API does it as soon as its own append is acknowledged, so that the next request
+    /// sees the new district or product).
+    pub fn note(&self, d: &DomainEvent) {
+        if let DomainEvent::DistrictOpened(o) = d {
+            // The district's actor publishes its prior as it folds; this only makes the slug known.
+            self.rt.districts.write().expect("districts").entry(o.slug.as_str().to_string()).or_insert_with(|| {
+                super::DistrictInfo { name: o.name.clone(), personality: Some(o.personality.clone()), prior: crate::stats::Prior::DEFAULT }
+            });
+            return;
+        }
         let mut catalog = self.rt.catalog.write().expect("catalog");
         match d {
             DomainEvent::ProductListed(p) => {
@@ -129,9 +141,9 @@ impl Actors {
         let mut districts: HashMap<String, Vec<Arc<RecordedEvent>>> = HashMap::new();
         let mut shoppers: HashMap<String, Vec<Arc<RecordedEvent>>> = HashMap::new();
         for e in round {
-            if matches!(e.event_type.as_str(), "product_listed" | "product_edited" | "copy_applied") {
+            if CATALOG_TYPES.contains(&e.event_type.as_str()) {
                 if let Ok(d) = e.decode() {
-                    self.update_catalog(&d);
+                    self.note(&d);
                 }
             }
             if e.stream_id.category() == "product" {

@@ -91,6 +91,25 @@ async fn signals_fold_once_and_a_listing_gets_its_missing_copy() {
     assert!(types.contains(&"optimization_decided"), "{types:?}");
     assert!(types.contains(&"copy_generated"), "{types:?}");
     assert!(types.iter().filter(|t| **t == "copy_applied").count() >= 2, "{types:?}");
+    // The history explains both changes, and replay reproduces every recorded decision.
+    let h = crate::audit::history(&stream).unwrap();
+    let seo = h.changes.iter().find(|c| c.rule == "missing_seo").expect("the SEO decision");
+    assert_eq!(seo.status, crate::audit::Status::Applied);
+    let generation = seo.generation.as_ref().unwrap();
+    assert_eq!(generation.generator, "offline/1");
+    assert!(!generation.verdicts.is_empty() && generation.verdicts.iter().all(|v| v.passed));
+    assert!(seo.evidence.to_position >= seo.evidence.from_position);
+    let v = crate::audit::verify(&stream).unwrap();
+    assert!(v.checked >= 2 && v.mismatches.is_empty(), "{v:?}");
+    // A tampered decision is reported.
+    let mut tampered = stream.clone();
+    let i = tampered.iter().position(|e| e.event_type == "optimization_decided").unwrap();
+    let DomainEvent::OptimizationDecided(mut o) = tampered[i].decode().unwrap() else { unreachable!() };
+    o.evidence.metrics.insert("window_views".into(), 1e6);
+    tampered[i].payload = mall_events::codec::encode(&DomainEvent::OptimizationDecided(o)).unwrap();
+    let v = crate::audit::verify(&tampered).unwrap();
+    assert_eq!(v.mismatches.len(), 1, "{v:?}");
+    assert_eq!(v.mismatches[0].position, tampered[i].position);
     // The shopper profiles folded their own views.
     let shopper = w.actors.shoppers.get(&mall_events::ids::ShopperId::parse("shopper-0").unwrap())
         .send(Get::<entity::Shopper>::default()).await.unwrap().unwrap();

@@ -798,6 +798,16 @@ impl EventStore for EmbeddedStore {
         self.read_positions(&positions)
     }
 
+    async fn read_events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut positions: Vec<Position> = {
+            let index = self.shared.index.read().expect("index lock");
+            ids.iter().filter_map(|id| index.ids.get(id).copied()).collect()
+        };
+        positions.sort_unstable();
+        positions.dedup();
+        self.read_positions(&positions)
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
         Ok(self.shared.index.read().expect("index lock").stream_version(stream.as_str()))
     }

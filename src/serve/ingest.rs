@@ -1,0 +1,285 @@
+//! Writes: catalog records (`POST /api/districts`, `POST /api/products`, `PUT /api/products/{id}`)
+//! and learning signals (`POST /api/signals`).
+//!
+//! A signal batch is validated whole before anything is written: one bad item refuses the
+//! batch, naming `signals[i].field`. Then every id is looked up: a known id with the same content
+//! is a retry and is acknowledged without being stored again; a known id with different content
+//! refuses the batch (422) before any of it is written. What is left is appended per product
+//! stream, all streams at once (the embedded store's group commit makes them share fsyncs), and
+//! acknowledged only when durable.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use mall_events::domain::{DomainEvent, RECORD_TYPES};
+use mall_events::ids::{tag, DistrictSlug, Position, ProductId};
+use mall_events::records::{from_json, parse_typed};
+use mall_events::{ExpectedVersion, NewEvent, StoreError, StreamId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::auth::Scope;
+use super::error::ApiError;
+use super::AppState;
+
+/// The most signals in one batch.
+pub const MAX_SIGNALS: usize = 10_000;
+/// The largest catalog body.
+pub const MAX_CATALOG_BODY: usize = 256 << 10;
+/// The largest signal body (10,000 signals of about a kilobyte each, and then some).
+pub const MAX_SIGNALS_BODY: usize = 16 << 20;
+
+/// Reads a body of at most `limit` bytes.
+pub async fn body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let mut buf = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::invalid("body", format!("cannot read the body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over the limit of {limit} bytes")));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// Parses one catalog record of `record_type`; `type` may be left out, or must match.
+fn catalog_record(bytes: &[u8], record_type: &str) -> Result<DomainEvent, ApiError> {
+    let mut fields: serde_json::Map<String, Value> = from_json(bytes)?;
+    match fields.remove("type") {
+        None => {}
+        Some(Value::String(t)) if t == record_type => {}
+        Some(_) => return Err(ApiError::invalid("type", format!("must be {record_type:?} here (or left out)"))),
+    }
+    Ok(parse_typed(record_type, Value::Object(fields))?)
+}
+
+/// Appends one catalog event with an id derived from its content, so that a retried request
+/// is stored once.
+async fn append_catalog(
+    state: &AppState,
+    event: &DomainEvent,
+    expected: ExpectedVersion,
+) -> Result<(mall_events::AppendResult, Uuid), StoreError> {
+    let stream = event.stream_id();
+    let payload = mall_events::codec::encode(event).map_err(|e| StoreError::invalid("payload", e))?;
+    let id = crate::commands::import::catalog_event_id(&stream, &payload);
+    let ne = NewEvent::from_domain(event, id, Vec::new()).map_err(|e| StoreError::invalid("payload", e))?;
+    let r = state.store.append(&stream, expected, vec![ne]).await?;
+    state.actors.note(event);
+    Ok((r, id))
+}
+
+fn district_known(state: &AppState, slug: &DistrictSlug) -> bool {
+    state.actors.rt.districts.read().expect("districts").contains_key(slug.as_str())
+}
+
+/// `POST /api/districts`.
+pub async fn open_district(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let event = catalog_record(&body(payload, MAX_CATALOG_BODY).await?, "district_opened")?;
+    let DomainEvent::DistrictOpened(d) = &event else { unreachable!("parsed as district_opened") };
+    match append_catalog(&state, &event, ExpectedVersion::NoStream).await {
+        Ok((r, _)) => {
+            let status = if r.deduplicated { StatusCode::OK } else { StatusCode::CREATED };
+            Ok(HttpResponse::build(status).json(json!({"slug": d.slug, "position": r.last_position})))
+        }
+        Err(StoreError::WrongExpectedVersion { .. }) => {
+            Err(ApiError::invalid("slug", format!("district {} is already open", d.slug)).with_status(StatusCode::CONFLICT))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /api/products`.
+pub async fn list_product(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let event = catalog_record(&body(payload, MAX_CATALOG_BODY).await?, "product_listed")?;
+    let DomainEvent::ProductListed(p) = &event else { unreachable!("parsed as product_listed") };
+    if !district_known(&state, &p.district) {
+        return Err(ApiError::invalid("district", format!("unknown district {}", p.district)));
+    }
+    match append_catalog(&state, &event, ExpectedVersion::NoStream).await {
+        Ok((r, _)) => {
+            let status = if r.deduplicated { StatusCode::OK } else { StatusCode::CREATED };
+            Ok(HttpResponse::build(status).json(json!({"product_id": p.product_id, "position": r.last_position})))
+        }
+        Err(StoreError::WrongExpectedVersion { .. }) => Err(ApiError::invalid(
+            "product_id",
+            format!("product {} is already listed (PUT /api/products/{} changes it)", p.product_id, p.product_id),
+        )
+        .with_status(StatusCode::CONFLICT)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `PUT /api/products/{id}`: any of the listed fields.
+pub async fn edit_product(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let id = ProductId::parse(path.into_inner()).map_err(|e| ApiError::invalid("product_id", e.0))?;
+    let bytes = body(payload, MAX_CATALOG_BODY).await?;
+    let mut fields: serde_json::Map<String, Value> = from_json(&bytes)?;
+    match fields.remove("type") {
+        None => {}
+        Some(Value::String(t)) if t == "product_edited" => {}
+        Some(_) => return Err(ApiError::invalid("type", "must be \"product_edited\" here (or left out)")),
+    }
+    match fields.get("product_id") {
+        None => {
+            fields.insert("product_id".into(), Value::String(id.as_str().into()));
+        }
+        Some(Value::String(p)) if p == id.as_str() => {}
+        Some(_) => return Err(ApiError::invalid("product_id", "must match the product in the URL (or be left out)")),
+    }
+    if fields.len() == 1 {
+        return Err(ApiError::invalid("body", "name at least one field to change"));
+    }
+    let event = parse_typed("product_edited", Value::Object(fields))?;
+    let DomainEvent::ProductEdited(edit) = &event else { unreachable!("parsed as product_edited") };
+    if !state.actors.rt.catalog.read().expect("catalog").contains_key(id.as_str()) {
+        return Err(ApiError::not_found(format!("no product {id}")));
+    }
+    if let Some(d) = &edit.district {
+        if !district_known(&state, d) {
+            return Err(ApiError::invalid("district", format!("unknown district {d}")));
+        }
+    }
+    let ne = NewEvent::from_domain(&event, Uuid::now_v7(), Vec::new()).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let r = state.store.append(&event.stream_id(), ExpectedVersion::Any, vec![ne]).await?;
+    state.actors.note(&event);
+    Ok(HttpResponse::Ok().json(json!({"product_id": id, "position": r.last_position})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalBatch {
+    signals: Vec<Value>,
+}
+
+/// One validated signal, ready to append.
+struct Staged {
+    index: usize,
+    stream: StreamId,
+    event: NewEvent,
+}
+
+/// `POST /api/signals`: `{"signals": [record, ...]}` → 202 `{"accepted", "duplicates", "position"}`.
+pub async fn post_signals(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Ingest)?;
+    let bytes = body(payload, MAX_SIGNALS_BODY).await?;
+    let batch: SignalBatch = from_json(&bytes)?;
+    if batch.signals.is_empty() {
+        return Err(ApiError::invalid("signals", "must hold at least one signal"));
+    }
+    if batch.signals.len() > MAX_SIGNALS {
+        return Err(ApiError::invalid("signals", format!("{} signals is over the limit of {MAX_SIGNALS} per batch", batch.signals.len()))
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    let staged = validate(&state, batch.signals)?;
+    let (accepted, duplicates, position) = store_signals(&state, staged).await?;
+    Ok(HttpResponse::Accepted().json(json!({"accepted": accepted, "duplicates": duplicates, "position": position})))
+}
+
+/// Parses and checks every signal; the first bad one refuses the batch.
+fn validate(state: &AppState, signals: Vec<Value>) -> Result<Vec<Staged>, ApiError> {
+    let signal_types = &RECORD_TYPES[5..];
+    let catalog = state.actors.rt.catalog.read().expect("catalog");
+    let mut staged = Vec::with_capacity(signals.len());
+    let mut seen: HashMap<Uuid, usize> = HashMap::with_capacity(signals.len());
+    for (i, value) in signals.into_iter().enumerate() {
+        let at = |field: &str| format!("signals[{i}].{field}");
+        let Value::Object(mut fields) = value else { return Err(ApiError::invalid(format!("signals[{i}]"), "must be an object")) };
+        let ty = match fields.remove("type") {
+            Some(Value::String(t)) if signal_types.contains(&t.as_str()) => t,
+            Some(Value::String(t)) => {
+                return Err(ApiError::invalid(at("type"), format!("{t:?} is not a signal; expected one of {}", signal_types.join(", "))))
+            }
+            Some(_) => return Err(ApiError::invalid(at("type"), "must be a string")),
+            None => return Err(ApiError::invalid(at("type"), "missing field `type`")),
+        };
+        let event = parse_typed(&ty, Value::Object(fields)).map_err(|e| {
+            ApiError::invalid(e.field.as_deref().map_or_else(|| format!("signals[{i}]"), at), e.message)
+        })?;
+        let id = event.signal_id().expect("a signal has an id");
+        let mut extra = Vec::new();
+        if let Some(p) = event.product_id() {
+            let Some(entry) = catalog.get(p.as_str()) else {
+                return Err(ApiError::invalid(at("product_id"), format!("unknown product {p}")));
+            };
+            extra.push(format!("{}{}", tag::DISTRICT_PREFIX, entry.district));
+        }
+        let ne = NewEvent::from_domain(&event, id, extra).map_err(|e| ApiError::invalid(format!("signals[{i}]"), e.to_string()))?;
+        if let Some(&j) = seen.get(&id) {
+            if ne != staged.iter().find(|s: &&Staged| s.index == j).expect("seen").event {
+                return Err(ApiError::invalid(at("id"), format!("the same id as signals[{j}] with different content"))
+                    .with_status(StatusCode::UNPROCESSABLE_ENTITY));
+            }
+            continue;
+        }
+        seen.insert(id, i);
+        staged.push(Staged { index: i, stream: event.stream_id(), event: ne });
+    }
+    Ok(staged)
+}
+
+/// Stores what is not stored yet; returns (accepted, duplicates, the batch's last position).
+async fn store_signals(state: &AppState, staged: Vec<Staged>) -> Result<(usize, usize, Position), ApiError> {
+    let total = staged.len();
+    let ids: Vec<Uuid> = staged.iter().map(|s| s.event.event_id).collect();
+    let known: HashMap<Uuid, mall_events::RecordedEvent> =
+        state.store.read_events_by_id(&ids).await?.into_iter().map(|e| (e.event_id, e)).collect();
+    let mut position: Position = 0;
+    let mut groups: Vec<(StreamId, Vec<Staged>)> = Vec::new();
+    let mut group_of: HashMap<StreamId, usize> = HashMap::new();
+    let mut duplicates = 0;
+    for s in staged {
+        if let Some(k) = known.get(&s.event.event_id) {
+            if k.stream_id != s.stream || !s.event.same_as(k) {
+                return Err(ApiError::invalid(format!("signals[{}].id", s.index), format!("id {} is already stored with different content", s.event.event_id))
+                    .with_status(StatusCode::UNPROCESSABLE_ENTITY));
+            }
+            duplicates += 1;
+            position = position.max(k.position);
+            continue;
+        }
+        let g = *group_of.entry(s.stream.clone()).or_insert_with(|| {
+            groups.push((s.stream.clone(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(s);
+    }
+    let appends = groups.into_iter().map(|(stream, group)| async move {
+        let events: Vec<NewEvent> = group.iter().map(|s| s.event.clone()).collect();
+        match state.store.append(&stream, ExpectedVersion::Any, events).await {
+            Ok(r) => Ok(r.last_position),
+            // Raced by another request carrying some of the same ids: store one at a time, so
+            // that each is either a retry or new; a real conflict names its signal.
+            Err(StoreError::IdConflict { .. }) => {
+                let mut last = 0;
+                for s in group {
+                    match state.store.append(&stream, ExpectedVersion::Any, vec![s.event]).await {
+                        Ok(r) => last = last.max(r.last_position),
+                        Err(e @ StoreError::IdConflict { .. }) => {
+                            return Err(ApiError::invalid(format!("signals[{}].id", s.index), e.to_string())
+                                .with_status(StatusCode::UNPROCESSABLE_ENTITY))
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(last)
+            }
+            Err(e) => Err(ApiError::from(e)),
+        }
+    });
+    for r in futures_util::future::join_all(appends).await {
+        position = position.max(r?);
+    }
+    Ok((total, duplicates, position))
+}
