@@ -9,6 +9,7 @@ use uuid::Uuid;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrent;
 pub mod pg;
+pub mod server;
 
 /// A backend under test: opens its store, and opens it again after a close.
 #[async_trait::async_trait]
