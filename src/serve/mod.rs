@@ -104,10 +104,7 @@ pub fn executors(args: &LlmArgs) -> anyhow::Result<(Arc<dyn Generator>, Arc<dyn 
         GeneratorKind::Openai => Backend::OpenAi,
         GeneratorKind::Ollama => Backend::Ollama,
     };
-    let mut base_url = args.llm_url.clone().context("--llm-url (or MALL_LLM_URL) is required with --llm openai|ollama")?;
-    if !base_url.ends_with('/') {
-        base_url.push('/');
-    }
+    let base_url = args.llm_url.clone().context("--llm-url (or MALL_LLM_URL) is required with --llm openai|ollama")?;
     let model = args.llm_model.clone().context("--llm-model (or MALL_LLM_MODEL) is required with --llm openai|ollama")?;
     let generator = Arc::new(LlmGenerator::new(LlmConfig {
         backend,

@@ -85,6 +85,13 @@ pub struct LlmGenerator {
 impl LlmGenerator {
     /// Builds the clients (no call is made until the first generation).
     pub fn new(config: LlmConfig) -> Result<Self, GenerationError> {
+        let mut config = config;
+        if config.backend == Backend::Ollama {
+            // The crate appends `/api/...` itself.
+            config.base_url = config.base_url.trim_end_matches('/').to_string();
+        } else if !config.base_url.ends_with('/') {
+            config.base_url.push('/');
+        }
         let build = |model: &str| {
             let mut b = LLMBuilder::new()
                 .backend(match config.backend {
@@ -96,7 +103,8 @@ impl LlmGenerator {
                 .system(SYSTEM)
                 .max_tokens(600)
                 .temperature(0.4)
-                .timeout_seconds(config.timeout.as_secs().max(1));
+                // A second past ours, so that our timeout (and its clear error) fires first.
+                .timeout_seconds(config.timeout.as_secs() + 1);
             if let Some(k) = &config.api_key {
                 b = b.api_key(k.clone());
             } else if config.backend == Backend::OpenAi {

@@ -161,7 +161,9 @@ impl Generator for OfflineGenerator {
     }
 
     async fn generate(&self, command: CommandKind, facts: &Facts) -> (String, Result<String, GenerationError>) {
-        (String::new(), Ok(Self::write(command, facts)))
+        // What the offline writer was given, in the same words a model would get: the audit
+        // shows the task, the voice, the diagnosis and the facts it wrote from.
+        (format!("[{VERSION}]\n{}", super::llm::prompt(command, facts)), Ok(Self::write(command, facts)))
     }
 }
 
