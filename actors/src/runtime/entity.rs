@@ -27,6 +27,10 @@ use crate::executors::{self, Facts};
 use crate::product::{self, Command, DecideInput, ProductState};
 use crate::shopper::{ShopperInput, ShopperState};
 
+/// How often an actor's append is retried after losing the stream's version to concurrent
+/// signal appends (each retry first folds what won).
+const APPEND_ATTEMPTS: usize = 100;
+
 /// Where a kind's events come from.
 pub enum Source {
     /// One stream, read by version.
@@ -190,18 +194,24 @@ impl<K: Kind> EntityActor<K> {
 
 /// Loads an entity: its snapshot, then every event after it.
 pub async fn load<K: Kind>(rt: &Runtime, id: &K::Id) -> Result<K::State, StoreError> {
+    Ok(load_counting::<K>(rt, id).await?.0)
+}
+
+/// [`load`], also saying how many events were folded after the snapshot.
+async fn load_counting<K: Kind>(rt: &Runtime, id: &K::Id) -> Result<(K::State, u64), StoreError> {
     let mut state: K::State = rt
         .snapshots
         .load(&EntityActor::<K>::snapshot_key(id))
         .and_then(|b| snapshot::decode(&b))
         .unwrap_or_default();
-    catch_up::<K>(rt, id, &mut state).await?;
-    Ok(state)
+    let folded = catch_up::<K>(rt, id, &mut state).await?;
+    Ok((state, folded))
 }
 
-/// Folds every event of the entity's source after the state's cursor.
-async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State) -> Result<(), StoreError> {
+/// Folds every event of the entity's source after the state's cursor; returns how many.
+async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State) -> Result<u64, StoreError> {
     let source = K::source(id);
+    let mut folded = 0;
     loop {
         let from = K::cursor(state) + 1;
         let batch = match &source {
@@ -209,11 +219,12 @@ async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State) -> Re
             Source::Tag(t) => rt.store.read_by_tag(t, from, 1_000).await?,
         };
         if batch.is_empty() {
-            return Ok(());
+            return Ok(folded);
         }
         for e in &batch {
             fold_one::<K>(rt, state, e);
         }
+        folded += batch.len() as u64;
     }
 }
 
@@ -233,10 +244,7 @@ impl<K: Kind> Actor for EntityActor<K> {
         let rt = self.rt.clone();
         let id = self.id.clone();
         ctx.wait(
-            async move { load::<K>(&rt, &id).await }.into_actor(self).map(|res, act, _| match res {
-                Ok(s) => act.state = Some(s),
-                Err(e) => tracing::error!(kind = K::NAME, id = %act.id, error = %e, "cannot load"),
-            }),
+            async move { load_counting::<K>(&rt, &id).await }.into_actor(self).map(|res, act, _| act.loaded(res)),
         );
         let idle = self.rt.config.idle_timeout;
         ctx.run_interval(idle.min(Duration::from_secs(30)).max(Duration::from_millis(50)), move |act, ctx| {
@@ -249,16 +257,26 @@ impl<K: Kind> Actor for EntityActor<K> {
 }
 
 impl<K: Kind> EntityActor<K> {
+    /// Installs a freshly loaded state; a long tail since the snapshot earns a new one.
+    fn loaded(&mut self, res: Result<(K::State, u64), StoreError>) {
+        match res {
+            Ok((s, folded)) => {
+                self.state = Some(s);
+                self.folded_since_snapshot = folded;
+                if folded >= self.rt.config.snapshot_every {
+                    self.save_snapshot();
+                }
+            }
+            Err(e) => tracing::error!(kind = K::NAME, id = %self.id, error = %e, "cannot load"),
+        }
+    }
+
     /// Makes sure the state is loaded (after a panic, or a failed load), blocking the mailbox.
     fn ensure_loaded(&mut self, ctx: &mut Context<Self>) {
         if self.state.is_none() {
             let rt = self.rt.clone();
             let id = self.id.clone();
-            ctx.wait(async move { load::<K>(&rt, &id).await }.into_actor(self).map(|res, act, _| {
-                if let Ok(s) = res {
-                    act.state = Some(s);
-                }
-            }));
+            ctx.wait(async move { load_counting::<K>(&rt, &id).await }.into_actor(self).map(|res, act, _| act.loaded(res)));
         }
     }
 
@@ -303,55 +321,65 @@ impl<K: Kind> EntityActor<K> {
     }
 }
 
+// Every handler below blocks the mailbox with at most one top-level `ctx.wait`, and never
+// starts a `ctx.wait` from inside another one's completion: actix does not poll a wait future
+// pushed from there until some other wake-up, which stalls the mailbox.
 impl<K: Kind> Handler<Deliver> for EntityActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         self.last_active = Instant::now();
-        self.ensure_loaded(ctx);
-        let rt = self.rt.clone();
-        let id = self.id.clone();
-        // The events are folded once the state is there (after any load queued above).
-        ctx.wait(actix::fut::ready(()).map(move |_, act: &mut Self, ctx| {
-            if act.state.is_none() {
-                act.ensure_loaded(ctx);
-                return;
-            }
-            if act.fold_delivered(&msg.0) {
-                let mut state = act.state.take().expect("loaded");
-                ctx.wait(
-                    async move {
-                        let r = catch_up::<K>(&rt, &id, &mut state).await;
-                        (state, r)
+        if self.state.is_none() {
+            // Not loaded (a failed load or a panic): loading reads the log, which already holds
+            // the delivered events.
+            self.ensure_loaded(ctx);
+            return;
+        }
+        let gap = self.fold_delivered(&msg.0);
+        if self.state.is_none() {
+            // It panicked while folding: reload now rather than on the next message.
+            self.ensure_loaded(ctx);
+        } else if gap {
+            let (rt, id) = (self.rt.clone(), self.id.clone());
+            let mut state = self.state.take().expect("loaded");
+            ctx.wait(
+                async move {
+                    let r = catch_up::<K>(&rt, &id, &mut state).await;
+                    (state, r)
+                }
+                .into_actor(self)
+                .map(|(state, r), act, ctx| {
+                    match r {
+                        Ok(n) => act.folded_since_snapshot += n,
+                        Err(e) => tracing::error!(error = %e, "cannot catch up"),
                     }
-                    .into_actor(act)
-                    .map(|(state, r), act, ctx| {
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "cannot catch up");
-                        }
-                        act.state = Some(state);
-                        if K::DECIDES {
-                            ctx.notify(Decide);
-                        }
-                    }),
-                );
-            } else if act.state.is_none() {
-                // It panicked: reload now rather than on the next message.
-                act.ensure_loaded(ctx);
-            } else if K::DECIDES {
-                ctx.notify(Decide);
-            }
-        }));
+                    act.state = Some(state);
+                    if K::DECIDES {
+                        ctx.notify(Decide);
+                    }
+                }),
+            );
+        } else if K::DECIDES {
+            ctx.notify(Decide);
+        }
     }
 }
 
 impl<K: Kind> Handler<Get<K>> for EntityActor<K> {
     type Result = ResponseActFuture<Self, Option<K::State>>;
 
-    fn handle(&mut self, _: Get<K>, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Get<K>, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
-        self.ensure_loaded(ctx);
-        Box::pin(actix::fut::ready(()).map(|_, act: &mut Self, _| act.state.clone()))
+        if self.state.is_some() {
+            return Box::pin(actix::fut::ready(self.state.clone()));
+        }
+        let (rt, id) = (self.rt.clone(), self.id.clone());
+        Box::pin(async move { load_counting::<K>(&rt, &id).await }.into_actor(self).map(|res, act, _| {
+            if act.state.is_none() {
+                act.loaded(res);
+            }
+            act.state.clone()
+        }))
     }
 }
 
@@ -386,58 +414,64 @@ impl<K: Kind> Handler<Decide> for EntityActor<K> {
         let Some(state) = this.state.clone() else { return };
         let rt = this.rt.clone();
         let district = state.district.as_ref().map(|d| rt.district(d.as_str()));
-        let input = DecideInput {
-            prior: district.as_ref().map_or(crate::stats::Prior::DEFAULT, |d| d.prior),
-            budget_available: rt.budget.available(),
-            policy: rt.config.policy,
-            decision_id: Uuid::now_v7(),
-            now: Utc::now(),
-        };
-        let commands = product::decide(&state, &input);
-        if commands.is_empty() {
-            return;
-        }
-        let mut events = Vec::new();
-        let mut to_execute = Vec::new();
-        for c in commands {
-            if let Command::Optimize(d) = &c {
-                if !rt.budget.take() {
-                    continue;
-                }
-                to_execute.push(d.clone());
-            }
-            events.push(c.into_event());
-        }
-        if events.is_empty() {
-            return;
-        }
         let id = this.id.clone();
         let addr = ctx.address();
         let fut = async move {
             let mut state = state;
-            match append(&rt, &id, &state, &events).await {
-                Ok(()) => {}
-                // Someone appended first: the next delivery re-reads and re-decides.
-                Err(StoreError::WrongExpectedVersion { .. }) => to_execute.clear(),
-                Err(e) => {
-                    tracing::error!(product = %id, error = %e, "cannot append a decision");
-                    to_execute.clear();
+            // Signals are appended to the product's stream beside the actor: a decision that
+            // loses the race for the stream's version is decided again on the newer state, so
+            // that the state a decision recorded is the one just before it in the stream.
+            for _attempt in 0..APPEND_ATTEMPTS {
+                let input = DecideInput {
+                    prior: district.as_ref().map_or(crate::stats::Prior::DEFAULT, |d| d.prior),
+                    budget_available: rt.budget.available(),
+                    policy: rt.config.policy,
+                    decision_id: Uuid::now_v7(),
+                    now: Utc::now(),
+                };
+                let mut events = Vec::new();
+                let mut to_execute = Vec::new();
+                for c in product::decide(&state, &input) {
+                    if let Command::Optimize(d) = &c {
+                        if !rt.budget.take() {
+                            continue;
+                        }
+                        to_execute.push(d.clone());
+                    }
+                    events.push(c.into_event());
                 }
-            }
-            let _ = catch_up::<Product>(&rt, &id, &mut state).await;
-            for d in to_execute {
-                let facts = Facts::of(
-                    &state,
-                    &district.as_ref().map_or(String::new(), |d| d.name.clone()),
-                    district.as_ref().and_then(|d| d.personality.clone()),
-                    &d,
-                );
-                let (rt, state, addr) = (rt.clone(), state.clone(), addr.clone());
-                // Generation runs beside the actor: signals keep folding while the model writes.
-                actix::spawn(async move {
-                    let e = executors::execute(&*rt.generator, &*rt.embedder, &state, &facts, &d, Utc::now()).await;
-                    addr.do_send(Generated(e));
-                });
+                if events.is_empty() {
+                    break;
+                }
+                match append(&rt, &id, &state, &events).await {
+                    Ok(()) => {
+                        let _ = catch_up::<Product>(&rt, &id, &mut state).await;
+                        for d in to_execute {
+                            let facts = Facts::of(
+                                &state,
+                                &district.as_ref().map_or(String::new(), |d| d.name.clone()),
+                                district.as_ref().and_then(|d| d.personality.clone()),
+                                &d,
+                            );
+                            let (rt, state, addr) = (rt.clone(), state.clone(), addr.clone());
+                            // Generation runs beside the actor: signals keep folding while the model writes.
+                            actix::spawn(async move {
+                                let e = executors::execute(&*rt.generator, &*rt.embedder, &state, &facts, &d, Utc::now()).await;
+                                addr.do_send(Generated(e));
+                            });
+                        }
+                        break;
+                    }
+                    Err(StoreError::WrongExpectedVersion { .. }) => {
+                        rt.budget.refund(to_execute.len() as u32);
+                        let _ = catch_up::<Product>(&rt, &id, &mut state).await;
+                    }
+                    Err(e) => {
+                        rt.budget.refund(to_execute.len() as u32);
+                        tracing::error!(product = %id, error = %e, "cannot append a decision");
+                        break;
+                    }
+                }
             }
             state
         };
@@ -464,7 +498,7 @@ impl<K: Kind> Handler<Generated> for EntityActor<K> {
         let id = this.id.clone();
         let fut = async move {
             let mut state = state;
-            for _attempt in 0..5 {
+            for _attempt in 0..APPEND_ATTEMPTS {
                 let mut events = vec![msg.0.clone()];
                 if let DomainEvent::CopyGenerated(g) = &msg.0 {
                     events.extend(product::on_generated(&state, g, Uuid::now_v7(), Utc::now()));

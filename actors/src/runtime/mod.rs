@@ -65,6 +65,12 @@ impl Budget {
         self.roll().1 < self.per_hour
     }
 
+    /// Gives back `n` calls taken for decisions that were not recorded.
+    pub fn refund(&self, n: u32) {
+        let mut w = self.roll();
+        w.1 = w.1.saturating_sub(n);
+    }
+
     /// Spends one call; false when the budget is used up.
     pub fn take(&self) -> bool {
         let mut w = self.roll();

@@ -110,7 +110,8 @@ impl Actors {
             .load(CHECKPOINT_KEY)
             .and_then(|b| b.try_into().ok().map(u64::from_le_bytes))
             .unwrap_or(0);
-        let _ = self.delivered.send(from);
+        // `send_replace` stores the value even while nobody listens (`send` would drop it).
+        self.delivered.send_replace(from);
         let mut sub = subscribe_all(self.rt.store.clone(), from + 1);
         loop {
             let first = tokio::select! {
@@ -130,7 +131,7 @@ impl Actors {
             }
             let last = round.last().expect("non-empty").position;
             self.deliver(round).await;
-            let _ = self.delivered.send(last);
+            self.delivered.send_replace(last);
             self.rt.snapshots.save(CHECKPOINT_KEY, &last.to_le_bytes());
         }
     }

@@ -51,7 +51,15 @@ async fn put(store: &Arc<dyn EventStore>, events: Vec<DomainEvent>) -> u64 {
 
 async fn settled(w: &World, position: u64) {
     let mut rx = w.actors.delivered.subscribe();
-    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|p| *p >= position)).await.unwrap().unwrap();
+    if tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|p| *p >= position)).await.is_err() {
+        panic!(
+            "the router delivered up to {} of {position}; districts resident {}, published {:?}, products resident {}",
+            *w.actors.delivered.borrow(),
+            w.actors.districts.resident(),
+            w.actors.rt.districts.read().unwrap().keys().collect::<Vec<_>>(),
+            w.actors.products.resident()
+        );
+    }
 }
 
 async fn product(w: &World, p: &str) -> crate::product::ProductState {
