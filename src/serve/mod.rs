@@ -25,7 +25,7 @@ use mall_actors::executors::llm::{Backend, LlmConfig, LlmGenerator};
 use mall_actors::executors::offline::OfflineGenerator;
 use mall_actors::executors::{Embedder, Generator};
 use mall_actors::runtime::router::Actors;
-use mall_actors::runtime::snapshot::FsSnapshots;
+use mall_actors::runtime::snapshot::{FsSnapshots, SnapshotStore};
 use mall_actors::runtime::{Runtime, RuntimeConfig};
 use mall_events::EventStore;
 
@@ -171,7 +171,7 @@ pub async fn run(store_args: &StoreArgs, args: &ServeArgs) -> Result<(), Exit> {
         max_resident: args.max_resident.max(1),
         ..RuntimeConfig::default()
     };
-    let rt = Runtime::new(store.clone(), snapshots, generator, embedder, config);
+    let rt = Runtime::new(store.clone(), snapshots.clone(), generator, embedder, config);
     let arbiters = (0..2).map(|_| actix::Arbiter::new().handle()).collect();
     let actors = Actors::new(rt, arbiters);
     actors.load_catalog().await.context("cannot load the catalog from the log")?;
@@ -225,6 +225,7 @@ pub async fn run(store_args: &StoreArgs, args: &ServeArgs) -> Result<(), Exit> {
         actors.shoppers.passivate_all(),
     )
     .await;
+    snapshots.flush();
     store.close().await;
     result.context("the HTTP server failed")?;
     Ok(())

@@ -1,0 +1,299 @@
+//! Actor benchmarks:
+//! - `ingest_http`: signals posted over HTTP to a real `mall serve` process (embedded store),
+//!   batches of 1,000 from 4 concurrent clients, timed until the actors have folded them all;
+//! - `activation`: a product actor activated from its snapshot plus 100 events (p50 and p99
+//!   printed besides criterion's figures);
+//! - `resident_memory`: the memory of 100,000 resident product actors (printed).
+//!
+//! `cargo bench --bench actors -- activation` runs one of them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use criterion::{Criterion, Throughput};
+use mall_actors::executors::embedder::HashEmbedder;
+use mall_actors::executors::offline::OfflineGenerator;
+use mall_actors::runtime::entity::{self, Get, Passivate, Product};
+use mall_actors::runtime::router::Actors;
+use mall_actors::runtime::snapshot::{self, FsSnapshots, SnapshotStore};
+use mall_actors::runtime::{Runtime, RuntimeConfig};
+use mall_events::domain::*;
+use mall_events::ids::*;
+use mall_events::{EmbeddedConfig, EmbeddedStore, EventStore, ExpectedVersion, NewEvent, StreamId};
+use serde_json::json;
+use uuid::Uuid;
+
+const PRODUCTS: usize = 1_000;
+const BATCH: usize = 1_000;
+const BATCHES_PER_ITER: usize = 40;
+const CLIENTS: usize = 4;
+
+fn listed(p: &str) -> DomainEvent {
+    DomainEvent::ProductListed(ProductListed {
+        product_id: ProductId::parse(p).unwrap(),
+        district: DistrictSlug::parse("toys").unwrap(),
+        title: "Wooden train".into(),
+        description: "A beech train with four cars and magnetic hitches.".into(),
+        price: Price::parse("24.50").unwrap(),
+        currency: Currency::parse("EUR").unwrap(),
+        tags: vec!["wood".into(), "train".into()],
+        attributes: Default::default(),
+        image_url: None,
+        stock: 10,
+    })
+}
+
+fn viewed(p: &str, i: u64) -> DomainEvent {
+    DomainEvent::ProductViewed(ProductViewed {
+        id: Uuid::now_v7(),
+        shopper_id: ShopperId::parse(format!("s{}", i % 20_000)).unwrap(),
+        session_id: SessionId::parse(format!("sess{}", i % 20_000)).unwrap(),
+        at: Utc::now(),
+        product_id: ProductId::parse(p).unwrap(),
+        dwell_ms: 3_000 + i % 10_000,
+    })
+}
+
+fn new_event(e: &DomainEvent) -> NewEvent {
+    let id = e.signal_id().unwrap_or_else(Uuid::now_v7);
+    NewEvent::from_domain(e, id, vec!["district:toys".into()]).unwrap()
+}
+
+/// A signal batch body: views and some carts, over all products and 20,000 shoppers.
+fn body(seed: u64) -> Vec<u8> {
+    let signals: Vec<_> = (0..BATCH as u64)
+        .map(|i| {
+            let n = seed * BATCH as u64 + i;
+            let (kind, extra) = if n % 10 == 0 { ("added_to_cart", json!({"quantity": 1})) } else { ("product_viewed", json!({"dwell_ms": 4000})) };
+            let mut v = json!({
+                "type": kind, "id": Uuid::now_v7(), "shopper_id": format!("s{}", n % 20_000),
+                "session_id": format!("sess{}", n % 20_000), "at": Utc::now().to_rfc3339(),
+                "product_id": format!("p{}", (n * 7919) % PRODUCTS as u64),
+            });
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            v
+        })
+        .collect();
+    serde_json::to_vec(&json!({ "signals": signals })).unwrap()
+}
+
+fn ingest_http(c: &mut Criterion) {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mall"))
+        .args(["--data-dir", &dir.path().join("data").display().to_string(), "serve", "--bind", "127.0.0.1:0"])
+        .env("MALL_ADMIN_TOKEN", "admin")
+        .env("MALL_INGEST_TOKEN", "ingest")
+        .env("MALL_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let base = line.strip_prefix("mall: serving on ").unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let client = reqwest::Client::new();
+    rt.block_on(async {
+        let district = json!({"slug": "toys", "name": "Toy Town", "personality": {"tone": "playful", "style": "short", "audience": "parents"}});
+        client.post(format!("{base}/api/districts")).bearer_auth("admin").json(&district).send().await.unwrap();
+        for i in 0..PRODUCTS {
+            let p = json!({"product_id": format!("p{i}"), "district": "toys", "title": "Wooden train",
+                "description": "A beech train with four cars and magnetic hitches.", "price": "24.50", "currency": "EUR",
+                "tags": ["wood", "train"], "attributes": {}, "stock": 10});
+            let r = client.post(format!("{base}/api/products")).bearer_auth("admin").json(&p).send().await.unwrap();
+            assert!(r.status().is_success());
+        }
+        // Let the listings' own work (SEO, embeddings) settle first.
+        settle(&client, &base).await;
+    });
+    let mut seed = 0u64;
+    let mut group = c.benchmark_group("ingest_http");
+    group.sample_size(10).measurement_time(Duration::from_secs(30)).throughput(Throughput::Elements((BATCH * BATCHES_PER_ITER) as u64));
+    group.bench_function("embedded_batches_of_1000_folded", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let bodies: Vec<Vec<u8>> = (0..BATCHES_PER_ITER).map(|_| {
+                    seed += 1;
+                    body(seed)
+                }).collect();
+                total += rt.block_on(async {
+                    let started = Instant::now();
+                    let bodies = Arc::new(std::sync::Mutex::new(bodies));
+                    let mut tasks = Vec::new();
+                    for _ in 0..CLIENTS {
+                        let (client, base, bodies) = (client.clone(), base.clone(), bodies.clone());
+                        tasks.push(tokio::spawn(async move {
+                            let mut last = 0u64;
+                            loop {
+                                let Some(b) = bodies.lock().unwrap().pop() else { return last };
+                                let r = client
+                                    .post(format!("{base}/api/signals"))
+                                    .bearer_auth("ingest")
+                                    .header("content-type", "application/json")
+                                    .body(b)
+                                    .send()
+                                    .await
+                                    .unwrap();
+                                assert_eq!(r.status(), 202);
+                                let v: serde_json::Value = r.json().await.unwrap();
+                                last = last.max(v["position"].as_u64().unwrap());
+                            }
+                        }));
+                    }
+                    let mut last = 0;
+                    for t in tasks {
+                        last = last.max(t.await.unwrap());
+                    }
+                    // Folded by the actors, not only stored.
+                    loop {
+                        let h: serde_json::Value = client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
+                        if h["actors_position"].as_u64().unwrap() >= last {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    started.elapsed()
+                });
+            }
+            total
+        })
+    });
+    group.finish();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn settle(client: &reqwest::Client, base: &str) {
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let h: serde_json::Value = client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
+        let (log, folded) = (h["log_position"].as_u64().unwrap(), h["actors_position"].as_u64().unwrap());
+        if log == folded && log == last {
+            return;
+        }
+        last = log;
+    }
+}
+
+/// A runtime over a fresh embedded store with file snapshots.
+fn world(dir: &std::path::Path, config: RuntimeConfig) -> (Arc<dyn EventStore>, Arc<FsSnapshots>, Arc<Actors>) {
+    let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.join("data"))).unwrap());
+    let snapshots = Arc::new(FsSnapshots::open(dir.join("snapshots")).unwrap());
+    let rt = Runtime::new(store.clone(), snapshots.clone(), Arc::new(OfflineGenerator), Arc::new(HashEmbedder), config);
+    let arbiters = (0..2).map(|_| actix::Arbiter::new().handle()).collect();
+    (store, snapshots, Actors::new(rt, arbiters))
+}
+
+fn activation(c: &mut Criterion) {
+    const N: usize = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let system = actix::System::new();
+    let (store, snapshots, actors) = system.block_on(async { world(dir.path(), RuntimeConfig { generations_per_hour: 0, ..RuntimeConfig::default() }) });
+    // Each product: listed and 100 views, snapshotted there, then 100 more views.
+    let ids: Vec<ProductId> = (0..N).map(|i| ProductId::parse(format!("a{i}")).unwrap()).collect();
+    let originals: Vec<Vec<u8>> = system.block_on(async {
+        let mut originals = Vec::new();
+        for id in &ids {
+            let mut first: Vec<NewEvent> = vec![new_event(&listed(id.as_str()))];
+            first.extend((0..100).map(|i| new_event(&viewed(id.as_str(), i))));
+            store.append(&StreamId::product(id), ExpectedVersion::NoStream, first).await.unwrap();
+            let state = entity::load::<Product>(&actors.rt, id).await.unwrap();
+            let bytes = snapshot::encode(&state).unwrap();
+            snapshots.save(&format!("product-{id}"), &bytes);
+            originals.push(bytes);
+            let tail: Vec<NewEvent> = (100..200).map(|i| new_event(&viewed(id.as_str(), i))).collect();
+            store.append(&StreamId::product(id), ExpectedVersion::Exact(101), tail).await.unwrap();
+        }
+        originals
+    });
+    let mut next = 0usize;
+    let mut activate = |system: &actix::SystemRunner| -> Duration {
+        let i = next % N;
+        next += 1;
+        let (id, original) = (&ids[i], &originals[i]);
+        system.block_on(async {
+            snapshots.save(&format!("product-{id}"), original);
+            let started = Instant::now();
+            let state = actors.products.get(id).send(Get::<Product>::default()).await.unwrap().unwrap();
+            let took = started.elapsed();
+            assert_eq!(state.total.views, 200);
+            actors.products.get(id).send(Passivate).await.unwrap();
+            took
+        })
+    };
+    let mut samples: Vec<Duration> = (0..N).map(|_| activate(&system)).collect();
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    println!(
+        "activation from snapshot + 100 events over {N} products: p50 {:?}, p99 {:?}, max {:?}",
+        pct(0.5),
+        pct(0.99),
+        samples[samples.len() - 1]
+    );
+    let mut group = c.benchmark_group("activation");
+    group.sample_size(50);
+    group.bench_function("snapshot_plus_100_events", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| activate(&system)).sum())
+    });
+    group.finish();
+}
+
+/// RSS of this process in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+}
+
+fn resident_memory() {
+    const N: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let system = actix::System::new();
+    let (store, _, actors) = system.block_on(async { world(dir.path(), RuntimeConfig { generations_per_hour: 0, ..RuntimeConfig::default() }) });
+    system.block_on(async {
+        let ids: Vec<ProductId> = (0..N).map(|i| ProductId::parse(format!("m{i}")).unwrap()).collect();
+        for chunk in ids.chunks(1_000) {
+            let appends = chunk.iter().map(|id| {
+                let events = vec![new_event(&listed(id.as_str())), new_event(&viewed(id.as_str(), 1)), new_event(&viewed(id.as_str(), 2))];
+                let store = store.clone();
+                async move { store.append(&StreamId::product(id), ExpectedVersion::NoStream, events).await }
+            });
+            for r in futures_util::future::join_all(appends).await {
+                r.unwrap();
+            }
+        }
+        let before = rss();
+        for chunk in ids.chunks(1_000) {
+            let gets = chunk.iter().map(|id| actors.products.get(id).send(Get::<Product>::default()));
+            for s in futures_util::future::join_all(gets).await {
+                assert!(s.unwrap().is_some());
+            }
+        }
+        let after = rss();
+        let resident = actors.products.resident();
+        println!(
+            "resident product actors: {resident}; RSS {:.1} MiB → {:.1} MiB: {:.1} MiB for {N} actors, {} bytes each",
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            (after - before) as f64 / 1048576.0,
+            (after - before) / N as u64
+        );
+    });
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    if wanted("activation") {
+        activation(&mut c);
+    }
+    if wanted("resident_memory") {
+        resident_memory();
+    }
+    if wanted("ingest_http") {
+        ingest_http(&mut c);
+    }
+    c.final_summary();
+}
