@@ -89,6 +89,33 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     let (status, body) = post(&c, s.url("/api/products"), ADMIN, &product("weak", "toys", "Stacking rings", "Rings.")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
+    // Edits: any listed field, by the admin only; the product must exist.
+    let put = |path: &str, token: &str, body: Value| c.put(s.url(path)).bearer_auth(token).json(&body).send();
+    let r = put("/api/products/p5", INGEST, json!({"stock": 3})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = put("/api/products/nope", ADMIN, json!({"stock": 3})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = put("/api/products/p5", ADMIN, json!({"stock": -3})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "stock");
+    let r = put("/api/products/p5", ADMIN, json!({"product_id": "p4", "stock": 3})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = put("/api/products/p5", ADMIN, json!({"stock": 3, "title": "Wooden train, large"})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let pos = r.json::<Value>().await.unwrap()["position"].as_u64().unwrap();
+    let (_, p5) = get(&c, s.url(&format!("/api/products/p5?min_position={pos}"))).await;
+    assert_eq!((p5["stock"].as_u64(), p5["title"].as_str()), (Some(3), Some("Wooden train, large")), "{p5}");
+
+    // The admin trigger: the actor decides now; scoped and validated like the rest.
+    let (status, _) = post(&c, s.url("/api/autonomous/products"), INGEST, &json!({"product_id": "p1"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = post(&c, s.url("/api/autonomous/products"), ADMIN, &json!({"product_id": "nope"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = post(&c, s.url("/api/autonomous/products"), ADMIN, &json!({"product": "p1"})).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("product")), "{body}");
+    let (status, body) = post(&c, s.url("/api/autonomous/products"), ADMIN, &json!({"product_id": "p1"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
     // Signals: a bad item refuses the whole batch, naming it; nothing of it is written.
     let mut batch = vec![signal("product_viewed", "p1", "a"), signal("product_viewed", "p1", "b")];
     batch[1]["dwell_ms"] = json!("long");

@@ -112,18 +112,24 @@ async fn proxy(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, dro
         }
     });
     let mut buf = vec![0u8; 64 * 1024];
+    // The last bytes of the previous read: "COMMIT" may be split across two reads.
+    let mut tail: Vec<u8> = Vec::new();
     loop {
         let n = match cr.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let commit = buf[..n].windows(6).any(|w| w == b"COMMIT");
+        tail.extend_from_slice(&buf[..n]);
+        let commit = tail.windows(6).any(|w| w == b"COMMIT");
+        tail = tail[tail.len().saturating_sub(5)..].to_vec();
         if commit && armed.swap(false, Ordering::SeqCst) {
             blackhole.store(true, Ordering::SeqCst);
+            // Set before anything else: the client may see the answer's side close, reconnect
+            // and finish its retry before the sleep below is over.
+            dropped.store(true, Ordering::SeqCst);
             let _ = sw.write_all(&buf[..n]).await;
             // Let the server commit, then cut the client off without its answer.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            dropped.store(true, Ordering::SeqCst);
             down.abort();
             return;
         }

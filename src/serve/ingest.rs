@@ -283,3 +283,28 @@ async fn store_signals(state: &AppState, staged: Vec<Staged>) -> Result<(usize, 
     }
     Ok((total, duplicates, position))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NudgeBody {
+    product_id: String,
+}
+
+/// `POST /api/autonomous/products` `{"product_id"}`: the product's actor looks at its state and
+/// decides now, instead of at its next signal.
+pub async fn nudge_product(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let body: NudgeBody = from_json(&body(payload, MAX_CATALOG_BODY).await?)?;
+    let id = ProductId::parse(body.product_id).map_err(|e| ApiError::invalid("product_id", e.0))?;
+    if !state.actors.rt.catalog.read().expect("catalog").contains_key(id.as_str()) {
+        return Err(ApiError::not_found(format!("no product {id}")));
+    }
+    state
+        .actors
+        .products
+        .get(&id)
+        .send(mall_actors::runtime::entity::Nudge)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the product's actor did not answer: {e}")))?;
+    Ok(HttpResponse::Accepted().json(json!({"product_id": id, "nudged": true})))
+}

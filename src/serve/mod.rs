@@ -128,7 +128,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/products/{id}", web::put().to(ingest::edit_product))
             .route("/products/{id}", web::get().to(reads::get_product))
             .route("/products/{id}/history", web::get().to(reads::get_history))
-            .route("/signals", web::post().to(ingest::post_signals)),
+            .route("/signals", web::post().to(ingest::post_signals))
+            .route("/autonomous/products", web::post().to(ingest::nudge_product)),
     )
     .route("/healthz", web::get().to(reads::health));
 }

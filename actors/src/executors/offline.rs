@@ -98,18 +98,29 @@ impl OfflineGenerator {
         let style = f.personality.as_ref().map(|p| p.style.to_lowercase()).unwrap_or_default();
         let audience = f.personality.as_ref().map(|p| p.audience.trim().to_string()).unwrap_or_default();
         let short = style.contains("short") || style.contains("minimal") || style.contains("concise");
+        // After "the", a capitalized common title reads as a noun ("the stacking rings"); names
+        // with more capitals ("the iPad", "the USB hub") stay as they are.
+        let the_title = {
+            let mut c = title.chars();
+            match (c.next(), c.next()) {
+                (Some(f), Some(g)) if f.is_uppercase() && g.is_lowercase() && !title[1..].chars().any(char::is_uppercase) => {
+                    f.to_lowercase().collect::<String>() + &title[f.len_utf8()..]
+                }
+                _ => title.to_string(),
+            }
+        };
         let mut out = String::new();
         // The opening carries the voice.
         let opening = if tone.contains("playful") || tone.contains("fun") {
-            format!("Say hello to the {title}!")
+            format!("Say hello to the {the_title}!")
         } else if tone.contains("warm") || tone.contains("friendly") || tone.contains("cozy") {
-            format!("The {title}, made to be enjoyed every day.")
+            format!("The {the_title}, made to be enjoyed every day.")
         } else if tone.contains("technical") || tone.contains("precise") || tone.contains("expert") {
             format!("{title}: the details that matter.")
         } else if tone.contains("luxur") || tone.contains("elegant") {
-            format!("The {title}, quietly refined.")
+            format!("The {the_title}, quietly refined.")
         } else {
-            format!("Meet the {title}.")
+            format!("Meet the {the_title}.")
         };
         out.push_str(&opening);
         // A bounce means shoppers did not find what they came for at once: lead with the facts.
@@ -200,10 +211,15 @@ mod tests {
         for tone in ["playful", "warm", "technical", "elegant", "plain"] {
             let f = facts(tone);
             let text = OfflineGenerator::write(CommandKind::RewriteDescription, &f);
-            assert!(text.contains("Wooden train") && text.contains("curious kids") && text.contains("Wagons: 3"), "{text}");
+            assert!(text.to_lowercase().contains("wooden train") && text.contains("curious kids") && text.contains("Wagons: 3"), "{text}");
             let verdicts = guardrails::check(&parse(CommandKind::RewriteDescription, &text).unwrap(), &f);
             assert!(verdicts.iter().all(|v| v.passed), "{tone}: {text}\n{verdicts:?}");
         }
+        // After "the", a plain title reads as a noun; a name keeps its capitals.
+        assert!(OfflineGenerator::write(CommandKind::RewriteDescription, &facts("playful")).starts_with("Say hello to the wooden train!"));
+        let mut named = facts("warm");
+        named.title = "USB hub".into();
+        assert!(OfflineGenerator::write(CommandKind::RewriteDescription, &named).starts_with("The USB hub,"));
         assert_ne!(
             OfflineGenerator::write(CommandKind::RewriteDescription, &facts("playful")),
             OfflineGenerator::write(CommandKind::RewriteDescription, &facts("technical"))

@@ -146,6 +146,22 @@ impl<K: Kind> Message for Get<K> {
     type Result = Option<K::State>;
 }
 
+/// Asks a product to look at its state and decide now (the admin API's trigger).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Nudge;
+
+impl<K: Kind> Handler<Nudge> for EntityActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, _: Nudge, ctx: &mut Context<Self>) {
+        self.last_active = Instant::now();
+        if K::DECIDES {
+            ctx.notify(Decide);
+        }
+    }
+}
+
 /// Saves a snapshot and stops.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -251,6 +267,10 @@ impl<K: Kind> Actor for EntityActor<K> {
             if act.last_active.elapsed() >= idle {
                 act.save_snapshot();
                 ctx.stop();
+            } else if K::DECIDES {
+                // Time alone can call for a decision (an experiment at its maximum duration, a
+                // generation that never came back).
+                ctx.notify(Decide);
             }
         });
     }
