@@ -253,9 +253,29 @@ async fn postgres_weak_copy_is_rewritten_tested_kept_and_explained() {
 /// kill -9 in the middle of ingest: every acknowledged signal is in the log after a restart, and
 /// retrying every batch (acknowledged or not) counts nothing twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_ingest_loses_nothing_acknowledged() {
+async fn embedded_kill_9_during_ingest_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::Embedded(dir.path().join("data"));
+    kill_9_during_ingest_loses_nothing_acknowledged(Store::Embedded(dir.path().join("data"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_kill_9_during_ingest_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = support::pg::Postgres::new().await;
+    kill_9_during_ingest_loses_nothing_acknowledged(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") }).await;
+}
+
+/// Opens the server's log directly (the server is dead).
+async fn open_log(store: &Store) -> std::sync::Arc<dyn EventStore> {
+    match store {
+        Store::Embedded(data) => std::sync::Arc::new(mall_events::EmbeddedStore::open(mall_events::EmbeddedConfig::new(data)).unwrap()),
+        Store::Postgres { url, .. } => std::sync::Arc::new(
+            mall_events::postgres::PgStore::connect(mall_events::postgres::PgConfig::new(url)).await.unwrap(),
+        ),
+    }
+}
+
+async fn kill_9_during_ingest_loses_nothing_acknowledged(store: Store) {
     let seed: u64 = std::env::var("MALL_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     println!("seed {seed}");
     let c = client();
@@ -299,8 +319,7 @@ async fn kill_9_during_ingest_loses_nothing_acknowledged() {
         all_batches.extend(batches_tx);
         let acked = acked.lock().unwrap().clone();
         println!("round {round}: killed after {wait} ms with {} signals acknowledged", acked.len());
-        let Store::Embedded(data) = &store else { unreachable!() };
-        let log = mall_events::EmbeddedStore::open(mall_events::EmbeddedConfig::new(data)).unwrap();
+        let log = open_log(&store).await;
         let found: HashSet<uuid::Uuid> = log.read_events_by_id(&acked).await.unwrap().into_iter().map(|e| e.event_id).collect();
         assert_eq!(found.len(), acked.len(), "seed {seed}: an acknowledged signal was lost");
         log.close().await;

@@ -161,8 +161,26 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("no such endpoint"))
 }
 
-/// Runs the server until SIGINT or SIGTERM (inside an actix system).
-pub async fn run(store_args: &StoreArgs, args: &ServeArgs) -> Result<(), Exit> {
+/// A started server: listening, its actors running, not yet awaited.
+pub struct Started {
+    /// `http://ADDR` of the first address bound.
+    pub base: String,
+    /// The admin token (configured or generated).
+    pub admin: String,
+    /// Whether the admin token was generated for this run.
+    pub generated_token: bool,
+    pub handle: actix_web::dev::ServerHandle,
+    server: actix_web::dev::Server,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    router: actix_web::rt::task::JoinHandle<()>,
+    actors: Arc<Actors>,
+    snapshots: Arc<FsSnapshots>,
+    store: Arc<dyn EventStore>,
+}
+
+/// Opens the store, starts the actors and the router, and binds the HTTP server (inside an actix
+/// system). Nothing is served until [`Started::finish`] is awaited.
+pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, Exit> {
     let store = crate::store::open(store_args, Access::ReadWrite).await?;
     let snapshot_dir = args.snapshot_dir.clone().unwrap_or_else(|| store_args.data_dir.join("snapshots"));
     let snapshots = Arc::new(FsSnapshots::open(&snapshot_dir).with_context(|| format!("cannot open {}", snapshot_dir.display()))?);
@@ -180,7 +198,7 @@ pub async fn run(store_args: &StoreArgs, args: &ServeArgs) -> Result<(), Exit> {
     let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx));
 
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
-    let generated = admin.is_none();
+    let generated_token = admin.is_none();
     let admin = admin.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let tokens = Tokens::new(admin.clone(), std::env::var("MALL_INGEST_TOKEN").ok());
     let state = web::Data::new(AppState { store: store.clone(), actors: actors.clone(), tokens });
@@ -198,36 +216,54 @@ pub async fn run(store_args: &StoreArgs, args: &ServeArgs) -> Result<(), Exit> {
         server = server.workers(w.max(1));
     }
     let server = server.bind(&args.bind).with_context(|| format!("cannot listen on {}", args.bind))?;
-    for addr in server.addrs() {
-        println!("mall: serving on http://{addr}");
+    let base = server.addrs().first().map(|a| format!("http://{a}")).context("bound to no address")?;
+    // Signals are handled by the caller, not by actix-server, which would stop the whole actix
+    // system (and the actors' arbiters with it) before the actors could save their snapshots.
+    let server = server.disable_signals().run();
+    let handle = server.handle();
+    Ok(Started { base, admin, generated_token, handle, server, shutdown, router, actors, snapshots, store })
+}
+
+impl Started {
+    /// Serves until the handle stops the server, then stops the router, passivates every actor
+    /// (saving its snapshot) and closes the store.
+    pub async fn finish(self) -> Result<(), Exit> {
+        let result = self.server.await;
+        tracing::info!("the HTTP server stopped; saving actor snapshots");
+        let _ = self.shutdown.send(true);
+        let _ = self.router.await;
+        futures_util::future::join3(
+            self.actors.products.passivate_all(),
+            self.actors.districts.passivate_all(),
+            self.actors.shoppers.passivate_all(),
+        )
+        .await;
+        self.snapshots.flush();
+        self.store.close().await;
+        result.context("the HTTP server failed")?;
+        Ok(())
     }
-    if generated {
-        println!("mall: no MALL_ADMIN_TOKEN set; this run's admin token is {admin}");
+
+    /// Stops the server (gracefully) on SIGINT or SIGTERM.
+    pub fn stop_on_signal(&self) {
+        let handle = self.handle.clone();
+        actix_web::rt::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stopping: draining requests");
+            handle.stop(true).await;
+        });
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM (inside an actix system).
+pub async fn run(store_args: &StoreArgs, args: &ServeArgs) -> Result<(), Exit> {
+    let started = start(store_args, args).await?;
+    println!("mall: serving on {}", started.base);
+    if started.generated_token {
+        println!("mall: no MALL_ADMIN_TOKEN set; this run's admin token is {}", started.admin);
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    // Signals are handled here, not by actix-server, which would stop the whole actix system
-    // (and the actors' arbiters with it) before the actors could save their snapshots.
-    let server = server.disable_signals().run();
-    let handle = server.handle();
-    actix_web::rt::spawn(async move {
-        stop_signal().await;
-        tracing::info!("stopping: draining requests");
-        handle.stop(true).await;
-    });
-    let result = server.await;
-    tracing::info!("the HTTP server stopped; saving actor snapshots");
-
-    let _ = shutdown.send(true);
-    let _ = router.await;
-    futures_util::future::join3(
-        actors.products.passivate_all(),
-        actors.districts.passivate_all(),
-        actors.shoppers.passivate_all(),
-    )
-    .await;
-    snapshots.flush();
-    store.close().await;
-    result.context("the HTTP server failed")?;
-    Ok(())
+    started.stop_on_signal();
+    started.finish().await
 }
