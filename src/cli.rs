@@ -26,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API with the actors running (prints the address and, if none is set, the admin token).
     Serve(crate::serve::ServeArgs),
+    /// The server, a seeded catalog and simulated shoppers: watch the mall improve itself.
+    Demo(commands::demo::DemoArgs),
     /// Append NDJSON records (catalog and learning signals) to the log; `-` reads standard input.
     Import(ImportArgs),
     /// Inspect the event log.
@@ -102,11 +104,12 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Command::Serve(args) = &cli.command {
-        // The server and its actors run in an actix system (actix-web's workers, the actors'
-        // arbiters); everything else runs on a plain tokio runtime.
-        let outcome = actix_web::rt::System::new().block_on(crate::serve::run(&cli.store, args));
-        return finish(outcome);
+    // The server and its actors run in an actix system (actix-web's workers, the actors'
+    // arbiters); everything else runs on a plain tokio runtime.
+    match &cli.command {
+        Command::Serve(args) => return finish(actix_web::rt::System::new().block_on(crate::serve::run(&cli.store, args))),
+        Command::Demo(args) => return finish(actix_web::rt::System::new().block_on(commands::demo::run(&cli.store, args))),
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -139,7 +142,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         Command::Events(cmd) => commands::events::run(&cli.store, cmd).await,
         Command::Audit(cmd) => commands::audit::audit(&cli.store, cmd).await,
         Command::Replay(args) => commands::audit::replay(&cli.store, &args).await,
-        Command::Serve(_) => unreachable!("served in an actix system"),
+        Command::Serve(_) | Command::Demo(_) => unreachable!("run in an actix system"),
         Command::Debug(cmd) => commands::debug::run(&cli.store, cmd).await,
     }
 }

@@ -2,5 +2,6 @@
 
 pub mod audit;
 pub mod debug;
+pub mod demo;
 pub mod events;
 pub mod import;

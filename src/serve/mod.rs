@@ -142,7 +142,7 @@ fn query_error(e: actix_web::error::QueryPayloadError, _: &actix_web::HttpReques
 }
 
 /// SIGINT or SIGTERM.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
         (Ok(mut int), Ok(mut term)) => {
