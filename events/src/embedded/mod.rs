@@ -41,6 +41,9 @@ const MAX_GROUP_BYTES: usize = 16 << 20;
 const PREALLOCATE: u64 = 4 << 20;
 const SEGMENT_SUFFIX: &str = ".seg";
 
+/// How long `open` waits for a directory's lock before reporting it held.
+const LOCK_PATIENCE: Duration = Duration::from_millis(300);
+
 /// How to open an embedded store.
 #[derive(Clone)]
 pub struct EmbeddedConfig {
@@ -208,10 +211,20 @@ impl EmbeddedStore {
             // flock is tied to this open file description: a second process (or a second open
             // in this one) fails here until this file is closed, and the kernel drops the lock
             // when the process dies, so a crash never leaves a stale lock behind.
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { dir }),
-                Err(std::fs::TryLockError::Error(e)) => return Err(io_err("cannot lock the data directory")(e)),
+            //
+            // A lock released a moment ago can still be held for a few milliseconds by a child
+            // process this one was forking at the time (the descriptor is shared until the
+            // child's exec closes it), so a refusal is retried briefly before it is reported.
+            let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+            loop {
+                match file.try_lock() {
+                    Ok(()) => break,
+                    Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { dir }),
+                    Err(std::fs::TryLockError::Error(e)) => return Err(io_err("cannot lock the data directory")(e)),
+                }
             }
             Some(file)
         };
