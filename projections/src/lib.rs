@@ -1,11 +1,20 @@
 //! Projections: the read side of mall.
 //!
 //! Projections follow the global log from a checkpoint and turn each event into row changes with
-//! a pure function; sinks (PostgreSQL tables or in-memory tables) apply the changes together with
-//! the checkpoint. This crate depends on `mall-events` only, never on `mall-actors`.
+//! a pure function; sinks apply the changes together with the checkpoint, so each event takes
+//! effect exactly once and a rebuild from position 0 ends with the rows the live projection has.
+//! This crate depends on `mall-events` only, never on `mall-actors`.
 //!
-//! The runner, the sinks and rebuilds arrive with the projections issue; for now the crate holds
-//! only the position type every projection checkpoints with.
+//! Modules:
+//! - [`change`]: rows, row operations and table definitions;
+//! - [`runner`]: the `Projection` and `Sink` traits, catching up, following, lag;
+//! - [`memory`]: the in-memory sink (the embedded default);
+//! - [`catalog`]: the `products` and `product_metrics` tables.
+
+pub mod catalog;
+pub mod change;
+pub mod memory;
+pub mod runner;
 
 /// A global log position: a projection's checkpoint is the last position it applied.
 pub use mall_events::Position;

@@ -1,0 +1,164 @@
+//! The `catalog` projection: the `products` table (current copy, tags, SEO, embedding, price,
+//! stock, district, status, the copy under test) and the `product_metrics` table (signal counts
+//! and revenue), folded from the log without the actors: the decision events carry the copy.
+
+use mall_events::domain::{Content, DomainEvent, Outcome};
+use mall_events::RecordedEvent;
+use serde_json::{json, Value};
+
+use crate::change::{Change, Op, TableDef};
+use crate::row;
+use crate::runner::Projection;
+
+pub const PRODUCTS: &str = "products";
+pub const PRODUCT_METRICS: &str = "product_metrics";
+
+const TABLES: &[TableDef] = &[
+    TableDef {
+        name: PRODUCTS,
+        key: "product_id",
+        defaults: || {
+            row! {
+                "district" => "", "title" => "", "description" => "", "tags" => json!([]), "attributes" => json!({}),
+                "price" => "0", "currency" => "", "stock" => 0, "image_url" => Value::Null, "status" => "out_of_stock",
+                "seo_title" => Value::Null, "seo_meta_description" => Value::Null, "embedding" => Value::Null,
+                "embedding_hash" => Value::Null, "copy_version" => 0, "experiment_id" => Value::Null,
+                "challenger" => Value::Null, "listed_position" => 0, "updated_position" => 0,
+            }
+        },
+    },
+    TableDef {
+        name: PRODUCT_METRICS,
+        key: "product_id",
+        defaults: || {
+            row! {
+                "impressions" => 0, "views" => 0, "clicks" => 0, "carts" => 0, "purchases" => 0, "bounces" => 0,
+                "revenue" => 0.0, "dwell_ms" => 0, "last_signal_at" => Value::Null,
+            }
+        },
+    },
+];
+
+fn status(stock: u32) -> &'static str {
+    if stock > 0 { "in_stock" } else { "out_of_stock" }
+}
+
+/// Products and their metrics.
+pub struct Catalog;
+
+impl Projection for Catalog {
+    fn name(&self) -> &'static str {
+        "catalog"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [TableDef] {
+        TABLES
+    }
+
+    fn apply(&self, e: &RecordedEvent, d: &DomainEvent) -> Vec<Change> {
+        let Some(id) = d.product_id().map(|p| p.as_str().to_string()) else { return Vec::new() };
+        let pos = e.position;
+        let set = |r| Change::set(PRODUCTS, id.clone(), r);
+        let mut out = Vec::new();
+        match d {
+            DomainEvent::ProductListed(l) => out.push(set(row! {
+                "district" => l.district, "title" => l.title, "description" => l.description, "tags" => l.tags,
+                "attributes" => l.attributes, "price" => l.price, "currency" => l.currency, "stock" => l.stock,
+                "image_url" => l.image_url, "status" => status(l.stock), "listed_position" => pos, "updated_position" => pos,
+            })),
+            DomainEvent::ProductEdited(x) => {
+                let mut r = row! { "updated_position" => pos };
+                let mut put = |k: &str, v: Value| {
+                    r.insert(k.to_string(), v);
+                };
+                if let Some(v) = &x.district {
+                    put("district", json!(v));
+                }
+                if let Some(v) = &x.title {
+                    put("title", json!(v));
+                }
+                if let Some(v) = &x.description {
+                    // A vendor's own copy ends any experiment on the old one.
+                    put("description", json!(v));
+                    put("experiment_id", Value::Null);
+                    put("challenger", Value::Null);
+                    out.push(Change::add(PRODUCTS, id.clone(), vec![("copy_version", 1.0)]));
+                }
+                if let Some(v) = &x.price {
+                    put("price", json!(v));
+                }
+                if let Some(v) = &x.currency {
+                    put("currency", json!(v));
+                }
+                if let Some(v) = &x.tags {
+                    put("tags", json!(v));
+                }
+                if let Some(v) = &x.attributes {
+                    put("attributes", json!(v));
+                }
+                if let Some(v) = &x.image_url {
+                    put("image_url", json!(v));
+                }
+                if let Some(v) = x.stock {
+                    put("stock", json!(v));
+                    put("status", json!(status(v)));
+                }
+                out.push(set(r));
+            }
+            DomainEvent::StockChanged(x) => {
+                out.push(set(row! { "stock" => x.stock, "status" => status(x.stock), "updated_position" => pos }))
+            }
+            DomainEvent::PriceChanged(x) => {
+                out.push(set(row! { "price" => x.price, "currency" => x.currency, "updated_position" => pos }))
+            }
+            DomainEvent::CopyApplied(a) => match &a.content {
+                Content::Description { text } => {
+                    out.push(set(row! { "description" => text, "updated_position" => pos }));
+                    out.push(Change::add(PRODUCTS, id.clone(), vec![("copy_version", 1.0)]));
+                }
+                Content::Tags { tags } => out.push(set(row! { "tags" => tags, "updated_position" => pos })),
+                Content::Seo(s) => out.push(set(row! {
+                    "seo_title" => s.title, "seo_meta_description" => s.meta_description, "updated_position" => pos,
+                })),
+                Content::Embedding { vector, text_hash } => out.push(set(row! {
+                    "embedding" => vector, "embedding_hash" => format!("{text_hash:016x}"), "updated_position" => pos,
+                })),
+            },
+            DomainEvent::ExperimentStarted(x) => out.push(set(row! {
+                "experiment_id" => x.experiment_id, "challenger" => x.challenger, "updated_position" => pos,
+            })),
+            DomainEvent::ExperimentConcluded(x) => {
+                if x.outcome == Outcome::ChallengerWon {
+                    out.push(Change { table: PRODUCTS, key: id.clone(), op: Op::Copy { from: "challenger", to: "description" } });
+                    out.push(Change::add(PRODUCTS, id.clone(), vec![("copy_version", 1.0)]));
+                }
+                out.push(set(row! { "experiment_id" => Value::Null, "challenger" => Value::Null, "updated_position" => pos }));
+            }
+            signal => {
+                let delta: Option<Vec<(&'static str, f64)>> = match signal {
+                    DomainEvent::ImpressionServed(_) => Some(vec![("impressions", 1.0)]),
+                    DomainEvent::ProductViewed(v) => Some(vec![("views", 1.0), ("dwell_ms", v.dwell_ms as f64)]),
+                    DomainEvent::ProductClicked(_) => Some(vec![("clicks", 1.0)]),
+                    DomainEvent::AddedToCart(_) => Some(vec![("carts", 1.0)]),
+                    DomainEvent::Purchased(p) => Some(vec![
+                        ("purchases", 1.0),
+                        ("revenue", p.unit_price.ten_thousandths() as f64 * p.quantity as f64 / 10_000.0),
+                    ]),
+                    DomainEvent::Bounced(_) => Some(vec![("bounces", 1.0)]),
+                    _ => None,
+                };
+                if let Some(delta) = delta {
+                    out.push(Change::add(PRODUCT_METRICS, id.clone(), delta));
+                    if let Some(at) = signal.signal_at() {
+                        out.push(Change::set(PRODUCT_METRICS, id.clone(), row! { "last_signal_at" => at }));
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,119 @@
+//! Row changes: what a projection's pure `apply` returns and what a sink carries out.
+//!
+//! The operations are chosen so that `apply` needs nothing but the event: counters are added to,
+//! columns are set, and one column may be copied into another (an experiment's winning
+//! challenger becomes the description) — so a rebuild from position 0 and the live projection
+//! perform the same operations in the same order and end with the same rows.
+
+use serde_json::{Map, Value};
+
+/// A row: column name → value (JSON-typed; a PostgreSQL sink maps it onto typed columns).
+pub type Row = Map<String, Value>;
+
+/// One operation on one row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Sets these columns; a missing row is first created with the table's defaults.
+    Set(Row),
+    /// Adds to numeric columns; a missing row is first created with the table's defaults.
+    Add(Vec<(&'static str, f64)>),
+    /// Copies one column's value into another (nothing happens when the row is missing).
+    Copy { from: &'static str, to: &'static str },
+    /// Removes the row.
+    Delete,
+}
+
+/// An operation on the row `key` of `table`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub table: &'static str,
+    pub key: String,
+    pub op: Op,
+}
+
+impl Change {
+    pub fn set(table: &'static str, key: impl Into<String>, row: Row) -> Self {
+        Change { table, key: key.into(), op: Op::Set(row) }
+    }
+
+    pub fn add(table: &'static str, key: impl Into<String>, deltas: Vec<(&'static str, f64)>) -> Self {
+        Change { table, key: key.into(), op: Op::Add(deltas) }
+    }
+}
+
+/// A table a projection writes: its name, its key column and the row a new key starts from.
+#[derive(Debug, Clone, Copy)]
+pub struct TableDef {
+    pub name: &'static str,
+    pub key: &'static str,
+    /// The row of a key seen for the first time (without its key column).
+    pub defaults: fn() -> Row,
+}
+
+/// Carries out `op` on `row` (`None`: the row does not exist), as every sink must.
+pub fn apply_op(table: &TableDef, key: &str, row: Option<Row>, op: &Op) -> Option<Row> {
+    let fresh = || {
+        let mut r = (table.defaults)();
+        r.insert(table.key.to_string(), Value::String(key.to_string()));
+        r
+    };
+    match op {
+        Op::Set(cols) => {
+            let mut r = row.unwrap_or_else(fresh);
+            for (k, v) in cols {
+                r.insert(k.clone(), v.clone());
+            }
+            Some(r)
+        }
+        Op::Add(deltas) => {
+            let mut r = row.unwrap_or_else(fresh);
+            for (k, d) in deltas {
+                let sum = match r.get(*k) {
+                    Some(Value::Number(n)) if n.is_i64() && d.fract() == 0.0 => Value::from(n.as_i64().unwrap_or(0) + *d as i64),
+                    Some(Value::Number(n)) => Value::from(n.as_f64().unwrap_or(0.0) + d),
+                    _ if d.fract() == 0.0 => Value::from(*d as i64),
+                    _ => Value::from(*d),
+                };
+                r.insert(k.to_string(), sum);
+            }
+            Some(r)
+        }
+        Op::Copy { from, to } => row.map(|mut r| {
+            let v = r.get(*from).cloned().unwrap_or(Value::Null);
+            r.insert(to.to_string(), v);
+            r
+        }),
+        Op::Delete => None,
+    }
+}
+
+/// Builds a row from `(column, value)` pairs.
+#[macro_export]
+macro_rules! row {
+    ($($k:expr => $v:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut r = $crate::change::Row::new();
+        $( r.insert($k.to_string(), serde_json::json!($v)); )*
+        r
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: TableDef = TableDef { name: "t", key: "id", defaults: || crate::row! { "n" => 0, "x" => 0.0, "s" => Value::Null } };
+
+    #[test]
+    fn ops_create_with_defaults_add_copy_and_delete() {
+        let r = apply_op(&T, "a", None, &Op::Add(vec![("n", 2.0), ("x", 0.5)])).unwrap();
+        assert_eq!(r, crate::row! { "id" => "a", "n" => 2, "x" => 0.5, "s" => Value::Null });
+        let r = apply_op(&T, "a", Some(r), &Op::Add(vec![("n", 3.0)])).unwrap();
+        assert_eq!(r["n"], 5);
+        let r = apply_op(&T, "a", Some(r), &Op::Set(crate::row! { "s" => "hello" })).unwrap();
+        let r = apply_op(&T, "a", Some(r), &Op::Copy { from: "s", to: "t" }).unwrap();
+        assert_eq!(r["t"], "hello");
+        assert_eq!(apply_op(&T, "b", None, &Op::Copy { from: "s", to: "t" }), None, "copy needs a row");
+        assert_eq!(apply_op(&T, "a", Some(r), &Op::Delete), None);
+    }
+}

@@ -1,0 +1,146 @@
+//! The projection runner and the sink trait.
+//!
+//! A projection has a stable name and a version and turns each event into row changes with a
+//! pure function. A sink applies one batch of changes together with the checkpoint (the last
+//! position the batch covers), all or nothing; a batch whose checkpoint is not past the sink's is
+//! skipped, so a batch delivered twice takes effect once. The runner reads the log in global
+//! order from the sink's checkpoint and feeds it batch by batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mall_events::domain::DomainEvent;
+use mall_events::{EventStore, Position, RecordedEvent, StoreError};
+use tokio::sync::watch;
+
+use crate::change::{Change, TableDef};
+
+/// A pure projection: the same events give the same changes, always.
+pub trait Projection: Send + Sync + 'static {
+    /// A stable name (`products`), the key of its checkpoint and tables.
+    fn name(&self) -> &'static str;
+    /// Bumped when `apply` or the tables change; a new version is built beside the old one.
+    fn version(&self) -> u32;
+    /// The tables it writes.
+    fn tables(&self) -> &'static [TableDef];
+    /// The row changes `event` makes.
+    fn apply(&self, event: &RecordedEvent, decoded: &DomainEvent) -> Vec<Change>;
+}
+
+/// Why a sink failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink: {0}")]
+    Backend(String),
+    #[error("log: {0}")]
+    Log(#[from] StoreError),
+}
+
+/// Where a projection's rows live.
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// The last position applied.
+    async fn checkpoint(&self) -> Result<Position, SinkError>;
+    /// Applies `changes` and moves the checkpoint to `to`, together; does nothing when `to` is
+    /// not past the checkpoint.
+    async fn apply(&self, to: Position, recorded_at: Option<DateTime<Utc>>, changes: Vec<Change>) -> Result<(), SinkError>;
+}
+
+/// How far a projection is behind the log.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Lag {
+    pub checkpoint: Position,
+    pub log_position: Position,
+    /// Events not yet applied.
+    pub positions: u64,
+    /// Seconds between the newest event in the log and the last one applied (0 when caught up).
+    pub seconds: f64,
+}
+
+/// The changes of a slice of the log.
+pub fn changes_of(projection: &dyn Projection, events: &[RecordedEvent]) -> Vec<Change> {
+    let mut out = Vec::new();
+    for e in events {
+        match e.decode() {
+            Ok(d) => out.extend(projection.apply(e, &d)),
+            // `events verify` reports undecodable events; a projection skips them, as the live
+            // one did, so that a rebuild matches it.
+            Err(err) => tracing::error!(position = e.position, error = %err, "projection skips an undecodable event"),
+        }
+    }
+    out
+}
+
+/// Applies everything in the log after the sink's checkpoint, `batch` events at a time, calling
+/// `progress(position)` after each batch; returns the checkpoint reached.
+pub async fn catch_up(
+    store: &dyn EventStore,
+    projection: &dyn Projection,
+    sink: &dyn Sink,
+    batch: usize,
+    mut progress: impl FnMut(Position),
+) -> Result<Position, SinkError> {
+    let mut at = sink.checkpoint().await?;
+    loop {
+        let events = store.read_all(at + 1, batch).await?;
+        let Some(last) = events.last() else { return Ok(at) };
+        let (to, recorded_at) = (last.position, last.recorded_at);
+        sink.apply(to, Some(recorded_at), changes_of(projection, &events)).await?;
+        at = to;
+        progress(at);
+    }
+}
+
+/// Follows the log until `shutdown` fires, publishing the checkpoint after each batch.
+pub async fn follow(
+    store: Arc<dyn EventStore>,
+    projection: Arc<dyn Projection>,
+    sink: Arc<dyn Sink>,
+    applied: watch::Sender<Position>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SinkError> {
+    loop {
+        let at = catch_up(&*store, &*projection, &*sink, 2_000, |p| {
+            applied.send_replace(p);
+        })
+        .await;
+        match at {
+            Ok(at) => {
+                applied.send_replace(at);
+                tokio::select! {
+                    _ = store.wait_for_append(at) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            Err(SinkError::Log(StoreError::Backend(e))) | Err(SinkError::Backend(e)) => {
+                // A lost connection (log or sink): the checkpoint says where to resume.
+                tracing::warn!(projection = projection.name(), error = %e, "projection paused; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The lag of a sink behind the log.
+pub async fn lag(store: &dyn EventStore, sink: &dyn Sink) -> Result<Lag, SinkError> {
+    let checkpoint = sink.checkpoint().await?;
+    let log_position = store.stats().await?.last_position;
+    let seconds = if checkpoint >= log_position {
+        0.0
+    } else {
+        let newest = store.read_all(log_position, 1).await?;
+        let applied = if checkpoint == 0 { Vec::new() } else { store.read_all(checkpoint, 1).await? };
+        match (newest.first(), applied.first()) {
+            (Some(n), Some(a)) => (n.recorded_at - a.recorded_at).num_milliseconds().max(0) as f64 / 1000.0,
+            (Some(n), None) => (Utc::now() - n.recorded_at).num_milliseconds().max(0) as f64 / 1000.0,
+            _ => 0.0,
+        }
+    };
+    Ok(Lag { checkpoint, log_position, positions: log_position.saturating_sub(checkpoint), seconds })
+}
