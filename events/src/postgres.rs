@@ -100,16 +100,22 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// Applies the migrations in `schema/` (the event log's tables and the read tables) once, under
+/// an advisory lock, so that nodes starting together apply them once.
+pub async fn migrate(url: &str) -> Result<(), StoreError> {
+    let mut client = connect(url).await.map_err(backend)?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
+    let migrated = embedded_schema::migrations::runner().run_async(&mut client).await;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
+    migrated.map_err(|e| StoreError::Backend(format!("migrations failed: {e}")))?;
+    Ok(())
+}
+
 impl PgStore {
     /// Connects, applies the migrations in `schema/` (once, under an advisory lock), and starts
     /// the writer and the LISTEN task.
     pub async fn connect(config: PgConfig) -> Result<Self, StoreError> {
-        let mut client = connect(&config.url).await.map_err(backend)?;
-        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
-        let migrated = embedded_schema::migrations::runner().run_async(&mut client).await;
-        client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
-        migrated.map_err(|e| StoreError::Backend(format!("migrations failed: {e}")))?;
-        drop(client);
+        migrate(&config.url).await?;
 
         let pg: tokio_postgres::Config = config.url.parse().map_err(backend)?;
         let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });

@@ -1,6 +1,7 @@
 //! The `catalog` projection: the `products` table (current copy, tags, SEO, embedding, price,
 //! stock, district, status, the copy under test) and the `product_metrics` table (signal counts
-//! and revenue), folded from the log without the actors: the decision events carry the copy.
+//! and revenue in ten-thousandths of the currency unit, `revenue_e4`), folded from the log
+//! without the actors: the decision events carry the copy.
 
 use mall_events::domain::{Content, DomainEvent, Outcome};
 use mall_events::RecordedEvent;
@@ -33,7 +34,7 @@ const TABLES: &[TableDef] = &[
         defaults: || {
             row! {
                 "impressions" => 0, "views" => 0, "clicks" => 0, "carts" => 0, "purchases" => 0, "bounces" => 0,
-                "revenue" => 0.0, "dwell_ms" => 0, "last_signal_at" => Value::Null,
+                "revenue_e4" => 0, "dwell_ms" => 0, "last_signal_at" => Value::Null,
             }
         },
     },
@@ -146,7 +147,8 @@ impl Projection for Catalog {
                     DomainEvent::AddedToCart(_) => Some(vec![("carts", 1.0)]),
                     DomainEvent::Purchased(p) => Some(vec![
                         ("purchases", 1.0),
-                        ("revenue", p.unit_price.ten_thousandths() as f64 * p.quantity as f64 / 10_000.0),
+                        // Money stays exact: ten-thousandths of the currency unit, an integer.
+                        ("revenue_e4", p.unit_price.ten_thousandths() as f64 * p.quantity as f64),
                     ]),
                     DomainEvent::Bounced(_) => Some(vec![("bounces", 1.0)]),
                     _ => None,

@@ -9,11 +9,14 @@
 //! - [`change`]: rows, row operations and table definitions;
 //! - [`runner`]: the `Projection` and `Sink` traits, catching up, following, lag;
 //! - [`memory`]: the in-memory sink (the embedded default);
+//! - `postgres` (feature `postgres`): the PostgreSQL sink, shadow tables and the swap;
 //! - [`catalog`]: the `products` and `product_metrics` tables.
 
 pub mod catalog;
 pub mod change;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod runner;
 
 /// A global log position: a projection's checkpoint is the last position it applied.

@@ -59,10 +59,10 @@ impl Sink for MemorySink {
         Ok(self.tables.read().expect("tables").checkpoint)
     }
 
-    async fn apply(&self, to: Position, recorded_at: Option<DateTime<Utc>>, changes: Vec<Change>) -> Result<(), SinkError> {
+    async fn apply(&self, from: Position, to: Position, recorded_at: Option<DateTime<Utc>>, changes: Vec<Change>) -> Result<bool, SinkError> {
         let mut t = self.tables.write().expect("tables");
-        if to <= t.checkpoint {
-            return Ok(());
+        if t.checkpoint != from || to <= from {
+            return Ok(false);
         }
         // All or nothing: refuse the batch before touching anything.
         if let Some(c) = changes.iter().find(|c| !self.defs.contains_key(c.table)) {
@@ -78,6 +78,6 @@ impl Sink for MemorySink {
         }
         t.checkpoint = to;
         t.recorded_at = recorded_at;
-        Ok(())
+        Ok(true)
     }
 }

@@ -43,9 +43,11 @@ pub enum SinkError {
 pub trait Sink: Send + Sync + 'static {
     /// The last position applied.
     async fn checkpoint(&self) -> Result<Position, SinkError>;
-    /// Applies `changes` and moves the checkpoint to `to`, together; does nothing when `to` is
-    /// not past the checkpoint.
-    async fn apply(&self, to: Position, recorded_at: Option<DateTime<Utc>>, changes: Vec<Change>) -> Result<(), SinkError>;
+    /// Applies `changes` (the events after `from` up to `to`) and moves the checkpoint to `to`,
+    /// together — but only if the checkpoint is still `from`: a batch delivered twice, or one
+    /// read before a rebuild was swapped in, changes nothing and returns `false` (the runner then
+    /// reads the checkpoint again).
+    async fn apply(&self, from: Position, to: Position, recorded_at: Option<DateTime<Utc>>, changes: Vec<Change>) -> Result<bool, SinkError>;
 }
 
 /// How far a projection is behind the log.
@@ -87,9 +89,13 @@ pub async fn catch_up(
         let events = store.read_all(at + 1, batch).await?;
         let Some(last) = events.last() else { return Ok(at) };
         let (to, recorded_at) = (last.position, last.recorded_at);
-        sink.apply(to, Some(recorded_at), changes_of(projection, &events)).await?;
-        at = to;
-        progress(at);
+        if sink.apply(at, to, Some(recorded_at), changes_of(projection, &events)).await? {
+            at = to;
+            progress(at);
+        } else {
+            // Someone else moved the checkpoint (a swapped-in rebuild, a second runner).
+            at = sink.checkpoint().await?;
+        }
     }
 }
 

@@ -1,0 +1,271 @@
+//! The PostgreSQL sink: a projection's tables (migrations in `schema/`) and its checkpoint row,
+//! written in one transaction per batch.
+//!
+//! A batch costs a few statements per table, whatever its size: the rows it touches are read
+//! with one `SELECT … WHERE key = ANY($1)`, the operations are carried out in memory by the same
+//! code as the in-memory sink ([`apply_op`]), and the results are written back with one
+//! `INSERT … SELECT * FROM jsonb_populate_recordset(…) ON CONFLICT … DO UPDATE` and one `DELETE`.
+//! The checkpoint row is locked first (`FOR UPDATE`), so two writers of one projection serialize
+//! and a batch that is not past the checkpoint changes nothing.
+//!
+//! A sink writes either the live tables or a shadow set (`products__rebuild`, …) that a rebuild
+//! fills while the live ones keep serving and then swaps in (see [`swap_in`]).
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mall_events::Position;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+use crate::change::{apply_op, Change, Row, TableDef};
+use crate::runner::{Sink, SinkError};
+
+/// The suffix of a rebuild's shadow tables and checkpoint.
+pub const SHADOW: &str = "__rebuild";
+
+fn db(e: tokio_postgres::Error) -> SinkError {
+    SinkError::Backend(e.to_string())
+}
+
+/// Connects (and spawns the connection task).
+pub async fn connect(url: &str) -> Result<Client, SinkError> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(db)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %e, "read-side connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Quotes an identifier (table and column names come from the code, never from input; quoting
+/// keeps them exact all the same).
+fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A projection's tables in PostgreSQL.
+pub struct PgSink {
+    url: String,
+    /// The checkpoint row's name: the projection's, or the projection's with [`SHADOW`].
+    checkpoint_name: String,
+    version: i32,
+    tables: Vec<(TableDef, String)>,
+    columns: HashMap<&'static str, Vec<String>>,
+    client: Mutex<Option<Client>>,
+}
+
+impl PgSink {
+    /// The live tables of `projection` (`shadow = false`) or its rebuild's shadow tables, created
+    /// empty if missing. The migrations in `schema/` are applied first.
+    pub async fn open(url: &str, name: &str, version: u32, defs: &[TableDef], shadow: bool) -> Result<Self, SinkError> {
+        mall_events::postgres::migrate(url).await?;
+        let client = connect(url).await?;
+        let suffix = if shadow { SHADOW } else { "" };
+        let tables: Vec<(TableDef, String)> = defs.iter().map(|d| (*d, format!("{}{suffix}", d.name))).collect();
+        let mut columns = HashMap::new();
+        for (def, physical) in &tables {
+            if shadow {
+                client
+                    .batch_execute(&format!("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)", ident(physical), ident(def.name)))
+                    .await
+                    .map_err(db)?;
+            }
+            let cols: Vec<String> = client
+                .query(
+                    "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+                    &[physical],
+                )
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if cols.is_empty() {
+                return Err(SinkError::Backend(format!("no table {physical}")));
+            }
+            columns.insert(def.name, cols);
+        }
+        let checkpoint_name = format!("{name}{suffix}");
+        client
+            .execute(
+                "INSERT INTO mall_projection_checkpoints (name, version) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&checkpoint_name, &(version as i32)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(Self { url: url.to_string(), checkpoint_name, version: version as i32, tables, columns, client: Mutex::new(Some(client)) })
+    }
+
+    /// The physical name of `table` in this sink.
+    pub fn physical(&self, table: &str) -> Option<&str> {
+        self.tables.iter().find(|(d, _)| d.name == table).map(|(_, p)| p.as_str())
+    }
+
+    /// The version the checkpoint row records.
+    pub async fn recorded_version(&self) -> Result<i32, SinkError> {
+        let mut guard = self.client().await?;
+        let c = guard.as_mut().expect("connected");
+        let r = c.query_one("SELECT version FROM mall_projection_checkpoints WHERE name = $1", &[&self.checkpoint_name]).await;
+        self.check(&mut guard, r.map(|r| r.get(0)))
+    }
+
+    /// Per key, an MD5 of the whole row: what `--verify` compares.
+    pub async fn checksums(&self, table: &str) -> Result<Vec<(String, String)>, SinkError> {
+        let (def, physical) = self.tables.iter().find(|(d, _)| d.name == table).ok_or_else(|| SinkError::Backend(format!("no table {table}")))?;
+        let sql = format!("SELECT {k}::text, md5(row_to_json(t)::text) FROM {t} t ORDER BY {k}", k = ident(def.key), t = ident(physical));
+        let mut guard = self.client().await?;
+        let c = guard.as_mut().expect("connected");
+        let r = c.query(&sql, &[]).await.map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect());
+        self.check(&mut guard, r)
+    }
+
+    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, SinkError> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(connect(&self.url).await?);
+        }
+        Ok(guard)
+    }
+
+    /// Drops a broken connection so that the next call reconnects.
+    fn check<T>(&self, guard: &mut Option<Client>, r: Result<T, tokio_postgres::Error>) -> Result<T, SinkError> {
+        r.map_err(|e| {
+            if guard.as_ref().is_none_or(Client::is_closed) || e.is_closed() {
+                *guard = None;
+            }
+            db(e)
+        })
+    }
+
+    async fn apply_in(
+        &self,
+        c: &mut Client,
+        from: Position,
+        to: Position,
+        recorded_at: Option<DateTime<Utc>>,
+        changes: Vec<Change>,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let tx = c.transaction().await?;
+        let at: i64 = tx
+            .query_one("SELECT position FROM mall_projection_checkpoints WHERE name = $1 FOR UPDATE", &[&self.checkpoint_name])
+            .await?
+            .get(0);
+        if at != from as i64 || to <= from {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        // The rows the batch touches, as they are.
+        let mut keys: HashMap<&'static str, HashSet<String>> = HashMap::new();
+        for c in &changes {
+            keys.entry(c.table).or_default().insert(c.key.clone());
+        }
+        let mut rows: HashMap<(&'static str, String), Option<Row>> = HashMap::new();
+        for (def, physical) in &self.tables {
+            let Some(k) = keys.get(def.name) else { continue };
+            let k: Vec<&String> = k.iter().collect();
+            let sql = format!("SELECT row_to_json(t)::text FROM {t} t WHERE {key} = ANY($1)", t = ident(physical), key = ident(def.key));
+            for r in tx.query(&sql, &[&k]).await? {
+                let text: String = r.get(0);
+                let row: Row = serde_json::from_str(&text).unwrap_or_default();
+                let key = row.get(def.key).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                rows.insert((def.name, key), Some(row));
+            }
+        }
+        for c in changes {
+            let def = &self.tables.iter().find(|(d, _)| d.name == c.table).expect("validated").0;
+            let slot = rows.entry((def.name, c.key.clone())).or_insert(None);
+            *slot = apply_op(def, &c.key, slot.take(), &c.op);
+        }
+        for (def, physical) in &self.tables {
+            let mut upserts = Vec::new();
+            let mut deletes = Vec::new();
+            for ((t, key), row) in &rows {
+                if *t != def.name {
+                    continue;
+                }
+                match row {
+                    Some(r) => upserts.push(serde_json::Value::Object(r.clone())),
+                    None => deletes.push(key.clone()),
+                }
+            }
+            if !upserts.is_empty() {
+                let cols = &self.columns[def.name];
+                let set: Vec<String> = cols.iter().filter(|c| *c != def.key).map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
+                let sql = format!(
+                    "INSERT INTO {t} SELECT * FROM jsonb_populate_recordset(NULL::{t}, $1::text::jsonb) ON CONFLICT ({key}) DO UPDATE SET {set}",
+                    t = ident(physical),
+                    key = ident(def.key),
+                    set = set.join(", ")
+                );
+                let json = serde_json::Value::Array(upserts).to_string();
+                tx.execute(&sql, &[&json]).await?;
+            }
+            if !deletes.is_empty() {
+                let sql = format!("DELETE FROM {} WHERE {} = ANY($1)", ident(physical), ident(def.key));
+                tx.execute(&sql, &[&deletes]).await?;
+            }
+        }
+        tx.execute(
+            "UPDATE mall_projection_checkpoints SET position = $2, recorded_at = $3, version = $4, updated_at = now() WHERE name = $1",
+            &[&self.checkpoint_name, &(to as i64), &recorded_at, &self.version],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl Sink for PgSink {
+    async fn checkpoint(&self) -> Result<Position, SinkError> {
+        let mut guard = self.client().await?;
+        let c = guard.as_mut().expect("connected");
+        let r = c
+            .query_one("SELECT position FROM mall_projection_checkpoints WHERE name = $1", &[&self.checkpoint_name])
+            .await
+            .map(|r| r.get::<_, i64>(0) as Position);
+        self.check(&mut guard, r)
+    }
+
+    async fn apply(&self, from: Position, to: Position, recorded_at: Option<DateTime<Utc>>, changes: Vec<Change>) -> Result<bool, SinkError> {
+        if let Some(c) = changes.iter().find(|c| !self.tables.iter().any(|(d, _)| d.name == c.table)) {
+            return Err(SinkError::Backend(format!("no table {}", c.table)));
+        }
+        let mut guard = self.client().await?;
+        let c = guard.as_mut().expect("connected");
+        let r = self.apply_in(c, from, to, recorded_at, changes).await;
+        self.check(&mut guard, r)
+    }
+}
+
+/// Swaps a finished rebuild in: within one transaction that holds the live checkpoint's lock
+/// (so the live projection waits), the live tables are dropped, the shadow tables take their
+/// names, and the live checkpoint takes the rebuild's position and version. Readers see the old
+/// tables or the new ones, never a mix.
+pub async fn swap_in(url: &str, name: &str, defs: &[TableDef]) -> Result<Position, SinkError> {
+    let mut client = connect(url).await?;
+    let tx = client.transaction().await.map_err(db)?;
+    tx.query_one("SELECT position FROM mall_projection_checkpoints WHERE name = $1 FOR UPDATE", &[&name]).await.map_err(db)?;
+    let shadow_name = format!("{name}{SHADOW}");
+    let row = tx
+        .query_one("SELECT position, version, recorded_at FROM mall_projection_checkpoints WHERE name = $1 FOR UPDATE", &[&shadow_name])
+        .await
+        .map_err(db)?;
+    let (position, version, recorded_at): (i64, i32, Option<DateTime<Utc>>) = (row.get(0), row.get(1), row.get(2));
+    for d in defs {
+        let (live, shadow) = (ident(d.name), ident(&format!("{}{SHADOW}", d.name)));
+        tx.batch_execute(&format!("DROP TABLE {live}; ALTER TABLE {shadow} RENAME TO {live}")).await.map_err(db)?;
+    }
+    tx.execute(
+        "UPDATE mall_projection_checkpoints SET position = $2, version = $3, recorded_at = $4, updated_at = now() WHERE name = $1",
+        &[&name, &position, &version, &recorded_at],
+    )
+    .await
+    .map_err(db)?;
+    tx.execute("DELETE FROM mall_projection_checkpoints WHERE name = $1", &[&shadow_name]).await.map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(position as Position)
+}

@@ -1,0 +1,135 @@
+//! The PostgreSQL sink over a PostgreSQL log: rows and checkpoint in one transaction (a batch
+//! applied twice takes effect once), a rebuild into shadow tables while the live projection
+//! follows, equal row by row, and the swap that puts it in place.
+#![cfg(feature = "postgres")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use mall_events::domain::*;
+use mall_events::ids::*;
+use mall_events::postgres::{PgConfig, PgStore};
+use mall_events::{EventStore, ExpectedVersion, NewEvent};
+use mall_projections::catalog::{Catalog, PRODUCTS, PRODUCT_METRICS};
+use mall_projections::postgres::{swap_in, PgSink};
+use mall_projections::runner::{catch_up, changes_of, follow, Projection, Sink};
+use rand::{Rng, SeedableRng};
+use uuid::Uuid;
+
+async fn fresh_database() -> String {
+    let admin = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("PostgreSQL is reachable");
+    tokio::spawn(conn);
+    let name = format!("mall_test_{}", Uuid::new_v4().simple());
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    format!("{}/{name}", &admin[..admin.rfind('/').unwrap()])
+}
+
+fn pid(p: &str) -> ProductId {
+    ProductId::parse(p).unwrap()
+}
+
+fn event(rng: &mut rand::rngs::StdRng, p: &str, listed: bool) -> DomainEvent {
+    if !listed {
+        return DomainEvent::ProductListed(ProductListed {
+            product_id: pid(p),
+            district: DistrictSlug::parse("toys").unwrap(),
+            title: format!("Train {p}"),
+            description: "Rings.".into(),
+            price: Price::parse("19.90").unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            tags: vec!["wood".into()],
+            attributes: Default::default(),
+            image_url: None,
+            stock: 3,
+        });
+    }
+    let meta = (Uuid::now_v7(), ShopperId::parse("s1").unwrap(), SessionId::parse("x").unwrap(), Utc::now());
+    match rng.random_range(0..6) {
+        0 => DomainEvent::CopyApplied(CopyApplied {
+            decision_id: Uuid::now_v7(),
+            product_id: pid(p),
+            content: Content::Description { text: format!("Copy {}", rng.random_range(0..1000)) },
+            at: Utc::now(),
+        }),
+        1 => DomainEvent::StockChanged(StockChanged { product_id: pid(p), stock: rng.random_range(0..4) }),
+        2 => DomainEvent::Purchased(Purchased {
+            id: meta.0,
+            shopper_id: meta.1,
+            session_id: meta.2,
+            at: meta.3,
+            product_id: pid(p),
+            order_id: OrderId::parse("o").unwrap(),
+            quantity: rng.random_range(1..3),
+            unit_price: Price::parse("19.90").unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+        }),
+        _ => DomainEvent::ProductViewed(ProductViewed { id: meta.0, shopper_id: meta.1, session_id: meta.2, at: meta.3, product_id: pid(p), dwell_ms: 900 }),
+    }
+}
+
+async fn workload(store: &dyn EventStore, seed: u64, n: usize) -> u64 {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut listed = std::collections::HashSet::new();
+    let mut last = 0;
+    for _ in 0..n {
+        let p = format!("p{}", rng.random_range(0..15));
+        let e = event(&mut rng, &p, listed.contains(&p));
+        listed.insert(p);
+        let ne = NewEvent::from_domain(&e, e.signal_id().unwrap_or_else(Uuid::now_v7), vec![]).unwrap();
+        last = store.append(&e.stream_id(), ExpectedVersion::Any, vec![ne]).await.unwrap().last_position;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_and_checkpoint_commit_together_and_a_rebuild_swaps_in_equal() {
+    let url = fresh_database().await;
+    let store: Arc<dyn EventStore> = Arc::new(PgStore::connect(PgConfig::new(&url)).await.unwrap());
+    let live = Arc::new(PgSink::open(&url, "catalog", 1, Catalog.tables(), false).await.unwrap());
+    let (applied_tx, mut applied_rx) = tokio::sync::watch::channel(0);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(follow(store.clone(), Arc::new(Catalog), live.clone(), applied_tx, stop_rx));
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let half = workload(&*store, seed, 400).await;
+
+    // A rebuild while the live projection follows and more events arrive.
+    let shadow = PgSink::open(&url, "catalog", 1, Catalog.tables(), true).await.unwrap();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move { workload(&*store, seed + 1, 400).await })
+    };
+    catch_up(&*store, &Catalog, &shadow, 50, |_| {}).await.unwrap();
+    let last = writer.await.unwrap();
+    assert!(last > half);
+    catch_up(&*store, &Catalog, &shadow, 50, |_| {}).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), applied_rx.wait_for(|p| *p >= last)).await.unwrap().unwrap();
+    assert_eq!(shadow.checkpoint().await.unwrap(), last);
+    for t in [PRODUCTS, PRODUCT_METRICS] {
+        let (a, b) = (live.checksums(t).await.unwrap(), shadow.checksums(t).await.unwrap());
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "seed {seed}: {t} rebuilt differs from live");
+    }
+
+    // A batch delivered twice takes effect once.
+    let events = store.read_all(1, 10_000).await.unwrap();
+    assert!(!live.apply(0, last, None, changes_of(&Catalog, &events)).await.unwrap());
+    assert_eq!(live.checksums(PRODUCTS).await.unwrap(), shadow.checksums(PRODUCTS).await.unwrap());
+
+    // The swap: the live projection keeps going on the swapped-in tables.
+    let before = live.checksums(PRODUCT_METRICS).await.unwrap();
+    assert_eq!(swap_in(&url, "catalog", Catalog.tables()).await.unwrap(), last);
+    assert_eq!(live.checkpoint().await.unwrap(), last);
+    assert_eq!(live.checksums(PRODUCT_METRICS).await.unwrap(), before);
+    let more = workload(&*store, seed + 2, 50).await;
+    tokio::time::timeout(Duration::from_secs(30), applied_rx.wait_for(|p| *p >= more)).await.unwrap().unwrap();
+    let fresh = PgSink::open(&url, "catalog", 1, Catalog.tables(), true).await.unwrap();
+    catch_up(&*store, &Catalog, &fresh, 500, |_| {}).await.unwrap();
+    for t in [PRODUCTS, PRODUCT_METRICS] {
+        assert_eq!(live.checksums(t).await.unwrap(), fresh.checksums(t).await.unwrap(), "seed {seed}: {t} after the swap");
+    }
+    let _ = stop_tx.send(true);
+    follower.await.unwrap().unwrap();
+}
