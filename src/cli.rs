@@ -1,7 +1,8 @@
 //! The command line: `mall <command>`, errors printed once as `mall: <message>`.
 //!
 //! Exit codes: 0 success; 1 failure (the message says why); 2 bad usage; 3 `events verify`
-//! found corruption; 4 `replay --verify` found recorded decisions it does not reproduce.
+//! found corruption; 4 `replay --verify` found recorded decisions it does not reproduce; 5
+//! `projections rebuild --verify` found differences.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,9 @@ pub enum Command {
     Audit(commands::audit::AuditCommand),
     /// Fold a stream as it was at a position or time; `--verify` re-runs every recorded decision.
     Replay(commands::audit::ReplayArgs),
+    /// Read tables: their status, and rebuilds beside the live ones.
+    #[command(subcommand)]
+    Projections(commands::projections::ProjectionsCommand),
     /// Development and test helpers.
     #[command(subcommand, hide = true)]
     Debug(commands::debug::DebugCommand),
@@ -142,6 +146,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         Command::Events(cmd) => commands::events::run(&cli.store, cmd).await,
         Command::Audit(cmd) => commands::audit::audit(&cli.store, cmd).await,
         Command::Replay(args) => commands::audit::replay(&cli.store, &args).await,
+        Command::Projections(cmd) => commands::projections::run(&cli.store, cmd).await,
         Command::Serve(_) | Command::Demo(_) => unreachable!("run in an actix system"),
         Command::Debug(cmd) => commands::debug::run(&cli.store, cmd).await,
     }

@@ -7,9 +7,11 @@
 //! - [`cli`]: the clap definitions, error printing and exit codes;
 //! - [`store`]: choosing and opening an event store from flags, environment and defaults;
 //! - [`commands`]: one module per subcommand;
-//! - [`serve`]: `mall serve`, the HTTP API with the actors beside it.
+//! - [`serve`]: `mall serve`, the HTTP API with the actors beside it;
+//! - [`readside`]: the projections a server follows, and their in-server rebuilds.
 
 pub mod cli;
 pub mod commands;
+pub mod readside;
 pub mod serve;
 pub mod store;

@@ -241,31 +241,78 @@ impl Sink for PgSink {
     }
 }
 
-/// Swaps a finished rebuild in: within one transaction that holds the live checkpoint's lock
-/// (so the live projection waits), the live tables are dropped, the shadow tables take their
-/// names, and the live checkpoint takes the rebuild's position and version. Readers see the old
-/// tables or the new ones, never a mix.
-pub async fn swap_in(url: &str, name: &str, defs: &[TableDef]) -> Result<Position, SinkError> {
+/// Swaps a rebuild in: within one transaction that holds the live checkpoint's lock (so the
+/// live projection waits), the shadow tables catch up with the log, are compared with the live
+/// ones when `verify` (each difference is returned), and take the live tables' names; the live
+/// checkpoint takes the rebuild's position. Readers see the old tables or the new ones, never a
+/// mix, and never an older position than before. `live` must not be the live follower's own
+/// sink (whose connection may be waiting for the lock this holds): open another.
+pub async fn swap_in(
+    url: &str,
+    store: &dyn mall_events::EventStore,
+    projection: &dyn crate::runner::Projection,
+    shadow: &PgSink,
+    live: &PgSink,
+    verify: bool,
+) -> Result<(Position, Vec<String>), SinkError> {
+    let name = projection.name();
     let mut client = connect(url).await?;
     let tx = client.transaction().await.map_err(db)?;
     tx.query_one("SELECT position FROM mall_projection_checkpoints WHERE name = $1 FOR UPDATE", &[&name]).await.map_err(db)?;
+    let position = crate::runner::catch_up(store, projection, shadow, 5_000, |_| {}).await?;
+    let mut differences = Vec::new();
+    if verify {
+        for d in projection.tables() {
+            let a: HashMap<String, String> = live.checksums(d.name).await?.into_iter().collect();
+            let b: HashMap<String, String> = shadow.checksums(d.name).await?.into_iter().collect();
+            let mut keys: Vec<&String> = a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))).collect();
+            keys.sort();
+            for k in keys {
+                match (a.get(k), b.get(k)) {
+                    (Some(_), None) => differences.push(format!("{}: {k} only in the live table", d.name)),
+                    (None, Some(_)) => differences.push(format!("{}: {k} only in the rebuilt table", d.name)),
+                    (Some(x), Some(y)) if x != y => differences.push(format!("{}: {k} differs", d.name)),
+                    _ => {}
+                }
+            }
+        }
+    }
     let shadow_name = format!("{name}{SHADOW}");
     let row = tx
-        .query_one("SELECT position, version, recorded_at FROM mall_projection_checkpoints WHERE name = $1 FOR UPDATE", &[&shadow_name])
+        .query_one("SELECT version, recorded_at FROM mall_projection_checkpoints WHERE name = $1", &[&shadow_name])
         .await
         .map_err(db)?;
-    let (position, version, recorded_at): (i64, i32, Option<DateTime<Utc>>) = (row.get(0), row.get(1), row.get(2));
-    for d in defs {
+    let (version, recorded_at): (i32, Option<DateTime<Utc>>) = (row.get(0), row.get(1));
+    for d in projection.tables() {
         let (live, shadow) = (ident(d.name), ident(&format!("{}{SHADOW}", d.name)));
         tx.batch_execute(&format!("DROP TABLE {live}; ALTER TABLE {shadow} RENAME TO {live}")).await.map_err(db)?;
     }
     tx.execute(
         "UPDATE mall_projection_checkpoints SET position = $2, version = $3, recorded_at = $4, updated_at = now() WHERE name = $1",
-        &[&name, &position, &version, &recorded_at],
+        &[&name, &(position as i64), &version, &recorded_at],
     )
     .await
     .map_err(db)?;
     tx.execute("DELETE FROM mall_projection_checkpoints WHERE name = $1", &[&shadow_name]).await.map_err(db)?;
     tx.commit().await.map_err(db)?;
-    Ok(position as Position)
+    Ok((position, differences))
+}
+
+impl PgSink {
+    /// Empties this sink's tables and resets its checkpoint (a rebuild of another version).
+    pub async fn reset(&self) -> Result<(), SinkError> {
+        let mut guard = self.client().await?;
+        let tables: Vec<String> = self.tables.iter().map(|(_, p)| ident(p)).collect();
+        let r = guard.as_mut().expect("connected").batch_execute(&format!("TRUNCATE {}", tables.join(", "))).await;
+        self.check(&mut guard, r)?;
+        let r = guard
+            .as_mut()
+            .expect("connected")
+            .execute(
+                "UPDATE mall_projection_checkpoints SET position = 0, recorded_at = NULL, version = $2 WHERE name = $1",
+                &[&self.checkpoint_name, &self.version],
+            )
+            .await;
+        self.check(&mut guard, r).map(|_| ())
+    }
 }

@@ -5,3 +5,4 @@ pub mod debug;
 pub mod demo;
 pub mod events;
 pub mod import;
+pub mod projections;

@@ -8,6 +8,7 @@
 //! Modules: [`auth`] (scoped bearer tokens), [`error`] (JSON errors), [`ingest`] (catalog and
 //! signal writes), [`reads`] (product, history, health).
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod ingest;
@@ -94,6 +95,7 @@ pub struct ServeArgs {
 pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub actors: Arc<Actors>,
+    pub read: Arc<crate::readside::ReadSide>,
     pub tokens: Tokens,
 }
 
@@ -129,7 +131,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/products/{id}", web::get().to(reads::get_product))
             .route("/products/{id}/history", web::get().to(reads::get_history))
             .route("/signals", web::post().to(ingest::post_signals))
-            .route("/autonomous/products", web::post().to(ingest::nudge_product)),
+            .route("/autonomous/products", web::post().to(ingest::nudge_product))
+            .route("/admin/projections", web::get().to(admin::projections))
+            .route("/admin/projections/rebuild", web::post().to(admin::rebuild)),
     )
     .route("/healthz", web::get().to(reads::health));
 }
@@ -174,6 +178,7 @@ pub struct Started {
     shutdown: tokio::sync::watch::Sender<bool>,
     router: actix_web::rt::task::JoinHandle<()>,
     actors: Arc<Actors>,
+    read: Arc<crate::readside::ReadSide>,
     snapshots: Arc<FsSnapshots>,
     store: Arc<dyn EventStore>,
 }
@@ -196,12 +201,14 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     actors.load_catalog().await.context("cannot load the catalog from the log")?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx));
+    let read_url = (store_args.store == crate::store::StoreKind::Postgres).then(|| store_args.database_url.clone()).flatten();
+    let read = crate::readside::ReadSide::start(store.clone(), read_url).await.context("cannot start the read side")?;
 
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let generated_token = admin.is_none();
     let admin = admin.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let tokens = Tokens::new(admin.clone(), std::env::var("MALL_INGEST_TOKEN").ok());
-    let state = web::Data::new(AppState { store: store.clone(), actors: actors.clone(), tokens });
+    let state = web::Data::new(AppState { store: store.clone(), actors: actors.clone(), read: read.clone(), tokens });
 
     let mut server = HttpServer::new(move || {
         App::new()
@@ -221,7 +228,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     // system (and the actors' arbiters with it) before the actors could save their snapshots.
     let server = server.disable_signals().run();
     let handle = server.handle();
-    Ok(Started { base, admin, generated_token, handle, server, shutdown, router, actors, snapshots, store })
+    Ok(Started { base, admin, generated_token, handle, server, shutdown, router, actors, read, snapshots, store })
 }
 
 impl Started {
@@ -231,6 +238,7 @@ impl Started {
         let result = self.server.await;
         tracing::info!("the HTTP server stopped; saving actor snapshots");
         let _ = self.shutdown.send(true);
+        self.read.stop();
         let _ = self.router.await;
         futures_util::future::join3(
             self.actors.products.passivate_all(),

@@ -98,11 +98,17 @@ impl Drop for Server {
 
 /// Runs `mall ARGS` against the store; returns (exit code, stdout, stderr).
 pub fn mall(store: &Store, args: &[&str]) -> (i32, String, String) {
+    mall_with(store, args, &[])
+}
+
+/// [`mall`] with environment variables.
+pub fn mall_with(store: &Store, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_mall"))
         .args(store.args())
         .args(args)
         .env_remove("MALL_STORE")
         .env_remove("DATABASE_URL")
+        .envs(env.iter().copied())
         .output()
         .expect("mall runs");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())

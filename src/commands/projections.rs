@@ -1,0 +1,239 @@
+//! `mall projections status|rebuild`. On PostgreSQL the command works on the read tables
+//! directly: a rebuild fills shadow tables while the live ones keep serving (and keep
+//! following the log), shows its progress, can be interrupted and resumed, and swaps in
+//! atomically. On the embedded store the read tables live inside the running server, so the
+//! command asks it (admin token from `MALL_ADMIN_TOKEN`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use mall_projections::postgres::{swap_in, PgSink};
+use mall_projections::runner::{self, Projection};
+use serde_json::{json, Value};
+
+use crate::cli::Exit;
+use crate::readside::projections;
+use crate::store::{self, Access, StoreArgs, StoreKind};
+
+/// Where the running server is (embedded store).
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The running `mall serve` (embedded store: its read tables are in its memory).
+    #[arg(long, env = "MALL_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+}
+
+/// `mall projections ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Each projection's name, version, checkpoint and lag.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Rebuild read tables from the log beside the live ones, then swap them in.
+    Rebuild {
+        /// The projection (see `status`).
+        name: Option<String>,
+        /// Every projection.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// Compare rebuilt and live tables row by row and report each difference (exit 5 if any).
+        #[arg(long)]
+        verify: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Runs `mall projections ...`.
+pub async fn run(store_args: &StoreArgs, cmd: ProjectionsCommand) -> Result<(), Exit> {
+    match (store_args.store, cmd) {
+        (StoreKind::Postgres, ProjectionsCommand::Status { json, .. }) => pg_status(store_args, json).await,
+        (StoreKind::Postgres, ProjectionsCommand::Rebuild { name, all, verify, .. }) => pg_rebuild(store_args, targets(name, all)?, verify).await,
+        (_, ProjectionsCommand::Status { json, server }) => server_status(&server.server, json).await,
+        (_, ProjectionsCommand::Rebuild { name, all, verify, server }) => {
+            targets(name.clone(), all)?;
+            server_rebuild(&server.server, name, verify).await
+        }
+    }
+}
+
+fn targets(name: Option<String>, all: bool) -> anyhow::Result<Vec<Box<dyn Projection>>> {
+    let known = projections();
+    match (name, all) {
+        (None, false) => bail!("name a projection ({}) or pass --all", known.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")),
+        (Some(n), _) => {
+            let p = known.iter().find(|p| p.name() == n).ok_or_else(|| anyhow!("no projection {n:?}; there are: {}", known.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")))?;
+            Ok(vec![boxed(p.name())])
+        }
+        (None, true) => Ok(known.iter().map(|p| boxed(p.name())).collect()),
+    }
+}
+
+fn boxed(name: &str) -> Box<dyn Projection> {
+    match name {
+        "catalog" => Box::new(mall_projections::catalog::Catalog),
+        other => unreachable!("projection {other} is listed in readside::projections"),
+    }
+}
+
+fn url(store_args: &StoreArgs) -> anyhow::Result<String> {
+    store_args.database_url.clone().context("the postgres store needs --database-url or DATABASE_URL")
+}
+
+async fn pg_status(store_args: &StoreArgs, as_json: bool) -> Result<(), Exit> {
+    let store = store::open(store_args, Access::ReadOnly).await?;
+    let url = url(store_args)?;
+    let mut rows = Vec::new();
+    for p in projections() {
+        let sink = PgSink::open(&url, p.name(), p.version(), p.tables(), false).await?;
+        let lag = runner::lag(&*store, &sink).await?;
+        rows.push(json!({"name": p.name(), "version": p.version(), "recorded_version": sink.recorded_version().await?, "lag": lag}));
+    }
+    print_status(&json!({"sink": "postgres", "projections": rows}), as_json);
+    Ok(())
+}
+
+fn print_status(v: &Value, as_json: bool) {
+    if as_json {
+        println!("{v}");
+        return;
+    }
+    println!("{:<12} {:>7} {:>12} {:>12} {:>10} {:>10}", "projection", "version", "checkpoint", "log", "behind", "seconds");
+    for p in v["projections"].as_array().into_iter().flatten() {
+        println!(
+            "{:<12} {:>7} {:>12} {:>12} {:>10} {:>10.1}",
+            p["name"].as_str().unwrap_or_default(),
+            p["version"],
+            p["lag"]["checkpoint"],
+            p["lag"]["log_position"],
+            p["lag"]["positions"],
+            p["lag"]["seconds"].as_f64().unwrap_or_default()
+        );
+        if p["rebuild"]["running"] == true {
+            println!("{:<12} rebuilding: {} of {}", "", p["rebuild"]["position"], p["rebuild"]["target"]);
+        }
+    }
+}
+
+fn bar(len: u64) -> ProgressBar {
+    ProgressBar::new(len).with_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} events, {per_sec}, ETA {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    )
+}
+
+async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Box<dyn Projection>>, verify: bool) -> Result<(), Exit> {
+    let store = store::open(store_args, Access::ReadOnly).await?;
+    let url = url(store_args)?;
+    let mut differences = Vec::new();
+    for p in targets {
+        let shadow = PgSink::open(&url, p.name(), p.version(), p.tables(), true).await?;
+        if shadow.recorded_version().await? != p.version() as i32 {
+            shadow.reset().await?;
+        }
+        let from = runner::Sink::checkpoint(&shadow).await?;
+        if from > 0 {
+            println!("{}: resuming the rebuild from position {from}", p.name());
+        }
+        let target = store.stats().await?.last_position;
+        let progress = bar(target);
+        progress.set_message(p.name().to_string());
+        progress.set_position(from);
+        let started = Instant::now();
+        let at = runner::catch_up(&*store, &*p, &shadow, 5_000, |pos| {
+            progress.set_length(progress.length().unwrap_or(0).max(pos));
+            progress.set_position(pos);
+        })
+        .await?;
+        progress.finish_and_clear();
+        let live = PgSink::open(&url, p.name(), p.version(), p.tables(), false).await?;
+        let (position, diffs) = swap_in(&url, &*store, &*p, &shadow, &live, verify).await?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}: rebuilt to position {position} in {secs:.1} s ({:.0} events/s) and swapped in",
+            p.name(),
+            (at - from) as f64 / secs.max(1e-6)
+        );
+        report(p.name(), verify, &diffs);
+        differences.extend(diffs);
+    }
+    if !differences.is_empty() {
+        return Err(Exit { code: 5, error: anyhow!("{} differences between the rebuilt and the live tables", differences.len()) });
+    }
+    Ok(())
+}
+
+fn report(name: &str, verify: bool, diffs: &[String]) {
+    if !verify {
+        return;
+    }
+    if diffs.is_empty() {
+        println!("{name}: verified: the rebuilt tables equal the live ones row by row");
+    }
+    for d in diffs {
+        println!("{name}: difference: {d}");
+    }
+}
+
+fn admin_token() -> anyhow::Result<String> {
+    std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).context("set MALL_ADMIN_TOKEN to the server's admin token")
+}
+
+async fn server_status(server: &str, as_json: bool) -> Result<(), Exit> {
+    let client = reqwest::Client::new();
+    let r = client.get(format!("{server}/api/admin/projections")).bearer_auth(admin_token()?).send().await.with_context(|| format!("cannot reach {server} (is `mall serve` running?)"))?;
+    if !r.status().is_success() {
+        return Err(anyhow!("{server}: {}", r.text().await.unwrap_or_default()).into());
+    }
+    print_status(&r.json::<Value>().await?, as_json);
+    Ok(())
+}
+
+async fn server_rebuild(server: &str, name: Option<String>, verify: bool) -> Result<(), Exit> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3_600)).build()?;
+    let token = admin_token()?;
+    let request = client.post(format!("{server}/api/admin/projections/rebuild")).bearer_auth(&token).json(&json!({"name": name, "verify": verify})).send();
+    tokio::pin!(request);
+    let progress = bar(0);
+    let started = Instant::now();
+    let response = loop {
+        tokio::select! {
+            r = &mut request => break r.with_context(|| format!("cannot reach {server} (is `mall serve` running?)"))?,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if let Ok(r) = client.get(format!("{server}/api/admin/projections")).bearer_auth(&token).send().await {
+                    if let Ok(v) = r.json::<Value>().await {
+                        for p in v["projections"].as_array().into_iter().flatten().filter(|p| p["rebuild"]["running"] == true) {
+                            progress.set_message(p["name"].as_str().unwrap_or_default().to_string());
+                            progress.set_length(p["rebuild"]["target"].as_u64().unwrap_or(0));
+                            progress.set_position(p["rebuild"]["position"].as_u64().unwrap_or(0));
+                        }
+                    }
+                }
+            }
+        }
+    };
+    progress.finish_and_clear();
+    if !response.status().is_success() {
+        return Err(anyhow!("{server}: {}", response.text().await.unwrap_or_default()).into());
+    }
+    let v: Value = response.json().await?;
+    let mut total = 0;
+    for r in v["rebuilt"].as_array().into_iter().flatten() {
+        let name = r["name"].as_str().unwrap_or_default();
+        println!("{name}: rebuilt to position {} in {:.1} s and swapped in", r["checkpoint"], started.elapsed().as_secs_f64());
+        let diffs: Vec<String> = r["differences"].as_array().into_iter().flatten().filter_map(|d| d.as_str().map(str::to_string)).collect();
+        report(name, verify, &diffs);
+        total += diffs.len();
+    }
+    if total > 0 {
+        return Err(Exit { code: 5, error: anyhow!("{total} differences between the rebuilt and the live tables") });
+    }
+    Ok(())
+}

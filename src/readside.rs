@@ -1,0 +1,196 @@
+//! The read side inside `mall serve`: every projection followed live into its sink — in memory
+//! beside the embedded store, PostgreSQL tables beside the PostgreSQL store — and rebuilt on
+//! request without stopping reads: a fresh sink is built beside the live one, checked row by row
+//! when asked, and swapped in.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use mall_events::{EventStore, Position};
+use mall_projections::catalog::Catalog;
+use mall_projections::memory::MemorySink;
+use mall_projections::postgres::PgSink;
+use mall_projections::runner::{self, follow, Lag, Projection, Sink, SinkError};
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// Every projection this build has.
+pub fn projections() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(Catalog)]
+}
+
+/// A projection's live sink.
+#[derive(Clone)]
+pub enum LiveSink {
+    Memory(Arc<MemorySink>),
+    Postgres(Arc<PgSink>),
+}
+
+impl LiveSink {
+    fn as_sink(&self) -> Arc<dyn Sink> {
+        match self {
+            LiveSink::Memory(m) => m.clone(),
+            LiveSink::Postgres(p) => p.clone(),
+        }
+    }
+}
+
+/// A rebuild's progress, as `GET /api/admin/projections` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    pub running: bool,
+    pub position: Position,
+    pub target: Position,
+    pub events_per_second: f64,
+    pub differences: Option<Vec<String>>,
+    pub error: Option<String>,
+}
+
+/// One followed projection.
+pub struct Followed {
+    pub projection: Arc<dyn Projection>,
+    pub sink: RwLock<LiveSink>,
+    pub applied: watch::Sender<Position>,
+    stop: Mutex<Option<watch::Sender<bool>>>,
+    pub rebuild: Mutex<Progress>,
+}
+
+/// The read side of one server.
+pub struct ReadSide {
+    pub store: Arc<dyn EventStore>,
+    pub database_url: Option<String>,
+    pub followed: Vec<Arc<Followed>>,
+}
+
+impl ReadSide {
+    /// Opens the sinks (PostgreSQL when `database_url` is given) and starts following the log.
+    pub async fn start(store: Arc<dyn EventStore>, database_url: Option<String>) -> Result<Arc<Self>, SinkError> {
+        let mut followed = Vec::new();
+        for p in projections() {
+            let sink = match &database_url {
+                Some(url) => LiveSink::Postgres(Arc::new(PgSink::open(url, p.name(), p.version(), p.tables(), false).await?)),
+                None => LiveSink::Memory(Arc::new(MemorySink::new(p.tables()))),
+            };
+            let f = Arc::new(Followed {
+                projection: p,
+                sink: RwLock::new(sink),
+                applied: watch::channel(0).0,
+                stop: Mutex::new(None),
+                rebuild: Mutex::new(Progress::default()),
+            });
+            spawn_follower(&store, &f);
+            followed.push(f);
+        }
+        Ok(Arc::new(Self { store, database_url, followed }))
+    }
+
+    /// The projection called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Followed>> {
+        self.followed.iter().find(|f| f.projection.name() == name).cloned()
+    }
+
+    /// Stops every follower.
+    pub fn stop(&self) {
+        for f in &self.followed {
+            if let Some(s) = f.stop.lock().expect("stop").take() {
+                let _ = s.send(true);
+            }
+        }
+    }
+
+    /// Name, version, checkpoint and lag of each projection.
+    pub async fn status(&self) -> Vec<(String, u32, Lag, Progress)> {
+        let mut out = Vec::new();
+        for f in &self.followed {
+            let sink = f.sink.read().expect("sink").as_sink();
+            let lag = runner::lag(&*self.store, &*sink).await.unwrap_or(Lag { checkpoint: 0, log_position: 0, positions: 0, seconds: 0.0 });
+            out.push((f.projection.name().to_string(), f.projection.version(), lag, f.rebuild.lock().expect("progress").clone()));
+        }
+        out
+    }
+
+    /// Rebuilds a projection held in memory beside the live one, compares them row by row when
+    /// `verify`, and swaps the rebuilt one in. Reads keep using the live one until the swap.
+    pub async fn rebuild_memory(&self, f: &Arc<Followed>, verify: bool) -> Result<Option<Vec<String>>, SinkError> {
+        let LiveSink::Memory(live) = f.sink.read().expect("sink").clone() else {
+            return Err(SinkError::Backend("this projection lives in PostgreSQL: run `mall projections rebuild` against the database".into()));
+        };
+        {
+            let mut p = f.rebuild.lock().expect("progress");
+            if p.running {
+                return Err(SinkError::Backend(format!("{} is already being rebuilt", f.projection.name())));
+            }
+            *p = Progress { running: true, ..Progress::default() };
+        }
+        let result = self.rebuild_memory_inner(f, &live, verify).await;
+        let mut p = f.rebuild.lock().expect("progress");
+        p.running = false;
+        match &result {
+            Ok(d) => p.differences = d.clone(),
+            Err(e) => p.error = Some(e.to_string()),
+        }
+        result
+    }
+
+    async fn rebuild_memory_inner(&self, f: &Arc<Followed>, live: &Arc<MemorySink>, verify: bool) -> Result<Option<Vec<String>>, SinkError> {
+        let shadow = Arc::new(MemorySink::new(f.projection.tables()));
+        let target = self.store.stats().await?.last_position;
+        f.rebuild.lock().expect("progress").target = target;
+        let started = Instant::now();
+        let progress = |p: Position| {
+            let mut pr = f.rebuild.lock().expect("progress");
+            pr.position = p;
+            pr.target = pr.target.max(p);
+            pr.events_per_second = p as f64 / started.elapsed().as_secs_f64().max(1e-6);
+        };
+        runner::catch_up(&*self.store, &*f.projection, &*shadow, 5_000, progress).await?;
+        // Stop the live follower, bring both to the same position, compare, swap, follow on.
+        if let Some(s) = f.stop.lock().expect("stop").take() {
+            let _ = s.send(true);
+        }
+        runner::catch_up(&*self.store, &*f.projection, &**live, 5_000, |_| {}).await?;
+        let at = live.checkpoint().await?;
+        let events = self.store.read_all(shadow.checkpoint().await? + 1, usize::MAX >> 1).await?;
+        let events: Vec<_> = events.into_iter().filter(|e| e.position <= at).collect();
+        if let Some(last) = events.last() {
+            let from = shadow.checkpoint().await?;
+            shadow.apply(from, last.position, Some(last.recorded_at), runner::changes_of(&*f.projection, &events)).await?;
+        }
+        let differences = verify.then(|| {
+            let mut diffs = Vec::new();
+            for t in f.projection.tables() {
+                let (a, _) = live.table(t.name);
+                let (b, _) = shadow.table(t.name);
+                let key = |r: &mall_projections::change::Row| r.get(t.key).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                let left: std::collections::BTreeMap<String, _> = a.iter().map(|r| (key(r), r)).collect();
+                let right: std::collections::BTreeMap<String, _> = b.iter().map(|r| (key(r), r)).collect();
+                for (k, r) in &left {
+                    match right.get(k) {
+                        None => diffs.push(format!("{}: {k} only in the live table", t.name)),
+                        Some(s) if s != r => diffs.push(format!("{}: {k} differs", t.name)),
+                        _ => {}
+                    }
+                }
+                for k in right.keys().filter(|k| !left.contains_key(*k)) {
+                    diffs.push(format!("{}: {k} only in the rebuilt table", t.name));
+                }
+            }
+            diffs
+        });
+        *f.sink.write().expect("sink") = LiveSink::Memory(shadow);
+        spawn_follower(&self.store, f);
+        Ok(differences)
+    }
+}
+
+fn spawn_follower(store: &Arc<dyn EventStore>, f: &Arc<Followed>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    *f.stop.lock().expect("stop") = Some(stop_tx);
+    let sink = f.sink.read().expect("sink").as_sink();
+    let (store, projection, applied, name) = (store.clone(), f.projection.clone(), f.applied.clone(), f.projection.name());
+    actix_web::rt::spawn(async move {
+        if let Err(e) = follow(store, projection, sink, applied, stop_rx).await {
+            tracing::error!(projection = name, error = %e, "the projection stopped");
+        }
+    });
+}

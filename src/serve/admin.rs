@@ -1,0 +1,57 @@
+//! Administration: the projections' status and their rebuild (in memory, inside the server; a
+//! PostgreSQL read side is rebuilt by `mall projections rebuild` against the database).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Scope;
+use super::error::ApiError;
+use super::ingest::{body, MAX_CATALOG_BODY};
+use super::AppState;
+
+/// `GET /api/admin/projections`: name, version, checkpoint, lag, and any rebuild's progress.
+pub async fn projections(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let rows: Vec<_> = state
+        .read
+        .status()
+        .await
+        .into_iter()
+        .map(|(name, version, lag, rebuild)| json!({"name": name, "version": version, "lag": lag, "rebuild": rebuild}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"sink": if state.read.database_url.is_some() { "postgres" } else { "memory" }, "projections": rows})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebuildBody {
+    /// One projection; all when left out.
+    name: Option<String>,
+    #[serde(default)]
+    verify: bool,
+}
+
+/// `POST /api/admin/projections/rebuild` `{"name"?, "verify"?}`: rebuilds in memory beside the
+/// live projection and swaps it in; answers with the differences found when `verify`.
+pub async fn rebuild(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let b: RebuildBody = mall_events::records::from_json(&body(payload, MAX_CATALOG_BODY).await?)?;
+    if state.read.database_url.is_some() {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "the read tables are in PostgreSQL: run `mall projections rebuild` against the database",
+        ));
+    }
+    let targets = match &b.name {
+        Some(n) => vec![state.read.get(n).ok_or_else(|| ApiError::invalid("name", format!("no projection {n}")))?],
+        None => state.read.followed.clone(),
+    };
+    let mut results = Vec::new();
+    for f in targets {
+        let differences = state.read.rebuild_memory(&f, b.verify).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let checkpoint = *f.applied.borrow();
+        results.push(json!({"name": f.projection.name(), "checkpoint": checkpoint, "differences": differences}));
+    }
+    Ok(HttpResponse::Ok().json(json!({"rebuilt": results})))
+}
