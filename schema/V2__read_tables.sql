@@ -46,3 +46,33 @@ CREATE TABLE product_metrics (
     dwell_ms        bigint           NOT NULL,
     last_signal_at  timestamptz
 );
+
+-- The catalog projection: districts, their voice and their products' signals.
+CREATE TABLE districts (
+    slug             text    PRIMARY KEY,
+    name             text    NOT NULL,
+    tone             text    NOT NULL,
+    style            text    NOT NULL,
+    audience         text    NOT NULL,
+    opened_position  bigint  NOT NULL,
+    impressions      bigint  NOT NULL,
+    views            bigint  NOT NULL,
+    clicks           bigint  NOT NULL,
+    carts            bigint  NOT NULL,
+    purchases        bigint  NOT NULL,
+    bounces          bigint  NOT NULL,
+    revenue_e4       bigint  NOT NULL
+);
+
+-- The personalization projection: a shopper's interest in a district or a product, kept as a
+-- sum of signal weights each scaled by 2^((t - 2026-01-01) / 7 days), so that decay is applied
+-- at read time (multiply by 2^(-(now - 2026-01-01) / 7 days)) and the sum only ever grows.
+CREATE TABLE shopper_interests (
+    key          text             PRIMARY KEY,
+    shopper_id   text             NOT NULL,
+    facet        text             NOT NULL,
+    score        double precision NOT NULL,
+    signals      bigint           NOT NULL,
+    last_at      timestamptz
+);
+CREATE INDEX shopper_interests_shopper ON shopper_interests (shopper_id);

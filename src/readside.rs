@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use mall_events::{EventStore, Position};
 use mall_projections::catalog::Catalog;
+use mall_projections::change::Row;
+use mall_projections::personalization::Personalization;
 use mall_projections::memory::MemorySink;
 use mall_projections::postgres::PgSink;
 use mall_projections::runner::{self, follow, Lag, Projection, Sink, SinkError};
@@ -16,7 +18,7 @@ use tokio::sync::watch;
 
 /// Every projection this build has.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(Catalog)]
+    vec![Arc::new(Catalog), Arc::new(Personalization)]
 }
 
 /// A projection's live sink.
@@ -60,6 +62,17 @@ pub struct ReadSide {
     pub store: Arc<dyn EventStore>,
     pub database_url: Option<String>,
     pub followed: Vec<Arc<Followed>>,
+    /// Connections for reads of PostgreSQL read tables.
+    pool: Option<deadpool_postgres::Pool>,
+}
+
+/// Which rows of a table a read wants.
+pub enum Filter<'a> {
+    All,
+    /// The row with this key.
+    Key(&'a str),
+    /// The rows whose text column equals the value.
+    Eq(&'static str, &'a str),
 }
 
 impl ReadSide {
@@ -81,7 +94,60 @@ impl ReadSide {
             spawn_follower(&store, &f);
             followed.push(f);
         }
-        Ok(Arc::new(Self { store, database_url, followed }))
+        let pool = match &database_url {
+            Some(url) => {
+                let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| SinkError::Backend(e.to_string()))?;
+                let manager = deadpool_postgres::Manager::from_config(
+                    pg,
+                    tokio_postgres::NoTls,
+                    deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+                );
+                Some(deadpool_postgres::Pool::builder(manager).max_size(8).build().map_err(|e| SinkError::Backend(e.to_string()))?)
+            }
+            None => None,
+        };
+        Ok(Arc::new(Self { store, database_url, followed, pool }))
+    }
+
+    /// The position every projection has applied (what a read reflects).
+    pub fn position(&self) -> Position {
+        self.followed.iter().map(|f| *f.applied.borrow()).min().unwrap_or(0)
+    }
+
+    /// Waits (up to `bound`) until every projection has applied `min`; returns the position.
+    pub async fn wait_for(&self, min: Position, bound: std::time::Duration) -> Position {
+        let deadline = tokio::time::Instant::now() + bound;
+        for f in &self.followed {
+            let mut rx = f.applied.subscribe();
+            let _ = tokio::time::timeout_at(deadline, rx.wait_for(|p| *p >= min)).await;
+        }
+        self.position()
+    }
+
+    /// Rows of `table` (written by `projection`).
+    pub async fn rows(&self, projection: &str, table: &str, filter: Filter<'_>) -> Result<Vec<Row>, SinkError> {
+        let f = self.get(projection).ok_or_else(|| SinkError::Backend(format!("no projection {projection}")))?;
+        let def = *f.projection.tables().iter().find(|t| t.name == table).ok_or_else(|| SinkError::Backend(format!("no table {table}")))?;
+        let sink = f.sink.read().expect("sink").clone();
+        match sink {
+            LiveSink::Memory(m) => Ok(m.with_table(table, |rows, _| match filter {
+                Filter::All => rows.values().cloned().collect(),
+                Filter::Key(k) => rows.get(k).cloned().into_iter().collect(),
+                Filter::Eq(col, v) => rows.values().filter(|r| r.get(col).and_then(|x| x.as_str()) == Some(v)).cloned().collect(),
+            })),
+            LiveSink::Postgres(_) => {
+                let pool = self.pool.as_ref().expect("a pool beside PostgreSQL sinks");
+                let client = pool.get().await.map_err(|e| SinkError::Backend(e.to_string()))?;
+                let q = |col: &str| format!("SELECT row_to_json(t)::text FROM \"{table}\" t WHERE \"{col}\" = $1");
+                let rows = match filter {
+                    Filter::All => client.query(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"), &[]).await,
+                    Filter::Key(k) => client.query(&q(def.key), &[&k]).await,
+                    Filter::Eq(col, v) => client.query(&q(col), &[&v]).await,
+                }
+                .map_err(|e| SinkError::Backend(e.to_string()))?;
+                Ok(rows.iter().filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()).collect())
+            }
+        }
     }
 
     /// The projection called `name`.

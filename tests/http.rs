@@ -294,7 +294,7 @@ async fn kill_9_during_ingest_loses_nothing_acknowledged(store: Store) {
         let mut batches_tx = Vec::new();
         for w in 0..4u64 {
             let (c, url, acked) = (c.clone(), s.url("/api/signals"), acked.clone());
-            let batches: Vec<Vec<Value>> = (0..200)
+            let batches: Vec<Vec<Value>> = (0..100)
                 .map(|b| (0..50).map(|i| signal("product_viewed", ["k1", "k2", "k3"][(i + b) % 3], &format!("w{w}-{b}-{i}"))).collect())
                 .collect();
             batches_tx.extend(batches.clone());
@@ -334,6 +334,13 @@ async fn kill_9_during_ingest_loses_nothing_acknowledged(store: Store) {
     }
     let ids: HashSet<&str> = all_batches.iter().flatten().map(|s| s["id"].as_str().unwrap()).collect();
     let pos = get(&c, s.url("/healthz")).await.1["log_position"].as_u64().unwrap();
+    // The actors may take longer than one read's wait to fold 100k retried signals: wait until
+    // they have folded the whole log, then count.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while get(&c, s.url("/healthz")).await.1["actors_position"].as_u64().unwrap() < pos {
+        assert!(std::time::Instant::now() < deadline, "seed {seed}: the actors never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut views = 0;
     for p in ["k1", "k2", "k3"] {
         let (_, b) = get(&c, s.url(&format!("/api/products/{p}?min_position={pos}"))).await;

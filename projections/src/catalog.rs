@@ -1,7 +1,8 @@
 //! The `catalog` projection: the `products` table (current copy, tags, SEO, embedding, price,
 //! stock, district, status, the copy under test) and the `product_metrics` table (signal counts
 //! and revenue in ten-thousandths of the currency unit, `revenue_e4`), folded from the log
-//! without the actors: the decision events carry the copy.
+//! without the actors: the decision events carry the copy; and the `districts` table (voice and
+//! signal counts).
 
 use mall_events::domain::{Content, DomainEvent, Outcome};
 use mall_events::RecordedEvent;
@@ -13,6 +14,7 @@ use crate::runner::Projection;
 
 pub const PRODUCTS: &str = "products";
 pub const PRODUCT_METRICS: &str = "product_metrics";
+pub const DISTRICTS: &str = "districts";
 
 const TABLES: &[TableDef] = &[
     TableDef {
@@ -35,6 +37,17 @@ const TABLES: &[TableDef] = &[
             row! {
                 "impressions" => 0, "views" => 0, "clicks" => 0, "carts" => 0, "purchases" => 0, "bounces" => 0,
                 "revenue_e4" => 0, "dwell_ms" => 0, "last_signal_at" => Value::Null,
+            }
+        },
+    },
+    TableDef {
+        name: DISTRICTS,
+        key: "slug",
+        defaults: || {
+            row! {
+                "name" => "", "tone" => "", "style" => "", "audience" => "", "opened_position" => 0,
+                "impressions" => 0, "views" => 0, "clicks" => 0, "carts" => 0, "purchases" => 0, "bounces" => 0,
+                "revenue_e4" => 0,
             }
         },
     },
@@ -61,6 +74,12 @@ impl Projection for Catalog {
     }
 
     fn apply(&self, e: &RecordedEvent, d: &DomainEvent) -> Vec<Change> {
+        if let DomainEvent::DistrictOpened(o) = d {
+            return vec![Change::set(DISTRICTS, o.slug.as_str(), row! {
+                "name" => o.name, "tone" => o.personality.tone, "style" => o.personality.style,
+                "audience" => o.personality.audience, "opened_position" => e.position,
+            })];
+        }
         let Some(id) = d.product_id().map(|p| p.as_str().to_string()) else { return Vec::new() };
         let pos = e.position;
         let set = |r| Change::set(PRODUCTS, id.clone(), r);
@@ -154,6 +173,12 @@ impl Projection for Catalog {
                     _ => None,
                 };
                 if let Some(delta) = delta {
+                    // The district a signal counts for is the one its envelope is tagged with
+                    // (the product's district when it was stored).
+                    if let Some(slug) = e.tags.iter().find_map(|t| t.strip_prefix("district:")) {
+                        let district_delta = delta.iter().filter(|(k, _)| *k != "dwell_ms").copied().collect();
+                        out.push(Change::add(DISTRICTS, slug, district_delta));
+                    }
                     out.push(Change::add(PRODUCT_METRICS, id.clone(), delta));
                     if let Some(at) = signal.signal_at() {
                         out.push(Change::set(PRODUCT_METRICS, id.clone(), row! { "last_signal_at" => at }));

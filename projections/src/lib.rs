@@ -10,11 +10,13 @@
 //! - [`runner`]: the `Projection` and `Sink` traits, catching up, following, lag;
 //! - [`memory`]: the in-memory sink (the embedded default);
 //! - `postgres` (feature `postgres`): the PostgreSQL sink, shadow tables and the swap;
-//! - [`catalog`]: the `products` and `product_metrics` tables.
+//! - [`catalog`]: the `products`, `product_metrics` and `districts` tables;
+//! - [`personalization`]: the `shopper_interests` table.
 
 pub mod catalog;
 pub mod change;
 pub mod memory;
+pub mod personalization;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod runner;

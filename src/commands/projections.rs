@@ -78,6 +78,7 @@ fn targets(name: Option<String>, all: bool) -> anyhow::Result<Vec<Box<dyn Projec
 fn boxed(name: &str) -> Box<dyn Projection> {
     match name {
         "catalog" => Box::new(mall_projections::catalog::Catalog),
+        "personalization" => Box::new(mall_projections::personalization::Personalization),
         other => unreachable!("projection {other} is listed in readside::projections"),
     }
 }

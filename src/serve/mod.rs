@@ -13,6 +13,7 @@ pub mod auth;
 pub mod error;
 pub mod ingest;
 pub mod reads;
+pub mod storefront;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -132,6 +133,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/products/{id}/history", web::get().to(reads::get_history))
             .route("/signals", web::post().to(ingest::post_signals))
             .route("/autonomous/products", web::post().to(ingest::nudge_product))
+            .route("/districts", web::get().to(storefront::districts))
+            .route("/districts/{slug}", web::get().to(storefront::district))
+            .route("/districts/{slug}/products", web::get().to(storefront::district_products))
+            .route("/search", web::get().to(storefront::search))
+            .route("/autonomous/personalize", web::get().to(storefront::personalize))
             .route("/admin/projections", web::get().to(admin::projections))
             .route("/admin/projections/rebuild", web::post().to(admin::rebuild)),
     )

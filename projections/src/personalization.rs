@@ -1,0 +1,92 @@
+//! The `personalization` projection: each shopper's recency-weighted interest in districts and
+//! products (`shopper_interests`).
+//!
+//! Decay without state: a signal at time t adds `w · 2^((t − EPOCH) / HALF_LIFE)` to its facet, so
+//! the sums only grow (a plain `Add`), and a reader multiplies by `2^(−(now − EPOCH) / HALF_LIFE)`
+//! to get interest as of now — the same numbers a fold that decays as it goes would give.
+
+use chrono::{DateTime, TimeZone, Utc};
+use mall_events::domain::DomainEvent;
+use mall_events::RecordedEvent;
+use serde_json::Value;
+
+use crate::change::{Change, TableDef};
+use crate::row;
+use crate::runner::Projection;
+
+pub const SHOPPER_INTERESTS: &str = "shopper_interests";
+/// Interest halves every week.
+pub const HALF_LIFE_DAYS: f64 = 7.0;
+
+const TABLES: &[TableDef] = &[TableDef {
+    name: SHOPPER_INTERESTS,
+    key: "key",
+    defaults: || row! { "shopper_id" => "", "facet" => "", "score" => 0.0, "signals" => 0, "last_at" => Value::Null },
+}];
+
+/// The origin of the scaled scores.
+pub fn epoch() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("a valid date")
+}
+
+/// `2^((t − EPOCH) / HALF_LIFE)`: a weight at `t` in epoch units.
+pub fn scale(t: DateTime<Utc>) -> f64 {
+    let days = (t - epoch()).num_milliseconds() as f64 / 86_400_000.0;
+    (days / HALF_LIFE_DAYS).exp2()
+}
+
+/// A stored score as interest at `now`.
+pub fn interest_at(score: f64, now: DateTime<Utc>) -> f64 {
+    score / scale(now)
+}
+
+/// How much a signal says about a shopper's interest.
+pub fn weight(e: &DomainEvent) -> f64 {
+    match e {
+        DomainEvent::ProductViewed(v) => 1.0 + (v.dwell_ms as f64 / 30_000.0).min(1.0),
+        DomainEvent::ProductClicked(_) => 1.5,
+        DomainEvent::AddedToCart(_) => 4.0,
+        DomainEvent::Purchased(_) => 6.0,
+        DomainEvent::Searched(_) => 2.0,
+        DomainEvent::Bounced(_) => -0.5,
+        DomainEvent::RemovedFromCart(_) => -1.0,
+        _ => 0.0,
+    }
+}
+
+/// Shopper interests.
+pub struct Personalization;
+
+impl Projection for Personalization {
+    fn name(&self) -> &'static str {
+        "personalization"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [TableDef] {
+        TABLES
+    }
+
+    fn apply(&self, e: &RecordedEvent, d: &DomainEvent) -> Vec<Change> {
+        let (Some(shopper), Some(at)) = (d.shopper_id(), d.signal_at()) else { return Vec::new() };
+        let w = weight(d);
+        if w == 0.0 {
+            return Vec::new();
+        }
+        let mut facets: Vec<String> = e.tags.iter().filter(|t| t.starts_with("district:")).cloned().collect();
+        if let Some(p) = d.product_id() {
+            facets.push(format!("product:{p}"));
+        }
+        let scaled = w * scale(at);
+        let mut out = Vec::new();
+        for facet in facets {
+            let key = format!("{shopper}/{facet}");
+            out.push(Change::set(SHOPPER_INTERESTS, key.clone(), row! { "shopper_id" => shopper, "facet" => facet, "last_at" => at }));
+            out.push(Change::add(SHOPPER_INTERESTS, key, vec![("score", scaled), ("signals", 1.0)]));
+        }
+        out
+    }
+}

@@ -1,0 +1,343 @@
+//! Storefront reads, served from the read tables: districts, a district's products ranked by
+//! the merchandising score, search, and a shopper's profile with their personal ranking.
+//!
+//! The score is `0.4 × performance + 0.3 × merchandising rules + 0.2 × personalization + 0.1 ×
+//! recency`, each part in [0, 1] and each returned:
+//! - performance: the conversion rate (carts or purchases per view) shrunk towards the district's
+//!   rate by a Beta prior of strength 20, divided by the best in the list;
+//! - merchandising rules: a quarter each for copy of at least 40 characters, tags, SEO fields and
+//!   a search embedding;
+//! - personalization: half the shopper's share of interest in the product's district, half their
+//!   interest in the product itself relative to their strongest product interest (0 without a
+//!   shopper);
+//! - recency: how late in the log the product was listed, relative to the newest listing.
+//!
+//! Out-of-stock products are hidden. A product under test shows each shopper the copy of their
+//! experiment arm, the same every time.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use mall_actors::experiment::{self, Arm};
+use mall_events::ids::{DistrictSlug, Position, ShopperId};
+use mall_projections::catalog::{DISTRICTS, PRODUCTS, PRODUCT_METRICS};
+use mall_projections::change::Row;
+use mall_projections::personalization::{interest_at, SHOPPER_INTERESTS};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::reads::POSITION_HEADER;
+use super::AppState;
+use crate::readside::Filter;
+
+/// The longest a read waits for `min_position`.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+/// The largest page.
+const MAX_LIMIT: usize = 100;
+
+fn sink_error(e: mall_projections::runner::SinkError) -> ApiError {
+    tracing::error!(error = %e, "read tables unavailable");
+    ApiError::unavailable("the read tables are unavailable")
+}
+
+fn n(r: &Row, k: &str) -> f64 {
+    r.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn s<'a>(r: &'a Row, k: &str) -> &'a str {
+    r.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+async fn position(state: &AppState, min: Option<Position>) -> Position {
+    match min {
+        Some(m) => state.read.wait_for(m, MAX_WAIT).await,
+        None => state.read.position(),
+    }
+}
+
+fn answer(position: Position, body: Value) -> HttpResponse {
+    HttpResponse::Ok().insert_header((POSITION_HEADER, position.to_string())).json(body)
+}
+
+fn district_json(d: &Row) -> Value {
+    let (views, carts, purchases) = (n(d, "views"), n(d, "carts"), n(d, "purchases"));
+    json!({
+        "slug": s(d, "slug"), "name": s(d, "name"),
+        "personality": {"tone": s(d, "tone"), "style": s(d, "style"), "audience": s(d, "audience")},
+        "stats": {
+            "impressions": n(d, "impressions"), "views": views, "clicks": n(d, "clicks"), "carts": carts,
+            "purchases": purchases, "bounces": n(d, "bounces"), "revenue": n(d, "revenue_e4") / 10_000.0,
+            "conversion": if views > 0.0 { carts.max(purchases).min(views) / views } else { 0.0 },
+        },
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PositionQuery {
+    min_position: Option<Position>,
+}
+
+/// `GET /api/districts`.
+pub async fn districts(state: web::Data<AppState>, q: web::Query<PositionQuery>) -> Result<HttpResponse, ApiError> {
+    let at = position(&state, q.min_position).await;
+    let mut rows = state.read.rows("catalog", DISTRICTS, Filter::All).await.map_err(sink_error)?;
+    rows.sort_by(|a, b| s(a, "slug").cmp(s(b, "slug")));
+    Ok(answer(at, json!({"districts": rows.iter().map(district_json).collect::<Vec<_>>()})))
+}
+
+/// `GET /api/districts/{slug}`.
+pub async fn district(state: web::Data<AppState>, path: web::Path<String>, q: web::Query<PositionQuery>) -> Result<HttpResponse, ApiError> {
+    let slug = DistrictSlug::parse(path.into_inner()).map_err(|e| ApiError::invalid("slug", e.0))?;
+    let at = position(&state, q.min_position).await;
+    let d = state.read.rows("catalog", DISTRICTS, Filter::Key(slug.as_str())).await.map_err(sink_error)?;
+    let d = d.first().ok_or_else(|| ApiError::not_found(format!("no district {slug}")))?;
+    let products = state.read.rows("catalog", PRODUCTS, Filter::Eq("district", slug.as_str())).await.map_err(sink_error)?;
+    let mut body = district_json(d);
+    body["products"] = json!(products.len());
+    body["in_stock"] = json!(products.iter().filter(|p| s(p, "status") == "in_stock").count());
+    Ok(answer(at, body))
+}
+
+/// A shopper's interests as of now: by district slug and by product id.
+struct Interests {
+    districts: HashMap<String, f64>,
+    products: HashMap<String, f64>,
+}
+
+async fn interests(state: &AppState, shopper: &ShopperId) -> Result<Interests, ApiError> {
+    let rows = state.read.rows("personalization", SHOPPER_INTERESTS, Filter::Eq("shopper_id", shopper.as_str())).await.map_err(sink_error)?;
+    let now = chrono::Utc::now();
+    let mut out = Interests { districts: HashMap::new(), products: HashMap::new() };
+    for r in rows {
+        let v = interest_at(n(&r, "score"), now).max(0.0);
+        if let Some(d) = s(&r, "facet").strip_prefix("district:") {
+            out.districts.insert(d.to_string(), v);
+        } else if let Some(p) = s(&r, "facet").strip_prefix("product:") {
+            out.products.insert(p.to_string(), v);
+        }
+    }
+    Ok(out)
+}
+
+/// One product with its score parts, ready to rank.
+struct Ranked {
+    product: Row,
+    score: f64,
+    parts: Value,
+}
+
+/// Scores `products` (one district's, or all) for `shopper`.
+fn rank(products: Vec<Row>, metrics: &HashMap<String, Row>, districts: &HashMap<String, Row>, interests: Option<&Interests>) -> Vec<Ranked> {
+    let newest = products.iter().map(|p| n(p, "listed_position")).fold(1.0, f64::max);
+    let posterior = |p: &Row| {
+        let m = metrics.get(s(p, "product_id"));
+        let views = m.map_or(0.0, |m| n(m, "views"));
+        let conv = m.map_or(0.0, |m| n(m, "carts").max(n(m, "purchases")).min(views));
+        let d = districts.get(s(p, "district"));
+        let (dv, dc) = d.map_or((0.0, 0.0), |d| (n(d, "views"), n(d, "carts").max(n(d, "purchases")).min(n(d, "views"))));
+        let prior = (dc + 1.0) / (dv + 20.0);
+        (conv + 20.0 * prior) / (views + 20.0)
+    };
+    let posts: Vec<f64> = products.iter().map(posterior).collect();
+    let best = posts.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
+    let district_total: f64 = interests.map_or(0.0, |i| i.districts.values().sum());
+    let product_best: f64 = interests.map_or(0.0, |i| i.products.values().copied().fold(0.0, f64::max));
+    products
+        .into_iter()
+        .zip(posts)
+        .filter(|(p, _)| s(p, "status") == "in_stock")
+        .map(|(p, post)| {
+            let performance = post / best;
+            let rules = 0.25 * (s(&p, "description").chars().count() >= 40) as u8 as f64
+                + 0.25 * p.get("tags").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) as u8 as f64
+                + 0.25 * p.get("seo_title").is_some_and(|v| !v.is_null()) as u8 as f64
+                + 0.25 * p.get("embedding").is_some_and(|v| !v.is_null()) as u8 as f64;
+            let personalization = interests.map_or(0.0, |i| {
+                let d = if district_total > 0.0 { i.districts.get(s(&p, "district")).copied().unwrap_or(0.0) / district_total } else { 0.0 };
+                let q = if product_best > 0.0 { i.products.get(s(&p, "product_id")).copied().unwrap_or(0.0) / product_best } else { 0.0 };
+                0.5 * d + 0.5 * q
+            });
+            let recency = n(&p, "listed_position") / newest;
+            let score = 0.4 * performance + 0.3 * rules + 0.2 * personalization + 0.1 * recency;
+            let parts = json!({"performance": performance, "rules": rules, "personalization": personalization, "recency": recency});
+            Ranked { product: p, score, parts }
+        })
+        .collect()
+}
+
+/// A product as a shopper sees it: their arm's copy when it is under test.
+fn product_json(r: &Ranked, shopper: Option<&ShopperId>) -> Value {
+    let p = &r.product;
+    let mut description = s(p, "description").to_string();
+    let mut arm = Value::Null;
+    if let (Some(x), Some(challenger), Some(sh)) = (
+        p.get("experiment_id").and_then(Value::as_str).and_then(|x| x.parse::<Uuid>().ok()),
+        p.get("challenger").and_then(Value::as_str),
+        shopper,
+    ) {
+        let a = experiment::arm(x, sh);
+        if a == Arm::Challenger {
+            description = challenger.to_string();
+        }
+        arm = json!(if a == Arm::Challenger { "challenger" } else { "control" });
+    }
+    json!({
+        "product_id": s(p, "product_id"), "district": s(p, "district"), "title": s(p, "title"),
+        "description": description, "tags": p.get("tags"), "price": s(p, "price"), "currency": s(p, "currency"),
+        "stock": p.get("stock"), "image_url": p.get("image_url"), "seo_title": p.get("seo_title"),
+        "experiment_arm": arm, "score": r.score, "parts": r.parts,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankQuery {
+    shopper: Option<String>,
+    page: Option<usize>,
+    limit: Option<usize>,
+    min_position: Option<Position>,
+}
+
+fn paging(page: Option<usize>, limit: Option<usize>) -> Result<(usize, usize), ApiError> {
+    let page = page.unwrap_or(1);
+    let limit = limit.unwrap_or(20);
+    if page == 0 {
+        return Err(ApiError::invalid("page", "pages start at 1"));
+    }
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::invalid("limit", format!("must be 1 to {MAX_LIMIT}")));
+    }
+    Ok((page, limit))
+}
+
+async fn tables(state: &AppState, district: Option<&str>) -> Result<(Vec<Row>, HashMap<String, Row>, HashMap<String, Row>), ApiError> {
+    let products = match district {
+        Some(d) => state.read.rows("catalog", PRODUCTS, Filter::Eq("district", d)).await,
+        None => state.read.rows("catalog", PRODUCTS, Filter::All).await,
+    }
+    .map_err(sink_error)?;
+    let metrics = state.read.rows("catalog", PRODUCT_METRICS, Filter::All).await.map_err(sink_error)?;
+    let metrics = metrics.into_iter().map(|m| (s(&m, "product_id").to_string(), m)).collect();
+    let districts = state.read.rows("catalog", DISTRICTS, Filter::All).await.map_err(sink_error)?;
+    let districts = districts.into_iter().map(|d| (s(&d, "slug").to_string(), d)).collect();
+    Ok((products, metrics, districts))
+}
+
+fn sorted(mut ranked: Vec<Ranked>) -> Vec<Ranked> {
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| s(&a.product, "product_id").cmp(s(&b.product, "product_id"))));
+    ranked
+}
+
+/// `GET /api/districts/{slug}/products?shopper=&page=&limit=`.
+pub async fn district_products(state: web::Data<AppState>, path: web::Path<String>, q: web::Query<RankQuery>) -> Result<HttpResponse, ApiError> {
+    let slug = DistrictSlug::parse(path.into_inner()).map_err(|e| ApiError::invalid("slug", e.0))?;
+    let shopper = q.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
+    let (page, limit) = paging(q.page, q.limit)?;
+    let at = position(&state, q.min_position).await;
+    let (products, metrics, districts) = tables(&state, Some(slug.as_str())).await?;
+    if !districts.contains_key(slug.as_str()) {
+        return Err(ApiError::not_found(format!("no district {slug}")));
+    }
+    let interests = match &shopper {
+        Some(sh) => Some(interests(&state, sh).await?),
+        None => None,
+    };
+    let ranked = sorted(rank(products, &metrics, &districts, interests.as_ref()));
+    let total = ranked.len();
+    let items: Vec<Value> = ranked.iter().skip((page - 1) * limit).take(limit).map(|r| product_json(r, shopper.as_ref())).collect();
+    Ok(answer(at, json!({"district": slug, "page": page, "limit": limit, "total": total, "products": items})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    q: String,
+    shopper: Option<String>,
+    limit: Option<usize>,
+    min_position: Option<Position>,
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 1).map(str::to_lowercase).collect()
+}
+
+/// `GET /api/search?q=`: keyword and semantic (embedding) matches together.
+pub async fn search(state: web::Data<AppState>, q: web::Query<SearchQuery>) -> Result<HttpResponse, ApiError> {
+    let query = q.q.trim();
+    if query.is_empty() || query.chars().count() > 200 {
+        return Err(ApiError::invalid("q", "must be 1 to 200 characters"));
+    }
+    let shopper = q.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
+    let (_, limit) = paging(None, q.limit)?;
+    let at = position(&state, q.min_position).await;
+    let terms = words(query);
+    let vector = state.actors.rt.embedder.embed(query).await.ok();
+    let (products, _, _) = tables(&state, None).await?;
+    let mut hits: Vec<(f64, Value)> = products
+        .iter()
+        .filter(|p| s(p, "status") == "in_stock")
+        .filter_map(|p| {
+            let title = words(s(p, "title"));
+            let tags: Vec<String> = p.get("tags").and_then(Value::as_array).into_iter().flatten().filter_map(|t| t.as_str()).flat_map(words).collect();
+            let body = words(s(p, "description"));
+            let keyword = if terms.is_empty() {
+                0.0
+            } else {
+                terms.iter().map(|t| if title.contains(t) || tags.contains(t) { 1.0 } else if body.contains(t) { 0.5 } else { 0.0 }).sum::<f64>() / terms.len() as f64
+            };
+            let semantic = match (&vector, p.get("embedding").and_then(Value::as_array)) {
+                (Some(v), Some(e)) => {
+                    let e: Vec<f32> = e.iter().filter_map(|x| x.as_f64().map(|f| f as f32)).collect();
+                    if e.len() == v.len() { mall_actors::executors::embedder::cosine(v, &e).max(0.0) as f64 } else { 0.0 }
+                }
+                _ => 0.0,
+            };
+            let score = 0.6 * keyword + 0.4 * semantic;
+            (score > 0.05).then(|| {
+                let r = Ranked { product: p.clone(), score, parts: json!({"keyword": keyword, "semantic": semantic}) };
+                (score, product_json(&r, shopper.as_ref()))
+            })
+        })
+        .collect();
+    hits.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1["product_id"].as_str().cmp(&b.1["product_id"].as_str())));
+    hits.truncate(limit);
+    Ok(answer(at, json!({"q": query, "results": hits.into_iter().map(|h| h.1).collect::<Vec<_>>()})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PersonalizeQuery {
+    user_id: String,
+    limit: Option<usize>,
+    min_position: Option<Position>,
+}
+
+/// `GET /api/autonomous/personalize?userId=`: the shopper's interests and personal ranking.
+pub async fn personalize(state: web::Data<AppState>, q: web::Query<PersonalizeQuery>) -> Result<HttpResponse, ApiError> {
+    let shopper = ShopperId::parse(q.user_id.clone()).map_err(|e| ApiError::invalid("userId", e.0))?;
+    let (_, limit) = paging(None, q.limit)?;
+    let at = position(&state, q.min_position).await;
+    let i = interests(&state, &shopper).await?;
+    let (products, metrics, districts) = tables(&state, None).await?;
+    let ranked = sorted(rank(products, &metrics, &districts, Some(&i)));
+    let mut affinity: Vec<(&String, &f64)> = i.districts.iter().collect();
+    affinity.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let total: f64 = i.districts.values().sum();
+    let mut favourites: Vec<(&String, &f64)> = i.products.iter().collect();
+    favourites.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    Ok(answer(
+        at,
+        json!({
+            "user_id": shopper,
+            "profile": {
+                "district_affinity": affinity.iter().map(|(d, v)| json!({"district": d, "interest": v, "share": if total > 0.0 { **v / total } else { 0.0 }})).collect::<Vec<_>>(),
+                "product_interest": favourites.iter().take(10).map(|(p, v)| json!({"product_id": p, "interest": v})).collect::<Vec<_>>(),
+            },
+            "ranking": ranked.iter().take(limit).map(|r| product_json(r, Some(&shopper))).collect::<Vec<_>>(),
+        }),
+    ))
+}

@@ -1,0 +1,112 @@
+//! The storefront reads over HTTP, served from the read tables on both stores: districts, a
+//! district's ranking with its score parts, paging, hidden out-of-stock products, personalization,
+//! search, the shopper profile, and read-your-writes through `min_position`.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::server::*;
+
+async fn get(c: &reqwest::Client, url: String) -> (StatusCode, Option<u64>, Value) {
+    let r = c.get(url).send().await.unwrap();
+    let status = r.status();
+    let position = r.headers().get("x-mall-position").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    (status, position, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn storefront(store: Store) {
+    let s = Server::start(&store, &[]);
+    let c = reqwest::Client::new();
+    let post = |path: &str, token: &str, body: Value| c.post(s.url(path)).bearer_auth(token).json(&body).send();
+    post("/api/districts", ADMIN, district("toys", "playful")).await.unwrap();
+    post("/api/districts", ADMIN, district("kitchen", "warm")).await.unwrap();
+    for (id, d, title, stock) in [
+        ("t1", "toys", "Wooden train", 5),
+        ("t2", "toys", "Stacking rings", 5),
+        ("t3", "toys", "Puzzle cube", 0),
+        ("t4", "toys", "Rocking horse", 2),
+        ("k1", "kitchen", "Cast iron skillet", 4),
+    ] {
+        let mut p = product(id, d, title, "Made of oiled beech, sanded smooth, finished by hand in a small workshop.");
+        p["stock"] = json!(stock);
+        assert!(post("/api/products", ADMIN, p).await.unwrap().status().is_success());
+    }
+    // t2 converts best; shopper "fan" loves t4.
+    let mut batch = Vec::new();
+    for i in 0..30 {
+        for p in ["t1", "t2", "t4", "k1"] {
+            batch.push(signal("product_viewed", p, &format!("s{i}")));
+        }
+        if i % 2 == 0 {
+            batch.push(signal("added_to_cart", "t2", &format!("s{i}")));
+        }
+        batch.push(signal("product_viewed", "t4", "fan"));
+    }
+    batch.push(signal("added_to_cart", "t4", "fan"));
+    let r: Value = post("/api/signals", INGEST, json!({ "signals": batch })).await.unwrap().json().await.unwrap();
+    let pos = r["position"].as_u64().unwrap();
+
+    let (status, at, body) = get(&c, s.url(&format!("/api/districts?min_position={pos}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(at.unwrap() >= pos, "read-your-writes: {at:?} < {pos}");
+    let slugs: Vec<&str> = body["districts"].as_array().unwrap().iter().map(|d| d["slug"].as_str().unwrap()).collect();
+    assert_eq!(slugs, ["kitchen", "toys"]);
+    let (_, _, toys) = get(&c, s.url("/api/districts/toys")).await;
+    assert_eq!((toys["products"].as_u64(), toys["in_stock"].as_u64()), (Some(4), Some(3)));
+    assert_eq!(toys["personality"]["tone"], "playful");
+    assert_eq!(toys["stats"]["views"].as_f64(), Some(120.0));
+    assert_eq!(get(&c, s.url("/api/districts/nowhere")).await.0, StatusCode::NOT_FOUND);
+
+    let (_, _, ranking) = get(&c, s.url("/api/districts/toys/products")).await;
+    let items = ranking["products"].as_array().unwrap();
+    let ids: Vec<&str> = items.iter().map(|p| p["product_id"].as_str().unwrap()).collect();
+    assert!(!ids.contains(&"t3"), "out of stock is hidden: {ids:?}");
+    assert_eq!(ids[0], "t2", "the best converter leads: {ranking}");
+    for p in items {
+        let parts = &p["parts"];
+        let score = 0.4 * parts["performance"].as_f64().unwrap()
+            + 0.3 * parts["rules"].as_f64().unwrap()
+            + 0.2 * parts["personalization"].as_f64().unwrap()
+            + 0.1 * parts["recency"].as_f64().unwrap();
+        assert!((score - p["score"].as_f64().unwrap()).abs() < 1e-9, "{p}");
+    }
+    assert!(items.windows(2).all(|w| w[0]["score"].as_f64() >= w[1]["score"].as_f64()));
+    let (_, _, page2) = get(&c, s.url("/api/districts/toys/products?limit=2&page=2")).await;
+    assert_eq!(page2["products"].as_array().unwrap().len(), 1);
+    assert_eq!(page2["products"][0]["product_id"], ids[2]);
+    let (status, _, err) = get(&c, s.url("/api/districts/toys/products?limit=0")).await;
+    assert_eq!((status, err["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")));
+
+    // Personalization: the fan's favourite gets a personal boost.
+    let (_, _, fan) = get(&c, s.url("/api/districts/toys/products?shopper=fan")).await;
+    let t4 = fan["products"].as_array().unwrap().iter().find(|p| p["product_id"] == "t4").unwrap().clone();
+    assert!(t4["parts"]["personalization"].as_f64().unwrap() > 0.9, "{t4}");
+    let (_, _, profile) = get(&c, s.url("/api/autonomous/personalize?userId=fan")).await;
+    assert_eq!(profile["profile"]["district_affinity"][0]["district"], "toys", "{profile}");
+    assert_eq!(profile["profile"]["product_interest"][0]["product_id"], "t4");
+    let anonymous = items.iter().find(|p| p["product_id"] == "t4").unwrap();
+    assert!(t4["score"].as_f64() > anonymous["score"].as_f64(), "the fan's score for t4 is higher than anyone's");
+    let personal_t4 = profile["ranking"].as_array().unwrap().iter().find(|p| p["product_id"] == "t4").unwrap();
+    assert_eq!(personal_t4["parts"]["personalization"].as_f64(), Some(1.0), "{profile}");
+
+    // Search: keyword and semantic together.
+    let (_, _, found) = get(&c, s.url("/api/search?q=skillet")).await;
+    assert_eq!(found["results"][0]["product_id"], "k1", "{found}");
+    assert!(found["results"][0]["parts"]["keyword"].as_f64().unwrap() > 0.9);
+    let (status, _, _) = get(&c, s.url("/api/search?q=")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_storefront_reads_from_the_read_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    storefront(Store::Embedded(dir.path().join("data"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_storefront_reads_from_the_read_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = support::pg::Postgres::new().await;
+    storefront(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") }).await;
+}
