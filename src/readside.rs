@@ -73,6 +73,9 @@ pub enum Filter<'a> {
     Key(&'a str),
     /// The rows whose text column equals the value.
     Eq(&'static str, &'a str),
+    /// The rows whose key starts with `prefix` (in memory, a range of the ordered keys), which
+    /// are the rows whose `column` equals `value` (in PostgreSQL, an indexed lookup).
+    Group { column: &'static str, value: &'a str, prefix: &'a str },
 }
 
 impl ReadSide {
@@ -134,6 +137,9 @@ impl ReadSide {
                 Filter::All => rows.values().cloned().collect(),
                 Filter::Key(k) => rows.get(k).cloned().into_iter().collect(),
                 Filter::Eq(col, v) => rows.values().filter(|r| r.get(col).and_then(|x| x.as_str()) == Some(v)).cloned().collect(),
+                Filter::Group { prefix, .. } => {
+                    rows.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, r)| r.clone()).collect()
+                }
             })),
             LiveSink::Postgres(_) => {
                 let pool = self.pool.as_ref().expect("a pool beside PostgreSQL sinks");
@@ -142,7 +148,7 @@ impl ReadSide {
                 let rows = match filter {
                     Filter::All => client.query(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"), &[]).await,
                     Filter::Key(k) => client.query(&q(def.key), &[&k]).await,
-                    Filter::Eq(col, v) => client.query(&q(col), &[&v]).await,
+                    Filter::Eq(col, v) | Filter::Group { column: col, value: v, .. } => client.query(&q(col), &[&v]).await,
                 }
                 .map_err(|e| SinkError::Backend(e.to_string()))?;
                 Ok(rows.iter().filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()).collect())

@@ -97,6 +97,7 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub actors: Arc<Actors>,
     pub read: Arc<crate::readside::ReadSide>,
+    pub rank_cache: storefront::RankCache,
     pub tokens: Tokens,
 }
 
@@ -214,7 +215,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let generated_token = admin.is_none();
     let admin = admin.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let tokens = Tokens::new(admin.clone(), std::env::var("MALL_INGEST_TOKEN").ok());
-    let state = web::Data::new(AppState { store: store.clone(), actors: actors.clone(), read: read.clone(), tokens });
+    let state = web::Data::new(AppState { store: store.clone(), actors: actors.clone(), read: read.clone(), rank_cache: Default::default(), tokens });
 
     let mut server = HttpServer::new(move || {
         App::new()

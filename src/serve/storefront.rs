@@ -16,6 +16,7 @@
 //! experiment arm, the same every time.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
@@ -109,7 +110,9 @@ struct Interests {
 }
 
 async fn interests(state: &AppState, shopper: &ShopperId) -> Result<Interests, ApiError> {
-    let rows = state.read.rows("personalization", SHOPPER_INTERESTS, Filter::Eq("shopper_id", shopper.as_str())).await.map_err(sink_error)?;
+    let prefix = format!("{shopper}/");
+    let filter = Filter::Group { column: "shopper_id", value: shopper.as_str(), prefix: &prefix };
+    let rows = state.read.rows("personalization", SHOPPER_INTERESTS, filter).await.map_err(sink_error)?;
     let now = chrono::Utc::now();
     let mut out = Interests { districts: HashMap::new(), products: HashMap::new() };
     for r in rows {
@@ -124,7 +127,7 @@ async fn interests(state: &AppState, shopper: &ShopperId) -> Result<Interests, A
 }
 
 /// One product with its score parts, ready to rank.
-struct Ranked {
+pub struct Ranked {
     product: Row,
     score: f64,
     parts: Value,
@@ -214,17 +217,38 @@ fn paging(page: Option<usize>, limit: Option<usize>) -> Result<(usize, usize), A
     Ok((page, limit))
 }
 
-async fn tables(state: &AppState, district: Option<&str>) -> Result<(Vec<Row>, HashMap<String, Row>, HashMap<String, Row>), ApiError> {
-    let products = match district {
-        Some(d) => state.read.rows("catalog", PRODUCTS, Filter::Eq("district", d)).await,
-        None => state.read.rows("catalog", PRODUCTS, Filter::All).await,
+/// The catalog as the rankings need it, read once per read-side position.
+pub struct Inputs {
+    position: Position,
+    products: Vec<Row>,
+    metrics: HashMap<String, Row>,
+    districts: HashMap<String, Row>,
+    /// Each district's anonymous ranking, computed on first use.
+    ranked: std::sync::Mutex<HashMap<String, Arc<Vec<Ranked>>>>,
+}
+
+/// The inputs of the rankings, reused while the read side stays at one position.
+#[derive(Default)]
+pub struct RankCache(std::sync::Mutex<Option<Arc<Inputs>>>);
+
+async fn inputs(state: &AppState, at: Position) -> Result<Arc<Inputs>, ApiError> {
+    if let Some(i) = state.rank_cache.0.lock().expect("rank cache").as_ref().filter(|i| i.position == at) {
+        return Ok(i.clone());
     }
-    .map_err(sink_error)?;
+    let products = state.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(sink_error)?;
     let metrics = state.read.rows("catalog", PRODUCT_METRICS, Filter::All).await.map_err(sink_error)?;
     let metrics = metrics.into_iter().map(|m| (s(&m, "product_id").to_string(), m)).collect();
     let districts = state.read.rows("catalog", DISTRICTS, Filter::All).await.map_err(sink_error)?;
     let districts = districts.into_iter().map(|d| (s(&d, "slug").to_string(), d)).collect();
-    Ok((products, metrics, districts))
+    let i = Arc::new(Inputs { position: at, products, metrics, districts, ranked: Default::default() });
+    *state.rank_cache.0.lock().expect("rank cache") = Some(i.clone());
+    Ok(i)
+}
+
+async fn tables(state: &AppState, district: Option<&str>, at: Position) -> Result<(Vec<Row>, HashMap<String, Row>, HashMap<String, Row>), ApiError> {
+    let i = inputs(state, at).await?;
+    let products = i.products.iter().filter(|p| district.is_none_or(|d| s(p, "district") == d)).cloned().collect();
+    Ok((products, i.metrics.clone(), i.districts.clone()))
 }
 
 fn sorted(mut ranked: Vec<Ranked>) -> Vec<Ranked> {
@@ -238,15 +262,29 @@ pub async fn district_products(state: web::Data<AppState>, path: web::Path<Strin
     let shopper = q.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
     let (page, limit) = paging(q.page, q.limit)?;
     let at = position(&state, q.min_position).await;
-    let (products, metrics, districts) = tables(&state, Some(slug.as_str())).await?;
-    if !districts.contains_key(slug.as_str()) {
+    let i = inputs(&state, at).await?;
+    if !i.districts.contains_key(slug.as_str()) {
         return Err(ApiError::not_found(format!("no district {slug}")));
     }
-    let interests = match &shopper {
-        Some(sh) => Some(interests(&state, sh).await?),
-        None => None,
+    let ranked: Arc<Vec<Ranked>> = match &shopper {
+        Some(sh) => {
+            let interests = interests(&state, sh).await?;
+            let products = i.products.iter().filter(|p| s(p, "district") == slug.as_str()).cloned().collect();
+            Arc::new(sorted(rank(products, &i.metrics, &i.districts, Some(&interests))))
+        }
+        None => {
+            let cached = i.ranked.lock().expect("ranked").get(slug.as_str()).cloned();
+            match cached {
+                Some(r) => r,
+                None => {
+                    let products = i.products.iter().filter(|p| s(p, "district") == slug.as_str()).cloned().collect();
+                    let r = Arc::new(sorted(rank(products, &i.metrics, &i.districts, None)));
+                    i.ranked.lock().expect("ranked").insert(slug.as_str().to_string(), r.clone());
+                    r
+                }
+            }
+        }
     };
-    let ranked = sorted(rank(products, &metrics, &districts, interests.as_ref()));
     let total = ranked.len();
     let items: Vec<Value> = ranked.iter().skip((page - 1) * limit).take(limit).map(|r| product_json(r, shopper.as_ref())).collect();
     Ok(answer(at, json!({"district": slug, "page": page, "limit": limit, "total": total, "products": items})))
@@ -276,7 +314,7 @@ pub async fn search(state: web::Data<AppState>, q: web::Query<SearchQuery>) -> R
     let at = position(&state, q.min_position).await;
     let terms = words(query);
     let vector = state.actors.rt.embedder.embed(query).await.ok();
-    let (products, _, _) = tables(&state, None).await?;
+    let (products, _, _) = tables(&state, None, at).await?;
     let mut hits: Vec<(f64, Value)> = products
         .iter()
         .filter(|p| s(p, "status") == "in_stock")
@@ -322,7 +360,7 @@ pub async fn personalize(state: web::Data<AppState>, q: web::Query<PersonalizeQu
     let (_, limit) = paging(None, q.limit)?;
     let at = position(&state, q.min_position).await;
     let i = interests(&state, &shopper).await?;
-    let (products, metrics, districts) = tables(&state, None).await?;
+    let (products, metrics, districts) = tables(&state, None, at).await?;
     let ranked = sorted(rank(products, &metrics, &districts, Some(&i)));
     let mut affinity: Vec<(&String, &f64)> = i.districts.iter().collect();
     affinity.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));

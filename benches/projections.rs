@@ -1,0 +1,255 @@
+//! Read-side benchmarks:
+//! - `rebuild_pg`: rebuilding the read tables (catalog and personalization) from a PostgreSQL log
+//!   of 1,000,000 events into fresh PostgreSQL tables (events/s printed per projection);
+//! - `storefront_reads`: `GET /api/districts/{slug}/products` against a real `mall serve` from
+//!   this (second) process, 64 concurrent keep-alive clients, for the embedded and the PostgreSQL
+//!   read side: requests/s, p50 and p99 printed.
+//!
+//! `DATABASE_URL` names the server (default `postgres://postgres@127.0.0.1:5432/postgres`); the
+//! 1M-event log is kept in the database `mall_bench_rebuild_1m` and reused by later runs.
+//! `cargo bench --bench projections -- rebuild_pg` runs one of them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mall_events::domain::*;
+use mall_events::ids::*;
+use mall_events::postgres::{PgConfig, PgStore};
+use mall_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
+use mall_projections::postgres::PgSink;
+use mall_projections::runner::{catch_up, Projection};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const EVENTS: u64 = 1_000_000;
+const PRODUCTS: u64 = 10_000;
+
+fn admin_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn db_url(name: &str) -> String {
+    let base = admin_url();
+    format!("{}/{name}", &base[..base.rfind('/').unwrap()])
+}
+
+async fn database(name: &str, fresh: bool) -> String {
+    let (client, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    if fresh {
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
+    }
+    let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await.unwrap().is_some();
+    if !exists {
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    }
+    db_url(name)
+}
+
+fn signal(i: u64) -> DomainEvent {
+    let p = ProductId::parse(format!("p{}", (i * 7919) % PRODUCTS)).unwrap();
+    let (id, shopper, session, at) =
+        (Uuid::now_v7(), ShopperId::parse(format!("s{}", i % 50_000)).unwrap(), SessionId::parse(format!("x{}", i % 50_000)).unwrap(), Utc::now());
+    match i % 20 {
+        0..=2 => DomainEvent::ImpressionServed(ImpressionServed { id, shopper_id: shopper, session_id: session, at, product_id: p, list: ListName::parse("home").unwrap(), position: (i % 30) as u32 }),
+        3 | 4 => DomainEvent::AddedToCart(AddedToCart { id, shopper_id: shopper, session_id: session, at, product_id: p, quantity: 1 }),
+        5 => DomainEvent::Purchased(Purchased {
+            id,
+            shopper_id: shopper,
+            session_id: session,
+            at,
+            product_id: p,
+            order_id: OrderId::parse(format!("o{i}")).unwrap(),
+            quantity: 1,
+            unit_price: Price::parse("24.50").unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+        }),
+        _ => DomainEvent::ProductViewed(ProductViewed { id, shopper_id: shopper, session_id: session, at, product_id: p, dwell_ms: 2_000 + i % 20_000 }),
+    }
+}
+
+fn listed(p: u64) -> DomainEvent {
+    DomainEvent::ProductListed(ProductListed {
+        product_id: ProductId::parse(format!("p{p}")).unwrap(),
+        district: DistrictSlug::parse(format!("d{}", p % 8)).unwrap(),
+        title: format!("Product {p}"),
+        description: "A well made thing, sturdy and simple, for every day of the week.".into(),
+        price: Price::parse("24.50").unwrap(),
+        currency: Currency::parse("EUR").unwrap(),
+        tags: vec!["wood".into(), "gift".into()],
+        attributes: Default::default(),
+        image_url: None,
+        stock: 10,
+    })
+}
+
+/// The 1M-event log, appended once and kept.
+async fn log() -> (String, Arc<dyn EventStore>) {
+    let url = database("mall_bench_rebuild_1m", false).await;
+    let store: Arc<dyn EventStore> = Arc::new(PgStore::connect(PgConfig::new(&url)).await.unwrap());
+    let have = store.stats().await.unwrap().events;
+    if have < EVENTS {
+        assert_eq!(have, 0, "a partial bench log: drop the database mall_bench_rebuild_1m");
+        println!("appending the {EVENTS}-event log (once)…");
+        let mut batch: Vec<(StreamId, NewEvent)> = (0..PRODUCTS).map(|p| {
+            let e = listed(p);
+            (e.stream_id(), NewEvent::from_domain(&e, Uuid::now_v7(), vec![]).unwrap())
+        }).collect();
+        batch.extend((0..EVENTS - PRODUCTS).map(|i| {
+            let e = signal(i);
+            let district = format!("district:d{}", ((i * 7919) % PRODUCTS) % 8);
+            (e.stream_id(), NewEvent::from_domain(&e, e.signal_id().unwrap(), vec![district]).unwrap())
+        }));
+        for chunk in batch.chunks(20_000) {
+            let mut by_stream: std::collections::BTreeMap<StreamId, Vec<NewEvent>> = Default::default();
+            for (s, e) in chunk {
+                by_stream.entry(s.clone()).or_default().push(e.clone());
+            }
+            let appends = by_stream.into_iter().map(|(s, events)| {
+                let store = store.clone();
+                async move { store.append(&s, ExpectedVersion::Any, events).await.unwrap() }
+            });
+            futures_util::future::join_all(appends).await;
+        }
+    }
+    (url, store)
+}
+
+fn rebuild_pg() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (_, store) = log().await;
+        let projections: Vec<Box<dyn Projection>> =
+            vec![Box::new(mall_projections::catalog::Catalog), Box::new(mall_projections::personalization::Personalization)];
+        let mut total = Duration::ZERO;
+        for p in &projections {
+            let url = database("mall_bench_rebuild_target", true).await;
+            let sink = PgSink::open(&url, p.name(), p.version(), p.tables(), false).await.unwrap();
+            let started = Instant::now();
+            let at = catch_up(&*store, &**p, &sink, 10_000, |_| {}).await.unwrap();
+            let took = started.elapsed();
+            total += took;
+            println!("rebuild_pg/{}: {at} events in {:.2} s: {:.0} events/s", p.name(), took.as_secs_f64(), at as f64 / took.as_secs_f64());
+        }
+        println!(
+            "rebuild_pg/all: {EVENTS} events through {} projections in {:.2} s: {:.0} events/s",
+            projections.len(),
+            total.as_secs_f64(),
+            EVENTS as f64 / total.as_secs_f64()
+        );
+    });
+}
+
+/// Starts `mall serve`, seeds 8 districts × 50 products and signals; returns (child, base URL).
+fn server(store_args: &[String], dir: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mall"))
+        .args(store_args)
+        .args(["--data-dir", &dir.join("data").display().to_string(), "serve", "--bind", "127.0.0.1:0"])
+        .env("MALL_ADMIN_TOKEN", "admin")
+        .env("MALL_LOG", "error")
+        .env("MALL_GENERATIONS_PER_HOUR", "0")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    (child, line.strip_prefix("mall: serving on ").unwrap().to_string())
+}
+
+async fn seed(client: &reqwest::Client, base: &str) -> u64 {
+    for d in 0..8 {
+        let body = json!({"slug": format!("d{d}"), "name": format!("District {d}"), "personality": {"tone": "warm", "style": "plain", "audience": "everyone"}});
+        client.post(format!("{base}/api/districts")).bearer_auth("admin").json(&body).send().await.unwrap();
+    }
+    for p in 0..400 {
+        let body = json!({"product_id": format!("p{p}"), "district": format!("d{}", p % 8), "title": format!("Product {p}"),
+            "description": "A well made thing, sturdy and simple, for every day of the week.", "price": "24.50", "currency": "EUR",
+            "tags": ["wood"], "attributes": {}, "stock": 10});
+        client.post(format!("{base}/api/products")).bearer_auth("admin").json(&body).send().await.unwrap();
+    }
+    let mut last = 0;
+    for b in 0..20 {
+        let signals: Vec<Value> = (0..1_000)
+            .map(|i| {
+                let n = b * 1_000 + i;
+                json!({"type": if n % 9 == 0 { "added_to_cart" } else { "product_viewed" }, "id": Uuid::now_v7(), "shopper_id": format!("s{}", n % 2_000),
+                    "session_id": "x", "at": Utc::now().to_rfc3339(), "product_id": format!("p{}", (n * 31) % 400), "dwell_ms": 3000, "quantity": 1})
+            })
+            .map(|mut v: Value| {
+                let m = v.as_object_mut().unwrap();
+                if m["type"] == "added_to_cart" { m.remove("dwell_ms"); } else { m.remove("quantity"); }
+                v
+            })
+            .collect();
+        let r: Value = client.post(format!("{base}/api/signals")).bearer_auth("admin").json(&json!({"signals": signals})).send().await.unwrap().json().await.unwrap();
+        last = r["position"].as_u64().unwrap();
+    }
+    last
+}
+
+async fn load(base: &str, seconds: u64, clients: usize) -> (f64, Duration, Duration) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let base = base.to_string();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut lat = Vec::new();
+            let mut i = c;
+            while Instant::now() < deadline {
+                let url = if i % 2 == 0 {
+                    format!("{base}/api/districts/d{}/products", i % 8)
+                } else {
+                    format!("{base}/api/districts/d{}/products?shopper=s{}", i % 8, i % 2_000)
+                };
+                let started = Instant::now();
+                let r = client.get(url).send().await.unwrap();
+                assert!(r.status().is_success());
+                let _ = r.bytes().await.unwrap();
+                lat.push(started.elapsed());
+                i += clients;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let rps = all.len() as f64 / seconds as f64;
+    (rps, all[all.len() / 2], all[(all.len() as f64 * 0.99) as usize])
+}
+
+fn storefront_reads() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    for kind in ["embedded", "postgres"] {
+        let dir = tempfile::tempdir().unwrap();
+        let args: Vec<String> = match kind {
+            "postgres" => vec!["--store".into(), "postgres".into(), "--database-url".into(), rt.block_on(database("mall_bench_reads", true))],
+            _ => vec![],
+        };
+        let (mut child, base) = server(&args, dir.path());
+        rt.block_on(async {
+            let client = reqwest::Client::new();
+            let last = seed(&client, &base).await;
+            client.get(format!("{base}/api/districts?min_position={last}")).send().await.unwrap();
+            let (rps, p50, p99) = load(&base, 10, 64).await;
+            println!("storefront_reads/{kind}: {rps:.0} requests/s, p50 {p50:?}, p99 {p99:?} (64 clients, 50 products per district, half personalized)");
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    if wanted("rebuild_pg") {
+        rebuild_pg();
+    }
+    if wanted("storefront_reads") {
+        storefront_reads();
+    }
+}
