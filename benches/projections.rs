@@ -125,9 +125,9 @@ fn rebuild_pg() {
         let mut total = Duration::ZERO;
         for p in &projections {
             let url = database("mall_bench_rebuild_target", true).await;
-            let sink = PgSink::open(&url, p.name(), p.version(), p.tables(), false).await.unwrap();
+            let sink = PgSink::open(&url, p.name(), p.version(), p.tables(), true).await.unwrap().cached().await.unwrap();
             let started = Instant::now();
-            let at = catch_up(&*store, &**p, &sink, 10_000, |_| {}).await.unwrap();
+            let at = catch_up(&*store, &**p, &sink, 250_000, |_| {}).await.unwrap();
             let took = started.elapsed();
             total += took;
             println!("rebuild_pg/{}: {at} events in {:.2} s: {:.0} events/s", p.name(), took.as_secs_f64(), at as f64 / took.as_secs_f64());

@@ -55,6 +55,16 @@ pub struct PgSink {
     tables: Vec<(TableDef, String)>,
     columns: HashMap<&'static str, Vec<String>>,
     client: Mutex<Option<Client>>,
+    /// For rebuilds: the rows as committed, so that a batch reads nothing back (see
+    /// [`PgSink::cached`]).
+    cache: std::sync::Mutex<Option<RowCache>>,
+}
+
+/// The committed rows a rebuild has written; `complete` when the tables started empty, so that
+/// a key missing here has no row at all.
+struct RowCache {
+    complete: bool,
+    rows: HashMap<(&'static str, String), Option<Row>>,
 }
 
 impl PgSink {
@@ -96,7 +106,24 @@ impl PgSink {
             )
             .await
             .map_err(db)?;
-        Ok(Self { url: url.to_string(), checkpoint_name, version: version as i32, tables, columns, client: Mutex::new(Some(client)) })
+        Ok(Self {
+            url: url.to_string(),
+            checkpoint_name,
+            version: version as i32,
+            tables,
+            columns,
+            client: Mutex::new(Some(client)),
+            cache: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Keeps the rows this sink commits in memory, so that later batches read nothing back from
+    /// PostgreSQL: what makes a rebuild fast. Memory grows with the tables; meant for rebuilds
+    /// (one process writing the shadow tables), not for a live sink other nodes also write.
+    pub async fn cached(self) -> Result<Self, SinkError> {
+        let complete = Sink::checkpoint(&self).await? == 0;
+        *self.cache.lock().expect("cache") = Some(RowCache { complete, rows: HashMap::new() });
+        Ok(self)
     }
 
     /// The physical name of `table` in this sink.
@@ -163,8 +190,24 @@ impl PgSink {
             keys.entry(c.table).or_default().insert(c.key.clone());
         }
         let mut rows: HashMap<(&'static str, String), Option<Row>> = HashMap::new();
+        let mut cached_complete = false;
+        if let Some(cache) = self.cache.lock().expect("cache").as_ref() {
+            cached_complete = cache.complete;
+            for (table, ks) in keys.iter_mut() {
+                ks.retain(|k| match cache.rows.get(&(*table, k.clone())) {
+                    Some(r) => {
+                        rows.insert((*table, k.clone()), r.clone());
+                        false
+                    }
+                    None => true,
+                });
+            }
+        }
         for (def, physical) in &self.tables {
             let Some(k) = keys.get(def.name) else { continue };
+            if k.is_empty() || cached_complete {
+                continue;
+            }
             let k: Vec<&String> = k.iter().collect();
             let sql = format!("SELECT row_to_json(t)::text FROM {t} t WHERE {key} = ANY($1)", t = ident(physical), key = ident(def.key));
             for r in tx.query(&sql, &[&k]).await? {
@@ -214,6 +257,9 @@ impl PgSink {
         )
         .await?;
         tx.commit().await?;
+        if let Some(cache) = self.cache.lock().expect("cache").as_mut() {
+            cache.rows.extend(rows);
+        }
         Ok(true)
     }
 }
@@ -237,6 +283,13 @@ impl Sink for PgSink {
         let mut guard = self.client().await?;
         let c = guard.as_mut().expect("connected");
         let r = self.apply_in(c, from, to, recorded_at, changes).await;
+        if r.is_err() {
+            // The transaction may or may not have committed: read rows back from now on.
+            if let Some(cache) = self.cache.lock().expect("cache").as_mut() {
+                cache.rows.clear();
+                cache.complete = false;
+            }
+        }
         self.check(&mut guard, r)
     }
 }

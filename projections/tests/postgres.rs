@@ -96,7 +96,7 @@ async fn rows_and_checkpoint_commit_together_and_a_rebuild_swaps_in_equal() {
     let half = workload(&*store, seed, 400).await;
 
     // A rebuild while the live projection follows and more events arrive.
-    let shadow = PgSink::open(&url, "catalog", 1, Catalog.tables(), true).await.unwrap();
+    let shadow = PgSink::open(&url, "catalog", 1, Catalog.tables(), true).await.unwrap().cached().await.unwrap();
     let writer = {
         let store = store.clone();
         tokio::spawn(async move { workload(&*store, seed + 1, 400).await })

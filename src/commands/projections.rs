@@ -139,6 +139,7 @@ async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Box<dyn Projection>>, v
         if shadow.recorded_version().await? != p.version() as i32 {
             shadow.reset().await?;
         }
+        let shadow = shadow.cached().await?;
         let from = runner::Sink::checkpoint(&shadow).await?;
         if from > 0 {
             println!("{}: resuming the rebuild from position {from}", p.name());
@@ -148,7 +149,7 @@ async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Box<dyn Projection>>, v
         progress.set_message(p.name().to_string());
         progress.set_position(from);
         let started = Instant::now();
-        let at = runner::catch_up(&*store, &*p, &shadow, 5_000, |pos| {
+        let at = runner::catch_up(&*store, &*p, &shadow, 100_000, |pos| {
             progress.set_length(progress.length().unwrap_or(0).max(pos));
             progress.set_position(pos);
         })
