@@ -80,3 +80,104 @@ async fn postgres_rebuild_into_shadow_tables_verifies_equal() {
     let pg = support::pg::Postgres::new().await;
     rebuild_verifies_equal(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") }).await;
 }
+
+/// A rebuild while shoppers read the rankings: no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_during_steady_reads_fails_no_request() {
+    for (store, _dir, _pg) in stores().await {
+        let s = Server::start(&store, &[]);
+        workload(&s).await;
+        let env = [("MALL_SERVER", s.base.as_str()), ("MALL_ADMIN_TOKEN", ADMIN)];
+        caught_up(&store, &env);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for r in 0..4 {
+            let (base, stop) = (s.base.clone(), stop.clone());
+            readers.push(tokio::spawn(async move {
+                let c = reqwest::Client::new();
+                let (mut ok, mut failed) = (0, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let url = format!("{base}/api/districts/toys/products?shopper=s0-{r}");
+                    match c.get(url).send().await {
+                        Ok(resp) if resp.status().is_success() => {
+                            let v: Value = resp.json().await.unwrap();
+                            if v["total"].as_u64().unwrap_or(0) > 0 { ok += 1 } else { failed.push(v.to_string()) }
+                        }
+                        Ok(resp) => failed.push(resp.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (code, out, err) = tokio::task::spawn_blocking({
+            let store = store.clone();
+            let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            move || {
+                let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                mall_with(&store, &["projections", "rebuild", "--all", "--verify"], &env)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{out}\n{err}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            let (ok, failed) = r.await.unwrap();
+            assert!(failed.is_empty(), "failed reads during the rebuild: {failed:?}");
+            assert!(ok > 0);
+        }
+    }
+}
+
+/// kill -9 of a server projecting into PostgreSQL at random moments of ingest, many times: each
+/// restart resumes from the committed checkpoint, and the tables equal a rebuild's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_killed_at_random_points_resumes_without_applying_anything_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = support::pg::Postgres::new().await;
+    let store = Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") };
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let c = reqwest::Client::new();
+    for round in 0..5u64 {
+        let mut s = Server::start(&store, &[]);
+        if round == 0 {
+            workload(&s).await;
+        }
+        let writer = {
+            let (c, url) = (c.clone(), s.url("/api/signals"));
+            tokio::spawn(async move {
+                for b in 0..200 {
+                    let batch: Vec<Value> = (0..100).map(|i| signal("product_viewed", &format!("p{}", i % 8), &format!("k{round}-{b}-{i}"))).collect();
+                    if c.post(&url).bearer_auth(INGEST).json(&json!({ "signals": batch })).send().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200 + (seed.wrapping_mul(round + 3) % 600))).await;
+        s.kill9();
+        let _ = writer.await;
+    }
+    let s = Server::start(&store, &[]);
+    let env = [("MALL_SERVER", s.base.as_str()), ("MALL_ADMIN_TOKEN", ADMIN)];
+    caught_up(&store, &env);
+    let (code, out, err) = mall_with(&store, &["projections", "rebuild", "--all", "--verify"], &env);
+    assert_eq!(code, 0, "seed {seed}: {out}\n{err}");
+    assert!(out.contains("catalog: verified") && out.contains("personalization: verified"), "{out}");
+}
+
+/// Both stores, each with what keeps it alive for the test.
+async fn stores() -> Vec<(Store, tempfile::TempDir, Option<support::pg::Postgres>)> {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let pg = support::pg::Postgres::new().await;
+    let url = pg.url.clone();
+    vec![
+        (Store::Embedded(a.path().join("data")), a, None),
+        (Store::Postgres { url, snapshots: b.path().join("snap") }, b, Some(pg)),
+    ]
+}

@@ -309,10 +309,19 @@ pub async fn swap_in(
     verify: bool,
 ) -> Result<(Position, Vec<String>), SinkError> {
     let name = projection.name();
+    // The live tables first reach the rebuild's position (a running server's follower may get
+    // there first; a batch is never applied twice), then, under the live lock, the rebuild
+    // reaches the live position exactly: the two are compared, and swapped, at one position.
+    let target = Sink::checkpoint(shadow).await?;
+    crate::runner::catch_up_until(store, projection, live, 5_000, Some(target), |_| {}).await?;
     let mut client = connect(url).await?;
     let tx = client.transaction().await.map_err(db)?;
-    tx.query_one("SELECT position FROM mall_projection_checkpoints WHERE name = $1 FOR UPDATE", &[&name]).await.map_err(db)?;
-    let position = crate::runner::catch_up(store, projection, shadow, 5_000, |_| {}).await?;
+    let live_at: i64 = tx
+        .query_one("SELECT position FROM mall_projection_checkpoints WHERE name = $1 FOR UPDATE", &[&name])
+        .await
+        .map_err(db)?
+        .get(0);
+    let position = crate::runner::catch_up_until(store, projection, shadow, 5_000, Some(live_at as Position), |_| {}).await?;
     let mut differences = Vec::new();
     if verify {
         for d in projection.tables() {

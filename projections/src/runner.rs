@@ -82,11 +82,29 @@ pub async fn catch_up(
     projection: &dyn Projection,
     sink: &dyn Sink,
     batch: usize,
+    progress: impl FnMut(Position),
+) -> Result<Position, SinkError> {
+    catch_up_until(store, projection, sink, batch, None, progress).await
+}
+
+/// [`catch_up`], stopping at `until` (inclusive) when given.
+pub async fn catch_up_until(
+    store: &dyn EventStore,
+    projection: &dyn Projection,
+    sink: &dyn Sink,
+    batch: usize,
+    until: Option<Position>,
     mut progress: impl FnMut(Position),
 ) -> Result<Position, SinkError> {
     let mut at = sink.checkpoint().await?;
     loop {
-        let events = store.read_all(at + 1, batch).await?;
+        if until.is_some_and(|u| at >= u) {
+            return Ok(at);
+        }
+        let mut events = store.read_all(at + 1, batch).await?;
+        if let Some(u) = until {
+            events.retain(|e| e.position <= u);
+        }
         let Some(last) = events.last() else { return Ok(at) };
         let (to, recorded_at) = (last.position, last.recorded_at);
         if sink.apply(at, to, Some(recorded_at), changes_of(projection, &events)).await? {
