@@ -64,20 +64,6 @@ pub struct ShopperState {
     pub position: Position,
 }
 
-fn weight(e: &DomainEvent) -> f64 {
-    match e {
-        DomainEvent::ImpressionServed(_) => 0.0,
-        DomainEvent::ProductViewed(v) => 1.0 + (v.dwell_ms as f64 / 30_000.0).min(1.0),
-        DomainEvent::ProductClicked(_) => 1.5,
-        DomainEvent::AddedToCart(_) => 4.0,
-        DomainEvent::Purchased(_) => 6.0,
-        DomainEvent::Searched(_) => 2.0,
-        DomainEvent::Bounced(_) => -0.5,
-        DomainEvent::RemovedFromCart(_) => -1.0,
-        _ => 0.0,
-    }
-}
-
 impl ShopperState {
     /// Folds one of the shopper's signals. Total: other events are ignored.
     pub fn evolve(&mut self, input: &ShopperInput<'_>) {
@@ -94,7 +80,7 @@ impl ShopperState {
         }
         let late = 0.5f64.powf((now - at).num_milliseconds() as f64 / 86_400_000.0 / HALF_LIFE_DAYS);
         self.as_of = Some(now);
-        let w = weight(e) * late;
+        let w = e.interest_weight() * late;
         if let Some(d) = &input.district {
             *self.districts.entry(d.clone()).or_default() += w;
         }

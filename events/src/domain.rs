@@ -317,6 +317,22 @@ impl DomainEvent {
         }
     }
 
+    /// How much a signal says about its shopper's interest in what it concerns: the one scale
+    /// the shopper profiles (actors) and the personalization read table (projections) share.
+    /// Zero for anything else.
+    pub fn interest_weight(&self) -> f64 {
+        match self {
+            DomainEvent::ProductViewed(v) => 1.0 + (v.dwell_ms as f64 / 30_000.0).min(1.0),
+            DomainEvent::ProductClicked(_) => 1.5,
+            DomainEvent::AddedToCart(_) => 4.0,
+            DomainEvent::Purchased(_) => 6.0,
+            DomainEvent::Searched(_) => 2.0,
+            DomainEvent::Bounced(_) => -0.5,
+            DomainEvent::RemovedFromCart(_) => -1.0,
+            _ => 0.0,
+        }
+    }
+
     /// Whether this is a learning signal (as opposed to a catalog event).
     pub fn is_signal(&self) -> bool {
         self.signal_meta().is_some()

@@ -40,20 +40,6 @@ pub fn interest_at(score: f64, now: DateTime<Utc>) -> f64 {
     score / scale(now)
 }
 
-/// How much a signal says about a shopper's interest.
-pub fn weight(e: &DomainEvent) -> f64 {
-    match e {
-        DomainEvent::ProductViewed(v) => 1.0 + (v.dwell_ms as f64 / 30_000.0).min(1.0),
-        DomainEvent::ProductClicked(_) => 1.5,
-        DomainEvent::AddedToCart(_) => 4.0,
-        DomainEvent::Purchased(_) => 6.0,
-        DomainEvent::Searched(_) => 2.0,
-        DomainEvent::Bounced(_) => -0.5,
-        DomainEvent::RemovedFromCart(_) => -1.0,
-        _ => 0.0,
-    }
-}
-
 /// Shopper interests.
 pub struct Personalization;
 
@@ -72,7 +58,7 @@ impl Projection for Personalization {
 
     fn apply(&self, e: &RecordedEvent, d: &DomainEvent) -> Vec<Change> {
         let (Some(shopper), Some(at)) = (d.shopper_id(), d.signal_at()) else { return Vec::new() };
-        let w = weight(d);
+        let w = d.interest_weight();
         if w == 0.0 {
             return Vec::new();
         }
