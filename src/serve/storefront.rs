@@ -225,6 +225,8 @@ pub struct Inputs {
     districts: HashMap<String, Row>,
     /// Each district's anonymous ranking, computed on first use.
     ranked: std::sync::Mutex<HashMap<String, Arc<Vec<Ranked>>>>,
+    /// Anonymous pages, serialized once: (district, page, limit) → body.
+    pages: std::sync::Mutex<HashMap<(String, usize, usize), web::Bytes>>,
 }
 
 /// The inputs of the rankings, reused while the read side stays at one position.
@@ -240,7 +242,7 @@ async fn inputs(state: &AppState, at: Position) -> Result<Arc<Inputs>, ApiError>
     let metrics = metrics.into_iter().map(|m| (s(&m, "product_id").to_string(), m)).collect();
     let districts = state.read.rows("catalog", DISTRICTS, Filter::All).await.map_err(sink_error)?;
     let districts = districts.into_iter().map(|d| (s(&d, "slug").to_string(), d)).collect();
-    let i = Arc::new(Inputs { position: at, products, metrics, districts, ranked: Default::default() });
+    let i = Arc::new(Inputs { position: at, products, metrics, districts, ranked: Default::default(), pages: Default::default() });
     *state.rank_cache.0.lock().expect("rank cache") = Some(i.clone());
     Ok(i)
 }
@@ -266,27 +268,53 @@ pub async fn district_products(state: web::Data<AppState>, path: web::Path<Strin
     if !i.districts.contains_key(slug.as_str()) {
         return Err(ApiError::not_found(format!("no district {slug}")));
     }
-    let ranked: Arc<Vec<Ranked>> = match &shopper {
-        Some(sh) => {
-            let interests = interests(&state, sh).await?;
-            let products = i.products.iter().filter(|p| s(p, "district") == slug.as_str()).cloned().collect();
-            Arc::new(sorted(rank(products, &i.metrics, &i.districts, Some(&interests))))
-        }
+    // Each district's anonymous ranking is computed once per read position; a shopper's only
+    // adds the personalization part to it and re-sorts.
+    let cached = i.ranked.lock().expect("ranked").get(slug.as_str()).cloned();
+    let base = match cached {
+        Some(r) => r,
         None => {
-            let cached = i.ranked.lock().expect("ranked").get(slug.as_str()).cloned();
-            match cached {
-                Some(r) => r,
-                None => {
-                    let products = i.products.iter().filter(|p| s(p, "district") == slug.as_str()).cloned().collect();
-                    let r = Arc::new(sorted(rank(products, &i.metrics, &i.districts, None)));
-                    i.ranked.lock().expect("ranked").insert(slug.as_str().to_string(), r.clone());
-                    r
-                }
-            }
+            let products = i.products.iter().filter(|p| s(p, "district") == slug.as_str()).cloned().collect();
+            let r = Arc::new(sorted(rank(products, &i.metrics, &i.districts, None)));
+            i.ranked.lock().expect("ranked").insert(slug.as_str().to_string(), r.clone());
+            r
         }
     };
-    let total = ranked.len();
-    let items: Vec<Value> = ranked.iter().skip((page - 1) * limit).take(limit).map(|r| product_json(r, shopper.as_ref())).collect();
+    let total = base.len();
+    let Some(sh) = &shopper else {
+        let key = (slug.as_str().to_string(), page, limit);
+        if let Some(body) = i.pages.lock().expect("pages").get(&key).cloned() {
+            return Ok(HttpResponse::Ok().insert_header((POSITION_HEADER, at.to_string())).content_type("application/json").body(body));
+        }
+        let items: Vec<Value> = base.iter().skip((page - 1) * limit).take(limit).map(|r| product_json(r, None)).collect();
+        let body = web::Bytes::from(serde_json::to_vec(&json!({"district": slug, "page": page, "limit": limit, "total": total, "products": items})).expect("json"));
+        i.pages.lock().expect("pages").insert(key, body.clone());
+        return Ok(HttpResponse::Ok().insert_header((POSITION_HEADER, at.to_string())).content_type("application/json").body(body));
+    };
+    let interests = interests(&state, sh).await?;
+    let district_total: f64 = interests.districts.values().sum();
+    let product_best: f64 = interests.products.values().copied().fold(0.0, f64::max);
+    let mut personal: Vec<(f64, f64, &Ranked)> = base
+        .iter()
+        .map(|r| {
+            let d = if district_total > 0.0 { interests.districts.get(s(&r.product, "district")).copied().unwrap_or(0.0) / district_total } else { 0.0 };
+            let q = if product_best > 0.0 { interests.products.get(s(&r.product, "product_id")).copied().unwrap_or(0.0) / product_best } else { 0.0 };
+            let pers = 0.5 * d + 0.5 * q;
+            (r.score + 0.2 * pers, pers, r)
+        })
+        .collect();
+    personal.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| s(&a.2.product, "product_id").cmp(s(&b.2.product, "product_id"))));
+    let items: Vec<Value> = personal
+        .iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .map(|(score, pers, r)| {
+            let mut v = product_json(r, Some(sh));
+            v["score"] = json!(score);
+            v["parts"]["personalization"] = json!(pers);
+            v
+        })
+        .collect();
     Ok(answer(at, json!({"district": slug, "page": page, "limit": limit, "total": total, "products": items})))
 }
 
