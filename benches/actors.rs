@@ -65,7 +65,11 @@ fn body(seed: u64) -> Vec<u8> {
     let signals: Vec<_> = (0..BATCH as u64)
         .map(|i| {
             let n = seed * BATCH as u64 + i;
-            let (kind, extra) = if n % 10 == 0 { ("added_to_cart", json!({"quantity": 1})) } else { ("product_viewed", json!({"dwell_ms": 4000})) };
+            let (kind, extra) = if n % 10 == 0 {
+                ("added_to_cart", json!({"quantity": 1}))
+            } else {
+                ("product_viewed", json!({"dwell_ms": 4000}))
+            };
             let mut v = json!({
                 "type": kind, "id": Uuid::now_v7(), "shopper_id": format!("s{}", n % 20_000),
                 "session_id": format!("sess{}", n % 20_000), "at": Utc::now().to_rfc3339(),
@@ -108,15 +112,20 @@ fn ingest_http(c: &mut Criterion) {
     });
     let mut seed = 0u64;
     let mut group = c.benchmark_group("ingest_http");
-    group.sample_size(10).measurement_time(Duration::from_secs(30)).throughput(Throughput::Elements((BATCH * BATCHES_PER_ITER) as u64));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30))
+        .throughput(Throughput::Elements((BATCH * BATCHES_PER_ITER) as u64));
     group.bench_function("embedded_batches_of_1000_folded", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let bodies: Vec<Vec<u8>> = (0..BATCHES_PER_ITER).map(|_| {
-                    seed += 1;
-                    body(seed)
-                }).collect();
+                let bodies: Vec<Vec<u8>> = (0..BATCHES_PER_ITER)
+                    .map(|_| {
+                        seed += 1;
+                        body(seed)
+                    })
+                    .collect();
                 total += rt.block_on(async {
                     let started = Instant::now();
                     let bodies = Arc::new(std::sync::Mutex::new(bodies));
@@ -147,7 +156,8 @@ fn ingest_http(c: &mut Criterion) {
                     }
                     // Folded by the actors, not only stored.
                     loop {
-                        let h: serde_json::Value = client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
+                        let h: serde_json::Value =
+                            client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
                         if h["actors_position"].as_u64().unwrap() >= last {
                             break;
                         }
@@ -190,7 +200,8 @@ fn activation(c: &mut Criterion) {
     const N: usize = 2_000;
     let dir = tempfile::tempdir().unwrap();
     let system = actix::System::new();
-    let (store, snapshots, actors) = system.block_on(async { world(dir.path(), RuntimeConfig { generations_per_hour: 0, ..RuntimeConfig::default() }) });
+    let (store, snapshots, actors) = system
+        .block_on(async { world(dir.path(), RuntimeConfig { generations_per_hour: 0, ..RuntimeConfig::default() }) });
     // Each product: listed and 100 views, snapshotted there, then 100 more views.
     let ids: Vec<ProductId> = (0..N).map(|i| ProductId::parse(format!("a{i}")).unwrap()).collect();
     let originals: Vec<Vec<u8>> = system.block_on(async {
@@ -250,12 +261,17 @@ fn resident_memory() {
     const N: usize = 100_000;
     let dir = tempfile::tempdir().unwrap();
     let system = actix::System::new();
-    let (store, _, actors) = system.block_on(async { world(dir.path(), RuntimeConfig { generations_per_hour: 0, ..RuntimeConfig::default() }) });
+    let (store, _, actors) = system
+        .block_on(async { world(dir.path(), RuntimeConfig { generations_per_hour: 0, ..RuntimeConfig::default() }) });
     system.block_on(async {
         let ids: Vec<ProductId> = (0..N).map(|i| ProductId::parse(format!("m{i}")).unwrap()).collect();
         for chunk in ids.chunks(1_000) {
             let appends = chunk.iter().map(|id| {
-                let events = vec![new_event(&listed(id.as_str())), new_event(&viewed(id.as_str(), 1)), new_event(&viewed(id.as_str(), 2))];
+                let events = vec![
+                    new_event(&listed(id.as_str())),
+                    new_event(&viewed(id.as_str(), 1)),
+                    new_event(&viewed(id.as_str(), 2)),
+                ];
                 let store = store.clone();
                 async move { store.append(&StreamId::product(id), ExpectedVersion::NoStream, events).await }
             });

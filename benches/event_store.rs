@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mall_events::domain::{DomainEvent, ProductViewed};
 use mall_events::ids::{ProductId, SessionId, ShopperId};
 use mall_events::postgres::{PgConfig, PgStore};
@@ -146,7 +146,14 @@ fn replay(c: &mut Criterion) {
             let store = open(backend, &dir).await;
             for chunk in 0..(REPLAY_EVENTS / 1_000) as u64 {
                 let events: Vec<NewEvent> = (0..1_000).map(|k| viewed(chunk * 1_000 + k).1).collect();
-                store.append(&StreamId::parse(format!("product-r{}", chunk % 100)).unwrap(), ExpectedVersion::Any, events).await.unwrap();
+                store
+                    .append(
+                        &StreamId::parse(format!("product-r{}", chunk % 100)).unwrap(),
+                        ExpectedVersion::Any,
+                        events,
+                    )
+                    .await
+                    .unwrap();
             }
             store
         });

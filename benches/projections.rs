@@ -18,8 +18,8 @@ use mall_events::ids::*;
 use mall_events::postgres::{PgConfig, PgStore};
 use mall_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use mall_projections::postgres::PgSink;
-use mall_projections::runner::{catch_up, Projection};
-use serde_json::{json, Value};
+use mall_projections::runner::{Projection, catch_up};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 const EVENTS: u64 = 1_000_000;
@@ -49,11 +49,30 @@ async fn database(name: &str, fresh: bool) -> String {
 
 fn signal(i: u64) -> DomainEvent {
     let p = ProductId::parse(format!("p{}", (i * 7919) % PRODUCTS)).unwrap();
-    let (id, shopper, session, at) =
-        (Uuid::now_v7(), ShopperId::parse(format!("s{}", i % 50_000)).unwrap(), SessionId::parse(format!("x{}", i % 50_000)).unwrap(), Utc::now());
+    let (id, shopper, session, at) = (
+        Uuid::now_v7(),
+        ShopperId::parse(format!("s{}", i % 50_000)).unwrap(),
+        SessionId::parse(format!("x{}", i % 50_000)).unwrap(),
+        Utc::now(),
+    );
     match i % 20 {
-        0..=2 => DomainEvent::ImpressionServed(ImpressionServed { id, shopper_id: shopper, session_id: session, at, product_id: p, list: ListName::parse("home").unwrap(), position: (i % 30) as u32 }),
-        3 | 4 => DomainEvent::AddedToCart(AddedToCart { id, shopper_id: shopper, session_id: session, at, product_id: p, quantity: 1 }),
+        0..=2 => DomainEvent::ImpressionServed(ImpressionServed {
+            id,
+            shopper_id: shopper,
+            session_id: session,
+            at,
+            product_id: p,
+            list: ListName::parse("home").unwrap(),
+            position: (i % 30) as u32,
+        }),
+        3 | 4 => DomainEvent::AddedToCart(AddedToCart {
+            id,
+            shopper_id: shopper,
+            session_id: session,
+            at,
+            product_id: p,
+            quantity: 1,
+        }),
         5 => DomainEvent::Purchased(Purchased {
             id,
             shopper_id: shopper,
@@ -65,7 +84,14 @@ fn signal(i: u64) -> DomainEvent {
             unit_price: Price::parse("24.50").unwrap(),
             currency: Currency::parse("EUR").unwrap(),
         }),
-        _ => DomainEvent::ProductViewed(ProductViewed { id, shopper_id: shopper, session_id: session, at, product_id: p, dwell_ms: 2_000 + i % 20_000 }),
+        _ => DomainEvent::ProductViewed(ProductViewed {
+            id,
+            shopper_id: shopper,
+            session_id: session,
+            at,
+            product_id: p,
+            dwell_ms: 2_000 + i % 20_000,
+        }),
     }
 }
 
@@ -92,10 +118,12 @@ async fn log() -> (String, Arc<dyn EventStore>) {
     if have < EVENTS {
         assert_eq!(have, 0, "a partial bench log: drop the database mall_bench_rebuild_1m");
         println!("appending the {EVENTS}-event log (once)…");
-        let mut batch: Vec<(StreamId, NewEvent)> = (0..PRODUCTS).map(|p| {
-            let e = listed(p);
-            (e.stream_id(), NewEvent::from_domain(&e, Uuid::now_v7(), vec![]).unwrap())
-        }).collect();
+        let mut batch: Vec<(StreamId, NewEvent)> = (0..PRODUCTS)
+            .map(|p| {
+                let e = listed(p);
+                (e.stream_id(), NewEvent::from_domain(&e, Uuid::now_v7(), vec![]).unwrap())
+            })
+            .collect();
         batch.extend((0..EVENTS - PRODUCTS).map(|i| {
             let e = signal(i);
             let district = format!("district:d{}", ((i * 7919) % PRODUCTS) % 8);
@@ -120,17 +148,25 @@ fn rebuild_pg() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let (_, store) = log().await;
-        let projections: Vec<Box<dyn Projection>> =
-            vec![Box::new(mall_projections::catalog::Catalog), Box::new(mall_projections::personalization::Personalization)];
+        let projections: Vec<Box<dyn Projection>> = vec![
+            Box::new(mall_projections::catalog::Catalog),
+            Box::new(mall_projections::personalization::Personalization),
+        ];
         let mut total = Duration::ZERO;
         for p in &projections {
             let url = database("mall_bench_rebuild_target", true).await;
-            let sink = PgSink::open(&url, p.name(), p.version(), p.tables(), true).await.unwrap().cached().await.unwrap();
+            let sink =
+                PgSink::open(&url, p.name(), p.version(), p.tables(), true).await.unwrap().cached().await.unwrap();
             let started = Instant::now();
             let at = catch_up(&*store, &**p, &sink, 250_000, |_| {}).await.unwrap();
             let took = started.elapsed();
             total += took;
-            println!("rebuild_pg/{}: {at} events in {:.2} s: {:.0} events/s", p.name(), took.as_secs_f64(), at as f64 / took.as_secs_f64());
+            println!(
+                "rebuild_pg/{}: {at} events in {:.2} s: {:.0} events/s",
+                p.name(),
+                took.as_secs_f64(),
+                at as f64 / took.as_secs_f64()
+            );
         }
         println!(
             "rebuild_pg/all: {EVENTS} events through {} projections in {:.2} s: {:.0} events/s",
@@ -182,7 +218,16 @@ async fn seed(client: &reqwest::Client, base: &str) -> u64 {
                 v
             })
             .collect();
-        let r: Value = client.post(format!("{base}/api/signals")).bearer_auth("admin").json(&json!({"signals": signals})).send().await.unwrap().json().await.unwrap();
+        let r: Value = client
+            .post(format!("{base}/api/signals"))
+            .bearer_auth("admin")
+            .json(&json!({"signals": signals}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         last = r["position"].as_u64().unwrap();
     }
     last
@@ -227,7 +272,12 @@ fn storefront_reads() {
     for kind in ["embedded", "postgres"] {
         let dir = tempfile::tempdir().unwrap();
         let args: Vec<String> = match kind {
-            "postgres" => vec!["--store".into(), "postgres".into(), "--database-url".into(), rt.block_on(database("mall_bench_reads", true))],
+            "postgres" => vec![
+                "--store".into(),
+                "postgres".into(),
+                "--database-url".into(),
+                rt.block_on(database("mall_bench_reads", true)),
+            ],
             _ => vec![],
         };
         let (mut child, base) = server(&args, dir.path());

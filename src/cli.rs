@@ -104,15 +104,20 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MALL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("MALL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     // The server and its actors run in an actix system (actix-web's workers, the actors'
     // arbiters); everything else runs on a plain tokio runtime.
     match &cli.command {
-        Command::Serve(args) => return finish(actix_web::rt::System::new().block_on(crate::serve::run(&cli.store, args))),
-        Command::Demo(args) => return finish(actix_web::rt::System::new().block_on(commands::demo::run(&cli.store, args))),
+        Command::Serve(args) => {
+            return finish(actix_web::rt::System::new().block_on(crate::serve::run(&cli.store, args)));
+        }
+        Command::Demo(args) => {
+            return finish(actix_web::rt::System::new().block_on(commands::demo::run(&cli.store, args)));
+        }
         _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -9,10 +9,10 @@ use std::time::Instant;
 use mall_events::{EventStore, Position};
 use mall_projections::catalog::Catalog;
 use mall_projections::change::Row;
-use mall_projections::personalization::Personalization;
 use mall_projections::memory::MemorySink;
+use mall_projections::personalization::Personalization;
 use mall_projections::postgres::PgSink;
-use mall_projections::runner::{self, follow, Lag, Projection, Sink, SinkError};
+use mall_projections::runner::{self, Lag, Projection, Sink, SinkError, follow};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -75,7 +75,11 @@ pub enum Filter<'a> {
     Eq(&'static str, &'a str),
     /// The rows whose key starts with `prefix` (in memory, a range of the ordered keys), which
     /// are the rows whose `column` equals `value` (in PostgreSQL, an indexed lookup).
-    Group { column: &'static str, value: &'a str, prefix: &'a str },
+    Group {
+        column: &'static str,
+        value: &'a str,
+        prefix: &'a str,
+    },
 }
 
 impl ReadSide {
@@ -84,7 +88,9 @@ impl ReadSide {
         let mut followed = Vec::new();
         for p in projections() {
             let sink = match &database_url {
-                Some(url) => LiveSink::Postgres(Arc::new(PgSink::open(url, p.name(), p.version(), p.tables(), false).await?)),
+                Some(url) => {
+                    LiveSink::Postgres(Arc::new(PgSink::open(url, p.name(), p.version(), p.tables(), false).await?))
+                }
                 None => LiveSink::Memory(Arc::new(MemorySink::new(p.tables()))),
             };
             let f = Arc::new(Followed {
@@ -99,13 +105,19 @@ impl ReadSide {
         }
         let pool = match &database_url {
             Some(url) => {
-                let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| SinkError::Backend(e.to_string()))?;
+                let pg: tokio_postgres::Config =
+                    url.parse().map_err(|e: tokio_postgres::Error| SinkError::Backend(e.to_string()))?;
                 let manager = deadpool_postgres::Manager::from_config(
                     pg,
                     tokio_postgres::NoTls,
                     deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
                 );
-                Some(deadpool_postgres::Pool::builder(manager).max_size(8).build().map_err(|e| SinkError::Backend(e.to_string()))?)
+                Some(
+                    deadpool_postgres::Pool::builder(manager)
+                        .max_size(8)
+                        .build()
+                        .map_err(|e| SinkError::Backend(e.to_string()))?,
+                )
             }
             None => None,
         };
@@ -130,16 +142,25 @@ impl ReadSide {
     /// Rows of `table` (written by `projection`).
     pub async fn rows(&self, projection: &str, table: &str, filter: Filter<'_>) -> Result<Vec<Row>, SinkError> {
         let f = self.get(projection).ok_or_else(|| SinkError::Backend(format!("no projection {projection}")))?;
-        let def = *f.projection.tables().iter().find(|t| t.name == table).ok_or_else(|| SinkError::Backend(format!("no table {table}")))?;
+        let def = *f
+            .projection
+            .tables()
+            .iter()
+            .find(|t| t.name == table)
+            .ok_or_else(|| SinkError::Backend(format!("no table {table}")))?;
         let sink = f.sink.read().expect("sink").clone();
         match sink {
             LiveSink::Memory(m) => Ok(m.with_table(table, |rows, _| match filter {
                 Filter::All => rows.values().cloned().collect(),
                 Filter::Key(k) => rows.get(k).cloned().into_iter().collect(),
-                Filter::Eq(col, v) => rows.values().filter(|r| r.get(col).and_then(|x| x.as_str()) == Some(v)).cloned().collect(),
-                Filter::Group { prefix, .. } => {
-                    rows.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, r)| r.clone()).collect()
+                Filter::Eq(col, v) => {
+                    rows.values().filter(|r| r.get(col).and_then(|x| x.as_str()) == Some(v)).cloned().collect()
                 }
+                Filter::Group { prefix, .. } => rows
+                    .range(prefix.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(_, r)| r.clone())
+                    .collect(),
             })),
             LiveSink::Postgres(_) => {
                 let pool = self.pool.as_ref().expect("a pool beside PostgreSQL sinks");
@@ -148,7 +169,9 @@ impl ReadSide {
                 let rows = match filter {
                     Filter::All => client.query(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"), &[]).await,
                     Filter::Key(k) => client.query(&q(def.key), &[&k]).await,
-                    Filter::Eq(col, v) | Filter::Group { column: col, value: v, .. } => client.query(&q(col), &[&v]).await,
+                    Filter::Eq(col, v) | Filter::Group { column: col, value: v, .. } => {
+                        client.query(&q(col), &[&v]).await
+                    }
                 }
                 .map_err(|e| SinkError::Backend(e.to_string()))?;
                 Ok(rows.iter().filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()).collect())
@@ -175,8 +198,18 @@ impl ReadSide {
         let mut out = Vec::new();
         for f in &self.followed {
             let sink = f.sink.read().expect("sink").as_sink();
-            let lag = runner::lag(&*self.store, &*sink).await.unwrap_or(Lag { checkpoint: 0, log_position: 0, positions: 0, seconds: 0.0 });
-            out.push((f.projection.name().to_string(), f.projection.version(), lag, f.rebuild.lock().expect("progress").clone()));
+            let lag = runner::lag(&*self.store, &*sink).await.unwrap_or(Lag {
+                checkpoint: 0,
+                log_position: 0,
+                positions: 0,
+                seconds: 0.0,
+            });
+            out.push((
+                f.projection.name().to_string(),
+                f.projection.version(),
+                lag,
+                f.rebuild.lock().expect("progress").clone(),
+            ));
         }
         out
     }
@@ -185,7 +218,9 @@ impl ReadSide {
     /// `verify`, and swaps the rebuilt one in. Reads keep using the live one until the swap.
     pub async fn rebuild_memory(&self, f: &Arc<Followed>, verify: bool) -> Result<Option<Vec<String>>, SinkError> {
         let LiveSink::Memory(live) = f.sink.read().expect("sink").clone() else {
-            return Err(SinkError::Backend("this projection lives in PostgreSQL: run `mall projections rebuild` against the database".into()));
+            return Err(SinkError::Backend(
+                "this projection lives in PostgreSQL: run `mall projections rebuild` against the database".into(),
+            ));
         };
         {
             let mut p = f.rebuild.lock().expect("progress");
@@ -204,7 +239,12 @@ impl ReadSide {
         result
     }
 
-    async fn rebuild_memory_inner(&self, f: &Arc<Followed>, live: &Arc<MemorySink>, verify: bool) -> Result<Option<Vec<String>>, SinkError> {
+    async fn rebuild_memory_inner(
+        &self,
+        f: &Arc<Followed>,
+        live: &Arc<MemorySink>,
+        verify: bool,
+    ) -> Result<Option<Vec<String>>, SinkError> {
         let shadow = Arc::new(MemorySink::new(f.projection.tables()));
         let target = self.store.stats().await?.last_position;
         f.rebuild.lock().expect("progress").target = target;
@@ -226,14 +266,18 @@ impl ReadSide {
         let events: Vec<_> = events.into_iter().filter(|e| e.position <= at).collect();
         if let Some(last) = events.last() {
             let from = shadow.checkpoint().await?;
-            shadow.apply(from, last.position, Some(last.recorded_at), runner::changes_of(&*f.projection, &events)).await?;
+            shadow
+                .apply(from, last.position, Some(last.recorded_at), runner::changes_of(&*f.projection, &events))
+                .await?;
         }
         let differences = verify.then(|| {
             let mut diffs = Vec::new();
             for t in f.projection.tables() {
                 let (a, _) = live.table(t.name);
                 let (b, _) = shadow.table(t.name);
-                let key = |r: &mall_projections::change::Row| r.get(t.key).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                let key = |r: &mall_projections::change::Row| {
+                    r.get(t.key).and_then(|v| v.as_str()).unwrap_or_default().to_string()
+                };
                 let left: std::collections::BTreeMap<String, _> = a.iter().map(|r| (key(r), r)).collect();
                 let right: std::collections::BTreeMap<String, _> = b.iter().map(|r| (key(r), r)).collect();
                 for (k, r) in &left {
@@ -259,7 +303,8 @@ fn spawn_follower(store: &Arc<dyn EventStore>, f: &Arc<Followed>) {
     let (stop_tx, stop_rx) = watch::channel(false);
     *f.stop.lock().expect("stop") = Some(stop_tx);
     let sink = f.sink.read().expect("sink").as_sink();
-    let (store, projection, applied, name) = (store.clone(), f.projection.clone(), f.applied.clone(), f.projection.name());
+    let (store, projection, applied, name) =
+        (store.clone(), f.projection.clone(), f.applied.clone(), f.projection.name());
     actix_web::rt::spawn(async move {
         if let Err(e) = follow(store, projection, sink, applied, stop_rx).await {
             tracing::error!(projection = name, error = %e, "the projection stopped");

@@ -55,7 +55,8 @@ pub async fn open(args: &StoreArgs, access: Access) -> anyhow::Result<Arc<dyn Ev
             Ok(Arc::new(store))
         }
         StoreKind::Postgres => {
-            let url = args.database_url.as_deref().context("the postgres store needs --database-url or DATABASE_URL")?;
+            let url =
+                args.database_url.as_deref().context("the postgres store needs --database-url or DATABASE_URL")?;
             let store = mall_events::postgres::PgStore::connect(mall_events::postgres::PgConfig::new(url))
                 .await
                 .context("cannot open the PostgreSQL event store")?;

@@ -9,8 +9,8 @@ mod support;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use mall_events::{subscribe_all, Direction, EventStore, ExpectedVersion, StoreError, StreamId};
-use support::{event, stream, tagged, Backend};
+use mall_events::{Direction, EventStore, ExpectedVersion, StoreError, StreamId, subscribe_all};
+use support::{Backend, event, stream, tagged};
 
 async fn racing_writers_on_one_stream_with_an_exact_version_exactly_one_wins(mut b: impl Backend) {
     let store = b.open().await;
@@ -102,7 +102,10 @@ async fn idempotent_retries_neither_duplicate_nor_fail(mut b: impl Backend) {
     // The retry carries the same expected version as the first attempt: it must not conflict.
     let again = store.append(&s, ExpectedVersion::NoStream, batch.clone()).await.unwrap();
     assert!(again.deduplicated, "{}: a retry is recognized", b.name());
-    assert_eq!((again.first_position, again.last_position, again.stream_version), (first.first_position, first.last_position, 3));
+    assert_eq!(
+        (again.first_position, again.last_position, again.stream_version),
+        (first.first_position, first.last_position, 3)
+    );
     let again = store.append(&s, ExpectedVersion::Any, batch.clone()).await.unwrap();
     assert!(again.deduplicated);
     assert_eq!(store.stats().await.unwrap().events, 4, "{}: nothing duplicated", b.name());
@@ -112,7 +115,12 @@ async fn idempotent_retries_neither_duplicate_nor_fail(mut b: impl Backend) {
         ids.push(uuid::Uuid::now_v7());
         let found = store.read_events_by_id(&ids).await.unwrap();
         let found_ids: Vec<uuid::Uuid> = found.iter().map(|e| e.event_id).collect();
-        assert_eq!(found_ids, batch.iter().map(|e| e.event_id).collect::<Vec<_>>(), "{}: in global order, unknown ids left out", b.name());
+        assert_eq!(
+            found_ids,
+            batch.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            "{}: in global order, unknown ids left out",
+            b.name()
+        );
         assert!(found.iter().zip(&batch).all(|(r, e)| e.same_as(r)));
     }
     // Same id, different content: refused, not merged.
@@ -132,7 +140,8 @@ async fn idempotent_retries_neither_duplicate_nor_fail(mut b: impl Backend) {
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let (store, twin) = (store.clone(), twin.clone());
-        tasks.push(tokio::spawn(async move { store.append(&stream("product-twin"), ExpectedVersion::Any, twin).await }));
+        tasks
+            .push(tokio::spawn(async move { store.append(&stream("product-twin"), ExpectedVersion::Any, twin).await }));
     }
     let results: Vec<_> = futures_join(tasks).await;
     assert!(results.iter().all(|r| r.is_ok()), "{}: {results:?}", b.name());
@@ -220,7 +229,10 @@ async fn reads_after_close_and_reopen_equal_reads_before(mut b: impl Backend) {
     let after = store.stats().await.unwrap();
     assert_eq!((after.events, after.streams, after.last_position), (stats.events, stats.streams, stats.last_position));
     // The reopened store goes on from where it was.
-    let r = store.append(&stream("product-3"), ExpectedVersion::Exact(stream3.len() as u64), vec![event("e", b"more")]).await.unwrap();
+    let r = store
+        .append(&stream("product-3"), ExpectedVersion::Exact(stream3.len() as u64), vec![event("e", b"more")])
+        .await
+        .unwrap();
     assert!(r.first_position > stats.last_position);
     if b.gap_free() {
         assert_eq!(r.first_position, stats.last_position + 1);

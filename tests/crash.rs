@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mall_events::embedded::frame::{read_frame, Frame};
+use mall_events::embedded::frame::{Frame, read_frame};
 use mall_events::embedded::storage::FaultyStorage;
 use mall_events::{EmbeddedConfig, EmbeddedStore, EventStore, ExpectedVersion, StoreError};
 use rand::{Rng, SeedableRng};
@@ -97,7 +97,12 @@ async fn acknowledged_events_survive_sigkill_at_random_moments() {
         for l in lines {
             let f: Vec<&str> = l.split(' ').collect();
             assert_eq!(f[0], "ack", "{l}");
-            acked.push(Ack { position: f[1].parse().unwrap(), id: f[2].parse().unwrap(), stream: f[3].into(), version: f[4].parse().unwrap() });
+            acked.push(Ack {
+                position: f[1].parse().unwrap(),
+                id: f[2].parse().unwrap(),
+                stream: f[3].into(),
+                version: f[4].parse().unwrap(),
+            });
         }
         // Reopen (cutting any torn tail) and check every acknowledged event, in order.
         let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
@@ -108,7 +113,11 @@ async fn acknowledged_events_survive_sigkill_at_random_moments() {
         let by_id: HashMap<Uuid, &mall_events::RecordedEvent> = all.iter().map(|e| (e.event_id, e)).collect();
         for a in &acked {
             let e = by_id.get(&a.id).unwrap_or_else(|| panic!("seed {seed} round {round}: acknowledged {a:?} is lost"));
-            assert_eq!((e.position, e.stream_id.as_str(), e.stream_version), (a.position, a.stream.as_str(), a.version), "seed {seed}");
+            assert_eq!(
+                (e.position, e.stream_id.as_str(), e.stream_version),
+                (a.position, a.stream.as_str(), a.version),
+                "seed {seed}"
+            );
         }
         store.verify().unwrap();
         store.close().await;
@@ -121,7 +130,14 @@ async fn a_tail_cut_at_every_byte_offset_recovers_to_the_last_whole_record() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(config(dir.path(), 1 << 20)).unwrap();
     for i in 0..12u8 {
-        store.append(&stream(&format!("product-{}", i % 3)), ExpectedVersion::Any, vec![event("e", &vec![i; 30 + i as usize * 7])]).await.unwrap();
+        store
+            .append(
+                &stream(&format!("product-{}", i % 3)),
+                ExpectedVersion::Any,
+                vec![event("e", &vec![i; 30 + i as usize * 7])],
+            )
+            .await
+            .unwrap();
     }
     let original = store.read_all(1, 100).await.unwrap();
     store.close().await;
@@ -166,7 +182,10 @@ async fn sealed_store() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(config(dir.path(), 16 * 1024)).unwrap();
     for i in 0..120u32 {
-        store.append(&stream("product-sealed"), ExpectedVersion::Any, vec![event("e", &[(i % 251) as u8; 400])]).await.unwrap();
+        store
+            .append(&stream("product-sealed"), ExpectedVersion::Any, vec![event("e", &[(i % 251) as u8; 400])])
+            .await
+            .unwrap();
     }
     store.close().await;
     let segs = segments(dir.path());
@@ -277,7 +296,8 @@ async fn a_full_disk_fails_the_append_cleanly_and_the_store_opens_again_once_spa
         store.append(&s, ExpectedVersion::Any, vec![event("e", &[i; 200])]).await.unwrap();
     }
     faults.limit_space(300);
-    let e = store.append(&s, ExpectedVersion::Any, vec![event("e", &[9; 500]), event("e", &[9; 500])]).await.unwrap_err();
+    let e =
+        store.append(&s, ExpectedVersion::Any, vec![event("e", &[9; 500]), event("e", &[9; 500])]).await.unwrap_err();
     assert!(matches!(e, StoreError::DiskFull { .. }), "{e}");
     assert!(e.to_string().contains("disk full"), "{e}");
     let e = store.append(&s, ExpectedVersion::Any, vec![event("e", b"x")]).await.unwrap_err();
@@ -302,7 +322,10 @@ async fn a_second_writer_process_gets_a_clear_error_and_readers_still_work() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("in use by another process"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    let out = Command::new(MALL).args(["--data-dir", dir.path().to_str().unwrap(), "events", "stats", "--json"]).output().unwrap();
+    let out = Command::new(MALL)
+        .args(["--data-dir", dir.path().to_str().unwrap(), "events", "stats", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(stats["events"], 1);

@@ -10,7 +10,21 @@ fn the_demo_shows_the_mall_improving_itself() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").display().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_mall"))
-        .args(["--data-dir", &data, "demo", "--bind", "127.0.0.1:0", "--duration", "45", "--products", "40", "--shoppers", "300", "--rate", "3000"])
+        .args([
+            "--data-dir",
+            &data,
+            "demo",
+            "--bind",
+            "127.0.0.1:0",
+            "--duration",
+            "45",
+            "--products",
+            "40",
+            "--shoppers",
+            "300",
+            "--rate",
+            "3000",
+        ])
         .env_remove("MALL_STORE")
         .env_remove("MALL_ADMIN_TOKEN")
         .output()
@@ -18,21 +32,32 @@ fn the_demo_shows_the_mall_improving_itself() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("serving on http://127.0.0.1:"), "{stdout}");
-    let last = stdout.lines().filter(|l| l.starts_with("mall demo:") && l.contains("signals")).last().expect("progress lines");
+    let last =
+        stdout.lines().filter(|l| l.starts_with("mall demo:") && l.contains("signals")).last().expect("progress lines");
     assert!(last.contains(" 0 still without a description"), "missing descriptions are written: {last}");
-    let changed: Vec<&str> = stdout.lines().filter_map(|l| l.trim().strip_prefix("changed: ")).map(|l| l.split_whitespace().next().unwrap()).collect();
+    let changed: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("changed: "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
     assert!(!changed.is_empty(), "{stdout}");
 
     // After the demo, the log explains every change; at least one experiment concluded.
     let mut concluded = 0;
     for id in &changed {
-        let out = Command::new(env!("CARGO_BIN_EXE_mall")).args(["--data-dir", &data, "audit", "product", id, "--json"]).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mall"))
+            .args(["--data-dir", &data, "audit", "product", id, "--json"])
+            .output()
+            .unwrap();
         assert!(out.status.success());
         let h: Value = serde_json::from_slice(&out.stdout).unwrap();
         let changes = h["changes"].as_array().unwrap();
         assert!(changes.iter().any(|c| c["command"] == "rewrite_description"), "{id}: {h}");
         concluded += changes.iter().filter(|c| c["experiment"]["concluded"].is_object()).count();
-        let out = Command::new(env!("CARGO_BIN_EXE_mall")).args(["--data-dir", &data, "replay", &format!("product-{id}"), "--verify"]).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mall"))
+            .args(["--data-dir", &data, "replay", &format!("product-{id}"), "--verify"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{id}: {}", String::from_utf8_lossy(&out.stdout));
     }
     assert!(concluded > 0, "an experiment concluded within the demo: {stdout}");

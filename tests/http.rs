@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mall_events::EventStore;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use support::server::*;
 
 fn client() -> reqwest::Client {
@@ -79,14 +79,22 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     bad["price"] = json!("12.3456789");
     let (status, body) = post(&c, s.url("/api/products"), ADMIN, &bad).await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("price")), "{body}");
-    let (status, body) = post(&c, s.url("/api/products"), ADMIN, &product("p0", "nowhere", "Train", "Beech train.")).await;
+    let (status, body) =
+        post(&c, s.url("/api/products"), ADMIN, &product("p0", "nowhere", "Train", "Beech train.")).await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("district")), "{body}");
     let peers = ["p1", "p2", "p3", "p4", "p5"];
     for p in peers {
-        let (status, body) = post(&c, s.url("/api/products"), ADMIN, &product(p, "toys", "Wooden train", "A beech train with four cars and magnetic hitches.")).await;
+        let (status, body) = post(
+            &c,
+            s.url("/api/products"),
+            ADMIN,
+            &product(p, "toys", "Wooden train", "A beech train with four cars and magnetic hitches."),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
-    let (status, body) = post(&c, s.url("/api/products"), ADMIN, &product("weak", "toys", "Stacking rings", "Rings.")).await;
+    let (status, body) =
+        post(&c, s.url("/api/products"), ADMIN, &product("weak", "toys", "Stacking rings", "Rings.")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     // Edits: any listed field, by the admin only; the product must exist.
@@ -136,12 +144,19 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     // The valid first item of every refused batch was not written: posted now, it is new.
     let (status, body) = post(&c, s.url("/api/signals"), INGEST, &json!({ "signals": [batch[0].clone()] })).await;
-    assert_eq!((status, body["duplicates"].as_u64()), (StatusCode::ACCEPTED, Some(0)), "refused batches write nothing: {body}");
+    assert_eq!(
+        (status, body["duplicates"].as_u64()),
+        (StatusCode::ACCEPTED, Some(0)),
+        "refused batches write nothing: {body}"
+    );
 
     // A retried batch is acknowledged without counting twice; a known id with other content is refused.
     let batch = vec![signal("product_viewed", "p1", "a"), signal("product_viewed", "p2", "a")];
     let (status, first) = post(&c, s.url("/api/signals"), INGEST, &json!({ "signals": batch })).await;
-    assert_eq!((status, first["accepted"].as_u64(), first["duplicates"].as_u64()), (StatusCode::ACCEPTED, Some(2), Some(0)));
+    assert_eq!(
+        (status, first["accepted"].as_u64(), first["duplicates"].as_u64()),
+        (StatusCode::ACCEPTED, Some(2), Some(0))
+    );
     let (status, again) = post(&c, s.url("/api/signals"), INGEST, &json!({ "signals": batch })).await;
     assert_eq!((status, again["duplicates"].as_u64()), (StatusCode::ACCEPTED, Some(2)), "{again}");
     assert_eq!(again["position"], first["position"]);
@@ -162,7 +177,10 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
         }
     }
     let pos = signals(&c, &s, batch).await;
-    until(&c, &s, &format!("/api/products/p1?min_position={pos}"), "the peers' signals", |b| b["metrics"]["total"]["views"] == 102).await;
+    until(&c, &s, &format!("/api/products/p1?min_position={pos}"), "the peers' signals", |b| {
+        b["metrics"]["total"]["views"] == 102
+    })
+    .await;
     let mut batch = Vec::new();
     for i in 0..100 {
         let shopper = format!("w-s{i}");
@@ -177,7 +195,13 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     let p = until(&c, &s, "/api/products/weak", "an experiment", |b| b["experiment"].is_object()).await;
     let experiment_id = p["experiment"]["experiment_id"].clone();
     let h = get(&c, s.url("/api/products/weak/history")).await.1;
-    let rewrite = h["changes"].as_array().unwrap().iter().find(|c| c["rule"] == "weak_description").expect("a weak_description decision").clone();
+    let rewrite = h["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["rule"] == "weak_description")
+        .expect("a weak_description decision")
+        .clone();
     assert_eq!(rewrite["status"], "testing");
     assert_eq!(rewrite["old"]["text"], "Rings.");
     assert!(rewrite["evidence"]["metrics"]["window_views"].as_f64().unwrap() >= 40.0, "{rewrite}");
@@ -212,11 +236,16 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     assert_eq!(kept["experiment"]["experiment_id"], experiment_id);
     assert_eq!(concluded["outcome"], "challenger_won", "{concluded}");
     assert!(concluded["prob_challenger_better"].as_f64().unwrap() >= 0.95);
-    assert!(concluded["control"]["views"].as_u64().unwrap() >= 200 && concluded["challenger"]["views"].as_u64().unwrap() >= 200);
+    assert!(
+        concluded["control"]["views"].as_u64().unwrap() >= 200
+            && concluded["challenger"]["views"].as_u64().unwrap() >= 200
+    );
     assert!(kept["generation"]["verdicts"].as_array().unwrap().iter().all(|v| v["passed"] == true));
     assert!(!kept["generation"]["raw_output"].as_str().unwrap().is_empty());
     assert_eq!(h["description"], challenger.as_str());
-    assert!(h["versions"].as_array().unwrap().iter().any(|v| v["text"] == challenger.as_str() && v["source"] == "decision"));
+    assert!(
+        h["versions"].as_array().unwrap().iter().any(|v| v["text"] == challenger.as_str() && v["source"] == "decision")
+    );
     let p = until(&c, &s, "/api/products/weak", "the new copy", |b| b["experiment"].is_null()).await;
     assert_eq!(p["description"], challenger.as_str());
     assert!(p["copy_version"].as_u64().unwrap() >= 1);
@@ -224,7 +253,10 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     // The CLI, beside the running server: audit explains, replay reproduces every decision.
     let (code, out, err) = mall(&store, &["audit", "product", "weak"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("weak_description") && out.contains("kept (the challenger won)") && out.contains("guardrail"), "{out}");
+    assert!(
+        out.contains("weak_description") && out.contains("kept (the challenger won)") && out.contains("guardrail"),
+        "{out}"
+    );
     let (code, out, err) = mall(&store, &["replay", "product-weak", "--verify"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains(" 0 not reproduced"), "{out}");
@@ -247,7 +279,11 @@ async fn embedded_weak_copy_is_rewritten_tested_kept_and_explained() {
 async fn postgres_weak_copy_is_rewritten_tested_kept_and_explained() {
     let dir = tempfile::tempdir().unwrap();
     let pg = support::pg::Postgres::new().await;
-    weak_copy_is_rewritten_tested_kept_and_explained(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") }).await;
+    weak_copy_is_rewritten_tested_kept_and_explained(Store::Postgres {
+        url: pg.url,
+        snapshots: dir.path().join("snap"),
+    })
+    .await;
 }
 
 /// kill -9 in the middle of ingest: every acknowledged signal is in the log after a restart, and
@@ -262,13 +298,19 @@ async fn embedded_kill_9_during_ingest_loses_nothing_acknowledged() {
 async fn postgres_kill_9_during_ingest_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let pg = support::pg::Postgres::new().await;
-    kill_9_during_ingest_loses_nothing_acknowledged(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") }).await;
+    kill_9_during_ingest_loses_nothing_acknowledged(Store::Postgres {
+        url: pg.url,
+        snapshots: dir.path().join("snap"),
+    })
+    .await;
 }
 
 /// Opens the server's log directly (the server is dead).
 async fn open_log(store: &Store) -> std::sync::Arc<dyn EventStore> {
     match store {
-        Store::Embedded(data) => std::sync::Arc::new(mall_events::EmbeddedStore::open(mall_events::EmbeddedConfig::new(data)).unwrap()),
+        Store::Embedded(data) => {
+            std::sync::Arc::new(mall_events::EmbeddedStore::open(mall_events::EmbeddedConfig::new(data)).unwrap())
+        }
         Store::Postgres { url, .. } => std::sync::Arc::new(
             mall_events::postgres::PgStore::connect(mall_events::postgres::PgConfig::new(url)).await.unwrap(),
         ),
@@ -295,7 +337,11 @@ async fn kill_9_during_ingest_loses_nothing_acknowledged(store: Store) {
         for w in 0..4u64 {
             let (c, url, acked) = (c.clone(), s.url("/api/signals"), acked.clone());
             let batches: Vec<Vec<Value>> = (0..100)
-                .map(|b| (0..50).map(|i| signal("product_viewed", ["k1", "k2", "k3"][(i + b) % 3], &format!("w{w}-{b}-{i}"))).collect())
+                .map(|b| {
+                    (0..50)
+                        .map(|i| signal("product_viewed", ["k1", "k2", "k3"][(i + b) % 3], &format!("w{w}-{b}-{i}")))
+                        .collect()
+                })
                 .collect();
             batches_tx.extend(batches.clone());
             writers.push(tokio::spawn(async move {
@@ -303,7 +349,10 @@ async fn kill_9_during_ingest_loses_nothing_acknowledged(store: Store) {
                     let r = c.post(&url).bearer_auth(INGEST).json(&json!({ "signals": batch })).send().await;
                     match r {
                         Ok(r) if r.status() == StatusCode::ACCEPTED => {
-                            acked.lock().unwrap().extend(batch.iter().map(|s| s["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap()));
+                            acked
+                                .lock()
+                                .unwrap()
+                                .extend(batch.iter().map(|s| s["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap()));
                         }
                         _ => return,
                     }
@@ -320,7 +369,8 @@ async fn kill_9_during_ingest_loses_nothing_acknowledged(store: Store) {
         let acked = acked.lock().unwrap().clone();
         println!("round {round}: killed after {wait} ms with {} signals acknowledged", acked.len());
         let log = open_log(&store).await;
-        let found: HashSet<uuid::Uuid> = log.read_events_by_id(&acked).await.unwrap().into_iter().map(|e| e.event_id).collect();
+        let found: HashSet<uuid::Uuid> =
+            log.read_events_by_id(&acked).await.unwrap().into_iter().map(|e| e.event_id).collect();
         assert_eq!(found.len(), acked.len(), "seed {seed}: an acknowledged signal was lost");
         log.close().await;
     }

@@ -7,9 +7,9 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mall_events::{subscribe_all, AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
+use mall_events::{AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent, StoreError, subscribe_all};
 use proptest::prelude::*;
-use support::{stream, Backend};
+use support::{Backend, stream};
 use uuid::Uuid;
 
 const STREAMS: usize = 3;
@@ -25,13 +25,32 @@ enum Expect {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { stream: usize, expect: Expect, sizes: Vec<u8>, tags: Vec<usize> },
+    Append {
+        stream: usize,
+        expect: Expect,
+        sizes: Vec<u8>,
+        tags: Vec<usize>,
+    },
     /// Resend an earlier append (by index among appends so far, modulo their count).
     Retry(usize),
-    ReadStream { stream: usize, from: u64, backward: bool, limit: usize },
-    ReadAll { from: u64, limit: usize },
-    ReadTag { tag: usize, from: u64, limit: usize },
-    Subscribe { from: u64 },
+    ReadStream {
+        stream: usize,
+        from: u64,
+        backward: bool,
+        limit: usize,
+    },
+    ReadAll {
+        from: u64,
+        limit: usize,
+    },
+    ReadTag {
+        tag: usize,
+        from: u64,
+        limit: usize,
+    },
+    Subscribe {
+        from: u64,
+    },
     Reopen,
 }
 
@@ -109,7 +128,12 @@ impl Model {
             });
         }
         self.versions.insert(s.to_string(), actual + events.len() as u64);
-        Ok(AppendResult { first_position: first, last_position: first + events.len() as u64 - 1, stream_version: actual + events.len() as u64, deduplicated: false })
+        Ok(AppendResult {
+            first_position: first,
+            last_position: first + events.len() as u64 - 1,
+            stream_version: actual + events.len() as u64,
+            deduplicated: false,
+        })
     }
 }
 
@@ -135,7 +159,19 @@ async fn run(mut backend: impl Backend, ops: Vec<Op>) {
                 };
                 let events: Vec<NewEvent> = sizes
                     .iter()
-                    .map(|&size| support::tagged("e", &vec![size; size as usize], &tags.iter().map(|t| format!("tag:{t}")).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>()))
+                    .map(|&size| {
+                        support::tagged(
+                            "e",
+                            &vec![size; size as usize],
+                            &tags
+                                .iter()
+                                .map(|t| format!("tag:{t}"))
+                                .collect::<Vec<_>>()
+                                .iter()
+                                .map(String::as_str)
+                                .collect::<Vec<_>>(),
+                        )
+                    })
                     .map(|mut e| {
                         e.tags.sort();
                         e.tags.dedup();
@@ -167,7 +203,8 @@ async fn run(mut backend: impl Backend, ops: Vec<Op>) {
                 }
                 want.truncate(limit);
                 let dir = if backward { Direction::Backward } else { Direction::Forward };
-                let got: Vec<Stored> = store.read_stream(&stream(&s), from, dir, limit).await.unwrap().iter().map(seen).collect();
+                let got: Vec<Stored> =
+                    store.read_stream(&stream(&s), from, dir, limit).await.unwrap().iter().map(seen).collect();
                 assert_eq!(got, want, "step {step}: read {s} from {from} {dir:?}");
             }
             Op::ReadAll { from, limit } => {
@@ -177,7 +214,13 @@ async fn run(mut backend: impl Backend, ops: Vec<Op>) {
             }
             Op::ReadTag { tag, from, limit } => {
                 let t = format!("tag:{tag}");
-                let want: Vec<Stored> = model.log.iter().filter(|e| e.position >= from && e.tags.contains(&t)).take(limit).cloned().collect();
+                let want: Vec<Stored> = model
+                    .log
+                    .iter()
+                    .filter(|e| e.position >= from && e.tags.contains(&t))
+                    .take(limit)
+                    .cloned()
+                    .collect();
                 let got: Vec<Stored> = store.read_by_tag(&t, from, limit).await.unwrap().iter().map(seen).collect();
                 assert_eq!(got, want, "step {step}: read tag {t} from {from}");
             }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mall_events::postgres::{PgConfig, PgStore};
-use mall_events::{subscribe_all, EventStore, ExpectedVersion};
+use mall_events::{EventStore, ExpectedVersion, subscribe_all};
 use support::{event, pg, stream};
 
 /// The tests of this binary restart the one server: one at a time.
@@ -57,12 +57,17 @@ async fn a_restarted_server_is_reconnected_to_and_nothing_acknowledged_is_lost()
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let status = tokio::task::spawn_blocking(move || Command::new("sh").args(["-c", &restart]).status()).await.unwrap().unwrap();
+    let status =
+        tokio::task::spawn_blocking(move || Command::new("sh").args(["-c", &restart]).status()).await.unwrap().unwrap();
     assert!(status.success(), "the restart command failed");
     let acked = writer.await.unwrap();
     let mut seen = HashSet::new();
     for p in 1..=N as u64 {
-        let e = tokio::time::timeout(Duration::from_secs(60), sub.next()).await.expect("the subscriber resumes").unwrap().unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(60), sub.next())
+            .await
+            .expect("the subscriber resumes")
+            .unwrap()
+            .unwrap();
         assert_eq!(e.position, p, "no gap, no duplicate across the restart");
         seen.insert(e.event_id);
     }
@@ -76,12 +81,12 @@ async fn a_restarted_server_is_reconnected_to_and_nothing_acknowledged_is_lost()
 /// from its committed checkpoint, and its tables equal a rebuild's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projection_survives_a_postgresql_restart() {
+    use mall_events::NewEvent;
     use mall_events::domain::{DomainEvent, ProductListed, ProductViewed};
     use mall_events::ids::*;
-    use mall_events::NewEvent;
-    use mall_projections::catalog::{Catalog, PRODUCTS, PRODUCT_METRICS};
+    use mall_projections::catalog::{Catalog, PRODUCT_METRICS, PRODUCTS};
     use mall_projections::postgres::PgSink;
-    use mall_projections::runner::{catch_up, follow, Projection};
+    use mall_projections::runner::{Projection, catch_up, follow};
 
     let _one_restart_at_a_time = SERIAL.lock().await;
     let Some(restart) = restart_command() else {
@@ -141,7 +146,10 @@ async fn a_projection_survives_a_postgresql_restart() {
     let status = Command::new("sh").args(["-c", &restart]).status().unwrap();
     assert!(status.success(), "{restart}");
     let last = writer.await.unwrap();
-    tokio::time::timeout(Duration::from_secs(90), applied_rx.wait_for(|p| *p >= last)).await.expect("the projection resumed").unwrap();
+    tokio::time::timeout(Duration::from_secs(90), applied_rx.wait_for(|p| *p >= last))
+        .await
+        .expect("the projection resumed")
+        .unwrap();
     let _ = stop_tx.send(true);
     let _ = follower.await;
     let rebuilt = PgSink::open(&db.url, "catalog", 1, Catalog.tables(), true).await.unwrap();

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use support::server::*;
 
 async fn workload(s: &Server) {
@@ -15,11 +15,20 @@ async fn workload(s: &Server) {
     assert!(post("/api/districts", ADMIN, district("toys", "playful")).await.unwrap().status().is_success());
     for i in 0..8 {
         let description = if i % 3 == 0 { "" } else { "A train of oiled beech with four cars and magnetic hitches." };
-        let r = post("/api/products", ADMIN, product(&format!("p{i}"), "toys", "Wooden train", description)).await.unwrap();
+        let r =
+            post("/api/products", ADMIN, product(&format!("p{i}"), "toys", "Wooden train", description)).await.unwrap();
         assert!(r.status().is_success());
     }
     for round in 0..5 {
-        let batch: Vec<Value> = (0..200).map(|i| signal(if i % 7 == 0 { "added_to_cart" } else { "product_viewed" }, &format!("p{}", i % 8), &format!("s{round}-{i}"))).collect();
+        let batch: Vec<Value> = (0..200)
+            .map(|i| {
+                signal(
+                    if i % 7 == 0 { "added_to_cart" } else { "product_viewed" },
+                    &format!("p{}", i % 8),
+                    &format!("s{round}-{i}"),
+                )
+            })
+            .collect();
         assert_eq!(post("/api/signals", INGEST, json!({ "signals": batch })).await.unwrap().status(), 202);
     }
 }
@@ -151,7 +160,9 @@ async fn a_projection_killed_at_random_points_resumes_without_applying_anything_
             let (c, url) = (c.clone(), s.url("/api/signals"));
             tokio::spawn(async move {
                 for b in 0..200 {
-                    let batch: Vec<Value> = (0..100).map(|i| signal("product_viewed", &format!("p{}", i % 8), &format!("k{round}-{b}-{i}"))).collect();
+                    let batch: Vec<Value> = (0..100)
+                        .map(|i| signal("product_viewed", &format!("p{}", i % 8), &format!("k{round}-{b}-{i}")))
+                        .collect();
                     if c.post(&url).bearer_auth(INGEST).json(&json!({ "signals": batch })).send().await.is_err() {
                         return;
                     }

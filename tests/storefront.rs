@@ -5,7 +5,7 @@
 mod support;
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use support::server::*;
 
 async fn get(c: &reqwest::Client, url: String) -> (StatusCode, Option<u64>, Value) {

@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use mall_events::RecordedEvent;
 use mall_events::domain::*;
 use mall_events::ids::Position;
-use mall_events::RecordedEvent;
 use serde::Serialize;
 use uuid::Uuid;
 

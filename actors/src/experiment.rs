@@ -60,7 +60,12 @@ pub struct Verdict {
 }
 
 /// Looks at an experiment: `Some` when it should conclude now.
-pub fn evaluate(control: ArmStats, challenger: ArmStats, elapsed: Duration, policy: &ExperimentPolicy) -> Option<Verdict> {
+pub fn evaluate(
+    control: ArmStats,
+    challenger: ArmStats,
+    elapsed: Duration,
+    policy: &ExperimentPolicy,
+) -> Option<Verdict> {
     let prob = stats::prob_b_beats_a(control.conversions, control.views, challenger.conversions, challenger.views);
     let lr = stats::mixture_likelihood_ratio(
         control.conversions,
@@ -132,7 +137,13 @@ mod tests {
 
     /// Runs one experiment, looking after every 10 views per arm as actors do when signals
     /// arrive, until it concludes or each arm has `max_views`.
-    fn run(rng: &mut impl Rng, rate_a: f64, rate_b: f64, max_views: u64, policy: &ExperimentPolicy) -> (Option<Outcome>, u64) {
+    fn run(
+        rng: &mut impl Rng,
+        rate_a: f64,
+        rate_b: f64,
+        max_views: u64,
+        policy: &ExperimentPolicy,
+    ) -> (Option<Outcome>, u64) {
         let (mut a, mut b) = (ArmStats::default(), ArmStats::default());
         while a.views < max_views {
             for _ in 0..10 {

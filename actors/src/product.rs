@@ -345,9 +345,10 @@ impl Policy {
             prior_strength: get("prior_strength", d.prior_strength),
             experiment: ExperimentPolicy {
                 min_per_arm: get("experiment_min_per_arm", d.experiment.min_per_arm as f64) as u64,
-                max_duration: Duration::seconds(
-                    get("experiment_max_duration_secs", d.experiment.max_duration.num_seconds() as f64) as i64,
-                ),
+                max_duration: Duration::seconds(get(
+                    "experiment_max_duration_secs",
+                    d.experiment.max_duration.num_seconds() as f64,
+                ) as i64),
                 alpha: get("experiment_alpha", d.experiment.alpha),
                 tau: get("experiment_tau", d.experiment.tau),
                 min_probability: get("experiment_min_probability", d.experiment.min_probability),
@@ -442,9 +443,8 @@ pub fn decide(state: &ProductState, input: &DecideInput) -> Vec<Command> {
     }
     // A decision that timed out without a result (its executor died) does not hold a cooldown.
     let timed_out = |c: CommandKind| state.in_flight.as_ref().is_some_and(|f| f.command == c);
-    let cooled = |c: CommandKind| {
-        timed_out(c) || state.last_decided.get(&c).is_none_or(|t| input.now - *t >= policy.cooldown)
-    };
+    let cooled =
+        |c: CommandKind| timed_out(c) || state.last_decided.get(&c).is_none_or(|t| input.now - *t >= policy.cooldown);
     let judged = w.views >= policy.min_views;
     let weak = judged && posterior.mean() < policy.weak_ratio * input.prior.mean();
     let bouncy = judged && ratio(w.bounces, w.views) >= policy.high_bounce_rate;
@@ -476,11 +476,7 @@ pub fn decide(state: &ProductState, input: &DecideInput) -> Vec<Command> {
         Some((
             CommandKind::RegenerateTags,
             "weak_discoverability",
-            format!(
-                "{:.2}% click-through on {} impressions",
-                100.0 * ratio(w.clicks, w.impressions),
-                w.impressions
-            ),
+            format!("{:.2}% click-through on {} impressions", 100.0 * ratio(w.clicks, w.impressions), w.impressions),
         ))
     } else if state.seo.is_none() {
         Some((CommandKind::UpdateSeo, "missing_seo", "the product has no SEO title or meta description".into()))
@@ -671,7 +667,12 @@ mod tests {
                 product_id: d.product_id.clone(),
                 command: d.command,
                 reason: "claims".into(),
-                generation: Generation { generator: "offline/1".into(), prompt: String::new(), raw_output: String::new(), verdicts: vec![] },
+                generation: Generation {
+                    generator: "offline/1".into(),
+                    prompt: String::new(),
+                    raw_output: String::new(),
+                    verdicts: vec![],
+                },
                 at: t0(),
             }),
             1_001,
@@ -685,7 +686,8 @@ mod tests {
 
     #[test]
     fn given_no_budget_then_nothing_is_generated() {
-        let cmds = given(with(healthy("p1"), traffic("p1", 80, 1))).when(DecideInput { budget_available: false, ..input() });
+        let cmds =
+            given(with(healthy("p1"), traffic("p1", 80, 1))).when(DecideInput { budget_available: false, ..input() });
         assert!(cmds.is_empty());
     }
 
@@ -698,11 +700,18 @@ mod tests {
             decision_id: d.decision_id,
             product_id: d.product_id.clone(),
             content: Content::Description { text: "A better train.".into() },
-            generation: Generation { generator: "offline/1".into(), prompt: String::new(), raw_output: String::new(), verdicts: vec![] },
+            generation: Generation {
+                generator: "offline/1".into(),
+                prompt: String::new(),
+                raw_output: String::new(),
+                verdicts: vec![],
+            },
             at: t0(),
         };
         let next = on_generated(&state, &generated, Uuid::from_u128(77), t0());
-        assert!(matches!(&next[..], [DomainEvent::ExperimentStarted(x)] if x.challenger == "A better train." && x.control == "Wooden train, made well."));
+        assert!(
+            matches!(&next[..], [DomainEvent::ExperimentStarted(x)] if x.challenger == "A better train." && x.control == "Wooden train, made well.")
+        );
         state.evolve(&next[0], 1_001, 1_001);
         state
     }
@@ -777,7 +786,12 @@ mod tests {
             decision_id: Uuid::from_u128(5),
             product_id: ProductId::parse("p1").unwrap(),
             content: Content::Tags { tags: vec!["wood".into(), "train".into()] },
-            generation: Generation { generator: "offline/1".into(), prompt: String::new(), raw_output: String::new(), verdicts: vec![] },
+            generation: Generation {
+                generator: "offline/1".into(),
+                prompt: String::new(),
+                raw_output: String::new(),
+                verdicts: vec![],
+            },
             at: t0(),
         };
         let next = on_generated(&state, &generated, Uuid::from_u128(6), t0());

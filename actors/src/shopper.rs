@@ -128,7 +128,8 @@ impl ShopperState {
 
     /// Tags by interest, strongest first.
     pub fn top_tags(&self, n: usize) -> Vec<(String, f64)> {
-        let mut v: Vec<(String, f64)> = self.tags.iter().filter(|(_, w)| **w > 0.0).map(|(k, w)| (k.clone(), *w)).collect();
+        let mut v: Vec<(String, f64)> =
+            self.tags.iter().filter(|(_, w)| **w > 0.0).map(|(k, w)| (k.clone(), *w)).collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v.truncate(n);
         v
@@ -223,7 +224,8 @@ mod tests {
         let mut new = viewed("p2", "s1");
         set_at(&mut old, "2026-01-01T00:00:00Z");
         set_at(&mut new, "2026-03-01T00:00:00Z");
-        let s = fold(&[(old.clone(), "toys", &[]), (old.clone(), "toys", &[]), (old, "toys", &[]), (new, "garden", &[])]);
+        let s =
+            fold(&[(old.clone(), "toys", &[]), (old.clone(), "toys", &[]), (old, "toys", &[]), (new, "garden", &[])]);
         assert_eq!(s.affinity()[0].0, "garden", "{:?}", s.districts);
     }
 }

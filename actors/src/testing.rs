@@ -9,7 +9,7 @@ use mall_events::domain::*;
 use mall_events::ids::*;
 use uuid::Uuid;
 
-use crate::product::{decide, Command, DecideInput, Policy, ProductState};
+use crate::product::{Command, DecideInput, Policy, ProductState, decide};
 use crate::stats::Prior;
 
 pub fn t0() -> DateTime<Utc> {
@@ -30,7 +30,11 @@ pub fn opened(slug: &str) -> DomainEvent {
     DomainEvent::DistrictOpened(DistrictOpened {
         slug: DistrictSlug::parse(slug).unwrap(),
         name: format!("The {slug} district"),
-        personality: Personality { tone: "playful".into(), style: "short sentences".into(), audience: "parents".into() },
+        personality: Personality {
+            tone: "playful".into(),
+            style: "short sentences".into(),
+            audience: "parents".into(),
+        },
     })
 }
 

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use mall_actors::executors::llm::{Backend, LlmConfig, LlmGenerator};
-use mall_actors::executors::{execute, Facts};
+use mall_actors::executors::{Facts, execute};
 use mall_actors::product::ProductState;
 use mall_events::domain::*;
 use mall_events::ids::ProductId;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
@@ -113,7 +113,9 @@ fn chat_reply(backend: Backend, text: &str) -> String {
             "usage": {"input_tokens": 10, "output_tokens": 10, "total_tokens": 20}
         })
         .to_string(),
-        Backend::Ollama => json!({"model": "m", "message": {"role": "assistant", "content": text}, "done": true}).to_string(),
+        Backend::Ollama => {
+            json!({"model": "m", "message": {"role": "assistant", "content": text}, "done": true}).to_string()
+        }
     }
 }
 
@@ -143,7 +145,11 @@ fn facts() -> Facts {
         price: "19.90".into(),
         currency: "EUR".into(),
         district: "Toy Town".into(),
-        personality: Some(Personality { tone: "warm".into(), style: "short sentences".into(), audience: "parents".into() }),
+        personality: Some(Personality {
+            tone: "warm".into(),
+            style: "short sentences".into(),
+            audience: "parents".into(),
+        }),
         diagnosis: "weak_description".into(),
         reason: "converts 1% of 120 views against a district prior of 25%".into(),
     }
@@ -171,7 +177,12 @@ fn decision(command: CommandKind) -> OptimizationDecided {
 }
 
 fn state() -> ProductState {
-    ProductState { title: VENDOR_TITLE.into(), description: facts().description, tags: facts().tags, ..ProductState::default() }
+    ProductState {
+        title: VENDOR_TITLE.into(),
+        description: facts().description,
+        tags: facts().tags,
+        ..ProductState::default()
+    }
 }
 
 async fn run(g: &LlmGenerator, command: CommandKind) -> DomainEvent {
@@ -191,7 +202,13 @@ async fn good_copy_becomes_a_generation_with_the_facts_in_the_prompt(backend: Ba
     let requests = seen.requests();
     assert_eq!(requests.len(), 1);
     let (path, body) = &requests[0];
-    assert_eq!(path, match backend { Backend::OpenAi => "/v1/responses", Backend::Ollama => "/api/chat" });
+    assert_eq!(
+        path,
+        match backend {
+            Backend::OpenAi => "/v1/responses",
+            Backend::Ollama => "/api/chat",
+        }
+    );
     let sent = body.to_string();
     // The facts travel as data, the vendor's injected sentence inside the facts block only.
     assert!(sent.contains(VENDOR_TITLE) && sent.contains("19.90") && sent.contains("Toy Town"), "{sent}");
@@ -278,11 +295,19 @@ async fn embeddings_come_from_the_model_server() {
     for backend in [Backend::OpenAi, Backend::Ollama] {
         let (base, seen) = stub(backend, Answer::Embedding(vec![0.25, -0.5, 1.0])).await;
         let g = generator(backend, base, Duration::from_secs(5), 0);
-        let DomainEvent::CopyGenerated(c) = run(&g, CommandKind::RegenerateEmbedding).await else { panic!("expected an embedding") };
+        let DomainEvent::CopyGenerated(c) = run(&g, CommandKind::RegenerateEmbedding).await else {
+            panic!("expected an embedding")
+        };
         let Content::Embedding { vector, .. } = c.content else { panic!("expected an embedding") };
         assert_eq!(vector, vec![0.25, -0.5, 1.0]);
         let (path, body) = &seen.requests()[0];
-        assert_eq!(path, match backend { Backend::OpenAi => "/v1/embeddings", Backend::Ollama => "/api/embed" });
+        assert_eq!(
+            path,
+            match backend {
+                Backend::OpenAi => "/v1/embeddings",
+                Backend::Ollama => "/api/embed",
+            }
+        );
         assert!(body.to_string().contains(VENDOR_TITLE));
     }
     let (base, _) = stub(Backend::OpenAi, Answer::Embedding(vec![])).await;

@@ -4,7 +4,7 @@
 //! without breaking old readers. A stored shape never changes: a change bumps the type's schema
 //! version and registers an [`Upcaster`] that turns the previous version's value into the next.
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{Serialize, de::DeserializeOwned};
 
 use crate::domain::{self, DomainEvent};
 

@@ -29,8 +29,12 @@ pub enum CommandKind {
 
 impl CommandKind {
     /// Every kind, in priority order.
-    pub const ALL: [CommandKind; 4] =
-        [CommandKind::RewriteDescription, CommandKind::RegenerateTags, CommandKind::UpdateSeo, CommandKind::RegenerateEmbedding];
+    pub const ALL: [CommandKind; 4] = [
+        CommandKind::RewriteDescription,
+        CommandKind::RegenerateTags,
+        CommandKind::UpdateSeo,
+        CommandKind::RegenerateEmbedding,
+    ];
 
     /// The stable name (`rewrite_description`, ...).
     pub fn as_str(self) -> &'static str {

@@ -14,8 +14,7 @@ pub use crate::decisions::{
     Generation, GenerationRejected, OptimizationDecided, Outcome, Seo, Verdict,
 };
 use crate::ids::{
-    tag, Currency, DistrictSlug, InvalidValue, ListName, OrderId, Price, ProductId, SessionId, ShopperId,
-    StreamId,
+    Currency, DistrictSlug, InvalidValue, ListName, OrderId, Price, ProductId, SessionId, ShopperId, StreamId, tag,
 };
 
 /// The longest product title, in bytes.
@@ -304,7 +303,11 @@ impl DomainEvent {
         }
         match self {
             DistrictOpened(_) | ProductListed(_) | ProductEdited(_) | StockChanged(_) | PriceChanged(_) => None,
-            OptimizationDecided(_) | CopyGenerated(_) | GenerationRejected(_) | CopyApplied(_) | ExperimentStarted(_)
+            OptimizationDecided(_)
+            | CopyGenerated(_)
+            | GenerationRejected(_)
+            | CopyApplied(_)
+            | ExperimentStarted(_)
             | ExperimentConcluded(_) => None,
             ProductViewed(e) => meta!(e),
             ProductClicked(e) => meta!(e),

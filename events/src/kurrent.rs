@@ -165,9 +165,10 @@ impl EventStore for KurrentStore {
             Direction::Backward if from_version == u64::MAX => {
                 ReadStreamOptions::default().backwards().position(StreamPosition::End).max_count(limit)
             }
-            Direction::Backward => {
-                ReadStreamOptions::default().backwards().position(StreamPosition::Position(from_version - 1)).max_count(limit)
-            }
+            Direction::Backward => ReadStreamOptions::default()
+                .backwards()
+                .position(StreamPosition::Position(from_version - 1))
+                .max_count(limit),
         };
         let mut read = match self.client.read_stream(stream.as_str(), &options).await {
             Ok(r) => r,

@@ -21,15 +21,15 @@ pub mod domain;
 pub mod embedded;
 pub mod envelope;
 pub mod ids;
-pub mod records;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrent;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod records;
 pub mod store;
 
 pub use domain::DomainEvent;
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use envelope::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
 pub use ids::{Position, StreamId};
-pub use store::{subscribe_all, Direction, EventStore, Limits, StoreError, StoreStats, Subscription};
+pub use store::{Direction, EventStore, Limits, StoreError, StoreStats, Subscription, subscribe_all};

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::envelope::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::ids::{Position, StreamId};
-use crate::store::{check_retry, Direction, EventStore, KnownEvent, Limits, StoreError, StoreStats};
+use crate::store::{Direction, EventStore, KnownEvent, Limits, StoreError, StoreStats, check_retry};
 
 mod embedded_schema {
     refinery::embed_migrations!("../schema");
@@ -87,7 +87,9 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 
 /// Whether an error means the connection is gone (so the outcome of the statement is unknown).
 fn connection_lost(e: &tokio_postgres::Error) -> bool {
-    e.is_closed() || e.code().is_none() || e.code().is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
+    e.is_closed()
+        || e.code().is_none()
+        || e.code().is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
 }
 
 async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
@@ -136,7 +138,11 @@ impl PgStore {
         self.pool.get().await.map_err(backend)
     }
 
-    async fn query_events(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn query_events(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(sql).await.map_err(backend)?;
         let rows = client.query(&stmt, params).await.map_err(backend)?;
@@ -309,7 +315,9 @@ async fn commit_group(
                         same_content: e.same_as(s),
                     })
                 } else {
-                    staged.get(&e.event_id).map(|k| KnownEvent { same_content: staged_events[&e.event_id] == e, ..k.clone() })
+                    staged
+                        .get(&e.event_id)
+                        .map(|k| KnownEvent { same_content: staged_events[&e.event_id] == e, ..k.clone() })
                 }
             })
             .collect();
@@ -328,7 +336,11 @@ async fn commit_group(
         }
         let actual = versions.get(req.stream.as_str()).copied().unwrap_or(0);
         if !req.expected.accepts(actual) {
-            results.push(Err(StoreError::WrongExpectedVersion { stream: req.stream.clone(), expected: req.expected, actual }));
+            results.push(Err(StoreError::WrongExpectedVersion {
+                stream: req.stream.clone(),
+                expected: req.expected,
+                actual,
+            }));
             continue;
         }
         let first = next;
@@ -336,12 +348,20 @@ async fn commit_group(
         for e in &req.events {
             version += 1;
             cols.push(next, version, &req.stream, e);
-            staged.insert(e.event_id, KnownEvent { stream: req.stream.clone(), stream_version: version, position: next, same_content: true });
+            staged.insert(
+                e.event_id,
+                KnownEvent { stream: req.stream.clone(), stream_version: version, position: next, same_content: true },
+            );
             staged_events.insert(e.event_id, e);
             next += 1;
         }
         versions.insert(req.stream.as_str().to_string(), version);
-        results.push(Ok(AppendResult { first_position: first, last_position: next - 1, stream_version: version, deduplicated: false }));
+        results.push(Ok(AppendResult {
+            first_position: first,
+            last_position: next - 1,
+            stream_version: version,
+            deduplicated: false,
+        }));
     }
 
     if !cols.positions.is_empty() {
@@ -373,8 +393,11 @@ async fn commit_group(
             )
             .await?;
         }
-        let (names, vers): (Vec<&str>, Vec<i64>) =
-            versions.iter().filter(|(s, _)| cols.streams.iter().any(|c| c == *s)).map(|(s, v)| (s.as_str(), *v as i64)).unzip();
+        let (names, vers): (Vec<&str>, Vec<i64>) = versions
+            .iter()
+            .filter(|(s, _)| cols.streams.iter().any(|c| c == *s))
+            .map(|(s, v)| (s.as_str(), *v as i64))
+            .unzip();
         tx.execute(
             "INSERT INTO mall_streams (stream_id, version) SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
              ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version",
@@ -466,16 +489,22 @@ impl EventStore for PgStore {
     async fn read_all(&self, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let from = from.min(i64::MAX as u64) as i64;
         let limit = limit.min(i64::MAX as usize) as i64;
-        self.query_events(&format!("SELECT {COLUMNS} FROM mall_events WHERE position >= $1 ORDER BY position LIMIT $2"), &[&from, &limit])
-            .await
+        self.query_events(
+            &format!("SELECT {COLUMNS} FROM mall_events WHERE position >= $1 ORDER BY position LIMIT $2"),
+            &[&from, &limit],
+        )
+        .await
     }
 
     async fn read_events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.query_events(&format!("SELECT {COLUMNS} FROM mall_events WHERE event_id = ANY($1) ORDER BY position"), &[&ids])
-            .await
+        self.query_events(
+            &format!("SELECT {COLUMNS} FROM mall_events WHERE event_id = ANY($1) ORDER BY position"),
+            &[&ids],
+        )
+        .await
     }
 
     async fn read_by_tag(&self, tag: &str, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -514,7 +543,12 @@ impl EventStore for PgStore {
             .map_err(backend)?;
         let last = row.get::<_, i64>(0) as u64;
         // Positions are gap-free, so the last one is also the count.
-        Ok(StoreStats { events: last, streams: row.get::<_, i64>(1) as u64, last_position: last, bytes: row.get::<_, i64>(2) as u64 })
+        Ok(StoreStats {
+            events: last,
+            streams: row.get::<_, i64>(1) as u64,
+            last_position: last,
+            bytes: row.get::<_, i64>(2) as u64,
+        })
     }
 
     async fn wait_for_append(&self, after: Position) {
@@ -538,4 +572,3 @@ impl Drop for PgStore {
 pub fn migrations() -> Vec<String> {
     embedded_schema::migrations::runner().get_migrations().iter().map(|m| m.to_string()).collect()
 }
-

@@ -73,8 +73,11 @@ pub fn parse_typed(event_type: &str, fields: serde_json::Value) -> Result<Domain
         other => {
             return Err(RecordError {
                 field: Some("type".into()),
-                message: format!("unknown record type {other:?}; expected one of {}", crate::domain::RECORD_TYPES.join(", ")),
-            })
+                message: format!(
+                    "unknown record type {other:?}; expected one of {}",
+                    crate::domain::RECORD_TYPES.join(", ")
+                ),
+            });
         }
     };
     event.validate().map_err(|(field, e)| RecordError { field: Some(field), message: e.0 })?;

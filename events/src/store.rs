@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::envelope::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
-use crate::ids::{InvalidValue, Position, StreamId, MAX_TAG_LEN};
+use crate::ids::{InvalidValue, MAX_TAG_LEN, Position, StreamId};
 
 /// Why the store refused or failed an operation. Refusals (bad input, conflicts) leave the store
 /// as it was; `Failed` and `Io` mean the store has stopped accepting writes.

@@ -25,7 +25,11 @@ fn samples() -> Vec<DomainEvent> {
         DomainEvent::DistrictOpened(DistrictOpened {
             slug: DistrictSlug::parse("toys").unwrap(),
             name: "Toy Town".into(),
-            personality: Personality { tone: "playful".into(), style: "short sentences".into(), audience: "parents".into() },
+            personality: Personality {
+                tone: "playful".into(),
+                style: "short sentences".into(),
+                audience: "parents".into(),
+            },
         }),
         DomainEvent::ProductListed(ProductListed {
             product_id: p(),
@@ -57,11 +61,48 @@ fn samples() -> Vec<DomainEvent> {
             price: Price::parse("19.99").unwrap(),
             currency: Currency::parse("EUR").unwrap(),
         }),
-        DomainEvent::ProductViewed(ProductViewed { id, shopper_id: shopper(), session_id: session(), at, product_id: p(), dwell_ms: 4200 }),
-        DomainEvent::ProductClicked(ProductClicked { id, shopper_id: shopper(), session_id: session(), at, product_id: p(), list: list(), position: 3 }),
-        DomainEvent::ImpressionServed(ImpressionServed { id, shopper_id: shopper(), session_id: session(), at, product_id: p(), list: list(), position: 3 }),
-        DomainEvent::AddedToCart(AddedToCart { id, shopper_id: shopper(), session_id: session(), at, product_id: p(), quantity: 2 }),
-        DomainEvent::RemovedFromCart(RemovedFromCart { id, shopper_id: shopper(), session_id: session(), at, product_id: p(), quantity: 1 }),
+        DomainEvent::ProductViewed(ProductViewed {
+            id,
+            shopper_id: shopper(),
+            session_id: session(),
+            at,
+            product_id: p(),
+            dwell_ms: 4200,
+        }),
+        DomainEvent::ProductClicked(ProductClicked {
+            id,
+            shopper_id: shopper(),
+            session_id: session(),
+            at,
+            product_id: p(),
+            list: list(),
+            position: 3,
+        }),
+        DomainEvent::ImpressionServed(ImpressionServed {
+            id,
+            shopper_id: shopper(),
+            session_id: session(),
+            at,
+            product_id: p(),
+            list: list(),
+            position: 3,
+        }),
+        DomainEvent::AddedToCart(AddedToCart {
+            id,
+            shopper_id: shopper(),
+            session_id: session(),
+            at,
+            product_id: p(),
+            quantity: 2,
+        }),
+        DomainEvent::RemovedFromCart(RemovedFromCart {
+            id,
+            shopper_id: shopper(),
+            session_id: session(),
+            at,
+            product_id: p(),
+            quantity: 1,
+        }),
         DomainEvent::Purchased(Purchased {
             id,
             shopper_id: shopper(),
@@ -73,7 +114,14 @@ fn samples() -> Vec<DomainEvent> {
             unit_price: Price::parse("24.90").unwrap(),
             currency: Currency::parse("EUR").unwrap(),
         }),
-        DomainEvent::Searched(Searched { id, shopper_id: shopper(), session_id: session(), at, query: "wooden toys".into(), result_ids: vec![p()] }),
+        DomainEvent::Searched(Searched {
+            id,
+            shopper_id: shopper(),
+            session_id: session(),
+            at,
+            query: "wooden toys".into(),
+            result_ids: vec![p()],
+        }),
         DomainEvent::Bounced(Bounced { id, shopper_id: shopper(), session_id: session(), at, product_id: p() }),
         DomainEvent::OptimizationDecided(OptimizationDecided {
             decision_id: id,
@@ -111,7 +159,10 @@ fn samples() -> Vec<DomainEvent> {
         DomainEvent::CopyApplied(CopyApplied {
             decision_id: id,
             product_id: p(),
-            content: Content::Seo(Seo { title: "Wooden train".into(), meta_description: "A train of beech wood.".into() }),
+            content: Content::Seo(Seo {
+                title: "Wooden train".into(),
+                meta_description: "A train of beech wood.".into(),
+            }),
             at,
         }),
         DomainEvent::ExperimentStarted(ExperimentStarted {
@@ -164,7 +215,12 @@ fn stored_payloads_match_the_committed_golden_bytes() {
             std::fs::write(&path, &bytes).unwrap();
         }
         let golden = std::fs::read(&path).unwrap_or_else(|_| panic!("{path} is committed"));
-        assert_eq!(bytes, golden, "{}: encoding changed; bump the schema version and add an upcaster", event.event_type());
+        assert_eq!(
+            bytes,
+            golden,
+            "{}: encoding changed; bump the schema version and add an upcaster",
+            event.event_type()
+        );
         let decoded = codec::decode(event.event_type(), event.schema_version(), &golden).unwrap();
         assert_eq!(decoded, event, "{}: golden bytes no longer decode to the sample", event.event_type());
     }

@@ -4,9 +4,9 @@
 //! without the actors: the decision events carry the copy; and the `districts` table (voice and
 //! signal counts).
 
-use mall_events::domain::{Content, DomainEvent, Outcome};
 use mall_events::RecordedEvent;
-use serde_json::{json, Value};
+use mall_events::domain::{Content, DomainEvent, Outcome};
+use serde_json::{Value, json};
 
 use crate::change::{Change, Op, TableDef};
 use crate::row;
@@ -75,10 +75,14 @@ impl Projection for Catalog {
 
     fn apply(&self, e: &RecordedEvent, d: &DomainEvent) -> Vec<Change> {
         if let DomainEvent::DistrictOpened(o) = d {
-            return vec![Change::set(DISTRICTS, o.slug.as_str(), row! {
-                "name" => o.name, "tone" => o.personality.tone, "style" => o.personality.style,
-                "audience" => o.personality.audience, "opened_position" => e.position,
-            })];
+            return vec![Change::set(
+                DISTRICTS,
+                o.slug.as_str(),
+                row! {
+                    "name" => o.name, "tone" => o.personality.tone, "style" => o.personality.style,
+                    "audience" => o.personality.audience, "opened_position" => e.position,
+                },
+            )];
         }
         let Some(id) = d.product_id().map(|p| p.as_str().to_string()) else { return Vec::new() };
         let pos = e.position;

@@ -69,7 +69,9 @@ pub fn apply_op(table: &TableDef, key: &str, row: Option<Row>, op: &Op) -> Optio
             let mut r = row.unwrap_or_else(fresh);
             for (k, d) in deltas {
                 let sum = match r.get(*k) {
-                    Some(Value::Number(n)) if n.is_i64() && d.fract() == 0.0 => Value::from(n.as_i64().unwrap_or(0) + *d as i64),
+                    Some(Value::Number(n)) if n.is_i64() && d.fract() == 0.0 => {
+                        Value::from(n.as_i64().unwrap_or(0) + *d as i64)
+                    }
                     Some(Value::Number(n)) => Value::from(n.as_f64().unwrap_or(0.0) + d),
                     _ if d.fract() == 0.0 => Value::from(*d as i64),
                     _ => Value::from(*d),
@@ -102,7 +104,8 @@ macro_rules! row {
 mod tests {
     use super::*;
 
-    const T: TableDef = TableDef { name: "t", key: "id", defaults: || crate::row! { "n" => 0, "x" => 0.0, "s" => Value::Null } };
+    const T: TableDef =
+        TableDef { name: "t", key: "id", defaults: || crate::row! { "n" => 0, "x" => 0.0, "s" => Value::Null } };
 
     #[test]
     fn ops_create_with_defaults_add_copy_and_delete() {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mall_events::Position;
 
-use crate::change::{apply_op, Change, Row, TableDef};
+use crate::change::{Change, Row, TableDef, apply_op};
 use crate::runner::{Sink, SinkError};
 
 #[derive(Default)]
@@ -59,7 +59,13 @@ impl Sink for MemorySink {
         Ok(self.tables.read().expect("tables").checkpoint)
     }
 
-    async fn apply(&self, from: Position, to: Position, recorded_at: Option<DateTime<Utc>>, changes: Vec<Change>) -> Result<bool, SinkError> {
+    async fn apply(
+        &self,
+        from: Position,
+        to: Position,
+        recorded_at: Option<DateTime<Utc>>,
+        changes: Vec<Change>,
+    ) -> Result<bool, SinkError> {
         let mut t = self.tables.write().expect("tables");
         if t.checkpoint != from || to <= from {
             return Ok(false);

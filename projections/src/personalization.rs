@@ -6,8 +6,8 @@
 //! to get interest as of now — the same numbers a fold that decays as it goes would give.
 
 use chrono::{DateTime, TimeZone, Utc};
-use mall_events::domain::DomainEvent;
 use mall_events::RecordedEvent;
+use mall_events::domain::DomainEvent;
 use serde_json::Value;
 
 use crate::change::{Change, TableDef};
@@ -70,7 +70,11 @@ impl Projection for Personalization {
         let mut out = Vec::new();
         for facet in facets {
             let key = format!("{shopper}/{facet}");
-            out.push(Change::set(SHOPPER_INTERESTS, key.clone(), row! { "shopper_id" => shopper, "facet" => facet, "last_at" => at }));
+            out.push(Change::set(
+                SHOPPER_INTERESTS,
+                key.clone(),
+                row! { "shopper_id" => shopper, "facet" => facet, "last_at" => at },
+            ));
             out.push(Change::add(SHOPPER_INTERESTS, key, vec![("score", scaled), ("signals", 1.0)]));
         }
         out

@@ -19,7 +19,7 @@ use mall_events::Position;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
-use crate::change::{apply_op, Change, Row, TableDef};
+use crate::change::{Change, Row, TableDef, apply_op};
 use crate::runner::{Sink, SinkError};
 
 /// The suffix of a rebuild's shadow tables and checkpoint.
@@ -79,7 +79,11 @@ impl PgSink {
         for (def, physical) in &tables {
             if shadow {
                 client
-                    .batch_execute(&format!("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)", ident(physical), ident(def.name)))
+                    .batch_execute(&format!(
+                        "CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)",
+                        ident(physical),
+                        ident(def.name)
+                    ))
                     .await
                     .map_err(db)?;
             }
@@ -135,14 +139,24 @@ impl PgSink {
     pub async fn recorded_version(&self) -> Result<i32, SinkError> {
         let mut guard = self.client().await?;
         let c = guard.as_mut().expect("connected");
-        let r = c.query_one("SELECT version FROM mall_projection_checkpoints WHERE name = $1", &[&self.checkpoint_name]).await;
+        let r = c
+            .query_one("SELECT version FROM mall_projection_checkpoints WHERE name = $1", &[&self.checkpoint_name])
+            .await;
         self.check(&mut guard, r.map(|r| r.get(0)))
     }
 
     /// Per key, an MD5 of the whole row: what `--verify` compares.
     pub async fn checksums(&self, table: &str) -> Result<Vec<(String, String)>, SinkError> {
-        let (def, physical) = self.tables.iter().find(|(d, _)| d.name == table).ok_or_else(|| SinkError::Backend(format!("no table {table}")))?;
-        let sql = format!("SELECT {k}::text, md5(row_to_json(t)::text) FROM {t} t ORDER BY {k}", k = ident(def.key), t = ident(physical));
+        let (def, physical) = self
+            .tables
+            .iter()
+            .find(|(d, _)| d.name == table)
+            .ok_or_else(|| SinkError::Backend(format!("no table {table}")))?;
+        let sql = format!(
+            "SELECT {k}::text, md5(row_to_json(t)::text) FROM {t} t ORDER BY {k}",
+            k = ident(def.key),
+            t = ident(physical)
+        );
         let mut guard = self.client().await?;
         let c = guard.as_mut().expect("connected");
         let r = c.query(&sql, &[]).await.map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect());
@@ -177,7 +191,10 @@ impl PgSink {
     ) -> Result<bool, tokio_postgres::Error> {
         let tx = c.transaction().await?;
         let at: i64 = tx
-            .query_one("SELECT position FROM mall_projection_checkpoints WHERE name = $1 FOR UPDATE", &[&self.checkpoint_name])
+            .query_one(
+                "SELECT position FROM mall_projection_checkpoints WHERE name = $1 FOR UPDATE",
+                &[&self.checkpoint_name],
+            )
             .await?
             .get(0);
         if at != from as i64 || to <= from {
@@ -209,7 +226,11 @@ impl PgSink {
                 continue;
             }
             let k: Vec<&String> = k.iter().collect();
-            let sql = format!("SELECT row_to_json(t)::text FROM {t} t WHERE {key} = ANY($1)", t = ident(physical), key = ident(def.key));
+            let sql = format!(
+                "SELECT row_to_json(t)::text FROM {t} t WHERE {key} = ANY($1)",
+                t = ident(physical),
+                key = ident(def.key)
+            );
             for r in tx.query(&sql, &[&k]).await? {
                 let text: String = r.get(0);
                 let row: Row = serde_json::from_str(&text).unwrap_or_default();
@@ -236,7 +257,8 @@ impl PgSink {
             }
             if !upserts.is_empty() {
                 let cols = &self.columns[def.name];
-                let set: Vec<String> = cols.iter().filter(|c| *c != def.key).map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
+                let set: Vec<String> =
+                    cols.iter().filter(|c| *c != def.key).map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
                 let sql = format!(
                     "INSERT INTO {t} SELECT * FROM jsonb_populate_recordset(NULL::{t}, $1::text::jsonb) ON CONFLICT ({key}) DO UPDATE SET {set}",
                     t = ident(physical),
@@ -276,7 +298,13 @@ impl Sink for PgSink {
         self.check(&mut guard, r)
     }
 
-    async fn apply(&self, from: Position, to: Position, recorded_at: Option<DateTime<Utc>>, changes: Vec<Change>) -> Result<bool, SinkError> {
+    async fn apply(
+        &self,
+        from: Position,
+        to: Position,
+        recorded_at: Option<DateTime<Utc>>,
+        changes: Vec<Change>,
+    ) -> Result<bool, SinkError> {
         if let Some(c) = changes.iter().find(|c| !self.tables.iter().any(|(d, _)| d.name == c.table)) {
             return Err(SinkError::Backend(format!("no table {}", c.table)));
         }
@@ -321,7 +349,8 @@ pub async fn swap_in(
         .await
         .map_err(db)?
         .get(0);
-    let position = crate::runner::catch_up_until(store, projection, shadow, 5_000, Some(live_at as Position), |_| {}).await?;
+    let position =
+        crate::runner::catch_up_until(store, projection, shadow, 5_000, Some(live_at as Position), |_| {}).await?;
     let mut differences = Vec::new();
     if verify {
         for d in projection.tables() {

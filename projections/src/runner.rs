@@ -47,7 +47,13 @@ pub trait Sink: Send + Sync + 'static {
     /// together — but only if the checkpoint is still `from`: a batch delivered twice, or one
     /// read before a rebuild was swapped in, changes nothing and returns `false` (the runner then
     /// reads the checkpoint again).
-    async fn apply(&self, from: Position, to: Position, recorded_at: Option<DateTime<Utc>>, changes: Vec<Change>) -> Result<bool, SinkError>;
+    async fn apply(
+        &self,
+        from: Position,
+        to: Position,
+        recorded_at: Option<DateTime<Utc>>,
+        changes: Vec<Change>,
+    ) -> Result<bool, SinkError>;
 }
 
 /// How far a projection is behind the log.

@@ -10,9 +10,9 @@ use chrono::Utc;
 use mall_events::domain::*;
 use mall_events::ids::*;
 use mall_events::{EmbeddedConfig, EmbeddedStore, EventStore, ExpectedVersion, NewEvent};
-use mall_projections::catalog::{Catalog, PRODUCTS, PRODUCT_METRICS};
+use mall_projections::catalog::{Catalog, PRODUCT_METRICS, PRODUCTS};
 use mall_projections::memory::MemorySink;
-use mall_projections::runner::{catch_up, follow, lag, Projection, Sink};
+use mall_projections::runner::{Projection, Sink, catch_up, follow, lag};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
@@ -125,7 +125,10 @@ async fn each_event_makes_its_rows() {
     .await;
     catch_up(&*store, &Catalog, &sink, 100, |_| {}).await.unwrap();
     let p = sink.get(PRODUCTS, "p1").unwrap();
-    assert_eq!((p["description"].as_str(), p["status"].as_str(), p["copy_version"].as_i64()), (Some("Rings."), Some("in_stock"), Some(0)));
+    assert_eq!(
+        (p["description"].as_str(), p["status"].as_str(), p["copy_version"].as_i64()),
+        (Some("Rings."), Some("in_stock"), Some(0))
+    );
     assert_eq!((p["seo_title"].as_str(), p["challenger"].as_str()), (Some("T"), Some("Seven rings of oiled beech.")));
     assert_eq!(p["tags"], serde_json::json!(["wood", "train"]));
     let m = sink.get(PRODUCT_METRICS, "p1").unwrap();
@@ -133,7 +136,15 @@ async fn each_event_makes_its_rows() {
     assert_eq!(m["revenue_e4"], 398_000, "2 × 19.90 in ten-thousandths: {m:?}");
 
     // The challenger wins: it becomes the copy. The next one loses: the copy stays.
-    put(&*store, vec![concluded("p1", x, Outcome::ChallengerWon), started("p1", y, "Worse copy."), concluded("p1", y, Outcome::ControlWon)]).await;
+    put(
+        &*store,
+        vec![
+            concluded("p1", x, Outcome::ChallengerWon),
+            started("p1", y, "Worse copy."),
+            concluded("p1", y, Outcome::ControlWon),
+        ],
+    )
+    .await;
     put(&*store, vec![DomainEvent::StockChanged(StockChanged { product_id: pid("p1"), stock: 0 })]).await;
     catch_up(&*store, &Catalog, &sink, 100, |_| {}).await.unwrap();
     let p = sink.get(PRODUCTS, "p1").unwrap();

@@ -11,9 +11,9 @@ use mall_events::domain::*;
 use mall_events::ids::*;
 use mall_events::postgres::{PgConfig, PgStore};
 use mall_events::{EventStore, ExpectedVersion, NewEvent};
-use mall_projections::catalog::{Catalog, PRODUCTS, PRODUCT_METRICS};
-use mall_projections::postgres::{swap_in, PgSink};
-use mall_projections::runner::{catch_up, changes_of, follow, Projection, Sink};
+use mall_projections::catalog::{Catalog, PRODUCT_METRICS, PRODUCTS};
+use mall_projections::postgres::{PgSink, swap_in};
+use mall_projections::runner::{Projection, Sink, catch_up, changes_of, follow};
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
@@ -65,7 +65,14 @@ fn event(rng: &mut rand::rngs::StdRng, p: &str, listed: bool) -> DomainEvent {
             unit_price: Price::parse("19.90").unwrap(),
             currency: Currency::parse("EUR").unwrap(),
         }),
-        _ => DomainEvent::ProductViewed(ProductViewed { id: meta.0, shopper_id: meta.1, session_id: meta.2, at: meta.3, product_id: pid(p), dwell_ms: 900 }),
+        _ => DomainEvent::ProductViewed(ProductViewed {
+            id: meta.0,
+            shopper_id: meta.1,
+            session_id: meta.2,
+            at: meta.3,
+            product_id: pid(p),
+            dwell_ms: 900,
+        }),
     }
 }
 
@@ -133,7 +140,11 @@ async fn rows_and_checkpoint_commit_together_and_a_rebuild_swaps_in_equal() {
     let fresh = PgSink::open(&url, "catalog", 1, Catalog.tables(), true).await.unwrap();
     catch_up(&*store, &Catalog, &fresh, 500, |_| {}).await.unwrap();
     for t in [PRODUCTS, PRODUCT_METRICS] {
-        assert_eq!(live.checksums(t).await.unwrap(), fresh.checksums(t).await.unwrap(), "seed {seed}: {t} after the swap");
+        assert_eq!(
+            live.checksums(t).await.unwrap(),
+            fresh.checksums(t).await.unwrap(),
+            "seed {seed}: {t} after the swap"
+        );
     }
     let _ = stop_tx.send(true);
     follower.await.unwrap().unwrap();

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{anyhow, Context};
+use anyhow::{Context, anyhow};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use mall_actors::audit::{self, Change, History, Status};
@@ -89,7 +89,15 @@ pub fn render(h: &History) -> String {
     let _ = writeln!(out, "\ndescription versions:");
     for v in &h.versions {
         let by = v.decision_id.map(|d| format!(" (decision {d})")).unwrap_or_default();
-        let _ = writeln!(out, "  v{} since {} at position {}, from {}{by}:\n    {:?}", v.version, v.since.to_rfc3339(), v.position, v.source, v.text);
+        let _ = writeln!(
+            out,
+            "  v{} since {} at position {}, from {}{by}:\n    {:?}",
+            v.version,
+            v.since.to_rfc3339(),
+            v.position,
+            v.source,
+            v.text
+        );
     }
     let _ = writeln!(out, "\ndecisions:");
     if h.changes.is_empty() {
@@ -134,14 +142,21 @@ fn render_change(out: &mut String, c: &Change) {
         let _ = writeln!(out, "    prompt: {:?}", g.prompt);
         let _ = writeln!(out, "    raw output: {:?}", g.raw_output);
         for v in &g.verdicts {
-            let _ = writeln!(out, "    guardrail {}: {} {}", v.check, if v.passed { "passed" } else { "FAILED" }, v.detail);
+            let _ =
+                writeln!(out, "    guardrail {}: {} {}", v.check, if v.passed { "passed" } else { "FAILED" }, v.detail);
         }
     }
     if let Some(r) = &c.rejected_reason {
         let _ = writeln!(out, "    rejected: {r}");
     }
     if let Some(x) = &c.experiment {
-        let _ = writeln!(out, "    experiment {} started {} at position {}", x.experiment_id, x.started_at.to_rfc3339(), x.started_position);
+        let _ = writeln!(
+            out,
+            "    experiment {} started {} at position {}",
+            x.experiment_id,
+            x.started_at.to_rfc3339(),
+            x.started_position
+        );
         if let Some(k) = &x.concluded {
             let _ = writeln!(
                 out,
@@ -201,7 +216,9 @@ pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exi
             let mut events = read_stream(&*store, &stream, MAX_EVENTS).await?;
             events.retain(keep);
             if events.is_empty() {
-                return Err(anyhow!("no events in {stream}{}", if until.is_some() { " up to --until" } else { "" }).into());
+                return Err(
+                    anyhow!("no events in {stream}{}", if until.is_some() { " up to --until" } else { "" }).into()
+                );
             }
             let mut s = ProductState::default();
             for e in &events {
@@ -229,7 +246,12 @@ pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exi
                         if !tags_of.contains_key(p.as_str()) {
                             tags_of.insert(p.as_str().into(), tag_history(&*store, p).await?);
                         }
-                        tags_of[p.as_str()].iter().rev().find(|(at, _)| *at <= e.position).map(|(_, t)| t.clone()).unwrap_or_default()
+                        tags_of[p.as_str()]
+                            .iter()
+                            .rev()
+                            .find(|(at, _)| *at <= e.position)
+                            .map(|(_, t)| t.clone())
+                            .unwrap_or_default()
                     }
                     None => Vec::new(),
                 };
@@ -241,7 +263,9 @@ pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exi
             v["prediction"] = serde_json::to_value(prediction).expect("prediction serializes");
             (v, None)
         }
-        other => return Err(anyhow!("stream: replay knows product-, district- and shopper- streams, not {other}-").into()),
+        other => {
+            return Err(anyhow!("stream: replay knows product-, district- and shopper- streams, not {other}-").into());
+        }
     };
     if args.json {
         let mut out = serde_json::json!({"stream": stream.as_str(), "state": state});
@@ -261,13 +285,20 @@ pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exi
     }
     if let Some(v) = verification {
         if !v.mismatches.is_empty() {
-            return Err(Exit { code: 4, error: anyhow!("{} recorded decisions are not reproduced by replay", v.mismatches.len()) });
+            return Err(Exit {
+                code: 4,
+                error: anyhow!("{} recorded decisions are not reproduced by replay", v.mismatches.len()),
+            });
         }
     }
     Ok(())
 }
 
-async fn by_tag(store: &dyn EventStore, tag: &str, keep: &dyn Fn(&RecordedEvent) -> bool) -> anyhow::Result<Vec<RecordedEvent>> {
+async fn by_tag(
+    store: &dyn EventStore,
+    tag: &str,
+    keep: &dyn Fn(&RecordedEvent) -> bool,
+) -> anyhow::Result<Vec<RecordedEvent>> {
     let mut out: Vec<RecordedEvent> = Vec::new();
     loop {
         let from = out.last().map_or(1, |e| e.position + 1);

@@ -46,7 +46,10 @@ pub async fn run(store_args: &StoreArgs, cmd: DebugCommand) -> Result<(), Exit> 
                                 tags: vec![format!("writer:{w}")],
                                 correlation_id: None,
                                 causation_id: None,
-                                payload: vec![(i as u8).wrapping_add(k as u8); 20 + ((i * 37 + k as u64) % 400) as usize],
+                                payload: vec![
+                                    (i as u8).wrapping_add(k as u8);
+                                    20 + ((i * 37 + k as u64) % 400) as usize
+                                ],
                             })
                             .collect();
                         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();

@@ -17,7 +17,7 @@ use mall_actors::experiment::{self, Arm};
 use mall_events::ids::ShopperId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::cli::Exit;
@@ -72,7 +72,16 @@ const DISTRICTS: &[District] = &[
         tone: "warm",
         style: "sensory storytelling",
         audience: "home cooks",
-        nouns: &["skillet", "chef's knife", "dutch oven", "cutting board", "spice rack", "teapot", "mixing bowl", "ladle"],
+        nouns: &[
+            "skillet",
+            "chef's knife",
+            "dutch oven",
+            "cutting board",
+            "spice rack",
+            "teapot",
+            "mixing bowl",
+            "ladle",
+        ],
         tags: &["cast iron", "stainless", "baking", "everyday", "gift", "handmade"],
     },
     District {
@@ -81,7 +90,16 @@ const DISTRICTS: &[District] = &[
         tone: "technical",
         style: "plain and practical",
         audience: "hikers and campers",
-        nouns: &["tent", "headlamp", "rain jacket", "sleeping bag", "trail pack", "water filter", "camp stove", "trekking poles"],
+        nouns: &[
+            "tent",
+            "headlamp",
+            "rain jacket",
+            "sleeping bag",
+            "trail pack",
+            "water filter",
+            "camp stove",
+            "trekking poles",
+        ],
         tags: &["lightweight", "waterproof", "camping", "hiking", "winter", "ultralight"],
     },
     District {
@@ -95,7 +113,8 @@ const DISTRICTS: &[District] = &[
     },
 ];
 
-const ADJECTIVES: &[&str] = &["Classic", "Compact", "Sturdy", "Bright", "Field", "Heritage", "Everyday", "Folding", "Grand", "Little"];
+const ADJECTIVES: &[&str] =
+    &["Classic", "Compact", "Sturdy", "Bright", "Field", "Heritage", "Everyday", "Folding", "Grand", "Little"];
 const MATERIALS: &[&str] = &["beech", "oak", "cotton", "steel", "linen", "wool", "ceramic", "nylon"];
 
 /// What the simulator knows of a product (refreshed from the API).
@@ -194,7 +213,13 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
         }
     }
     let example = &products[0].0;
-    println!("mall demo: {} districts and {} products listed; {} shoppers browsing at {} visits/s", DISTRICTS.len(), products.len(), args.shoppers, args.rate);
+    println!(
+        "mall demo: {} districts and {} products listed; {} shoppers browsing at {} visits/s",
+        DISTRICTS.len(),
+        products.len(),
+        args.shoppers,
+        args.rate
+    );
     println!("  try:  curl {base}/api/products/{example}");
     println!("        curl {base}/api/products/{example}/history");
     println!("        curl {base}/healthz");
@@ -251,7 +276,10 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
                 v.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
                 v
             };
-            signals.push(signal("impression_served", json!({"list": district_list(*district), "position": rng.random_range(1..25)})));
+            signals.push(signal(
+                "impression_served",
+                json!({"list": district_list(*district), "position": rng.random_range(1..25)}),
+            ));
             if !rng.random_bool(0.5) {
                 continue;
             }
@@ -262,13 +290,19 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
                 signals.push(signal("bounced", json!({})));
                 continue;
             }
-            let taste = if district == fav_district { 1.6 } else { 0.8 } * if k.tags.iter().any(|t| fav_tags.contains(&t.as_str())) { 1.4 } else { 1.0 };
+            let taste = if district == fav_district { 1.6 } else { 0.8 }
+                * if k.tags.iter().any(|t| fav_tags.contains(&t.as_str())) { 1.4 } else { 1.0 };
             if rng.random_bool((0.12 * taste * quality).min(0.95)) {
                 signals.push(signal("added_to_cart", json!({"quantity": 1})));
             }
         }
         for chunk in signals.chunks(2_000) {
-            let r = client.post(format!("{base}/api/signals")).bearer_auth(admin).json(&json!({"signals": chunk})).send().await?;
+            let r = client
+                .post(format!("{base}/api/signals"))
+                .bearer_auth(admin)
+                .json(&json!({"signals": chunk}))
+                .send()
+                .await?;
             if r.status() != reqwest::StatusCode::ACCEPTED {
                 anyhow::bail!("signals refused: {}", r.text().await?);
             }
@@ -308,7 +342,10 @@ async fn refresh(client: &reqwest::Client, base: &str, products: &[Seeded], know
         });
         let _ = d;
         let entry = Known {
-            tags: v["tags"].as_array().map(|t| t.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default(),
+            tags: v["tags"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
             description: v["description"].as_str().unwrap_or_default().to_string(),
             experiment,
             copy_version: v["copy_version"].as_u64().unwrap_or(0),
@@ -316,7 +353,8 @@ async fn refresh(client: &reqwest::Client, base: &str, products: &[Seeded], know
         known.insert(id, entry);
     }
     // The challenger's text: asked for as a shopper in the challenger arm would see it.
-    let open: Vec<(String, Uuid)> = known.iter().filter_map(|(id, k)| k.experiment.as_ref().map(|x| (id.clone(), x.0))).collect();
+    let open: Vec<(String, Uuid)> =
+        known.iter().filter_map(|(id, k)| k.experiment.as_ref().map(|x| (id.clone(), x.0))).collect();
     for (id, x) in open {
         let challenger_shopper = (0..64)
             .map(|i| format!("probe-{i}"))

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use mall_events::{subscribe_all, EventStore, RecordedEvent, StoreError};
+use mall_events::{EventStore, RecordedEvent, StoreError, subscribe_all};
 
 use crate::cli::{EventsCommand, Exit};
 use crate::store::{self, Access, StoreArgs, StoreKind};
@@ -123,7 +123,10 @@ async fn verify(store: &dyn EventStore, json: bool) -> Result<(), Exit> {
         for e in &batch {
             checked += 1;
             if e.position != checked {
-                return Err(Exit { code: 3, error: anyhow::anyhow!("position {} follows position {}", e.position, checked - 1) });
+                return Err(Exit {
+                    code: 3,
+                    error: anyhow::anyhow!("position {} follows position {}", e.position, checked - 1),
+                });
             }
             if let Err(err) = e.decode() {
                 undecodable.push(format!("position {} ({} in {}): {err}", e.position, e.event_type, e.stream_id));
@@ -131,14 +134,20 @@ async fn verify(store: &dyn EventStore, json: bool) -> Result<(), Exit> {
         }
     }
     if json {
-        println!("{}", serde_json::json!({ "ok": undecodable.is_empty(), "records": checked, "undecodable": undecodable }));
+        println!(
+            "{}",
+            serde_json::json!({ "ok": undecodable.is_empty(), "records": checked, "undecodable": undecodable })
+        );
     } else {
         for u in &undecodable {
             println!("undecodable: {u}");
         }
     }
     if !undecodable.is_empty() {
-        return Err(Exit { code: 3, error: anyhow::anyhow!("{} of {checked} records do not decode", undecodable.len()) });
+        return Err(Exit {
+            code: 3,
+            error: anyhow::anyhow!("{} of {checked} records do not decode", undecodable.len()),
+        });
     }
     if !json {
         println!("ok: {checked} records verified");

@@ -11,10 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context};
+use anyhow::{Context, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
 use mall_events::domain::DomainEvent;
-use mall_events::ids::{tag, DistrictSlug, ProductId};
+use mall_events::ids::{DistrictSlug, ProductId, tag};
 use mall_events::records::parse_record;
 use mall_events::{Direction, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
 use uuid::Uuid;
@@ -54,7 +54,8 @@ pub async fn run(store_args: &StoreArgs, args: &ImportArgs) -> Result<(), Exit> 
                 .expect("a valid template")
                 .progress_chars("=> "),
         ),
-        None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {bytes} {msg}").expect("a valid template")),
+        None => ProgressBar::new_spinner()
+            .with_style(ProgressStyle::with_template("{spinner} {bytes} {msg}").expect("a valid template")),
     };
     let started = Instant::now();
     let result = import(store.clone(), reader, args.batch as usize, &progress).await;
@@ -122,7 +123,8 @@ pub async fn import(
     let started = Instant::now();
     loop {
         line.clear();
-        let n = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).context("cannot read the input")?;
+        let n =
+            (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).context("cannot read the input")?;
         if n == 0 {
             break;
         }
@@ -237,7 +239,10 @@ impl Importer {
                 if let Some(known) = self.product(&p.product_id).await?
                     && known.listed_id != id
                 {
-                    return Err(anyhow!("product_id: product {} is already listed (send product_edited to change it)", p.product_id));
+                    return Err(anyhow!(
+                        "product_id: product {} is already listed (send product_edited to change it)",
+                        p.product_id
+                    ));
                 }
                 self.products.insert(p.product_id.clone(), Product { district: p.district.clone(), listed_id: id });
                 id
@@ -282,7 +287,8 @@ impl Importer {
             }
             by_stream.entry(p.stream.clone()).or_default().push(p);
         }
-        let (districts, others): (Vec<StreamId>, Vec<StreamId>) = order.into_iter().partition(|s| s.category() == "district");
+        let (districts, others): (Vec<StreamId>, Vec<StreamId>) =
+            order.into_iter().partition(|s| s.category() == "district");
         for s in districts {
             let batch = by_stream.remove(&s).expect("queued");
             let (a, d) = append_stream(self.store.clone(), s, batch).await?;
@@ -311,7 +317,11 @@ impl Importer {
 }
 
 /// Appends one stream's queued events; returns (appended, already stored).
-async fn append_stream(store: Arc<dyn EventStore>, stream: StreamId, batch: Vec<Pending>) -> anyhow::Result<(u64, u64)> {
+async fn append_stream(
+    store: Arc<dyn EventStore>,
+    stream: StreamId,
+    batch: Vec<Pending>,
+) -> anyhow::Result<(u64, u64)> {
     let events: Vec<NewEvent> = batch.iter().map(|p| p.event.clone()).collect();
     let n = events.len() as u64;
     match store.append(&stream, ExpectedVersion::Any, events).await {

@@ -6,12 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use mall_projections::postgres::{swap_in, PgSink};
+use mall_projections::postgres::{PgSink, swap_in};
 use mall_projections::runner::{self, Projection};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::cli::Exit;
 use crate::readside::projections;
@@ -54,7 +54,9 @@ pub enum ProjectionsCommand {
 pub async fn run(store_args: &StoreArgs, cmd: ProjectionsCommand) -> Result<(), Exit> {
     match (store_args.store, cmd) {
         (StoreKind::Postgres, ProjectionsCommand::Status { json, .. }) => pg_status(store_args, json).await,
-        (StoreKind::Postgres, ProjectionsCommand::Rebuild { name, all, verify, .. }) => pg_rebuild(store_args, targets(name, all)?, verify).await,
+        (StoreKind::Postgres, ProjectionsCommand::Rebuild { name, all, verify, .. }) => {
+            pg_rebuild(store_args, targets(name, all)?, verify).await
+        }
         (_, ProjectionsCommand::Status { json, server }) => server_status(&server.server, json).await,
         (_, ProjectionsCommand::Rebuild { name, all, verify, server }) => {
             targets(name.clone(), all)?;
@@ -66,9 +68,16 @@ pub async fn run(store_args: &StoreArgs, cmd: ProjectionsCommand) -> Result<(), 
 fn targets(name: Option<String>, all: bool) -> anyhow::Result<Vec<Box<dyn Projection>>> {
     let known = projections();
     match (name, all) {
-        (None, false) => bail!("name a projection ({}) or pass --all", known.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")),
+        (None, false) => {
+            bail!("name a projection ({}) or pass --all", known.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "))
+        }
         (Some(n), _) => {
-            let p = known.iter().find(|p| p.name() == n).ok_or_else(|| anyhow!("no projection {n:?}; there are: {}", known.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")))?;
+            let p = known.iter().find(|p| p.name() == n).ok_or_else(|| {
+                anyhow!(
+                    "no projection {n:?}; there are: {}",
+                    known.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+                )
+            })?;
             Ok(vec![boxed(p.name())])
         }
         (None, true) => Ok(known.iter().map(|p| boxed(p.name())).collect()),
@@ -105,7 +114,10 @@ fn print_status(v: &Value, as_json: bool) {
         println!("{v}");
         return;
     }
-    println!("{:<12} {:>7} {:>12} {:>12} {:>10} {:>10}", "projection", "version", "checkpoint", "log", "behind", "seconds");
+    println!(
+        "{:<12} {:>7} {:>12} {:>12} {:>10} {:>10}",
+        "projection", "version", "checkpoint", "log", "behind", "seconds"
+    );
     for p in v["projections"].as_array().into_iter().flatten() {
         println!(
             "{:<12} {:>7} {:>12} {:>12} {:>10} {:>10.1}",
@@ -167,7 +179,10 @@ async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Box<dyn Projection>>, v
         differences.extend(diffs);
     }
     if !differences.is_empty() {
-        return Err(Exit { code: 5, error: anyhow!("{} differences between the rebuilt and the live tables", differences.len()) });
+        return Err(Exit {
+            code: 5,
+            error: anyhow!("{} differences between the rebuilt and the live tables", differences.len()),
+        });
     }
     Ok(())
 }
@@ -185,12 +200,20 @@ fn report(name: &str, verify: bool, diffs: &[String]) {
 }
 
 fn admin_token() -> anyhow::Result<String> {
-    std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).context("set MALL_ADMIN_TOKEN to the server's admin token")
+    std::env::var("MALL_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .context("set MALL_ADMIN_TOKEN to the server's admin token")
 }
 
 async fn server_status(server: &str, as_json: bool) -> Result<(), Exit> {
     let client = reqwest::Client::new();
-    let r = client.get(format!("{server}/api/admin/projections")).bearer_auth(admin_token()?).send().await.with_context(|| format!("cannot reach {server} (is `mall serve` running?)"))?;
+    let r = client
+        .get(format!("{server}/api/admin/projections"))
+        .bearer_auth(admin_token()?)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {server} (is `mall serve` running?)"))?;
     if !r.status().is_success() {
         return Err(anyhow!("{server}: {}", r.text().await.unwrap_or_default()).into());
     }
@@ -201,7 +224,11 @@ async fn server_status(server: &str, as_json: bool) -> Result<(), Exit> {
 async fn server_rebuild(server: &str, name: Option<String>, verify: bool) -> Result<(), Exit> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(3_600)).build()?;
     let token = admin_token()?;
-    let request = client.post(format!("{server}/api/admin/projections/rebuild")).bearer_auth(&token).json(&json!({"name": name, "verify": verify})).send();
+    let request = client
+        .post(format!("{server}/api/admin/projections/rebuild"))
+        .bearer_auth(&token)
+        .json(&json!({"name": name, "verify": verify}))
+        .send();
     tokio::pin!(request);
     let progress = bar(0);
     let started = Instant::now();
@@ -229,8 +256,13 @@ async fn server_rebuild(server: &str, name: Option<String>, verify: bool) -> Res
     let mut total = 0;
     for r in v["rebuilt"].as_array().into_iter().flatten() {
         let name = r["name"].as_str().unwrap_or_default();
-        println!("{name}: rebuilt to position {} in {:.1} s and swapped in", r["checkpoint"], started.elapsed().as_secs_f64());
-        let diffs: Vec<String> = r["differences"].as_array().into_iter().flatten().filter_map(|d| d.as_str().map(str::to_string)).collect();
+        println!(
+            "{name}: rebuilt to position {} in {:.1} s and swapped in",
+            r["checkpoint"],
+            started.elapsed().as_secs_f64()
+        );
+        let diffs: Vec<String> =
+            r["differences"].as_array().into_iter().flatten().filter_map(|d| d.as_str().map(str::to_string)).collect();
         report(name, verify, &diffs);
         total += diffs.len();
     }

@@ -1,14 +1,14 @@
 //! Administration: the projections' status and their rebuild (in memory, inside the server; a
 //! PostgreSQL read side is rebuilt by `mall projections rebuild` against the database).
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::AppState;
 use super::auth::Scope;
 use super::error::ApiError;
-use super::ingest::{body, MAX_CATALOG_BODY};
-use super::AppState;
+use super::ingest::{MAX_CATALOG_BODY, body};
 
 /// `GET /api/admin/projections`: name, version, checkpoint, lag, and any rebuild's progress.
 pub async fn projections(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -20,7 +20,9 @@ pub async fn projections(req: HttpRequest, state: web::Data<AppState>) -> Result
         .into_iter()
         .map(|(name, version, lag, rebuild)| json!({"name": name, "version": version, "lag": lag, "rebuild": rebuild}))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"sink": if state.read.database_url.is_some() { "postgres" } else { "memory" }, "projections": rows})))
+    Ok(HttpResponse::Ok().json(
+        json!({"sink": if state.read.database_url.is_some() { "postgres" } else { "memory" }, "projections": rows}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -34,7 +36,11 @@ struct RebuildBody {
 
 /// `POST /api/admin/projections/rebuild` `{"name"?, "verify"?}`: rebuilds in memory beside the
 /// live projection and swaps it in; answers with the differences found when `verify`.
-pub async fn rebuild(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn rebuild(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
     let b: RebuildBody = mall_events::records::from_json(&body(payload, MAX_CATALOG_BODY).await?)?;
     if state.read.database_url.is_some() {
@@ -49,7 +55,8 @@ pub async fn rebuild(req: HttpRequest, state: web::Data<AppState>, payload: web:
     };
     let mut results = Vec::new();
     for f in targets {
-        let differences = state.read.rebuild_memory(&f, b.verify).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let differences =
+            state.read.rebuild_memory(&f, b.verify).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
         let checkpoint = *f.applied.borrow();
         results.push(json!({"name": f.projection.name(), "checkpoint": checkpoint, "differences": differences}));
     }

@@ -2,8 +2,8 @@
 //! the catalog and trigger the autonomous systems. Reads need no token. Tokens are compared in
 //! constant time and never logged.
 
-use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
+use actix_web::http::StatusCode;
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
@@ -44,21 +44,22 @@ impl Tokens {
     /// Checks the request's `Authorization: Bearer` token for `need`: none or unknown → 401,
     /// known but not enough → 403.
     pub fn check(&self, req: &HttpRequest, need: Scope) -> Result<(), ApiError> {
-        let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer TOKEN)");
+        let unauthorized =
+            || ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer TOKEN)");
         let header = req.headers().get(actix_web::http::header::AUTHORIZATION).ok_or_else(unauthorized)?;
-        let token = header
-            .as_bytes()
-            .strip_prefix(b"Bearer ")
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "the Authorization header must be `Bearer TOKEN`"))?;
+        let token = header.as_bytes().strip_prefix(b"Bearer ").ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "the Authorization header must be `Bearer TOKEN`")
+        })?;
         // Both comparisons always run, so timing tells nothing about which one matched.
         let is_admin = same(token, &self.admin);
         let is_ingest = self.ingest.as_deref().is_some_and(|i| same(token, i));
         match (need, is_admin, is_ingest) {
             (_, true, _) => Ok(()),
             (Scope::Ingest, false, true) => Ok(()),
-            (Scope::Admin, false, true) => {
-                Err(ApiError::new(StatusCode::FORBIDDEN, "this token may post signals only; catalog changes need the admin token"))
-            }
+            (Scope::Admin, false, true) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this token may post signals only; catalog changes need the admin token",
+            )),
             _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown token")),
         }
     }

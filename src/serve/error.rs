@@ -80,7 +80,9 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
             }
             StoreError::WrongExpectedVersion { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-            StoreError::IdConflict { .. } => ApiError { field: Some("id".into()), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()) },
+            StoreError::IdConflict { .. } => {
+                ApiError { field: Some("id".into()), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()) }
+            }
             _ => {
                 tracing::error!(error = %e, "event store failure");
                 ApiError::unavailable("the event log is unavailable; nothing of this request was acknowledged")

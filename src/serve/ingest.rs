@@ -11,19 +11,19 @@
 use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use mall_events::domain::{DomainEvent, RECORD_TYPES};
-use mall_events::ids::{tag, DistrictSlug, Position, ProductId};
+use mall_events::ids::{DistrictSlug, Position, ProductId, tag};
 use mall_events::records::{from_json, parse_typed};
 use mall_events::{ExpectedVersion, NewEvent, StoreError, StreamId};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::AppState;
 use super::auth::Scope;
 use super::error::ApiError;
-use super::AppState;
 
 /// The most signals in one batch.
 pub const MAX_SIGNALS: usize = 10_000;
@@ -38,7 +38,10 @@ pub async fn body(mut payload: web::Payload, limit: usize) -> Result<web::BytesM
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::invalid("body", format!("cannot read the body: {e}")))?;
         if buf.len() + chunk.len() > limit {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over the limit of {limit} bytes")));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over the limit of {limit} bytes"),
+            ));
         }
         buf.extend_from_slice(&chunk);
     }
@@ -77,7 +80,11 @@ fn district_known(state: &AppState, slug: &DistrictSlug) -> bool {
 }
 
 /// `POST /api/districts`.
-pub async fn open_district(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn open_district(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
     let event = catalog_record(&body(payload, MAX_CATALOG_BODY).await?, "district_opened")?;
     let DomainEvent::DistrictOpened(d) = &event else { unreachable!("parsed as district_opened") };
@@ -87,14 +94,19 @@ pub async fn open_district(req: HttpRequest, state: web::Data<AppState>, payload
             Ok(HttpResponse::build(status).json(json!({"slug": d.slug, "position": r.last_position})))
         }
         Err(StoreError::WrongExpectedVersion { .. }) => {
-            Err(ApiError::invalid("slug", format!("district {} is already open", d.slug)).with_status(StatusCode::CONFLICT))
+            Err(ApiError::invalid("slug", format!("district {} is already open", d.slug))
+                .with_status(StatusCode::CONFLICT))
         }
         Err(e) => Err(e.into()),
     }
 }
 
 /// `POST /api/products`.
-pub async fn list_product(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn list_product(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
     let event = catalog_record(&body(payload, MAX_CATALOG_BODY).await?, "product_listed")?;
     let DomainEvent::ProductListed(p) = &event else { unreachable!("parsed as product_listed") };
@@ -151,7 +163,8 @@ pub async fn edit_product(
             return Err(ApiError::invalid("district", format!("unknown district {d}")));
         }
     }
-    let ne = NewEvent::from_domain(&event, Uuid::now_v7(), Vec::new()).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let ne = NewEvent::from_domain(&event, Uuid::now_v7(), Vec::new())
+        .map_err(|e| ApiError::invalid("body", e.to_string()))?;
     let r = state.store.append(&event.stream_id(), ExpectedVersion::Any, vec![ne]).await?;
     state.actors.note(&event);
     Ok(HttpResponse::Ok().json(json!({"product_id": id, "position": r.last_position})))
@@ -171,7 +184,11 @@ struct Staged {
 }
 
 /// `POST /api/signals`: `{"signals": [record, ...]}` → 202 `{"accepted", "duplicates", "position"}`.
-pub async fn post_signals(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn post_signals(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Ingest)?;
     let bytes = body(payload, MAX_SIGNALS_BODY).await?;
     let batch: SignalBatch = from_json(&bytes)?;
@@ -179,8 +196,11 @@ pub async fn post_signals(req: HttpRequest, state: web::Data<AppState>, payload:
         return Err(ApiError::invalid("signals", "must hold at least one signal"));
     }
     if batch.signals.len() > MAX_SIGNALS {
-        return Err(ApiError::invalid("signals", format!("{} signals is over the limit of {MAX_SIGNALS} per batch", batch.signals.len()))
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE));
+        return Err(ApiError::invalid(
+            "signals",
+            format!("{} signals is over the limit of {MAX_SIGNALS} per batch", batch.signals.len()),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE));
     }
     let staged = validate(&state, batch.signals)?;
     let (accepted, duplicates, position) = store_signals(&state, staged).await?;
@@ -195,11 +215,16 @@ fn validate(state: &AppState, signals: Vec<Value>) -> Result<Vec<Staged>, ApiErr
     let mut seen: HashMap<Uuid, usize> = HashMap::with_capacity(signals.len());
     for (i, value) in signals.into_iter().enumerate() {
         let at = |field: &str| format!("signals[{i}].{field}");
-        let Value::Object(mut fields) = value else { return Err(ApiError::invalid(format!("signals[{i}]"), "must be an object")) };
+        let Value::Object(mut fields) = value else {
+            return Err(ApiError::invalid(format!("signals[{i}]"), "must be an object"));
+        };
         let ty = match fields.remove("type") {
             Some(Value::String(t)) if signal_types.contains(&t.as_str()) => t,
             Some(Value::String(t)) => {
-                return Err(ApiError::invalid(at("type"), format!("{t:?} is not a signal; expected one of {}", signal_types.join(", "))))
+                return Err(ApiError::invalid(
+                    at("type"),
+                    format!("{t:?} is not a signal; expected one of {}", signal_types.join(", ")),
+                ));
             }
             Some(_) => return Err(ApiError::invalid(at("type"), "must be a string")),
             None => return Err(ApiError::invalid(at("type"), "missing field `type`")),
@@ -215,7 +240,8 @@ fn validate(state: &AppState, signals: Vec<Value>) -> Result<Vec<Staged>, ApiErr
             };
             extra.push(format!("{}{}", tag::DISTRICT_PREFIX, entry.district));
         }
-        let ne = NewEvent::from_domain(&event, id, extra).map_err(|e| ApiError::invalid(format!("signals[{i}]"), e.to_string()))?;
+        let ne = NewEvent::from_domain(&event, id, extra)
+            .map_err(|e| ApiError::invalid(format!("signals[{i}]"), e.to_string()))?;
         if let Some(&j) = seen.get(&id) {
             if ne != staged.iter().find(|s: &&Staged| s.index == j).expect("seen").event {
                 return Err(ApiError::invalid(at("id"), format!("the same id as signals[{j}] with different content"))
@@ -242,8 +268,11 @@ async fn store_signals(state: &AppState, staged: Vec<Staged>) -> Result<(usize, 
     for s in staged {
         if let Some(k) = known.get(&s.event.event_id) {
             if k.stream_id != s.stream || !s.event.same_as(k) {
-                return Err(ApiError::invalid(format!("signals[{}].id", s.index), format!("id {} is already stored with different content", s.event.event_id))
-                    .with_status(StatusCode::UNPROCESSABLE_ENTITY));
+                return Err(ApiError::invalid(
+                    format!("signals[{}].id", s.index),
+                    format!("id {} is already stored with different content", s.event.event_id),
+                )
+                .with_status(StatusCode::UNPROCESSABLE_ENTITY));
             }
             duplicates += 1;
             position = position.max(k.position);
@@ -268,7 +297,7 @@ async fn store_signals(state: &AppState, staged: Vec<Staged>) -> Result<(usize, 
                         Ok(r) => last = last.max(r.last_position),
                         Err(e @ StoreError::IdConflict { .. }) => {
                             return Err(ApiError::invalid(format!("signals[{}].id", s.index), e.to_string())
-                                .with_status(StatusCode::UNPROCESSABLE_ENTITY))
+                                .with_status(StatusCode::UNPROCESSABLE_ENTITY));
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -292,7 +321,11 @@ struct NudgeBody {
 
 /// `POST /api/autonomous/products` `{"product_id"}`: the product's actor looks at its state and
 /// decides now, instead of at its next signal.
-pub async fn nudge_product(req: HttpRequest, state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn nudge_product(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
     let body: NudgeBody = from_json(&body(payload, MAX_CATALOG_BODY).await?)?;
     let id = ProductId::parse(body.product_id).map_err(|e| ApiError::invalid("product_id", e.0))?;

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use mall_actors::executors::embedder::HashEmbedder;
@@ -109,7 +109,8 @@ pub fn executors(args: &LlmArgs) -> anyhow::Result<(Arc<dyn Generator>, Arc<dyn 
         GeneratorKind::Ollama => Backend::Ollama,
     };
     let base_url = args.llm_url.clone().context("--llm-url (or MALL_LLM_URL) is required with --llm openai|ollama")?;
-    let model = args.llm_model.clone().context("--llm-model (or MALL_LLM_MODEL) is required with --llm openai|ollama")?;
+    let model =
+        args.llm_model.clone().context("--llm-model (or MALL_LLM_MODEL) is required with --llm openai|ollama")?;
     let generator = Arc::new(LlmGenerator::new(LlmConfig {
         backend,
         base_url,
@@ -154,7 +155,7 @@ fn query_error(e: actix_web::error::QueryPayloadError, _: &actix_web::HttpReques
 
 /// SIGINT or SIGTERM.
 pub(crate) async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
@@ -195,7 +196,8 @@ pub struct Started {
 pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, Exit> {
     let store = crate::store::open(store_args, Access::ReadWrite).await?;
     let snapshot_dir = args.snapshot_dir.clone().unwrap_or_else(|| store_args.data_dir.join("snapshots"));
-    let snapshots = Arc::new(FsSnapshots::open(&snapshot_dir).with_context(|| format!("cannot open {}", snapshot_dir.display()))?);
+    let snapshots =
+        Arc::new(FsSnapshots::open(&snapshot_dir).with_context(|| format!("cannot open {}", snapshot_dir.display()))?);
     let (generator, embedder) = executors(&args.llm)?;
     let config = RuntimeConfig {
         generations_per_hour: args.generations_per_hour,
@@ -208,14 +210,21 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     actors.load_catalog().await.context("cannot load the catalog from the log")?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx));
-    let read_url = (store_args.store == crate::store::StoreKind::Postgres).then(|| store_args.database_url.clone()).flatten();
+    let read_url =
+        (store_args.store == crate::store::StoreKind::Postgres).then(|| store_args.database_url.clone()).flatten();
     let read = crate::readside::ReadSide::start(store.clone(), read_url).await.context("cannot start the read side")?;
 
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let generated_token = admin.is_none();
     let admin = admin.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let tokens = Tokens::new(admin.clone(), std::env::var("MALL_INGEST_TOKEN").ok());
-    let state = web::Data::new(AppState { store: store.clone(), actors: actors.clone(), read: read.clone(), rank_cache: Default::default(), tokens });
+    let state = web::Data::new(AppState {
+        store: store.clone(),
+        actors: actors.clone(),
+        read: read.clone(),
+        rank_cache: Default::default(),
+        tokens,
+    });
 
     let mut server = HttpServer::new(move || {
         App::new()

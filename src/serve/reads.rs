@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{HttpResponse, web};
 use mall_actors::experiment;
 use mall_actors::product::ProductState;
 use mall_actors::runtime::entity::{Get, Product};
@@ -12,8 +12,8 @@ use mall_events::{Direction, StreamId};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 
 /// The header naming the log position a response reflects.
 pub const POSITION_HEADER: &str = "X-Mall-Position";
@@ -72,7 +72,8 @@ pub async fn get_product(
     query: web::Query<ProductQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_product(path.into_inner())?;
-    let shopper = query.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
+    let shopper =
+        query.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
     let position = reached(&state, query.min_position).await;
     let s = product_state(&state, &id).await?;
     let (description, experiment) = match &s.experiment {
@@ -114,7 +115,11 @@ pub async fn get_product(
 }
 
 /// Reads a whole stream in order (bounded).
-pub async fn read_stream(store: &dyn mall_events::EventStore, stream: &StreamId, limit: usize) -> Result<Vec<mall_events::RecordedEvent>, mall_events::StoreError> {
+pub async fn read_stream(
+    store: &dyn mall_events::EventStore,
+    stream: &StreamId,
+    limit: usize,
+) -> Result<Vec<mall_events::RecordedEvent>, mall_events::StoreError> {
     let mut out = Vec::new();
     loop {
         let from = out.last().map_or(1, |e: &mall_events::RecordedEvent| e.stream_version + 1);
@@ -138,7 +143,8 @@ pub async fn get_history(
     if events.is_empty() {
         return Err(ApiError::not_found(format!("no product {id}")));
     }
-    let history = mall_actors::audit::history(&events).map_err(|e| ApiError::unavailable(format!("cannot decode the product's stream: {e}")))?;
+    let history = mall_actors::audit::history(&events)
+        .map_err(|e| ApiError::unavailable(format!("cannot decode the product's stream: {e}")))?;
     Ok(HttpResponse::Ok().insert_header((POSITION_HEADER, position.max(history.position).to_string())).json(history))
 }
 

@@ -19,19 +19,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{HttpResponse, web};
 use mall_actors::experiment::{self, Arm};
 use mall_events::ids::{DistrictSlug, Position, ShopperId};
-use mall_projections::catalog::{DISTRICTS, PRODUCTS, PRODUCT_METRICS};
+use mall_projections::catalog::{DISTRICTS, PRODUCT_METRICS, PRODUCTS};
 use mall_projections::change::Row;
-use mall_projections::personalization::{interest_at, SHOPPER_INTERESTS};
+use mall_projections::personalization::{SHOPPER_INTERESTS, interest_at};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::AppState;
 use super::error::ApiError;
 use super::reads::POSITION_HEADER;
-use super::AppState;
 use crate::readside::Filter;
 
 /// The longest a read waits for `min_position`.
@@ -91,12 +91,17 @@ pub async fn districts(state: web::Data<AppState>, q: web::Query<PositionQuery>)
 }
 
 /// `GET /api/districts/{slug}`.
-pub async fn district(state: web::Data<AppState>, path: web::Path<String>, q: web::Query<PositionQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn district(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<PositionQuery>,
+) -> Result<HttpResponse, ApiError> {
     let slug = DistrictSlug::parse(path.into_inner()).map_err(|e| ApiError::invalid("slug", e.0))?;
     let at = position(&state, q.min_position).await;
     let d = state.read.rows("catalog", DISTRICTS, Filter::Key(slug.as_str())).await.map_err(sink_error)?;
     let d = d.first().ok_or_else(|| ApiError::not_found(format!("no district {slug}")))?;
-    let products = state.read.rows("catalog", PRODUCTS, Filter::Eq("district", slug.as_str())).await.map_err(sink_error)?;
+    let products =
+        state.read.rows("catalog", PRODUCTS, Filter::Eq("district", slug.as_str())).await.map_err(sink_error)?;
     let mut body = district_json(d);
     body["products"] = json!(products.len());
     body["in_stock"] = json!(products.iter().filter(|p| s(p, "status") == "in_stock").count());
@@ -134,14 +139,20 @@ pub struct Ranked {
 }
 
 /// Scores `products` (one district's, or all) for `shopper`.
-fn rank(products: Vec<Row>, metrics: &HashMap<String, Row>, districts: &HashMap<String, Row>, interests: Option<&Interests>) -> Vec<Ranked> {
+fn rank(
+    products: Vec<Row>,
+    metrics: &HashMap<String, Row>,
+    districts: &HashMap<String, Row>,
+    interests: Option<&Interests>,
+) -> Vec<Ranked> {
     let newest = products.iter().map(|p| n(p, "listed_position")).fold(1.0, f64::max);
     let posterior = |p: &Row| {
         let m = metrics.get(s(p, "product_id"));
         let views = m.map_or(0.0, |m| n(m, "views"));
         let conv = m.map_or(0.0, |m| n(m, "carts").max(n(m, "purchases")).min(views));
         let d = districts.get(s(p, "district"));
-        let (dv, dc) = d.map_or((0.0, 0.0), |d| (n(d, "views"), n(d, "carts").max(n(d, "purchases")).min(n(d, "views"))));
+        let (dv, dc) =
+            d.map_or((0.0, 0.0), |d| (n(d, "views"), n(d, "carts").max(n(d, "purchases")).min(n(d, "views"))));
         let prior = (dc + 1.0) / (dv + 20.0);
         (conv + 20.0 * prior) / (views + 20.0)
     };
@@ -242,24 +253,41 @@ async fn inputs(state: &AppState, at: Position) -> Result<Arc<Inputs>, ApiError>
     let metrics = metrics.into_iter().map(|m| (s(&m, "product_id").to_string(), m)).collect();
     let districts = state.read.rows("catalog", DISTRICTS, Filter::All).await.map_err(sink_error)?;
     let districts = districts.into_iter().map(|d| (s(&d, "slug").to_string(), d)).collect();
-    let i = Arc::new(Inputs { position: at, products, metrics, districts, ranked: Default::default(), pages: Default::default() });
+    let i = Arc::new(Inputs {
+        position: at,
+        products,
+        metrics,
+        districts,
+        ranked: Default::default(),
+        pages: Default::default(),
+    });
     *state.rank_cache.0.lock().expect("rank cache") = Some(i.clone());
     Ok(i)
 }
 
-async fn tables(state: &AppState, district: Option<&str>, at: Position) -> Result<(Vec<Row>, HashMap<String, Row>, HashMap<String, Row>), ApiError> {
+async fn tables(
+    state: &AppState,
+    district: Option<&str>,
+    at: Position,
+) -> Result<(Vec<Row>, HashMap<String, Row>, HashMap<String, Row>), ApiError> {
     let i = inputs(state, at).await?;
     let products = i.products.iter().filter(|p| district.is_none_or(|d| s(p, "district") == d)).cloned().collect();
     Ok((products, i.metrics.clone(), i.districts.clone()))
 }
 
 fn sorted(mut ranked: Vec<Ranked>) -> Vec<Ranked> {
-    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| s(&a.product, "product_id").cmp(s(&b.product, "product_id"))));
+    ranked.sort_by(|a, b| {
+        b.score.total_cmp(&a.score).then_with(|| s(&a.product, "product_id").cmp(s(&b.product, "product_id")))
+    });
     ranked
 }
 
 /// `GET /api/districts/{slug}/products?shopper=&page=&limit=`.
-pub async fn district_products(state: web::Data<AppState>, path: web::Path<String>, q: web::Query<RankQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn district_products(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<RankQuery>,
+) -> Result<HttpResponse, ApiError> {
     let slug = DistrictSlug::parse(path.into_inner()).map_err(|e| ApiError::invalid("slug", e.0))?;
     let shopper = q.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
     let (page, limit) = paging(q.page, q.limit)?;
@@ -284,12 +312,24 @@ pub async fn district_products(state: web::Data<AppState>, path: web::Path<Strin
     let Some(sh) = &shopper else {
         let key = (slug.as_str().to_string(), page, limit);
         if let Some(body) = i.pages.lock().expect("pages").get(&key).cloned() {
-            return Ok(HttpResponse::Ok().insert_header((POSITION_HEADER, at.to_string())).content_type("application/json").body(body));
+            return Ok(HttpResponse::Ok()
+                .insert_header((POSITION_HEADER, at.to_string()))
+                .content_type("application/json")
+                .body(body));
         }
-        let items: Vec<Value> = base.iter().skip((page - 1) * limit).take(limit).map(|r| product_json(r, None)).collect();
-        let body = web::Bytes::from(serde_json::to_vec(&json!({"district": slug, "page": page, "limit": limit, "total": total, "products": items})).expect("json"));
+        let items: Vec<Value> =
+            base.iter().skip((page - 1) * limit).take(limit).map(|r| product_json(r, None)).collect();
+        let body = web::Bytes::from(
+            serde_json::to_vec(
+                &json!({"district": slug, "page": page, "limit": limit, "total": total, "products": items}),
+            )
+            .expect("json"),
+        );
         i.pages.lock().expect("pages").insert(key, body.clone());
-        return Ok(HttpResponse::Ok().insert_header((POSITION_HEADER, at.to_string())).content_type("application/json").body(body));
+        return Ok(HttpResponse::Ok()
+            .insert_header((POSITION_HEADER, at.to_string()))
+            .content_type("application/json")
+            .body(body));
     };
     let interests = interests(&state, sh).await?;
     let district_total: f64 = interests.districts.values().sum();
@@ -297,13 +337,23 @@ pub async fn district_products(state: web::Data<AppState>, path: web::Path<Strin
     let mut personal: Vec<(f64, f64, &Ranked)> = base
         .iter()
         .map(|r| {
-            let d = if district_total > 0.0 { interests.districts.get(s(&r.product, "district")).copied().unwrap_or(0.0) / district_total } else { 0.0 };
-            let q = if product_best > 0.0 { interests.products.get(s(&r.product, "product_id")).copied().unwrap_or(0.0) / product_best } else { 0.0 };
+            let d = if district_total > 0.0 {
+                interests.districts.get(s(&r.product, "district")).copied().unwrap_or(0.0) / district_total
+            } else {
+                0.0
+            };
+            let q = if product_best > 0.0 {
+                interests.products.get(s(&r.product, "product_id")).copied().unwrap_or(0.0) / product_best
+            } else {
+                0.0
+            };
             let pers = 0.5 * d + 0.5 * q;
             (r.score + 0.2 * pers, pers, r)
         })
         .collect();
-    personal.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| s(&a.2.product, "product_id").cmp(s(&b.2.product, "product_id"))));
+    personal.sort_by(|a, b| {
+        b.0.total_cmp(&a.0).then_with(|| s(&a.2.product, "product_id").cmp(s(&b.2.product, "product_id")))
+    });
     let items: Vec<Value> = personal
         .iter()
         .skip((page - 1) * limit)
@@ -348,17 +398,40 @@ pub async fn search(state: web::Data<AppState>, q: web::Query<SearchQuery>) -> R
         .filter(|p| s(p, "status") == "in_stock")
         .filter_map(|p| {
             let title = words(s(p, "title"));
-            let tags: Vec<String> = p.get("tags").and_then(Value::as_array).into_iter().flatten().filter_map(|t| t.as_str()).flat_map(words).collect();
+            let tags: Vec<String> = p
+                .get("tags")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str())
+                .flat_map(words)
+                .collect();
             let body = words(s(p, "description"));
             let keyword = if terms.is_empty() {
                 0.0
             } else {
-                terms.iter().map(|t| if title.contains(t) || tags.contains(t) { 1.0 } else if body.contains(t) { 0.5 } else { 0.0 }).sum::<f64>() / terms.len() as f64
+                terms
+                    .iter()
+                    .map(|t| {
+                        if title.contains(t) || tags.contains(t) {
+                            1.0
+                        } else if body.contains(t) {
+                            0.5
+                        } else {
+                            0.0
+                        }
+                    })
+                    .sum::<f64>()
+                    / terms.len() as f64
             };
             let semantic = match (&vector, p.get("embedding").and_then(Value::as_array)) {
                 (Some(v), Some(e)) => {
                     let e: Vec<f32> = e.iter().filter_map(|x| x.as_f64().map(|f| f as f32)).collect();
-                    if e.len() == v.len() { mall_actors::executors::embedder::cosine(v, &e).max(0.0) as f64 } else { 0.0 }
+                    if e.len() == v.len() {
+                        mall_actors::executors::embedder::cosine(v, &e).max(0.0) as f64
+                    } else {
+                        0.0
+                    }
                 }
                 _ => 0.0,
             };
@@ -383,7 +456,10 @@ pub struct PersonalizeQuery {
 }
 
 /// `GET /api/autonomous/personalize?userId=`: the shopper's interests and personal ranking.
-pub async fn personalize(state: web::Data<AppState>, q: web::Query<PersonalizeQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn personalize(
+    state: web::Data<AppState>,
+    q: web::Query<PersonalizeQuery>,
+) -> Result<HttpResponse, ApiError> {
     let shopper = ShopperId::parse(q.user_id.clone()).map_err(|e| ApiError::invalid("userId", e.0))?;
     let (_, limit) = paging(None, q.limit)?;
     let at = position(&state, q.min_position).await;

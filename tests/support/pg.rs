@@ -16,12 +16,15 @@ pub struct Postgres {
 impl Postgres {
     pub async fn new() -> Self {
         let name = format!("mall_test_{}", uuid::Uuid::new_v4().simple());
-        let (client, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await.expect("PostgreSQL is reachable");
+        let (client, conn) =
+            tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await.expect("PostgreSQL is reachable");
         tokio::spawn(conn);
         client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
         let base = admin_url();
         let url = match base.rfind('/') {
-            Some(i) if base[..i].contains('@') || base[..i].ends_with(':') || base[..i].contains("//") => format!("{}/{name}", &base[..i]),
+            Some(i) if base[..i].contains('@') || base[..i].ends_with(':') || base[..i].contains("//") => {
+                format!("{}/{name}", &base[..i])
+            }
             _ => format!("{base}/{name}"),
         };
         Self { url }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 pub const ADMIN: &str = "test-admin-token";
 pub const INGEST: &str = "test-ingest-token";
@@ -111,7 +111,11 @@ pub fn mall_with(store: &Store, args: &[&str], env: &[(&str, &str)]) -> (i32, St
         .envs(env.iter().copied())
         .output()
         .expect("mall runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 pub fn temp_dir_path(dir: &Path) -> PathBuf {

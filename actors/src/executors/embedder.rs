@@ -68,7 +68,12 @@ mod tests {
         let train = HashEmbedder::vector("wooden toy train with wagons");
         let trains = HashEmbedder::vector("toy trains made of wood");
         let soap = HashEmbedder::vector("lavender soap for dry skin");
-        assert!(cosine(&train, &trains) > cosine(&train, &soap) + 0.2, "{} {}", cosine(&train, &trains), cosine(&train, &soap));
+        assert!(
+            cosine(&train, &trains) > cosine(&train, &soap) + 0.2,
+            "{} {}",
+            cosine(&train, &trains),
+            cosine(&train, &soap)
+        );
         assert_eq!(train, HashEmbedder::vector("wooden toy train with wagons"));
         assert!((cosine(&train, &train) - 1.0).abs() < 1e-5);
     }

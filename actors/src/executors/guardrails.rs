@@ -21,14 +21,42 @@ pub const MAX_TAG_CHARS: usize = 40;
 
 /// Claims that need proof the facts must carry themselves.
 const CLAIMS: &[&str] = &[
-    "cure", "cures", "heals", "clinically", "proven", "guarantee", "guaranteed", "doctor", "fda", "miracle",
-    "best-selling", "bestselling", "bestseller", "#1", "number one", "award-winning", "award winning", "reviews",
-    "rated", "5 stars", "five stars", "risk-free", "100%", "prevents", "treats",
+    "cure",
+    "cures",
+    "heals",
+    "clinically",
+    "proven",
+    "guarantee",
+    "guaranteed",
+    "doctor",
+    "fda",
+    "miracle",
+    "best-selling",
+    "bestselling",
+    "bestseller",
+    "#1",
+    "number one",
+    "award-winning",
+    "award winning",
+    "reviews",
+    "rated",
+    "5 stars",
+    "five stars",
+    "risk-free",
+    "100%",
+    "prevents",
+    "treats",
 ];
 
 /// Phrases that only appear when the model followed instructions it should have treated as data.
 const INSTRUCTION_ECHOES: &[&str] = &[
-    "ignore previous", "ignore all previous", "ignore the above", "system prompt", "as an ai", "i cannot", "instructions",
+    "ignore previous",
+    "ignore all previous",
+    "ignore the above",
+    "system prompt",
+    "as an ai",
+    "i cannot",
+    "instructions",
 ];
 
 fn verdict(check: &str, passed: bool, detail: impl Into<String>) -> Verdict {
@@ -44,7 +72,13 @@ pub fn check(content: &Content, facts: &Facts) -> Vec<Verdict> {
         Content::Embedding { .. } => vec![],
     };
     let corpus = facts.corpus().to_lowercase();
-    vec![length(content), plain_text(&texts), supported_numbers(&texts, &corpus), claims(&texts, &corpus), echoes(&texts)]
+    vec![
+        length(content),
+        plain_text(&texts),
+        supported_numbers(&texts, &corpus),
+        claims(&texts, &corpus),
+        echoes(&texts),
+    ]
 }
 
 fn length(content: &Content) -> Verdict {
@@ -66,9 +100,15 @@ fn length(content: &Content) -> Verdict {
         Content::Seo(s) => {
             let (t, m) = (s.title.chars().count(), s.meta_description.chars().count());
             let ok = (1..=SEO_TITLE_CHARS).contains(&t) && (1..=SEO_META_CHARS).contains(&m);
-            verdict("length", ok, format!("title {t} characters (max {SEO_TITLE_CHARS}), meta {m} (max {SEO_META_CHARS})"))
+            verdict(
+                "length",
+                ok,
+                format!("title {t} characters (max {SEO_TITLE_CHARS}), meta {m} (max {SEO_META_CHARS})"),
+            )
         }
-        Content::Embedding { vector, .. } => verdict("length", !vector.is_empty(), format!("{} dimensions", vector.len())),
+        Content::Embedding { vector, .. } => {
+            verdict("length", !vector.is_empty(), format!("{} dimensions", vector.len()))
+        }
     }
 }
 
@@ -97,9 +137,8 @@ fn numbers(t: &str) -> Vec<String> {
     let mut cur = String::new();
     let chars: Vec<char> = t.chars().collect();
     for (i, c) in chars.iter().enumerate() {
-        let decimal_point = (*c == '.' || *c == ',')
-            && !cur.is_empty()
-            && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
+        let decimal_point =
+            (*c == '.' || *c == ',') && !cur.is_empty() && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
         if c.is_ascii_digit() || decimal_point {
             cur.push(if *c == ',' { '.' } else { *c });
         } else if !cur.is_empty() {

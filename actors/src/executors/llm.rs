@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use llm::LLMProvider;
 use llm::builder::{LLMBackend, LLMBuilder};
 use llm::chat::ChatMessage;
-use llm::LLMProvider;
 use mall_events::domain::CommandKind;
 
 use super::{Embedder, Facts, GenerationError, Generator};
@@ -64,7 +64,9 @@ pub fn prompt(command: CommandKind, facts: &Facts) -> String {
         CommandKind::RegenerateEmbedding => "",
     };
     let voice = match &facts.personality {
-        Some(p) => format!("Write in the district's voice: tone {:?}, style {:?}, for {:?}.", p.tone, p.style, p.audience),
+        Some(p) => {
+            format!("Write in the district's voice: tone {:?}, style {:?}, for {:?}.", p.tone, p.style, p.audience)
+        }
         None => String::new(),
     };
     let data = serde_json::to_string_pretty(facts).expect("facts serialize").replace('<', "\\u003c");
@@ -170,12 +172,17 @@ impl Generator for LlmGenerator {
 #[async_trait]
 impl Embedder for LlmGenerator {
     fn id(&self) -> String {
-        format!("{}:{}", Generator::id(self).split(':').next().unwrap_or("llm"), self.config.embedding_model.as_deref().unwrap_or(&self.config.model))
+        format!(
+            "{}:{}",
+            Generator::id(self).split(':').next().unwrap_or("llm"),
+            self.config.embedding_model.as_deref().unwrap_or(&self.config.model)
+        )
     }
 
     async fn embed(&self, text: &str) -> Result<Vec<f32>, GenerationError> {
         self.with_retries(|| async {
-            let mut v = self.embed.embed(vec![text.to_string()]).await.map_err(|e| GenerationError::Failed(e.to_string()))?;
+            let mut v =
+                self.embed.embed(vec![text.to_string()]).await.map_err(|e| GenerationError::Failed(e.to_string()))?;
             v.pop().ok_or_else(|| GenerationError::Malformed("no embedding in the answer".into()))
         })
         .await

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use mall_events::domain::*;
 use serde::Serialize;
 
-use crate::product::{embedding_text, text_hash, ProductState};
+use crate::product::{ProductState, embedding_text, text_hash};
 
 /// What a generator is told: the product's facts (vendor data, never instructions), its
 /// district's voice and why new copy is wanted.
@@ -41,7 +41,12 @@ pub struct Facts {
 
 impl Facts {
     /// The facts of a product at decision time.
-    pub fn of(state: &ProductState, district_name: &str, personality: Option<Personality>, decision: &OptimizationDecided) -> Facts {
+    pub fn of(
+        state: &ProductState,
+        district_name: &str,
+        personality: Option<Personality>,
+        decision: &OptimizationDecided,
+    ) -> Facts {
         Facts {
             product_id: decision.product_id.as_str().to_string(),
             title: state.title.clone(),
@@ -59,7 +64,15 @@ impl Facts {
 
     /// Every piece of vendor text, for the guardrails' "is it supported" checks.
     pub fn corpus(&self) -> String {
-        let mut s = format!("{} {} {} {} {} {}", self.title, self.description, self.tags.join(" "), self.price, self.currency, self.district);
+        let mut s = format!(
+            "{} {} {} {} {} {}",
+            self.title,
+            self.description,
+            self.tags.join(" "),
+            self.price,
+            self.currency,
+            self.district
+        );
         for (k, v) in &self.attributes {
             s.push(' ');
             s.push_str(k);
@@ -120,7 +133,8 @@ pub fn parse(command: CommandKind, raw: &str) -> Result<Content, String> {
         }
         CommandKind::RegenerateTags => {
             let mut tags: Vec<String> = Vec::new();
-            for t in raw.split([',', '\n']).map(|t| t.trim().trim_start_matches(['-', '#', '*']).trim().to_lowercase()) {
+            for t in raw.split([',', '\n']).map(|t| t.trim().trim_start_matches(['-', '#', '*']).trim().to_lowercase())
+            {
                 if !t.is_empty() && !tags.contains(&t) {
                     tags.push(t);
                 }
@@ -172,14 +186,23 @@ pub async fn execute(
     };
     if decision.command == CommandKind::RegenerateEmbedding {
         let text = embedding_text(&state.title, &state.description, &state.tags);
-        let generation = |verdicts| Generation { generator: embedder.id(), prompt: String::new(), raw_output: String::new(), verdicts };
+        let generation = |verdicts| Generation {
+            generator: embedder.id(),
+            prompt: String::new(),
+            raw_output: String::new(),
+            verdicts,
+        };
         return match embedder.embed(&text).await {
             Ok(vector) if !vector.is_empty() && vector.iter().all(|x| x.is_finite()) => {
                 DomainEvent::CopyGenerated(CopyGenerated {
                     decision_id: decision.decision_id,
                     product_id: decision.product_id.clone(),
                     content: Content::Embedding { vector, text_hash: text_hash(&text) },
-                    generation: generation(vec![Verdict { check: "finite".into(), passed: true, detail: "every component is finite".into() }]),
+                    generation: generation(vec![Verdict {
+                        check: "finite".into(),
+                        passed: true,
+                        detail: "every component is finite".into(),
+                    }]),
                     at: now,
                 })
             }
@@ -191,14 +214,20 @@ pub async fn execute(
     let raw_output = match output {
         Ok(o) => o,
         Err(e) => {
-            return rejected(e.to_string(), Generation { generator: generator.id(), prompt, raw_output: String::new(), verdicts: vec![] });
+            return rejected(
+                e.to_string(),
+                Generation { generator: generator.id(), prompt, raw_output: String::new(), verdicts: vec![] },
+            );
         }
     };
     let content = match parse(decision.command, &raw_output) {
         Ok(c) => c,
         Err(e) => {
             let verdicts = vec![Verdict { check: "format".into(), passed: false, detail: e.clone() }];
-            return rejected(format!("format: {e}"), Generation { generator: generator.id(), prompt, raw_output, verdicts });
+            return rejected(
+                format!("format: {e}"),
+                Generation { generator: generator.id(), prompt, raw_output, verdicts },
+            );
         }
     };
     let verdicts = guardrails::check(&content, facts);

@@ -20,8 +20,8 @@ pub const VERSION: &str = "offline/1";
 pub struct OfflineGenerator;
 
 const STOPWORDS: &[&str] = &[
-    "a", "an", "and", "the", "of", "for", "with", "in", "on", "to", "by", "from", "at", "or", "is", "it", "its", "this",
-    "that", "your", "our", "set",
+    "a", "an", "and", "the", "of", "for", "with", "in", "on", "to", "by", "from", "at", "or", "is", "it", "its",
+    "this", "that", "your", "our", "set",
 ];
 
 fn humanize(key: &str) -> String {
@@ -49,7 +49,11 @@ pub fn keywords(facts: &Facts) -> Vec<String> {
     let mut words = Vec::new();
     let mut push = |w: &str| {
         let w = w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
-        if w.len() > 2 && !w.chars().all(|c| c.is_ascii_digit()) && !STOPWORDS.contains(&w.as_str()) && !words.contains(&w) {
+        if w.len() > 2
+            && !w.chars().all(|c| c.is_ascii_digit())
+            && !STOPWORDS.contains(&w.as_str())
+            && !words.contains(&w)
+        {
             words.push(w);
         }
     };
@@ -75,7 +79,11 @@ impl OfflineGenerator {
                 if title.chars().count() > SEO_TITLE_CHARS {
                     title = facts.title.chars().take(SEO_TITLE_CHARS).collect();
                 }
-                let source = if facts.description.trim().is_empty() { Self::description(facts) } else { facts.description.clone() };
+                let source = if facts.description.trim().is_empty() {
+                    Self::description(facts)
+                } else {
+                    facts.description.clone()
+                };
                 let mut meta = String::new();
                 for word in source.split_whitespace() {
                     if meta.chars().count() + word.chars().count() + 1 > SEO_META_CHARS {
@@ -103,7 +111,9 @@ impl OfflineGenerator {
         let the_title = {
             let mut c = title.chars();
             match (c.next(), c.next()) {
-                (Some(f), Some(g)) if f.is_uppercase() && g.is_lowercase() && !title[1..].chars().any(char::is_uppercase) => {
+                (Some(f), Some(g))
+                    if f.is_uppercase() && g.is_lowercase() && !title[1..].chars().any(char::is_uppercase) =>
+                {
                     f.to_lowercase().collect::<String>() + &title[f.len_utf8()..]
                 }
                 _ => title.to_string(),
@@ -124,11 +134,8 @@ impl OfflineGenerator {
         };
         out.push_str(&opening);
         // A bounce means shoppers did not find what they came for at once: lead with the facts.
-        let facts_line: Vec<String> = f
-            .attributes
-            .iter()
-            .filter_map(|(k, v)| value(v).map(|v| format!("{}: {v}", humanize(k))))
-            .collect();
+        let facts_line: Vec<String> =
+            f.attributes.iter().filter_map(|(k, v)| value(v).map(|v| format!("{}: {v}", humanize(k)))).collect();
         let vendor = sentence(&f.description);
         let lead_with_facts = f.diagnosis == "high_bounce";
         if lead_with_facts && !facts_line.is_empty() {
@@ -200,7 +207,11 @@ mod tests {
             price: "24.90".into(),
             currency: "EUR".into(),
             district: "Toy Town".into(),
-            personality: Some(Personality { tone: tone.into(), style: "storytelling".into(), audience: "curious kids".into() }),
+            personality: Some(Personality {
+                tone: tone.into(),
+                style: "storytelling".into(),
+                audience: "curious kids".into(),
+            }),
             diagnosis: "weak_description".into(),
             reason: String::new(),
         }
@@ -211,12 +222,20 @@ mod tests {
         for tone in ["playful", "warm", "technical", "elegant", "plain"] {
             let f = facts(tone);
             let text = OfflineGenerator::write(CommandKind::RewriteDescription, &f);
-            assert!(text.to_lowercase().contains("wooden train") && text.contains("curious kids") && text.contains("Wagons: 3"), "{text}");
+            assert!(
+                text.to_lowercase().contains("wooden train")
+                    && text.contains("curious kids")
+                    && text.contains("Wagons: 3"),
+                "{text}"
+            );
             let verdicts = guardrails::check(&parse(CommandKind::RewriteDescription, &text).unwrap(), &f);
             assert!(verdicts.iter().all(|v| v.passed), "{tone}: {text}\n{verdicts:?}");
         }
         // After "the", a plain title reads as a noun; a name keeps its capitals.
-        assert!(OfflineGenerator::write(CommandKind::RewriteDescription, &facts("playful")).starts_with("Say hello to the wooden train!"));
+        assert!(
+            OfflineGenerator::write(CommandKind::RewriteDescription, &facts("playful"))
+                .starts_with("Say hello to the wooden train!")
+        );
         let mut named = facts("warm");
         named.title = "USB hub".into();
         assert!(OfflineGenerator::write(CommandKind::RewriteDescription, &named).starts_with("The USB hub,"));

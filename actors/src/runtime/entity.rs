@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 use mall_events::domain::DomainEvent;
-use mall_events::ids::{tag, DistrictSlug, ProductId, ShopperId};
+use mall_events::ids::{DistrictSlug, ProductId, ShopperId, tag};
 use mall_events::{Direction, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-use super::{snapshot, CatalogEntry, DistrictInfo, Runtime};
+use super::{CatalogEntry, DistrictInfo, Runtime, snapshot};
 use crate::district::DistrictState;
 use crate::executors::{self, Facts};
 use crate::product::{self, Command, DecideInput, ProductState};
@@ -215,11 +215,8 @@ pub async fn load<K: Kind>(rt: &Runtime, id: &K::Id) -> Result<K::State, StoreEr
 
 /// [`load`], also saying how many events were folded after the snapshot.
 async fn load_counting<K: Kind>(rt: &Runtime, id: &K::Id) -> Result<(K::State, u64), StoreError> {
-    let mut state: K::State = rt
-        .snapshots
-        .load(&EntityActor::<K>::snapshot_key(id))
-        .and_then(|b| snapshot::decode(&b))
-        .unwrap_or_default();
+    let mut state: K::State =
+        rt.snapshots.load(&EntityActor::<K>::snapshot_key(id)).and_then(|b| snapshot::decode(&b)).unwrap_or_default();
     let folded = catch_up::<K>(rt, id, &mut state).await?;
     Ok((state, folded))
 }
@@ -259,9 +256,7 @@ impl<K: Kind> Actor for EntityActor<K> {
         // Nothing else is handled until the state is loaded.
         let rt = self.rt.clone();
         let id = self.id.clone();
-        ctx.wait(
-            async move { load_counting::<K>(&rt, &id).await }.into_actor(self).map(|res, act, _| act.loaded(res)),
-        );
+        ctx.wait(async move { load_counting::<K>(&rt, &id).await }.into_actor(self).map(|res, act, _| act.loaded(res)));
         let idle = self.rt.config.idle_timeout;
         ctx.run_interval(idle.min(Duration::from_secs(30)).max(Duration::from_millis(50)), move |act, ctx| {
             if act.last_active.elapsed() >= idle {
@@ -296,7 +291,9 @@ impl<K: Kind> EntityActor<K> {
         if self.state.is_none() {
             let rt = self.rt.clone();
             let id = self.id.clone();
-            ctx.wait(async move { load_counting::<K>(&rt, &id).await }.into_actor(self).map(|res, act, _| act.loaded(res)));
+            ctx.wait(
+                async move { load_counting::<K>(&rt, &id).await }.into_actor(self).map(|res, act, _| act.loaded(res)),
+            );
         }
     }
 
@@ -476,7 +473,9 @@ impl<K: Kind> Handler<Decide> for EntityActor<K> {
                             let (rt, state, addr) = (rt.clone(), state.clone(), addr.clone());
                             // Generation runs beside the actor: signals keep folding while the model writes.
                             actix::spawn(async move {
-                                let e = executors::execute(&*rt.generator, &*rt.embedder, &state, &facts, &d, Utc::now()).await;
+                                let e =
+                                    executors::execute(&*rt.generator, &*rt.embedder, &state, &facts, &d, Utc::now())
+                                        .await;
                                 addr.do_send(Generated(e));
                             });
                         }

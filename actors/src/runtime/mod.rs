@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use mall_events::domain::Personality;
 use mall_events::EventStore;
+use mall_events::domain::Personality;
 
 use crate::executors::{Embedder, Generator};
 use crate::product::Policy;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 use lru::LruCache;
 
-use super::entity::{EntityActor, Kind, Passivate};
 use super::Runtime;
+use super::entity::{EntityActor, Kind, Passivate};
 
 /// The resident actors of kind `K`, spread over a few arbiters (threads).
 pub struct Registry<K: Kind> {

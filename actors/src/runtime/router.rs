@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use mall_events::domain::DomainEvent;
 use mall_events::ids::{DistrictSlug, Position, ProductId, ShopperId};
-use mall_events::{subscribe_all, RecordedEvent};
+use mall_events::{RecordedEvent, subscribe_all};
 use tokio::sync::watch;
 
 use super::entity::{Deliver, District, Product, Shopper};
@@ -72,14 +72,21 @@ impl Actors {
         if let DomainEvent::DistrictOpened(o) = d {
             // The district's actor publishes its prior as it folds; this only makes the slug known.
             self.rt.districts.write().expect("districts").entry(o.slug.as_str().to_string()).or_insert_with(|| {
-                super::DistrictInfo { name: o.name.clone(), personality: Some(o.personality.clone()), prior: crate::stats::Prior::DEFAULT }
+                super::DistrictInfo {
+                    name: o.name.clone(),
+                    personality: Some(o.personality.clone()),
+                    prior: crate::stats::Prior::DEFAULT,
+                }
             });
             return;
         }
         let mut catalog = self.rt.catalog.write().expect("catalog");
         match d {
             DomainEvent::ProductListed(p) => {
-                catalog.insert(p.product_id.as_str().into(), CatalogEntry { district: p.district.as_str().into(), tags: p.tags.clone() });
+                catalog.insert(
+                    p.product_id.as_str().into(),
+                    CatalogEntry { district: p.district.as_str().into(), tags: p.tags.clone() },
+                );
             }
             DomainEvent::ProductEdited(p) => {
                 if let Some(c) = catalog.get_mut(p.product_id.as_str()) {
@@ -104,12 +111,8 @@ impl Actors {
 
     /// Follows the log from the saved checkpoint until `shutdown` fires.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let from = self
-            .rt
-            .snapshots
-            .load(CHECKPOINT_KEY)
-            .and_then(|b| b.try_into().ok().map(u64::from_le_bytes))
-            .unwrap_or(0);
+        let from =
+            self.rt.snapshots.load(CHECKPOINT_KEY).and_then(|b| b.try_into().ok().map(u64::from_le_bytes)).unwrap_or(0);
         // `send_replace` stores the value even while nobody listens (`send` would drop it).
         self.delivered.send_replace(from);
         let mut sub = subscribe_all(self.rt.store.clone(), from + 1);
@@ -162,9 +165,11 @@ impl Actors {
             }
         }
         // Districts first, so their priors are published before products decide.
-        join_all(districts.into_iter().filter_map(|(k, v)| {
-            DistrictSlug::parse(k).ok().map(|id| self.districts.get(&id).send(Deliver(v)))
-        }))
+        join_all(
+            districts
+                .into_iter()
+                .filter_map(|(k, v)| DistrictSlug::parse(k).ok().map(|id| self.districts.get(&id).send(Deliver(v)))),
+        )
         .await;
         let products = products
             .into_iter()

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{Serialize, de::DeserializeOwned};
 
 /// The shape version of snapshots; bump it when a state struct changes, and old snapshots are
 /// ignored (rebuilt from the log).
@@ -55,7 +55,8 @@ impl FsSnapshots {
     }
 
     fn path(dir: &Path, key: &str) -> PathBuf {
-        let safe: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '~' }).collect();
+        let safe: String =
+            key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '~' }).collect();
         // Keys that differ only in replaced characters get distinct names through their hash.
         dir.join(format!("{safe}.{:016x}.snap", crate::product::text_hash(key)))
     }
@@ -105,7 +106,8 @@ impl SnapshotStore for FsSnapshots {
         let mut pending = self.shared.pending.lock().expect("snapshots");
         while !pending.is_empty() {
             self.shared.wake.notify_one();
-            pending = self.shared.drained.wait_timeout(pending, std::time::Duration::from_millis(100)).expect("snapshots").0;
+            pending =
+                self.shared.drained.wait_timeout(pending, std::time::Duration::from_millis(100)).expect("snapshots").0;
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mall_events::domain::DomainEvent;
 use mall_events::embedded::{EmbeddedConfig, EmbeddedStore};
-use mall_events::ids::{tag, DistrictSlug, ProductId};
+use mall_events::ids::{DistrictSlug, ProductId, tag};
 use mall_events::{EventStore, ExpectedVersion, NewEvent, RecordedEvent};
 use uuid::Uuid;
 
@@ -42,7 +42,8 @@ fn world(config: RuntimeConfig) -> World {
 async fn put(store: &Arc<dyn EventStore>, events: Vec<DomainEvent>) -> u64 {
     let mut last = 0;
     for e in events {
-        let extra = if e.product_id().is_some() { vec![tag::district(&DistrictSlug::parse("toys").unwrap())] } else { vec![] };
+        let extra =
+            if e.product_id().is_some() { vec![tag::district(&DistrictSlug::parse("toys").unwrap())] } else { vec![] };
         let ne = NewEvent::from_domain(&e, Uuid::now_v7(), extra).unwrap();
         last = store.append(&e.stream_id(), ExpectedVersion::Any, vec![ne]).await.unwrap().last_position;
     }
@@ -67,7 +68,11 @@ async fn product(w: &World, p: &str) -> crate::product::ProductState {
 }
 
 /// Polls the product until `pred` holds.
-async fn until(w: &World, p: &str, pred: impl Fn(&crate::product::ProductState) -> bool) -> crate::product::ProductState {
+async fn until(
+    w: &World,
+    p: &str,
+    pred: impl Fn(&crate::product::ProductState) -> bool,
+) -> crate::product::ProductState {
     for _ in 0..400 {
         let s = product(w, p).await;
         if pred(&s) {
@@ -94,7 +99,16 @@ async fn signals_fold_once_and_a_listing_gets_its_missing_copy() {
     // guarded and applied, each as events on the product's stream.
     let s = until(&w, "p1", |s| s.seo.is_some() && s.embedding_of == Some(s.copy_hash())).await;
     assert!(!s.seo.as_ref().unwrap().title.is_empty());
-    let stream = w.store.read_stream(&mall_events::StreamId::product(&ProductId::parse("p1").unwrap()), 1, mall_events::Direction::Forward, 1000).await.unwrap();
+    let stream = w
+        .store
+        .read_stream(
+            &mall_events::StreamId::product(&ProductId::parse("p1").unwrap()),
+            1,
+            mall_events::Direction::Forward,
+            1000,
+        )
+        .await
+        .unwrap();
     let types: Vec<&str> = stream.iter().map(|e| e.event_type.as_str()).collect();
     assert!(types.contains(&"optimization_decided"), "{types:?}");
     assert!(types.contains(&"copy_generated"), "{types:?}");
@@ -119,8 +133,14 @@ async fn signals_fold_once_and_a_listing_gets_its_missing_copy() {
     assert_eq!(v.mismatches.len(), 1, "{v:?}");
     assert_eq!(v.mismatches[0].position, tampered[i].position);
     // The shopper profiles folded their own views.
-    let shopper = w.actors.shoppers.get(&mall_events::ids::ShopperId::parse("shopper-0").unwrap())
-        .send(Get::<entity::Shopper>::default()).await.unwrap().unwrap();
+    let shopper = w
+        .actors
+        .shoppers
+        .get(&mall_events::ids::ShopperId::parse("shopper-0").unwrap())
+        .send(Get::<entity::Shopper>::default())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(shopper.recent.len(), 2, "{shopper:?}");
     let _ = w.shutdown.send(true);
 }
@@ -151,8 +171,7 @@ async fn redelivery_is_skipped_and_a_panic_reloads_from_the_log() {
 
     // A delivery that skips events makes the actor read the gap from the log.
     let more = put(&w.store, traffic("p1", 3, 0)).await;
-    let tail: Vec<Arc<RecordedEvent>> =
-        w.store.read_all(more, 1).await.unwrap().into_iter().map(Arc::new).collect();
+    let tail: Vec<Arc<RecordedEvent>> = w.store.read_all(more, 1).await.unwrap().into_iter().map(Arc::new).collect();
     addr.send(Deliver(tail)).await.unwrap();
     assert_eq!(product(&w, "p1").await.total.views, 28);
     let _ = w.shutdown.send(true);
@@ -181,9 +200,18 @@ async fn snapshots_are_written_and_activation_reads_snapshot_plus_tail() {
     let loaded = entity::load::<Product>(&rt, &pid).await.unwrap();
     assert_eq!(loaded.total.views, 29);
     // And it equals a fold of the whole stream with no snapshot.
-    let fresh = entity::load::<Product>(&Runtime::new(
-        w.store.clone(), Arc::new(MemorySnapshots::default()), Arc::new(OfflineGenerator), Arc::new(HashEmbedder), RuntimeConfig::default(),
-    ), &pid).await.unwrap();
+    let fresh = entity::load::<Product>(
+        &Runtime::new(
+            w.store.clone(),
+            Arc::new(MemorySnapshots::default()),
+            Arc::new(OfflineGenerator),
+            Arc::new(HashEmbedder),
+            RuntimeConfig::default(),
+        ),
+        &pid,
+    )
+    .await
+    .unwrap();
     assert_eq!(loaded, fresh);
 }
 

@@ -27,8 +27,8 @@ use uuid::Uuid;
 
 use crate::envelope::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::ids::{Position, StreamId};
-use crate::store::{check_retry, Direction, EventStore, KnownEvent, Limits, StoreError, StoreStats};
-use frame::{Frame, FRAME_HEADER};
+use crate::store::{Direction, EventStore, KnownEvent, Limits, StoreError, StoreStats, check_retry};
+use frame::{FRAME_HEADER, Frame};
 use storage::{FsStorage, SegmentFile, Storage};
 
 /// The default size at which the active segment is sealed and a new one started.
@@ -291,7 +291,12 @@ impl EmbeddedStore {
             if seg.first_position == next || !path.exists() {
                 break;
             }
-            let file = self.shared.config.storage.open(&path, false, false).map_err(io_err(format!("cannot open {}", path.display())))?;
+            let file = self
+                .shared
+                .config
+                .storage
+                .open(&path, false, false)
+                .map_err(io_err(format!("cannot open {}", path.display())))?;
             index.segments.push(Segment { first_position: next, path, file, len: 0, allocated: 0 });
             scan_tail(&mut index, &self.shared.config, true)?;
         }
@@ -313,13 +318,17 @@ impl EmbeddedStore {
             seg.file.read_at(&mut buf, 0).map_err(io_err(format!("cannot read {}", seg.path.display())))?;
             let mut offset = 0;
             while offset < buf.len() {
-                let corrupt = |reason: String| StoreError::Corruption { file: seg.path.clone(), offset: offset as u64, reason };
+                let corrupt =
+                    |reason: String| StoreError::Corruption { file: seg.path.clone(), offset: offset as u64, reason };
                 match frame::read_frame(&buf[offset..], self.max_body()) {
                     Frame::Valid { body, len } => {
                         let view = frame::decode_body(body).map_err(corrupt)?;
                         checked += 1;
                         if view.position != checked {
-                            return Err(corrupt(format!("record holds position {}, expected {checked}", view.position)));
+                            return Err(corrupt(format!(
+                                "record holds position {}, expected {checked}",
+                                view.position
+                            )));
                         }
                         offset += len;
                     }
@@ -384,7 +393,8 @@ fn read_positions(shared: &Shared, positions: &[Position]) -> Result<Vec<Recorde
         file.read_at(&mut buf, offset).map_err(io_err(format!("cannot read {}", path.display())))?;
         let mut at = 0;
         for _ in 0..count {
-            let corrupt = |reason: String| StoreError::Corruption { file: path.clone(), offset: offset + at as u64, reason };
+            let corrupt =
+                |reason: String| StoreError::Corruption { file: path.clone(), offset: offset + at as u64, reason };
             match frame::read_frame(&buf[at..], max) {
                 Frame::Valid { body, len } => {
                     let view = frame::decode_body(body).map_err(corrupt)?;
@@ -414,7 +424,11 @@ fn scan_tail(index: &mut Index, config: &EmbeddedConfig, active: bool) -> Result
     };
     let file_len = file.len().map_err(io_err(format!("cannot stat {}", path.display())))?;
     if file_len < start {
-        return Err(StoreError::Corruption { file: path, offset: file_len, reason: "segment shrank under the reader".into() });
+        return Err(StoreError::Corruption {
+            file: path,
+            offset: file_len,
+            reason: "segment shrank under the reader".into(),
+        });
     }
     let mut buf = vec![0; (file_len - start) as usize];
     file.read_at(&mut buf, start).map_err(io_err(format!("cannot read {}", path.display())))?;
@@ -585,7 +599,12 @@ fn commit_group(shared: &Shared, group: Vec<Request>, buf: &mut Vec<u8>) {
         staged_versions.insert(req.stream.clone(), version);
         accepted.push(Accepted {
             reply: req.reply,
-            result: AppendResult { first_position, last_position: next_position - 1, stream_version: version, deduplicated: false },
+            result: AppendResult {
+                first_position,
+                last_position: next_position - 1,
+                stream_version: version,
+                deduplicated: false,
+            },
         });
     }
     if staged.is_empty() {
@@ -671,7 +690,8 @@ fn roll_segment(shared: &Shared, first: Position) -> Result<usize, StoreError> {
     // A sealed segment ends on its last record: drop the zeros allocated ahead first.
     trim_active(shared)?;
     let path = shared.config.dir.join(segment_name(first));
-    let file = shared.config.storage.open(&path, true, true).map_err(io_err(format!("cannot create {}", path.display())))?;
+    let file =
+        shared.config.storage.open(&path, true, true).map_err(io_err(format!("cannot create {}", path.display())))?;
     shared.config.storage.sync_dir(&shared.config.dir).map_err(io_err("cannot sync the data directory"))?;
     let mut index = shared.index.write().expect("index lock");
     index.segments.push(Segment { first_position: first, path, file, len: 0, allocated: 0 });
