@@ -4,6 +4,7 @@
 //! atomically. On the embedded store the read tables live inside the running server, so the
 //! command asks it (admin token from `MALL_ADMIN_TOKEN`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -65,30 +66,20 @@ pub async fn run(store_args: &StoreArgs, cmd: ProjectionsCommand) -> Result<(), 
     }
 }
 
-fn targets(name: Option<String>, all: bool) -> anyhow::Result<Vec<Box<dyn Projection>>> {
+/// The projections a rebuild names: one, or all (`--all`).
+fn targets(name: Option<String>, all: bool) -> anyhow::Result<Vec<Arc<dyn Projection>>> {
     let known = projections();
+    let names = || known.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
     match (name, all) {
-        (None, false) => {
-            bail!("name a projection ({}) or pass --all", known.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "))
-        }
+        (None, false) => bail!("name a projection ({}) or pass --all", names()),
         (Some(n), _) => {
-            let p = known.iter().find(|p| p.name() == n).ok_or_else(|| {
-                anyhow!(
-                    "no projection {n:?}; there are: {}",
-                    known.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
-                )
-            })?;
-            Ok(vec![boxed(p.name())])
+            let p = known
+                .iter()
+                .find(|p| p.name() == n)
+                .ok_or_else(|| anyhow!("no projection {n:?}; there are: {}", names()))?;
+            Ok(vec![p.clone()])
         }
-        (None, true) => Ok(known.iter().map(|p| boxed(p.name())).collect()),
-    }
-}
-
-fn boxed(name: &str) -> Box<dyn Projection> {
-    match name {
-        "catalog" => Box::new(mall_projections::catalog::Catalog),
-        "personalization" => Box::new(mall_projections::personalization::Personalization),
-        other => unreachable!("projection {other} is listed in readside::projections"),
+        (None, true) => Ok(known),
     }
 }
 
@@ -142,7 +133,7 @@ fn bar(len: u64) -> ProgressBar {
     )
 }
 
-async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Box<dyn Projection>>, verify: bool) -> Result<(), Exit> {
+async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, verify: bool) -> Result<(), Exit> {
     let store = store::open(store_args, Access::ReadOnly).await?;
     let url = url(store_args)?;
     let mut differences = Vec::new();

@@ -50,13 +50,17 @@ pub async fn body(mut payload: web::Payload, limit: usize) -> Result<web::BytesM
 
 /// Parses one catalog record of `record_type`; `type` may be left out, or must match.
 fn catalog_record(bytes: &[u8], record_type: &str) -> Result<DomainEvent, ApiError> {
+    Ok(parse_typed(record_type, Value::Object(catalog_fields(bytes, record_type)?))?)
+}
+
+/// The fields of a catalog body whose `type`, if given, must be `record_type`.
+fn catalog_fields(bytes: &[u8], record_type: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
     let mut fields: serde_json::Map<String, Value> = from_json(bytes)?;
     match fields.remove("type") {
-        None => {}
-        Some(Value::String(t)) if t == record_type => {}
-        Some(_) => return Err(ApiError::invalid("type", format!("must be {record_type:?} here (or left out)"))),
+        None => Ok(fields),
+        Some(Value::String(t)) if t == record_type => Ok(fields),
+        Some(_) => Err(ApiError::invalid("type", format!("must be {record_type:?} here (or left out)"))),
     }
-    Ok(parse_typed(record_type, Value::Object(fields))?)
 }
 
 /// Appends one catalog event with an id derived from its content, so that a retried request
@@ -137,12 +141,7 @@ pub async fn edit_product(
     state.tokens.check(&req, Scope::Admin)?;
     let id = ProductId::parse(path.into_inner()).map_err(|e| ApiError::invalid("product_id", e.0))?;
     let bytes = body(payload, MAX_CATALOG_BODY).await?;
-    let mut fields: serde_json::Map<String, Value> = from_json(&bytes)?;
-    match fields.remove("type") {
-        None => {}
-        Some(Value::String(t)) if t == "product_edited" => {}
-        Some(_) => return Err(ApiError::invalid("type", "must be \"product_edited\" here (or left out)")),
-    }
+    let mut fields = catalog_fields(&bytes, "product_edited")?;
     match fields.get("product_id") {
         None => {
             fields.insert("product_id".into(), Value::String(id.as_str().into()));
@@ -242,14 +241,17 @@ fn validate(state: &AppState, signals: Vec<Value>) -> Result<Vec<Staged>, ApiErr
         }
         let ne = NewEvent::from_domain(&event, id, extra)
             .map_err(|e| ApiError::invalid(format!("signals[{i}]"), e.to_string()))?;
-        if let Some(&j) = seen.get(&id) {
-            if ne != staged.iter().find(|s: &&Staged| s.index == j).expect("seen").event {
+        // `seen` maps an id to its place in `staged`.
+        if let Some(&k) = seen.get(&id) {
+            let first: &Staged = &staged[k];
+            if ne != first.event {
+                let j = first.index;
                 return Err(ApiError::invalid(at("id"), format!("the same id as signals[{j}] with different content"))
                     .with_status(StatusCode::UNPROCESSABLE_ENTITY));
             }
             continue;
         }
-        seen.insert(id, i);
+        seen.insert(id, staged.len());
         staged.push(Staged { index: i, stream: event.stream_id(), event: ne });
     }
     Ok(staged)

@@ -114,6 +114,20 @@ struct Interests {
     products: HashMap<String, f64>,
 }
 
+impl Interests {
+    /// The personalization part of `product`'s score: half the shopper's share of interest in
+    /// its district, half their interest in it relative to their strongest product interest.
+    fn part(&self, product: &Row) -> f64 {
+        let district_total: f64 = self.districts.values().sum();
+        let product_best = self.products.values().copied().fold(0.0, f64::max);
+        let share = |m: &HashMap<String, f64>, k: &str, of: f64| {
+            if of > 0.0 { m.get(k).copied().unwrap_or(0.0) / of } else { 0.0 }
+        };
+        0.5 * share(&self.districts, s(product, "district"), district_total)
+            + 0.5 * share(&self.products, s(product, "product_id"), product_best)
+    }
+}
+
 async fn interests(state: &AppState, shopper: &ShopperId) -> Result<Interests, ApiError> {
     let prefix = format!("{shopper}/");
     let filter = Filter::Group { column: "shopper_id", value: shopper.as_str(), prefix: &prefix };
@@ -158,8 +172,6 @@ fn rank(
     };
     let posts: Vec<f64> = products.iter().map(posterior).collect();
     let best = posts.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
-    let district_total: f64 = interests.map_or(0.0, |i| i.districts.values().sum());
-    let product_best: f64 = interests.map_or(0.0, |i| i.products.values().copied().fold(0.0, f64::max));
     products
         .into_iter()
         .zip(posts)
@@ -170,11 +182,7 @@ fn rank(
                 + 0.25 * p.get("tags").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) as u8 as f64
                 + 0.25 * p.get("seo_title").is_some_and(|v| !v.is_null()) as u8 as f64
                 + 0.25 * p.get("embedding").is_some_and(|v| !v.is_null()) as u8 as f64;
-            let personalization = interests.map_or(0.0, |i| {
-                let d = if district_total > 0.0 { i.districts.get(s(&p, "district")).copied().unwrap_or(0.0) / district_total } else { 0.0 };
-                let q = if product_best > 0.0 { i.products.get(s(&p, "product_id")).copied().unwrap_or(0.0) / product_best } else { 0.0 };
-                0.5 * d + 0.5 * q
-            });
+            let personalization = interests.map_or(0.0, |i| i.part(&p));
             let recency = n(&p, "listed_position") / newest;
             let score = 0.4 * performance + 0.3 * rules + 0.2 * personalization + 0.1 * recency;
             let parts = json!({"performance": performance, "rules": rules, "personalization": personalization, "recency": recency});
@@ -265,16 +273,6 @@ async fn inputs(state: &AppState, at: Position) -> Result<Arc<Inputs>, ApiError>
     Ok(i)
 }
 
-async fn tables(
-    state: &AppState,
-    district: Option<&str>,
-    at: Position,
-) -> Result<(Vec<Row>, HashMap<String, Row>, HashMap<String, Row>), ApiError> {
-    let i = inputs(state, at).await?;
-    let products = i.products.iter().filter(|p| district.is_none_or(|d| s(p, "district") == d)).cloned().collect();
-    Ok((products, i.metrics.clone(), i.districts.clone()))
-}
-
 fn sorted(mut ranked: Vec<Ranked>) -> Vec<Ranked> {
     ranked.sort_by(|a, b| {
         b.score.total_cmp(&a.score).then_with(|| s(&a.product, "product_id").cmp(s(&b.product, "product_id")))
@@ -332,22 +330,10 @@ pub async fn district_products(
             .body(body));
     };
     let interests = interests(&state, sh).await?;
-    let district_total: f64 = interests.districts.values().sum();
-    let product_best: f64 = interests.products.values().copied().fold(0.0, f64::max);
     let mut personal: Vec<(f64, f64, &Ranked)> = base
         .iter()
         .map(|r| {
-            let d = if district_total > 0.0 {
-                interests.districts.get(s(&r.product, "district")).copied().unwrap_or(0.0) / district_total
-            } else {
-                0.0
-            };
-            let q = if product_best > 0.0 {
-                interests.products.get(s(&r.product, "product_id")).copied().unwrap_or(0.0) / product_best
-            } else {
-                0.0
-            };
-            let pers = 0.5 * d + 0.5 * q;
+            let pers = interests.part(&r.product);
             (r.score + 0.2 * pers, pers, r)
         })
         .collect();
@@ -392,7 +378,8 @@ pub async fn search(state: web::Data<AppState>, q: web::Query<SearchQuery>) -> R
     let at = position(&state, q.min_position).await;
     let terms = words(query);
     let vector = state.actors.rt.embedder.embed(query).await.ok();
-    let (products, _, _) = tables(&state, None, at).await?;
+    let i = inputs(&state, at).await?;
+    let products = &i.products;
     let mut hits: Vec<(f64, Value)> = products
         .iter()
         .filter(|p| s(p, "status") == "in_stock")
@@ -464,8 +451,8 @@ pub async fn personalize(
     let (_, limit) = paging(None, q.limit)?;
     let at = position(&state, q.min_position).await;
     let i = interests(&state, &shopper).await?;
-    let (products, metrics, districts) = tables(&state, None, at).await?;
-    let ranked = sorted(rank(products, &metrics, &districts, Some(&i)));
+    let all = inputs(&state, at).await?;
+    let ranked = sorted(rank(all.products.clone(), &all.metrics, &all.districts, Some(&i)));
     let mut affinity: Vec<(&String, &f64)> = i.districts.iter().collect();
     affinity.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
     let total: f64 = i.districts.values().sum();
