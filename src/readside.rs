@@ -10,6 +10,7 @@ use mall_events::{EventStore, Position};
 use mall_projections::catalog::Catalog;
 use mall_projections::change::Row;
 use mall_projections::memory::MemorySink;
+use mall_projections::optimization::Optimization;
 use mall_projections::personalization::Personalization;
 use mall_projections::postgres::PgSink;
 use mall_projections::runner::{self, Lag, Projection, Sink, SinkError, follow};
@@ -18,7 +19,7 @@ use tokio::sync::watch;
 
 /// Every projection this build has.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(Catalog), Arc::new(Personalization)]
+    vec![Arc::new(Catalog), Arc::new(Personalization), Arc::new(Optimization)]
 }
 
 /// A projection's live sink.
@@ -80,6 +81,8 @@ pub enum Filter<'a> {
         value: &'a str,
         prefix: &'a str,
     },
+    /// The `n` rows with the greatest keys, greatest first.
+    Last(usize),
 }
 
 impl ReadSide {
@@ -161,6 +164,7 @@ impl ReadSide {
                     .take_while(|(k, _)| k.starts_with(prefix))
                     .map(|(_, r)| r.clone())
                     .collect(),
+                Filter::Last(n) => rows.values().rev().take(n).cloned().collect(),
             })),
             LiveSink::Postgres(_) => {
                 let pool = self.pool.as_ref().expect("a pool beside PostgreSQL sinks");
@@ -171,6 +175,13 @@ impl ReadSide {
                     Filter::Key(k) => client.query(&q(def.key), &[&k]).await,
                     Filter::Eq(col, v) | Filter::Group { column: col, value: v, .. } => {
                         client.query(&q(col), &[&v]).await
+                    }
+                    Filter::Last(n) => {
+                        let sql = format!(
+                            "SELECT row_to_json(t)::text FROM \"{table}\" t ORDER BY \"{}\" DESC LIMIT $1",
+                            def.key
+                        );
+                        client.query(&sql, &[&(n as i64)]).await
                     }
                 }
                 .map_err(|e| SinkError::Backend(e.to_string()))?;

@@ -250,6 +250,27 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     assert_eq!(p["description"], challenger.as_str());
     assert!(p["copy_version"].as_u64().unwrap() >= 1);
 
+    // Product intelligence's tables: the decision, the experiment and the copy it kept.
+    let pos = get(&c, s.url("/healthz")).await.1["log_position"].as_u64().unwrap();
+    let (status, i) = get(&c, s.url(&format!("/api/autonomous/products?product_id=weak&min_position={pos}"))).await;
+    assert_eq!(status, StatusCode::OK, "{i}");
+    let x = i["experiments"].as_array().unwrap().iter().find(|x| x["experiment_id"] == experiment_id).expect("{i}");
+    assert_eq!((x["status"].as_str(), x["challenger"].as_str()), (Some("challenger_won"), Some(challenger.as_str())));
+    assert!(i["copy_history"].as_array().unwrap().iter().any(|c| c["outcome"] == "kept"
+        && c["content"]["text"] == challenger.as_str()
+        && c["experiment_id"] == experiment_id));
+    assert!(
+        i["log"].as_array().unwrap().iter().any(|l| l["kind"] == "decided"
+            && l["detail"]["rule"] == "weak_description"
+            && l["detail"]["evidence"]["metrics"]["window_views"].as_f64() >= Some(40.0)),
+        "{i}"
+    );
+    assert!(i["actor"]["metrics"]["total"]["views"].as_u64().unwrap() >= 800, "{i}");
+    let (_, all) = get(&c, s.url("/api/autonomous/products?limit=5")).await;
+    assert_eq!(all["log"].as_array().unwrap().len(), 5, "{all}");
+    let (status, body) = get(&c, s.url("/api/autonomous/products?limit=0")).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")));
+
     // The CLI, beside the running server: audit explains, replay reproduces every decision.
     let (code, out, err) = mall(&store, &["audit", "product", "weak"]);
     assert_eq!(code, 0, "{err}");

@@ -17,6 +17,8 @@ pub enum Op {
     Set(Row),
     /// Adds to numeric columns; a missing row is first created with the table's defaults.
     Add(Vec<(&'static str, f64)>),
+    /// Sets these columns and adds to those, in one step (a missing row is created first).
+    Upsert { set: Row, add: Vec<(&'static str, f64)> },
     /// Copies one column's value into another (nothing happens when the row is missing).
     Copy { from: &'static str, to: &'static str },
     /// Removes the row.
@@ -39,6 +41,10 @@ impl Change {
     pub fn add(table: &'static str, key: impl Into<String>, deltas: Vec<(&'static str, f64)>) -> Self {
         Change { table, key: key.into(), op: Op::Add(deltas) }
     }
+
+    pub fn upsert(table: &'static str, key: impl Into<String>, set: Row, add: Vec<(&'static str, f64)>) -> Self {
+        Change { table, key: key.into(), op: Op::Upsert { set, add } }
+    }
 }
 
 /// A table a projection writes: its name, its key column and the row a new key starts from.
@@ -57,27 +63,37 @@ pub fn apply_op(table: &TableDef, key: &str, row: Option<Row>, op: &Op) -> Optio
         r.insert(table.key.to_string(), Value::String(key.to_string()));
         r
     };
+    let set = |r: &mut Row, cols: &Row| {
+        for (k, v) in cols {
+            r.insert(k.clone(), v.clone());
+        }
+    };
+    let add = |r: &mut Row, deltas: &[(&'static str, f64)]| {
+        for (k, d) in deltas {
+            let slot = r.entry(*k).or_insert(Value::Null);
+            *slot = match &*slot {
+                Value::Number(n) if n.is_i64() && d.fract() == 0.0 => Value::from(n.as_i64().unwrap_or(0) + *d as i64),
+                Value::Number(n) => Value::from(n.as_f64().unwrap_or(0.0) + d),
+                _ if d.fract() == 0.0 => Value::from(*d as i64),
+                _ => Value::from(*d),
+            };
+        }
+    };
     match op {
         Op::Set(cols) => {
             let mut r = row.unwrap_or_else(fresh);
-            for (k, v) in cols {
-                r.insert(k.clone(), v.clone());
-            }
+            set(&mut r, cols);
             Some(r)
         }
         Op::Add(deltas) => {
             let mut r = row.unwrap_or_else(fresh);
-            for (k, d) in deltas {
-                let sum = match r.get(*k) {
-                    Some(Value::Number(n)) if n.is_i64() && d.fract() == 0.0 => {
-                        Value::from(n.as_i64().unwrap_or(0) + *d as i64)
-                    }
-                    Some(Value::Number(n)) => Value::from(n.as_f64().unwrap_or(0.0) + d),
-                    _ if d.fract() == 0.0 => Value::from(*d as i64),
-                    _ => Value::from(*d),
-                };
-                r.insert(k.to_string(), sum);
-            }
+            add(&mut r, deltas);
+            Some(r)
+        }
+        Op::Upsert { set: cols, add: deltas } => {
+            let mut r = row.unwrap_or_else(fresh);
+            set(&mut r, cols);
+            add(&mut r, deltas);
             Some(r)
         }
         Op::Copy { from, to } => row.map(|mut r| {
@@ -116,6 +132,9 @@ mod tests {
         let r = apply_op(&T, "a", Some(r), &Op::Set(crate::row! { "s" => "hello" })).unwrap();
         let r = apply_op(&T, "a", Some(r), &Op::Copy { from: "s", to: "t" }).unwrap();
         assert_eq!(r["t"], "hello");
+        let r = apply_op(&T, "a", Some(r), &Op::Upsert { set: crate::row! { "s" => "bye" }, add: vec![("n", 1.0)] })
+            .unwrap();
+        assert_eq!((&r["s"], &r["n"]), (&Value::from("bye"), &Value::from(6)));
         assert_eq!(apply_op(&T, "b", None, &Op::Copy { from: "s", to: "t" }), None, "copy needs a row");
         assert_eq!(apply_op(&T, "a", Some(r), &Op::Delete), None);
     }

@@ -11,11 +11,13 @@
 //! - [`memory`]: the in-memory sink (the embedded default);
 //! - `postgres` (feature `postgres`): the PostgreSQL sink, shadow tables and the swap;
 //! - [`catalog`]: the `products`, `product_metrics` and `districts` tables;
-//! - [`personalization`]: the `shopper_interests` table.
+//! - [`personalization`]: the `shopper_interests` and `shopper_profiles` tables;
+//! - [`optimization`]: the `optimization_log`, `experiments` and `copy_history` tables.
 
 pub mod catalog;
 pub mod change;
 pub mod memory;
+pub mod optimization;
 pub mod personalization;
 #[cfg(feature = "postgres")]
 pub mod postgres;

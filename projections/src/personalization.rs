@@ -1,5 +1,6 @@
 //! The `personalization` projection: each shopper's recency-weighted interest in districts and
-//! products (`shopper_interests`).
+//! products (`shopper_interests`) and their profile (`shopper_profiles`: signal counts, spend,
+//! the last district they were seen in).
 //!
 //! Decay without state: a signal at time t adds `w · 2^((t − EPOCH) / HALF_LIFE)` to its facet, so
 //! the sums only grow (a plain `Add`), and a reader multiplies by `2^(−(now − EPOCH) / HALF_LIFE)`
@@ -15,14 +16,27 @@ use crate::row;
 use crate::runner::Projection;
 
 pub const SHOPPER_INTERESTS: &str = "shopper_interests";
+pub const SHOPPER_PROFILES: &str = "shopper_profiles";
 /// Interest halves every week.
 pub const HALF_LIFE_DAYS: f64 = 7.0;
 
-const TABLES: &[TableDef] = &[TableDef {
-    name: SHOPPER_INTERESTS,
-    key: "key",
-    defaults: || row! { "shopper_id" => "", "facet" => "", "score" => 0.0, "signals" => 0, "last_at" => Value::Null },
-}];
+const TABLES: &[TableDef] = &[
+    TableDef {
+        name: SHOPPER_INTERESTS,
+        key: "key",
+        defaults: || row! { "shopper_id" => "", "facet" => "", "score" => 0.0, "signals" => 0, "last_at" => Value::Null },
+    },
+    TableDef {
+        name: SHOPPER_PROFILES,
+        key: "shopper_id",
+        defaults: || {
+            row! {
+                "signals" => 0, "views" => 0, "clicks" => 0, "carts" => 0, "purchases" => 0, "bounces" => 0,
+                "searches" => 0, "spend_e4" => 0, "last_district" => Value::Null, "last_at" => Value::Null,
+            }
+        },
+    },
+];
 
 /// The origin of the scaled scores.
 pub fn epoch() -> DateTime<Utc> {
@@ -58,24 +72,41 @@ impl Projection for Personalization {
 
     fn apply(&self, e: &RecordedEvent, d: &DomainEvent) -> Vec<Change> {
         let (Some(shopper), Some(at)) = (d.shopper_id(), d.signal_at()) else { return Vec::new() };
+        let district = e.tags.iter().find_map(|t| t.strip_prefix("district:"));
+        let mut counts = vec![("signals", 1.0)];
+        match d {
+            DomainEvent::ProductViewed(_) => counts.push(("views", 1.0)),
+            DomainEvent::ProductClicked(_) => counts.push(("clicks", 1.0)),
+            DomainEvent::AddedToCart(_) => counts.push(("carts", 1.0)),
+            DomainEvent::Purchased(p) => {
+                counts.push(("purchases", 1.0));
+                counts.push(("spend_e4", p.unit_price.ten_thousandths() as f64 * p.quantity as f64));
+            }
+            DomainEvent::Bounced(_) => counts.push(("bounces", 1.0)),
+            DomainEvent::Searched(_) => counts.push(("searches", 1.0)),
+            _ => {}
+        }
+        let mut seen = row! { "last_at" => at };
+        if let Some(slug) = district {
+            seen.insert("last_district".into(), Value::from(slug));
+        }
+        let mut out = vec![Change::upsert(SHOPPER_PROFILES, shopper.as_str(), seen, counts)];
         let w = d.interest_weight();
         if w == 0.0 {
-            return Vec::new();
+            return out;
         }
         let mut facets: Vec<String> = e.tags.iter().filter(|t| t.starts_with("district:")).cloned().collect();
         if let Some(p) = d.product_id() {
             facets.push(format!("product:{p}"));
         }
         let scaled = w * scale(at);
-        let mut out = Vec::new();
         for facet in facets {
-            let key = format!("{shopper}/{facet}");
-            out.push(Change::set(
+            out.push(Change::upsert(
                 SHOPPER_INTERESTS,
-                key.clone(),
+                format!("{shopper}/{facet}"),
                 row! { "shopper_id" => shopper, "facet" => facet, "last_at" => at },
+                vec![("score", scaled), ("signals", 1.0)],
             ));
-            out.push(Change::add(SHOPPER_INTERESTS, key, vec![("score", scaled), ("signals", 1.0)]));
         }
         out
     }

@@ -223,3 +223,96 @@ async fn a_rebuild_from_scratch_equals_the_live_projection() {
         assert_eq!(a, b, "seed {seed}: table {table} differs");
     }
 }
+
+#[tokio::test]
+async fn the_optimization_tables_tell_what_product_intelligence_did() {
+    use mall_projections::optimization::{COPY_HISTORY, EXPERIMENTS, OPTIMIZATION_LOG, Optimization};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let sink = MemorySink::new(Optimization.tables());
+    let (x, y) = (Uuid::now_v7(), Uuid::now_v7());
+    let decision = Uuid::now_v7();
+    let decided = DomainEvent::OptimizationDecided(OptimizationDecided {
+        decision_id: decision,
+        product_id: pid("p1"),
+        command: CommandKind::RewriteDescription,
+        rule: "weak_description".into(),
+        reason: "converts at 1% against 30%".into(),
+        evidence: Evidence {
+            metrics: [("window_views".to_string(), 120.0)].into(),
+            from_position: 1,
+            to_position: 9,
+            stream_version: 4,
+            prior_alpha: 1.0,
+            prior_beta: 20.0,
+            budget_available: true,
+        },
+        policy: BTreeMap::new(),
+        at: Utc::now(),
+    });
+    put(
+        &*store,
+        vec![
+            listed("p1", 3),
+            viewed("p1"),
+            decided,
+            started("p1", x, "Seven rings of oiled beech."),
+            concluded("p1", x, Outcome::ChallengerWon),
+            applied("p1", Content::Tags { tags: vec!["beech".into()] }),
+            started("p1", y, "Worse copy."),
+            concluded("p1", y, Outcome::ControlWon),
+        ],
+    )
+    .await;
+    catch_up(&*store, &Optimization, &sink, 3, |_| {}).await.unwrap();
+
+    let (log, _) = sink.table(OPTIMIZATION_LOG);
+    let kinds: Vec<&str> = log.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "decided",
+            "experiment_started",
+            "experiment_concluded",
+            "applied",
+            "experiment_started",
+            "experiment_concluded"
+        ],
+        "in log order"
+    );
+    assert_eq!(log[0]["detail"]["evidence"]["metrics"]["window_views"], 120.0, "the evidence is kept");
+    assert_eq!(log[0]["decision_id"], decision.to_string());
+
+    let won = sink.get(EXPERIMENTS, &x.to_string()).unwrap();
+    assert_eq!((won["status"].as_str(), won["challenger_views"].as_i64()), (Some("challenger_won"), Some(200)));
+    assert_eq!(sink.get(EXPERIMENTS, &y.to_string()).unwrap()["status"], "control_won");
+
+    let (history, _) = sink.table(COPY_HISTORY);
+    let outcome = |source: &str, text: &str| {
+        history
+            .iter()
+            .find(|r| r["source"] == source && r["content"]["text"] == text)
+            .map(|r| r["outcome"].as_str().unwrap().to_string())
+    };
+    assert_eq!(outcome("listing", "Rings.").as_deref(), Some("applied"));
+    assert_eq!(outcome("experiment", "Seven rings of oiled beech.").as_deref(), Some("kept"));
+    assert_eq!(outcome("experiment", "Worse copy.").as_deref(), Some("rolled_back"));
+    assert!(history.iter().any(|r| r["field"] == "tags" && r["source"] == "decision"));
+    assert!(history.iter().all(|r| r["product_id"] == "p1"));
+}
+
+#[tokio::test]
+async fn a_shopper_profile_counts_their_signals_and_spend() {
+    use mall_projections::personalization::{Personalization, SHOPPER_PROFILES};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let sink = MemorySink::new(Personalization.tables());
+    put(&*store, vec![listed("p1", 3), viewed("p1"), viewed("p1"), bought("p1", 2)]).await;
+    catch_up(&*store, &Personalization, &sink, 2, |_| {}).await.unwrap();
+    let p = sink.get(SHOPPER_PROFILES, "s1").unwrap();
+    assert_eq!(
+        (p["signals"].as_i64(), p["views"].as_i64(), p["purchases"].as_i64(), p["spend_e4"].as_i64()),
+        (Some(3), Some(2), Some(1), Some(398_000)),
+        "{p:?}"
+    );
+}

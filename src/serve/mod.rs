@@ -6,12 +6,15 @@
 //! snapshot and the store is closed.
 //!
 //! Modules: [`auth`] (scoped bearer tokens), [`error`] (JSON errors), [`ingest`] (catalog and
-//! signal writes), [`reads`] (product, history, health).
+//! signal writes), [`storefront`] (product, districts, rankings, search, personalization, from
+//! the read tables), [`intelligence`] (product intelligence's tables and actors), [`reads`]
+//! (history, health), [`admin`] (projections).
 
 pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod ingest;
+pub mod intelligence;
 pub mod reads;
 pub mod storefront;
 
@@ -131,10 +134,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/districts", web::post().to(ingest::open_district))
             .route("/products", web::post().to(ingest::list_product))
             .route("/products/{id}", web::put().to(ingest::edit_product))
-            .route("/products/{id}", web::get().to(reads::get_product))
+            .route("/products/{id}", web::get().to(storefront::product))
             .route("/products/{id}/history", web::get().to(reads::get_history))
             .route("/signals", web::post().to(ingest::post_signals))
             .route("/autonomous/products", web::post().to(ingest::nudge_product))
+            .route("/autonomous/products", web::get().to(intelligence::products))
             .route("/districts", web::get().to(storefront::districts))
             .route("/districts/{slug}", web::get().to(storefront::district))
             .route("/districts/{slug}/products", web::get().to(storefront::district_products))

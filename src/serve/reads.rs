@@ -1,13 +1,10 @@
-//! Reads: a product as its actor holds it (with the copy the shopper's experiment arm gets),
-//! its copy history, and health. Public; every answer says the log position it reflects.
+//! Reads: a product's copy history (its audit, folded from its stream) and health. Public;
+//! every answer says the log position it reflects.
 
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use mall_actors::experiment;
-use mall_actors::product::ProductState;
-use mall_actors::runtime::entity::{Get, Product};
-use mall_events::ids::{Position, ProductId, ShopperId};
+use mall_events::ids::{Position, ProductId};
 use mall_events::{Direction, StreamId};
 use serde::Deserialize;
 use serde_json::json;
@@ -21,13 +18,6 @@ pub const POSITION_HEADER: &str = "X-Mall-Position";
 const MAX_WAIT: Duration = Duration::from_secs(5);
 /// The most events a history reads.
 const MAX_HISTORY_EVENTS: usize = 1_000_000;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProductQuery {
-    shopper: Option<String>,
-    min_position: Option<Position>,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,71 +37,6 @@ async fn reached(state: &AppState, min: Option<Position>) -> Position {
 
 fn parse_product(id: String) -> Result<ProductId, ApiError> {
     ProductId::parse(id).map_err(|e| ApiError::invalid("id", e.0))
-}
-
-/// The product's state from its actor (activated if needed); 404 when it is not listed.
-async fn product_state(state: &AppState, id: &ProductId) -> Result<ProductState, ApiError> {
-    if !state.actors.rt.catalog.read().expect("catalog").contains_key(id.as_str()) {
-        return Err(ApiError::not_found(format!("no product {id}")));
-    }
-    state
-        .actors
-        .products
-        .get(id)
-        .send(Get::<Product>::default())
-        .await
-        .map_err(|e| ApiError::unavailable(format!("the product's actor did not answer: {e}")))?
-        .filter(ProductState::is_listed)
-        .ok_or_else(|| ApiError::unavailable(format!("product {id} could not be loaded")))
-}
-
-/// `GET /api/products/{id}?shopper=&min_position=`.
-pub async fn get_product(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    query: web::Query<ProductQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let id = parse_product(path.into_inner())?;
-    let shopper =
-        query.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
-    let position = reached(&state, query.min_position).await;
-    let s = product_state(&state, &id).await?;
-    let (description, experiment) = match &s.experiment {
-        Some(x) => {
-            let arm = shopper.as_ref().map(|sh| experiment::arm(x.experiment_id, sh));
-            let description = arm.map_or(x.control.as_str(), |a| x.copy(a)).to_string();
-            let exp = json!({
-                "experiment_id": x.experiment_id,
-                "started_at": x.started_at,
-                "arm": arm.map(|a| if a == experiment::Arm::Control { "control" } else { "challenger" }),
-                "arms": {"control": x.arms[0], "challenger": x.arms[1]},
-            });
-            (description, Some(exp))
-        }
-        None => (s.description.clone(), None),
-    };
-    let body = json!({
-        "product_id": id,
-        "district": s.district,
-        "title": s.title,
-        "description": description,
-        "tags": s.tags,
-        "seo": s.seo,
-        "price": s.price,
-        "currency": s.currency,
-        "stock": s.stock,
-        "image_url": s.image_url,
-        "attributes": s.attributes,
-        "copy_version": s.copy_version,
-        "has_embedding": s.embedding_of.is_some(),
-        "embedding_current": s.embedding_of == Some(s.copy_hash()),
-        "in_flight": s.in_flight,
-        "experiment": experiment,
-        "metrics": {"total": s.total, "window": s.window, "window_from": s.window_from},
-        "stream_version": s.version,
-        "position": s.position,
-    });
-    Ok(HttpResponse::Ok().insert_header((POSITION_HEADER, position.max(s.position).to_string())).json(body))
 }
 
 /// Reads a whole stream in order (bounded).

@@ -1,4 +1,4 @@
-//! Storefront reads, served from the read tables: districts, a district's products ranked by
+//! Storefront reads, served from the read tables: a product, districts, a district's products ranked by
 //! the merchandising score, search, and a shopper's profile with their personal ranking.
 //!
 //! The score is `0.4 × performance + 0.3 × merchandising rules + 0.2 × personalization + 0.1 ×
@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use mall_actors::experiment::{self, Arm};
-use mall_events::ids::{DistrictSlug, Position, ShopperId};
+use mall_events::ids::{DistrictSlug, Position, ProductId, ShopperId};
 use mall_projections::catalog::{DISTRICTS, PRODUCT_METRICS, PRODUCTS};
 use mall_projections::change::Row;
+use mall_projections::optimization::EXPERIMENTS;
 use mall_projections::personalization::{SHOPPER_INTERESTS, interest_at};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -46,6 +47,11 @@ fn sink_error(e: mall_projections::runner::SinkError) -> ApiError {
 
 fn n(r: &Row, k: &str) -> f64 {
     r.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+/// A counter column (0 when the row is missing).
+fn count(r: &Row, k: &str) -> i64 {
+    r.get(k).and_then(Value::as_i64).unwrap_or(0)
 }
 
 fn s<'a>(r: &'a Row, k: &str) -> &'a str {
@@ -213,6 +219,82 @@ fn product_json(r: &Ranked, shopper: Option<&ShopperId>) -> Value {
         "stock": p.get("stock"), "image_url": p.get("image_url"), "seo_title": p.get("seo_title"),
         "experiment_arm": arm, "score": r.score, "parts": r.parts,
     })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductQuery {
+    shopper: Option<String>,
+    min_position: Option<Position>,
+}
+
+/// `GET /api/products/{id}?shopper=&min_position=`: the product's row, its metrics, and the copy
+/// the shopper's experiment arm gets while one runs.
+pub async fn product(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<ProductQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = ProductId::parse(path.into_inner()).map_err(|e| ApiError::invalid("id", e.0))?;
+    let shopper = q.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
+    let at = position(&state, q.min_position).await;
+    let read = |projection, table| state.read.rows(projection, table, Filter::Key(id.as_str()));
+    let p = read("catalog", PRODUCTS).await.map_err(sink_error)?;
+    let p = p.into_iter().next().ok_or_else(|| ApiError::not_found(format!("no product {id}")))?;
+    let m = read("catalog", PRODUCT_METRICS).await.map_err(sink_error)?.into_iter().next().unwrap_or_default();
+    let mut description = s(&p, "description").to_string();
+    let experiment = match (p.get("experiment_id").and_then(Value::as_str), p.get("challenger").and_then(Value::as_str))
+    {
+        (Some(x), Some(challenger)) => {
+            let started = state
+                .read
+                .rows("optimization", EXPERIMENTS, Filter::Key(x))
+                .await
+                .map_err(sink_error)?
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let arm = match (x.parse::<Uuid>(), &shopper) {
+                (Ok(x), Some(sh)) => Some(experiment::arm(x, sh)),
+                _ => None,
+            };
+            if arm == Some(Arm::Challenger) {
+                description = challenger.to_string();
+            }
+            json!({
+                "experiment_id": x,
+                "started_at": started.get("started_at"),
+                "started_position": started.get("started_position"),
+                "arm": arm.map(|a| if a == Arm::Challenger { "challenger" } else { "control" }),
+            })
+        }
+        _ => Value::Null,
+    };
+    let seo = match (p.get("seo_title").and_then(Value::as_str), p.get("seo_meta_description").and_then(Value::as_str))
+    {
+        (Some(t), Some(d)) => json!({"title": t, "meta_description": d}),
+        _ => Value::Null,
+    };
+    Ok(answer(
+        at,
+        json!({
+            "product_id": id, "district": s(&p, "district"), "title": s(&p, "title"), "description": description,
+            "tags": p.get("tags"), "seo": seo, "price": s(&p, "price"), "currency": s(&p, "currency"),
+            "stock": p.get("stock"), "status": s(&p, "status"), "image_url": p.get("image_url"),
+            "attributes": p.get("attributes"), "copy_version": p.get("copy_version"),
+            "has_embedding": p.get("embedding").is_some_and(|e| !e.is_null()),
+            "experiment": experiment,
+            "metrics": {
+                "total": {
+                    "impressions": count(&m, "impressions"), "views": count(&m, "views"), "clicks": count(&m, "clicks"),
+                    "carts": count(&m, "carts"), "purchases": count(&m, "purchases"), "bounces": count(&m, "bounces"),
+                    "revenue": n(&m, "revenue_e4") / 10_000.0, "dwell_ms": count(&m, "dwell_ms"),
+                },
+                "last_signal_at": m.get("last_signal_at"),
+            },
+            "listed_position": p.get("listed_position"), "updated_position": p.get("updated_position"),
+        }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

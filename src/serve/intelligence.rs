@@ -1,0 +1,107 @@
+//! `GET /api/autonomous/products`: what product intelligence is doing, from the `optimization`
+//! tables (the log of decisions, experiments, copy history), and for one product also its
+//! actor's live state — the window of signals its next decision will look at, the command in
+//! flight, each experiment arm's figures so far.
+
+use actix_web::{HttpResponse, web};
+use mall_actors::product::ProductState;
+use mall_actors::runtime::entity::{Get, Product};
+use mall_events::ids::{Position, ProductId};
+use mall_projections::change::Row;
+use mall_projections::optimization::{COPY_HISTORY, EXPERIMENTS, OPTIMIZATION_LOG};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::reads::POSITION_HEADER;
+use crate::readside::Filter;
+
+/// The most log rows one answer carries.
+const MAX_LIMIT: usize = 500;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntelligenceQuery {
+    product_id: Option<String>,
+    limit: Option<usize>,
+    min_position: Option<Position>,
+}
+
+fn unavailable(e: mall_projections::runner::SinkError) -> ApiError {
+    tracing::error!(error = %e, "read tables unavailable");
+    ApiError::unavailable("the read tables are unavailable")
+}
+
+fn by_position(rows: &mut [Row]) {
+    let p = |r: &Row| r.get("position").and_then(Value::as_u64).unwrap_or(0);
+    rows.sort_by_key(|r| std::cmp::Reverse(p(r)));
+}
+
+/// `GET /api/autonomous/products?product_id=&limit=&min_position=`.
+pub async fn products(state: web::Data<AppState>, q: web::Query<IntelligenceQuery>) -> Result<HttpResponse, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::invalid("limit", format!("must be 1 to {MAX_LIMIT}")));
+    }
+    let at = match q.min_position {
+        Some(m) => state.read.wait_for(m, std::time::Duration::from_secs(5)).await,
+        None => state.read.position(),
+    };
+    let read = &state.read;
+    let body = match &q.product_id {
+        None => {
+            let log = read.rows("optimization", OPTIMIZATION_LOG, Filter::Last(limit)).await.map_err(unavailable)?;
+            let running =
+                read.rows("optimization", EXPERIMENTS, Filter::Eq("status", "running")).await.map_err(unavailable)?;
+            json!({"running_experiments": running, "log": log})
+        }
+        Some(id) => {
+            let id = ProductId::parse(id.clone()).map_err(|e| ApiError::invalid("product_id", e.0))?;
+            if !state.actors.rt.catalog.read().expect("catalog").contains_key(id.as_str()) {
+                return Err(ApiError::not_found(format!("no product {id}")));
+            }
+            let eq = || Filter::Eq("product_id", id.as_str());
+            let mut log = read.rows("optimization", OPTIMIZATION_LOG, eq()).await.map_err(unavailable)?;
+            by_position(&mut log);
+            log.truncate(limit);
+            let mut experiments = read.rows("optimization", EXPERIMENTS, eq()).await.map_err(unavailable)?;
+            let started = |r: &Row| r.get("started_position").and_then(Value::as_u64).unwrap_or(0);
+            experiments.sort_by_key(|r| std::cmp::Reverse(started(r)));
+            let prefix = format!("{id}/");
+            let group = Filter::Group { column: "product_id", value: id.as_str(), prefix: &prefix };
+            let mut copy = read.rows("optimization", COPY_HISTORY, group).await.map_err(unavailable)?;
+            by_position(&mut copy);
+            let actor = actor_state(&state, &id).await?;
+            json!({"product_id": id, "actor": actor, "experiments": experiments, "copy_history": copy, "log": log})
+        }
+    };
+    Ok(HttpResponse::Ok().insert_header((POSITION_HEADER, at.to_string())).json(body))
+}
+
+/// The product actor's live state (activated if needed).
+async fn actor_state(state: &AppState, id: &ProductId) -> Result<Value, ApiError> {
+    let s: ProductState = state
+        .actors
+        .products
+        .get(id)
+        .send(Get::<Product>::default())
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the product's actor did not answer: {e}")))?
+        .filter(ProductState::is_listed)
+        .ok_or_else(|| ApiError::unavailable(format!("product {id} could not be loaded")))?;
+    Ok(json!({
+        "copy_version": s.copy_version,
+        "embedding_current": s.embedding_of == Some(s.copy_hash()),
+        "in_flight": s.in_flight,
+        "experiment": s.experiment.as_ref().map(|x| json!({
+            "experiment_id": x.experiment_id,
+            "started_at": x.started_at,
+            "arms": {"control": x.arms[0], "challenger": x.arms[1]},
+        })),
+        "metrics": {"total": s.total, "window": s.window, "window_from": s.window_from},
+        "last_decided": s.last_decided,
+        "stream_version": s.version,
+        "position": s.position,
+    }))
+}
