@@ -169,25 +169,108 @@ impl ReadSide {
             LiveSink::Postgres(_) => {
                 let pool = self.pool.as_ref().expect("a pool beside PostgreSQL sinks");
                 let client = pool.get().await.map_err(|e| SinkError::Backend(e.to_string()))?;
-                let q = |col: &str| format!("SELECT row_to_json(t)::text FROM \"{table}\" t WHERE \"{col}\" = $1");
-                let rows = match filter {
-                    Filter::All => client.query(&format!("SELECT row_to_json(t)::text FROM \"{table}\" t"), &[]).await,
-                    Filter::Key(k) => client.query(&q(def.key), &[&k]).await,
+                // Statements are prepared once per connection; every one returns one text column,
+                // so a swapped-in table of another shape never changes a cached plan's result.
+                let json = format!("SELECT row_to_json(t)::text FROM \"{table}\" t");
+                let (sql, param): (String, Option<String>) = match filter {
+                    Filter::All => (json, None),
+                    Filter::Key(k) => (format!("{json} WHERE \"{}\" = $1", def.key), Some(k.to_string())),
                     Filter::Eq(col, v) | Filter::Group { column: col, value: v, .. } => {
-                        client.query(&q(col), &[&v]).await
+                        (format!("{json} WHERE \"{col}\" = $1"), Some(v.to_string()))
                     }
-                    Filter::Last(n) => {
-                        let sql = format!(
-                            "SELECT row_to_json(t)::text FROM \"{table}\" t ORDER BY \"{}\" DESC LIMIT $1",
-                            def.key
-                        );
-                        client.query(&sql, &[&(n as i64)]).await
-                    }
+                    Filter::Last(_) => (format!("{json} ORDER BY \"{}\" DESC LIMIT $1", def.key), None),
+                };
+                let statement = client.prepare_cached(&sql).await.map_err(|e| SinkError::Backend(e.to_string()))?;
+                let rows = match (&param, filter) {
+                    (Some(p), _) => client.query(&statement, &[p]).await,
+                    (None, Filter::Last(n)) => client.query(&statement, &[&(n as i64)]).await,
+                    (None, _) => client.query(&statement, &[]).await,
                 }
                 .map_err(|e| SinkError::Backend(e.to_string()))?;
                 Ok(rows.iter().filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()).collect())
             }
         }
+    }
+
+    /// A shopper's interest rows as (facet, stored score): the hot read of every personalized
+    /// page, so in PostgreSQL a prepared, typed, indexed query.
+    pub async fn interests(&self, shopper: &str) -> Result<Vec<(String, f64)>, SinkError> {
+        use mall_projections::personalization::SHOPPER_INTERESTS;
+        let f = self.get("personalization").ok_or_else(|| SinkError::Backend("no personalization".into()))?;
+        let sink = f.sink.read().expect("sink").clone();
+        let pair = |r: &Row| {
+            let facet = r.get("facet").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            (facet, r.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0))
+        };
+        match sink {
+            LiveSink::Memory(m) => Ok(m.with_table(SHOPPER_INTERESTS, |rows, _| {
+                let prefix = format!("{shopper}/");
+                rows.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(_, r)| pair(r)).collect()
+            })),
+            LiveSink::Postgres(_) => {
+                let backend = |e: tokio_postgres::Error| SinkError::Backend(e.to_string());
+                let pool = self.pool.as_ref().expect("a pool beside PostgreSQL sinks");
+                let client = pool.get().await.map_err(|e| SinkError::Backend(e.to_string()))?;
+                let sql = "SELECT facet, score FROM shopper_interests WHERE shopper_id = $1";
+                let mut attempt = 0;
+                loop {
+                    let statement = client.prepare_cached(sql).await.map_err(backend)?;
+                    match client.query(&statement, &[&shopper]).await {
+                        Ok(rows) => return Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect()),
+                        // A table swapped in by a rebuild may invalidate the cached statement.
+                        Err(_) if attempt == 0 => {
+                            client.statement_cache.clear();
+                            attempt += 1;
+                        }
+                        Err(e) => return Err(backend(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whole tables of `projection` and the checkpoint they reflect, read together (in
+    /// PostgreSQL, in one repeatable-read transaction).
+    pub async fn snapshot(&self, projection: &str, tables: &[&str]) -> Result<(Vec<Vec<Row>>, Position), SinkError> {
+        let f = self.get(projection).ok_or_else(|| SinkError::Backend(format!("no projection {projection}")))?;
+        let sink = f.sink.read().expect("sink").clone();
+        match sink {
+            LiveSink::Memory(m) => Ok(m.snapshot(tables)),
+            LiveSink::Postgres(_) => {
+                let backend = |e: tokio_postgres::Error| SinkError::Backend(e.to_string());
+                let pool = self.pool.as_ref().expect("a pool beside PostgreSQL sinks");
+                let mut client = pool.get().await.map_err(|e| SinkError::Backend(e.to_string()))?;
+                let tx = client
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .await
+                    .map_err(backend)?;
+                let at: i64 = tx
+                    .query_one("SELECT position FROM mall_projection_checkpoints WHERE name = $1", &[&projection])
+                    .await
+                    .map_err(backend)?
+                    .get(0);
+                let mut out = Vec::new();
+                for t in tables {
+                    if !f.projection.tables().iter().any(|d| d.name == *t) {
+                        return Err(SinkError::Backend(format!("no table {t}")));
+                    }
+                    let rows =
+                        tx.query(&format!("SELECT row_to_json(t)::text FROM \"{t}\" t"), &[]).await.map_err(backend)?;
+                    out.push(rows.iter().filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()).collect());
+                }
+                tx.commit().await.map_err(backend)?;
+                Ok((out, at as Position))
+            }
+        }
+    }
+
+    /// A connection to the PostgreSQL read tables (none beside the embedded store).
+    pub async fn pg(&self) -> Option<Result<deadpool_postgres::Object, SinkError>> {
+        let pool = self.pool.as_ref()?;
+        Some(pool.get().await.map_err(|e| SinkError::Backend(e.to_string())))
     }
 
     /// The projection called `name`.

@@ -100,6 +100,37 @@ async fn storefront(store: Store) {
     let personal_t4 = profile["ranking"].as_array().unwrap().iter().find(|p| p["product_id"] == "t4").unwrap();
     assert_eq!(personal_t4["parts"]["personalization"].as_f64(), Some(1.0), "{profile}");
 
+    assert_eq!(profile["profile"]["signals"]["views"], 30, "{profile}");
+    assert_eq!(profile["profile"]["signals"]["carts"], 1, "{profile}");
+
+    // The district rankings table (beside PostgreSQL) holds the anonymous ranking.
+    if let Store::Postgres { url, .. } = &store {
+        let (db, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let mut table: Vec<String> = Vec::new();
+        for _ in 0..50 {
+            table = db
+                .query("SELECT product_id FROM district_rankings WHERE district = 'toys' ORDER BY rank", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if table == ids {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(table, ids, "district_rankings matches the API");
+    }
+
+    // Read-your-writes: a product out of stock leaves the ranking at once.
+    let r = c.put(s.url("/api/products/t2")).bearer_auth(ADMIN).json(&json!({"stock": 0})).send().await.unwrap();
+    let pos: u64 = r.json::<Value>().await.unwrap()["position"].as_u64().unwrap();
+    let (_, at, after) = get(&c, s.url(&format!("/api/districts/toys/products?min_position={pos}"))).await;
+    assert!(at.unwrap() >= pos);
+    assert!(after["products"].as_array().unwrap().iter().all(|p| p["product_id"] != "t2"), "{after}");
+
     // Search: keyword and semantic together.
     let (_, _, found) = get(&c, s.url("/api/search?q=skillet")).await;
     assert_eq!(found["results"][0]["product_id"], "k1", "{found}");

@@ -45,6 +45,13 @@ impl MemorySink {
         (t.rows.get(table).map(|r| r.values().cloned().collect()).unwrap_or_default(), t.checkpoint)
     }
 
+    /// Several whole tables (in key order) and the checkpoint they reflect, read together.
+    pub fn snapshot(&self, tables: &[&str]) -> (Vec<Vec<Row>>, Position) {
+        let t = self.tables.read().expect("tables");
+        let rows = tables.iter().map(|n| t.rows.get(n).map(|r| r.values().cloned().collect()).unwrap_or_default());
+        (rows.collect(), t.checkpoint)
+    }
+
     /// Calls `f` with a table under the read lock (for scans that should not copy every row).
     pub fn with_table<T>(&self, table: &str, f: impl FnOnce(&BTreeMap<String, Row>, Position) -> T) -> T {
         let t = self.tables.read().expect("tables");

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error;
 pub mod ingest;
 pub mod intelligence;
+pub mod ranking;
 pub mod reads;
 pub mod storefront;
 
@@ -100,7 +101,7 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub actors: Arc<Actors>,
     pub read: Arc<crate::readside::ReadSide>,
-    pub rank_cache: storefront::RankCache,
+    pub ranker: Arc<ranking::Ranker>,
     pub tokens: Tokens,
 }
 
@@ -213,7 +214,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let actors = Actors::new(rt, arbiters);
     actors.load_catalog().await.context("cannot load the catalog from the log")?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx));
+    let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
     let read_url =
         (store_args.store == crate::store::StoreKind::Postgres).then(|| store_args.database_url.clone()).flatten();
     let read = crate::readside::ReadSide::start(store.clone(), read_url).await.context("cannot start the read side")?;
@@ -226,7 +227,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         store: store.clone(),
         actors: actors.clone(),
         read: read.clone(),
-        rank_cache: Default::default(),
+        ranker: ranking::Ranker::start(read.clone(), shutdown_rx.clone()),
         tokens,
     });
 

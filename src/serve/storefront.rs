@@ -25,13 +25,14 @@ use mall_events::ids::{DistrictSlug, Position, ProductId, ShopperId};
 use mall_projections::catalog::{DISTRICTS, PRODUCT_METRICS, PRODUCTS};
 use mall_projections::change::Row;
 use mall_projections::optimization::EXPERIMENTS;
-use mall_projections::personalization::{SHOPPER_INTERESTS, interest_at};
+use mall_projections::personalization::{SHOPPER_PROFILES, interest_at};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
+use super::ranking::{Ranked, Rankings, n, s};
 use super::reads::POSITION_HEADER;
 use crate::readside::Filter;
 
@@ -45,17 +46,9 @@ fn sink_error(e: mall_projections::runner::SinkError) -> ApiError {
     ApiError::unavailable("the read tables are unavailable")
 }
 
-fn n(r: &Row, k: &str) -> f64 {
-    r.get(k).and_then(Value::as_f64).unwrap_or(0.0)
-}
-
 /// A counter column (0 when the row is missing).
 fn count(r: &Row, k: &str) -> i64 {
     r.get(k).and_then(Value::as_i64).unwrap_or(0)
-}
-
-fn s<'a>(r: &'a Row, k: &str) -> &'a str {
-    r.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
 async fn position(state: &AppState, min: Option<Position>) -> Position {
@@ -118,107 +111,103 @@ pub async fn district(
 struct Interests {
     districts: HashMap<String, f64>,
     products: HashMap<String, f64>,
+    district_total: f64,
+    product_best: f64,
 }
 
 impl Interests {
     /// The personalization part of `product`'s score: half the shopper's share of interest in
     /// its district, half their interest in it relative to their strongest product interest.
     fn part(&self, product: &Row) -> f64 {
-        let district_total: f64 = self.districts.values().sum();
-        let product_best = self.products.values().copied().fold(0.0, f64::max);
         let share = |m: &HashMap<String, f64>, k: &str, of: f64| {
             if of > 0.0 { m.get(k).copied().unwrap_or(0.0) / of } else { 0.0 }
         };
-        0.5 * share(&self.districts, s(product, "district"), district_total)
-            + 0.5 * share(&self.products, s(product, "product_id"), product_best)
+        0.5 * share(&self.districts, s(product, "district"), self.district_total)
+            + 0.5 * share(&self.products, s(product, "product_id"), self.product_best)
     }
 }
 
-async fn interests(state: &AppState, shopper: &ShopperId) -> Result<Interests, ApiError> {
-    let prefix = format!("{shopper}/");
-    let filter = Filter::Group { column: "shopper_id", value: shopper.as_str(), prefix: &prefix };
-    let rows = state.read.rows("personalization", SHOPPER_INTERESTS, filter).await.map_err(sink_error)?;
+/// The shopper's interests (after waiting for `min`, up to a bound) and the position they
+/// reflect.
+async fn interests(
+    state: &AppState,
+    shopper: &ShopperId,
+    min: Option<Position>,
+) -> Result<(Interests, Position), ApiError> {
+    let at = position(state, min).await;
+    let rows = state.read.interests(shopper.as_str()).await.map_err(sink_error)?;
     let now = chrono::Utc::now();
-    let mut out = Interests { districts: HashMap::new(), products: HashMap::new() };
-    for r in rows {
-        let v = interest_at(n(&r, "score"), now).max(0.0);
-        if let Some(d) = s(&r, "facet").strip_prefix("district:") {
-            out.districts.insert(d.to_string(), v);
-        } else if let Some(p) = s(&r, "facet").strip_prefix("product:") {
-            out.products.insert(p.to_string(), v);
+    let (mut districts, mut products) = (HashMap::new(), HashMap::new());
+    for (facet, score) in rows {
+        let v = interest_at(score, now).max(0.0);
+        if let Some(d) = facet.strip_prefix("district:") {
+            districts.insert(d.to_string(), v);
+        } else if let Some(p) = facet.strip_prefix("product:") {
+            products.insert(p.to_string(), v);
         }
     }
-    Ok(out)
+    let district_total = districts.values().sum();
+    let product_best = products.values().copied().fold(0.0, f64::max);
+    Ok((Interests { districts, products, district_total, product_best }, at))
 }
 
-/// One product with its score parts, ready to rank.
-pub struct Ranked {
-    product: Row,
-    score: f64,
-    parts: Value,
-}
-
-/// Scores `products` (one district's, or all) for `shopper`.
-fn rank(
-    products: Vec<Row>,
-    metrics: &HashMap<String, Row>,
-    districts: &HashMap<String, Row>,
-    interests: Option<&Interests>,
-) -> Vec<Ranked> {
-    let newest = products.iter().map(|p| n(p, "listed_position")).fold(1.0, f64::max);
-    let posterior = |p: &Row| {
-        let m = metrics.get(s(p, "product_id"));
-        let views = m.map_or(0.0, |m| n(m, "views"));
-        let conv = m.map_or(0.0, |m| n(m, "carts").max(n(m, "purchases")).min(views));
-        let d = districts.get(s(p, "district"));
-        let (dv, dc) =
-            d.map_or((0.0, 0.0), |d| (n(d, "views"), n(d, "carts").max(n(d, "purchases")).min(n(d, "views"))));
-        let prior = (dc + 1.0) / (dv + 20.0);
-        (conv + 20.0 * prior) / (views + 20.0)
-    };
-    let posts: Vec<f64> = products.iter().map(posterior).collect();
-    let best = posts.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
-    products
-        .into_iter()
-        .zip(posts)
-        .filter(|(p, _)| s(p, "status") == "in_stock")
-        .map(|(p, post)| {
-            let performance = post / best;
-            let rules = 0.25 * (s(&p, "description").chars().count() >= 40) as u8 as f64
-                + 0.25 * p.get("tags").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) as u8 as f64
-                + 0.25 * p.get("seo_title").is_some_and(|v| !v.is_null()) as u8 as f64
-                + 0.25 * p.get("embedding").is_some_and(|v| !v.is_null()) as u8 as f64;
-            let personalization = interests.map_or(0.0, |i| i.part(&p));
-            let recency = n(&p, "listed_position") / newest;
-            let score = 0.4 * performance + 0.3 * rules + 0.2 * personalization + 0.1 * recency;
-            let parts = json!({"performance": performance, "rules": rules, "personalization": personalization, "recency": recency});
-            Ranked { product: p, score, parts }
-        })
-        .collect()
-}
-
-/// A product as a shopper sees it: their arm's copy when it is under test.
-fn product_json(r: &Ranked, shopper: Option<&ShopperId>) -> Value {
-    let p = &r.product;
-    let mut description = s(p, "description").to_string();
-    let mut arm = Value::Null;
-    if let (Some(x), Some(challenger), Some(sh)) = (
-        p.get("experiment_id").and_then(Value::as_str).and_then(|x| x.parse::<Uuid>().ok()),
-        p.get("challenger").and_then(Value::as_str),
-        shopper,
-    ) {
-        let a = experiment::arm(x, sh);
+/// Writes a product as a shopper sees it: their arm's copy when it is under test, the score
+/// with their personalization part (`None`: an anonymous read, whose part is 0).
+fn write_product(out: &mut String, r: &Ranked, shopper: Option<&ShopperId>, personalization: Option<f64>) {
+    use std::fmt::Write;
+    let mut description = s(&r.product, "description");
+    let mut arm = "null";
+    if let (Some((x, challenger)), Some(sh)) = (&r.experiment, shopper) {
+        let a = experiment::arm(*x, sh);
         if a == Arm::Challenger {
-            description = challenger.to_string();
+            description = challenger;
         }
-        arm = json!(if a == Arm::Challenger { "challenger" } else { "control" });
+        arm = if a == Arm::Challenger { "\"challenger\"" } else { "\"control\"" };
     }
-    json!({
-        "product_id": s(p, "product_id"), "district": s(p, "district"), "title": s(p, "title"),
-        "description": description, "tags": p.get("tags"), "price": s(p, "price"), "currency": s(p, "currency"),
-        "stock": p.get("stock"), "image_url": p.get("image_url"), "seo_title": p.get("seo_title"),
-        "experiment_arm": arm, "score": r.score, "parts": r.parts,
-    })
+    let pers = personalization.unwrap_or(0.0);
+    let number = |x: f64| Value::from(x);
+    out.push('{');
+    out.push_str(&r.fields);
+    let _ = write!(
+        out,
+        ",\"description\":{},\"experiment_arm\":{arm},\"score\":{},\"parts\":{{\"performance\":{},\"rules\":{},\"personalization\":{},\"recency\":{}}}}}",
+        Value::from(description),
+        number(r.score + 0.2 * pers),
+        number(r.performance),
+        number(r.rules),
+        number(pers),
+        number(r.recency),
+    );
+}
+
+/// [`write_product`] as a JSON value.
+fn product_json(r: &Ranked, shopper: Option<&ShopperId>, personalization: Option<f64>) -> Value {
+    let mut out = String::new();
+    write_product(&mut out, r, shopper, personalization);
+    serde_json::from_str(&out).expect("valid json")
+}
+
+/// A page of a district's ranking, serialized.
+fn page_body<'a>(
+    slug: &DistrictSlug,
+    page: usize,
+    limit: usize,
+    total: usize,
+    items: impl Iterator<Item = (&'a Ranked, Option<f64>)>,
+    shopper: Option<&ShopperId>,
+) -> web::Bytes {
+    let mut out = format!(
+        "{{\"district\":{},\"page\":{page},\"limit\":{limit},\"total\":{total},\"products\":[",
+        Value::from(slug.as_str())
+    );
+    for (i, (r, pers)) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_product(&mut out, r, shopper, pers);
+    }
+    out.push_str("]}");
+    web::Bytes::from(out)
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,48 +307,23 @@ fn paging(page: Option<usize>, limit: Option<usize>) -> Result<(usize, usize), A
     Ok((page, limit))
 }
 
-/// The catalog as the rankings need it, read once per read-side position.
-pub struct Inputs {
-    position: Position,
-    products: Vec<Row>,
-    metrics: HashMap<String, Row>,
-    districts: HashMap<String, Row>,
-    /// Each district's anonymous ranking, computed on first use.
-    ranked: std::sync::Mutex<HashMap<String, Arc<Vec<Ranked>>>>,
-    /// Anonymous pages, serialized once: (district, page, limit) → body.
-    pages: std::sync::Mutex<HashMap<(String, usize, usize), web::Bytes>>,
-}
-
-/// The inputs of the rankings, reused while the read side stays at one position.
-#[derive(Default)]
-pub struct RankCache(std::sync::Mutex<Option<Arc<Inputs>>>);
-
-async fn inputs(state: &AppState, at: Position) -> Result<Arc<Inputs>, ApiError> {
-    if let Some(i) = state.rank_cache.0.lock().expect("rank cache").as_ref().filter(|i| i.position == at) {
-        return Ok(i.clone());
+/// The rankings at `min` or later (waiting up to a bound), else the latest.
+async fn rankings(state: &AppState, min: Option<Position>) -> Arc<Rankings> {
+    match min {
+        Some(m) => state.ranker.at_least(m, MAX_WAIT).await,
+        None => state.ranker.current(),
     }
-    let products = state.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(sink_error)?;
-    let metrics = state.read.rows("catalog", PRODUCT_METRICS, Filter::All).await.map_err(sink_error)?;
-    let metrics = metrics.into_iter().map(|m| (s(&m, "product_id").to_string(), m)).collect();
-    let districts = state.read.rows("catalog", DISTRICTS, Filter::All).await.map_err(sink_error)?;
-    let districts = districts.into_iter().map(|d| (s(&d, "slug").to_string(), d)).collect();
-    let i = Arc::new(Inputs {
-        position: at,
-        products,
-        metrics,
-        districts,
-        ranked: Default::default(),
-        pages: Default::default(),
-    });
-    *state.rank_cache.0.lock().expect("rank cache") = Some(i.clone());
-    Ok(i)
 }
 
-fn sorted(mut ranked: Vec<Ranked>) -> Vec<Ranked> {
-    ranked.sort_by(|a, b| {
-        b.score.total_cmp(&a.score).then_with(|| s(&a.product, "product_id").cmp(s(&b.product, "product_id")))
+/// Sorts a shopper's ranking: their score, best first; ties by product id.
+fn personal_order<'a>(ranked: impl Iterator<Item = &'a Ranked>, interests: &Interests) -> Vec<(f64, &'a Ranked)> {
+    let mut out: Vec<(f64, &Ranked)> = ranked.map(|r| (interests.part(&r.product), r)).collect();
+    out.sort_by(|a, b| {
+        (b.1.score + 0.2 * b.0)
+            .total_cmp(&(a.1.score + 0.2 * a.0))
+            .then_with(|| s(&a.1.product, "product_id").cmp(s(&b.1.product, "product_id")))
     });
-    ranked
+    out
 }
 
 /// `GET /api/districts/{slug}/products?shopper=&page=&limit=`.
@@ -371,69 +335,29 @@ pub async fn district_products(
     let slug = DistrictSlug::parse(path.into_inner()).map_err(|e| ApiError::invalid("slug", e.0))?;
     let shopper = q.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
     let (page, limit) = paging(q.page, q.limit)?;
-    let at = position(&state, q.min_position).await;
-    let i = inputs(&state, at).await?;
-    if !i.districts.contains_key(slug.as_str()) {
+    let r = rankings(&state, q.min_position).await;
+    let Some(base) = r.ranked.get(slug.as_str()) else {
         return Err(ApiError::not_found(format!("no district {slug}")));
-    }
-    // Each district's anonymous ranking is computed once per read position; a shopper's only
-    // adds the personalization part to it and re-sorts.
-    let cached = i.ranked.lock().expect("ranked").get(slug.as_str()).cloned();
-    let base = match cached {
-        Some(r) => r,
-        None => {
-            let products = i.products.iter().filter(|p| s(p, "district") == slug.as_str()).cloned().collect();
-            let r = Arc::new(sorted(rank(products, &i.metrics, &i.districts, None)));
-            i.ranked.lock().expect("ranked").insert(slug.as_str().to_string(), r.clone());
-            r
-        }
     };
     let total = base.len();
-    let Some(sh) = &shopper else {
-        let key = (slug.as_str().to_string(), page, limit);
-        if let Some(body) = i.pages.lock().expect("pages").get(&key).cloned() {
-            return Ok(HttpResponse::Ok()
-                .insert_header((POSITION_HEADER, at.to_string()))
-                .content_type("application/json")
-                .body(body));
-        }
-        let items: Vec<Value> =
-            base.iter().skip((page - 1) * limit).take(limit).map(|r| product_json(r, None)).collect();
-        let body = web::Bytes::from(
-            serde_json::to_vec(
-                &json!({"district": slug, "page": page, "limit": limit, "total": total, "products": items}),
-            )
-            .expect("json"),
-        );
-        i.pages.lock().expect("pages").insert(key, body.clone());
-        return Ok(HttpResponse::Ok()
-            .insert_header((POSITION_HEADER, at.to_string()))
-            .content_type("application/json")
-            .body(body));
+    let reply = |at: Position, body: web::Bytes| {
+        HttpResponse::Ok().insert_header((POSITION_HEADER, at.to_string())).content_type("application/json").body(body)
     };
-    let interests = interests(&state, sh).await?;
-    let mut personal: Vec<(f64, f64, &Ranked)> = base
-        .iter()
-        .map(|r| {
-            let pers = interests.part(&r.product);
-            (r.score + 0.2 * pers, pers, r)
-        })
-        .collect();
-    personal.sort_by(|a, b| {
-        b.0.total_cmp(&a.0).then_with(|| s(&a.2.product, "product_id").cmp(s(&b.2.product, "product_id")))
-    });
-    let items: Vec<Value> = personal
-        .iter()
-        .skip((page - 1) * limit)
-        .take(limit)
-        .map(|(score, pers, r)| {
-            let mut v = product_json(r, Some(sh));
-            v["score"] = json!(score);
-            v["parts"]["personalization"] = json!(pers);
-            v
-        })
-        .collect();
-    Ok(answer(at, json!({"district": slug, "page": page, "limit": limit, "total": total, "products": items})))
+    let Some(sh) = &shopper else {
+        // Anonymous pages are serialized once per ranking.
+        let key = (slug.as_str().to_string(), page, limit);
+        if let Some(body) = r.pages.lock().expect("pages").get(&key).cloned() {
+            return Ok(reply(r.position, body));
+        }
+        let items = base.iter().skip((page - 1) * limit).take(limit).map(|x| (x, None));
+        let body = page_body(&slug, page, limit, total, items, None);
+        r.pages.lock().expect("pages").insert(key, body.clone());
+        return Ok(reply(r.position, body));
+    };
+    let (interests, at) = interests(&state, sh, q.min_position).await?;
+    let order = personal_order(base.iter(), &interests);
+    let items = order.into_iter().skip((page - 1) * limit).take(limit).map(|(pers, x)| (x, Some(pers)));
+    Ok(reply(r.position.min(at), page_body(&slug, page, limit, total, items, Some(sh))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -457,15 +381,13 @@ pub async fn search(state: web::Data<AppState>, q: web::Query<SearchQuery>) -> R
     }
     let shopper = q.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
     let (_, limit) = paging(None, q.limit)?;
-    let at = position(&state, q.min_position).await;
+    let r = rankings(&state, q.min_position).await;
     let terms = words(query);
     let vector = state.actors.rt.embedder.embed(query).await.ok();
-    let i = inputs(&state, at).await?;
-    let products = &i.products;
-    let mut hits: Vec<(f64, Value)> = products
-        .iter()
-        .filter(|p| s(p, "status") == "in_stock")
-        .filter_map(|p| {
+    let mut hits: Vec<(f64, Value)> = r
+        .all()
+        .filter_map(|ranked| {
+            let p = &ranked.product;
             let title = words(s(p, "title"));
             let tags: Vec<String> = p
                 .get("tags")
@@ -506,14 +428,16 @@ pub async fn search(state: web::Data<AppState>, q: web::Query<SearchQuery>) -> R
             };
             let score = 0.6 * keyword + 0.4 * semantic;
             (score > 0.05).then(|| {
-                let r = Ranked { product: p.clone(), score, parts: json!({"keyword": keyword, "semantic": semantic}) };
-                (score, product_json(&r, shopper.as_ref()))
+                let mut v = product_json(ranked, shopper.as_ref(), None);
+                v["score"] = json!(score);
+                v["parts"] = json!({"keyword": keyword, "semantic": semantic});
+                (score, v)
             })
         })
         .collect();
     hits.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1["product_id"].as_str().cmp(&b.1["product_id"].as_str())));
     hits.truncate(limit);
-    Ok(answer(at, json!({"q": query, "results": hits.into_iter().map(|h| h.1).collect::<Vec<_>>()})))
+    Ok(answer(r.position, json!({"q": query, "results": hits.into_iter().map(|h| h.1).collect::<Vec<_>>()})))
 }
 
 #[derive(Debug, Deserialize)]
@@ -531,24 +455,29 @@ pub async fn personalize(
 ) -> Result<HttpResponse, ApiError> {
     let shopper = ShopperId::parse(q.user_id.clone()).map_err(|e| ApiError::invalid("userId", e.0))?;
     let (_, limit) = paging(None, q.limit)?;
-    let at = position(&state, q.min_position).await;
-    let i = interests(&state, &shopper).await?;
-    let all = inputs(&state, at).await?;
-    let ranked = sorted(rank(all.products.clone(), &all.metrics, &all.districts, Some(&i)));
+    let (i, at) = interests(&state, &shopper, q.min_position).await?;
+    let r = rankings(&state, q.min_position).await;
+    let profile = state
+        .read
+        .rows("personalization", SHOPPER_PROFILES, Filter::Key(shopper.as_str()))
+        .await
+        .map_err(sink_error)?;
+    let ranked = personal_order(r.all(), &i);
     let mut affinity: Vec<(&String, &f64)> = i.districts.iter().collect();
     affinity.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
-    let total: f64 = i.districts.values().sum();
     let mut favourites: Vec<(&String, &f64)> = i.products.iter().collect();
     favourites.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let share = |v: f64| if i.district_total > 0.0 { v / i.district_total } else { 0.0 };
     Ok(answer(
-        at,
+        at.min(r.position),
         json!({
             "user_id": shopper,
             "profile": {
-                "district_affinity": affinity.iter().map(|(d, v)| json!({"district": d, "interest": v, "share": if total > 0.0 { **v / total } else { 0.0 }})).collect::<Vec<_>>(),
+                "signals": profile.first(),
+                "district_affinity": affinity.iter().map(|(d, v)| json!({"district": d, "interest": v, "share": share(**v)})).collect::<Vec<_>>(),
                 "product_interest": favourites.iter().take(10).map(|(p, v)| json!({"product_id": p, "interest": v})).collect::<Vec<_>>(),
             },
-            "ranking": ranked.iter().take(limit).map(|r| product_json(r, Some(&shopper))).collect::<Vec<_>>(),
+            "ranking": ranked.iter().take(limit).map(|(pers, x)| product_json(x, Some(&shopper), Some(*pers))).collect::<Vec<_>>(),
         }),
     ))
 }

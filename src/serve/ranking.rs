@@ -1,0 +1,302 @@
+//! The ranker: each district's products in storefront order, computed off the request path.
+//!
+//! A background task waits for the catalog projection to move, reads the catalog tables and
+//! their checkpoint together (one snapshot), scores every in-stock product of every district
+//! with the parts that are the same for every shopper, and publishes the result; requests only
+//! look it up (a shopper's request adds their personalization part and re-sorts). Beside
+//! PostgreSQL the result is also written to the `district_rankings` table, for other readers.
+//! Under a stream of writes the ranker recomputes at most every few tens of milliseconds, and
+//! never spends more than about a third of its time doing so.
+//!
+//! Scores (`0.4 × performance + 0.3 × rules + 0.1 × recency` here; `0.2 × personalization` per
+//! shopper, in `storefront`):
+//! - performance: the conversion rate (carts or purchases per view) shrunk towards the district's
+//!   rate by a Beta prior of strength 20, divided by the best in the district;
+//! - merchandising rules: a quarter each for copy of at least 40 characters, tags, SEO fields and
+//!   a search embedding;
+//! - recency: how late in the log the product was listed, relative to the district's newest.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::web::Bytes;
+use mall_events::ids::Position;
+use mall_projections::catalog::{DISTRICTS, PRODUCT_METRICS, PRODUCTS};
+use mall_projections::change::Row;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::readside::ReadSide;
+
+/// The shortest pause between two rankings.
+const MIN_PAUSE: Duration = Duration::from_millis(20);
+
+pub fn n(r: &Row, k: &str) -> f64 {
+    r.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+pub fn s<'a>(r: &'a Row, k: &str) -> &'a str {
+    r.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// One in-stock product with the parts of its score that do not depend on the shopper.
+pub struct Ranked {
+    pub product: Row,
+    /// The product's fields as every shopper sees them, serialized once: the inside of a JSON
+    /// object, without braces (see `storefront::write_product`).
+    pub fields: String,
+    /// The experiment under way and its challenger copy.
+    pub experiment: Option<(uuid::Uuid, String)>,
+    /// `0.4 × performance + 0.3 × rules + 0.1 × recency`.
+    pub score: f64,
+    pub performance: f64,
+    pub rules: f64,
+    pub recency: f64,
+}
+
+/// The rankings at one position of the catalog projection.
+#[derive(Default)]
+pub struct Rankings {
+    /// The catalog checkpoint the rankings reflect.
+    pub position: Position,
+    pub districts: HashMap<String, Row>,
+    /// Each district's in-stock products, best first.
+    pub ranked: HashMap<String, Arc<Vec<Ranked>>>,
+    /// Anonymous pages, serialized on first use: (district, page, limit) → body.
+    pub pages: Mutex<HashMap<(String, usize, usize), Bytes>>,
+}
+
+impl Rankings {
+    /// Every ranked product, district by district.
+    pub fn all(&self) -> impl Iterator<Item = &Ranked> {
+        self.ranked.values().flat_map(|r| r.iter())
+    }
+}
+
+/// Ranks one district's products.
+fn rank(products: Vec<Row>, metrics: &HashMap<String, Row>, district: Option<&Row>) -> Vec<Ranked> {
+    let newest = products.iter().map(|p| n(p, "listed_position")).fold(1.0, f64::max);
+    let (dv, dc) =
+        district.map_or((0.0, 0.0), |d| (n(d, "views"), n(d, "carts").max(n(d, "purchases")).min(n(d, "views"))));
+    let prior = (dc + 1.0) / (dv + 20.0);
+    let posterior = |p: &Row| {
+        let m = metrics.get(s(p, "product_id"));
+        let views = m.map_or(0.0, |m| n(m, "views"));
+        let conv = m.map_or(0.0, |m| n(m, "carts").max(n(m, "purchases")).min(views));
+        (conv + 20.0 * prior) / (views + 20.0)
+    };
+    let posts: Vec<f64> = products.iter().map(posterior).collect();
+    let best = posts.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
+    let mut ranked: Vec<Ranked> = products
+        .into_iter()
+        .zip(posts)
+        .filter(|(p, _)| s(p, "status") == "in_stock")
+        .map(|(p, post)| {
+            let performance = post / best;
+            let rules = 0.25 * (s(&p, "description").chars().count() >= 40) as u8 as f64
+                + 0.25 * p.get("tags").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) as u8 as f64
+                + 0.25 * p.get("seo_title").is_some_and(|v| !v.is_null()) as u8 as f64
+                + 0.25 * p.get("embedding").is_some_and(|v| !v.is_null()) as u8 as f64;
+            let recency = n(&p, "listed_position") / newest;
+            let score = 0.4 * performance + 0.3 * rules + 0.1 * recency;
+            let fields = serde_json::json!({
+                "product_id": s(&p, "product_id"), "district": s(&p, "district"), "title": s(&p, "title"),
+                "tags": p.get("tags"), "price": s(&p, "price"), "currency": s(&p, "currency"), "stock": p.get("stock"),
+                "image_url": p.get("image_url"), "seo_title": p.get("seo_title"),
+            })
+            .to_string();
+            let fields = fields[1..fields.len() - 1].to_string();
+            let experiment = match (
+                p.get("experiment_id").and_then(Value::as_str).and_then(|x| x.parse().ok()),
+                p.get("challenger").and_then(Value::as_str),
+            ) {
+                (Some(x), Some(c)) => Some((x, c.to_string())),
+                _ => None,
+            };
+            Ranked { product: p, fields, experiment, score, performance, rules, recency }
+        })
+        .collect();
+    ranked.sort_by(|a, b| {
+        b.score.total_cmp(&a.score).then_with(|| s(&a.product, "product_id").cmp(s(&b.product, "product_id")))
+    });
+    ranked
+}
+
+/// Reads the catalog at one position and ranks every district.
+async fn build(read: &ReadSide) -> Result<Rankings, mall_projections::runner::SinkError> {
+    let (mut tables, position) = read.snapshot("catalog", &[PRODUCTS, PRODUCT_METRICS, DISTRICTS]).await?;
+    let districts: HashMap<String, Row> =
+        tables.pop().unwrap_or_default().into_iter().map(|d| (s(&d, "slug").to_string(), d)).collect();
+    let metrics: HashMap<String, Row> =
+        tables.pop().unwrap_or_default().into_iter().map(|m| (s(&m, "product_id").to_string(), m)).collect();
+    let mut by_district: HashMap<String, Vec<Row>> = districts.keys().map(|d| (d.clone(), Vec::new())).collect();
+    for p in tables.pop().unwrap_or_default() {
+        by_district.entry(s(&p, "district").to_string()).or_default().push(p);
+    }
+    let ranked = by_district
+        .into_iter()
+        .map(|(d, products)| {
+            let r = rank(products, &metrics, districts.get(&d));
+            (d, Arc::new(r))
+        })
+        .collect();
+    Ok(Rankings { position, districts, ranked, pages: Mutex::default() })
+}
+
+/// The latest rankings, kept current by a background task.
+pub struct Ranker {
+    latest: watch::Sender<Arc<Rankings>>,
+}
+
+impl Ranker {
+    /// Starts ranking on the current actix runtime; stops when `shutdown` fires.
+    pub fn start(read: Arc<ReadSide>, mut shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        let ranker = Arc::new(Self { latest: watch::channel(Arc::new(Rankings::default())).0 });
+        let r = ranker.clone();
+        actix_web::rt::spawn(async move {
+            let Some(catalog) = read.get("catalog") else { return };
+            let mut applied = catalog.applied.subscribe();
+            let mut written: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+            let mut last_write = Instant::now() - Duration::from_secs(60);
+            let mut ranked_at = None;
+            // The table is written at most once a second, with the latest rankings.
+            let mut unwritten: Option<Arc<Rankings>> = None;
+            loop {
+                let moved = async {
+                    loop {
+                        if Some(*applied.borrow_and_update()) != ranked_at {
+                            return;
+                        }
+                        if applied.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                };
+                let write_due = async {
+                    match &unwritten {
+                        Some(_) => tokio::time::sleep_until((last_write + Duration::from_secs(1)).into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = moved => {}
+                    _ = write_due => {
+                        if let Some(rankings) = unwritten.take() {
+                            if let Some(Err(e)) = write_table(&read, &rankings, &mut written).await {
+                                tracing::warn!(error = %e, "district_rankings not written; retrying later");
+                                unwritten = Some(rankings);
+                            }
+                            last_write = Instant::now();
+                        }
+                        continue;
+                    }
+                    _ = shutdown.changed() => return,
+                }
+                let started = Instant::now();
+                match build(&read).await {
+                    Ok(rankings) => {
+                        ranked_at = Some(rankings.position);
+                        let rankings = Arc::new(rankings);
+                        r.latest.send_replace(rankings.clone());
+                        if read.database_url.is_some() {
+                            unwritten = Some(rankings);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rankings not computed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+                tokio::time::sleep(MIN_PAUSE.max(started.elapsed() * 2)).await;
+            }
+        });
+        ranker
+    }
+
+    /// The latest rankings.
+    pub fn current(&self) -> Arc<Rankings> {
+        self.latest.borrow().clone()
+    }
+
+    /// The first rankings at `min` or later, waiting up to `bound` (then the latest).
+    pub async fn at_least(&self, min: Position, bound: Duration) -> Arc<Rankings> {
+        let mut rx = self.latest.subscribe();
+        let _ = tokio::time::timeout(bound, rx.wait_for(|r| r.position >= min)).await;
+        self.current()
+    }
+}
+
+/// Writes the districts whose ranking changed to `district_rankings` (PostgreSQL only), under
+/// the `district_rankings` checkpoint row, never moving it back.
+async fn write_table(
+    read: &ReadSide,
+    rankings: &Rankings,
+    written: &mut HashMap<String, Vec<(String, u64)>>,
+) -> Option<Result<(), String>> {
+    let mut client = match read.pg().await? {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let changed: Vec<(&String, &Arc<Vec<Ranked>>, Vec<(String, u64)>)> = rankings
+        .ranked
+        .iter()
+        .map(|(d, r)| (d, r, r.iter().map(|x| (s(&x.product, "product_id").to_string(), x.score.to_bits())).collect()))
+        .filter(|(d, _, sig)| written.get(*d) != Some(sig))
+        .collect();
+    if changed.is_empty() {
+        return Some(Ok(()));
+    }
+    let result = async {
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO mall_projection_checkpoints (name, version) VALUES ('district_rankings', 1) ON CONFLICT (name) DO NOTHING",
+            &[],
+        )
+        .await?;
+        let at: i64 = tx
+            .query_one("SELECT position FROM mall_projection_checkpoints WHERE name = 'district_rankings' FOR UPDATE", &[])
+            .await?
+            .get(0);
+        if at > rankings.position as i64 {
+            return Ok::<bool, tokio_postgres::Error>(false);
+        }
+        for (district, ranked, _) in &changed {
+            tx.execute("DELETE FROM district_rankings WHERE district = $1", &[district]).await?;
+            let rows: Vec<Value> = ranked
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    serde_json::json!({
+                        "district": district, "rank": i + 1, "product_id": s(&r.product, "product_id"), "score": r.score,
+                        "performance": r.performance, "rules": r.rules, "recency": r.recency, "position": rankings.position,
+                    })
+                })
+                .collect();
+            tx.execute(
+                "INSERT INTO district_rankings SELECT * FROM jsonb_populate_recordset(NULL::district_rankings, $1::text::jsonb)",
+                &[&Value::Array(rows).to_string()],
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE mall_projection_checkpoints SET position = $1, updated_at = now() WHERE name = 'district_rankings'",
+            &[&(rankings.position as i64)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+    .await;
+    Some(match result {
+        Ok(wrote) => {
+            if wrote {
+                for (d, _, sig) in changed {
+                    written.insert(d.clone(), sig);
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    })
+}
