@@ -1,5 +1,6 @@
 //! `mall demo` from a fresh data directory: within its run, missing copy is written, weak copy is
-//! rewritten and tested, and experiments conclude — all visible through `mall audit` afterwards.
+//! rewritten and tested, experiments conclude and rankings change — all visible through `mall
+//! audit` afterwards.
 
 use std::process::Command;
 
@@ -41,6 +42,10 @@ fn the_demo_shows_the_mall_improving_itself() {
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
     assert!(!changed.is_empty(), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.trim().starts_with("ranking ") && l.contains("(was ")),
+        "the rankings change as the mall learns: {stdout}"
+    );
 
     // After the demo, the log explains every change; at least one experiment concluded.
     let mut concluded = 0;

@@ -188,18 +188,22 @@ impl PgSink {
         to: Position,
         recorded_at: Option<DateTime<Utc>>,
         changes: Vec<Change>,
-    ) -> Result<bool, tokio_postgres::Error> {
+    ) -> Result<Result<bool, SinkError>, tokio_postgres::Error> {
         let tx = c.transaction().await?;
-        let at: i64 = tx
+        let row = tx
             .query_one(
-                "SELECT position FROM mall_projection_checkpoints WHERE name = $1 FOR UPDATE",
+                "SELECT position, version FROM mall_projection_checkpoints WHERE name = $1 FOR UPDATE",
                 &[&self.checkpoint_name],
             )
-            .await?
-            .get(0);
+            .await?;
+        let (at, version): (i64, i32) = (row.get(0), row.get(1));
+        if version != self.version {
+            tx.commit().await?;
+            return Ok(Err(SinkError::OtherVersion { found: version as u32, ours: self.version as u32 }));
+        }
         if at != from as i64 || to <= from {
             tx.commit().await?;
-            return Ok(false);
+            return Ok(Ok(false));
         }
         // The rows the batch touches, as they are.
         let mut keys: HashMap<&'static str, HashSet<String>> = HashMap::new();
@@ -282,7 +286,7 @@ impl PgSink {
         if let Some(cache) = self.cache.lock().expect("cache").as_mut() {
             cache.rows.extend(rows);
         }
-        Ok(true)
+        Ok(Ok(true))
     }
 }
 
@@ -318,7 +322,7 @@ impl Sink for PgSink {
                 cache.complete = false;
             }
         }
-        self.check(&mut guard, r)
+        self.check(&mut guard, r)?
     }
 }
 
@@ -328,6 +332,11 @@ impl Sink for PgSink {
 /// checkpoint takes the rebuild's position. Readers see the old tables or the new ones, never a
 /// mix, and never an older position than before. `live` must not be the live follower's own
 /// sink (whose connection may be waiting for the lock this holds): open another.
+///
+/// When the live tables hold another version of the projection (a blue/green deployment), they
+/// are not caught up or compared: the rebuild, at least as far along the log, replaces them and
+/// its version becomes the live one; writers of the old version then stop writing (their
+/// batches are refused, see [`crate::runner::SinkError::OtherVersion`]).
 pub async fn swap_in(
     url: &str,
     store: &dyn mall_events::EventStore,
@@ -337,11 +346,16 @@ pub async fn swap_in(
     verify: bool,
 ) -> Result<(Position, Vec<String>), SinkError> {
     let name = projection.name();
+    // A new version (blue/green): the live tables hold the old version's rows, which this code
+    // must not write and which it cannot be compared with; the rebuild replaces them.
+    let new_version = live.recorded_version().await? != projection.version() as i32;
     // The live tables first reach the rebuild's position (a running server's follower may get
     // there first; a batch is never applied twice), then, under the live lock, the rebuild
     // reaches the live position exactly: the two are compared, and swapped, at one position.
     let target = Sink::checkpoint(shadow).await?;
-    crate::runner::catch_up_until(store, projection, live, 5_000, Some(target), |_| {}).await?;
+    if !new_version {
+        crate::runner::catch_up_until(store, projection, live, 5_000, Some(target), |_| {}).await?;
+    }
     let mut client = connect(url).await?;
     let tx = client.transaction().await.map_err(db)?;
     let live_at: i64 = tx
@@ -352,7 +366,7 @@ pub async fn swap_in(
     let position =
         crate::runner::catch_up_until(store, projection, shadow, 5_000, Some(live_at as Position), |_| {}).await?;
     let mut differences = Vec::new();
-    if verify {
+    if verify && !new_version {
         for d in projection.tables() {
             let a: HashMap<String, String> = live.checksums(d.name).await?.into_iter().collect();
             let b: HashMap<String, String> = shadow.checksums(d.name).await?.into_iter().collect();

@@ -36,6 +36,10 @@ pub enum SinkError {
     Backend(String),
     #[error("log: {0}")]
     Log(#[from] StoreError),
+    /// The tables hold another version of the projection (a blue/green deployment under way):
+    /// this writer must not touch them.
+    #[error("the tables hold version {found} of this projection; this is version {ours}")]
+    OtherVersion { found: u32, ours: u32 },
 }
 
 /// Where a projection's rows live.
@@ -149,6 +153,20 @@ pub async fn follow(
                 tracing::warn!(projection = projection.name(), error = %e, "projection paused; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            Err(SinkError::OtherVersion { found, ours }) => {
+                // Before the swap, a new version waits for its rebuild to be swapped in; after
+                // it, an old version waits to be stopped. Reads go on either way.
+                tracing::warn!(
+                    projection = projection.name(),
+                    found,
+                    ours,
+                    "the live tables hold another version of this projection; waiting"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = shutdown.changed() => return Ok(()),
                 }
             }

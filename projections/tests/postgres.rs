@@ -149,3 +149,94 @@ async fn rows_and_checkpoint_commit_together_and_a_rebuild_swaps_in_equal() {
     let _ = stop_tx.send(true);
     follower.await.unwrap().unwrap();
 }
+
+/// Version 2 of the catalog: titles in capitals (what a changed `apply` might do).
+struct CatalogV2;
+
+impl Projection for CatalogV2 {
+    fn name(&self) -> &'static str {
+        "catalog"
+    }
+
+    fn version(&self) -> u32 {
+        2
+    }
+
+    fn tables(&self) -> &'static [mall_projections::change::TableDef] {
+        Catalog.tables()
+    }
+
+    fn apply(&self, e: &mall_events::RecordedEvent, d: &DomainEvent) -> Vec<mall_projections::change::Change> {
+        let mut out = Catalog.apply(e, d);
+        for c in &mut out {
+            if let mall_projections::change::Op::Set(row) = &mut c.op {
+                if let Some(serde_json::Value::String(t)) = row.get_mut("title") {
+                    *t = t.to_uppercase();
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Blue/green: version 2 is built beside the live version 1 (which keeps following), a server
+/// of version 2 does not write version 1's tables, the swap puts version 2 in place, version 1
+/// writers stop, and version 2 follows on to what a rebuild of version 2 gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_is_built_alongside_and_swapped_in() {
+    let url = fresh_database().await;
+    let store: Arc<dyn EventStore> = Arc::new(PgStore::connect(PgConfig::new(&url)).await.unwrap());
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let blue = Arc::new(PgSink::open(&url, "catalog", 1, Catalog.tables(), false).await.unwrap());
+    let (blue_tx, mut blue_rx) = tokio::sync::watch::channel(0);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let blue_follower = tokio::spawn(follow(store.clone(), Arc::new(Catalog), blue.clone(), blue_tx, stop_rx.clone()));
+    let first = workload(&*store, seed, 300).await;
+    tokio::time::timeout(Duration::from_secs(30), blue_rx.wait_for(|p| *p >= first)).await.unwrap().unwrap();
+
+    // A server of version 2 starts early: it may not write version 1's tables.
+    let green = Arc::new(PgSink::open(&url, "catalog", 2, Catalog.tables(), false).await.unwrap());
+    let cp = green.checkpoint().await.unwrap();
+    let refused = green.apply(cp, cp + 1, None, Vec::new()).await;
+    assert!(
+        matches!(refused, Err(mall_projections::runner::SinkError::OtherVersion { found: 1, ours: 2 })),
+        "{refused:?}"
+    );
+    let (green_tx, mut green_rx) = tokio::sync::watch::channel(0);
+    let green_follower = tokio::spawn(follow(store.clone(), Arc::new(CatalogV2), green.clone(), green_tx, stop_rx));
+
+    // Version 2 is built beside version 1 while events keep coming.
+    let shadow = PgSink::open(&url, "catalog", 2, Catalog.tables(), true).await.unwrap().cached().await.unwrap();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move { workload(&*store, seed + 1, 200).await })
+    };
+    catch_up(&*store, &CatalogV2, &shadow, 64, |_| {}).await.unwrap();
+    let second = writer.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), blue_rx.wait_for(|p| *p >= second)).await.unwrap().unwrap();
+    assert!(*green_rx.borrow() <= first, "version 2 applied nothing before the swap");
+    let reader = PgSink::open(&url, "catalog", 2, Catalog.tables(), false).await.unwrap();
+    let (at, differences) = swap_in(&url, &*store, &CatalogV2, &shadow, &reader, true).await.unwrap();
+    assert!(differences.is_empty() && at >= second);
+    assert_eq!(reader.recorded_version().await.unwrap(), 2);
+
+    // Version 2 is live and follows; version 1 writes nothing more.
+    let third = workload(&*store, seed + 2, 100).await;
+    tokio::time::timeout(Duration::from_secs(30), green_rx.wait_for(|p| *p >= third)).await.unwrap().unwrap();
+    assert!(*blue_rx.borrow() < third, "version 1 stopped writing");
+    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let titles: Vec<String> =
+        db.query("SELECT title FROM products", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(!titles.is_empty() && titles.iter().all(|t| *t == t.to_uppercase()), "{titles:?}");
+    let fresh = PgSink::open(&url, "catalog", 2, Catalog.tables(), true).await.unwrap();
+    fresh.reset().await.unwrap();
+    catch_up(&*store, &CatalogV2, &fresh, 500, |_| {}).await.unwrap();
+    for t in [PRODUCTS, PRODUCT_METRICS] {
+        assert_eq!(reader.checksums(t).await.unwrap(), fresh.checksums(t).await.unwrap(), "seed {seed}: {t}");
+    }
+    let _ = stop_tx.send(true);
+    blue_follower.await.unwrap().unwrap();
+    green_follower.await.unwrap().unwrap();
+}

@@ -222,8 +222,13 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     );
     println!("  try:  curl {base}/api/products/{example}");
     println!("        curl {base}/api/products/{example}/history");
+    println!("        curl {base}/api/districts/{}/products?limit=5", DISTRICTS[0].slug);
+    println!("        curl '{base}/api/autonomous/personalize?userId=shopper-1'");
+    println!("        curl '{base}/api/autonomous/products?limit=10'");
     println!("        curl {base}/healthz");
     println!("        mall events stats     (beside the running demo; read-only)");
+    println!("        MALL_SERVER={base} MALL_ADMIN_TOKEN={admin} mall projections status");
+    println!("        MALL_SERVER={base} MALL_ADMIN_TOKEN={admin} mall projections rebuild --all --verify");
 
     // Hidden tastes: a favourite district and two favourite tags per shopper.
     let mut rng = StdRng::seed_from_u64(args.seed ^ 0x5eed);
@@ -240,6 +245,7 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     let mut last_report = Instant::now();
     let mut posted: u64 = 0;
     let mut reported_changes: Vec<String> = Vec::new();
+    let mut tops: HashMap<String, Vec<String>> = HashMap::new();
     let tick = Duration::from_millis(250);
     loop {
         if args.duration.is_some_and(|d| started.elapsed() >= Duration::from_secs(d)) {
@@ -311,6 +317,7 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
             report(&known, started.elapsed(), posted, &mut reported_changes);
+            rankings(&client, base, &mut tops).await;
         }
         if let Some(rest) = tick.checked_sub(tick_started.elapsed()) {
             tokio::time::sleep(rest).await;
@@ -318,7 +325,32 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     }
     refresh(&client, base, &products, &mut known).await;
     report(&known, started.elapsed(), posted, &mut reported_changes);
+    rankings(&client, base, &mut tops).await;
     Ok(())
+}
+
+/// Prints each district's top five when it has changed since the last look (the storefront
+/// ranking, read from the read side like any storefront would).
+async fn rankings(client: &reqwest::Client, base: &str, tops: &mut HashMap<String, Vec<String>>) {
+    for d in DISTRICTS {
+        let url = format!("{base}/api/districts/{}/products?limit=5", d.slug);
+        let Ok(r) = client.get(url).send().await else { continue };
+        let Ok(v) = r.json::<Value>().await else { continue };
+        let top: Vec<String> = v["products"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["product_id"].as_str().map(str::to_string))
+            .collect();
+        let before = tops.insert(d.slug.to_string(), top.clone());
+        match before {
+            None => println!("  ranking {:<10} top 5: {}", d.slug, top.join(", ")),
+            Some(b) if b != top => {
+                println!("  ranking {:<10} top 5: {}   (was {})", d.slug, top.join(", "), b.join(", "))
+            }
+            _ => {}
+        }
+    }
 }
 
 fn district_list(d: usize) -> String {

@@ -159,14 +159,27 @@ async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, v
         .await?;
         progress.finish_and_clear();
         let live = PgSink::open(&url, p.name(), p.version(), p.tables(), false).await?;
+        let old_version = live.recorded_version().await?;
         let (position, diffs) = swap_in(&url, &*store, &*p, &shadow, &live, verify).await?;
+        if old_version != p.version() as i32 {
+            println!(
+                "{}: version {old_version} replaced by version {} (blue/green); servers of version {old_version} stop writing it",
+                p.name(),
+                p.version()
+            );
+            if verify {
+                println!("{}: not compared: the live tables held another version", p.name());
+            }
+        }
         let secs = started.elapsed().as_secs_f64();
         println!(
             "{}: rebuilt to position {position} in {secs:.1} s ({:.0} events/s) and swapped in",
             p.name(),
             (at - from) as f64 / secs.max(1e-6)
         );
-        report(p.name(), verify, &diffs);
+        if old_version == p.version() as i32 {
+            report(p.name(), verify, &diffs);
+        }
         differences.extend(diffs);
     }
     if !differences.is_empty() {
