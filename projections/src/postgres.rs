@@ -2,16 +2,19 @@
 //! written in one transaction per batch.
 //!
 //! A batch costs a few statements per table, whatever its size: the rows it touches are read
-//! with one `SELECT … WHERE key = ANY($1)`, the operations are carried out in memory by the same
-//! code as the in-memory sink ([`apply_op`]), and the results are written back with one
-//! `INSERT … SELECT * FROM jsonb_populate_recordset(…) ON CONFLICT … DO UPDATE` and one `DELETE`.
-//! The checkpoint row is locked first (`FOR UPDATE`), so two writers of one projection serialize
-//! and a batch that is not past the checkpoint changes nothing.
+//! with one `SELECT … WHERE key = ANY($1)` (a rebuild keeps what it wrote in memory and reads
+//! nothing back, see [`PgSink::cached`]), the operations are carried out in memory by the same
+//! code as the in-memory sink ([`apply_op`]), and the results are written back with `COPY`
+//! (CSV): rows that did not exist straight into the table, changed rows into a temporary table
+//! and from there with one `INSERT … ON CONFLICT … DO UPDATE`; removed rows with one `DELETE`.
+//! The checkpoint row is locked first (`FOR UPDATE`), so two writers of one projection
+//! serialize, a batch that is not past the checkpoint changes nothing, and a writer of another
+//! version of the projection is refused.
 //!
 //! A sink writes either the live tables or a shadow set (`products__rebuild`, …) that a rebuild
 //! fills while the live ones keep serving and then swaps in (see [`swap_in`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -53,7 +56,8 @@ pub struct PgSink {
     checkpoint_name: String,
     version: i32,
     tables: Vec<(TableDef, String)>,
-    columns: HashMap<&'static str, Vec<String>>,
+    /// Each table's columns in order, and whether each is `jsonb`.
+    columns: HashMap<&'static str, Vec<(String, bool)>>,
     client: Mutex<Option<Client>>,
     /// For rebuilds: the rows as committed, so that a batch reads nothing back (see
     /// [`PgSink::cached`]).
@@ -64,7 +68,8 @@ pub struct PgSink {
 /// a key missing here has no row at all.
 struct RowCache {
     complete: bool,
-    rows: HashMap<(&'static str, String), Option<Row>>,
+    /// Table → key → row (`None`: known to be absent).
+    rows: HashMap<&'static str, HashMap<String, Option<Row>>>,
 }
 
 impl PgSink {
@@ -87,15 +92,15 @@ impl PgSink {
                     .await
                     .map_err(db)?;
             }
-            let cols: Vec<String> = client
+            let cols: Vec<(String, bool)> = client
                 .query(
-                    "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+                    "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
                     &[physical],
                 )
                 .await
                 .map_err(db)?
                 .iter()
-                .map(|r| r.get(0))
+                .map(|r| (r.get(0), r.get::<_, String>(1) == "jsonb"))
                 .collect();
             if cols.is_empty() {
                 return Err(SinkError::Backend(format!("no table {physical}")));
@@ -205,72 +210,95 @@ impl PgSink {
             tx.commit().await?;
             return Ok(Ok(false));
         }
-        // The rows the batch touches, as they are.
-        let mut keys: HashMap<&'static str, HashSet<String>> = HashMap::new();
-        for c in &changes {
-            keys.entry(c.table).or_default().insert(c.key.clone());
-        }
-        let mut rows: HashMap<(&'static str, String), Option<Row>> = HashMap::new();
-        let mut cached_complete = false;
-        if let Some(cache) = self.cache.lock().expect("cache").as_ref() {
-            cached_complete = cache.complete;
-            for (table, ks) in keys.iter_mut() {
-                ks.retain(|k| match cache.rows.get(&(*table, k.clone())) {
-                    Some(r) => {
-                        rows.insert((*table, k.clone()), r.clone());
-                        false
+        // The rows the batch touches, as they are: taken from the cache (a rebuild's), else
+        // read with one query per table.
+        let mut rows: HashMap<&'static str, HashMap<String, Option<Row>>> = HashMap::new();
+        let mut missing: HashMap<&'static str, Vec<String>> = HashMap::new();
+        {
+            let mut cache = self.cache.lock().expect("cache");
+            for c in &changes {
+                let table = rows.entry(c.table).or_default();
+                if table.contains_key(c.key.as_str()) {
+                    continue;
+                }
+                let cached = cache.as_mut().and_then(|cache| {
+                    match cache.rows.get_mut(c.table).and_then(|t| t.remove(c.key.as_str())) {
+                        Some(r) => Some(r),
+                        None if cache.complete => Some(None),
+                        None => None,
                     }
-                    None => true,
                 });
+                if cached.is_none() {
+                    missing.entry(c.table).or_default().push(c.key.clone());
+                }
+                table.insert(c.key.clone(), cached.flatten());
             }
         }
         for (def, physical) in &self.tables {
-            let Some(k) = keys.get(def.name) else { continue };
-            if k.is_empty() || cached_complete {
-                continue;
-            }
-            let k: Vec<&String> = k.iter().collect();
+            let Some(k) = missing.get(def.name) else { continue };
             let sql = format!(
                 "SELECT row_to_json(t)::text FROM {t} t WHERE {key} = ANY($1)",
                 t = ident(physical),
                 key = ident(def.key)
             );
-            for r in tx.query(&sql, &[&k]).await? {
+            let table = rows.get_mut(def.name).expect("collected above");
+            for r in tx.query(&sql, &[k]).await? {
                 let text: String = r.get(0);
                 let row: Row = serde_json::from_str(&text).unwrap_or_default();
                 let key = row.get(def.key).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-                rows.insert((def.name, key), Some(row));
+                table.insert(key, Some(row));
             }
         }
+        // Rows that do not exist yet: copied straight into the table.
+        let fresh: HashMap<&'static str, std::collections::HashSet<String>> = rows
+            .iter()
+            .map(|(t, rs)| (*t, rs.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| k.clone()).collect()))
+            .collect();
         for c in changes {
             let def = &self.tables.iter().find(|(d, _)| d.name == c.table).expect("validated").0;
-            let slot = rows.entry((def.name, c.key.clone())).or_insert(None);
+            let slot = rows.get_mut(c.table).and_then(|t| t.get_mut(c.key.as_str())).expect("collected above");
             *slot = apply_op(def, &c.key, slot.take(), &c.op);
         }
         for (def, physical) in &self.tables {
-            let mut upserts = Vec::new();
+            let Some(table) = rows.get(def.name) else { continue };
+            // The rows go through COPY (CSV): new ones straight into the table, changed ones into
+            // a temporary table and from there into the table with one upsert — far less work
+            // for PostgreSQL than parsing them from JSON.
+            let cols = &self.columns[def.name];
+            let fresh = &fresh[def.name];
             let mut deletes = Vec::new();
-            for ((t, key), row) in &rows {
-                if *t != def.name {
-                    continue;
-                }
+            let (mut new_rows, mut changed_rows) = (Vec::new(), Vec::new());
+            for (key, row) in table {
                 match row {
-                    Some(r) => upserts.push(serde_json::Value::Object(r.clone())),
-                    None => deletes.push(key.clone()),
+                    None if fresh.contains(key) => {}
+                    None => deletes.push(key.as_str()),
+                    Some(r) if fresh.contains(key) => csv_row(&mut new_rows, cols, r),
+                    Some(r) => csv_row(&mut changed_rows, cols, r),
                 }
             }
-            if !upserts.is_empty() {
-                let cols = &self.columns[def.name];
-                let set: Vec<String> =
-                    cols.iter().filter(|c| *c != def.key).map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
+            let names: Vec<String> = cols.iter().map(|(c, _)| ident(c)).collect();
+            let names = names.join(", ");
+            copy_in(&tx, &format!("COPY {} ({names}) FROM STDIN (FORMAT csv)", ident(physical)), new_rows).await?;
+            if !changed_rows.is_empty() {
+                let staging = ident(&format!("mall_copy_{physical}"));
+                tx.batch_execute(&format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {}) ON COMMIT DELETE ROWS",
+                    ident(physical)
+                ))
+                .await?;
+                copy_in(&tx, &format!("COPY {staging} ({names}) FROM STDIN (FORMAT csv)"), changed_rows).await?;
+                let set: Vec<String> = cols
+                    .iter()
+                    .filter(|(c, _)| c != def.key)
+                    .map(|(c, _)| format!("{0} = EXCLUDED.{0}", ident(c)))
+                    .collect();
                 let sql = format!(
-                    "INSERT INTO {t} SELECT * FROM jsonb_populate_recordset(NULL::{t}, $1::text::jsonb) ON CONFLICT ({key}) DO UPDATE SET {set}",
+                    "INSERT INTO {t} ({names}) SELECT {names} FROM {staging} ON CONFLICT ({key}) DO UPDATE SET {set}; TRUNCATE {staging}",
                     t = ident(physical),
                     key = ident(def.key),
                     set = set.join(", ")
                 );
-                let json = serde_json::Value::Array(upserts).to_string();
-                tx.execute(&sql, &[&json]).await?;
+                tx.batch_execute(&sql).await?;
             }
             if !deletes.is_empty() {
                 let sql = format!("DELETE FROM {} WHERE {} = ANY($1)", ident(physical), ident(def.key));
@@ -284,7 +312,9 @@ impl PgSink {
         .await?;
         tx.commit().await?;
         if let Some(cache) = self.cache.lock().expect("cache").as_mut() {
-            cache.rows.extend(rows);
+            for (table, rs) in rows {
+                cache.rows.entry(table).or_default().extend(rs);
+            }
         }
         Ok(Ok(true))
     }
@@ -401,6 +431,51 @@ pub async fn swap_in(
     tx.execute("DELETE FROM mall_projection_checkpoints WHERE name = $1", &[&shadow_name]).await.map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok((position, differences))
+}
+
+/// Sends CSV lines through `COPY ... FROM STDIN` (nothing when there are none).
+async fn copy_in(tx: &tokio_postgres::Transaction<'_>, sql: &str, csv: Vec<u8>) -> Result<(), tokio_postgres::Error> {
+    if csv.is_empty() {
+        return Ok(());
+    }
+    let sink = tx.copy_in(sql).await?;
+    futures_util::pin_mut!(sink);
+    let csv = bytes::Bytes::from(csv);
+    for start in (0..csv.len()).step_by(1 << 20) {
+        futures_util::SinkExt::send(&mut sink, csv.slice(start..(start + (1 << 20)).min(csv.len()))).await?;
+    }
+    sink.finish().await?;
+    Ok(())
+}
+
+/// Appends `row` as a CSV line in the order of `cols` (a missing column or JSON null is NULL;
+/// `jsonb` columns take the value's JSON text).
+fn csv_row(out: &mut Vec<u8>, cols: &[(String, bool)], row: &Row) {
+    use serde_json::Value;
+    let quoted = |out: &mut Vec<u8>, text: &str| {
+        out.push(b'"');
+        for b in text.bytes() {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    };
+    for (i, (name, jsonb)) in cols.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match row.get(name) {
+            None | Some(Value::Null) => {}
+            Some(v) if *jsonb => quoted(out, &v.to_string()),
+            Some(Value::String(s)) => quoted(out, s),
+            Some(Value::Number(n)) => out.extend_from_slice(n.to_string().as_bytes()),
+            Some(Value::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Some(v) => quoted(out, &v.to_string()),
+        }
+    }
+    out.push(b'\n');
 }
 
 impl PgSink {

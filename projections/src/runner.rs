@@ -98,6 +98,9 @@ pub async fn catch_up(
 }
 
 /// [`catch_up`], stopping at `until` (inclusive) when given.
+///
+/// While the sink applies one batch, the next is read from the log and turned into changes, so
+/// that the log, this process and the sink's database work at the same time.
 pub async fn catch_up_until(
     store: &dyn EventStore,
     projection: &dyn Projection,
@@ -106,20 +109,31 @@ pub async fn catch_up_until(
     until: Option<Position>,
     mut progress: impl FnMut(Position),
 ) -> Result<Position, SinkError> {
-    let mut at = sink.checkpoint().await?;
-    loop {
-        if until.is_some_and(|u| at >= u) {
-            return Ok(at);
+    let prepare = |from: Position| async move {
+        if until.is_some_and(|u| from > u) {
+            return Ok::<_, SinkError>((Vec::new(), Vec::new()));
         }
-        let mut events = store.read_all(at + 1, batch).await?;
+        let mut events = store.read_all(from, batch).await?;
         if let Some(u) = until {
             events.retain(|e| e.position <= u);
         }
+        let changes = changes_of(projection, &events);
+        Ok((events, changes))
+    };
+    let mut at = sink.checkpoint().await?;
+    let mut prepared = None;
+    loop {
+        let (events, changes) = match prepared.take() {
+            Some(p) => p,
+            None => prepare(at + 1).await?,
+        };
         let Some(last) = events.last() else { return Ok(at) };
         let (to, recorded_at) = (last.position, last.recorded_at);
-        if sink.apply(at, to, Some(recorded_at), changes_of(projection, &events)).await? {
+        let (applied, next) = tokio::join!(sink.apply(at, to, Some(recorded_at), changes), prepare(to + 1));
+        if applied? {
             at = to;
             progress(at);
+            prepared = Some(next?);
         } else {
             // Someone else moved the checkpoint (a swapped-in rebuild, a second runner).
             at = sink.checkpoint().await?;
