@@ -335,7 +335,15 @@ pub async fn district_products(
     let slug = DistrictSlug::parse(path.into_inner()).map_err(|e| ApiError::invalid("slug", e.0))?;
     let shopper = q.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
     let (page, limit) = paging(q.page, q.limit)?;
-    let r = rankings(&state, q.min_position).await;
+    let mut r = rankings(&state, q.min_position).await;
+    if !r.ranked.contains_key(slug.as_str()) {
+        // Before saying there is no such district, let the ranker catch up with the catalog (a
+        // district just opened, a server just started).
+        let catalog = state.read.get("catalog").map_or(0, |f| *f.applied.borrow());
+        if r.position < catalog {
+            r = state.ranker.at_least(catalog, MAX_WAIT).await;
+        }
+    }
     let Some(base) = r.ranked.get(slug.as_str()) else {
         return Err(ApiError::not_found(format!("no district {slug}")));
     };
