@@ -147,6 +147,14 @@ async fn log() -> (String, Arc<dyn EventStore>) {
     (url, store)
 }
 
+/// Events per rebuild batch (`MALL_BENCH_BATCH`, default that of `mall projections rebuild`).
+fn batch() -> usize {
+    std::env::var("MALL_BENCH_BATCH")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(mall::commands::projections::REBUILD_BATCH)
+}
+
 fn rebuild_pg() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
@@ -162,7 +170,7 @@ fn rebuild_pg() {
             let sink =
                 PgSink::open(&url, p.name(), p.version(), p.tables(), true).await.unwrap().cached().await.unwrap();
             let started = Instant::now();
-            let at = catch_up(&*store, &**p, &sink, 250_000, |_| {}).await.unwrap();
+            let at = catch_up(&*store, &**p, &sink, batch(), |_| {}).await.unwrap();
             let took = started.elapsed();
             total += took;
             println!(
@@ -187,7 +195,7 @@ fn rebuild_pg() {
             );
         }
         let started = Instant::now();
-        let runs = projections.iter().zip(&sinks).map(|(p, sink)| catch_up(&*store, &**p, sink, 250_000, |_| {}));
+        let runs = projections.iter().zip(&sinks).map(|(p, sink)| catch_up(&*store, &**p, sink, batch(), |_| {}));
         futures_util::future::try_join_all(runs).await.unwrap();
         let took = started.elapsed();
         println!(

@@ -56,21 +56,20 @@ pub struct TableDef {
     pub defaults: fn() -> Row,
 }
 
-/// Carries out `op` on `row` (`None`: the row does not exist), as every sink must.
-pub fn apply_op(table: &TableDef, key: &str, row: Option<Row>, op: &Op) -> Option<Row> {
+/// Carries out `op` on `row` (`None`: the row does not exist), as every sink must. The
+/// operation is consumed: its values move into the row.
+pub fn apply_op(table: &TableDef, key: &str, row: Option<Row>, op: Op) -> Option<Row> {
     let fresh = || {
         let mut r = (table.defaults)();
         r.insert(table.key.to_string(), Value::String(key.to_string()));
         r
     };
-    let set = |r: &mut Row, cols: &Row| {
-        for (k, v) in cols {
-            r.insert(k.clone(), v.clone());
-        }
-    };
     let add = |r: &mut Row, deltas: &[(&'static str, f64)]| {
         for (k, d) in deltas {
-            let slot = r.entry(*k).or_insert(Value::Null);
+            let slot = match r.get_mut(*k) {
+                Some(v) => v,
+                None => r.entry(*k).or_insert(Value::Null),
+            };
             *slot = match &*slot {
                 Value::Number(n) if n.is_i64() && d.fract() == 0.0 => Value::from(n.as_i64().unwrap_or(0) + *d as i64),
                 Value::Number(n) => Value::from(n.as_f64().unwrap_or(0.0) + d),
@@ -82,22 +81,22 @@ pub fn apply_op(table: &TableDef, key: &str, row: Option<Row>, op: &Op) -> Optio
     match op {
         Op::Set(cols) => {
             let mut r = row.unwrap_or_else(fresh);
-            set(&mut r, cols);
+            r.extend(cols);
             Some(r)
         }
         Op::Add(deltas) => {
             let mut r = row.unwrap_or_else(fresh);
-            add(&mut r, deltas);
+            add(&mut r, &deltas);
             Some(r)
         }
         Op::Upsert { set: cols, add: deltas } => {
             let mut r = row.unwrap_or_else(fresh);
-            set(&mut r, cols);
-            add(&mut r, deltas);
+            r.extend(cols);
+            add(&mut r, &deltas);
             Some(r)
         }
         Op::Copy { from, to } => row.map(|mut r| {
-            let v = r.get(*from).cloned().unwrap_or(Value::Null);
+            let v = r.get(from).cloned().unwrap_or(Value::Null);
             r.insert(to.to_string(), v);
             r
         }),
@@ -125,17 +124,17 @@ mod tests {
 
     #[test]
     fn ops_create_with_defaults_add_copy_and_delete() {
-        let r = apply_op(&T, "a", None, &Op::Add(vec![("n", 2.0), ("x", 0.5)])).unwrap();
+        let r = apply_op(&T, "a", None, Op::Add(vec![("n", 2.0), ("x", 0.5)])).unwrap();
         assert_eq!(r, crate::row! { "id" => "a", "n" => 2, "x" => 0.5, "s" => Value::Null });
-        let r = apply_op(&T, "a", Some(r), &Op::Add(vec![("n", 3.0)])).unwrap();
+        let r = apply_op(&T, "a", Some(r), Op::Add(vec![("n", 3.0)])).unwrap();
         assert_eq!(r["n"], 5);
-        let r = apply_op(&T, "a", Some(r), &Op::Set(crate::row! { "s" => "hello" })).unwrap();
-        let r = apply_op(&T, "a", Some(r), &Op::Copy { from: "s", to: "t" }).unwrap();
+        let r = apply_op(&T, "a", Some(r), Op::Set(crate::row! { "s" => "hello" })).unwrap();
+        let r = apply_op(&T, "a", Some(r), Op::Copy { from: "s", to: "t" }).unwrap();
         assert_eq!(r["t"], "hello");
-        let r = apply_op(&T, "a", Some(r), &Op::Upsert { set: crate::row! { "s" => "bye" }, add: vec![("n", 1.0)] })
+        let r = apply_op(&T, "a", Some(r), Op::Upsert { set: crate::row! { "s" => "bye" }, add: vec![("n", 1.0)] })
             .unwrap();
         assert_eq!((&r["s"], &r["n"]), (&Value::from("bye"), &Value::from(6)));
-        assert_eq!(apply_op(&T, "b", None, &Op::Copy { from: "s", to: "t" }), None, "copy needs a row");
-        assert_eq!(apply_op(&T, "a", Some(r), &Op::Delete), None);
+        assert_eq!(apply_op(&T, "b", None, Op::Copy { from: "s", to: "t" }), None, "copy needs a row");
+        assert_eq!(apply_op(&T, "a", Some(r), Op::Delete), None);
     }
 }

@@ -85,7 +85,7 @@ impl Sink for MemorySink {
             let def = &self.defs[c.table];
             let table = t.rows.entry(def.name).or_default();
             let old = table.remove(&c.key);
-            if let Some(new) = apply_op(def, &c.key, old, &c.op) {
+            if let Some(new) = apply_op(def, &c.key, old, c.op) {
                 table.insert(c.key, new);
             }
         }

@@ -68,8 +68,8 @@ pub struct PgSink {
 /// a key missing here has no row at all.
 struct RowCache {
     complete: bool,
-    /// Table → key → row (`None`: known to be absent).
-    rows: HashMap<&'static str, HashMap<String, Option<Row>>>,
+    /// By table (in the sink's order): key → row (`None`: known to be absent).
+    rows: Vec<HashMap<String, Option<Row>>>,
 }
 
 impl PgSink {
@@ -91,6 +91,28 @@ impl PgSink {
                     ))
                     .await
                     .map_err(db)?;
+                // `LIKE` copies columns, defaults, indexes and constraints but not storage
+                // parameters (the fill factor that leaves room for in-place updates).
+                let options: Option<Vec<String>> = client
+                    .query_one("SELECT reloptions FROM pg_class WHERE oid = to_regclass($1)", &[&def.name])
+                    .await
+                    .map_err(db)?
+                    .get(0);
+                if let Some(options) = options.filter(|o| !o.is_empty()) {
+                    let options: Vec<String> = options
+                        .iter()
+                        .filter_map(|o| o.split_once('='))
+                        .filter(|(k, v)| {
+                            k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+                        })
+                        .map(|(k, v)| format!("{k} = {v}"))
+                        .collect();
+                    client
+                        .batch_execute(&format!("ALTER TABLE {} SET ({})", ident(physical), options.join(", ")))
+                        .await
+                        .map_err(db)?;
+                }
             }
             let cols: Vec<(String, bool)> = client
                 .query(
@@ -131,7 +153,7 @@ impl PgSink {
     /// (one process writing the shadow tables), not for a live sink other nodes also write.
     pub async fn cached(self) -> Result<Self, SinkError> {
         let complete = Sink::checkpoint(&self).await? == 0;
-        *self.cache.lock().expect("cache") = Some(RowCache { complete, rows: HashMap::new() });
+        *self.cache.lock().expect("cache") = Some(RowCache { complete, rows: vec![HashMap::new(); self.tables.len()] });
         Ok(self)
     }
 
@@ -210,70 +232,71 @@ impl PgSink {
             tx.commit().await?;
             return Ok(Ok(false));
         }
-        // The rows the batch touches, as they are: taken from the cache (a rebuild's), else
-        // read with one query per table.
-        let mut rows: HashMap<&'static str, HashMap<String, Option<Row>>> = HashMap::new();
-        let mut missing: HashMap<&'static str, Vec<String>> = HashMap::new();
+        // The rows the batch touches, as they are (and whether they exist yet), by table:
+        // taken from the cache (a rebuild's), else read with one query per table.
+        let index =
+            |t: &str| self.tables.iter().position(|(d, _)| std::ptr::eq(d.name, t) || d.name == t).expect("validated");
+        let mut rows: Vec<HashMap<String, (bool, Option<Row>)>> = vec![HashMap::new(); self.tables.len()];
+        let mut missing: Vec<Vec<String>> = vec![Vec::new(); self.tables.len()];
+        let mut at_table = Vec::with_capacity(changes.len());
         {
             let mut cache = self.cache.lock().expect("cache");
             for c in &changes {
-                let table = rows.entry(c.table).or_default();
+                let i = index(c.table);
+                at_table.push(i);
+                let table = &mut rows[i];
                 if table.contains_key(c.key.as_str()) {
                     continue;
                 }
-                let cached = cache.as_mut().and_then(|cache| {
-                    match cache.rows.get_mut(c.table).and_then(|t| t.remove(c.key.as_str())) {
-                        Some(r) => Some(r),
-                        None if cache.complete => Some(None),
-                        None => None,
-                    }
+                let cached = cache.as_mut().and_then(|cache| match cache.rows[i].remove(c.key.as_str()) {
+                    Some(r) => Some(r),
+                    None if cache.complete => Some(None),
+                    None => None,
                 });
                 if cached.is_none() {
-                    missing.entry(c.table).or_default().push(c.key.clone());
+                    missing[i].push(c.key.clone());
                 }
-                table.insert(c.key.clone(), cached.flatten());
+                let row = cached.flatten();
+                table.insert(c.key.clone(), (row.is_none(), row));
             }
         }
-        for (def, physical) in &self.tables {
-            let Some(k) = missing.get(def.name) else { continue };
+        for (i, (def, physical)) in self.tables.iter().enumerate() {
+            if missing[i].is_empty() {
+                continue;
+            }
             let sql = format!(
                 "SELECT row_to_json(t)::text FROM {t} t WHERE {key} = ANY($1)",
                 t = ident(physical),
                 key = ident(def.key)
             );
-            let table = rows.get_mut(def.name).expect("collected above");
-            for r in tx.query(&sql, &[k]).await? {
+            for r in tx.query(&sql, &[&missing[i]]).await? {
                 let text: String = r.get(0);
                 let row: Row = serde_json::from_str(&text).unwrap_or_default();
                 let key = row.get(def.key).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-                table.insert(key, Some(row));
+                rows[i].insert(key, (false, Some(row)));
             }
         }
-        // Rows that do not exist yet: copied straight into the table.
-        let fresh: HashMap<&'static str, std::collections::HashSet<String>> = rows
-            .iter()
-            .map(|(t, rs)| (*t, rs.iter().filter(|(_, r)| r.is_none()).map(|(k, _)| k.clone()).collect()))
-            .collect();
-        for c in changes {
-            let def = &self.tables.iter().find(|(d, _)| d.name == c.table).expect("validated").0;
-            let slot = rows.get_mut(c.table).and_then(|t| t.get_mut(c.key.as_str())).expect("collected above");
-            *slot = apply_op(def, &c.key, slot.take(), &c.op);
+        for (c, i) in changes.into_iter().zip(at_table) {
+            let def = &self.tables[i].0;
+            let slot = rows[i].get_mut(c.key.as_str()).expect("collected above");
+            slot.1 = apply_op(def, &c.key, slot.1.take(), c.op);
         }
-        for (def, physical) in &self.tables {
-            let Some(table) = rows.get(def.name) else { continue };
+        for (i, (def, physical)) in self.tables.iter().enumerate() {
+            if rows[i].is_empty() {
+                continue;
+            }
             // The rows go through COPY (CSV): new ones straight into the table, changed ones into
-            // a temporary table and from there into the table with one upsert — far less work
+            // a temporary table and from there into the table with one update — far less work
             // for PostgreSQL than parsing them from JSON.
             let cols = &self.columns[def.name];
-            let fresh = &fresh[def.name];
             let mut deletes = Vec::new();
             let (mut new_rows, mut changed_rows) = (Vec::new(), Vec::new());
-            for (key, row) in table {
-                match row {
-                    None if fresh.contains(key) => {}
-                    None => deletes.push(key.as_str()),
-                    Some(r) if fresh.contains(key) => csv_row(&mut new_rows, cols, r),
-                    Some(r) => csv_row(&mut changed_rows, cols, r),
+            for (key, (fresh, row)) in &rows[i] {
+                match (fresh, row) {
+                    (true, None) => {}
+                    (false, None) => deletes.push(key.as_str()),
+                    (true, Some(r)) => csv_row(&mut new_rows, cols, r),
+                    (false, Some(r)) => csv_row(&mut changed_rows, cols, r),
                 }
             }
             let names: Vec<String> = cols.iter().map(|(c, _)| ident(c)).collect();
@@ -287,13 +310,10 @@ impl PgSink {
                 ))
                 .await?;
                 copy_in(&tx, &format!("COPY {staging} ({names}) FROM STDIN (FORMAT csv)"), changed_rows).await?;
-                let set: Vec<String> = cols
-                    .iter()
-                    .filter(|(c, _)| c != def.key)
-                    .map(|(c, _)| format!("{0} = EXCLUDED.{0}", ident(c)))
-                    .collect();
+                let set: Vec<String> =
+                    cols.iter().filter(|(c, _)| c != def.key).map(|(c, _)| format!("{0} = s.{0}", ident(c))).collect();
                 let sql = format!(
-                    "INSERT INTO {t} ({names}) SELECT {names} FROM {staging} ON CONFLICT ({key}) DO UPDATE SET {set}; TRUNCATE {staging}",
+                    "ANALYZE {staging}; UPDATE {t} SET {set} FROM {staging} s WHERE {t}.{key} = s.{key}; TRUNCATE {staging}",
                     t = ident(physical),
                     key = ident(def.key),
                     set = set.join(", ")
@@ -312,8 +332,8 @@ impl PgSink {
         .await?;
         tx.commit().await?;
         if let Some(cache) = self.cache.lock().expect("cache").as_mut() {
-            for (table, rs) in rows {
-                cache.rows.entry(table).or_default().extend(rs);
+            for (i, rs) in rows.into_iter().enumerate() {
+                cache.rows[i].extend(rs.into_iter().map(|(k, (_, r))| (k, r)));
             }
         }
         Ok(Ok(true))
@@ -348,7 +368,7 @@ impl Sink for PgSink {
         if r.is_err() {
             // The transaction may or may not have committed: read rows back from now on.
             if let Some(cache) = self.cache.lock().expect("cache").as_mut() {
-                cache.rows.clear();
+                cache.rows.iter_mut().for_each(HashMap::clear);
                 cache.complete = false;
             }
         }

@@ -18,6 +18,10 @@ use crate::cli::Exit;
 use crate::readside::projections;
 use crate::store::{self, Access, StoreArgs, StoreKind};
 
+/// Events per rebuild transaction: large, because a row touched in many batches is written once
+/// per batch (the progress bar moves once per batch).
+pub const REBUILD_BATCH: usize = 250_000;
+
 /// Where the running server is (embedded store).
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -152,7 +156,7 @@ async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, v
         progress.set_message(p.name().to_string());
         progress.set_position(from);
         let started = Instant::now();
-        let at = runner::catch_up(&*store, &*p, &shadow, 100_000, |pos| {
+        let at = runner::catch_up(&*store, &*p, &shadow, REBUILD_BATCH, |pos| {
             progress.set_length(progress.length().unwrap_or(0).max(pos));
             progress.set_position(pos);
         })
