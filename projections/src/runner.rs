@@ -141,6 +141,72 @@ pub async fn catch_up_until(
     }
 }
 
+/// Rebuilds several projections in one pass over the log: each batch is read and decoded once,
+/// and every sink still behind it gets its changes, the sinks writing at the same time (each on
+/// its own connection). Each sink resumes from its own checkpoint. `progress(position)` is
+/// called after each batch; returns the position every sink reached.
+pub async fn catch_up_all(
+    store: &dyn EventStore,
+    parts: &[(&dyn Projection, &dyn Sink)],
+    batch: usize,
+    mut progress: impl FnMut(Position),
+) -> Result<Position, SinkError> {
+    let mut at = Vec::with_capacity(parts.len());
+    for (_, sink) in parts {
+        at.push(sink.checkpoint().await?);
+    }
+    let read = |from: Position| async move {
+        let events = store.read_all(from, batch).await?;
+        let decoded: Vec<(RecordedEvent, Option<DomainEvent>)> = events
+            .into_iter()
+            .map(|e| {
+                let d = e.decode().map_err(
+                    |err| tracing::error!(position = e.position, error = %err, "projection skips an undecodable event"),
+                );
+                (e, d.ok())
+            })
+            .collect();
+        Ok::<_, SinkError>(decoded)
+    };
+    let mut prepared = None;
+    loop {
+        let from = at.iter().copied().min().unwrap_or(0) + 1;
+        let events = match prepared.take() {
+            Some((start, events)) if start == from => events,
+            _ => read(from).await?,
+        };
+        let Some(last) = events.last() else { return Ok(from - 1) };
+        let (to, recorded_at) = (last.0.position, last.0.recorded_at);
+        let writes = parts.iter().zip(&at).filter(|(_, cp)| **cp < to).map(|((projection, sink), cp)| {
+            let mut changes = Vec::new();
+            for (e, d) in events.iter().filter(|(e, _)| e.position > *cp) {
+                if let Some(d) = d {
+                    changes.extend(projection.apply(e, d));
+                }
+            }
+            sink.apply(*cp, to, Some(recorded_at), changes)
+        });
+        let (applied, next) = tokio::join!(futures_util::future::join_all(writes), read(to + 1));
+        let mut all = true;
+        let mut written = applied.into_iter();
+        for (i, (_, sink)) in parts.iter().enumerate() {
+            if at[i] >= to {
+                continue;
+            }
+            if written.next().expect("one result per write")? {
+                at[i] = to;
+            } else {
+                all = false;
+                at[i] = sink.checkpoint().await?;
+            }
+        }
+        if all {
+            prepared = Some((to + 1, next?));
+        }
+        progress(at.iter().copied().min().unwrap_or(to));
+    }
+}
+
 /// Follows the log until `shutdown` fires, publishing the checkpoint after each batch.
 pub async fn follow(
     store: Arc<dyn EventStore>,

@@ -240,3 +240,42 @@ async fn a_new_version_is_built_alongside_and_swapped_in() {
     blue_follower.await.unwrap().unwrap();
     green_follower.await.unwrap().unwrap();
 }
+
+/// One pass over the log rebuilds several projections, each resuming from its own checkpoint
+/// (an interrupted rebuild), and each ends equal to a rebuild of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pass_rebuilds_several_projections_from_their_own_checkpoints() {
+    use mall_projections::personalization::Personalization;
+    use mall_projections::runner::catch_up_all;
+    let url = fresh_database().await;
+    let store: Arc<dyn EventStore> = Arc::new(PgStore::connect(PgConfig::new(&url)).await.unwrap());
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let last = workload(&*store, seed, 600).await;
+    let catalog = PgSink::open(&url, "catalog", 1, Catalog.tables(), true).await.unwrap().cached().await.unwrap();
+    let people = PgSink::open(&url, "personalization", 1, Personalization.tables(), true).await.unwrap();
+    // The personalization rebuild was interrupted a third of the way.
+    mall_projections::runner::catch_up_until(&*store, &Personalization, &people, 50, Some(last / 3), |_| {})
+        .await
+        .unwrap();
+    let people = people.cached().await.unwrap();
+    let parts: Vec<(&dyn Projection, &dyn Sink)> = vec![(&Catalog, &catalog), (&Personalization, &people)];
+    let mut seen = Vec::new();
+    let at = catch_up_all(&*store, &parts, 97, |p| seen.push(p)).await.unwrap();
+    assert_eq!(at, last);
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]) && seen.last() == Some(&last), "{seen:?}");
+    assert_eq!((catalog.checkpoint().await.unwrap(), people.checkpoint().await.unwrap()), (last, last));
+
+    let live_catalog = PgSink::open(&url, "catalog", 1, Catalog.tables(), false).await.unwrap();
+    let live_people = PgSink::open(&url, "personalization", 1, Personalization.tables(), false).await.unwrap();
+    catch_up(&*store, &Catalog, &live_catalog, 1_000, |_| {}).await.unwrap();
+    catch_up(&*store, &Personalization, &live_people, 1_000, |_| {}).await.unwrap();
+    for t in [PRODUCTS, PRODUCT_METRICS] {
+        assert_eq!(catalog.checksums(t).await.unwrap(), live_catalog.checksums(t).await.unwrap(), "seed {seed}: {t}");
+    }
+    for t in Personalization.tables() {
+        let a = people.checksums(t.name).await.unwrap();
+        assert!(!a.is_empty());
+        assert_eq!(a, live_people.checksums(t.name).await.unwrap(), "seed {seed}: {}", t.name);
+    }
+}

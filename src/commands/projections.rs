@@ -140,8 +140,9 @@ fn bar(len: u64) -> ProgressBar {
 async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, verify: bool) -> Result<(), Exit> {
     let store = store::open(store_args, Access::ReadOnly).await?;
     let url = url(store_args)?;
-    let mut differences = Vec::new();
-    for p in targets {
+    // Every target's shadow tables, resumed where an interrupted rebuild left them.
+    let mut shadows = Vec::new();
+    for p in &targets {
         let shadow = PgSink::open(&url, p.name(), p.version(), p.tables(), true).await?;
         if shadow.recorded_version().await? != p.version() as i32 {
             shadow.reset().await?;
@@ -151,20 +152,39 @@ async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, v
         if from > 0 {
             println!("{}: resuming the rebuild from position {from}", p.name());
         }
-        let target = store.stats().await?.last_position;
-        let progress = bar(target);
-        progress.set_message(p.name().to_string());
-        progress.set_position(from);
-        let started = Instant::now();
-        let at = runner::catch_up(&*store, &*p, &shadow, REBUILD_BATCH, |pos| {
-            progress.set_length(progress.length().unwrap_or(0).max(pos));
-            progress.set_position(pos);
-        })
-        .await?;
-        progress.finish_and_clear();
+        shadows.push(shadow);
+    }
+    // One pass over the log feeds them all.
+    let mut from = u64::MAX;
+    for s in &shadows {
+        from = from.min(runner::Sink::checkpoint(s).await?);
+    }
+    let names: Vec<&str> = targets.iter().map(|p| p.name()).collect();
+    let target = store.stats().await?.last_position;
+    let progress = bar(target);
+    progress.set_message(names.join(", "));
+    progress.set_position(from);
+    let started = Instant::now();
+    let parts: Vec<(&dyn Projection, &dyn runner::Sink)> =
+        targets.iter().zip(&shadows).map(|(p, s)| (&**p, s as &dyn runner::Sink)).collect();
+    let at = runner::catch_up_all(&*store, &parts, REBUILD_BATCH, |pos| {
+        progress.set_length(progress.length().unwrap_or(0).max(pos));
+        progress.set_position(pos);
+    })
+    .await?;
+    progress.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}: rebuilt to position {at} in {secs:.1} s ({:.0} events/s)",
+        names.join(", "),
+        at.saturating_sub(from) as f64 / secs.max(1e-6)
+    );
+    let mut differences = Vec::new();
+    for (p, shadow) in targets.iter().zip(&shadows) {
         let live = PgSink::open(&url, p.name(), p.version(), p.tables(), false).await?;
         let old_version = live.recorded_version().await?;
-        let (position, diffs) = swap_in(&url, &*store, &*p, &shadow, &live, verify).await?;
+        let (position, diffs) = swap_in(&url, &*store, &**p, shadow, &live, verify).await?;
+        println!("{}: swapped in at position {position}", p.name());
         if old_version != p.version() as i32 {
             println!(
                 "{}: version {old_version} replaced by version {} (blue/green); servers of version {old_version} stop writing it",
@@ -174,14 +194,7 @@ async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, v
             if verify {
                 println!("{}: not compared: the live tables held another version", p.name());
             }
-        }
-        let secs = started.elapsed().as_secs_f64();
-        println!(
-            "{}: rebuilt to position {position} in {secs:.1} s ({:.0} events/s) and swapped in",
-            p.name(),
-            (at - from) as f64 / secs.max(1e-6)
-        );
-        if old_version == p.version() as i32 {
+        } else {
             report(p.name(), verify, &diffs);
         }
         differences.extend(diffs);
