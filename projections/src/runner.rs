@@ -142,31 +142,36 @@ pub async fn catch_up_until(
 }
 
 /// Rebuilds several projections in one pass over the log: each batch is read and decoded once,
-/// and every sink still behind it gets its changes, the sinks writing at the same time (each on
-/// its own connection). Each sink resumes from its own checkpoint. `progress(position)` is
-/// called after each batch; returns the position every sink reached.
+/// and every sink still behind it gets its changes, the projections computing and the sinks
+/// writing at the same time (each on its own task and connection). Each sink resumes from its
+/// own checkpoint. `progress(position)` is called after each batch; returns the position every
+/// sink reached.
 pub async fn catch_up_all(
-    store: &dyn EventStore,
-    parts: &[(&dyn Projection, &dyn Sink)],
+    store: Arc<dyn EventStore>,
+    parts: &[(Arc<dyn Projection>, Arc<dyn Sink>)],
     batch: usize,
     mut progress: impl FnMut(Position),
 ) -> Result<Position, SinkError> {
+    type Decoded = Arc<Vec<(RecordedEvent, Option<DomainEvent>)>>;
     let mut at = Vec::with_capacity(parts.len());
     for (_, sink) in parts {
         at.push(sink.checkpoint().await?);
     }
-    let read = |from: Position| async move {
-        let events = store.read_all(from, batch).await?;
-        let decoded: Vec<(RecordedEvent, Option<DomainEvent>)> = events
-            .into_iter()
-            .map(|e| {
-                let d = e.decode().map_err(
-                    |err| tracing::error!(position = e.position, error = %err, "projection skips an undecodable event"),
-                );
-                (e, d.ok())
-            })
-            .collect();
-        Ok::<_, SinkError>(decoded)
+    let read = |from: Position| {
+        let store = store.clone();
+        async move {
+            let events = store.read_all(from, batch).await?;
+            let decoded: Vec<(RecordedEvent, Option<DomainEvent>)> = events
+                .into_iter()
+                .map(|e| {
+                    let d = e.decode().map_err(|err| {
+                        tracing::error!(position = e.position, error = %err, "projection skips an undecodable event")
+                    });
+                    (e, d.ok())
+                })
+                .collect();
+            Ok::<Decoded, SinkError>(Arc::new(decoded))
+        }
     };
     let mut prepared = None;
     loop {
@@ -177,15 +182,23 @@ pub async fn catch_up_all(
         };
         let Some(last) = events.last() else { return Ok(from - 1) };
         let (to, recorded_at) = (last.0.position, last.0.recorded_at);
-        let writes = parts.iter().zip(&at).filter(|(_, cp)| **cp < to).map(|((projection, sink), cp)| {
-            let mut changes = Vec::new();
-            for (e, d) in events.iter().filter(|(e, _)| e.position > *cp) {
-                if let Some(d) = d {
-                    changes.extend(projection.apply(e, d));
-                }
-            }
-            sink.apply(*cp, to, Some(recorded_at), changes)
-        });
+        let writes: Vec<_> = parts
+            .iter()
+            .zip(&at)
+            .filter(|(_, cp)| **cp < to)
+            .map(|((projection, sink), cp)| {
+                let (projection, sink, events, cp) = (projection.clone(), sink.clone(), events.clone(), *cp);
+                tokio::spawn(async move {
+                    let mut changes = Vec::new();
+                    for (e, d) in events.iter().filter(|(e, _)| e.position > cp) {
+                        if let Some(d) = d {
+                            changes.extend(projection.apply(e, d));
+                        }
+                    }
+                    sink.apply(cp, to, Some(recorded_at), changes).await
+                })
+            })
+            .collect();
         let (applied, next) = tokio::join!(futures_util::future::join_all(writes), read(to + 1));
         let mut all = true;
         let mut written = applied.into_iter();
@@ -193,7 +206,9 @@ pub async fn catch_up_all(
             if at[i] >= to {
                 continue;
             }
-            if written.next().expect("one result per write")? {
+            let applied =
+                written.next().expect("one result per write").map_err(|e| SinkError::Backend(e.to_string()))?;
+            if applied? {
                 at[i] = to;
             } else {
                 all = false;

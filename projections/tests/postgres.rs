@@ -252,16 +252,18 @@ async fn one_pass_rebuilds_several_projections_from_their_own_checkpoints() {
     let seed: u64 = rand::random();
     println!("seed {seed}");
     let last = workload(&*store, seed, 600).await;
-    let catalog = PgSink::open(&url, "catalog", 1, Catalog.tables(), true).await.unwrap().cached().await.unwrap();
+    let catalog =
+        Arc::new(PgSink::open(&url, "catalog", 1, Catalog.tables(), true).await.unwrap().cached().await.unwrap());
     let people = PgSink::open(&url, "personalization", 1, Personalization.tables(), true).await.unwrap();
     // The personalization rebuild was interrupted a third of the way.
     mall_projections::runner::catch_up_until(&*store, &Personalization, &people, 50, Some(last / 3), |_| {})
         .await
         .unwrap();
-    let people = people.cached().await.unwrap();
-    let parts: Vec<(&dyn Projection, &dyn Sink)> = vec![(&Catalog, &catalog), (&Personalization, &people)];
+    let people = Arc::new(people.cached().await.unwrap());
+    let parts: Vec<(Arc<dyn Projection>, Arc<dyn Sink>)> =
+        vec![(Arc::new(Catalog), catalog.clone()), (Arc::new(Personalization), people.clone())];
     let mut seen = Vec::new();
-    let at = catch_up_all(&*store, &parts, 97, |p| seen.push(p)).await.unwrap();
+    let at = catch_up_all(store.clone(), &parts, 97, |p| seen.push(p)).await.unwrap();
     assert_eq!(at, last);
     assert!(seen.windows(2).all(|w| w[0] <= w[1]) && seen.last() == Some(&last), "{seen:?}");
     assert_eq!((catalog.checkpoint().await.unwrap(), people.checkpoint().await.unwrap()), (last, last));

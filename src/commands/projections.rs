@@ -147,8 +147,8 @@ async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, v
         if shadow.recorded_version().await? != p.version() as i32 {
             shadow.reset().await?;
         }
-        let shadow = shadow.cached().await?;
-        let from = runner::Sink::checkpoint(&shadow).await?;
+        let shadow = Arc::new(shadow.cached().await?);
+        let from = runner::Sink::checkpoint(&*shadow).await?;
         if from > 0 {
             println!("{}: resuming the rebuild from position {from}", p.name());
         }
@@ -157,7 +157,7 @@ async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, v
     // One pass over the log feeds them all.
     let mut from = u64::MAX;
     for s in &shadows {
-        from = from.min(runner::Sink::checkpoint(s).await?);
+        from = from.min(runner::Sink::checkpoint(&**s).await?);
     }
     let names: Vec<&str> = targets.iter().map(|p| p.name()).collect();
     let target = store.stats().await?.last_position;
@@ -165,9 +165,9 @@ async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, v
     progress.set_message(names.join(", "));
     progress.set_position(from);
     let started = Instant::now();
-    let parts: Vec<(&dyn Projection, &dyn runner::Sink)> =
-        targets.iter().zip(&shadows).map(|(p, s)| (&**p, s as &dyn runner::Sink)).collect();
-    let at = runner::catch_up_all(&*store, &parts, REBUILD_BATCH, |pos| {
+    let parts: Vec<(Arc<dyn Projection>, Arc<dyn runner::Sink>)> =
+        targets.iter().zip(&shadows).map(|(p, s)| (p.clone(), s.clone() as Arc<dyn runner::Sink>)).collect();
+    let at = runner::catch_up_all(store.clone(), &parts, REBUILD_BATCH, |pos| {
         progress.set_length(progress.length().unwrap_or(0).max(pos));
         progress.set_position(pos);
     })
