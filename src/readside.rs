@@ -167,8 +167,7 @@ impl ReadSide {
                 Filter::Last(n) => rows.values().rev().take(n).cloned().collect(),
             })),
             LiveSink::Postgres(_) => {
-                let pool = self.pool.as_ref().expect("a pool beside PostgreSQL sinks");
-                let client = pool.get().await.map_err(|e| SinkError::Backend(e.to_string()))?;
+                let client = self.pg().await.expect("a pool beside PostgreSQL sinks")?;
                 // Statements are prepared once per connection; every one returns one text column,
                 // so a swapped-in table of another shape never changes a cached plan's result.
                 let json = format!("SELECT row_to_json(t)::text FROM \"{table}\" t");
@@ -209,8 +208,7 @@ impl ReadSide {
             })),
             LiveSink::Postgres(_) => {
                 let backend = |e: tokio_postgres::Error| SinkError::Backend(e.to_string());
-                let pool = self.pool.as_ref().expect("a pool beside PostgreSQL sinks");
-                let client = pool.get().await.map_err(|e| SinkError::Backend(e.to_string()))?;
+                let client = self.pg().await.expect("a pool beside PostgreSQL sinks")?;
                 let sql = "SELECT facet, score FROM shopper_interests WHERE shopper_id = $1";
                 let mut attempt = 0;
                 loop {
@@ -238,8 +236,7 @@ impl ReadSide {
             LiveSink::Memory(m) => Ok(m.snapshot(tables)),
             LiveSink::Postgres(_) => {
                 let backend = |e: tokio_postgres::Error| SinkError::Backend(e.to_string());
-                let pool = self.pool.as_ref().expect("a pool beside PostgreSQL sinks");
-                let mut client = pool.get().await.map_err(|e| SinkError::Backend(e.to_string()))?;
+                let mut client = self.pg().await.expect("a pool beside PostgreSQL sinks")?;
                 let tx = client
                     .build_transaction()
                     .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::reads::POSITION_HEADER;
+use super::storefront::{position, sink_error};
 use crate::readside::Filter;
 
 /// The most log rows one answer carries.
@@ -28,11 +29,6 @@ pub struct IntelligenceQuery {
     min_position: Option<Position>,
 }
 
-fn unavailable(e: mall_projections::runner::SinkError) -> ApiError {
-    tracing::error!(error = %e, "read tables unavailable");
-    ApiError::unavailable("the read tables are unavailable")
-}
-
 fn by_position(rows: &mut [Row]) {
     let p = |r: &Row| r.get("position").and_then(Value::as_u64).unwrap_or(0);
     rows.sort_by_key(|r| std::cmp::Reverse(p(r)));
@@ -44,16 +40,13 @@ pub async fn products(state: web::Data<AppState>, q: web::Query<IntelligenceQuer
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::invalid("limit", format!("must be 1 to {MAX_LIMIT}")));
     }
-    let at = match q.min_position {
-        Some(m) => state.read.wait_for(m, std::time::Duration::from_secs(5)).await,
-        None => state.read.position(),
-    };
+    let at = position(&state, q.min_position).await;
     let read = &state.read;
     let body = match &q.product_id {
         None => {
-            let log = read.rows("optimization", OPTIMIZATION_LOG, Filter::Last(limit)).await.map_err(unavailable)?;
+            let log = read.rows("optimization", OPTIMIZATION_LOG, Filter::Last(limit)).await.map_err(sink_error)?;
             let running =
-                read.rows("optimization", EXPERIMENTS, Filter::Eq("status", "running")).await.map_err(unavailable)?;
+                read.rows("optimization", EXPERIMENTS, Filter::Eq("status", "running")).await.map_err(sink_error)?;
             json!({"running_experiments": running, "log": log})
         }
         Some(id) => {
@@ -62,15 +55,15 @@ pub async fn products(state: web::Data<AppState>, q: web::Query<IntelligenceQuer
                 return Err(ApiError::not_found(format!("no product {id}")));
             }
             let eq = || Filter::Eq("product_id", id.as_str());
-            let mut log = read.rows("optimization", OPTIMIZATION_LOG, eq()).await.map_err(unavailable)?;
+            let mut log = read.rows("optimization", OPTIMIZATION_LOG, eq()).await.map_err(sink_error)?;
             by_position(&mut log);
             log.truncate(limit);
-            let mut experiments = read.rows("optimization", EXPERIMENTS, eq()).await.map_err(unavailable)?;
+            let mut experiments = read.rows("optimization", EXPERIMENTS, eq()).await.map_err(sink_error)?;
             let started = |r: &Row| r.get("started_position").and_then(Value::as_u64).unwrap_or(0);
             experiments.sort_by_key(|r| std::cmp::Reverse(started(r)));
             let prefix = format!("{id}/");
             let group = Filter::Group { column: "product_id", value: id.as_str(), prefix: &prefix };
-            let mut copy = read.rows("optimization", COPY_HISTORY, group).await.map_err(unavailable)?;
+            let mut copy = read.rows("optimization", COPY_HISTORY, group).await.map_err(sink_error)?;
             by_position(&mut copy);
             let actor = actor_state(&state, &id).await?;
             json!({"product_id": id, "actor": actor, "experiments": experiments, "copy_history": copy, "log": log})

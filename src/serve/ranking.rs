@@ -60,7 +60,6 @@ pub struct Ranked {
 pub struct Rankings {
     /// The catalog checkpoint the rankings reflect.
     pub position: Position,
-    pub districts: HashMap<String, Row>,
     /// Each district's in-stock products, best first.
     pub ranked: HashMap<String, Arc<Vec<Ranked>>>,
     /// Anonymous pages, serialized on first use: (district, page, limit) → body.
@@ -141,7 +140,7 @@ async fn build(read: &ReadSide) -> Result<Rankings, mall_projections::runner::Si
             (d, Arc::new(r))
         })
         .collect();
-    Ok(Rankings { position, districts, ranked, pages: Mutex::default() })
+    Ok(Rankings { position, ranked, pages: Mutex::default() })
 }
 
 /// The latest rankings, kept current by a background task.

@@ -15,7 +15,7 @@ use super::error::ApiError;
 /// The header naming the log position a response reflects.
 pub const POSITION_HEADER: &str = "X-Mall-Position";
 /// The longest a read waits for `min_position`.
-const MAX_WAIT: Duration = Duration::from_secs(5);
+pub const MAX_WAIT: Duration = Duration::from_secs(5);
 /// The most events a history reads.
 const MAX_HISTORY_EVENTS: usize = 1_000_000;
 

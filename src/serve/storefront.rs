@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use mall_actors::experiment::{self, Arm};
@@ -33,15 +32,13 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::ranking::{Ranked, Rankings, n, s};
-use super::reads::POSITION_HEADER;
+use super::reads::{MAX_WAIT, POSITION_HEADER};
 use crate::readside::Filter;
 
-/// The longest a read waits for `min_position`.
-const MAX_WAIT: Duration = Duration::from_secs(5);
 /// The largest page.
 const MAX_LIMIT: usize = 100;
 
-fn sink_error(e: mall_projections::runner::SinkError) -> ApiError {
+pub(super) fn sink_error(e: mall_projections::runner::SinkError) -> ApiError {
     tracing::error!(error = %e, "read tables unavailable");
     ApiError::unavailable("the read tables are unavailable")
 }
@@ -51,7 +48,13 @@ fn count(r: &Row, k: &str) -> i64 {
     r.get(k).and_then(Value::as_i64).unwrap_or(0)
 }
 
-async fn position(state: &AppState, min: Option<Position>) -> Position {
+/// The optional `shopper` parameter, checked.
+fn shopper(q: &Option<String>) -> Result<Option<ShopperId>, ApiError> {
+    q.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))
+}
+
+/// The read side's position, after waiting (up to a bound) for `min` when given.
+pub(super) async fn position(state: &AppState, min: Option<Position>) -> Position {
     match min {
         Some(m) => state.read.wait_for(m, MAX_WAIT).await,
         None => state.read.position(),
@@ -225,7 +228,7 @@ pub async fn product(
     q: web::Query<ProductQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = ProductId::parse(path.into_inner()).map_err(|e| ApiError::invalid("id", e.0))?;
-    let shopper = q.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
+    let shopper = shopper(&q.shopper)?;
     let at = position(&state, q.min_position).await;
     let read = |projection, table| state.read.rows(projection, table, Filter::Key(id.as_str()));
     let p = read("catalog", PRODUCTS).await.map_err(sink_error)?;
@@ -333,7 +336,7 @@ pub async fn district_products(
     q: web::Query<RankQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let slug = DistrictSlug::parse(path.into_inner()).map_err(|e| ApiError::invalid("slug", e.0))?;
-    let shopper = q.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
+    let shopper = shopper(&q.shopper)?;
     let (page, limit) = paging(q.page, q.limit)?;
     let mut r = rankings(&state, q.min_position).await;
     if !r.ranked.contains_key(slug.as_str()) {
@@ -387,7 +390,7 @@ pub async fn search(state: web::Data<AppState>, q: web::Query<SearchQuery>) -> R
     if query.is_empty() || query.chars().count() > 200 {
         return Err(ApiError::invalid("q", "must be 1 to 200 characters"));
     }
-    let shopper = q.shopper.clone().map(ShopperId::parse).transpose().map_err(|e| ApiError::invalid("shopper", e.0))?;
+    let shopper = shopper(&q.shopper)?;
     let (_, limit) = paging(None, q.limit)?;
     let r = rankings(&state, q.min_position).await;
     let terms = words(query);
