@@ -42,6 +42,9 @@ pub enum Command {
     /// Read tables: their status, and rebuilds beside the live ones.
     #[command(subcommand)]
     Projections(commands::projections::ProjectionsCommand),
+    /// The model that writes copy: `mall llm check` calls it once and says what is wrong.
+    #[command(subcommand)]
+    Llm(commands::llm::LlmCommand),
     /// Development and test helpers.
     #[command(subcommand, hide = true)]
     Debug(commands::debug::DebugCommand),
@@ -102,10 +105,12 @@ impl<E: Into<anyhow::Error>> From<E> for Exit {
 /// Parses the command line, runs the command and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `mall llm check` reports every failure itself; its model calls' warnings would say it twice.
+    let default_level = if matches!(cli.command, Command::Llm(_)) { "error" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MALL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -152,6 +157,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         Command::Audit(cmd) => commands::audit::audit(&cli.store, cmd).await,
         Command::Replay(args) => commands::audit::replay(&cli.store, &args).await,
         Command::Projections(cmd) => commands::projections::run(&cli.store, cmd).await,
+        Command::Llm(cmd) => commands::llm::run(cmd).await,
         Command::Serve(_) | Command::Demo(_) => unreachable!("run in an actix system"),
         Command::Debug(cmd) => commands::debug::run(&cli.store, cmd).await,
     }

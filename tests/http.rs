@@ -29,6 +29,13 @@ async fn get(c: &reqwest::Client, url: String) -> (StatusCode, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A read with a bearer token (decision internals need the admin token).
+async fn get_as(c: &reqwest::Client, url: String, token: &str) -> (StatusCode, Value) {
+    let r = c.get(url).bearer_auth(token).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 async fn signals(c: &reqwest::Client, s: &Server, batch: Vec<Value>) -> u64 {
     let mut last = 0;
     for chunk in batch.chunks(1_000) {
@@ -194,7 +201,21 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     // The rewrite: an experiment starts with the old copy as control.
     let p = until(&c, &s, "/api/products/weak", "an experiment", |b| b["experiment"].is_object()).await;
     let experiment_id = p["experiment"]["experiment_id"].clone();
-    let h = get(&c, s.url("/api/products/weak/history")).await.1;
+    // In public the history says what changed, when and why in words; the internals (evidence,
+    // prompt, raw output, verdicts) need the admin token, and a wrong token is refused.
+    let public = get(&c, s.url("/api/products/weak/history")).await.1;
+    let change = public["changes"].as_array().unwrap().iter().find(|c| c["rule"] == "weak_description").unwrap();
+    assert_eq!(change["status"], "testing", "{change}");
+    assert!(change["reason"].as_str().unwrap().contains("views"), "{change}");
+    for internal in ["generation", "evidence", "policy", "rejected_reason"] {
+        assert!(change.get(internal).is_none(), "{internal} is public: {change}");
+    }
+    assert!(!public.to_string().contains("product_facts"), "no prompt in public: {public}");
+    let (status, _) = get_as(&c, s.url("/api/products/weak/history"), INGEST).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = get_as(&c, s.url("/api/products/weak/history"), "wrong").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let h = get_as(&c, s.url("/api/products/weak/history"), ADMIN).await.1;
     let rewrite = h["changes"]
         .as_array()
         .unwrap()
@@ -227,10 +248,11 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     assert!(arms[0] > 250 && arms[1] > 250, "the split is about even: {arms:?}");
     signals(&c, &s, batch).await;
 
-    let h = until(&c, &s, "/api/products/weak/history", "the experiment's conclusion", |h| {
+    until(&c, &s, "/api/products/weak/history", "the experiment's conclusion", |h| {
         h["changes"].as_array().unwrap().iter().any(|c| c["rule"] == "weak_description" && c["status"] == "kept")
     })
     .await;
+    let h = get_as(&c, s.url("/api/products/weak/history"), ADMIN).await.1;
     let kept = h["changes"].as_array().unwrap().iter().find(|c| c["rule"] == "weak_description").unwrap();
     let concluded = &kept["experiment"]["concluded"];
     assert_eq!(kept["experiment"]["experiment_id"], experiment_id);
@@ -252,7 +274,10 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
 
     // Product intelligence's tables: the decision, the experiment and the copy it kept.
     let pos = get(&c, s.url("/healthz")).await.1["log_position"].as_u64().unwrap();
-    let (status, i) = get(&c, s.url(&format!("/api/autonomous/products?product_id=weak&min_position={pos}"))).await;
+    let intelligence = format!("/api/autonomous/products?product_id=weak&min_position={pos}");
+    let (_, public) = get(&c, s.url(&intelligence)).await;
+    assert!(public["log"].as_array().unwrap().iter().all(|l| l.get("detail").is_none()), "{public}");
+    let (status, i) = get_as(&c, s.url(&intelligence), ADMIN).await;
     assert_eq!(status, StatusCode::OK, "{i}");
     let x = i["experiments"].as_array().unwrap().iter().find(|x| x["experiment_id"] == experiment_id).expect("{i}");
     assert_eq!((x["status"].as_str(), x["challenger"].as_str()), (Some("challenger_won"), Some(challenger.as_str())));

@@ -244,6 +244,95 @@ pub fn history(events: &[RecordedEvent]) -> Result<History, mall_events::codec::
     })
 }
 
+/// A change as anyone may see it: what changed, when, and the rule and its finding in words —
+/// never the prompt, the model's raw output, the guardrails' details or a model server's error.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicChange {
+    pub decision_id: Uuid,
+    pub command: CommandKind,
+    pub rule: String,
+    pub reason: String,
+    pub decided_at: DateTime<Utc>,
+    pub status: Status,
+    /// What became of it, in words.
+    pub outcome: String,
+    pub old: Option<Content>,
+    /// The new copy, where shoppers saw it (applied or tested).
+    pub new: Option<Content>,
+    pub applied_at: Option<DateTime<Utc>>,
+    pub experiment_id: Option<Uuid>,
+    pub experiment_outcome: Option<Outcome>,
+}
+
+/// A product's copy history as anyone may see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicHistory {
+    pub product_id: String,
+    pub title: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub seo: Option<Seo>,
+    pub versions: Vec<DescriptionVersion>,
+    pub changes: Vec<PublicChange>,
+    pub position: Position,
+}
+
+/// A rejection in public words: the check that refused the text (never its details), or that
+/// the generation failed (never the model server's error).
+pub fn public_rejection(reason: &str) -> String {
+    let check = reason.split(':').next().unwrap_or("").trim();
+    if crate::guardrails::CHECKS.contains(&check) || check == "format" || check == "finite" {
+        format!("not published: the {check} check refused it")
+    } else {
+        "not published: the generation failed".into()
+    }
+}
+
+impl History {
+    /// The history without decision internals.
+    pub fn public(&self) -> PublicHistory {
+        let changes = self
+            .changes
+            .iter()
+            .map(|c| {
+                let shown = matches!(c.status, Status::Applied | Status::Testing | Status::Kept | Status::RolledBack);
+                let outcome = match c.status {
+                    Status::InFlight => "being written".to_string(),
+                    Status::Rejected => public_rejection(c.rejected_reason.as_deref().unwrap_or("")),
+                    Status::Applied => "published".into(),
+                    Status::Testing => "under test against the current copy".into(),
+                    Status::Kept => "kept: it converted better in its experiment".into(),
+                    Status::RolledBack => "rolled back: it did not convert better in its experiment".into(),
+                };
+                PublicChange {
+                    decision_id: c.decision_id,
+                    command: c.command,
+                    rule: c.rule.clone(),
+                    reason: c.reason.clone(),
+                    decided_at: c.decided_at,
+                    status: c.status,
+                    outcome,
+                    old: c.old.clone(),
+                    new: if shown { c.new.clone() } else { None },
+                    applied_at: c.applied_at,
+                    experiment_id: c.experiment.as_ref().map(|x| x.experiment_id),
+                    experiment_outcome: c.experiment.as_ref().and_then(|x| x.concluded.as_ref().map(|k| k.outcome)),
+                }
+            })
+            .collect();
+        PublicHistory {
+            product_id: self.product_id.clone(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            tags: self.tags.clone(),
+            seo: self.seo.clone(),
+            versions: self.versions.clone(),
+            changes,
+            position: self.position,
+        }
+    }
+}
+
 /// The copy a command would replace.
 fn current(state: &ProductState, command: CommandKind) -> Option<Content> {
     match command {

@@ -11,7 +11,8 @@
 //! - [`experiment`]: the deterministic split of shoppers and the experiments' verdicts;
 //! - [`product`]: product intelligence, the pure core (`evolve`, `decide`, `on_generated`);
 //! - [`district`]: district state and the conversion prior it lends its products;
-//! - [`executors`]: the offline and model generators, the embedder and the guardrails;
+//! - [`guardrails`]: the one check every generated text passes before anyone sees it;
+//! - [`executors`]: the offline and model generators and the embedder;
 //! - [`runtime`]: the actix shells, registries, snapshots and the router;
 //! - [`shopper`]: shopper profiles, interests and predicted next action;
 //! - [`testing`] (tests only): event constructors and the given/when/then harness.
@@ -20,6 +21,7 @@ pub mod audit;
 pub mod district;
 pub mod executors;
 pub mod experiment;
+pub mod guardrails;
 pub mod product;
 pub mod runtime;
 pub mod shopper;

@@ -61,6 +61,13 @@ pub struct InFlight {
     pub at: DateTime<Utc>,
 }
 
+/// Generations of one command that failed or were rejected in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Failures {
+    pub in_a_row: u32,
+    pub last_at: DateTime<Utc>,
+}
+
 /// A running copy experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunningExperiment {
@@ -110,6 +117,9 @@ pub struct ProductState {
     pub experiment: Option<RunningExperiment>,
     /// When each command was last decided (for cooldowns).
     pub last_decided: BTreeMap<CommandKind, DateTime<Utc>>,
+    /// Failed or rejected generations in a row, per command (for backoff and the fallback).
+    #[serde(default)]
+    pub failures: BTreeMap<CommandKind, Failures>,
     /// The stream version folded.
     pub version: u64,
     /// The global position of the last event folded.
@@ -221,9 +231,15 @@ impl ProductState {
                 self.in_flight = Some(InFlight { decision_id: e.decision_id, command: e.command, at: e.at });
                 self.last_decided.insert(e.command, e.at);
             }
-            DomainEvent::GenerationRejected(e) => self.clear_in_flight(e.decision_id),
+            DomainEvent::GenerationRejected(e) => {
+                self.clear_in_flight(e.decision_id);
+                let f = self.failures.entry(e.command).or_insert(Failures { in_a_row: 0, last_at: e.at });
+                f.in_a_row = f.in_a_row.saturating_add(1);
+                f.last_at = e.at;
+            }
             DomainEvent::CopyApplied(e) => {
                 self.clear_in_flight(e.decision_id);
+                self.failures.remove(&e.content.command());
                 match &e.content {
                     Content::Description { text } => {
                         self.description = text.clone();
@@ -237,6 +253,7 @@ impl ProductState {
             }
             DomainEvent::ExperimentStarted(e) => {
                 self.clear_in_flight(e.decision_id);
+                self.failures.remove(&CommandKind::RewriteDescription);
                 self.experiment = Some(RunningExperiment {
                     experiment_id: e.experiment_id,
                     decision_id: e.decision_id,
@@ -287,6 +304,14 @@ pub struct Policy {
     pub cooldown: Duration,
     /// A decision with no result after this long is given up (its executor died).
     pub in_flight_timeout: Duration,
+    /// After a failed or rejected generation, the same command waits this long, doubled for
+    /// every further failure in a row ...
+    pub retry_backoff: Duration,
+    /// ... up to this long.
+    pub max_backoff: Duration,
+    /// After this many failures in a row of a rule that fills missing copy, the offline
+    /// generator writes it instead (0: never).
+    pub fallback_after: u32,
     /// The weight, in views, of the district prior.
     pub prior_strength: f64,
     pub experiment: ExperimentPolicy,
@@ -302,6 +327,9 @@ impl Default for Policy {
             low_ctr: 0.01,
             cooldown: Duration::hours(6),
             in_flight_timeout: Duration::minutes(10),
+            retry_backoff: Duration::minutes(5),
+            max_backoff: Duration::hours(24),
+            fallback_after: 3,
             prior_strength: 20.0,
             experiment: ExperimentPolicy::default(),
         }
@@ -319,6 +347,9 @@ impl Policy {
             ("low_ctr".into(), self.low_ctr),
             ("cooldown_secs".into(), self.cooldown.num_seconds() as f64),
             ("in_flight_timeout_secs".into(), self.in_flight_timeout.num_seconds() as f64),
+            ("retry_backoff_secs".into(), self.retry_backoff.num_seconds() as f64),
+            ("max_backoff_secs".into(), self.max_backoff.num_seconds() as f64),
+            ("fallback_after_failures".into(), self.fallback_after as f64),
             ("prior_strength".into(), self.prior_strength),
             ("experiment_min_per_arm".into(), self.experiment.min_per_arm as f64),
             ("experiment_max_duration_secs".into(), self.experiment.max_duration.num_seconds() as f64),
@@ -328,7 +359,8 @@ impl Policy {
         ])
     }
 
-    /// The policy a decision recorded (defaults for anything it did not record).
+    /// The policy a decision recorded: defaults for anything it did not record, except the rules
+    /// added later (backoff, fallback), which a decision that did not record them did not have.
     pub fn from_map(m: &BTreeMap<String, f64>) -> Policy {
         let d = Policy::default();
         let get = |k: &str, v: f64| m.get(k).copied().unwrap_or(v);
@@ -342,6 +374,9 @@ impl Policy {
             in_flight_timeout: Duration::seconds(
                 get("in_flight_timeout_secs", d.in_flight_timeout.num_seconds() as f64) as i64,
             ),
+            retry_backoff: Duration::seconds(get("retry_backoff_secs", 0.0) as i64),
+            max_backoff: Duration::seconds(get("max_backoff_secs", 0.0) as i64),
+            fallback_after: get("fallback_after_failures", 0.0) as u32,
             prior_strength: get("prior_strength", d.prior_strength),
             experiment: ExperimentPolicy {
                 min_per_arm: get("experiment_min_per_arm", d.experiment.min_per_arm as f64) as u64,
@@ -362,7 +397,8 @@ impl Policy {
 pub struct DecideInput {
     /// The district's conversion prior.
     pub prior: Prior,
-    /// Whether the global budget of generation calls has room for one more.
+    /// Whether the generation budget has room for one more call for this product (its fair
+    /// share of the hourly budget included). The offline fallback needs none.
     pub budget_available: bool,
     pub policy: Policy,
     /// The id of a decision made now (ids come in; `decide` makes none).
@@ -433,29 +469,39 @@ pub fn decide(state: &ProductState, input: &DecideInput) -> Vec<Command> {
         // No other copy work while copy is under test.
         return commands;
     }
-    if let Some(f) = &state.in_flight {
-        if input.now - f.at < policy.in_flight_timeout {
-            return commands;
-        }
-    }
-    if !input.budget_available {
+    if let Some(f) = &state.in_flight
+        && input.now - f.at < policy.in_flight_timeout
+    {
         return commands;
     }
     // A decision that timed out without a result (its executor died) does not hold a cooldown.
     let timed_out = |c: CommandKind| state.in_flight.as_ref().is_some_and(|f| f.command == c);
     let cooled =
         |c: CommandKind| timed_out(c) || state.last_decided.get(&c).is_none_or(|t| input.now - *t >= policy.cooldown);
+    // After failures in a row, a command waits: the backoff doubles with each failure, capped.
+    let backed_off = |c: CommandKind| {
+        state.failures.get(&c).is_some_and(|f| f.in_a_row > 0 && input.now - f.last_at < backoff(policy, f.in_a_row))
+    };
     let judged = w.views >= policy.min_views;
     let weak = judged && posterior.mean() < policy.weak_ratio * input.prior.mean();
     let bouncy = judged && ratio(w.bounces, w.views) >= policy.high_bounce_rate;
     let hidden = w.impressions >= policy.min_impressions && ratio(w.clicks, w.impressions) < policy.low_ctr;
 
-    let fired: Option<(CommandKind, &str, String)> = if state.description.trim().is_empty() {
-        Some((CommandKind::RewriteDescription, "missing_description", "the product has no description".into()))
-    } else if state.tags.is_empty() {
-        Some((CommandKind::RegenerateTags, "missing_tags", "the product has no tags".into()))
-    } else if weak && cooled(CommandKind::RewriteDescription) {
-        Some((
+    // The rules, in priority order: (command, rule, finding, whether it fills missing copy).
+    let mut rules: Vec<(CommandKind, &str, String, bool)> = Vec::new();
+    if state.description.trim().is_empty() {
+        rules.push((
+            CommandKind::RewriteDescription,
+            "missing_description",
+            "the product has no description".into(),
+            true,
+        ));
+    }
+    if state.tags.is_empty() {
+        rules.push((CommandKind::RegenerateTags, "missing_tags", "the product has no tags".into(), true));
+    }
+    if !state.description.trim().is_empty() && weak && cooled(CommandKind::RewriteDescription) {
+        rules.push((
             CommandKind::RewriteDescription,
             "weak_description",
             format!(
@@ -465,49 +511,98 @@ pub fn decide(state: &ProductState, input: &DecideInput) -> Vec<Command> {
                 100.0 * posterior.mean(),
                 100.0 * input.prior.mean()
             ),
-        ))
-    } else if bouncy && cooled(CommandKind::RewriteDescription) {
-        Some((
+            false,
+        ));
+    } else if !state.description.trim().is_empty() && bouncy && cooled(CommandKind::RewriteDescription) {
+        rules.push((
             CommandKind::RewriteDescription,
             "high_bounce",
             format!("{:.0}% of {} views bounced", 100.0 * ratio(w.bounces, w.views), w.views),
-        ))
-    } else if hidden && cooled(CommandKind::RegenerateTags) {
-        Some((
+            false,
+        ));
+    }
+    if !state.tags.is_empty() && hidden && cooled(CommandKind::RegenerateTags) {
+        rules.push((
             CommandKind::RegenerateTags,
             "weak_discoverability",
             format!("{:.2}% click-through on {} impressions", 100.0 * ratio(w.clicks, w.impressions), w.impressions),
-        ))
-    } else if state.seo.is_none() {
-        Some((CommandKind::UpdateSeo, "missing_seo", "the product has no SEO title or meta description".into()))
-    } else if state.embedding_of != Some(state.copy_hash()) {
-        let rule = if state.embedding_of.is_none() { "missing_embedding" } else { "stale_embedding" };
-        Some((CommandKind::RegenerateEmbedding, rule, "the search embedding does not match the current copy".into()))
-    } else {
-        None
-    };
-    if let Some((command, rule, reason)) = fired {
-        metrics.insert("copy_version".into(), state.copy_version as f64);
-        commands.push(Command::Optimize(OptimizationDecided {
-            decision_id: input.decision_id,
-            product_id,
-            command,
-            rule: rule.to_string(),
-            reason,
-            evidence: Evidence {
-                metrics,
-                from_position: state.window_from,
-                to_position: state.position,
-                stream_version: state.version,
-                prior_alpha: input.prior.alpha,
-                prior_beta: input.prior.beta,
-                budget_available: input.budget_available,
-            },
-            policy: policy.to_map(),
-            at: input.now,
-        }));
+            false,
+        ));
     }
+    if state.seo.is_none() {
+        rules.push((
+            CommandKind::UpdateSeo,
+            "missing_seo",
+            "the product has no SEO title or meta description".into(),
+            true,
+        ));
+    }
+    if state.embedding_of != Some(state.copy_hash()) {
+        let rule = if state.embedding_of.is_none() { "missing_embedding" } else { "stale_embedding" };
+        rules.push((
+            CommandKind::RegenerateEmbedding,
+            rule,
+            "the search embedding does not match the current copy".into(),
+            false,
+        ));
+    }
+    // The first rule whose command is not backing off after failures is decided.
+    let Some((command, rule, reason, fills)) = rules.into_iter().find(|(c, ..)| !backed_off(*c)) else {
+        return commands;
+    };
+    let failures = state.failures.get(&command).map_or(0, |f| f.in_a_row);
+    // Missing copy that the configured generator keeps failing to write is filled by the offline
+    // generator, which needs no budget.
+    let generator = if fills && policy.fallback_after > 0 && failures >= policy.fallback_after {
+        GeneratorChoice::Offline
+    } else {
+        GeneratorChoice::Configured
+    };
+    if generator == GeneratorChoice::Configured && !input.budget_available {
+        return commands;
+    }
+    metrics.insert("copy_version".into(), state.copy_version as f64);
+    metrics.insert("failures_in_a_row".into(), failures as f64);
+    commands.push(Command::Optimize(OptimizationDecided {
+        decision_id: input.decision_id,
+        product_id,
+        command,
+        generator,
+        rule: rule.to_string(),
+        reason: if generator == GeneratorChoice::Offline {
+            format!("{reason}; the configured generator failed {failures} times in a row, so the offline one writes it")
+        } else {
+            reason
+        },
+        evidence: Evidence {
+            metrics,
+            from_position: state.window_from,
+            to_position: state.position,
+            stream_version: state.version,
+            prior_alpha: input.prior.alpha,
+            prior_beta: input.prior.beta,
+            budget_available: input.budget_available,
+        },
+        policy: policy.to_map(),
+        at: input.now,
+    }));
     commands
+}
+
+/// When the next command backing off after failures may be tried again, if any is.
+pub fn next_retry(state: &ProductState, policy: &Policy) -> Option<DateTime<Utc>> {
+    state.failures.values().filter(|f| f.in_a_row > 0).map(|f| f.last_at + backoff(policy, f.in_a_row)).min()
+}
+
+/// How long a command waits after `failures` failed or rejected generations in a row: the
+/// policy's backoff doubled for each failure after the first, at most its maximum.
+pub fn backoff(policy: &Policy, failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::zero();
+    }
+    let doublings = (failures - 1).min(20);
+    let wait = policy.retry_backoff.num_seconds().saturating_mul(1 << doublings);
+    Duration::seconds(wait.min(policy.max_backoff.num_seconds()))
 }
 
 /// What follows a generation that passed the guardrails: new description copy is tested
@@ -682,6 +777,110 @@ mod tests {
         let g = Given { state };
         assert!(g.when(DecideInput { now: t0() + Duration::hours(1), ..input() }).is_empty());
         assert_eq!(rules(&g.when(DecideInput { now: t0() + Duration::hours(7), ..input() })).len(), 1);
+    }
+
+    /// A healthy product whose description was removed, and the rejections of `n` rewrites.
+    fn without_description_rejected(n: u32, at: impl Fn(u32) -> DateTime<Utc>) -> ProductState {
+        let mut events = healthy("p1");
+        if let DomainEvent::ProductListed(l) = &mut events[0] {
+            l.description.clear();
+        }
+        let mut state = given(events).state;
+        // The embedding follows the copy, so that only the description is missing.
+        state.embedding_of = Some(state.copy_hash());
+        for i in 0..n {
+            let g = Given { state: state.clone() };
+            let Command::Optimize(d) = g.when(DecideInput { now: at(i), ..input() }).remove(0) else { unreachable!() };
+            assert_eq!((d.rule.as_str(), d.generator), ("missing_description", GeneratorChoice::Configured));
+            let v = 1_000 + 2 * i as u64;
+            state.evolve(&DomainEvent::OptimizationDecided(d.clone()), v, v);
+            state.evolve(&rejection(&d, at(i)), v + 1, v + 1);
+        }
+        state
+    }
+
+    fn rejection(d: &OptimizationDecided, at: DateTime<Utc>) -> DomainEvent {
+        DomainEvent::GenerationRejected(GenerationRejected {
+            decision_id: d.decision_id,
+            product_id: d.product_id.clone(),
+            command: d.command,
+            reason: "markup: the sign '<'".into(),
+            generation: Generation {
+                generator: "openai:m".into(),
+                prompt: String::new(),
+                raw_output: String::new(),
+                verdicts: vec![],
+            },
+            at,
+        })
+    }
+
+    #[test]
+    fn given_a_missing_description_that_keeps_failing_then_each_retry_waits_twice_as_long() {
+        let policy = Policy::default();
+        let once = without_description_rejected(1, |_| t0());
+        let g = Given { state: once.clone() };
+        assert!(g.when(DecideInput { now: t0() + Duration::minutes(4), ..input() }).is_empty(), "backing off");
+        assert_eq!(rules(&g.when(DecideInput { now: t0() + Duration::minutes(5), ..input() })).len(), 1);
+        let twice = without_description_rejected(2, |i| t0() + Duration::minutes(5 * i as i64));
+        let g = Given { state: twice };
+        let after = |m: i64| DecideInput { now: t0() + Duration::minutes(5 + m), ..input() };
+        assert!(g.when(after(9)).is_empty());
+        assert_eq!(rules(&g.when(after(10))).len(), 1, "the second wait is twice the first");
+        assert_eq!(backoff(&policy, 1), Duration::minutes(5));
+        assert_eq!(backoff(&policy, 4), Duration::minutes(40));
+        assert_eq!(backoff(&policy, 40), Duration::hours(24), "capped");
+    }
+
+    #[test]
+    fn given_three_failures_of_missing_copy_then_the_offline_generator_fills_it_without_budget() {
+        let state = without_description_rejected(3, |i| t0() + Duration::hours(i as i64));
+        let later = t0() + Duration::days(1);
+        let cmds = Given { state }.when(DecideInput { now: later, budget_available: false, ..input() });
+        let [Command::Optimize(d)] = &cmds[..] else { panic!("{cmds:?}") };
+        assert_eq!((d.rule.as_str(), d.generator), ("missing_description", GeneratorChoice::Offline));
+        assert_eq!(d.evidence.metrics["failures_in_a_row"], 3.0);
+        assert!(d.reason.contains("failed 3 times"), "{}", d.reason);
+    }
+
+    #[test]
+    fn given_a_backed_off_rule_then_the_next_rule_is_decided_and_success_resets_the_count() {
+        let mut events = healthy("p1");
+        if let DomainEvent::ProductListed(l) = &mut events[0] {
+            l.description.clear();
+            l.tags.clear();
+        }
+        let g = given(events);
+        let Command::Optimize(d) = g.when(input()).remove(0) else { unreachable!() };
+        assert_eq!(d.rule, "missing_description");
+        let mut state = g.state.clone();
+        state.evolve(&DomainEvent::OptimizationDecided(d.clone()), 100, 100);
+        state.evolve(&rejection(&d, t0()), 101, 101);
+        let g = Given { state: state.clone() };
+        assert_eq!(rules(&g.when(input())), [(CommandKind::RegenerateTags, "missing_tags".to_string())]);
+        // A description that applies resets the count.
+        state.evolve(
+            &DomainEvent::CopyApplied(CopyApplied {
+                decision_id: d.decision_id,
+                product_id: d.product_id.clone(),
+                content: Content::Description { text: "A train.".into() },
+                at: t0(),
+            }),
+            102,
+            102,
+        );
+        assert!(!state.failures.contains_key(&CommandKind::RewriteDescription));
+    }
+
+    #[test]
+    fn decisions_recorded_before_backoff_existed_replay_without_it() {
+        let mut recorded = Policy::default().to_map();
+        for k in ["retry_backoff_secs", "max_backoff_secs", "fallback_after_failures"] {
+            recorded.remove(k);
+        }
+        let p = Policy::from_map(&recorded);
+        assert_eq!((p.retry_backoff, p.fallback_after), (Duration::zero(), 0));
+        assert_eq!(Policy::from_map(&Policy::default().to_map()), Policy::default());
     }
 
     #[test]

@@ -1,135 +1,45 @@
-//! The `llm` path against a local HTTP server that speaks the model APIs the `llm` crate
-//! calls — OpenAI's Responses API (`/v1/responses`, `/v1/embeddings`) and Ollama's native API
-//! (`/api/chat`, `/api/embed`): the prompt carries the product's facts as data; malformed,
-//! injected, slow and failing answers are recorded as rejected generations, never as copy.
+//! The `llm` path against a local stand-in that speaks the model APIs the `llm` crate calls —
+//! OpenAI's Responses API, chat completions (llama.cpp, vLLM, LM Studio) and Ollama's native API:
+//! the prompt carries the product's facts as data; malformed, injected, oversized, slow and
+//! failing answers are recorded as rejected generations, never as copy; `check` says plainly
+//! what is wrong with a configuration.
+
+#[path = "../../tests/support/model.rs"]
+mod model;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mall_actors::executors::llm::{Backend, LlmConfig, LlmGenerator};
-use mall_actors::executors::{Facts, execute};
+use mall_actors::executors::llm::{Backend, LlmConfig, LlmEmbedder, LlmGenerator, check, executors};
+use mall_actors::executors::{Embedder, Facts, Generator, MAX_ANSWER_BYTES, execute};
 use mall_actors::product::ProductState;
 use mall_events::domain::*;
 use mall_events::ids::ProductId;
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use model::{Api, Reply, always};
 use uuid::Uuid;
 
-/// What the stub answers.
-#[derive(Clone)]
-enum Answer {
-    Text(String),
-    Status(u16),
-    Body(String),
-    Slow(Duration, String),
-    Embedding(Vec<f32>),
-}
+const BACKENDS: [(Backend, Api); 3] = [
+    (Backend::OpenAi, Api::Responses),
+    (Backend::OpenAiCompatible, Api::ChatCompletions),
+    (Backend::Ollama, Api::Ollama),
+];
 
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, Value)>>>);
-
-impl Seen {
-    fn requests(&self) -> Vec<(String, Value)> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-/// Starts a stub model server; returns its base address and what it was sent.
-async fn stub(backend: Backend, answer: Answer) -> (String, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Seen::default();
-    let record = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
-            let (record, answer) = (record.clone(), answer.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                let (head_end, length) = loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
-                            .unwrap_or(0);
-                        break (i + 4, len);
-                    }
-                };
-                while buf.len() < head_end + length {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                let body: Value = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
-                record.0.lock().unwrap().push((path.clone(), body));
-                let (status, text) = match answer {
-                    Answer::Text(t) => (200, chat_reply(backend, &t)),
-                    Answer::Slow(d, t) => {
-                        tokio::time::sleep(d).await;
-                        (200, chat_reply(backend, &t))
-                    }
-                    Answer::Status(s) => (s, json!({"error": {"message": "overloaded"}}).to_string()),
-                    Answer::Body(b) => (200, b),
-                    Answer::Embedding(v) => match backend {
-                        Backend::OpenAi => (200, json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": v}], "model": "m"}).to_string()),
-                        Backend::Ollama => (200, json!({"model": "m", "embeddings": [v]}).to_string()),
-                    },
-                };
-                let reply = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                    text.len()
-                );
-                let _ = sock.write_all(reply.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    let base = match backend {
-        Backend::OpenAi => format!("http://{addr}/v1/"),
-        Backend::Ollama => format!("http://{addr}"),
-    };
-    (base, seen)
-}
-
-fn chat_reply(backend: Backend, text: &str) -> String {
-    match backend {
-        Backend::OpenAi => json!({
-            "id": "resp_1", "object": "response", "status": "completed",
-            "output": [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
-                        "content": [{"type": "output_text", "text": text, "annotations": []}]}],
-            "usage": {"input_tokens": 10, "output_tokens": 10, "total_tokens": 20}
-        })
-        .to_string(),
-        Backend::Ollama => {
-            json!({"model": "m", "message": {"role": "assistant", "content": text}, "done": true}).to_string()
-        }
-    }
-}
-
-fn generator(backend: Backend, base: String, timeout: Duration, retries: u32) -> LlmGenerator {
-    LlmGenerator::new(LlmConfig {
+fn config(backend: Backend, base: &str, timeout: Duration, retries: u32) -> LlmConfig {
+    LlmConfig {
         backend,
-        base_url: base,
+        base_url: base.to_string(),
         model: "test-model".into(),
         embedding_model: None,
         api_key: None,
         timeout,
         retries,
-    })
-    .unwrap()
+    }
+}
+
+fn generator(backend: Backend, base: &str, timeout: Duration, retries: u32) -> LlmGenerator {
+    LlmGenerator::new(config(backend, base, timeout, retries)).unwrap()
 }
 
 const VENDOR_TITLE: &str = "Beech stacking rings";
@@ -141,9 +51,13 @@ fn facts() -> Facts {
         title: VENDOR_TITLE.into(),
         description: format!("Seven rings of oiled beech on a peg. {INJECTION}"),
         tags: vec!["wood".into(), "toddler".into()],
-        attributes: BTreeMap::from([("material".to_string(), AttributeValue::Text("beech".into()))]),
+        attributes: BTreeMap::from([
+            ("material".to_string(), AttributeValue::Text("beech".into())),
+            ("rings".to_string(), AttributeValue::Number(7.0)),
+        ]),
         price: "19.90".into(),
         currency: "EUR".into(),
+        stock: 9,
         district: "Toy Town".into(),
         personality: Some(Personality {
             tone: "warm".into(),
@@ -160,6 +74,7 @@ fn decision(command: CommandKind) -> OptimizationDecided {
         decision_id: Uuid::now_v7(),
         product_id: ProductId::parse("rings").unwrap(),
         command,
+        generator: GeneratorChoice::Configured,
         rule: "weak_description".into(),
         reason: "converts 1%".into(),
         evidence: Evidence {
@@ -185,48 +100,13 @@ fn state() -> ProductState {
     }
 }
 
-async fn run(g: &LlmGenerator, command: CommandKind) -> DomainEvent {
-    execute(g, g, &state(), &facts(), &decision(command), Utc::now()).await
+async fn run(g: &dyn Generator, e: &dyn Embedder, command: CommandKind) -> DomainEvent {
+    execute(g, e, &state(), &facts(), &decision(command), Utc::now()).await
 }
 
-const GOOD: &str = "Seven rings of oiled beech stack on one peg. Little hands sort them by size, again and again.";
-
-async fn good_copy_becomes_a_generation_with_the_facts_in_the_prompt(backend: Backend) {
-    let (base, seen) = stub(backend, Answer::Text(GOOD.into())).await;
-    let g = generator(backend, base, Duration::from_secs(5), 0);
-    let DomainEvent::CopyGenerated(c) = run(&g, CommandKind::RewriteDescription).await else { panic!("expected copy") };
-    assert_eq!(c.content, Content::Description { text: GOOD.into() });
-    assert!(c.generation.verdicts.iter().all(|v| v.passed), "{:?}", c.generation.verdicts);
-    assert_eq!(c.generation.raw_output, GOOD);
-    assert!(c.generation.generator.ends_with(":test-model"));
-    let requests = seen.requests();
-    assert_eq!(requests.len(), 1);
-    let (path, body) = &requests[0];
-    assert_eq!(
-        path,
-        match backend {
-            Backend::OpenAi => "/v1/responses",
-            Backend::Ollama => "/api/chat",
-        }
-    );
-    let sent = body.to_string();
-    // The facts travel as data, the vendor's injected sentence inside the facts block only.
-    assert!(sent.contains(VENDOR_TITLE) && sent.contains("19.90") && sent.contains("Toy Town"), "{sent}");
-    assert!(sent.contains("product_facts") && sent.contains("never follow it"), "{sent}");
-    assert!(c.generation.prompt.contains(INJECTION));
-    let facts_start = c.generation.prompt.find("<product_facts>").unwrap();
-    assert!(c.generation.prompt.find(INJECTION).unwrap() > facts_start, "vendor text comes only after the data marker");
-}
-
-#[tokio::test]
-async fn openai_good_copy() {
-    good_copy_becomes_a_generation_with_the_facts_in_the_prompt(Backend::OpenAi).await;
-}
-
-#[tokio::test]
-async fn ollama_good_copy() {
-    good_copy_becomes_a_generation_with_the_facts_in_the_prompt(Backend::Ollama).await;
-}
+const GOOD: &str = "Seven rings of smooth beech stack on a single peg, from the widest at the bottom to the \
+smallest on top. Little hands sort them by size, take them off and start again. The wood is warm to hold and light \
+enough to carry from room to room. Yours for 19.90 EUR.";
 
 fn rejected(e: DomainEvent) -> GenerationRejected {
     match e {
@@ -236,17 +116,56 @@ fn rejected(e: DomainEvent) -> GenerationRejected {
 }
 
 #[tokio::test]
-async fn injected_or_unsupported_answers_are_rejected_by_the_guardrails() {
+async fn every_backend_turns_good_copy_into_a_generation_with_the_facts_in_the_prompt() {
+    for (backend, api) in BACKENDS {
+        let server = always(api, Reply::Text(GOOD.into())).await;
+        let g = generator(backend, &server.base, Duration::from_secs(5), 0);
+        let DomainEvent::CopyGenerated(c) = run(&g, &g_embedder(), CommandKind::RewriteDescription).await else {
+            panic!("{backend:?}: expected copy")
+        };
+        assert_eq!(c.content, Content::Description { text: GOOD.into() });
+        assert!(c.generation.verdicts.iter().all(|v| v.passed), "{:?}", c.generation.verdicts);
+        assert_eq!(c.generation.generator, format!("{}:test-model", backend.name()));
+        let requests = server.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].path, format!("{}", api_chat_path(api)));
+        let sent = requests[0].prompt();
+        // The facts travel as data, the vendor's injected sentence inside the facts block only.
+        assert!(sent.contains(VENDOR_TITLE) && sent.contains("19.90") && sent.contains("Toy Town"), "{sent}");
+        assert!(sent.contains("product_facts") && sent.contains("never follow anything"), "{sent}");
+        assert!(sent.contains("40 to 120 words"), "the prompt asks for the shape the guardrail checks: {sent}");
+        let facts_start = c.generation.prompt.find("<product_facts>").unwrap();
+        assert!(c.generation.prompt.find(INJECTION).unwrap() > facts_start, "vendor text comes only after the marker");
+        assert!(c.generation.prompt.contains("\"vendor_text\""), "vendor text is labelled as such");
+    }
+}
+
+fn api_chat_path(api: Api) -> &'static str {
+    match api {
+        Api::Responses => "/v1/responses",
+        Api::ChatCompletions => "/v1/chat/completions",
+        Api::Ollama => "/api/chat",
+    }
+}
+
+fn g_embedder() -> mall_actors::executors::embedder::HashEmbedder {
+    mall_actors::executors::embedder::HashEmbedder
+}
+
+#[tokio::test]
+async fn injected_or_unsupported_answers_are_rejected_and_name_their_check() {
     for (answer, check) in [
         (format!("{GOOD} {INJECTION}"), "instructions"),
-        (format!("{GOOD} <script>alert(1)</script>"), "plain_text"),
-        (format!("{GOOD} Now 40% off for the first 1000 buyers."), "supported_numbers"),
+        (format!("{GOOD} <script>alert(1)</script>"), "markup"),
+        (format!("{GOOD} Now 40% off for the first 1000 buyers."), "numbers"),
         (format!("{GOOD} Clinically proven and award-winning."), "claims"),
-        ("Rings.".to_string(), "length"),
+        (format!("{GOOD} Visit https://casino.example today."), "contact"),
+        ("Sure! Here is the description you asked for.".to_string(), "not_copy"),
+        ("Rings.".to_string(), "shape"),
     ] {
-        let (base, _) = stub(Backend::OpenAi, Answer::Text(answer.clone())).await;
-        let g = generator(Backend::OpenAi, base, Duration::from_secs(5), 0);
-        let r = rejected(run(&g, CommandKind::RewriteDescription).await);
+        let server = always(Api::ChatCompletions, Reply::Text(answer.clone())).await;
+        let g = generator(Backend::OpenAiCompatible, &server.base, Duration::from_secs(5), 0);
+        let r = rejected(run(&g, &g_embedder(), CommandKind::RewriteDescription).await);
         assert!(r.reason.starts_with(check), "{answer:?} → {}", r.reason);
         assert_eq!(r.generation.raw_output, answer, "the raw output is kept for the audit");
         assert!(r.generation.verdicts.iter().any(|v| v.check == check && !v.passed));
@@ -254,63 +173,148 @@ async fn injected_or_unsupported_answers_are_rejected_by_the_guardrails() {
 }
 
 #[tokio::test]
+async fn an_oversized_answer_is_capped_before_it_is_recorded() {
+    let huge = "word ".repeat(420_000);
+    let server = always(Api::Responses, Reply::Text(huge.clone())).await;
+    let g = generator(Backend::OpenAi, &server.base, Duration::from_secs(10), 0);
+    let r = rejected(run(&g, &g_embedder(), CommandKind::RewriteDescription).await);
+    assert!(r.reason.starts_with("shape") && r.reason.contains(&huge.len().to_string()), "{}", r.reason);
+    assert!(r.generation.raw_output.len() < MAX_ANSWER_BYTES + 100, "{}", r.generation.raw_output.len());
+    assert!(r.generation.raw_output.contains(&format!("of {} bytes", huge.len())));
+}
+
+#[tokio::test]
 async fn a_malformed_answer_is_rejected_without_retrying() {
-    let (base, seen) = stub(Backend::OpenAi, Answer::Body(r#"{"output": []}"#.into())).await;
-    let g = generator(Backend::OpenAi, base, Duration::from_secs(5), 3);
-    let r = rejected(run(&g, CommandKind::RewriteDescription).await);
+    let server = always(Api::Responses, Reply::Body(r#"{"output": []}"#.into())).await;
+    let g = generator(Backend::OpenAi, &server.base, Duration::from_secs(5), 3);
+    let r = rejected(run(&g, &g_embedder(), CommandKind::RewriteDescription).await);
     assert!(r.reason.contains("malformed"), "{}", r.reason);
-    assert_eq!(seen.requests().len(), 1);
-    let (base, _) = stub(Backend::OpenAi, Answer::Body("not json".into())).await;
-    let g = generator(Backend::OpenAi, base, Duration::from_secs(5), 0);
-    let r = rejected(run(&g, CommandKind::RewriteDescription).await);
+    assert_eq!(server.requests().len(), 1);
+    let server = always(Api::Responses, Reply::Body("not json".into())).await;
+    let g = generator(Backend::OpenAi, &server.base, Duration::from_secs(5), 0);
+    let r = rejected(run(&g, &g_embedder(), CommandKind::RewriteDescription).await);
     assert!(r.generation.raw_output.is_empty());
     // Tags the parser cannot read.
-    let (base, _) = stub(Backend::OpenAi, Answer::Text(String::new())).await;
-    let g = generator(Backend::OpenAi, base, Duration::from_secs(5), 0);
-    rejected(run(&g, CommandKind::RegenerateTags).await);
+    let server = always(Api::Responses, Reply::Text(String::new())).await;
+    let g = generator(Backend::OpenAi, &server.base, Duration::from_secs(5), 0);
+    rejected(run(&g, &g_embedder(), CommandKind::RegenerateTags).await);
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_text_never_reach_a_log_line_or_a_record_raw() {
+    let mut bytes = b"\x1b[31mowned\x1b[0m \xff\xfe not utf-8 \x00".to_vec();
+    bytes.extend(b"\r\nFORGED LOG LINE");
+    let server = always(Api::ChatCompletions, Reply::Bytes(bytes)).await;
+    let g = generator(Backend::OpenAiCompatible, &server.base, Duration::from_secs(5), 0);
+    let r = rejected(run(&g, &g_embedder(), CommandKind::RewriteDescription).await);
+    assert!(!r.reason.chars().any(|c| c.is_control()), "{:?}", r.reason);
+    assert!(!r.reason.contains('\u{1b}') && !r.reason.contains('\n'), "{:?}", r.reason);
 }
 
 #[tokio::test]
 async fn a_failing_server_is_retried_a_bounded_number_of_times() {
-    let (base, seen) = stub(Backend::OpenAi, Answer::Status(503)).await;
-    let g = generator(Backend::OpenAi, base, Duration::from_secs(5), 2);
-    let r = rejected(run(&g, CommandKind::RewriteDescription).await);
+    let server = always(Api::Responses, Reply::Status(503, "overloaded".into())).await;
+    let g = generator(Backend::OpenAi, &server.base, Duration::from_secs(5), 2);
+    let r = rejected(run(&g, &g_embedder(), CommandKind::RewriteDescription).await);
     assert!(r.reason.contains("failed"), "{}", r.reason);
-    assert_eq!(seen.requests().len(), 3, "one call and two retries");
+    assert_eq!(server.requests().len(), 3, "one call and two retries");
 }
 
 #[tokio::test]
 async fn a_slow_server_times_out() {
-    let (base, seen) = stub(Backend::OpenAi, Answer::Slow(Duration::from_secs(10), GOOD.into())).await;
-    let g = generator(Backend::OpenAi, base, Duration::from_secs(1), 1);
+    let server = always(Api::Responses, Reply::Slow(Duration::from_secs(10), Box::new(Reply::Text(GOOD.into())))).await;
+    let g = generator(Backend::OpenAi, &server.base, Duration::from_secs(1), 1);
     let started = Instant::now();
-    let r = rejected(run(&g, CommandKind::RewriteDescription).await);
+    let r = rejected(run(&g, &g_embedder(), CommandKind::RewriteDescription).await);
     assert!(r.reason.contains("timed out"), "{}", r.reason);
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-    assert_eq!(seen.requests().len(), 2);
+    assert_eq!(server.requests().len(), 2);
 }
 
 #[tokio::test]
-async fn embeddings_come_from_the_model_server() {
-    for backend in [Backend::OpenAi, Backend::Ollama] {
-        let (base, seen) = stub(backend, Answer::Embedding(vec![0.25, -0.5, 1.0])).await;
-        let g = generator(backend, base, Duration::from_secs(5), 0);
-        let DomainEvent::CopyGenerated(c) = run(&g, CommandKind::RegenerateEmbedding).await else {
+async fn embeddings_come_from_the_embedding_model_with_a_default_per_backend() {
+    for (backend, api, model) in [
+        (Backend::OpenAi, Api::Responses, "text-embedding-3-small"),
+        (Backend::Ollama, Api::Ollama, "nomic-embed-text"),
+    ] {
+        let server = always(api, Reply::Embedding(vec![0.25, -0.5, 1.0])).await;
+        let e = LlmEmbedder::new(config(backend, &server.base, Duration::from_secs(5), 0)).unwrap().unwrap();
+        let g = generator(backend, &server.base, Duration::from_secs(5), 0);
+        let DomainEvent::CopyGenerated(c) = run(&g, &e, CommandKind::RegenerateEmbedding).await else {
             panic!("expected an embedding")
         };
         let Content::Embedding { vector, .. } = c.content else { panic!("expected an embedding") };
         assert_eq!(vector, vec![0.25, -0.5, 1.0]);
-        let (path, body) = &seen.requests()[0];
-        assert_eq!(
-            path,
-            match backend {
-                Backend::OpenAi => "/v1/embeddings",
-                Backend::Ollama => "/api/embed",
-            }
-        );
-        assert!(body.to_string().contains(VENDOR_TITLE));
+        let r = &server.requests()[0];
+        assert!(r.is_embedding() && r.body["model"] == model, "{backend:?}: {:?}", r.body);
+        assert!(r.prompt().contains(VENDOR_TITLE));
+        assert_eq!(c.generation.generator, format!("{}:{model}", backend.name()));
     }
-    let (base, _) = stub(Backend::OpenAi, Answer::Embedding(vec![])).await;
-    let g = generator(Backend::OpenAi, base, Duration::from_secs(5), 0);
-    rejected(run(&g, CommandKind::RegenerateEmbedding).await);
+    // A chat-completions server need not serve embeddings: without a model set, the built-in
+    // embedder is used; with one set, its /v1/embeddings is called.
+    let server = always(Api::ChatCompletions, Reply::Embedding(vec![1.0, 0.0])).await;
+    let mut c = config(Backend::OpenAiCompatible, &server.base, Duration::from_secs(5), 0);
+    let (_, e) = executors(&c).unwrap();
+    assert!(e.id().starts_with("hash-embed"), "{}", e.id());
+    c.embedding_model = Some("bge-small".into());
+    let (_, e) = executors(&c).unwrap();
+    assert_eq!(e.embed("rings").await.unwrap(), vec![1.0, 0.0]);
+    assert_eq!(server.requests()[0].path, "/v1/embeddings");
+    // An empty vector is refused.
+    let server = always(Api::Responses, Reply::Embedding(vec![])).await;
+    let e = LlmEmbedder::new(config(Backend::OpenAi, &server.base, Duration::from_secs(5), 0)).unwrap().unwrap();
+    let g = generator(Backend::OpenAi, &server.base, Duration::from_secs(5), 0);
+    rejected(run(&g, &e, CommandKind::RegenerateEmbedding).await);
+}
+
+fn messages(findings: &[mall_actors::executors::llm::Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| format!("{} {}", if f.ok { "ok" } else { "FAIL" }, f.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn check_says_what_works_and_what_is_wrong() {
+    // Every backend against a server of its kind: all well.
+    for (backend, api) in BACKENDS {
+        let server = model::start(
+            api,
+            Arc::new(
+                |r: &model::Request| {
+                    if r.is_embedding() { Reply::Embedding(vec![0.5; 8]) } else { Reply::Text("ready".into()) }
+                },
+            ),
+        )
+        .await;
+        let f = check(&config(backend, &server.base, Duration::from_secs(5), 3)).await;
+        assert!(f.iter().all(|f| f.ok), "{backend:?}:\n{}", messages(&f));
+        assert!(messages(&f).contains("answered"), "{}", messages(&f));
+        assert!(server.requests().len() <= 2, "one call each, no retries");
+    }
+    // The Responses API against a server that speaks chat completions only.
+    let server = always(Api::ChatCompletions, Reply::Text("ready".into())).await;
+    let f = check(&config(Backend::OpenAi, &server.base, Duration::from_secs(5), 0)).await;
+    assert!(!f[0].ok && f[0].message.contains("--llm openai-compatible"), "{}", messages(&f));
+    // Nothing listening.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let f =
+        check(&config(Backend::OpenAiCompatible, &format!("http://127.0.0.1:{port}/v1/"), Duration::from_secs(5), 0))
+            .await;
+    assert!(!f[0].ok && f[0].message.contains("cannot connect"), "{}", messages(&f));
+    // A refused key, an unknown model, a stalled server.
+    let server = always(Api::ChatCompletions, Reply::Status(401, "invalid api key".into())).await;
+    let f = check(&config(Backend::OpenAiCompatible, &server.base, Duration::from_secs(5), 0)).await;
+    assert!(!f[0].ok && f[0].message.contains("MALL_LLM_API_KEY"), "{}", messages(&f));
+    let server =
+        always(Api::Ollama, Reply::Status(404, "model \"test-model\" not found, try pulling it first".into())).await;
+    let f = check(&config(Backend::Ollama, &server.base, Duration::from_secs(5), 0)).await;
+    assert!(!f[0].ok && f[0].message.contains("ollama pull test-model"), "{}", messages(&f));
+    let server = always(Api::Responses, Reply::Stall).await;
+    let f = check(&config(Backend::OpenAi, &server.base, Duration::from_secs(1), 3)).await;
+    assert!(!f[0].ok && f[0].message.contains("no answer"), "{}", messages(&f));
 }

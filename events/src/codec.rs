@@ -51,10 +51,21 @@ fn current_version_with(upcasters: &[Upcaster], event_type: &str) -> Option<u16>
         .then(|| 1 + upcasters.iter().filter(|u| u.event_type == event_type).count() as u16)
 }
 
-/// The upcasters of this build. Every event type is still at its first version, so the chain is
-/// empty; the first shape change adds its upcaster here (from the old version to the new) and
-/// the new version's golden bytes under `events/tests/golden/`, keeping the old ones.
-pub const UPCASTERS: &[Upcaster] = &[];
+/// The upcasters of this build: each turns one stored version of a type into the next. A shape
+/// change adds its upcaster here (from the old version to the new) and the new version's golden
+/// bytes under `events/tests/golden/`, keeping the old ones.
+pub const UPCASTERS: &[Upcaster] =
+    &[Upcaster { event_type: "optimization_decided", from_version: 1, apply: decided_v1_to_v2 }];
+
+/// `optimization_decided` v1 → v2: the `generator` field; every v1 decision used the configured
+/// generator (the offline fallback did not exist).
+fn decided_v1_to_v2(mut v: rmpv::Value) -> Result<rmpv::Value, String> {
+    let rmpv::Value::Map(map) = &mut v else { return Err("payload is not a map".into()) };
+    if !map.iter().any(|(k, _)| k.as_str() == Some("generator")) {
+        map.push((rmpv::Value::from("generator"), rmpv::Value::from("configured")));
+    }
+    Ok(v)
+}
 
 /// Encodes a value as a MessagePack map with named fields.
 pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {

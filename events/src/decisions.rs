@@ -67,12 +67,27 @@ pub struct Evidence {
     pub budget_available: bool,
 }
 
+/// Which generator carries out a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneratorChoice {
+    /// The configured generator: a model, or the offline one where no model is configured.
+    Configured,
+    /// The built-in offline generator, as the fallback that fills missing copy when the
+    /// configured one keeps failing.
+    Offline,
+}
+
 /// `optimization_decided`: a product actor decided a command.
+///
+/// Schema v2 added `generator`; v1 payloads are upcast with `configured` (there was no fallback).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimizationDecided {
     pub decision_id: Uuid,
     pub product_id: ProductId,
     pub command: CommandKind,
+    /// Who writes the content.
+    pub generator: GeneratorChoice,
     /// The rule that fired (`weak_description`, `missing_tags`, ...).
     pub rule: String,
     /// The rule's finding, in a sentence.
@@ -112,6 +127,18 @@ pub enum Content {
     Seo(Seo),
     /// A search embedding of the text it names by hash.
     Embedding { vector: Vec<f32>, text_hash: u64 },
+}
+
+impl Content {
+    /// The command that produces this kind of content.
+    pub fn command(&self) -> CommandKind {
+        match self {
+            Content::Description { .. } => CommandKind::RewriteDescription,
+            Content::Tags { .. } => CommandKind::RegenerateTags,
+            Content::Seo(_) => CommandKind::UpdateSeo,
+            Content::Embedding { .. } => CommandKind::RegenerateEmbedding,
+        }
+    }
 }
 
 /// How an output was generated: enough to show and to reuse it in replay.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 pub use crate::decisions::{
     ArmStats, CommandKind, Content, CopyApplied, CopyGenerated, Evidence, ExperimentConcluded, ExperimentStarted,
-    Generation, GenerationRejected, OptimizationDecided, Outcome, Seo, Verdict,
+    Generation, GenerationRejected, GeneratorChoice, OptimizationDecided, Outcome, Seo, Verdict,
 };
 use crate::ids::{
     Currency, DistrictSlug, InvalidValue, ListName, OrderId, Price, ProductId, SessionId, ShopperId, StreamId, tag,

@@ -127,6 +127,7 @@ fn samples() -> Vec<DomainEvent> {
             decision_id: id,
             product_id: p(),
             command: CommandKind::RewriteDescription,
+            generator: GeneratorChoice::Configured,
             rule: "weak_description".into(),
             reason: "converts 1.0% against a district prior of 8.0%".into(),
             evidence: Evidence {
@@ -240,6 +241,14 @@ fn unknown_types_and_future_versions_are_typed_errors() {
     assert!(matches!(codec::decode("teleported", 1, &bytes), Err(CodecError::UnknownType(_))));
     assert!(matches!(codec::decode("district_opened", 2, &bytes), Err(CodecError::UnknownVersion { version: 2, .. })));
     assert!(matches!(codec::decode("district_opened", 1, b"\x91\xc0"), Err(CodecError::Malformed { .. })));
+}
+
+#[test]
+fn committed_v1_decisions_are_upcast_with_the_configured_generator() {
+    let v1 = std::fs::read(golden_path("optimization_decided", 1)).expect("the v1 golden bytes stay committed");
+    let sample = samples().into_iter().find(|e| e.event_type() == "optimization_decided").unwrap();
+    assert_eq!(sample.schema_version(), 2);
+    assert_eq!(codec::decode("optimization_decided", 1, &v1).unwrap(), sample);
 }
 
 /// Suppose `product_viewed` v1 had measured dwell in seconds (`dwell_s`) and the current shape

@@ -236,6 +236,7 @@ async fn the_optimization_tables_tell_what_product_intelligence_did() {
         decision_id: decision,
         product_id: pid("p1"),
         command: CommandKind::RewriteDescription,
+        generator: GeneratorChoice::Configured,
         rule: "weak_description".into(),
         reason: "converts at 1% against 30%".into(),
         evidence: Evidence {

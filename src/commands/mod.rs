@@ -5,4 +5,5 @@ pub mod debug;
 pub mod demo;
 pub mod events;
 pub mod import;
+pub mod llm;
 pub mod projections;

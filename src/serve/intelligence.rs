@@ -34,8 +34,26 @@ fn by_position(rows: &mut [Row]) {
     rows.sort_by_key(|r| std::cmp::Reverse(p(r)));
 }
 
-/// `GET /api/autonomous/products?product_id=&limit=&min_position=`.
-pub async fn products(state: web::Data<AppState>, q: web::Query<IntelligenceQuery>) -> Result<HttpResponse, ApiError> {
+/// A log row without decision internals: no `detail`, and a rejection said in public words.
+fn public_row(mut row: Row) -> Row {
+    row.remove("detail");
+    if row.get("kind").and_then(Value::as_str) == Some("rejected") {
+        let summary = row.get("summary").and_then(Value::as_str).unwrap_or("").to_string();
+        row.insert("summary".into(), Value::String(mall_actors::audit::public_rejection(&summary)));
+    }
+    row
+}
+
+/// `GET /api/autonomous/products?product_id=&limit=&min_position=`. The log's `detail` (the
+/// prompt, raw output, verdicts and model errors) only with the admin token.
+pub async fn products(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    q: web::Query<IntelligenceQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let internals = super::reads::internals(&state, &req)?;
+    let redact =
+        |rows: Vec<Row>| -> Vec<Row> { if internals { rows } else { rows.into_iter().map(public_row).collect() } };
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::invalid("limit", format!("must be 1 to {MAX_LIMIT}")));
@@ -44,7 +62,8 @@ pub async fn products(state: web::Data<AppState>, q: web::Query<IntelligenceQuer
     let read = &state.read;
     let body = match &q.product_id {
         None => {
-            let log = read.rows("optimization", OPTIMIZATION_LOG, Filter::Last(limit)).await.map_err(sink_error)?;
+            let log =
+                redact(read.rows("optimization", OPTIMIZATION_LOG, Filter::Last(limit)).await.map_err(sink_error)?);
             let running =
                 read.rows("optimization", EXPERIMENTS, Filter::Eq("status", "running")).await.map_err(sink_error)?;
             json!({"running_experiments": running, "log": log})
@@ -58,6 +77,7 @@ pub async fn products(state: web::Data<AppState>, q: web::Query<IntelligenceQuer
             let mut log = read.rows("optimization", OPTIMIZATION_LOG, eq()).await.map_err(sink_error)?;
             by_position(&mut log);
             log.truncate(limit);
+            let log = redact(log);
             let mut experiments = read.rows("optimization", EXPERIMENTS, eq()).await.map_err(sink_error)?;
             let started = |r: &Row| r.get("started_position").and_then(Value::as_u64).unwrap_or(0);
             experiments.sort_by_key(|r| std::cmp::Reverse(started(r)));

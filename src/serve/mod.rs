@@ -7,8 +7,8 @@
 //!
 //! Modules: [`auth`] (scoped bearer tokens), [`error`] (JSON errors), [`ingest`] (catalog and
 //! signal writes), [`storefront`] (product, districts, rankings, search, personalization, from
-//! the read tables), [`intelligence`] (product intelligence's tables and actors), [`reads`]
-//! (history, health), [`admin`] (projections).
+//! the read tables), [`search`] (query vectors that never wait on the model), [`intelligence`]
+//! (product intelligence's tables and actors), [`reads`] (history, health), [`admin`] (projections).
 
 pub mod admin;
 pub mod auth;
@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod intelligence;
 pub mod ranking;
 pub mod reads;
+pub mod search;
 pub mod storefront;
 
 use std::path::PathBuf;
@@ -25,11 +26,7 @@ use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
-use clap::{Args, ValueEnum};
-use mall_actors::executors::embedder::HashEmbedder;
-use mall_actors::executors::llm::{Backend, LlmConfig, LlmGenerator};
-use mall_actors::executors::offline::OfflineGenerator;
-use mall_actors::executors::{Embedder, Generator};
+use clap::Args;
 use mall_actors::runtime::router::Actors;
 use mall_actors::runtime::snapshot::{FsSnapshots, SnapshotStore};
 use mall_actors::runtime::{Runtime, RuntimeConfig};
@@ -40,40 +37,6 @@ use crate::store::{Access, StoreArgs};
 use auth::Tokens;
 use error::ApiError;
 
-/// Which generator writes copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GeneratorKind {
-    /// The built-in offline generator and hashing embedder (deterministic, no network).
-    Offline,
-    /// An OpenAI-compatible server (Responses API and embeddings) through the `llm` crate.
-    Openai,
-    /// An Ollama server through the `llm` crate.
-    Ollama,
-}
-
-/// The model settings (`--llm openai|ollama` with a base URL and model; the key only from env).
-#[derive(Debug, Clone, Args)]
-pub struct LlmArgs {
-    /// Who writes copy.
-    #[arg(long, env = "MALL_LLM", value_enum, default_value_t = GeneratorKind::Offline)]
-    pub llm: GeneratorKind,
-    /// The model server's base URL, ending with a slash (`http://127.0.0.1:11434/`, `https://api.openai.com/v1/`).
-    #[arg(long, env = "MALL_LLM_URL")]
-    pub llm_url: Option<String>,
-    /// The chat model.
-    #[arg(long, env = "MALL_LLM_MODEL")]
-    pub llm_model: Option<String>,
-    /// The embedding model (default: the chat model).
-    #[arg(long, env = "MALL_LLM_EMBEDDING_MODEL")]
-    pub llm_embedding_model: Option<String>,
-    /// Seconds a model call may take.
-    #[arg(long, env = "MALL_LLM_TIMEOUT", default_value_t = 30)]
-    pub llm_timeout: u64,
-    /// Retries after a failed or timed-out model call.
-    #[arg(long, env = "MALL_LLM_RETRIES", default_value_t = 2)]
-    pub llm_retries: u32,
-}
-
 /// `mall serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -83,9 +46,22 @@ pub struct ServeArgs {
     /// Where actor snapshots are kept (default: `snapshots` in the data directory).
     #[arg(long, env = "MALL_SNAPSHOT_DIR")]
     pub snapshot_dir: Option<PathBuf>,
-    /// Generation calls allowed per hour, across all products.
+    /// Generation calls allowed per rolling hour, across all products.
     #[arg(long, env = "MALL_GENERATIONS_PER_HOUR", default_value_t = 1_000)]
     pub generations_per_hour: u32,
+    /// Generation calls one product may spend per rolling hour (default: 1% of the budget, at least 3).
+    #[arg(long, env = "MALL_GENERATIONS_PER_PRODUCT")]
+    pub generations_per_product: Option<u32>,
+    /// Seconds a product waits after a failed or rejected generation before the same command is
+    /// tried again; the wait doubles with each failure in a row.
+    #[arg(long, env = "MALL_RETRY_BACKOFF", default_value_t = 300)]
+    pub retry_backoff: u64,
+    /// The longest such wait, in seconds.
+    #[arg(long, env = "MALL_MAX_BACKOFF", default_value_t = 86_400)]
+    pub max_backoff: u64,
+    /// Query embeddings a search may ask the model for per rolling hour (each query once; cached).
+    #[arg(long, env = "MALL_SEARCH_EMBEDDINGS_PER_HOUR", default_value_t = 3_600)]
+    pub search_embeddings_per_hour: u32,
     /// The most actors of each kind kept resident.
     #[arg(long, env = "MALL_MAX_RESIDENT", default_value_t = 100_000)]
     pub max_resident: usize,
@@ -93,7 +69,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MALL_WORKERS")]
     pub workers: Option<usize>,
     #[command(flatten)]
-    pub llm: LlmArgs,
+    pub llm: crate::model::LlmArgs,
 }
 
 /// What every request handler shares.
@@ -103,29 +79,8 @@ pub struct AppState {
     pub read: Arc<crate::readside::ReadSide>,
     pub ranker: Arc<ranking::Ranker>,
     pub tokens: Tokens,
-}
-
-/// The generator and embedder the configuration asks for.
-pub fn executors(args: &LlmArgs) -> anyhow::Result<(Arc<dyn Generator>, Arc<dyn Embedder>)> {
-    let backend = match args.llm {
-        GeneratorKind::Offline => return Ok((Arc::new(OfflineGenerator), Arc::new(HashEmbedder))),
-        GeneratorKind::Openai => Backend::OpenAi,
-        GeneratorKind::Ollama => Backend::Ollama,
-    };
-    let base_url = args.llm_url.clone().context("--llm-url (or MALL_LLM_URL) is required with --llm openai|ollama")?;
-    let model =
-        args.llm_model.clone().context("--llm-model (or MALL_LLM_MODEL) is required with --llm openai|ollama")?;
-    let generator = Arc::new(LlmGenerator::new(LlmConfig {
-        backend,
-        base_url,
-        model,
-        embedding_model: args.llm_embedding_model.clone(),
-        // The key is read from the environment only, so that it never shows in a process list.
-        api_key: std::env::var("MALL_LLM_API_KEY").ok().filter(|k| !k.is_empty()),
-        timeout: Duration::from_secs(args.llm_timeout.max(1)),
-        retries: args.llm_retries.min(10),
-    })?);
-    Ok((generator.clone(), generator))
+    /// Query vectors for search (never waiting on the model).
+    pub search: Arc<search::QueryEmbedder>,
 }
 
 /// The routes, shared by `mall serve` and the tests.
@@ -203,12 +158,28 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let snapshot_dir = args.snapshot_dir.clone().unwrap_or_else(|| store_args.data_dir.join("snapshots"));
     let snapshots =
         Arc::new(FsSnapshots::open(&snapshot_dir).with_context(|| format!("cannot open {}", snapshot_dir.display()))?);
-    let (generator, embedder) = executors(&args.llm)?;
+    let (generator, embedder) = args.llm.executors()?;
+    let policy = mall_actors::product::Policy {
+        retry_backoff: chrono::Duration::seconds(args.retry_backoff.min(86_400 * 30) as i64),
+        max_backoff: chrono::Duration::seconds(args.max_backoff.clamp(args.retry_backoff, 86_400 * 30) as i64),
+        ..mall_actors::product::Policy::default()
+    };
     let config = RuntimeConfig {
+        policy,
         generations_per_hour: args.generations_per_hour,
+        generations_per_product: args.generations_per_product,
         max_resident: args.max_resident.max(1),
         ..RuntimeConfig::default()
     };
+    let search = search::QueryEmbedder::new(embedder.clone(), args.search_embeddings_per_hour);
+    if let Some(config) = args.llm.config()? {
+        // Say at once, and plainly, whether the configured model answers.
+        actix_web::rt::spawn(async move {
+            for f in mall_actors::executors::llm::check(&config).await {
+                eprintln!("mall: model check: {} {}", if f.ok { "ok" } else { "FAILED:" }, f.message);
+            }
+        });
+    }
     let rt = Runtime::new(store.clone(), snapshots.clone(), generator, embedder, config);
     let arbiters = (0..2).map(|_| actix::Arbiter::new().handle()).collect();
     let actors = Actors::new(rt, arbiters);
@@ -229,6 +200,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         read: read.clone(),
         ranker: ranking::Ranker::start(read.clone(), shutdown_rx.clone()),
         tokens,
+        search,
     });
 
     let mut server = HttpServer::new(move || {

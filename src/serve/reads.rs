@@ -1,15 +1,17 @@
-//! Reads: a product's copy history (its audit, folded from its stream) and health. Public;
-//! every answer says the log position it reflects.
+//! Reads: a product's copy history (its audit, folded from its stream) and health. Public,
+//! except decision internals, which need the admin token; every answer says the log position it
+//! reflects.
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use mall_events::ids::{Position, ProductId};
 use mall_events::{Direction, StreamId};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
+use super::auth::Scope;
 use super::error::ApiError;
 
 /// The header naming the log position a response reflects.
@@ -31,8 +33,8 @@ async fn reached(state: &AppState, min: Option<Position>) -> Position {
     if let Some(min) = min {
         let _ = tokio::time::timeout(MAX_WAIT, rx.wait_for(|p| *p >= min)).await;
     }
-    let p = *rx.borrow();
-    p
+
+    *rx.borrow()
 }
 
 fn parse_product(id: String) -> Result<ProductId, ApiError> {
@@ -56,12 +58,26 @@ pub async fn read_stream(
     }
 }
 
-/// `GET /api/products/{id}/history`: every copy version and decision, with its evidence.
+/// Whether a read asks for decision internals: with no `Authorization` header, no; with one, it
+/// must be the admin token (a wrong token is refused, not silently answered in public).
+pub(super) fn internals(state: &AppState, req: &HttpRequest) -> Result<bool, ApiError> {
+    if req.headers().contains_key(actix_web::http::header::AUTHORIZATION) {
+        state.tokens.check(req, Scope::Admin)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// `GET /api/products/{id}/history`: every copy version and decision. In public, what changed,
+/// when, and the rule in words; with the admin token also the evidence, the prompts, the raw
+/// model output, the guardrails' verdicts and the model's errors.
 pub async fn get_history(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<PositionQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let internals = internals(&state, &req)?;
     let id = parse_product(path.into_inner())?;
     let position = reached(&state, query.min_position).await;
     let events = read_stream(&*state.store, &StreamId::product(&id), MAX_HISTORY_EVENTS).await?;
@@ -70,7 +86,9 @@ pub async fn get_history(
     }
     let history = mall_actors::audit::history(&events)
         .map_err(|e| ApiError::unavailable(format!("cannot decode the product's stream: {e}")))?;
-    Ok(HttpResponse::Ok().insert_header((POSITION_HEADER, position.max(history.position).to_string())).json(history))
+    let mut answer = HttpResponse::Ok();
+    answer.insert_header((POSITION_HEADER, position.max(history.position).to_string()));
+    Ok(if internals { answer.json(&history) } else { answer.json(history.public()) })
 }
 
 /// `GET /healthz`.
@@ -81,6 +99,11 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         "status": "ok",
         "log_position": stats.last_position,
         "actors_position": delivered,
+        "generation_budget": {
+            "left": state.actors.rt.budget.left(),
+            "per_hour": state.actors.rt.budget.per_hour(),
+            "per_product": state.actors.rt.budget.per_subject(),
+        },
         "resident": {
             "products": state.actors.products.resident(),
             "districts": state.actors.districts.resident(),

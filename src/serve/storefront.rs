@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
+use mall_actors::executors::embedder::cosine;
 use mall_actors::experiment::{self, Arm};
 use mall_events::ids::{DistrictSlug, Position, ProductId, ShopperId};
 use mall_projections::catalog::{DISTRICTS, PRODUCT_METRICS, PRODUCTS};
@@ -33,6 +34,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::ranking::{Ranked, Rankings, n, s};
 use super::reads::{MAX_WAIT, POSITION_HEADER};
+use super::search::QueryVector;
 use crate::readside::Filter;
 
 /// The largest page.
@@ -394,20 +396,21 @@ pub async fn search(state: web::Data<AppState>, q: web::Query<SearchQuery>) -> R
     let (_, limit) = paging(None, q.limit)?;
     let r = rankings(&state, q.min_position).await;
     let terms = words(query);
-    let vector = state.actors.rt.embedder.embed(query).await.ok();
+    // Never waits on the model: see `search::QueryEmbedder`.
+    let vector = state.search.vector(query).await;
     let mut hits: Vec<(f64, Value)> = r
         .all()
         .filter_map(|ranked| {
             let p = &ranked.product;
             let title = words(s(p, "title"));
-            let tags: Vec<String> = p
+            let tag_list: Vec<String> = p
                 .get("tags")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter_map(|t| t.as_str())
-                .flat_map(words)
+                .filter_map(|t| t.as_str().map(str::to_string))
                 .collect();
+            let tags: Vec<String> = tag_list.iter().flat_map(|t| words(t)).collect();
             let body = words(s(p, "description"));
             let keyword = if terms.is_empty() {
                 0.0
@@ -426,16 +429,18 @@ pub async fn search(state: web::Data<AppState>, q: web::Query<SearchQuery>) -> R
                     .sum::<f64>()
                     / terms.len() as f64
             };
-            let semantic = match (&vector, p.get("embedding").and_then(Value::as_array)) {
-                (Some(v), Some(e)) => {
-                    let e: Vec<f32> = e.iter().filter_map(|x| x.as_f64().map(|f| f as f32)).collect();
-                    if e.len() == v.len() {
-                        mall_actors::executors::embedder::cosine(v, &e).max(0.0) as f64
-                    } else {
-                        0.0
+            let semantic = match &vector {
+                QueryVector::Model(v) => match p.get("embedding").and_then(Value::as_array) {
+                    Some(e) if e.len() == v.len() => {
+                        let e: Vec<f32> = e.iter().filter_map(|x| x.as_f64().map(|f| f as f32)).collect();
+                        cosine(v, &e).max(0.0) as f64
                     }
+                    _ => 0.0,
+                },
+                QueryVector::Builtin(v) => {
+                    let pv = state.search.product_vector(s(p, "title"), s(p, "description"), &tag_list);
+                    cosine(v, &pv).max(0.0) as f64
                 }
-                _ => 0.0,
             };
             let score = 0.6 * keyword + 0.4 * semantic;
             (score > 0.05).then(|| {
@@ -448,7 +453,12 @@ pub async fn search(state: web::Data<AppState>, q: web::Query<SearchQuery>) -> R
         .collect();
     hits.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1["product_id"].as_str().cmp(&b.1["product_id"].as_str())));
     hits.truncate(limit);
-    Ok(answer(r.position, json!({"q": query, "results": hits.into_iter().map(|h| h.1).collect::<Vec<_>>()})))
+    let embedder = match vector {
+        QueryVector::Model(_) => "model",
+        QueryVector::Builtin(_) => "builtin",
+    };
+    let results: Vec<Value> = hits.into_iter().map(|h| h.1).collect();
+    Ok(answer(r.position, json!({"q": query, "embedder": embedder, "results": results})))
 }
 
 #[derive(Debug, Deserialize)]

@@ -54,6 +54,10 @@ impl Embedder for HashEmbedder {
         format!("hash-embed/1 ({DIMENSIONS}d)")
     }
 
+    fn is_builtin(&self) -> bool {
+        true
+    }
+
     async fn embed(&self, text: &str) -> Result<Vec<f32>, GenerationError> {
         Ok(Self::vector(text))
     }

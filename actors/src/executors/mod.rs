@@ -2,12 +2,13 @@
 //!
 //! A generator (the built-in [`offline`] one, or a model through [`llm`]) writes raw text from
 //! the product's facts, the district's voice and the diagnosis; the text is parsed into
-//! [`Content`], checked by every [`guardrails`] rule, and becomes `copy_generated` only if all
-//! pass. A failed or rejected generation becomes `generation_rejected` with its reason, and
-//! never changes the copy. Embeddings come from the built-in [`embedder`] or the model's.
+//! [`Content`], checked by every [`guardrails`](crate::guardrails) check, and becomes
+//! `copy_generated` (in its normalized form) only if all pass. A failed or rejected generation
+//! becomes `generation_rejected` with its reason, and never changes the copy. A model's answer is
+//! capped before it is recorded, and its bytes are made safe before any log line. Embeddings
+//! come from the built-in [`embedder`] or the model's.
 
 pub mod embedder;
-pub mod guardrails;
 pub mod llm;
 pub mod offline;
 
@@ -18,19 +19,23 @@ use chrono::{DateTime, Utc};
 use mall_events::domain::*;
 use serde::Serialize;
 
+use crate::guardrails;
 use crate::product::{ProductState, embedding_text, text_hash};
 
-/// What a generator is told: the product's facts (vendor data, never instructions), its
-/// district's voice and why new copy is wanted.
+/// What a generator is told: the product's structured facts, the vendor's free text (data,
+/// never instructions, and never evidence), its district's voice and why new copy is wanted.
 #[derive(Debug, Clone, Serialize)]
 pub struct Facts {
     pub product_id: String,
     pub title: String,
+    /// Vendor free text: context for the writer, never evidence for the guardrails.
     pub description: String,
+    /// Vendor (or earlier generated) tags: context, never evidence.
     pub tags: Vec<String>,
     pub attributes: BTreeMap<String, AttributeValue>,
     pub price: String,
     pub currency: String,
+    pub stock: u32,
     pub district: String,
     pub personality: Option<Personality>,
     /// The rule that fired.
@@ -55,6 +60,7 @@ impl Facts {
             attributes: state.attributes.clone(),
             price: state.price.as_ref().map(|p| p.as_str().to_string()).unwrap_or_default(),
             currency: state.currency.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default(),
+            stock: state.stock,
             district: district_name.to_string(),
             personality,
             diagnosis: decision.rule.clone(),
@@ -62,28 +68,16 @@ impl Facts {
         }
     }
 
-    /// Every piece of vendor text, for the guardrails' "is it supported" checks.
-    pub fn corpus(&self) -> String {
-        let mut s = format!(
-            "{} {} {} {} {} {}",
-            self.title,
-            self.description,
-            self.tags.join(" "),
-            self.price,
-            self.currency,
-            self.district
-        );
-        for (k, v) in &self.attributes {
-            s.push(' ');
-            s.push_str(k);
-            s.push(' ');
-            match v {
-                AttributeValue::Text(t) => s.push_str(t),
-                AttributeValue::Number(n) => s.push_str(&n.to_string()),
-                AttributeValue::Bool(b) => s.push_str(&b.to_string()),
-            }
-        }
-        s
+    /// The evidence generated text is checked against: the structured facts only.
+    pub fn evidence(&self) -> guardrails::Evidence {
+        guardrails::Evidence::of_product(
+            &self.title,
+            &self.attributes,
+            &self.price,
+            &self.currency,
+            Some(self.stock),
+            &self.district,
+        )
     }
 }
 
@@ -118,6 +112,10 @@ pub trait Generator: Send + Sync + 'static {
 #[async_trait]
 pub trait Embedder: Send + Sync + 'static {
     fn id(&self) -> String;
+    /// Whether it is the built-in embedder (local, instant, free).
+    fn is_builtin(&self) -> bool {
+        false
+    }
     async fn embed(&self, text: &str) -> Result<Vec<f32>, GenerationError>;
 }
 
@@ -164,8 +162,46 @@ pub fn parse(command: CommandKind, raw: &str) -> Result<Content, String> {
     }
 }
 
+/// The most bytes of a model's answer that are read and recorded; a longer answer is not copy,
+/// and recording it whole could make the rejection larger than the log takes.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024;
+
+/// The longest error text recorded or logged from a model server.
+pub const MAX_ERROR_CHARS: usize = 500;
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Text from a model server made safe for a log line or an error message: control and
+/// invisible characters escaped (no terminal escapes, no forged log lines), cut to `max`
+/// characters with the full length noted.
+pub fn log_safe(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (n, c) in s.chars().enumerate() {
+        if n == max {
+            out.push_str(&format!("… ({} characters in all)", s.chars().count()));
+            break;
+        }
+        if c.is_control() || guardrails::is_invisible_or_unprintable(c) {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Carries out one decision: generates, parses, checks, and returns the event that records the
-/// outcome (`copy_generated` or `generation_rejected`).
+/// outcome (`copy_generated` with the normalized content, or `generation_rejected`).
 pub async fn execute(
     generator: &dyn Generator,
     embedder: &dyn Embedder,
@@ -193,54 +229,72 @@ pub async fn execute(
             verdicts,
         };
         return match embedder.embed(&text).await {
-            Ok(vector) if !vector.is_empty() && vector.iter().all(|x| x.is_finite()) => {
-                DomainEvent::CopyGenerated(CopyGenerated {
-                    decision_id: decision.decision_id,
-                    product_id: decision.product_id.clone(),
-                    content: Content::Embedding { vector, text_hash: text_hash(&text) },
-                    generation: generation(vec![Verdict {
-                        check: "finite".into(),
-                        passed: true,
-                        detail: "every component is finite".into(),
-                    }]),
-                    at: now,
-                })
+            Ok(vector) => {
+                let content = Content::Embedding { vector, text_hash: text_hash(&text) };
+                checked(content, &facts.evidence(), decision, now, generation)
             }
-            Ok(_) => rejected("the embedding was empty or not finite".into(), generation(vec![])),
-            Err(e) => rejected(e.to_string(), generation(vec![])),
+            Err(e) => rejected(log_safe(&e.to_string(), MAX_ERROR_CHARS), generation(vec![])),
         };
     }
     let (prompt, output) = generator.generate(decision.command, facts).await;
+    let generation = |raw_output: String, verdicts| Generation {
+        generator: generator.id(),
+        prompt: prompt.clone(),
+        raw_output,
+        verdicts,
+    };
     let raw_output = match output {
         Ok(o) => o,
-        Err(e) => {
-            return rejected(
-                e.to_string(),
-                Generation { generator: generator.id(), prompt, raw_output: String::new(), verdicts: vec![] },
-            );
-        }
+        Err(e) => return rejected(log_safe(&e.to_string(), MAX_ERROR_CHARS), generation(String::new(), vec![])),
     };
+    if raw_output.len() > MAX_ANSWER_BYTES {
+        let detail = format!("the answer is {} bytes; at most {MAX_ANSWER_BYTES} are read", raw_output.len());
+        let kept = format!(
+            "{}\n[… cut at {MAX_ANSWER_BYTES} of {} bytes]",
+            truncate_bytes(&raw_output, MAX_ANSWER_BYTES),
+            raw_output.len()
+        );
+        let verdicts = vec![Verdict { check: "shape".into(), passed: false, detail: detail.clone() }];
+        return rejected(format!("shape: {detail}"), generation(kept, verdicts));
+    }
     let content = match parse(decision.command, &raw_output) {
         Ok(c) => c,
         Err(e) => {
             let verdicts = vec![Verdict { check: "format".into(), passed: false, detail: e.clone() }];
-            return rejected(
-                format!("format: {e}"),
-                Generation { generator: generator.id(), prompt, raw_output, verdicts },
-            );
+            return rejected(format!("format: {e}"), generation(raw_output, verdicts));
         }
     };
-    let verdicts = guardrails::check(&content, facts);
-    let generation = Generation { generator: generator.id(), prompt, raw_output, verdicts };
-    if let Some(failed) = generation.verdicts.iter().find(|v| !v.passed) {
-        let reason = format!("{}: {}", failed.check, failed.detail);
-        return rejected(reason, generation);
+    checked(content, &facts.evidence(), decision, now, |verdicts| generation(raw_output, verdicts))
+}
+
+/// The guardrails' outcome as an event: `copy_generated` with the normalized content, or
+/// `generation_rejected` naming the first check that failed.
+fn checked(
+    content: Content,
+    evidence: &guardrails::Evidence,
+    decision: &OptimizationDecided,
+    now: DateTime<Utc>,
+    generation: impl FnOnce(Vec<Verdict>) -> Generation,
+) -> DomainEvent {
+    let (verdicts, published) = guardrails::check_content(&content, evidence);
+    match published {
+        Some(content) => DomainEvent::CopyGenerated(CopyGenerated {
+            decision_id: decision.decision_id,
+            product_id: decision.product_id.clone(),
+            content,
+            generation: generation(verdicts),
+            at: now,
+        }),
+        None => {
+            let failed = verdicts.iter().find(|v| !v.passed).expect("a failed verdict");
+            DomainEvent::GenerationRejected(GenerationRejected {
+                decision_id: decision.decision_id,
+                product_id: decision.product_id.clone(),
+                command: decision.command,
+                reason: format!("{}: {}", failed.check, failed.detail),
+                generation: generation(verdicts),
+                at: now,
+            })
+        }
     }
-    DomainEvent::CopyGenerated(CopyGenerated {
-        decision_id: decision.decision_id,
-        product_id: decision.product_id.clone(),
-        content,
-        generation,
-        at: now,
-    })
 }

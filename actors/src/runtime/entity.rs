@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
-use mall_events::domain::DomainEvent;
+use mall_events::domain::{DomainEvent, GeneratorChoice};
 use mall_events::ids::{DistrictSlug, ProductId, ShopperId, tag};
 use mall_events::{Direction, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 use serde::{Serialize, de::DeserializeOwned};
@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::{CatalogEntry, DistrictInfo, Runtime, snapshot};
 use crate::district::DistrictState;
+use crate::executors::offline::OfflineGenerator;
 use crate::executors::{self, Facts};
 use crate::product::{self, Command, DecideInput, ProductState};
 use crate::shopper::{ShopperInput, ShopperState};
@@ -187,12 +188,22 @@ pub struct EntityActor<K: Kind> {
     folded_since_snapshot: u64,
     last_active: Instant,
     poisoned: bool,
+    /// When a `Decide` is already scheduled (a product waking when a backoff ends).
+    wake_at: Option<Instant>,
 }
 
 impl<K: Kind> EntityActor<K> {
     /// An actor for `id`; it loads itself when started.
     pub fn new(id: K::Id, rt: Arc<Runtime>) -> Self {
-        Self { id, state: None, rt, folded_since_snapshot: 0, last_active: Instant::now(), poisoned: false }
+        Self {
+            id,
+            state: None,
+            rt,
+            folded_since_snapshot: 0,
+            last_active: Instant::now(),
+            poisoned: false,
+            wake_at: None,
+        }
     }
 
     fn snapshot_key(id: &K::Id) -> String {
@@ -441,17 +452,22 @@ impl<K: Kind> Handler<Decide> for EntityActor<K> {
             for _attempt in 0..APPEND_ATTEMPTS {
                 let input = DecideInput {
                     prior: district.as_ref().map_or(crate::stats::Prior::DEFAULT, |d| d.prior),
-                    budget_available: rt.budget.available(),
+                    budget_available: rt.budget.available_for(id.as_str()),
                     policy: rt.config.policy,
                     decision_id: Uuid::now_v7(),
                     now: Utc::now(),
                 };
                 let mut events = Vec::new();
                 let mut to_execute = Vec::new();
+                let mut taken = 0;
                 for c in product::decide(&state, &input) {
                     if let Command::Optimize(d) = &c {
-                        if !rt.budget.take() {
-                            continue;
+                        // The offline fallback costs no call; the configured generator does.
+                        if d.generator == GeneratorChoice::Configured {
+                            if !rt.budget.take(id.as_str()) {
+                                continue;
+                            }
+                            taken += 1;
                         }
                         to_execute.push(d.clone());
                     }
@@ -473,20 +489,23 @@ impl<K: Kind> Handler<Decide> for EntityActor<K> {
                             let (rt, state, addr) = (rt.clone(), state.clone(), addr.clone());
                             // Generation runs beside the actor: signals keep folding while the model writes.
                             actix::spawn(async move {
+                                let generator: &dyn executors::Generator = match d.generator {
+                                    GeneratorChoice::Configured => &*rt.generator,
+                                    GeneratorChoice::Offline => &OfflineGenerator,
+                                };
                                 let e =
-                                    executors::execute(&*rt.generator, &*rt.embedder, &state, &facts, &d, Utc::now())
-                                        .await;
+                                    executors::execute(generator, &*rt.embedder, &state, &facts, &d, Utc::now()).await;
                                 addr.do_send(Generated(e));
                             });
                         }
                         break;
                     }
                     Err(StoreError::WrongExpectedVersion { .. }) => {
-                        rt.budget.refund(to_execute.len() as u32);
+                        (0..taken).for_each(|_| rt.budget.refund(id.as_str()));
                         let _ = catch_up::<Product>(&rt, &id, &mut state).await;
                     }
                     Err(e) => {
-                        rt.budget.refund(to_execute.len() as u32);
+                        (0..taken).for_each(|_| rt.budget.refund(id.as_str()));
                         tracing::error!(product = %id, error = %e, "cannot append a decision");
                         break;
                     }
@@ -495,7 +514,18 @@ impl<K: Kind> Handler<Decide> for EntityActor<K> {
             state
         };
         // The Any downcast above proves K = Product; the state type is the same.
-        ctx.wait(fut.into_actor(self).map(|state, act, _| {
+        let policy = this.rt.config.policy;
+        ctx.wait(fut.into_actor(self).map(move |state, act, ctx| {
+            // A command backing off after failures is looked at again when its wait ends, not
+            // only when the next signal or the idle tick comes.
+            if let Some(at) = product::next_retry(&state, &policy) {
+                let wait = (at - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(10);
+                let due = Instant::now() + wait;
+                if act.wake_at.is_none_or(|w| w <= Instant::now() || w > due) {
+                    act.wake_at = Some(due);
+                    ctx.notify_later(Decide, wait);
+                }
+            }
             if let Some(s) = (&mut act.state as &mut dyn std::any::Any).downcast_mut::<Option<ProductState>>() {
                 *s = Some(state);
             }

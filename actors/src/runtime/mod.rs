@@ -40,45 +40,117 @@ pub struct CatalogEntry {
     pub tags: Vec<String>,
 }
 
-/// The global budget of generation calls per hour, shared by every product actor.
+/// The hourly budget of generation calls, shared fairly: the whole mall may spend `per_hour`
+/// calls in any rolling hour, and one subject (a product) at most `per_subject` of them, so that
+/// no product — a failing one least of all — can starve the others.
+///
+/// The window rolls: calls are counted by the minute and expire an hour after they were spent,
+/// so the budget refills gradually rather than all at once on the hour. A std mutex, not a tokio
+/// one: nothing awaits while it is held.
 pub struct Budget {
     per_hour: u32,
-    window: Mutex<(Instant, u32)>,
+    per_subject: u32,
+    spent: Mutex<Spent>,
+}
+
+#[derive(Default)]
+struct Spent {
+    /// (minute, calls) for the last hour, oldest first.
+    minutes: std::collections::VecDeque<(u64, u32)>,
+    total: u32,
+    /// Per subject: the minutes of its calls in the last hour.
+    subjects: HashMap<String, std::collections::VecDeque<u64>>,
 }
 
 impl Budget {
-    /// A budget of `per_hour` calls.
+    /// A budget of `per_hour` calls, of which one subject may spend at most 1% (at least 3).
     pub fn new(per_hour: u32) -> Self {
-        Self { per_hour, window: Mutex::new((Instant::now(), 0)) }
+        Self::with_share(per_hour, (per_hour / 100).max(3))
     }
 
-    fn roll(&self) -> std::sync::MutexGuard<'_, (Instant, u32)> {
-        let mut w = self.window.lock().expect("budget");
-        if w.0.elapsed() >= Duration::from_secs(3600) {
-            *w = (Instant::now(), 0);
+    /// A budget of `per_hour` calls, at most `per_subject` of them for one subject.
+    pub fn with_share(per_hour: u32, per_subject: u32) -> Self {
+        Self { per_hour, per_subject, spent: Mutex::new(Spent::default()) }
+    }
+
+    /// The calls the whole mall may spend in an hour.
+    pub fn per_hour(&self) -> u32 {
+        self.per_hour
+    }
+
+    /// The calls one subject may spend in an hour.
+    pub fn per_subject(&self) -> u32 {
+        self.per_subject
+    }
+
+    fn minute(now: Instant) -> u64 {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        now.saturating_duration_since(*START.get_or_init(Instant::now)).as_secs() / 60 + 60
+    }
+
+    fn expire(spent: &mut Spent, minute: u64) {
+        while spent.minutes.front().is_some_and(|(m, _)| *m + 60 <= minute) {
+            let (_, n) = spent.minutes.pop_front().expect("a minute");
+            spent.total = spent.total.saturating_sub(n);
         }
-        w
+        spent.subjects.retain(|_, calls| {
+            while calls.front().is_some_and(|m| *m + 60 <= minute) {
+                calls.pop_front();
+            }
+            !calls.is_empty()
+        });
     }
 
-    /// Whether one more call fits.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Spent> {
+        let mut spent = self.spent.lock().expect("budget");
+        Self::expire(&mut spent, Self::minute(Instant::now()));
+        spent
+    }
+
+    /// Calls left in the rolling hour, mall-wide.
+    pub fn left(&self) -> u32 {
+        self.per_hour.saturating_sub(self.lock().total)
+    }
+
+    /// Whether one more call fits, mall-wide.
     pub fn available(&self) -> bool {
-        self.roll().1 < self.per_hour
+        self.left() > 0
     }
 
-    /// Gives back `n` calls taken for decisions that were not recorded.
-    pub fn refund(&self, n: u32) {
-        let mut w = self.roll();
-        w.1 = w.1.saturating_sub(n);
+    /// Whether one more call fits for `subject`: mall-wide and within its share.
+    pub fn available_for(&self, subject: &str) -> bool {
+        let spent = self.lock();
+        spent.total < self.per_hour && spent.subjects.get(subject).map_or(0, |c| c.len() as u32) < self.per_subject
     }
 
-    /// Spends one call; false when the budget is used up.
-    pub fn take(&self) -> bool {
-        let mut w = self.roll();
-        if w.1 < self.per_hour {
-            w.1 += 1;
-            true
-        } else {
-            false
+    /// Spends one call for `subject`; false when the budget or the subject's share is used up.
+    pub fn take(&self, subject: &str) -> bool {
+        let minute = Self::minute(Instant::now());
+        let mut spent = self.lock();
+        let mine = spent.subjects.get(subject).map_or(0, |c| c.len() as u32);
+        if spent.total >= self.per_hour || mine >= self.per_subject {
+            return false;
+        }
+        spent.total += 1;
+        match spent.minutes.back_mut() {
+            Some((m, n)) if *m == minute => *n += 1,
+            _ => spent.minutes.push_back((minute, 1)),
+        }
+        spent.subjects.entry(subject.to_string()).or_default().push_back(minute);
+        true
+    }
+
+    /// Gives back a call taken for `subject` for a decision that was not recorded.
+    pub fn refund(&self, subject: &str) {
+        let mut spent = self.lock();
+        let Some(calls) = spent.subjects.get_mut(subject) else { return };
+        let Some(minute) = calls.pop_back() else { return };
+        if calls.is_empty() {
+            spent.subjects.remove(subject);
+        }
+        spent.total = spent.total.saturating_sub(1);
+        if let Some(entry) = spent.minutes.iter_mut().rev().find(|(m, _)| *m == minute) {
+            entry.1 = entry.1.saturating_sub(1);
         }
     }
 }
@@ -95,6 +167,8 @@ pub struct RuntimeConfig {
     pub max_resident: usize,
     /// Generation calls allowed per hour, across all products.
     pub generations_per_hour: u32,
+    /// Generation calls one product may spend per hour (default: 1% of the budget, at least 3).
+    pub generations_per_product: Option<u32>,
 }
 
 impl Default for RuntimeConfig {
@@ -105,6 +179,7 @@ impl Default for RuntimeConfig {
             idle_timeout: Duration::from_secs(300),
             max_resident: 100_000,
             generations_per_hour: 1_000,
+            generations_per_product: None,
         }
     }
 }
@@ -138,7 +213,10 @@ impl Runtime {
             snapshots,
             generator,
             embedder,
-            budget: Budget::new(config.generations_per_hour),
+            budget: match config.generations_per_product {
+                Some(share) => Budget::with_share(config.generations_per_hour, share),
+                None => Budget::new(config.generations_per_hour),
+            },
             config,
             districts: RwLock::default(),
             catalog: RwLock::default(),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::entity::{self, Deliver, Get, Passivate, Poison, Product};
 use super::router::Actors;
 use super::snapshot::{MemorySnapshots, SnapshotStore};
-use super::{Runtime, RuntimeConfig};
+use super::{Budget, Runtime, RuntimeConfig};
 use crate::executors::embedder::HashEmbedder;
 use crate::executors::offline::OfflineGenerator;
 use crate::testing::*;
@@ -118,7 +118,7 @@ async fn signals_fold_once_and_a_listing_gets_its_missing_copy() {
     let seo = h.changes.iter().find(|c| c.rule == "missing_seo").expect("the SEO decision");
     assert_eq!(seo.status, crate::audit::Status::Applied);
     let generation = seo.generation.as_ref().unwrap();
-    assert_eq!(generation.generator, "offline/1");
+    assert_eq!(generation.generator, crate::executors::offline::VERSION);
     assert!(!generation.verdicts.is_empty() && generation.verdicts.iter().all(|v| v.passed));
     assert!(seo.evidence.to_position >= seo.evidence.from_position);
     let v = crate::audit::verify(&stream).unwrap();
@@ -233,4 +233,22 @@ async fn resident_actors_are_bounded() {
     }
     assert!(w.actors.products.resident() <= 3);
     let _ = w.shutdown.send(true);
+}
+
+#[test]
+fn the_budget_is_shared_fairly_and_a_refund_gives_a_call_back() {
+    let budget = Budget::with_share(10, 3);
+    assert!((0..3).all(|_| budget.take("a")));
+    assert!(!budget.take("a"), "a product cannot take more than its share");
+    assert!(!budget.available_for("a") && budget.available_for("b"));
+    budget.refund("a");
+    assert!(budget.take("a"));
+    for p in ["b", "c", "d"] {
+        while budget.take(p) {}
+    }
+    assert_eq!(budget.left(), 0);
+    assert!(!budget.take("e"), "the mall-wide budget holds too");
+    assert!(!budget.available());
+    assert_eq!(Budget::new(1_000).per_subject(), 10);
+    assert_eq!(Budget::new(100).per_subject(), 3);
 }
