@@ -5,6 +5,7 @@
 //! An entry is written as words separated by spaces: `cure` (the stem of the word), `detox*`
 //! (any word starting so), `=my` (exactly that word), or a single sign (`★`, `%`).
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use super::text::{Kind, Token, stem};
@@ -63,9 +64,18 @@ impl Phrase {
     }
 }
 
-/// A compiled lexicon.
+/// A compiled lexicon, its phrases indexed by their first part so that a text is matched in
+/// time proportional to its length, not to the lexicon's size.
 pub struct Lexicon {
     pub phrases: Vec<Phrase>,
+    /// Phrases whose first part is a stem, an exact word or a sign, by that text.
+    by_word: HashMap<String, Vec<usize>>,
+    /// Phrases whose first part is a prefix, by the prefix's first two characters.
+    by_prefix: HashMap<String, Vec<usize>>,
+}
+
+fn head(s: &str) -> String {
+    s.chars().take(2).collect()
 }
 
 /// A phrase found in a text, and the words it matched.
@@ -78,19 +88,37 @@ pub struct Found<'a> {
 
 impl Lexicon {
     fn new(groups: &[(&'static str, &[&'static str])]) -> Lexicon {
-        Lexicon {
-            phrases: groups
-                .iter()
-                .flat_map(|(category, list)| list.iter().map(|p| Phrase::compile(p, category)))
-                .collect(),
+        let phrases: Vec<Phrase> =
+            groups.iter().flat_map(|(category, list)| list.iter().map(|p| Phrase::compile(p, category))).collect();
+        let mut by_word: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_prefix: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, p) in phrases.iter().enumerate() {
+            match &p.parts[0] {
+                Part::Stem(w) | Part::Exact(w) => by_word.entry(w.clone()).or_default().push(i),
+                Part::Sign(c) => by_word.entry(c.to_string()).or_default().push(i),
+                Part::Prefix(x) => by_prefix.entry(head(x)).or_default().push(i),
+            }
         }
+        Lexicon { phrases, by_word, by_prefix }
+    }
+
+    /// The phrases that may start at `t`, in lexicon order.
+    fn candidates(&self, t: &Token) -> Vec<usize> {
+        let mut c: Vec<usize> = Vec::new();
+        for key in [&t.stem, &t.text] {
+            c.extend(self.by_word.get(key.as_str()).into_iter().flatten());
+        }
+        c.extend(self.by_prefix.get(&head(&t.text)).into_iter().flatten());
+        c.sort_unstable();
+        c.dedup();
+        c
     }
 
     /// Every phrase found in `tokens`, in text order.
     pub fn find<'a>(&'a self, tokens: &[Token]) -> Vec<Found<'a>> {
         let mut out = Vec::new();
         for i in 0..tokens.len() {
-            for p in &self.phrases {
+            for p in self.candidates(&tokens[i]).into_iter().map(|k| &self.phrases[k]) {
                 if p.matches_at(tokens, i) {
                     let matched = tokens[i..i + p.parts.len()].iter().map(|t| t.text.as_str()).collect::<Vec<_>>();
                     out.push(Found { phrase: p, matched: matched.join(" ") });
