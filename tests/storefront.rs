@@ -92,7 +92,12 @@ async fn storefront(store: Store) {
     let (_, _, fan) = get(&c, s.url("/api/districts/toys/products?shopper=fan")).await;
     let t4 = fan["products"].as_array().unwrap().iter().find(|p| p["product_id"] == "t4").unwrap().clone();
     assert!(t4["parts"]["personalization"].as_f64().unwrap() > 0.9, "{t4}");
-    let (_, _, profile) = get(&c, s.url("/api/autonomous/personalize?userId=fan")).await;
+    // A profile is private: it needs a token.
+    let (status, _, _) = get(&c, s.url("/api/autonomous/personalize?userId=fan")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let r = c.get(s.url("/api/autonomous/personalize?userId=fan")).bearer_auth(INGEST).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let profile: Value = r.json().await.unwrap();
     assert_eq!(profile["profile"]["district_affinity"][0]["district"], "toys", "{profile}");
     assert_eq!(profile["profile"]["product_interest"][0]["product_id"], "t4");
     let anonymous = items.iter().find(|p| p["product_id"] == "t4").unwrap();

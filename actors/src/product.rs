@@ -32,17 +32,21 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Counts one signal. Counters saturate rather than wrap: a sum of accepted values may
+    /// exceed any bound, a counter must never go down.
     fn add(&mut self, e: &DomainEvent) {
+        let one = |n: &mut u64| *n = n.saturating_add(1);
         match e {
-            DomainEvent::ImpressionServed(_) => self.impressions += 1,
-            DomainEvent::ProductViewed(_) => self.views += 1,
-            DomainEvent::ProductClicked(_) => self.clicks += 1,
-            DomainEvent::AddedToCart(_) => self.carts += 1,
+            DomainEvent::ImpressionServed(_) => one(&mut self.impressions),
+            DomainEvent::ProductViewed(_) => one(&mut self.views),
+            DomainEvent::ProductClicked(_) => one(&mut self.clicks),
+            DomainEvent::AddedToCart(_) => one(&mut self.carts),
             DomainEvent::Purchased(p) => {
-                self.purchases += 1;
-                self.revenue += p.unit_price.ten_thousandths().saturating_mul(p.quantity as u64);
+                one(&mut self.purchases);
+                let amount = p.unit_price.ten_thousandths().saturating_mul(p.quantity as u64);
+                self.revenue = self.revenue.saturating_add(amount);
             }
-            DomainEvent::Bounced(_) => self.bounces += 1,
+            DomainEvent::Bounced(_) => one(&mut self.bounces),
             _ => {}
         }
     }

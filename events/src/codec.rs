@@ -23,6 +23,10 @@ pub enum CodecError {
     /// An upcaster refused the value.
     #[error("cannot upcast {event_type:?} from v{version}: {reason}")]
     Upcast { event_type: String, version: u16, reason: String },
+    /// The payload decodes but holds a value the edge refuses (stored before a bound existed, or
+    /// written past the edge): the same rule as for records users send.
+    #[error("{event_type:?} holds a value that is not accepted: {field}: {reason}")]
+    Invalid { event_type: String, field: String, reason: String },
     /// The payload could not be encoded.
     #[error("cannot encode payload: {0}")]
     Encode(String),
@@ -98,9 +102,17 @@ pub fn encode(event: &DomainEvent) -> Result<Vec<u8>, CodecError> {
     }
 }
 
-/// Decodes a stored payload of any known type and version, upcasting with [`UPCASTERS`].
+/// Decodes a stored payload of any known type and version, upcasting with [`UPCASTERS`], and
+/// checks it by the rule every record passes at the edge ([`DomainEvent::validate`]), so that an
+/// event no backend or read side can hold is refused here too.
 pub fn decode(event_type: &str, version: u16, payload: &[u8]) -> Result<DomainEvent, CodecError> {
-    decode_with(UPCASTERS, event_type, version, payload)
+    let event = decode_with(UPCASTERS, event_type, version, payload)?;
+    event.validate().map_err(|(field, e)| CodecError::Invalid {
+        event_type: event_type.to_string(),
+        field,
+        reason: e.0,
+    })?;
+    Ok(event)
 }
 
 /// Decodes with an explicit upcaster chain (what [`decode`] does with this build's chain).

@@ -17,6 +17,37 @@ use crate::ids::{
     Currency, DistrictSlug, InvalidValue, ListName, OrderId, Price, ProductId, SessionId, ShopperId, StreamId, tag,
 };
 
+/// The bounds every accepted value keeps, chosen so that every backend and read side can store it
+/// and no sum of accepted values can wrap: money up to 999,999,999.9999 (see
+/// [`Price`](crate::ids::Price)) times a quantity of at most 100,000 stays below 2^63
+/// ten-thousandths, and counters add with saturation beyond that.
+pub mod bounds {
+    use chrono::{DateTime, TimeZone, Utc};
+
+    /// The earliest and latest time a signal may carry (PostgreSQL, chrono and RFC 3339 all
+    /// hold every time between).
+    pub const EARLIEST: &str = "1970-01-01T00:00:00Z";
+    pub const LATEST: &str = "9999-12-31T23:59:59Z";
+    /// The longest dwell a view may report: a day.
+    pub const MAX_DWELL_MS: u64 = 86_400_000;
+    /// The most units in one cart change or order line.
+    pub const MAX_QUANTITY: u32 = 100_000;
+    /// The most units in stock.
+    pub const MAX_STOCK: u32 = 1_000_000_000;
+    /// The furthest position in a list.
+    pub const MAX_LIST_POSITION: u32 = 1_000_000;
+    /// The largest attribute number, in size.
+    pub const MAX_ATTRIBUTE_NUMBER: f64 = 1e15;
+
+    pub fn earliest() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).single().expect("a valid time")
+    }
+
+    pub fn latest() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single().expect("a valid time")
+    }
+}
+
 /// The longest product title, in bytes.
 pub const MAX_TITLE_LEN: usize = 300;
 /// The longest description, in bytes (Google Merchant Center's cap is 5,000 characters).
@@ -362,19 +393,27 @@ impl DomainEvent {
         }
     }
 
-    /// Checks the rules serde's types cannot: text lengths, non-empty titles, finite numbers.
+    /// Checks the rules serde's types cannot, so that every value accepted can be stored by every
+    /// backend and read side ([`bounds`]): text without control characters (a NUL stops a
+    /// PostgreSQL write), not empty once invisible characters are left out, within its length;
+    /// times within the stated range; counts and amounts within bounds whose sums cannot wrap.
     /// Returns the offending field's name with the reason.
     pub fn validate(&self) -> Result<(), (String, InvalidValue)> {
         let err = |field: &str, msg: String| Err((field.to_string(), InvalidValue(msg)));
-        let text = |field: &str, s: &str, min: usize, max: usize| -> Result<(), (String, InvalidValue)> {
-            if s.trim().len() < min {
-                return err(field, format!("{field} must not be empty"));
+        let check_text = |field: &str, s: &str, min: usize, max: usize, multiline: bool| {
+            if let Some(c) = crate::text::forbidden_control(s, multiline) {
+                return err(field, format!("{field} contains the control character U+{:04X}", c as u32));
+            }
+            if crate::text::visible_len(s) < min {
+                return err(field, format!("{field} must not be empty (invisible characters do not count)"));
             }
             if s.len() > max {
                 return err(field, format!("{field} is longer than {max} bytes"));
             }
             Ok(())
         };
+        let text = |field: &str, s: &str, min: usize, max: usize| check_text(field, s, min, max, false);
+        let prose = |field: &str, s: &str, min: usize, max: usize| check_text(field, s, min, max, true);
         let tags = |t: &[String]| -> Result<(), (String, InvalidValue)> {
             if t.len() > MAX_TAGS {
                 return err("tags", format!("at most {MAX_TAGS} tags"));
@@ -391,8 +430,11 @@ impl DomainEvent {
             for (k, v) in a {
                 text("attributes", k, 1, 64)?;
                 match v {
-                    AttributeValue::Number(n) if !n.is_finite() => {
-                        return err(&format!("attributes.{k}"), "numbers must be finite".into());
+                    AttributeValue::Number(n) if !n.is_finite() || n.abs() > bounds::MAX_ATTRIBUTE_NUMBER => {
+                        return err(
+                            &format!("attributes.{k}"),
+                            format!("numbers must be finite and at most {:e} in size", bounds::MAX_ATTRIBUTE_NUMBER),
+                        );
                     }
                     AttributeValue::Text(s) => text(&format!("attributes.{k}"), s, 0, 1_000)?,
                     _ => {}
@@ -402,13 +444,42 @@ impl DomainEvent {
         };
         let url = |u: &Option<String>| -> Result<(), (String, InvalidValue)> {
             match u {
-                Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 2_000 => {
-                    err("image_url", "image_url must be an http(s) URL of at most 2000 bytes".into())
+                Some(u)
+                    if !(u.starts_with("https://") || u.starts_with("http://"))
+                        || u.len() > 2_000
+                        || u.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                {
+                    err("image_url", "image_url must be an http(s) URL of at most 2000 bytes, without spaces".into())
                 }
                 _ => Ok(()),
             }
         };
-        let quantity = |q: u32| if q == 0 { err("quantity", "quantity must be at least 1".into()) } else { Ok(()) };
+        let quantity = |q: u32| {
+            if q == 0 || q > bounds::MAX_QUANTITY {
+                err("quantity", format!("quantity must be 1 to {}", bounds::MAX_QUANTITY))
+            } else {
+                Ok(())
+            }
+        };
+        let stock = |n: u32| {
+            if n > bounds::MAX_STOCK {
+                err("stock", format!("stock must be at most {}", bounds::MAX_STOCK))
+            } else {
+                Ok(())
+            }
+        };
+        let list_position = |p: u32| {
+            if p > bounds::MAX_LIST_POSITION {
+                err("position", format!("position must be at most {}", bounds::MAX_LIST_POSITION))
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(at) = self.signal_at() {
+            if at < bounds::earliest() || at > bounds::latest() {
+                return err("at", format!("at must be between {} and {}", bounds::EARLIEST, bounds::LATEST));
+            }
+        }
         match self {
             DomainEvent::DistrictOpened(e) => {
                 text("name", &e.name, 1, 200)?;
@@ -417,18 +488,22 @@ impl DomainEvent {
                 text("personality.audience", &e.personality.audience, 1, 200)
             }
             DomainEvent::ProductListed(e) => {
+                stock(e.stock)?;
                 text("title", &e.title, 1, MAX_TITLE_LEN)?;
-                text("description", &e.description, 0, MAX_DESCRIPTION_LEN)?;
+                prose("description", &e.description, 0, MAX_DESCRIPTION_LEN)?;
                 tags(&e.tags)?;
                 attrs(&e.attributes)?;
                 url(&e.image_url)
             }
             DomainEvent::ProductEdited(e) => {
+                if let Some(n) = e.stock {
+                    stock(n)?;
+                }
                 if let Some(t) = &e.title {
                     text("title", t, 1, MAX_TITLE_LEN)?;
                 }
                 if let Some(d) = &e.description {
-                    text("description", d, 0, MAX_DESCRIPTION_LEN)?;
+                    prose("description", d, 0, MAX_DESCRIPTION_LEN)?;
                 }
                 if let Some(t) = &e.tags {
                     tags(t)?;
@@ -441,6 +516,12 @@ impl DomainEvent {
                 }
                 url(&e.image_url)
             }
+            DomainEvent::StockChanged(e) => stock(e.stock),
+            DomainEvent::ProductViewed(e) if e.dwell_ms > bounds::MAX_DWELL_MS => {
+                err("dwell_ms", format!("dwell_ms must be at most {} (a day)", bounds::MAX_DWELL_MS))
+            }
+            DomainEvent::ProductClicked(e) => list_position(e.position),
+            DomainEvent::ImpressionServed(e) => list_position(e.position),
             DomainEvent::AddedToCart(e) => quantity(e.quantity),
             DomainEvent::RemovedFromCart(e) => quantity(e.quantity),
             DomainEvent::Purchased(e) => quantity(e.quantity),

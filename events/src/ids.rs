@@ -200,7 +200,8 @@ pub const MAX_TAG_LEN: usize = 200;
 pub struct Price(String);
 
 impl Price {
-    /// Parses a decimal string: digits, optionally `.` and 1 to 4 digits; no sign, no exponent.
+    /// Parses a decimal string: up to 9 digits, optionally `.` and 1 to 4 digits; no sign, no
+    /// exponent. The most is 999,999,999.9999.
     pub fn parse(s: impl Into<String>) -> Result<Self, InvalidValue> {
         let s = s.into();
         let (int, frac) = match s.split_once('.') {
@@ -208,9 +209,9 @@ impl Price {
             None => (s.as_str(), None),
         };
         let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-        if !digits(int) || int.len() > 12 || frac.is_some_and(|f| !digits(f) || f.len() > 4) {
+        if !digits(int) || int.len() > 9 || frac.is_some_and(|f| !digits(f) || f.len() > 4) {
             return Err(InvalidValue(format!(
-                "price {s:?} is not a non-negative decimal such as \"12.50\" (at most 4 decimals)"
+                "price {s:?} is not a non-negative decimal such as \"12.50\" (at most 999999999.9999, 4 decimals)"
             )));
         }
         Ok(Self(s))
@@ -297,7 +298,8 @@ mod tests {
     fn prices_are_plain_non_negative_decimals() {
         assert_eq!(Price::parse("12.5").unwrap().ten_thousandths(), 125_000);
         assert_eq!(Price::parse("0").unwrap().ten_thousandths(), 0);
-        for bad in ["", "-1", "1e3", "1.", ".5", "1.23456", "NaN", "1,5"] {
+        assert!(Price::parse("999999999.9999").is_ok());
+        for bad in ["", "-1", "1e3", "1.", ".5", "1.23456", "NaN", "1,5", "1000000000", "999999999999.9999"] {
             assert!(Price::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -11,6 +11,7 @@
 //! - [`codec`]: rmp-serde payloads with named fields, and upcasting of old schema versions;
 //! - [`envelope`]: what is stored around each payload;
 //! - [`store`]: the [`EventStore`] trait, its errors and subscriptions;
+//! - [`text`]: the characters text may hold (no controls; invisible ones do not count);
 //! - [`embedded`]: the default backend, segment files with group commit;
 //! - `postgres` (feature `postgres`): the PostgreSQL backend;
 //! - `kurrent` (feature `kurrentdb`): the KurrentDB adapter.
@@ -27,6 +28,7 @@ pub mod kurrent;
 pub mod postgres;
 pub mod records;
 pub mod store;
+pub mod text;
 
 pub use domain::DomainEvent;
 pub use embedded::{EmbeddedConfig, EmbeddedStore};

@@ -30,10 +30,88 @@ fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> RecordError {
     RecordError { field, message }
 }
 
-/// Parses JSON into `T`, naming the path of the field that failed.
+/// Parses JSON into `T`, naming the path of the field that failed. Strict: a key named twice in
+/// one object (which would otherwise let the last one win silently) and anything after the
+/// document are refused.
 pub fn from_json<T: DeserializeOwned>(json: &[u8]) -> Result<T, RecordError> {
+    no_duplicate_keys(json)?;
     let de = &mut serde_json::Deserializer::from_slice(json);
-    serde_path_to_error::deserialize(de).map_err(path_error)
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(path_error)?;
+    de.end().map_err(|e| RecordError { field: None, message: format!("{e}: nothing may follow the JSON document") })?;
+    Ok(value)
+}
+
+/// Walks a JSON document and refuses the first object that names a key twice, with its path.
+fn no_duplicate_keys(json: &[u8]) -> Result<(), RecordError> {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+
+    struct Walk<'a> {
+        path: String,
+        found: &'a RefCell<Option<String>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while seq.next_element_seed(Walk { path: format!("{}[{i}]", self.path), found: self.found })?.is_some() {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() { key.clone() } else { format!("{}.{key}", self.path) };
+                if !seen.insert(key) {
+                    *self.found.borrow_mut() = Some(path);
+                    return Err(A::Error::custom("duplicate key"));
+                }
+                map.next_value_seed(Walk { path, found: self.found })?;
+            }
+            Ok(())
+        }
+    }
+
+    let found = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(json);
+    // Malformed JSON is reported by the real parse, with its path.
+    let _ = Walk { path: String::new(), found: &found }.deserialize(&mut de);
+    match found.into_inner() {
+        Some(path) => Err(RecordError { field: Some(path), message: "the field appears twice".into() }),
+        None => Ok(()),
+    }
 }
 
 /// Deserializes an already parsed JSON value into `T`, naming the path of the field that failed.
@@ -94,6 +172,17 @@ mod tests {
         assert_eq!(e.event_type(), "product_viewed");
         assert_eq!(e.stream_id().as_str(), "product-p1");
         assert_eq!(e.intrinsic_tags(), vec!["shopper:s1".to_string()]);
+    }
+
+    #[test]
+    fn duplicate_keys_and_trailing_data_are_refused() {
+        let e = parse_record(br#"{"type":"stock_changed","product_id":"p1","stock":1,"stock":2}"#).unwrap_err();
+        assert_eq!((e.field.as_deref(), e.message.as_str()), (Some("stock"), "the field appears twice"));
+        let e = from_json::<serde_json::Value>(br#"{"signals":[{"a":1},{"b":1,"b":2}]}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("signals[1].b"));
+        let e = from_json::<serde_json::Value>(br#"{"a":1} {"b":2}"#).unwrap_err();
+        assert!(e.message.contains("nothing may follow"), "{e}");
+        assert!(from_json::<serde_json::Value>(b"{\"a\":1}\n  ").is_ok(), "trailing white space is fine");
     }
 
     #[test]

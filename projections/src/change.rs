@@ -71,7 +71,10 @@ pub fn apply_op(table: &TableDef, key: &str, row: Option<Row>, op: Op) -> Option
                 None => r.entry(*k).or_insert(Value::Null),
             };
             *slot = match &*slot {
-                Value::Number(n) if n.is_i64() && d.fract() == 0.0 => Value::from(n.as_i64().unwrap_or(0) + *d as i64),
+                // Counters saturate rather than wrap (PostgreSQL's bigint holds the same range).
+                Value::Number(n) if n.is_i64() && d.fract() == 0.0 => {
+                    Value::from(n.as_i64().unwrap_or(0).saturating_add(*d as i64))
+                }
                 Value::Number(n) => Value::from(n.as_f64().unwrap_or(0.0) + d),
                 _ if d.fract() == 0.0 => Value::from(*d as i64),
                 _ => Value::from(*d),

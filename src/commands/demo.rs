@@ -223,7 +223,7 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     println!("  try:  curl {base}/api/products/{example}");
     println!("        curl {base}/api/products/{example}/history");
     println!("        curl {base}/api/districts/{}/products?limit=5", DISTRICTS[0].slug);
-    println!("        curl '{base}/api/autonomous/personalize?userId=shopper-1'");
+    println!("        curl -H 'Authorization: Bearer {admin}' '{base}/api/autonomous/personalize?userId=shopper-1'");
     println!("        curl '{base}/api/autonomous/products?limit=10'");
     println!("        curl {base}/healthz");
     println!("        mall events stats     (beside the running demo; read-only)");

@@ -42,7 +42,7 @@ pub async fn rebuild(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
-    let b: RebuildBody = mall_events::records::from_json(&body(payload, MAX_CATALOG_BODY).await?)?;
+    let b: RebuildBody = mall_events::records::from_json(&body(&state, payload, MAX_CATALOG_BODY).await?)?;
     if state.read.database_url.is_some() {
         return Err(ApiError::new(
             actix_web::http::StatusCode::CONFLICT,

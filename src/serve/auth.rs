@@ -1,6 +1,8 @@
 //! Bearer tokens with scopes: an ingest token may post signals; the admin token may also change
-//! the catalog and trigger the autonomous systems. Reads need no token. Tokens are compared in
-//! constant time and never logged.
+//! the catalog and trigger the autonomous systems; a shopper's profile needs either, or the
+//! shopper-profile token the operator configures (`MALL_SHOPPER_TOKEN`). Storefront reads need no
+//! token. Tokens are compared in constant time and never logged; the scheme (`Bearer`) is read
+//! without regard to case, as HTTP says.
 
 use actix_web::HttpRequest;
 use actix_web::http::StatusCode;
@@ -15,6 +17,8 @@ pub enum Scope {
     Ingest,
     /// Catalog changes and administration.
     Admin,
+    /// Shoppers' profiles (spend, last activity, interests).
+    Profiles,
 }
 
 /// The configured tokens.
@@ -22,6 +26,7 @@ pub enum Scope {
 pub struct Tokens {
     admin: Vec<u8>,
     ingest: Option<Vec<u8>>,
+    shopper: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -36,9 +41,10 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Tokens {
-    /// Tokens from configuration; an empty ingest token means none.
-    pub fn new(admin: String, ingest: Option<String>) -> Self {
-        Self { admin: admin.into_bytes(), ingest: ingest.filter(|t| !t.is_empty()).map(String::into_bytes) }
+    /// Tokens from configuration; an empty ingest or shopper token means none.
+    pub fn new(admin: String, ingest: Option<String>, shopper: Option<String>) -> Self {
+        let some = |t: Option<String>| t.filter(|t| !t.is_empty()).map(String::into_bytes);
+        Self { admin: admin.into_bytes(), ingest: some(ingest), shopper: some(shopper) }
     }
 
     /// Checks the request's `Authorization: Bearer` token for `need`: none or unknown → 401,
@@ -47,19 +53,28 @@ impl Tokens {
         let unauthorized =
             || ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer TOKEN)");
         let header = req.headers().get(actix_web::http::header::AUTHORIZATION).ok_or_else(unauthorized)?;
-        let token = header.as_bytes().strip_prefix(b"Bearer ").ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "the Authorization header must be `Bearer TOKEN`")
-        })?;
-        // Both comparisons always run, so timing tells nothing about which one matched.
+        let bytes = header.as_bytes();
+        let token = match bytes.iter().position(|b| *b == b' ') {
+            Some(i) if bytes[..i].eq_ignore_ascii_case(b"bearer") => bytes[i + 1..].trim_ascii(),
+            _ => {
+                return Err(ApiError::new(StatusCode::UNAUTHORIZED, "the Authorization header must be `Bearer TOKEN`"));
+            }
+        };
+        // Every comparison always runs, so timing tells nothing about which one matched.
         let is_admin = same(token, &self.admin);
         let is_ingest = self.ingest.as_deref().is_some_and(|i| same(token, i));
-        match (need, is_admin, is_ingest) {
-            (_, true, _) => Ok(()),
-            (Scope::Ingest, false, true) => Ok(()),
-            (Scope::Admin, false, true) => Err(ApiError::new(
+        let is_shopper = self.shopper.as_deref().is_some_and(|s| same(token, s));
+        match (need, is_admin, is_ingest, is_shopper) {
+            (_, true, _, _) => Ok(()),
+            (Scope::Ingest | Scope::Profiles, false, true, _) => Ok(()),
+            (Scope::Profiles, false, false, true) => Ok(()),
+            (Scope::Admin, false, true, _) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "this token may post signals only; catalog changes need the admin token",
             )),
+            (Scope::Admin | Scope::Ingest, false, false, true) => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, "this token may read shopper profiles only"))
+            }
             _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown token")),
         }
     }

@@ -32,20 +32,30 @@ pub const MAX_CATALOG_BODY: usize = 256 << 10;
 /// The largest signal body (10,000 signals of about a kilobyte each, and then some).
 pub const MAX_SIGNALS_BODY: usize = 16 << 20;
 
-/// Reads a body of at most `limit` bytes.
-pub async fn body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
-    let mut buf = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::invalid("body", format!("cannot read the body: {e}")))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is over the limit of {limit} bytes"),
-            ));
+/// Reads a body of at most `limit` bytes within the server's body timeout (`--body-timeout`): a
+/// body trickled a byte at a time must not hold a worker for ever.
+pub async fn body(state: &AppState, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let timeout = state.body_timeout;
+    let read = async move {
+        let mut buf = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::invalid("body", format!("cannot read the body: {e}")))?;
+            if buf.len() + chunk.len() > limit {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is over the limit of {limit} bytes"),
+                ));
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf)
+        Ok(buf)
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {} s", timeout.as_secs()),
+        ))
+    })
 }
 
 /// Parses one catalog record of `record_type`; `type` may be left out, or must match.
@@ -90,7 +100,7 @@ pub async fn open_district(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
-    let event = catalog_record(&body(payload, MAX_CATALOG_BODY).await?, "district_opened")?;
+    let event = catalog_record(&body(&state, payload, MAX_CATALOG_BODY).await?, "district_opened")?;
     let DomainEvent::DistrictOpened(d) = &event else { unreachable!("parsed as district_opened") };
     match append_catalog(&state, &event, ExpectedVersion::NoStream).await {
         Ok((r, _)) => {
@@ -112,7 +122,7 @@ pub async fn list_product(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
-    let event = catalog_record(&body(payload, MAX_CATALOG_BODY).await?, "product_listed")?;
+    let event = catalog_record(&body(&state, payload, MAX_CATALOG_BODY).await?, "product_listed")?;
     let DomainEvent::ProductListed(p) = &event else { unreachable!("parsed as product_listed") };
     if !district_known(&state, &p.district) {
         return Err(ApiError::invalid("district", format!("unknown district {}", p.district)));
@@ -140,7 +150,7 @@ pub async fn edit_product(
 ) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
     let id = ProductId::parse(path.into_inner()).map_err(|e| ApiError::invalid("product_id", e.0))?;
-    let bytes = body(payload, MAX_CATALOG_BODY).await?;
+    let bytes = body(&state, payload, MAX_CATALOG_BODY).await?;
     let mut fields = catalog_fields(&bytes, "product_edited")?;
     match fields.get("product_id") {
         None => {
@@ -148,6 +158,9 @@ pub async fn edit_product(
         }
         Some(Value::String(p)) if p == id.as_str() => {}
         Some(_) => return Err(ApiError::invalid("product_id", "must match the product in the URL (or be left out)")),
+    }
+    if let Some((k, _)) = fields.iter().find(|(_, v)| v.is_null()) {
+        return Err(ApiError::invalid(k.clone(), "null is not a value: leave the field out to keep it as it is"));
     }
     if fields.len() == 1 {
         return Err(ApiError::invalid("body", "name at least one field to change"));
@@ -189,7 +202,7 @@ pub async fn post_signals(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Ingest)?;
-    let bytes = body(payload, MAX_SIGNALS_BODY).await?;
+    let bytes = body(&state, payload, MAX_SIGNALS_BODY).await?;
     let batch: SignalBatch = from_json(&bytes)?;
     if batch.signals.is_empty() {
         return Err(ApiError::invalid("signals", "must hold at least one signal"));
@@ -286,17 +299,23 @@ async fn store_signals(state: &AppState, staged: Vec<Staged>) -> Result<(usize, 
         });
         groups[g].1.push(s);
     }
+    // Each group answers (its last position, how many of it were already stored).
     let appends = groups.into_iter().map(|(stream, group)| async move {
         let events: Vec<NewEvent> = group.iter().map(|s| s.event.clone()).collect();
+        let n = events.len();
         match state.store.append(&stream, ExpectedVersion::Any, events).await {
-            Ok(r) => Ok(r.last_position),
+            Ok(r) => Ok((r.last_position, if r.deduplicated { n } else { 0 })),
             // Raced by another request carrying some of the same ids: store one at a time, so
-            // that each is either a retry or new; a real conflict names its signal.
+            // that each is either a retry (counted as a duplicate) or new; a real conflict names
+            // its signal.
             Err(StoreError::IdConflict { .. }) => {
-                let mut last = 0;
+                let (mut last, mut again) = (0, 0);
                 for s in group {
                     match state.store.append(&stream, ExpectedVersion::Any, vec![s.event]).await {
-                        Ok(r) => last = last.max(r.last_position),
+                        Ok(r) => {
+                            last = last.max(r.last_position);
+                            again += r.deduplicated as usize;
+                        }
                         Err(e @ StoreError::IdConflict { .. }) => {
                             return Err(ApiError::invalid(format!("signals[{}].id", s.index), e.to_string())
                                 .with_status(StatusCode::UNPROCESSABLE_ENTITY));
@@ -304,13 +323,15 @@ async fn store_signals(state: &AppState, staged: Vec<Staged>) -> Result<(usize, 
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Ok(last)
+                Ok((last, again))
             }
             Err(e) => Err(ApiError::from(e)),
         }
     });
     for r in futures_util::future::join_all(appends).await {
-        position = position.max(r?);
+        let (last, again) = r?;
+        position = position.max(last);
+        duplicates += again;
     }
     Ok((total, duplicates, position))
 }
@@ -329,7 +350,7 @@ pub async fn nudge_product(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
-    let body: NudgeBody = from_json(&body(payload, MAX_CATALOG_BODY).await?)?;
+    let body: NudgeBody = from_json(&body(&state, payload, MAX_CATALOG_BODY).await?)?;
     let id = ProductId::parse(body.product_id).map_err(|e| ApiError::invalid("product_id", e.0))?;
     if !state.actors.rt.catalog.read().expect("catalog").contains_key(id.as_str()) {
         return Err(ApiError::not_found(format!("no product {id}")));

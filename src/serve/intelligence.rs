@@ -49,7 +49,7 @@ fn public_row(mut row: Row) -> Row {
 pub async fn products(
     state: web::Data<AppState>,
     req: actix_web::HttpRequest,
-    q: web::Query<IntelligenceQuery>,
+    q: super::query::Query<IntelligenceQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let internals = super::reads::internals(&state, &req)?;
     let redact =

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error;
 pub mod ingest;
 pub mod intelligence;
+pub mod query;
 pub mod ranking;
 pub mod reads;
 pub mod search;
@@ -65,6 +66,9 @@ pub struct ServeArgs {
     /// The most actors of each kind kept resident.
     #[arg(long, env = "MALL_MAX_RESIDENT", default_value_t = 100_000)]
     pub max_resident: usize,
+    /// Seconds a client may take to send a request body (a slower one is answered 408).
+    #[arg(long, env = "MALL_BODY_TIMEOUT", default_value_t = 30)]
+    pub body_timeout: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "MALL_WORKERS")]
     pub workers: Option<usize>,
@@ -81,36 +85,58 @@ pub struct AppState {
     pub tokens: Tokens,
     /// Query vectors for search (never waiting on the model).
     pub search: Arc<search::QueryEmbedder>,
+    /// The longest a client may take to send a request body.
+    pub body_timeout: Duration,
 }
 
-/// The routes, shared by `mall serve` and the tests.
+/// The routes, shared by `mall serve` and the tests. Each path is one resource: a method it does
+/// not serve answers 405 with `Allow`, not 404.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    use actix_web::http::Method;
+    fn resource(path: &str, routes: Vec<(Method, actix_web::Route)>) -> actix_web::Resource {
+        let allow: Vec<String> = routes.iter().map(|(m, _)| m.to_string()).collect();
+        let allow = allow.join(", ");
+        let mut r = web::resource(path);
+        for (_, route) in routes {
+            r = r.route(route);
+        }
+        r.default_service(web::to(move || {
+            let allow = allow.clone();
+            async move {
+                HttpResponse::MethodNotAllowed()
+                    .insert_header((actix_web::http::header::ALLOW, allow.clone()))
+                    .json(serde_json::json!({"message": format!("this path answers {allow} only")}))
+            }
+        }))
+    }
+    let get = |r: actix_web::Route| (Method::GET, r);
+    let post = |r: actix_web::Route| (Method::POST, r);
+    let put = |r: actix_web::Route| (Method::PUT, r);
     cfg.service(
         web::scope("/api")
-            .route("/districts", web::post().to(ingest::open_district))
-            .route("/products", web::post().to(ingest::list_product))
-            .route("/products/{id}", web::put().to(ingest::edit_product))
-            .route("/products/{id}", web::get().to(storefront::product))
-            .route("/products/{id}/history", web::get().to(reads::get_history))
-            .route("/signals", web::post().to(ingest::post_signals))
-            .route("/autonomous/products", web::post().to(ingest::nudge_product))
-            .route("/autonomous/products", web::get().to(intelligence::products))
-            .route("/districts", web::get().to(storefront::districts))
-            .route("/districts/{slug}", web::get().to(storefront::district))
-            .route("/districts/{slug}/products", web::get().to(storefront::district_products))
-            .route("/search", web::get().to(storefront::search))
-            .route("/autonomous/personalize", web::get().to(storefront::personalize))
-            .route("/admin/projections", web::get().to(admin::projections))
-            .route("/admin/projections/rebuild", web::post().to(admin::rebuild)),
+            .service(resource(
+                "/districts",
+                vec![post(web::post().to(ingest::open_district)), get(web::get().to(storefront::districts))],
+            ))
+            .service(resource("/products", vec![post(web::post().to(ingest::list_product))]))
+            .service(resource(
+                "/products/{id}",
+                vec![put(web::put().to(ingest::edit_product)), get(web::get().to(storefront::product))],
+            ))
+            .service(resource("/products/{id}/history", vec![get(web::get().to(reads::get_history))]))
+            .service(resource("/signals", vec![post(web::post().to(ingest::post_signals))]))
+            .service(resource(
+                "/autonomous/products",
+                vec![post(web::post().to(ingest::nudge_product)), get(web::get().to(intelligence::products))],
+            ))
+            .service(resource("/districts/{slug}", vec![get(web::get().to(storefront::district))]))
+            .service(resource("/districts/{slug}/products", vec![get(web::get().to(storefront::district_products))]))
+            .service(resource("/search", vec![get(web::get().to(storefront::search))]))
+            .service(resource("/autonomous/personalize", vec![get(web::get().to(storefront::personalize))]))
+            .service(resource("/admin/projections", vec![get(web::get().to(admin::projections))]))
+            .service(resource("/admin/projections/rebuild", vec![post(web::post().to(admin::rebuild))])),
     )
-    .route("/healthz", web::get().to(reads::health));
-}
-
-/// Answers a malformed query string or path as JSON, naming what was wrong.
-fn query_error(e: actix_web::error::QueryPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
-    let msg = e.to_string();
-    let field = msg.split('`').nth(1).unwrap_or("query").to_string();
-    ApiError::invalid(field, msg).into()
+    .service(resource("/healthz", vec![get(web::get().to(reads::health))]));
 }
 
 /// SIGINT or SIGTERM.
@@ -193,7 +219,8 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let generated_token = admin.is_none();
     let admin = admin.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let tokens = Tokens::new(admin.clone(), std::env::var("MALL_INGEST_TOKEN").ok());
+    let tokens =
+        Tokens::new(admin.clone(), std::env::var("MALL_INGEST_TOKEN").ok(), std::env::var("MALL_SHOPPER_TOKEN").ok());
     let state = web::Data::new(AppState {
         store: store.clone(),
         actors: actors.clone(),
@@ -201,14 +228,11 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         ranker: ranking::Ranker::start(read.clone(), shutdown_rx.clone()),
         tokens,
         search,
+        body_timeout: Duration::from_secs(args.body_timeout.clamp(1, 3_600)),
     });
 
     let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(web::QueryConfig::default().error_handler(query_error))
-            .configure(routes)
-            .default_service(web::to(not_found))
+        App::new().app_data(state.clone()).configure(routes).default_service(web::to(not_found))
     })
     .client_request_timeout(Duration::from_secs(30))
     .shutdown_timeout(10);

@@ -75,7 +75,7 @@ pub async fn get_history(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<PositionQuery>,
+    query: super::query::Query<PositionQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let internals = internals(&state, &req)?;
     let id = parse_product(path.into_inner())?;

@@ -87,7 +87,10 @@ pub struct PositionQuery {
 }
 
 /// `GET /api/districts`.
-pub async fn districts(state: web::Data<AppState>, q: web::Query<PositionQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn districts(
+    state: web::Data<AppState>,
+    q: super::query::Query<PositionQuery>,
+) -> Result<HttpResponse, ApiError> {
     let at = position(&state, q.min_position).await;
     let mut rows = state.read.rows("catalog", DISTRICTS, Filter::All).await.map_err(sink_error)?;
     rows.sort_by(|a, b| s(a, "slug").cmp(s(b, "slug")));
@@ -98,7 +101,7 @@ pub async fn districts(state: web::Data<AppState>, q: web::Query<PositionQuery>)
 pub async fn district(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    q: web::Query<PositionQuery>,
+    q: super::query::Query<PositionQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let slug = DistrictSlug::parse(path.into_inner()).map_err(|e| ApiError::invalid("slug", e.0))?;
     let at = position(&state, q.min_position).await;
@@ -227,7 +230,7 @@ pub struct ProductQuery {
 pub async fn product(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    q: web::Query<ProductQuery>,
+    q: super::query::Query<ProductQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = ProductId::parse(path.into_inner()).map_err(|e| ApiError::invalid("id", e.0))?;
     let shopper = shopper(&q.shopper)?;
@@ -335,7 +338,7 @@ fn personal_order<'a>(ranked: impl Iterator<Item = &'a Ranked>, interests: &Inte
 pub async fn district_products(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    q: web::Query<RankQuery>,
+    q: super::query::Query<RankQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let slug = DistrictSlug::parse(path.into_inner()).map_err(|e| ApiError::invalid("slug", e.0))?;
     let shopper = shopper(&q.shopper)?;
@@ -387,7 +390,7 @@ fn words(text: &str) -> Vec<String> {
 }
 
 /// `GET /api/search?q=`: keyword and semantic (embedding) matches together.
-pub async fn search(state: web::Data<AppState>, q: web::Query<SearchQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn search(state: web::Data<AppState>, q: super::query::Query<SearchQuery>) -> Result<HttpResponse, ApiError> {
     let query = q.q.trim();
     if query.is_empty() || query.chars().count() > 200 {
         return Err(ApiError::invalid("q", "must be 1 to 200 characters"));
@@ -472,8 +475,11 @@ pub struct PersonalizeQuery {
 /// `GET /api/autonomous/personalize?userId=`: the shopper's interests and personal ranking.
 pub async fn personalize(
     state: web::Data<AppState>,
-    q: web::Query<PersonalizeQuery>,
+    req: actix_web::HttpRequest,
+    q: super::query::Query<PersonalizeQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    // A shopper's spend, activity and interests are private: ids are guessable.
+    state.tokens.check(&req, super::auth::Scope::Profiles)?;
     let shopper = ShopperId::parse(q.user_id.clone()).map_err(|e| ApiError::invalid("userId", e.0))?;
     let (_, limit) = paging(None, q.limit)?;
     let (i, at) = interests(&state, &shopper, q.min_position).await?;

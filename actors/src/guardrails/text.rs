@@ -15,24 +15,7 @@ pub fn normalize(raw: &str) -> String {
     nfkc.lines().map(str::trim_end).collect::<Vec<_>>().join("\n").trim().to_string()
 }
 
-/// Whether `c` is invisible or reorders text: Unicode's default-ignorable code points
-/// (zero-width spaces and joiners, bidirectional controls, soft hyphens, variation selectors,
-/// tag characters), line and paragraph separators, and other format characters.
-pub fn is_invisible(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
-        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
-        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
-        | '\u{FFF0}'..='\u{FFFB}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
-        | '\u{E0000}'..='\u{E0FFF}')
-}
-
-/// Whether `c` is a control, private-use, unassigned-looking or replacement character.
-pub fn is_unprintable(c: char) -> bool {
-    (c.is_control() && c != '\n')
-        || matches!(c, '\u{E000}'..='\u{F8FF}' | '\u{F0000}'..='\u{10FFFF}' | '\u{FDD0}'..='\u{FDEF}' | '\u{FFFC}' | '\u{FFFD}')
-        || (c as u32 & 0xFFFE) == 0xFFFE
-}
+pub use mall_events::text::{is_invisible, is_unprintable};
 
 /// `s` lowercased, invisible characters removed, and every non-ASCII letter that imitates
 /// ASCII letters (Cyrillic `с`, Greek `ο`, ...) replaced by them (UTS #39 skeletons, kept only
@@ -254,19 +237,6 @@ mod tests {
         assert_eq!(fold("It\u{2019}s"), "it's");
         assert_eq!(fold("burn"), "burn", "ASCII is never folded (rn is not m)");
         assert_eq!(fold("Crème brûlée"), "crème brûlée");
-    }
-
-    #[test]
-    fn invisible_and_unprintable_characters_are_recognized() {
-        for c in ['\u{200B}', '\u{202E}', '\u{2066}', '\u{2028}', '\u{2029}', '\u{FEFF}', '\u{00AD}', '\u{E0041}'] {
-            assert!(is_invisible(c), "{c:?}");
-        }
-        for c in ['\u{0000}', '\u{0007}', '\u{E000}', '\u{FFFD}', '\u{FFFF}'] {
-            assert!(is_unprintable(c), "{c:?}");
-        }
-        for c in ['a', 'é', '€', ' ', '\n', '—'] {
-            assert!(!is_invisible(c) && !is_unprintable(c), "{c:?}");
-        }
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! Hardening, end to end over HTTP on both stores: the edge accepts only what every backend and
+//! read side can hold (times in range, text without control characters and not empty once
+//! invisible characters are left out, counts and money within bounds), bodies are strict (no
+//! trailing data, no key twice, no `null` edits), and the small things a careless client meets
+//! are answered right: a lower-case `bearer`, a wrong method (405 with `Allow`), a bad query
+//! parameter named, a private shopper profile, a body that never finishes.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::server::*;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+async fn send(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut r = c.request(method, url).header("content-type", "application/json");
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.body(b);
+    }
+    let r = r.send().await.unwrap();
+    let (status, headers) = (r.status(), r.headers().clone());
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(c: &reqwest::Client, url: String, token: &str, body: &Value) -> (StatusCode, Value) {
+    let (s, _, b) = send(c, reqwest::Method::POST, url, Some(token), Some(body.to_string().into_bytes())).await;
+    (s, b)
+}
+
+/// Asserts a 400 that names `field`.
+fn refused(answer: (StatusCode, Value), field: &str) {
+    let (status, body) = answer;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}");
+}
+
+async fn the_edge_refuses_what_a_backend_cannot_hold(store: Store) {
+    let s = Server::start(&store, &[("MALL_BODY_TIMEOUT", "2")]);
+    let c = client();
+    let (status, body) = post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) =
+        post(&c, s.url("/api/products"), ADMIN, &product("p1", "toys", "Wooden train", "Beech.")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Times out of range: a year PostgreSQL cannot hold froze its read side for good.
+    for at in ["+10000-01-01T00:00:00Z", "0000-01-01T00:00:00Z", "-0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z"] {
+        let mut v = signal("product_viewed", "p1", "a");
+        v["at"] = json!(at);
+        refused(post(&c, s.url("/api/signals"), INGEST, &json!({"signals": [v]})).await, "signals[0].at");
+    }
+    // NUL and other control characters, in every kind of text.
+    let mut d = district("nul", "warm");
+    d["name"] = json!("Toy\u{0}Town");
+    refused(post(&c, s.url("/api/districts"), ADMIN, &d).await, "name");
+    let mut p = product("p2", "toys", "Wooden\u{0} train", "");
+    refused(post(&c, s.url("/api/products"), ADMIN, &p).await, "title");
+    p = product("p2", "toys", "Wooden train", "");
+    p["tags"] = json!(["wo\u{0}od"]);
+    refused(post(&c, s.url("/api/products"), ADMIN, &p).await, "tags[0]");
+    p["tags"] = json!(["wood"]);
+    p["attributes"] = json!({"colo\u{1b}r": "red"});
+    refused(post(&c, s.url("/api/products"), ADMIN, &p).await, "attributes");
+    // Text that is empty once invisible characters are left out.
+    let p = product("p3", "toys", "\u{200B}\u{200B}\u{FEFF}", "");
+    refused(post(&c, s.url("/api/products"), ADMIN, &p).await, "title");
+    // Counts and money whose sums would wrap.
+    let mut v = signal("product_viewed", "p1", "a");
+    v["dwell_ms"] = json!(u64::MAX);
+    refused(post(&c, s.url("/api/signals"), INGEST, &json!({"signals": [v]})).await, "signals[0].dwell_ms");
+    let bought = |price: &str, quantity: u64| {
+        let mut v = signal("purchased", "p1", "a");
+        let m = v.as_object_mut().unwrap();
+        m.insert("order_id".into(), json!("o1"));
+        m.insert("quantity".into(), json!(quantity));
+        m.insert("unit_price".into(), json!(price));
+        m.insert("currency".into(), json!("EUR"));
+        json!({"signals": [v]})
+    };
+    refused(post(&c, s.url("/api/signals"), INGEST, &bought("999999999999.9999", 1)).await, "signals[0].unit_price");
+    refused(post(&c, s.url("/api/signals"), INGEST, &bought("24.50", 4_294_967_295)).await, "signals[0].quantity");
+    // The largest accepted values are stored and projected.
+    let (status, body) = post(&c, s.url("/api/signals"), INGEST, &bought("999999999.9999", 100_000)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = post(&c, s.url("/api/signals"), INGEST, &bought("999999999.9999", 100_000)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let mut v = signal("product_viewed", "p1", "b");
+    v["dwell_ms"] = json!(86_400_000u64);
+    v["at"] = json!("9999-12-31T23:59:59Z");
+    let (status, body) = post(&c, s.url("/api/signals"), INGEST, &json!({"signals": [v]})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let position = body["position"].as_u64().unwrap();
+    // The read side moved past them: nothing stalled, nothing wrapped.
+    let (status, _, p) =
+        send(&c, reqwest::Method::GET, s.url(&format!("/api/products/p1?min_position={position}")), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    let total = &p["metrics"]["total"];
+    assert_eq!((total["views"].as_u64(), total["purchases"].as_u64()), (Some(1), Some(2)), "{p}");
+    assert!(total["revenue"].as_f64().unwrap() > 1.9e14, "revenue adds up, never negative: {p}");
+    assert_eq!(total["dwell_ms"].as_u64(), Some(86_400_000), "{p}");
+
+    // Strict bodies.
+    let (status, _, body) = send(
+        &c,
+        reqwest::Method::POST,
+        s.url("/api/districts"),
+        Some(ADMIN),
+        Some(br#"{"slug":"a","name":"A","personality":{"tone":"t","style":"s","audience":"x"}} trailing"#.to_vec()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _, body) = send(
+        &c,
+        reqwest::Method::POST,
+        s.url("/api/districts"),
+        Some(ADMIN),
+        Some(br#"{"slug":"a","slug":"b","name":"A","personality":{"tone":"t","style":"s","audience":"x"}}"#.to_vec()),
+    )
+    .await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("slug")), "{body}");
+    let (status, _, body) =
+        send(&c, reqwest::Method::PUT, s.url("/api/products/p1"), Some(ADMIN), Some(br#"{"title": null}"#.to_vec()))
+            .await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("title")), "{body}");
+
+    // `bearer` in lower case is the same scheme.
+    let r = c
+        .post(s.url("/api/signals"))
+        .header("authorization", format!("bearer {INGEST}"))
+        .json(&json!({"signals": [signal("product_viewed", "p1", "c")]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // A wrong method is 405 with what is allowed.
+    let (status, headers, body) = send(&c, reqwest::Method::DELETE, s.url("/api/products/p1"), Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    let allow = headers.get("allow").unwrap().to_str().unwrap();
+    assert!(allow.contains("GET") && allow.contains("PUT"), "{allow}");
+    assert_eq!(send(&c, reqwest::Method::GET, s.url("/api/nowhere"), None, None).await.0, StatusCode::NOT_FOUND);
+    // A bad query parameter is named.
+    let (status, _, body) =
+        send(&c, reqwest::Method::GET, s.url("/api/districts/toys/products?limit=lots"), None, None).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")), "{body}");
+    // A shopper's profile is private.
+    let profile = s.url("/api/autonomous/personalize?userId=a");
+    assert_eq!(send(&c, reqwest::Method::GET, profile.clone(), None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&c, reqwest::Method::GET, profile, Some(INGEST), None).await.0, StatusCode::OK);
+
+    // A body trickled and never finished is answered 408, and the server goes on.
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let answer = std::thread::spawn(move || {
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let head = format!(
+            "POST /api/signals HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {INGEST}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{"
+        );
+        sock.write_all(head.as_bytes()).unwrap();
+        let mut reply = String::new();
+        let _ = sock.read_to_string(&mut reply);
+        reply
+    })
+    .join()
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let r = c.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_the_edge_refuses_what_a_backend_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    the_edge_refuses_what_a_backend_cannot_hold(Store::Embedded(dir.path().join("data"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_edge_refuses_what_a_backend_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = support::pg::Postgres::new().await;
+    the_edge_refuses_what_a_backend_cannot_hold(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") })
+        .await;
+}
