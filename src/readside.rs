@@ -284,6 +284,22 @@ impl ReadSide {
         }
     }
 
+    /// Every projection's parked events (an unreachable sink counts as none).
+    pub async fn parked(&self) -> Vec<(String, Vec<runner::Parked>)> {
+        let mut out = Vec::new();
+        for f in &self.followed {
+            let sink = f.sink.read().expect("sink").as_sink();
+            out.push((f.projection.name().to_string(), sink.parked().await.unwrap_or_default()));
+        }
+        out
+    }
+
+    /// Applies a projection's parked events again (after a fix).
+    pub async fn retry(&self, f: &Arc<Followed>) -> Result<runner::Retried, SinkError> {
+        let sink = f.sink.read().expect("sink").as_sink();
+        runner::retry(&*self.store, &*f.projection, &*sink).await
+    }
+
     /// Name, version, checkpoint and lag of each projection.
     pub async fn status(&self) -> Vec<(String, u32, Lag, Progress)> {
         let mut out = Vec::new();
@@ -353,14 +369,7 @@ impl ReadSide {
         }
         runner::catch_up(&*self.store, &*f.projection, &**live, 5_000, |_| {}).await?;
         let at = live.checkpoint().await?;
-        let events = self.store.read_all(shadow.checkpoint().await? + 1, usize::MAX >> 1).await?;
-        let events: Vec<_> = events.into_iter().filter(|e| e.position <= at).collect();
-        if let Some(last) = events.last() {
-            let from = shadow.checkpoint().await?;
-            shadow
-                .apply(from, last.position, Some(last.recorded_at), runner::changes_of(&*f.projection, &events))
-                .await?;
-        }
+        runner::catch_up_until(&*self.store, &*f.projection, &*shadow, 5_000, Some(at), |_| {}).await?;
         let differences = verify.then(|| {
             let mut diffs = Vec::new();
             for t in f.projection.tables() {

@@ -285,7 +285,7 @@ async fn a_failed_fsync_stops_the_store_and_nothing_after_it_is_acknowledged() {
 }
 
 #[tokio::test]
-async fn a_full_disk_fails_the_append_cleanly_and_the_store_opens_again_once_space_is_freed() {
+async fn a_full_disk_fails_the_append_cleanly_and_appends_resume_once_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
     let faults = FaultyStorage::new();
     let mut c = config(dir.path(), 1 << 20);
@@ -300,15 +300,22 @@ async fn a_full_disk_fails_the_append_cleanly_and_the_store_opens_again_once_spa
         store.append(&s, ExpectedVersion::Any, vec![event("e", &[9; 500]), event("e", &[9; 500])]).await.unwrap_err();
     assert!(matches!(e, StoreError::DiskFull { .. }), "{e}");
     assert!(e.to_string().contains("disk full"), "{e}");
-    let e = store.append(&s, ExpectedVersion::Any, vec![event("e", b"x")]).await.unwrap_err();
-    assert!(matches!(e, StoreError::Failed(_)), "{e}");
+    assert!(matches!(store.health(), mall_events::StoreHealth::DiskFull { .. }));
+    // Still full: still refused, still open.
+    let e = store.append(&s, ExpectedVersion::Any, vec![event("e", &[7; 500])]).await.unwrap_err();
+    assert!(matches!(e, StoreError::DiskFull { .. }), "{e}");
+    // Space is freed: appends go on without a restart, right after the acknowledged ones.
+    faults.free_space();
+    let r = store.append(&s, ExpectedVersion::Exact(5), vec![event("e", b"after")]).await.unwrap();
+    assert_eq!(r.first_position, 6);
+    assert_eq!(store.health(), mall_events::StoreHealth::Ok);
     store.close().await;
     drop(store);
-    // Space is freed: the store opens with exactly the acknowledged events and appends again.
+    // Opened again: exactly the acknowledged events, and appends go on.
     let store = EmbeddedStore::open(config(dir.path(), 1 << 20)).unwrap();
-    assert_eq!(store.read_all(1, 100).await.unwrap().len(), 5);
-    let r = store.append(&s, ExpectedVersion::Exact(5), vec![event("e", b"again")]).await.unwrap();
-    assert_eq!(r.first_position, 6);
+    assert_eq!(store.read_all(1, 100).await.unwrap().len(), 6);
+    let r = store.append(&s, ExpectedVersion::Exact(6), vec![event("e", b"again")]).await.unwrap();
+    assert_eq!(r.first_position, 7);
 }
 
 #[tokio::test]

@@ -194,3 +194,201 @@ async fn postgres_the_edge_refuses_what_a_backend_cannot_hold() {
     the_edge_refuses_what_a_backend_cannot_hold(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") })
         .await;
 }
+
+/// Appends, past the edge, an event no read side may hold (a signal in the year 10000), as an
+/// older build or another writer might have left in the log.
+async fn poison_the_log(store: &Store) {
+    use chrono::TimeZone;
+    use mall_events::domain::{DomainEvent, ProductViewed};
+    use mall_events::ids::{ProductId, SessionId, ShopperId};
+    let event = DomainEvent::ProductViewed(ProductViewed {
+        id: uuid::Uuid::now_v7(),
+        shopper_id: ShopperId::parse("s").unwrap(),
+        session_id: SessionId::parse("s").unwrap(),
+        at: chrono::Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
+        product_id: ProductId::parse("ghost").unwrap(),
+        dwell_ms: 1,
+    });
+    let ne = mall_events::NewEvent::from_domain(&event, uuid::Uuid::now_v7(), vec![]).unwrap();
+    let log: std::sync::Arc<dyn mall_events::EventStore> = match store {
+        Store::Embedded(dir) => {
+            std::sync::Arc::new(mall_events::EmbeddedStore::open(mall_events::EmbeddedConfig::new(dir)).unwrap())
+        }
+        Store::Postgres { url, .. } => std::sync::Arc::new(
+            mall_events::postgres::PgStore::connect(mall_events::postgres::PgConfig::new(url)).await.unwrap(),
+        ),
+    };
+    log.append(&event.stream_id(), mall_events::ExpectedVersion::Any, vec![ne]).await.unwrap();
+    log.close().await;
+}
+
+async fn parked(c: &reqwest::Client, s: &Server) -> Value {
+    let (_, _, health) = send(c, reqwest::Method::GET, s.url("/healthz"), None, None).await;
+    health
+}
+
+/// A poison event already in the log is parked by every projection, which move on; the server
+/// says `degraded` and `mall projections status` shows the event and its error; a retry that
+/// cannot help leaves it parked (exit 1).
+async fn a_poison_event_is_parked_and_the_read_side_moves_on(store: Store) {
+    poison_the_log(&store).await;
+    let s = Server::start(&store, &[]);
+    let c = client();
+    let (status, _) = post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) =
+        post(&c, s.url("/api/products"), ADMIN, &product("p1", "toys", "Wooden train", "Beech.")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let position = body["position"].as_u64().unwrap();
+    let (status, _, p) =
+        send(&c, reqwest::Method::GET, s.url(&format!("/api/products/p1?min_position={position}")), None, None).await;
+    assert_eq!(status, StatusCode::OK, "the catalog moved past the poison event: {p}");
+    let health = parked(&c, &s).await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["parked"].as_array().unwrap().len(), 3, "every projection parked it: {health}");
+    let env = [("MALL_SERVER", s.base.as_str()), ("MALL_ADMIN_TOKEN", ADMIN)];
+    let (code, out, err) = mall_with(&store, &["projections", "status", "--json"], &env);
+    assert_eq!(code, 0, "{err}");
+    let status: Value = serde_json::from_str(&out).unwrap();
+    let catalog = status["projections"].as_array().unwrap().iter().find(|p| p["name"] == "catalog").unwrap();
+    let parked_event = &catalog["parked"][0];
+    assert_eq!(parked_event["event_type"], "product_viewed", "{status}");
+    assert!(parked_event["error"].as_str().unwrap().contains("at"), "{status}");
+    let (code, _, err) = mall_with(&store, &["projections", "retry", "--all"], &env);
+    assert_eq!(code, 1, "nothing fixed it: still parked");
+    assert!(err.contains("still parked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_poison_event_is_parked_and_the_read_side_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    a_poison_event_is_parked_and_the_read_side_moves_on(Store::Embedded(dir.path().join("data"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_poison_event_is_parked_and_the_read_side_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = support::pg::Postgres::new().await;
+    a_poison_event_is_parked_and_the_read_side_moves_on(Store::Postgres {
+        url: pg.url,
+        snapshots: dir.path().join("snap"),
+    })
+    .await;
+}
+
+/// A value PostgreSQL's tables refuse (here a constraint the operator added) parks that one
+/// event with the database's detail; the projection moves on; after the fix, `mall projections
+/// retry` applies it and the server is `ok` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_event_the_tables_refuse_is_parked_with_the_detail_and_retried_after_a_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = support::pg::Postgres::new().await;
+    let store = Store::Postgres { url: pg.url.clone(), snapshots: dir.path().join("snap") };
+    let s = Server::start(&store, &[]);
+    let c = client();
+    let (db, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    db.batch_execute("ALTER TABLE products ADD CONSTRAINT no_poison CHECK (title <> 'Poison')").await.unwrap();
+    let (status, _) = post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    for (id, title) in [("bad", "Poison"), ("good", "Wooden train")] {
+        let (status, body) = post(&c, s.url("/api/products"), ADMIN, &product(id, "toys", title, "Beech.")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, _) = send(&c, reqwest::Method::GET, s.url("/api/products/good"), None, None).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the catalog stalled behind the refused event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The listing is parked (later events of the product may still make a bare row).
+    let (_, _, body) = send(&c, reqwest::Method::GET, s.url("/api/products/bad"), None, None).await;
+    assert_ne!(body["title"], "Poison", "{body}");
+    let health = parked(&c, &s).await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    let (code, out, err) = mall(&store, &["projections", "status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("parked") && out.contains("no_poison"), "the database's detail is shown: {out}");
+    db.batch_execute("ALTER TABLE products DROP CONSTRAINT no_poison").await.unwrap();
+    let (code, out, err) = mall(&store, &["projections", "retry", "catalog"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 parked events applied"), "{out}");
+    let (status, _, p) = send(&c, reqwest::Method::GET, s.url("/api/products/bad"), None, None).await;
+    assert_eq!((status, p["title"].as_str()), (StatusCode::OK, Some("Poison")), "{p}");
+    assert_eq!(parked(&c, &s).await["status"], "ok");
+}
+
+/// `mall import` keeps the file's order in the log, within a batch too: a shopper's signals,
+/// spread over many products' streams, are in the log in the order they happened.
+async fn import_keeps_the_files_order(store: Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("records.ndjson");
+    let mut lines = vec![district("toys", "warm").to_string().replacen('{', "{\"type\":\"district_opened\",", 1)];
+    for p in 0..20 {
+        lines.push(product(&format!("p{p}"), "toys", "Wooden train", "Beech.").to_string().replacen(
+            '{',
+            "{\"type\":\"product_listed\",",
+            1,
+        ));
+    }
+    let start = chrono::Utc::now() - chrono::Duration::days(1);
+    let mut ids = Vec::new();
+    for i in 0..3_000i64 {
+        let mut s = signal("product_viewed", &format!("p{}", (i * 7) % 20), &format!("s{}", i % 13));
+        s["at"] = json!((start + chrono::Duration::seconds(i)).to_rfc3339());
+        ids.push(s["id"].as_str().unwrap().to_string());
+        lines.push(s.to_string());
+    }
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let path = file.to_str().unwrap();
+    let (code, out, err) = mall(&store, &["import", path, "--batch", "1000"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let log: std::sync::Arc<dyn mall_events::EventStore> = match &store {
+        Store::Embedded(d) => {
+            let mut c = mall_events::EmbeddedConfig::new(d);
+            c.read_only = true;
+            std::sync::Arc::new(mall_events::EmbeddedStore::open(c).unwrap())
+        }
+        Store::Postgres { url, .. } => std::sync::Arc::new(
+            mall_events::postgres::PgStore::connect(mall_events::postgres::PgConfig::new(url)).await.unwrap(),
+        ),
+    };
+    let all = log.read_all(1, 10_000).await.unwrap();
+    let in_log: Vec<String> =
+        all.iter().filter(|e| e.event_type == "product_viewed").map(|e| e.event_id.to_string()).collect();
+    assert_eq!(in_log.len(), ids.len());
+    let misplaced: Vec<usize> =
+        in_log.iter().zip(&ids).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect();
+    let first = misplaced.first().copied().unwrap_or(0);
+    assert!(
+        misplaced.is_empty(),
+        "the log's order is the file's: {} misplaced, first at {first}: log {:?} file {:?}",
+        misplaced.len(),
+        &in_log[first..(first + 3).min(in_log.len())],
+        &ids[first..(first + 3).min(ids.len())]
+    );
+    let types: Vec<&str> = all.iter().take(21).map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types[0], "district_opened");
+    assert!(types[1..].iter().all(|t| *t == "product_listed"));
+    log.close().await;
+    // A second import adds nothing.
+    let (code, out, err) = mall(&store, &["import", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 events appended"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_import_keeps_the_files_order() {
+    let dir = tempfile::tempdir().unwrap();
+    import_keeps_the_files_order(Store::Embedded(dir.path().join("data"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_import_keeps_the_files_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = support::pg::Postgres::new().await;
+    import_keeps_the_files_order(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") }).await;
+}

@@ -173,6 +173,19 @@ pub struct StoreStats {
     pub bytes: u64,
 }
 
+/// Whether a store can take appends, as health checks report it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum StoreHealth {
+    /// Appends are taken.
+    Ok,
+    /// The last append was refused for a full disk (at `since`); appends resume by themselves
+    /// once there is space.
+    DiskFull { since: chrono::DateTime<chrono::Utc> },
+    /// A write or fsync failed: the store takes no append until it is opened again.
+    Failed { reason: String },
+}
+
 /// The operations of an append-only, globally ordered event log.
 ///
 /// Every backend passes the same conformance suite (`tests/conformance.rs`).
@@ -225,6 +238,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Stops accepting writes, finishes the ones in flight and releases the store's resources.
     async fn close(&self);
+
+    /// Whether the store takes appends now.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::Ok
+    }
 }
 
 /// A live, gap-free feed of the log in global order: it catches up from a position, then follows

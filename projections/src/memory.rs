@@ -9,13 +9,14 @@ use chrono::{DateTime, Utc};
 use mall_events::Position;
 
 use crate::change::{Change, Row, TableDef, apply_op};
-use crate::runner::{Sink, SinkError};
+use crate::runner::{Parked, Sink, SinkError};
 
 #[derive(Default)]
 struct Tables {
     rows: HashMap<&'static str, BTreeMap<String, Row>>,
     checkpoint: Position,
     recorded_at: Option<DateTime<Utc>>,
+    parked: BTreeMap<Position, Parked>,
 }
 
 /// A projection's tables in memory.
@@ -81,6 +82,38 @@ impl Sink for MemorySink {
         if let Some(c) = changes.iter().find(|c| !self.defs.contains_key(c.table)) {
             return Err(SinkError::Backend(format!("no table {}", c.table)));
         }
+        self.apply_changes(&mut t, changes);
+        t.checkpoint = to;
+        t.recorded_at = recorded_at;
+        Ok(true)
+    }
+
+    async fn park(&self, parked: Parked) -> Result<(), SinkError> {
+        self.tables.write().expect("tables").parked.insert(parked.position, parked);
+        Ok(())
+    }
+
+    async fn parked(&self) -> Result<Vec<Parked>, SinkError> {
+        Ok(self.tables.read().expect("tables").parked.values().cloned().collect())
+    }
+
+    async fn unpark(&self, position: Position) -> Result<(), SinkError> {
+        self.tables.write().expect("tables").parked.remove(&position);
+        Ok(())
+    }
+
+    async fn apply_unordered(&self, changes: Vec<Change>) -> Result<(), SinkError> {
+        let mut t = self.tables.write().expect("tables");
+        if let Some(c) = changes.iter().find(|c| !self.defs.contains_key(c.table)) {
+            return Err(SinkError::Backend(format!("no table {}", c.table)));
+        }
+        self.apply_changes(&mut t, changes);
+        Ok(())
+    }
+}
+
+impl MemorySink {
+    fn apply_changes(&self, t: &mut Tables, changes: Vec<Change>) {
         for c in changes {
             let def = &self.defs[c.table];
             let table = t.rows.entry(def.name).or_default();
@@ -89,8 +122,5 @@ impl Sink for MemorySink {
                 table.insert(c.key, new);
             }
         }
-        t.checkpoint = to;
-        t.recorded_at = recorded_at;
-        Ok(true)
     }
 }

@@ -23,13 +23,34 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 use crate::change::{Change, Row, TableDef, apply_op};
-use crate::runner::{Sink, SinkError};
+use crate::runner::{Parked, Sink, SinkError};
 
 /// The suffix of a rebuild's shadow tables and checkpoint.
 pub const SHADOW: &str = "__rebuild";
 
+/// A PostgreSQL error with the server's detail (`db error` alone says nothing): a data error —
+/// a value the tables refuse (SQLSTATE classes 22, 23, 54) — is [`SinkError::Rejected`], so that
+/// the runner parks the event instead of retrying it for ever; anything else is unavailability.
 fn db(e: tokio_postgres::Error) -> SinkError {
-    SinkError::Backend(e.to_string())
+    match e.as_db_error() {
+        Some(d) => {
+            let mut text = format!("{} ({}): {}", d.severity(), d.code().code(), d.message());
+            if let Some(detail) = d.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            if let Some(c) = d.constraint() {
+                text.push_str(&format!("; constraint {c}"));
+            }
+            match &d.code().code()[..2] {
+                "22" | "23" | "54" => SinkError::Rejected(text),
+                _ => SinkError::Backend(text),
+            }
+        }
+        None => SinkError::Backend(match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        }),
+    }
 }
 
 /// Connects (and spawns the connection task).
@@ -208,12 +229,13 @@ impl PgSink {
         })
     }
 
+    /// Applies `changes` in one transaction; with `at = Some((from, to, recorded_at))` only if
+    /// the checkpoint is `from`, moving it to `to`; with `None` where the checkpoint is (a
+    /// parked event's retry).
     async fn apply_in(
         &self,
         c: &mut Client,
-        from: Position,
-        to: Position,
-        recorded_at: Option<DateTime<Utc>>,
+        at: Option<(Position, Position, Option<DateTime<Utc>>)>,
         changes: Vec<Change>,
     ) -> Result<Result<bool, SinkError>, tokio_postgres::Error> {
         let tx = c.transaction().await?;
@@ -223,14 +245,16 @@ impl PgSink {
                 &[&self.checkpoint_name],
             )
             .await?;
-        let (at, version): (i64, i32) = (row.get(0), row.get(1));
+        let (checkpoint, version): (i64, i32) = (row.get(0), row.get(1));
         if version != self.version {
             tx.commit().await?;
             return Ok(Err(SinkError::OtherVersion { found: version as u32, ours: self.version as u32 }));
         }
-        if at != from as i64 || to <= from {
-            tx.commit().await?;
-            return Ok(Ok(false));
+        if let Some((from, to, _)) = at {
+            if checkpoint != from as i64 || to <= from {
+                tx.commit().await?;
+                return Ok(Ok(false));
+            }
         }
         // The rows the batch touches, as they are (and whether they exist yet), by table:
         // taken from the cache (a rebuild's), else read with one query per table.
@@ -325,11 +349,13 @@ impl PgSink {
                 tx.execute(&sql, &[&deletes]).await?;
             }
         }
-        tx.execute(
-            "UPDATE mall_projection_checkpoints SET position = $2, recorded_at = $3, version = $4, updated_at = now() WHERE name = $1",
-            &[&self.checkpoint_name, &(to as i64), &recorded_at, &self.version],
-        )
-        .await?;
+        if let Some((_, to, recorded_at)) = at {
+            tx.execute(
+                "UPDATE mall_projection_checkpoints SET position = $2, recorded_at = $3, version = $4, updated_at = now() WHERE name = $1",
+                &[&self.checkpoint_name, &(to as i64), &recorded_at, &self.version],
+            )
+            .await?;
+        }
         tx.commit().await?;
         if let Some(cache) = self.cache.lock().expect("cache").as_mut() {
             for (i, rs) in rows.into_iter().enumerate() {
@@ -359,12 +385,73 @@ impl Sink for PgSink {
         recorded_at: Option<DateTime<Utc>>,
         changes: Vec<Change>,
     ) -> Result<bool, SinkError> {
+        self.apply_at(Some((from, to, recorded_at)), changes).await
+    }
+
+    async fn park(&self, parked: Parked) -> Result<(), SinkError> {
+        let mut guard = self.client().await?;
+        let c = guard.as_mut().expect("connected");
+        let r = c
+            .execute(
+                "INSERT INTO mall_projection_parked (name, position, event_type, error, parked_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (name, position) DO UPDATE SET error = EXCLUDED.error, parked_at = EXCLUDED.parked_at",
+                &[&self.checkpoint_name, &(parked.position as i64), &parked.event_type, &parked.error, &parked.parked_at],
+            )
+            .await;
+        self.check(&mut guard, r).map(|_| ())
+    }
+
+    async fn parked(&self) -> Result<Vec<Parked>, SinkError> {
+        let mut guard = self.client().await?;
+        let c = guard.as_mut().expect("connected");
+        let r = c
+            .query(
+                "SELECT position, event_type, error, parked_at FROM mall_projection_parked WHERE name = $1 ORDER BY position",
+                &[&self.checkpoint_name],
+            )
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| Parked {
+                        position: r.get::<_, i64>(0) as Position,
+                        event_type: r.get(1),
+                        error: r.get(2),
+                        parked_at: r.get(3),
+                    })
+                    .collect()
+            });
+        self.check(&mut guard, r)
+    }
+
+    async fn unpark(&self, position: Position) -> Result<(), SinkError> {
+        let mut guard = self.client().await?;
+        let c = guard.as_mut().expect("connected");
+        let r = c
+            .execute(
+                "DELETE FROM mall_projection_parked WHERE name = $1 AND position = $2",
+                &[&self.checkpoint_name, &(position as i64)],
+            )
+            .await;
+        self.check(&mut guard, r).map(|_| ())
+    }
+
+    async fn apply_unordered(&self, changes: Vec<Change>) -> Result<(), SinkError> {
+        self.apply_at(None, changes).await.map(|_| ())
+    }
+}
+
+impl PgSink {
+    async fn apply_at(
+        &self,
+        at: Option<(Position, Position, Option<DateTime<Utc>>)>,
+        changes: Vec<Change>,
+    ) -> Result<bool, SinkError> {
         if let Some(c) = changes.iter().find(|c| !self.tables.iter().any(|(d, _)| d.name == c.table)) {
             return Err(SinkError::Backend(format!("no table {}", c.table)));
         }
         let mut guard = self.client().await?;
         let c = guard.as_mut().expect("connected");
-        let r = self.apply_in(c, from, to, recorded_at, changes).await;
+        let r = self.apply_in(c, at, changes).await;
         if r.is_err() {
             // The transaction may or may not have committed: read rows back from now on.
             if let Some(cache) = self.cache.lock().expect("cache").as_mut() {
@@ -449,6 +536,11 @@ pub async fn swap_in(
     .await
     .map_err(db)?;
     tx.execute("DELETE FROM mall_projection_checkpoints WHERE name = $1", &[&shadow_name]).await.map_err(db)?;
+    // The rebuild's parked events are the live projection's now.
+    tx.execute("DELETE FROM mall_projection_parked WHERE name = $1", &[&name]).await.map_err(db)?;
+    tx.execute("UPDATE mall_projection_parked SET name = $1 WHERE name = $2", &[&name, &shadow_name])
+        .await
+        .map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok((position, differences))
 }

@@ -5,6 +5,11 @@
 //! position the batch covers), all or nothing; a batch whose checkpoint is not past the sink's is
 //! skipped, so a batch delivered twice takes effect once. The runner reads the log in global
 //! order from the sink's checkpoint and feeds it batch by batch.
+//!
+//! A poison event never stalls a projection: an event that does not decode, or whose changes
+//! the sink refuses ([`SinkError::Rejected`], a data error rather than a lost connection), is
+//! parked with its error — the batch is retried event by event to find it — and the projection
+//! moves on. [`retry`] applies parked events after a fix.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +37,13 @@ pub trait Projection: Send + Sync + 'static {
 /// Why a sink failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// The sink is unavailable (a lost connection): retrying later may succeed.
     #[error("sink: {0}")]
     Backend(String),
+    /// The sink refused the changes themselves (a value its tables cannot hold): retrying the
+    /// same changes cannot succeed. The backend's detail is in the message.
+    #[error("sink refused the changes: {0}")]
+    Rejected(String),
     #[error("log: {0}")]
     Log(#[from] StoreError),
     /// The tables hold another version of the projection (a blue/green deployment under way):
@@ -58,6 +68,35 @@ pub trait Sink: Send + Sync + 'static {
         recorded_at: Option<DateTime<Utc>>,
         changes: Vec<Change>,
     ) -> Result<bool, SinkError>;
+    /// Keeps `parked` (replacing an earlier record of the same position).
+    async fn park(&self, parked: Parked) -> Result<(), SinkError>;
+    /// Every parked event, by position.
+    async fn parked(&self) -> Result<Vec<Parked>, SinkError>;
+    /// Forgets a parked event (a retry applied it).
+    async fn unpark(&self, position: Position) -> Result<(), SinkError>;
+    /// Applies the changes of a parked event where the checkpoint already is: out of the log's
+    /// order, all or nothing.
+    async fn apply_unordered(&self, changes: Vec<Change>) -> Result<(), SinkError>;
+}
+
+/// An event a projection could not apply, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Parked {
+    pub position: Position,
+    pub event_type: String,
+    pub error: String,
+    pub parked_at: DateTime<Utc>,
+}
+
+impl Parked {
+    fn of(e: &RecordedEvent, error: impl std::fmt::Display) -> Parked {
+        Parked {
+            position: e.position,
+            event_type: e.event_type.clone(),
+            error: error.to_string(),
+            parked_at: Utc::now(),
+        }
+    }
 }
 
 /// How far a projection is behind the log.
@@ -71,18 +110,54 @@ pub struct Lag {
     pub seconds: f64,
 }
 
-/// The changes of a slice of the log.
-pub fn changes_of(projection: &dyn Projection, events: &[RecordedEvent]) -> Vec<Change> {
+/// The changes of a slice of the log, and the events that do not decode (to be parked).
+pub fn changes_of(projection: &dyn Projection, events: &[RecordedEvent]) -> (Vec<Change>, Vec<Parked>) {
     let mut out = Vec::new();
+    let mut poisoned = Vec::new();
     for e in events {
         match e.decode() {
             Ok(d) => out.extend(projection.apply(e, &d)),
-            // `events verify` reports undecodable events; a projection skips them, as the live
-            // one did, so that a rebuild matches it.
-            Err(err) => tracing::error!(position = e.position, error = %err, "projection skips an undecodable event"),
+            Err(err) => {
+                tracing::error!(projection = projection.name(), position = e.position, error = %err, "an event that does not decode is parked");
+                poisoned.push(Parked::of(e, err));
+            }
         }
     }
-    out
+    (out, poisoned)
+}
+
+/// Applies `events` (after `from`) one at a time, parking each that does not decode or whose
+/// changes the sink refuses; returns the checkpoint reached, or `None` when someone else moved
+/// the checkpoint.
+async fn apply_one_by_one(
+    projection: &dyn Projection,
+    sink: &dyn Sink,
+    mut at: Position,
+    events: &[RecordedEvent],
+) -> Result<Option<Position>, SinkError> {
+    let start = at;
+    for e in events.iter().filter(|e| e.position > start) {
+        let changes = match e.decode() {
+            Ok(d) => projection.apply(e, &d),
+            Err(err) => {
+                sink.park(Parked::of(e, err)).await?;
+                Vec::new()
+            }
+        };
+        let applied = match sink.apply(at, e.position, Some(e.recorded_at), changes).await {
+            Err(SinkError::Rejected(why)) => {
+                tracing::error!(projection = projection.name(), position = e.position, error = %why, "an event the sink refuses is parked");
+                sink.park(Parked::of(e, &why)).await?;
+                sink.apply(at, e.position, Some(e.recorded_at), Vec::new()).await?
+            }
+            other => other?,
+        };
+        if !applied {
+            return Ok(None);
+        }
+        at = e.position;
+    }
+    Ok(Some(at))
 }
 
 /// Applies everything in the log after the sink's checkpoint, `batch` events at a time, calling
@@ -111,26 +186,34 @@ pub async fn catch_up_until(
 ) -> Result<Position, SinkError> {
     let prepare = |from: Position| async move {
         if until.is_some_and(|u| from > u) {
-            return Ok::<_, SinkError>((Vec::new(), Vec::new()));
+            return Ok::<_, SinkError>((Vec::new(), (Vec::new(), Vec::new())));
         }
         let mut events = store.read_all(from, batch).await?;
         if let Some(u) = until {
             events.retain(|e| e.position <= u);
         }
-        let changes = changes_of(projection, &events);
-        Ok((events, changes))
+        let (changes, poisoned) = changes_of(projection, &events);
+        Ok((events, (changes, poisoned)))
     };
     let mut at = sink.checkpoint().await?;
     let mut prepared = None;
     loop {
-        let (events, changes) = match prepared.take() {
+        let (events, (changes, poisoned)) = match prepared.take() {
             Some(p) => p,
             None => prepare(at + 1).await?,
         };
         let Some(last) = events.last() else { return Ok(at) };
         let (to, recorded_at) = (last.position, last.recorded_at);
+        for p in poisoned {
+            sink.park(p).await?;
+        }
         let (applied, next) = tokio::join!(sink.apply(at, to, Some(recorded_at), changes), prepare(to + 1));
-        if applied? {
+        let applied = match applied {
+            // Some event of the batch holds a value the sink refuses: find it, park it, go on.
+            Err(SinkError::Rejected(_)) => apply_one_by_one(projection, sink, at, &events).await?.is_some(),
+            other => other?,
+        };
+        if applied {
             at = to;
             progress(at);
             prepared = Some(next?);
@@ -152,7 +235,7 @@ pub async fn catch_up_all(
     batch: usize,
     mut progress: impl FnMut(Position),
 ) -> Result<Position, SinkError> {
-    type Decoded = Arc<Vec<(RecordedEvent, Option<DomainEvent>)>>;
+    type Decoded = Arc<Vec<(RecordedEvent, Result<DomainEvent, String>)>>;
     let mut at = Vec::with_capacity(parts.len());
     for (_, sink) in parts {
         at.push(sink.checkpoint().await?);
@@ -161,13 +244,11 @@ pub async fn catch_up_all(
         let store = store.clone();
         async move {
             let events = store.read_all(from, batch).await?;
-            let decoded: Vec<(RecordedEvent, Option<DomainEvent>)> = events
+            let decoded: Vec<(RecordedEvent, Result<DomainEvent, String>)> = events
                 .into_iter()
                 .map(|e| {
-                    let d = e.decode().map_err(|err| {
-                        tracing::error!(position = e.position, error = %err, "projection skips an undecodable event")
-                    });
-                    (e, d.ok())
+                    let d = e.decode().map_err(|err| err.to_string());
+                    (e, d)
                 })
                 .collect();
             Ok::<Decoded, SinkError>(Arc::new(decoded))
@@ -191,11 +272,19 @@ pub async fn catch_up_all(
                 tokio::spawn(async move {
                     let mut changes = Vec::new();
                     for (e, d) in events.iter().filter(|(e, _)| e.position > cp) {
-                        if let Some(d) = d {
-                            changes.extend(projection.apply(e, d));
+                        match d {
+                            Ok(d) => changes.extend(projection.apply(e, d)),
+                            Err(err) => sink.park(Parked::of(e, err)).await?,
                         }
                     }
-                    sink.apply(cp, to, Some(recorded_at), changes).await
+                    match sink.apply(cp, to, Some(recorded_at), changes).await {
+                        // Find the event the sink refuses, park it, go on.
+                        Err(SinkError::Rejected(_)) => {
+                            let events: Vec<RecordedEvent> = events.iter().map(|(e, _)| e.clone()).collect();
+                            Ok(apply_one_by_one(&*projection, &*sink, cp, &events).await?.is_some())
+                        }
+                        other => other,
+                    }
                 })
             })
             .collect();
@@ -286,4 +375,45 @@ pub async fn lag(store: &dyn EventStore, sink: &dyn Sink) -> Result<Lag, SinkErr
         }
     };
     Ok(Lag { checkpoint, log_position, positions: log_position.saturating_sub(checkpoint), seconds })
+}
+
+/// What [`retry`] did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Retried {
+    /// Parked events applied and forgotten.
+    pub applied: Vec<Position>,
+    /// Parked events that still fail (their error updated).
+    pub still_parked: Vec<Parked>,
+}
+
+/// Applies the parked events of `sink` again (after a fix), each on its own, out of the log's
+/// order: an event that now decodes and is accepted is forgotten; one that still fails stays
+/// parked with its new error.
+pub async fn retry(store: &dyn EventStore, projection: &dyn Projection, sink: &dyn Sink) -> Result<Retried, SinkError> {
+    let mut out = Retried::default();
+    for p in sink.parked().await? {
+        let Some(e) = store.read_all(p.position, 1).await?.into_iter().find(|e| e.position == p.position) else {
+            continue;
+        };
+        let outcome = match e.decode() {
+            Ok(d) => match sink.apply_unordered(projection.apply(&e, &d)).await {
+                Ok(()) => Ok(()),
+                Err(SinkError::Rejected(why)) => Err(why),
+                Err(other) => return Err(other),
+            },
+            Err(err) => Err(err.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                sink.unpark(p.position).await?;
+                out.applied.push(p.position);
+            }
+            Err(why) => {
+                let again = Parked::of(&e, why);
+                sink.park(again.clone()).await?;
+                out.still_parked.push(again);
+            }
+        }
+    }
+    Ok(out)
 }

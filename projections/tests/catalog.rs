@@ -155,7 +155,7 @@ async fn each_event_makes_its_rows() {
     // A batch delivered twice takes effect once.
     let cp = sink.checkpoint().await.unwrap();
     let again = store.read_all(1, 1000).await.unwrap();
-    assert!(!sink.apply(0, cp, None, mall_projections::runner::changes_of(&Catalog, &again)).await.unwrap());
+    assert!(!sink.apply(0, cp, None, mall_projections::runner::changes_of(&Catalog, &again).0).await.unwrap());
     assert_eq!(sink.get(PRODUCT_METRICS, "p1").unwrap()["views"], 2);
     let l = lag(&*store, &sink).await.unwrap();
     assert_eq!((l.positions, l.checkpoint), (0, cp));

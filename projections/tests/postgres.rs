@@ -122,7 +122,7 @@ async fn rows_and_checkpoint_commit_together_and_a_rebuild_swaps_in_equal() {
 
     // A batch delivered twice takes effect once.
     let events = store.read_all(1, 10_000).await.unwrap();
-    assert!(!live.apply(0, last, None, changes_of(&Catalog, &events)).await.unwrap());
+    assert!(!live.apply(0, last, None, changes_of(&Catalog, &events).0).await.unwrap());
     assert_eq!(live.checksums(PRODUCTS).await.unwrap(), shadow.checksums(PRODUCTS).await.unwrap());
 
     // The swap: the live projection keeps going on the swapped-in tables.

@@ -1,4 +1,5 @@
-//! `mall import FILE`: validated NDJSON records appended to their streams in batches.
+//! `mall import FILE`: validated NDJSON records appended to their streams in batches, in the
+//! file's order.
 //!
 //! Re-importing a file adds nothing twice: a signal's event id is its client-chosen `id`, and a
 //! catalog record's event id is derived from its stream, its content and how many identical
@@ -276,36 +277,46 @@ impl Importer {
         Ok(())
     }
 
-    /// Appends everything queued: districts first and in order (products name them), then every
-    /// other stream concurrently, so that the store's group commit shares fsyncs among them.
+    /// Appends everything queued, keeping the file's order in the log: each run of consecutive
+    /// records of one stream is one append, and every append is handed to the store in the
+    /// file's order before any is awaited — a backend takes appends in the order they reach it
+    /// (the embedded writer's channel, PostgreSQL's writer queue, both first come first served),
+    /// so the log's order is the file's while the store's group commit still shares fsyncs
+    /// among them.
     async fn flush(&mut self) -> anyhow::Result<()> {
-        let mut order: Vec<StreamId> = Vec::new();
-        let mut by_stream: HashMap<StreamId, Vec<Pending>> = HashMap::new();
+        use futures_util::future::{MaybeDone, maybe_done, poll_fn};
+        use std::future::Future;
+        let mut runs: Vec<(StreamId, Vec<Pending>)> = Vec::new();
         for p in self.pending.drain(..) {
-            if !by_stream.contains_key(&p.stream) {
-                order.push(p.stream.clone());
+            match runs.last_mut() {
+                Some((s, run)) if *s == p.stream => run.push(p),
+                _ => runs.push((p.stream.clone(), vec![p])),
             }
-            by_stream.entry(p.stream.clone()).or_default().push(p);
         }
-        let (districts, others): (Vec<StreamId>, Vec<StreamId>) =
-            order.into_iter().partition(|s| s.category() == "district");
-        for s in districts {
-            let batch = by_stream.remove(&s).expect("queued");
-            let (a, d) = append_stream(self.store.clone(), s, batch).await?;
-            self.report.appended += a;
-            self.report.already_stored += d;
-        }
-        let mut tasks = Vec::new();
-        for s in others {
-            let batch = by_stream.remove(&s).expect("queued");
-            tasks.push(tokio::spawn(append_stream(self.store.clone(), s, batch)));
-        }
+        let mut appends: Vec<std::pin::Pin<Box<MaybeDone<_>>>> = runs
+            .into_iter()
+            // Unconstrained: tokio's cooperative budget would otherwise make a later first poll
+            // return early (after about 128 channel operations in one poll) and queue its
+            // append out of order.
+            .map(|(stream, run)| {
+                Box::pin(maybe_done(tokio::task::unconstrained(append_stream(self.store.clone(), stream, run))))
+            })
+            .collect();
+        // One poll each, in order: every append is queued in the store before any is awaited.
+        poll_fn(|cx| {
+            for a in appends.iter_mut() {
+                let _ = a.as_mut().poll(cx);
+            }
+            std::task::Poll::Ready(())
+        })
+        .await;
+        futures_util::future::join_all(appends.iter_mut().map(|a| a.as_mut())).await;
         let mut first_error = None;
-        for t in tasks {
-            match t.await.context("an append task failed")? {
-                Ok((a, d)) => {
-                    self.report.appended += a;
-                    self.report.already_stored += d;
+        for a in appends.iter_mut() {
+            match a.as_mut().take_output().expect("every append finished") {
+                Ok((appended, stored)) => {
+                    self.report.appended += appended;
+                    self.report.already_stored += stored;
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);

@@ -1,4 +1,4 @@
-//! `mall projections status|rebuild`. On PostgreSQL the command works on the read tables
+//! `mall projections status|rebuild|retry`. On PostgreSQL the command works on the read tables
 //! directly: a rebuild fills shadow tables while the live ones keep serving (and keep
 //! following the log), shows its progress, can be interrupted and resumed, and swaps in
 //! atomically. On the embedded store the read tables live inside the running server, so the
@@ -40,6 +40,18 @@ pub enum ProjectionsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Apply parked events again (events a projection could not apply; after a fix).
+    Retry {
+        /// The projection (see `status`).
+        name: Option<String>,
+        /// Every projection.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Rebuild read tables from the log beside the live ones, then swap them in.
     Rebuild {
         /// The projection (see `status`).
@@ -62,7 +74,14 @@ pub async fn run(store_args: &StoreArgs, cmd: ProjectionsCommand) -> Result<(), 
         (StoreKind::Postgres, ProjectionsCommand::Rebuild { name, all, verify, .. }) => {
             pg_rebuild(store_args, targets(name, all)?, verify).await
         }
+        (StoreKind::Postgres, ProjectionsCommand::Retry { name, all, json, .. }) => {
+            pg_retry(store_args, targets(name, all)?, json).await
+        }
         (_, ProjectionsCommand::Status { json, server }) => server_status(&server.server, json).await,
+        (_, ProjectionsCommand::Retry { name, all, json, server }) => {
+            targets(name.clone(), all)?;
+            server_retry(&server.server, name, json).await
+        }
         (_, ProjectionsCommand::Rebuild { name, all, verify, server }) => {
             targets(name.clone(), all)?;
             server_rebuild(&server.server, name, verify).await
@@ -98,7 +117,8 @@ async fn pg_status(store_args: &StoreArgs, as_json: bool) -> Result<(), Exit> {
     for p in projections() {
         let sink = PgSink::open(&url, p.name(), p.version(), p.tables(), false).await?;
         let lag = runner::lag(&*store, &sink).await?;
-        rows.push(json!({"name": p.name(), "version": p.version(), "recorded_version": sink.recorded_version().await?, "lag": lag}));
+        let parked = runner::Sink::parked(&sink).await?;
+        rows.push(json!({"name": p.name(), "version": p.version(), "recorded_version": sink.recorded_version().await?, "lag": lag, "parked": parked}));
     }
     print_status(&json!({"sink": "postgres", "projections": rows}), as_json);
     Ok(())
@@ -126,7 +146,74 @@ fn print_status(v: &Value, as_json: bool) {
         if p["rebuild"]["running"] == true {
             println!("{:<12} rebuilding: {} of {}", "", p["rebuild"]["position"], p["rebuild"]["target"]);
         }
+        for e in p["parked"].as_array().into_iter().flatten() {
+            println!(
+                "{:<12} parked: position {} ({}): {}",
+                "",
+                e["position"],
+                e["event_type"].as_str().unwrap_or_default(),
+                e["error"].as_str().unwrap_or_default()
+            );
+        }
     }
+}
+
+/// Prints what a retry did; fails (exit 1) when events are still parked.
+fn report_retry(results: &[(String, Value)], as_json: bool) -> Result<(), Exit> {
+    let mut still = 0;
+    if as_json {
+        let list: Vec<Value> = results.iter().map(|(n, r)| json!({"name": n, "result": r})).collect();
+        println!("{}", json!({"retried": list}));
+    }
+    for (name, r) in results {
+        let applied = r["applied"].as_array().map_or(0, Vec::len);
+        let parked = r["still_parked"].as_array().cloned().unwrap_or_default();
+        still += parked.len();
+        if !as_json {
+            println!("{name}: {applied} parked events applied, {} still parked", parked.len());
+            for e in &parked {
+                println!("  position {}: {}", e["position"], e["error"].as_str().unwrap_or_default());
+            }
+        }
+    }
+    if still > 0 {
+        return Err(anyhow!("{still} events are still parked").into());
+    }
+    Ok(())
+}
+
+async fn pg_retry(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, as_json: bool) -> Result<(), Exit> {
+    let store = store::open(store_args, Access::ReadOnly).await?;
+    let url = url(store_args)?;
+    let mut results = Vec::new();
+    for p in targets {
+        let sink = PgSink::open(&url, p.name(), p.version(), p.tables(), false).await?;
+        let r = runner::retry(&*store, &*p, &sink).await?;
+        results.push((p.name().to_string(), serde_json::to_value(r)?));
+    }
+    report_retry(&results, as_json)
+}
+
+async fn server_retry(server: &str, name: Option<String>, as_json: bool) -> Result<(), Exit> {
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{server}/api/admin/projections/retry"))
+        .bearer_auth(admin_token()?)
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {server} (is `mall serve` running?)"))?;
+    if !r.status().is_success() {
+        return Err(anyhow!("{server}: {}", r.text().await.unwrap_or_default()).into());
+    }
+    let v: Value = r.json().await?;
+    let results: Vec<(String, Value)> = v["retried"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| (r["name"].as_str().unwrap_or_default().to_string(), r.clone()))
+        .collect();
+    report_retry(&results, as_json)
 }
 
 fn bar(len: u64) -> ProgressBar {

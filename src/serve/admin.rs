@@ -13,12 +13,16 @@ use super::ingest::{MAX_CATALOG_BODY, body};
 /// `GET /api/admin/projections`: name, version, checkpoint, lag, and any rebuild's progress.
 pub async fn projections(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
+    let parked: std::collections::HashMap<String, _> = state.read.parked().await.into_iter().collect();
     let rows: Vec<_> = state
         .read
         .status()
         .await
         .into_iter()
-        .map(|(name, version, lag, rebuild)| json!({"name": name, "version": version, "lag": lag, "rebuild": rebuild}))
+        .map(|(name, version, lag, rebuild)| {
+            let parked = parked.get(&name).cloned().unwrap_or_default();
+            json!({"name": name, "version": version, "lag": lag, "rebuild": rebuild, "parked": parked})
+        })
         .collect();
     Ok(HttpResponse::Ok().json(
         json!({"sink": if state.read.database_url.is_some() { "postgres" } else { "memory" }, "projections": rows}),
@@ -61,4 +65,32 @@ pub async fn rebuild(
         results.push(json!({"name": f.projection.name(), "checkpoint": checkpoint, "differences": differences}));
     }
     Ok(HttpResponse::Ok().json(json!({"rebuilt": results})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    /// One projection; all when left out.
+    name: Option<String>,
+}
+
+/// `POST /api/admin/projections/retry` `{"name"?}`: applies the parked events again (after a
+/// fix); answers with those applied and those still parked.
+pub async fn retry(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let b: RetryBody = mall_events::records::from_json(&body(&state, payload, MAX_CATALOG_BODY).await?)?;
+    let targets = match &b.name {
+        Some(n) => vec![state.read.get(n).ok_or_else(|| ApiError::invalid("name", format!("no projection {n}")))?],
+        None => state.read.followed.clone(),
+    };
+    let mut results = Vec::new();
+    for f in targets {
+        let r = state.read.retry(&f).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+        results.push(json!({"name": f.projection.name(), "applied": r.applied, "still_parked": r.still_parked}));
+    }
+    Ok(HttpResponse::Ok().json(json!({"retried": results})))
 }

@@ -134,7 +134,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/search", vec![get(web::get().to(storefront::search))]))
             .service(resource("/autonomous/personalize", vec![get(web::get().to(storefront::personalize))]))
             .service(resource("/admin/projections", vec![get(web::get().to(admin::projections))]))
-            .service(resource("/admin/projections/rebuild", vec![post(web::post().to(admin::rebuild))])),
+            .service(resource("/admin/projections/rebuild", vec![post(web::post().to(admin::rebuild))]))
+            .service(resource("/admin/projections/retry", vec![post(web::post().to(admin::retry))])),
     )
     .service(resource("/healthz", vec![get(web::get().to(reads::health))]));
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use mall_events::ids::{Position, ProductId};
-use mall_events::{Direction, StreamId};
+use mall_events::{Direction, StoreHealth, StreamId};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -95,8 +95,26 @@ pub async fn get_history(
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state.store.stats().await?;
     let delivered = *state.actors.delivered.borrow();
-    Ok(HttpResponse::Ok().insert_header((POSITION_HEADER, delivered.to_string())).json(json!({
-        "status": "ok",
+    // Parked events are a person's to look at: the mall serves, but not everything it holds.
+    let parked: Vec<_> = state
+        .read
+        .parked()
+        .await
+        .into_iter()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(name, p)| json!({"projection": name, "events": p.len(), "first": p.first()}))
+        .collect();
+    let store = state.store.health();
+    let (status, mut answer) = match (&store, parked.is_empty()) {
+        // Fail-stop: the log takes no appends until the server is restarted.
+        (StoreHealth::Failed { .. }, _) => ("failed", HttpResponse::ServiceUnavailable()),
+        (StoreHealth::DiskFull { .. }, _) | (_, false) => ("degraded", HttpResponse::Ok()),
+        (StoreHealth::Ok, true) => ("ok", HttpResponse::Ok()),
+    };
+    Ok(answer.insert_header((POSITION_HEADER, delivered.to_string())).json(json!({
+        "status": status,
+        "store": store,
+        "parked": parked,
         "log_position": stats.last_position,
         "actors_position": delivered,
         "generation_budget": {

@@ -49,6 +49,8 @@ pub trait Kind: Sized + Unpin + 'static {
     fn source(id: &Self::Id) -> Source;
     /// How far the state has folded: a stream version or a global position.
     fn cursor(state: &Self::State) -> u64;
+    /// The global position of the last event folded (0: none).
+    fn last_position(state: &Self::State) -> u64;
     /// Folds one event (`evolve` plus what the kind publishes for others).
     fn fold(state: &mut Self::State, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime);
     /// Whether the kind decides after folding (products do).
@@ -81,6 +83,9 @@ impl Kind for Product {
     fn cursor(s: &ProductState) -> u64 {
         s.version
     }
+    fn last_position(s: &ProductState) -> u64 {
+        s.position
+    }
     fn fold(s: &mut ProductState, e: &RecordedEvent, d: &DomainEvent, _: &Runtime) {
         s.evolve(d, e.position, e.stream_version);
     }
@@ -94,6 +99,9 @@ impl Kind for District {
         Source::Tag(tag::district(id))
     }
     fn cursor(s: &DistrictState) -> u64 {
+        s.position
+    }
+    fn last_position(s: &DistrictState) -> u64 {
         s.position
     }
     fn fold(s: &mut DistrictState, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime) {
@@ -117,6 +125,9 @@ impl Kind for Shopper {
         Source::Tag(tag::shopper(id))
     }
     fn cursor(s: &ShopperState) -> u64 {
+        s.position
+    }
+    fn last_position(s: &ShopperState) -> u64 {
         s.position
     }
     fn fold(s: &mut ShopperState, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime) {
@@ -226,10 +237,35 @@ pub async fn load<K: Kind>(rt: &Runtime, id: &K::Id) -> Result<K::State, StoreEr
 
 /// [`load`], also saying how many events were folded after the snapshot.
 async fn load_counting<K: Kind>(rt: &Runtime, id: &K::Id) -> Result<(K::State, u64), StoreError> {
-    let mut state: K::State =
-        rt.snapshots.load(&EntityActor::<K>::snapshot_key(id)).and_then(|b| snapshot::decode(&b)).unwrap_or_default();
+    let snapshot: Option<K::State> =
+        rt.snapshots.load(&EntityActor::<K>::snapshot_key(id)).and_then(|b| snapshot::decode(&b));
+    let mut state = match snapshot {
+        Some(s) if of_this_log::<K>(rt, id, &s).await? => s,
+        Some(_) => {
+            tracing::warn!(kind = K::NAME, id = %id, "a snapshot of another log is ignored; replaying the log");
+            K::State::default()
+        }
+        None => K::State::default(),
+    };
     let folded = catch_up::<K>(rt, id, &mut state).await?;
     Ok((state, folded))
+}
+
+/// Whether the last event a snapshot folded is in this log, where the snapshot says: at its
+/// position, in the actor's stream at its version (or carrying the actor's tag).
+async fn of_this_log<K: Kind>(rt: &Runtime, id: &K::Id, state: &K::State) -> Result<bool, StoreError> {
+    let at = K::last_position(state);
+    if at == 0 {
+        return Ok(true);
+    }
+    let events = rt.store.read_all(at, 1).await?;
+    Ok(match (events.first(), K::source(id)) {
+        (Some(e), Source::Stream(stream)) => {
+            e.position == at && e.stream_id == stream && e.stream_version == K::cursor(state)
+        }
+        (Some(e), Source::Tag(tag)) => e.position == at && e.tags.contains(&tag),
+        (None, _) => false,
+    })
 }
 
 /// Folds every event of the entity's source after the state's cursor; returns how many.

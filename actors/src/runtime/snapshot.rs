@@ -1,6 +1,9 @@
 //! Snapshots: an actor's folded state saved every N events, so that activation reads the
 //! snapshot and only the events after it. A snapshot is a cache of the log, never the truth:
 //! one that is missing, torn or from an older state shape is ignored and the stream replayed.
+//! A state names the last event it folded (its position, and its stream version or tag), and a
+//! snapshot whose last event is not in the log — another database behind the same data
+//! directory, a log restored from an older backup — is ignored too (see `entity::load`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

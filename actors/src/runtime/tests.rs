@@ -215,6 +215,37 @@ async fn snapshots_are_written_and_activation_reads_snapshot_plus_tail() {
     assert_eq!(loaded, fresh);
 }
 
+/// The same snapshots beside another log (a fresh database behind the same data directory): a
+/// snapshot whose last event that log does not hold is ignored, and the actor folds that log.
+#[actix::test]
+async fn a_snapshot_of_another_log_is_ignored() {
+    let w = world(RuntimeConfig { snapshot_every: 10, generations_per_hour: 0, ..RuntimeConfig::default() });
+    let mut events = vec![opened("toys"), listed("p1", "toys", "Wooden train")];
+    events.extend(traffic("p1", 25, 0));
+    let last = put(&w.store, events).await;
+    settled(&w, last).await;
+    let pid = ProductId::parse("p1").unwrap();
+    w.actors.products.get(&pid).send(Passivate).await.unwrap();
+    let _ = w.shutdown.send(true);
+    // Another log: the same product, fewer events; the old snapshots stay.
+    let dir = tempfile::tempdir().unwrap();
+    let other: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+    put(&other, vec![opened("toys"), listed("p1", "toys", "Wooden train")]).await;
+    put(&other, traffic("p1", 3, 0)).await;
+    let rt = Runtime::new(
+        other.clone(),
+        w.snapshots.clone(),
+        Arc::new(OfflineGenerator),
+        Arc::new(HashEmbedder),
+        RuntimeConfig::default(),
+    );
+    let loaded = entity::load::<Product>(&rt, &pid).await.unwrap();
+    assert_eq!(loaded.total.views, 3, "the other log's state, not the snapshot's");
+    // A log that was cut back to before the snapshot (restored from an older backup) likewise.
+    let district = entity::load::<entity::District>(&rt, &DistrictSlug::parse("toys").unwrap()).await.unwrap();
+    assert!(district.position <= other.stats().await.unwrap().last_position);
+}
+
 #[actix::test]
 async fn resident_actors_are_bounded() {
     let w = world(RuntimeConfig { max_resident: 3, generations_per_hour: 0, ..RuntimeConfig::default() });

@@ -139,6 +139,8 @@ struct Shared {
     committed: watch::Sender<Position>,
     /// Set once a write or fsync failed: the store then refuses every append.
     failed: Mutex<Option<String>>,
+    /// When the last append was refused for a full disk (cleared by the next write that fits).
+    disk_full: Mutex<Option<chrono::DateTime<Utc>>>,
 }
 
 struct Writer {
@@ -260,6 +262,7 @@ impl EmbeddedStore {
             index: RwLock::new(index),
             committed: watch::Sender::new(last),
             failed: Mutex::new(None),
+            disk_full: Mutex::new(None),
         });
         let writer = if shared.config.read_only {
             None
@@ -640,21 +643,41 @@ fn commit_group(shared: &Shared, group: Vec<Request>, buf: &mut Vec<u8>) {
         written = file.write_at(&vec![0; (target - allocated) as usize], allocated);
         allocated = target;
     }
-    let written = written.and_then(|()| file.write_at(buf, base)).and_then(|()| file.sync());
+    let written = written.and_then(|()| file.write_at(buf, base));
     if let Err(e) = written {
-        // Best effort: drop the partial group so the file ends on a whole record. Whatever
-        // happens, nothing of this group is acknowledged and the store stops.
+        // Drop the partial group so the file ends on a whole record; nothing of this group is
+        // acknowledged.
+        let cut = file.set_len(base);
+        if let Ok(mut index) = shared.index.write() {
+            index.segments[seg_no].allocated = base;
+        }
+        if e.raw_os_error() == Some(28) && cut.is_ok() {
+            // A full disk refused the write itself: nothing of the group reached the file
+            // (what did was cut off), every earlier group is durable, so the store stays open
+            // and a later append, once there is space, is written as if this never happened.
+            tracing::warn!(file = %path.display(), "the disk is full: an append was refused");
+            *shared.disk_full.lock().expect("disk full lock") = Some(Utc::now());
+            let mut err = Some(StoreError::DiskFull { file: path, source: e });
+            for a in accepted {
+                let e = err.take().unwrap_or_else(|| StoreError::Failed("the disk is full".into()));
+                let _ = a.reply.send(Err(e));
+            }
+            return;
+        }
+        let err = StoreError::Io { context: format!("cannot write {}", path.display()), source: e };
+        return fail(shared, accepted, err);
+    }
+    if let Err(e) = file.sync() {
+        // A failed fsync is fatal, whatever its cause (a full disk included): the kernel may
+        // have dropped the pages it could not write, and a second fsync would report success.
         let _ = file.set_len(base);
         if let Ok(mut index) = shared.index.write() {
             index.segments[seg_no].allocated = base;
         }
-        let err = if e.raw_os_error() == Some(28) {
-            StoreError::DiskFull { file: path, source: e }
-        } else {
-            StoreError::Io { context: format!("cannot write or sync {}", path.display()), source: e }
-        };
+        let err = StoreError::Io { context: format!("cannot sync {}", path.display()), source: e };
         return fail(shared, accepted, err);
     }
+    *shared.disk_full.lock().expect("disk full lock") = None;
 
     let last = {
         let mut index = shared.index.write().expect("index lock");
@@ -866,6 +889,17 @@ impl EventStore for EmbeddedStore {
         }
         let mut rx = self.shared.committed.subscribe();
         let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|p| *p > after)).await;
+    }
+
+    fn health(&self) -> crate::store::StoreHealth {
+        use crate::store::StoreHealth;
+        if let Some(reason) = self.shared.failed.lock().expect("failed lock").clone() {
+            return StoreHealth::Failed { reason };
+        }
+        match *self.shared.disk_full.lock().expect("disk full lock") {
+            Some(since) => StoreHealth::DiskFull { since },
+            None => StoreHealth::Ok,
+        }
     }
 
     async fn close(&self) {

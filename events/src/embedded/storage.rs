@@ -98,6 +98,11 @@ impl FaultyStorage {
         self.faults.space_left.store(bytes, Ordering::SeqCst);
         self.faults.limited.store(true, Ordering::SeqCst);
     }
+
+    /// Space is freed: writes succeed again.
+    pub fn free_space(&self) {
+        self.faults.limited.store(false, Ordering::SeqCst);
+    }
 }
 
 struct FaultyFile {
