@@ -392,3 +392,51 @@ async fn postgres_import_keeps_the_files_order() {
     let pg = support::pg::Postgres::new().await;
     import_keeps_the_files_order(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") }).await;
 }
+
+/// A product whose own facts can never pass the guardrails (its title is markup) is tried a
+/// bounded number of times — the offline fallback included — and then waits for a person;
+/// the other products still get their copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_that_can_never_pass_is_tried_a_bounded_number_of_times_and_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Embedded(dir.path().join("data"));
+    let s = Server::start(&store, &[("MALL_RETRY_BACKOFF", "1"), ("MALL_MAX_BACKOFF", "1")]);
+    let c = client();
+    let (status, _) = post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) =
+        post(&c, s.url("/api/products"), ADMIN, &product("bad", "toys", "<script>alert(1)</script>", "")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for i in 0..5 {
+        let (status, _) =
+            post(&c, s.url("/api/products"), ADMIN, &product(&format!("good{i}"), "toys", "Wooden train", "")).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let actor = loop {
+        let (_, _, i) =
+            send(&c, reqwest::Method::GET, s.url("/api/autonomous/products?product_id=bad"), Some(ADMIN), None).await;
+        let failures = &i["actor"]["failures"];
+        if failures["update_seo"]["needs_a_person"] == true {
+            break i["actor"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "never gave up: {failures}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // Let it sit: no further attempts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, _, h) = send(&c, reqwest::Method::GET, s.url("/api/products/bad/history"), Some(ADMIN), None).await;
+    let decided = |rule: &str| h["changes"].as_array().unwrap().iter().filter(|ch| ch["rule"] == rule).count();
+    // Its SEO title can only repeat the title: six attempts (the last three by the offline
+    // fallback), then none. Its description is written without the title, which is left out.
+    assert_eq!(decided("missing_seo"), 6, "{}", actor["failures"]);
+    for change in h["changes"].as_array().unwrap().iter().filter(|ch| ch["rule"] == "missing_seo") {
+        assert!(change["rejected_reason"].as_str().unwrap().starts_with("markup"), "{}", change["rejected_reason"]);
+    }
+    let (_, _, p) = send(&c, reqwest::Method::GET, s.url("/api/products/bad"), None, None).await;
+    assert!(!p["description"].as_str().unwrap().contains('<'), "{}", p["description"]);
+    for i in 0..5 {
+        let (_, _, p) = send(&c, reqwest::Method::GET, s.url(&format!("/api/products/good{i}")), None, None).await;
+        assert!(!p["description"].as_str().unwrap_or("").is_empty(), "others are served: {p}");
+    }
+}

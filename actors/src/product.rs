@@ -177,6 +177,8 @@ impl ProductState {
                 self.reset_window(position);
             }
             DomainEvent::ProductEdited(e) => {
+                // The vendor changed the facts: what kept failing may pass now.
+                self.failures.clear();
                 if let Some(d) = &e.district {
                     self.district = Some(d.clone());
                 }
@@ -316,6 +318,10 @@ pub struct Policy {
     /// After this many failures in a row of a rule that fills missing copy, the offline
     /// generator writes it instead (0: never).
     pub fallback_after: u32,
+    /// After this many failures in a row (the offline fallback's included), a command is not
+    /// tried again until the vendor changes the product: its own text keeps failing, which is a
+    /// person's to fix (0: never give up).
+    pub give_up_after: u32,
     /// The weight, in views, of the district prior.
     pub prior_strength: f64,
     pub experiment: ExperimentPolicy,
@@ -334,6 +340,7 @@ impl Default for Policy {
             retry_backoff: Duration::minutes(5),
             max_backoff: Duration::hours(24),
             fallback_after: 3,
+            give_up_after: 6,
             prior_strength: 20.0,
             experiment: ExperimentPolicy::default(),
         }
@@ -354,6 +361,7 @@ impl Policy {
             ("retry_backoff_secs".into(), self.retry_backoff.num_seconds() as f64),
             ("max_backoff_secs".into(), self.max_backoff.num_seconds() as f64),
             ("fallback_after_failures".into(), self.fallback_after as f64),
+            ("give_up_after_failures".into(), self.give_up_after as f64),
             ("prior_strength".into(), self.prior_strength),
             ("experiment_min_per_arm".into(), self.experiment.min_per_arm as f64),
             ("experiment_max_duration_secs".into(), self.experiment.max_duration.num_seconds() as f64),
@@ -381,6 +389,7 @@ impl Policy {
             retry_backoff: Duration::seconds(get("retry_backoff_secs", 0.0) as i64),
             max_backoff: Duration::seconds(get("max_backoff_secs", 0.0) as i64),
             fallback_after: get("fallback_after_failures", 0.0) as u32,
+            give_up_after: get("give_up_after_failures", 0.0) as u32,
             prior_strength: get("prior_strength", d.prior_strength),
             experiment: ExperimentPolicy {
                 min_per_arm: get("experiment_min_per_arm", d.experiment.min_per_arm as f64) as u64,
@@ -482,9 +491,12 @@ pub fn decide(state: &ProductState, input: &DecideInput) -> Vec<Command> {
     let timed_out = |c: CommandKind| state.in_flight.as_ref().is_some_and(|f| f.command == c);
     let cooled =
         |c: CommandKind| timed_out(c) || state.last_decided.get(&c).is_none_or(|t| input.now - *t >= policy.cooldown);
-    // After failures in a row, a command waits: the backoff doubles with each failure, capped.
+    // After failures in a row, a command waits: the backoff doubles with each failure, capped;
+    // after too many it waits for the vendor (see `needs_a_person`).
     let backed_off = |c: CommandKind| {
-        state.failures.get(&c).is_some_and(|f| f.in_a_row > 0 && input.now - f.last_at < backoff(policy, f.in_a_row))
+        state.failures.get(&c).is_some_and(|f| {
+            f.in_a_row > 0 && (input.now - f.last_at < backoff(policy, f.in_a_row) || needs_a_person(policy, f))
+        })
     };
     let judged = w.views >= policy.min_views;
     let weak = judged && posterior.mean() < policy.weak_ratio * input.prior.mean();
@@ -595,7 +607,19 @@ pub fn decide(state: &ProductState, input: &DecideInput) -> Vec<Command> {
 
 /// When the next command backing off after failures may be tried again, if any is.
 pub fn next_retry(state: &ProductState, policy: &Policy) -> Option<DateTime<Utc>> {
-    state.failures.values().filter(|f| f.in_a_row > 0).map(|f| f.last_at + backoff(policy, f.in_a_row)).min()
+    state
+        .failures
+        .values()
+        .filter(|f| f.in_a_row > 0 && !needs_a_person(policy, f))
+        .map(|f| f.last_at + backoff(policy, f.in_a_row))
+        .min()
+}
+
+/// Whether a command has failed so often in a row that trying again would only spend budget:
+/// the product's own facts keep producing text the guardrails refuse (a title made of markup,
+/// say). It is tried again when the vendor changes the product.
+pub fn needs_a_person(policy: &Policy, failures: &Failures) -> bool {
+    policy.give_up_after > 0 && failures.in_a_row >= policy.give_up_after
 }
 
 /// How long a command waits after `failures` failed or rejected generations in a row: the
@@ -795,7 +819,9 @@ mod tests {
         for i in 0..n {
             let g = Given { state: state.clone() };
             let Command::Optimize(d) = g.when(DecideInput { now: at(i), ..input() }).remove(0) else { unreachable!() };
-            assert_eq!((d.rule.as_str(), d.generator), ("missing_description", GeneratorChoice::Configured));
+            assert_eq!(d.rule, "missing_description");
+            let expected = if i < 3 { GeneratorChoice::Configured } else { GeneratorChoice::Offline };
+            assert_eq!(d.generator, expected, "the offline fallback after three failures");
             let v = 1_000 + 2 * i as u64;
             state.evolve(&DomainEvent::OptimizationDecided(d.clone()), v, v);
             state.evolve(&rejection(&d, at(i)), v + 1, v + 1);
@@ -877,9 +903,39 @@ mod tests {
     }
 
     #[test]
+    fn given_failures_the_fallback_cannot_fix_then_the_command_waits_for_the_vendor() {
+        let policy = Policy::default();
+        let state = without_description_rejected(6, |i| t0() + Duration::days(i as i64));
+        let f = state.failures[&CommandKind::RewriteDescription];
+        assert!(needs_a_person(&policy, &f));
+        let much_later = DecideInput { now: t0() + Duration::days(60), ..input() };
+        assert!(Given { state: state.clone() }.when(much_later.clone()).is_empty(), "no more attempts");
+        assert_eq!(next_retry(&state, &policy), None, "no wake-up either");
+        // The vendor edits the product: it is tried again.
+        let mut state = state;
+        state.evolve(
+            &DomainEvent::ProductEdited(ProductEdited {
+                product_id: ProductId::parse("p1").unwrap(),
+                district: None,
+                title: Some("Wooden train".into()),
+                description: None,
+                price: None,
+                currency: None,
+                tags: None,
+                attributes: None,
+                image_url: None,
+                stock: None,
+            }),
+            5_000,
+            5_000,
+        );
+        assert_eq!(rules(&Given { state }.when(much_later)).len(), 1);
+    }
+
+    #[test]
     fn decisions_recorded_before_backoff_existed_replay_without_it() {
         let mut recorded = Policy::default().to_map();
-        for k in ["retry_backoff_secs", "max_backoff_secs", "fallback_after_failures"] {
+        for k in ["retry_backoff_secs", "max_backoff_secs", "fallback_after_failures", "give_up_after_failures"] {
             recorded.remove(k);
         }
         let p = Policy::from_map(&recorded);

@@ -114,6 +114,11 @@ async fn actor_state(state: &AppState, id: &ProductId) -> Result<Value, ApiError
         })),
         "metrics": {"total": s.total, "window": s.window, "window_from": s.window_from},
         "last_decided": s.last_decided,
+        "failures": s.failures.iter().map(|(c, f)| (c.as_str().to_string(), json!({
+            "in_a_row": f.in_a_row,
+            "last_at": f.last_at,
+            "needs_a_person": mall_actors::product::needs_a_person(&state.actors.rt.config.policy, f),
+        }))).collect::<serde_json::Map<_, _>>(),
         "stream_version": s.version,
         "position": s.position,
     }))
