@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use mall_events::{EventStore, Position};
 use mall_projections::catalog::Catalog;
 use mall_projections::change::Row;
@@ -191,15 +192,16 @@ impl ReadSide {
         }
     }
 
-    /// A shopper's interest rows as (facet, stored score): the hot read of every personalized
-    /// page, so in PostgreSQL a prepared, typed, indexed query.
-    pub async fn interests(&self, shopper: &str) -> Result<Vec<(String, f64)>, SinkError> {
+    /// A shopper's interest rows as (facet, score, the time the score is as of): the hot read of
+    /// every personalized page, so in PostgreSQL a prepared, typed, indexed query.
+    pub async fn interests(&self, shopper: &str) -> Result<Vec<(String, f64, DateTime<Utc>)>, SinkError> {
         use mall_projections::personalization::SHOPPER_INTERESTS;
         let f = self.get("personalization").ok_or_else(|| SinkError::Backend("no personalization".into()))?;
         let sink = f.sink.read().expect("sink").clone();
         let pair = |r: &Row| {
             let facet = r.get("facet").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            (facet, r.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0))
+            let at = r.get("last_at").and_then(|v| v.as_str()).and_then(|t| t.parse().ok()).unwrap_or_default();
+            (facet, r.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0), at)
         };
         match sink {
             LiveSink::Memory(m) => Ok(m.with_table(SHOPPER_INTERESTS, |rows, _| {
@@ -209,12 +211,17 @@ impl ReadSide {
             LiveSink::Postgres(_) => {
                 let backend = |e: tokio_postgres::Error| SinkError::Backend(e.to_string());
                 let client = self.pg().await.expect("a pool beside PostgreSQL sinks")?;
-                let sql = "SELECT facet, score FROM shopper_interests WHERE shopper_id = $1";
+                let sql = "SELECT facet, score, last_at FROM shopper_interests WHERE shopper_id = $1";
                 let mut attempt = 0;
                 loop {
                     let statement = client.prepare_cached(sql).await.map_err(backend)?;
                     match client.query(&statement, &[&shopper]).await {
-                        Ok(rows) => return Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect()),
+                        Ok(rows) => {
+                            return Ok(rows
+                                .iter()
+                                .map(|r| (r.get(0), r.get(1), r.get::<_, Option<DateTime<Utc>>>(2).unwrap_or_default()))
+                                .collect());
+                        }
                         // A table swapped in by a rebuild may invalidate the cached statement.
                         Err(_) if attempt == 0 => {
                             client.statement_cache.clear();

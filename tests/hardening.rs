@@ -440,3 +440,38 @@ async fn a_product_that_can_never_pass_is_tried_a_bounded_number_of_times_and_ot
         assert!(!p["description"].as_str().unwrap_or("").is_empty(), "others are served: {p}");
     }
 }
+
+/// Interests from signals at the ends of the accepted range stay finite and comparable: a shopper
+/// of an old data set (1999) still gets a personal ranking, and one in 9999 does not overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interests_at_both_ends_of_the_time_range_stay_finite_and_comparable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&Store::Embedded(dir.path().join("data")), &[]);
+    let c = client();
+    let (status, _) = post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    for p in ["p1", "p2"] {
+        let (status, _) = post(&c, s.url("/api/products"), ADMIN, &product(p, "toys", "Wooden train", "Beech.")).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    for (shopper, year) in [("old", "1999"), ("far", "9999")] {
+        let mut batch = Vec::new();
+        for (p, n) in [("p1", 6), ("p2", 2)] {
+            for i in 0..n {
+                let mut v = signal("product_viewed", p, shopper);
+                v["at"] = json!(format!("{year}-03-0{}T10:00:00Z", 1 + i % 5));
+                batch.push(v);
+            }
+        }
+        let (status, body) = post(&c, s.url("/api/signals"), INGEST, &json!({ "signals": batch })).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let position = body["position"].as_u64().unwrap();
+        let url = s.url(&format!("/api/autonomous/personalize?userId={shopper}&min_position={position}"));
+        let (status, _, profile) = send(&c, reqwest::Method::GET, url, Some(INGEST), None).await;
+        assert_eq!(status, StatusCode::OK, "{profile}");
+        let interests = profile["profile"]["product_interest"].as_array().unwrap();
+        assert_eq!(interests[0]["product_id"], "p1", "{profile}");
+        let (first, second) = (interests[0]["interest"].as_f64().unwrap(), interests[1]["interest"].as_f64().unwrap());
+        assert!(first.is_finite() && first > 1.0 && second > 0.1 && first > second, "{year}: {profile}");
+    }
+}

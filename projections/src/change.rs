@@ -19,6 +19,17 @@ pub enum Op {
     Add(Vec<(&'static str, f64)>),
     /// Sets these columns and adds to those, in one step (a missing row is created first).
     Upsert { set: Row, add: Vec<(&'static str, f64)> },
+    /// Adds a time-decayed weight to a score kept "as of" a time column (`score` as of `at`):
+    /// the row's reference time moves to the later of the two and the other side is decayed to
+    /// it (halving every `half_life_days`). Values stay within the weights' own range for any
+    /// time — nothing overflows or underflows except truly negligible old interest.
+    Decay {
+        score: &'static str,
+        at: &'static str,
+        weight: f64,
+        time: chrono::DateTime<chrono::Utc>,
+        half_life_days: f64,
+    },
     /// Copies one column's value into another (nothing happens when the row is missing).
     Copy { from: &'static str, to: &'static str },
     /// Removes the row.
@@ -98,6 +109,24 @@ pub fn apply_op(table: &TableDef, key: &str, row: Option<Row>, op: Op) -> Option
             add(&mut r, &deltas);
             Some(r)
         }
+        Op::Decay { score, at, weight, time, half_life_days } => {
+            let mut r = row.unwrap_or_else(fresh);
+            let old_score = r.get(score).and_then(Value::as_f64).unwrap_or(0.0);
+            let old_at =
+                r.get(at).and_then(Value::as_str).and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok());
+            let decay = |from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>| {
+                let days = (to - from).num_milliseconds() as f64 / 86_400_000.0;
+                (-days / half_life_days).exp2()
+            };
+            let (value, reference) = match old_at {
+                Some(old_at) if old_at > time => (old_score + weight * decay(time, old_at), old_at),
+                Some(old_at) => (old_score * decay(old_at, time) + weight, time),
+                None => (weight, time),
+            };
+            r.insert(score.to_string(), Value::from(value));
+            r.insert(at.to_string(), serde_json::json!(reference));
+            Some(r)
+        }
         Op::Copy { from, to } => row.map(|mut r| {
             let v = r.get(from).cloned().unwrap_or(Value::Null);
             r.insert(to.to_string(), v);
@@ -139,5 +168,29 @@ mod tests {
         assert_eq!((&r["s"], &r["n"]), (&Value::from("bye"), &Value::from(6)));
         assert_eq!(apply_op(&T, "b", None, Op::Copy { from: "s", to: "t" }), None, "copy needs a row");
         assert_eq!(apply_op(&T, "a", Some(r), Op::Delete), None);
+    }
+
+    #[test]
+    fn decayed_scores_stay_finite_at_both_ends_of_the_accepted_range() {
+        use chrono::TimeZone;
+        const D: TableDef =
+            TableDef { name: "d", key: "id", defaults: || crate::row! { "score" => 0.0, "at" => Value::Null } };
+        let t = |y: i32| chrono::Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap();
+        let decay = |w: f64, time| Op::Decay { score: "score", at: "at", weight: w, time, half_life_days: 7.0 };
+        for (first, second) in [(t(1970), t(1971)), (t(9998), t(9999)), (t(1970), t(9999))] {
+            let r = apply_op(&D, "a", None, decay(1.0, first)).unwrap();
+            let r = apply_op(&D, "a", Some(r), decay(2.0, second)).unwrap();
+            let score = r["score"].as_f64().unwrap();
+            assert!(score.is_finite() && (2.0..=3.0).contains(&score), "{first} then {second}: {score}");
+            assert_eq!(r["at"], serde_json::json!(second));
+        }
+        // A week apart: the older weight counts half; order does not matter.
+        let a = apply_op(&D, "a", None, decay(1.0, t(2000))).unwrap();
+        let week = t(2000) + chrono::Duration::days(7);
+        let a = apply_op(&D, "a", Some(a), decay(1.0, week)).unwrap();
+        let b = apply_op(&D, "b", None, decay(1.0, week)).unwrap();
+        let b = apply_op(&D, "b", Some(b), decay(1.0, t(2000))).unwrap();
+        assert!((a["score"].as_f64().unwrap() - 1.5).abs() < 1e-12);
+        assert!((b["score"].as_f64().unwrap() - 1.5).abs() < 1e-12);
     }
 }

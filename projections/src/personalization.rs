@@ -2,16 +2,19 @@
 //! products (`shopper_interests`) and their profile (`shopper_profiles`: signal counts, spend,
 //! the last district they were seen in).
 //!
-//! Decay without state: a signal at time t adds `w · 2^((t − EPOCH) / HALF_LIFE)` to its facet, so
-//! the sums only grow (a plain `Add`), and a reader multiplies by `2^(−(now − EPOCH) / HALF_LIFE)`
-//! to get interest as of now — the same numbers a fold that decays as it goes would give.
+//! Decay relative to a moving reference: each interest row keeps its score as of its latest
+//! signal (`last_at`); a signal decays the other side to the later of the two times and adds
+//! ([`Op::Decay`](crate::change::Op::Decay)), so a score stays within its weights' range for any
+//! accepted time (an epoch-scaled sum overflowed after about 2045 and underflowed for signals
+//! twenty years before its epoch). A reader decays a score from its `last_at` to now — or, for
+//! shares and ratios, which decay alike, to the shopper's latest signal.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use mall_events::RecordedEvent;
 use mall_events::domain::DomainEvent;
 use serde_json::Value;
 
-use crate::change::{Change, TableDef};
+use crate::change::{Change, Op, TableDef};
 use crate::row;
 use crate::runner::Projection;
 
@@ -38,20 +41,10 @@ const TABLES: &[TableDef] = &[
     },
 ];
 
-/// The origin of the scaled scores.
-pub fn epoch() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("a valid date")
-}
-
-/// `2^((t − EPOCH) / HALF_LIFE)`: a weight at `t` in epoch units.
-pub fn scale(t: DateTime<Utc>) -> f64 {
-    let days = (t - epoch()).num_milliseconds() as f64 / 86_400_000.0;
-    (days / HALF_LIFE_DAYS).exp2()
-}
-
-/// A stored score as interest at `now`.
-pub fn interest_at(score: f64, now: DateTime<Utc>) -> f64 {
-    score / scale(now)
+/// A stored score (as of `last_at`) as interest at `now`.
+pub fn interest_at(score: f64, last_at: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    let days = (now - last_at).num_milliseconds() as f64 / 86_400_000.0;
+    score * (-days / HALF_LIFE_DAYS).exp2()
 }
 
 /// Shopper interests.
@@ -63,7 +56,8 @@ impl Projection for Personalization {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: scores as of each row's `last_at` (they were scaled to a fixed epoch).
+        2
     }
 
     fn tables(&self) -> &'static [TableDef] {
@@ -99,14 +93,19 @@ impl Projection for Personalization {
         if let Some(p) = d.product_id() {
             facets.push(format!("product:{p}"));
         }
-        let scaled = w * scale(at);
         for facet in facets {
+            let key = format!("{shopper}/{facet}");
             out.push(Change::upsert(
                 SHOPPER_INTERESTS,
-                format!("{shopper}/{facet}"),
-                row! { "shopper_id" => shopper, "facet" => facet, "last_at" => at },
-                vec![("score", scaled), ("signals", 1.0)],
+                key.clone(),
+                row! { "shopper_id" => shopper, "facet" => facet },
+                vec![("signals", 1.0)],
             ));
+            out.push(Change {
+                table: SHOPPER_INTERESTS,
+                key,
+                op: Op::Decay { score: "score", at: "last_at", weight: w, time: at, half_life_days: HALF_LIFE_DAYS },
+            });
         }
         out
     }

@@ -115,7 +115,7 @@ pub async fn district(
     Ok(answer(at, body))
 }
 
-/// A shopper's interests as of now: by district slug and by product id.
+/// A shopper's interests as of their latest signal: by district slug and by product id.
 struct Interests {
     districts: HashMap<String, f64>,
     products: HashMap<String, f64>,
@@ -144,10 +144,12 @@ async fn interests(
 ) -> Result<(Interests, Position), ApiError> {
     let at = position(state, min).await;
     let rows = state.read.interests(shopper.as_str()).await.map_err(sink_error)?;
-    let now = chrono::Utc::now();
+    // As of the shopper's latest signal: shares and ratios decay alike, and a shopper last seen
+    // years ago (an imported data set) keeps interests that can be compared.
+    let latest = rows.iter().map(|r| r.2).max().unwrap_or_default();
     let (mut districts, mut products) = (HashMap::new(), HashMap::new());
-    for (facet, score) in rows {
-        let v = interest_at(score, now).max(0.0);
+    for (facet, score, as_of) in rows {
+        let v = interest_at(score, as_of, latest).max(0.0);
         if let Some(d) = facet.strip_prefix("district:") {
             districts.insert(d.to_string(), v);
         } else if let Some(p) = facet.strip_prefix("product:") {
@@ -469,6 +471,8 @@ pub async fn search(state: web::Data<AppState>, q: super::query::Query<SearchQue
 pub struct PersonalizeQuery {
     user_id: String,
     limit: Option<usize>,
+    /// `minPosition` (the seed's spelling) or `min_position`, as on every other read.
+    #[serde(alias = "min_position")]
     min_position: Option<Position>,
 }
 
