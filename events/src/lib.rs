@@ -13,6 +13,7 @@
 //! - [`store`]: the [`EventStore`] trait, its errors and subscriptions;
 //! - [`text`]: the characters text may hold (no controls; invisible ones do not count);
 //! - [`embedded`]: the default backend, segment files with group commit;
+//! - `fuzzing` (hidden): the parsers' fuzz entry points, shared by `cargo fuzz` and the tests;
 //! - `postgres` (feature `postgres`): the PostgreSQL backend;
 //! - `kurrent` (feature `kurrentdb`): the KurrentDB adapter.
 
@@ -21,6 +22,8 @@ pub mod decisions;
 pub mod domain;
 pub mod embedded;
 pub mod envelope;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrent;

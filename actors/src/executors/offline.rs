@@ -499,3 +499,65 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod unicode {
+    use std::collections::BTreeMap;
+
+    use mall_events::domain::{AttributeValue, CommandKind, Personality};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::executors::parse;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Every string operation on user text is char-safe: the copywriter and the guardrails
+        /// take any Unicode a vendor can send (titles starting with multi-byte letters,
+        /// combining marks, emoji, right-to-left text) without a panic.
+        #[test]
+        fn the_copywriter_and_the_guardrails_take_any_unicode(
+            title in "\\PC{1,40}",
+            description in "\\PC{0,200}",
+            tags in proptest::collection::vec("\\PC{1,20}", 0..4),
+            attributes in proptest::collection::btree_map("\\PC{1,12}", "\\PC{0,24}", 0..4),
+            number in any::<f64>(),
+            tone in "\\PC{0,12}",
+            audience in "\\PC{0,20}",
+            district in "\\PC{0,30}",
+        ) {
+            let mut attributes: BTreeMap<String, AttributeValue> =
+                attributes.into_iter().map(|(k, v)| (k, AttributeValue::Text(v))).collect();
+            attributes.insert("size_cm".into(), AttributeValue::Number(if number.is_finite() { number } else { 1.0 }));
+            let f = Facts {
+                product_id: "p".into(),
+                title,
+                description,
+                tags,
+                attributes,
+                price: "9.90".into(),
+                currency: "EUR".into(),
+                stock: 1,
+                district,
+                personality: Some(Personality { tone, style: "short".into(), audience }),
+                diagnosis: "missing_description".into(),
+                reason: String::new(),
+            };
+            for c in [CommandKind::RewriteDescription, CommandKind::RegenerateTags, CommandKind::UpdateSeo] {
+                let text = OfflineGenerator::write(c, &f);
+                let _ = crate::executors::llm::prompt(c, &f);
+                if let Ok(content) = parse(c, &text) {
+                    let _ = guardrails::check_content(&content, &f.evidence());
+                }
+            }
+        }
+
+        #[test]
+        fn ids_and_slugs_refuse_any_unicode_cleanly(s in "\\PC{0,80}") {
+            let _ = mall_events::ids::DistrictSlug::parse(s.clone());
+            let _ = mall_events::ids::ProductId::parse(s.clone());
+            let _ = mall_events::ids::Price::parse(s);
+        }
+    }
+}
