@@ -30,7 +30,8 @@ pub fn decode(data: &[u8]) {
             let again = codec::encode(&event).expect("a decoded event encodes");
             let back: DomainEvent =
                 codec::decode(event.event_type(), event.schema_version(), &again).expect("and decodes again");
-            assert_eq!(back, event);
+            // Compared as bytes: a NaN in a decision's metrics is not equal to itself.
+            assert_eq!(codec::encode(&back).expect("encodes"), again);
         }
     }
 }
