@@ -89,6 +89,24 @@ pub struct AppState {
     pub body_timeout: Duration,
 }
 
+/// Every route: its path and methods (what `routes` serves; the API tests walk this list).
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/api/districts", &["GET", "POST"]),
+    ("/api/products", &["POST"]),
+    ("/api/products/{id}", &["GET", "PUT"]),
+    ("/api/products/{id}/history", &["GET"]),
+    ("/api/signals", &["POST"]),
+    ("/api/autonomous/products", &["GET", "POST"]),
+    ("/api/districts/{slug}", &["GET"]),
+    ("/api/districts/{slug}/products", &["GET"]),
+    ("/api/search", &["GET"]),
+    ("/api/autonomous/personalize", &["GET"]),
+    ("/api/admin/projections", &["GET"]),
+    ("/api/admin/projections/rebuild", &["POST"]),
+    ("/api/admin/projections/retry", &["POST"]),
+    ("/healthz", &["GET"]),
+];
+
 /// The routes, shared by `mall serve` and the tests. Each path is one resource: a method it does
 /// not serve answers 405 with `Allow`, not 404.
 pub fn routes(cfg: &mut web::ServiceConfig) {
