@@ -475,3 +475,172 @@ async fn interests_at_both_ends_of_the_time_range_stay_finite_and_comparable() {
         assert!(first.is_finite() && first > 1.0 && second > 0.1 && first > second, "{year}: {profile}");
     }
 }
+
+/// Records generated at and beyond every bound: each is either refused with its field, or stored
+/// and projected identically by the embedded store with in-memory tables and by PostgreSQL with
+/// PostgreSQL tables (rows compared value by value: numbers as numbers, times as times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_at_and_beyond_every_bound_are_refused_or_projected_alike_on_both_backends() {
+    use mall_projections::memory::MemorySink;
+    use mall_projections::postgres::PgSink;
+    use mall_projections::runner::catch_up;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    let mut rng = StdRng::seed_from_u64(11);
+    // Each field: values at its bounds (accepted) and beyond them (refused); mostly the former,
+    // so that most records are accepted and projected, and every refusal is met too.
+    let pick = |rng: &mut StdRng, (ok, beyond): &(Vec<Value>, Vec<Value>)| {
+        if rng.random_bool(0.9) || beyond.is_empty() {
+            ok[rng.random_range(0..ok.len())].clone()
+        } else {
+            beyond[rng.random_range(0..beyond.len())].clone()
+        }
+    };
+    let times = (
+        vec![json!("1970-01-01T00:00:00Z"), json!("9999-12-31T23:59:59Z"), json!("2026-11-29T12:00:00.123456Z")],
+        vec![json!("1969-12-31T23:59:59Z"), json!("+10000-01-01T00:00:00Z")],
+    );
+    let texts = (
+        vec![json!("Wooden train"), json!("x".repeat(64)), json!("İtirazım Var — 列車 🚂")],
+        vec![json!("\u{200B}\u{FEFF}"), json!("Tr\u{0}ain"), json!(" ")],
+    );
+    let titles = (vec![json!("x".repeat(300)), json!("İtirazım Var")], vec![json!("x".repeat(301))]);
+    let prices = (
+        vec![json!("0"), json!("999999999.9999"), json!("24.50"), json!("0.0001")],
+        vec![json!("1000000000"), json!("1.00001")],
+    );
+    let counts = (vec![json!(1), json!(100_000)], vec![json!(0), json!(100_001), json!(4_294_967_295u64)]);
+    let numbers = (vec![json!(0.5), json!(1e15), json!(-1e15), json!(3)], vec![json!(1.0000001e15)]);
+    let stocks = (vec![json!(0), json!(1_000_000_000)], vec![json!(1_000_000_001u64)]);
+    let dwells = (vec![json!(0), json!(86_400_000)], vec![json!(86_400_001), json!(u64::MAX)]);
+    let positions = (vec![json!(1), json!(1_000_000)], vec![json!(1_000_001)]);
+    let mut records: Vec<Value> = vec![json!({"type": "district_opened", "slug": "toys", "name": "Toys",
+        "personality": {"tone": "warm", "style": "short", "audience": "all"}})];
+    for i in 0..40 {
+        let mut p = product(&format!("p{i}"), "toys", "Train", "");
+        p["type"] = json!("product_listed");
+        p["title"] = if rng.random_bool(0.5) { pick(&mut rng, &titles) } else { pick(&mut rng, &texts) };
+        p["description"] = pick(&mut rng, &texts);
+        p["price"] = pick(&mut rng, &prices);
+        p["stock"] = pick(&mut rng, &stocks);
+        p["tags"] = json!([pick(&mut rng, &texts)]);
+        p["attributes"] = json!({"size": pick(&mut rng, &numbers), "note": pick(&mut rng, &texts)});
+        records.push(p);
+    }
+    for _ in 0..400 {
+        let p = format!("p{}", rng.random_range(0..40));
+        let kind =
+            ["product_viewed", "added_to_cart", "purchased", "bounced", "product_clicked"][rng.random_range(0..5)];
+        let mut v = signal(kind, &p, &format!("s{}", rng.random_range(0..20)));
+        v["at"] = pick(&mut rng, &times);
+        let m = v.as_object_mut().unwrap();
+        match kind {
+            "product_viewed" => {
+                m.insert("dwell_ms".into(), pick(&mut rng, &dwells));
+            }
+            "added_to_cart" => {
+                m.insert("quantity".into(), pick(&mut rng, &counts));
+            }
+            "purchased" => {
+                m.insert("quantity".into(), pick(&mut rng, &counts));
+                m.insert("unit_price".into(), pick(&mut rng, &prices));
+                m.insert("currency".into(), json!("EUR"));
+                m.insert("order_id".into(), json!("o1"));
+            }
+            "product_clicked" => {
+                m.insert("list".into(), json!("home"));
+                m.insert("position".into(), pick(&mut rng, &positions));
+            }
+            _ => {}
+        }
+        records.push(v);
+    }
+    // Parse: each is refused with its field, or accepted.
+    let mut accepted = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    for r in &records {
+        match mall_events::records::parse_record(r.to_string().as_bytes()) {
+            Ok(e) => {
+                if let Some(p) = e.product_id() {
+                    if !matches!(e, mall_events::DomainEvent::ProductListed(_)) && !listed.contains(p.as_str()) {
+                        continue; // its listing was refused
+                    }
+                }
+                if let mall_events::DomainEvent::ProductListed(l) = &e {
+                    listed.insert(l.product_id.as_str().to_string());
+                }
+                accepted.push(e);
+            }
+            Err(e) => assert!(e.field.is_some(), "a refusal names its field: {e} for {r}"),
+        }
+    }
+    assert!(accepted.len() > 50 && accepted.len() < records.len(), "{} of {}", accepted.len(), records.len());
+    // The same events, in the same order, into both stores.
+    let dir = tempfile::tempdir().unwrap();
+    let embedded: std::sync::Arc<dyn mall_events::EventStore> =
+        std::sync::Arc::new(mall_events::EmbeddedStore::open(mall_events::EmbeddedConfig::new(dir.path())).unwrap());
+    let pg = support::pg::Postgres::new().await;
+    let postgres: std::sync::Arc<dyn mall_events::EventStore> = std::sync::Arc::new(
+        mall_events::postgres::PgStore::connect(mall_events::postgres::PgConfig::new(&pg.url)).await.unwrap(),
+    );
+    for e in &accepted {
+        let id = e.signal_id().unwrap_or_else(uuid::Uuid::now_v7);
+        let tags = e.product_id().map(|_| vec!["district:toys".to_string()]).unwrap_or_default();
+        let ne = mall_events::NewEvent::from_domain(e, id, tags).unwrap();
+        for store in [&embedded, &postgres] {
+            store.append(&e.stream_id(), mall_events::ExpectedVersion::Any, vec![ne.clone()]).await.unwrap();
+        }
+    }
+    let (db, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let mut compared = 0;
+    for projection in mall::readside::projections() {
+        let memory = MemorySink::new(projection.tables());
+        catch_up(&*embedded, &*projection, &memory, 100, |_| {}).await.unwrap();
+        let sink =
+            PgSink::open(&pg.url, projection.name(), projection.version(), projection.tables(), false).await.unwrap();
+        catch_up(&*postgres, &*projection, &sink, 100, |_| {}).await.unwrap();
+        assert!(mall_projections::runner::Sink::parked(&sink).await.unwrap().is_empty(), "nothing accepted is refused");
+        for t in projection.tables() {
+            let (left, _) = memory.table(t.name);
+            let sql = format!("SELECT row_to_json(r)::text FROM {} r ORDER BY {}", t.name, t.key);
+            let right: Vec<Value> =
+                db.query(&sql, &[]).await.unwrap().iter().map(|r| serde_json::from_str(r.get(0)).unwrap()).collect();
+            assert_eq!(left.len(), right.len(), "{}: rows", t.name);
+            for (a, b) in left.iter().zip(&right) {
+                for (k, va) in a {
+                    // Times the store stamps (an event's `recorded_at`) differ between two logs.
+                    if (t.name, k.as_str()) == ("copy_history", "at") && a["source"] != "decision" {
+                        continue;
+                    }
+                    assert!(same(va, &b[k]), "{}.{k}: memory {va} postgres {}", t.name, b[k]);
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 50, "{compared} rows compared");
+}
+
+/// Values equal across backends: numbers as numbers, times as times, the rest as JSON.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+        }
+        (Value::String(x), Value::String(y)) => {
+            x == y
+                || matches!(
+                    (x.parse::<chrono::DateTime<chrono::Utc>>(), y.parse::<chrono::DateTime<chrono::Utc>>()),
+                    (Ok(p), Ok(q)) if p == q
+                )
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
