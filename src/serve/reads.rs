@@ -104,8 +104,9 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         .filter(|(_, p)| !p.is_empty())
         .map(|(name, p)| json!({"projection": name, "events": p.len(), "first": p.first()}))
         .collect();
+    let actors_parked = state.actors.rt.parked();
     let store = state.store.health();
-    let (status, mut answer) = match (&store, parked.is_empty()) {
+    let (status, mut answer) = match (&store, parked.is_empty() && actors_parked.is_empty()) {
         // Fail-stop: the log takes no appends until the server is restarted.
         (StoreHealth::Failed { .. }, _) => ("failed", HttpResponse::ServiceUnavailable()),
         (StoreHealth::DiskFull { .. }, _) | (_, false) => ("degraded", HttpResponse::Ok()),
@@ -115,6 +116,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         "status": status,
         "store": store,
         "parked": parked,
+        "actors_parked": {"events": actors_parked.len(), "first": actors_parked.first()},
         "log_position": stats.last_position,
         "actors_position": delivered,
         "generation_budget": {

@@ -53,6 +53,8 @@ pub trait Kind: Sized + Unpin + 'static {
     fn last_position(state: &Self::State) -> u64;
     /// Folds one event (`evolve` plus what the kind publishes for others).
     fn fold(state: &mut Self::State, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime);
+    /// Moves the state's cursor past an event that is not folded (a parked one).
+    fn pass(state: &mut Self::State, e: &RecordedEvent);
     /// Whether the kind decides after folding (products do).
     const DECIDES: bool = false;
 }
@@ -89,6 +91,10 @@ impl Kind for Product {
     fn fold(s: &mut ProductState, e: &RecordedEvent, d: &DomainEvent, _: &Runtime) {
         s.evolve(d, e.position, e.stream_version);
     }
+    fn pass(s: &mut ProductState, e: &RecordedEvent) {
+        s.version = e.stream_version;
+        s.position = e.position;
+    }
 }
 
 impl Kind for District {
@@ -103,6 +109,9 @@ impl Kind for District {
     }
     fn last_position(s: &DistrictState) -> u64 {
         s.position
+    }
+    fn pass(s: &mut DistrictState, e: &RecordedEvent) {
+        s.position = e.position;
     }
     fn fold(s: &mut DistrictState, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime) {
         s.evolve(d, e.position);
@@ -129,6 +138,9 @@ impl Kind for Shopper {
     }
     fn last_position(s: &ShopperState) -> u64 {
         s.position
+    }
+    fn pass(s: &mut ShopperState, e: &RecordedEvent) {
+        s.position = e.position;
     }
     fn fold(s: &mut ShopperState, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime) {
         let district = e.tags.iter().find_map(|t| t.strip_prefix("district:")).map(str::to_string);
@@ -282,17 +294,39 @@ async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State) -> Re
             return Ok(folded);
         }
         for e in &batch {
-            fold_one::<K>(rt, state, e);
+            // A panic in `evolve` leaves the state half-folded: the event is parked, and the
+            // caller reloads (this time passing it by).
+            let folding = std::panic::catch_unwind(AssertUnwindSafe(|| fold_one::<K>(rt, id, state, e)));
+            if folding.is_err() {
+                rt.park(format!("{}-{id}", K::NAME), e, "the fold panicked".into());
+                return Err(StoreError::Backend(format!(
+                    "event {} was parked for {}-{id}; reloading",
+                    e.position,
+                    K::NAME
+                )));
+            }
         }
         folded += batch.len() as u64;
     }
 }
 
-fn fold_one<K: Kind>(rt: &Runtime, state: &mut K::State, e: &RecordedEvent) {
+/// Folds one event, or passes it by (moving the cursor) when it is parked for this actor or
+/// does not decode (then it is parked): an actor never stops, or loops, on one event.
+fn fold_one<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State, e: &RecordedEvent) {
+    let actor = || format!("{}-{id}", K::NAME);
+    if rt.is_parked(&actor(), e.position) {
+        K::pass(state, e);
+        return;
+    }
+    if rt.poison_position.load(std::sync::atomic::Ordering::Relaxed) == e.position {
+        panic!("poisoned for a test at position {}", e.position);
+    }
     match e.decode() {
         Ok(d) => K::fold(state, e, &d, rt),
-        // `events verify` reports undecodable events; an actor skips them rather than stop.
-        Err(err) => tracing::error!(position = e.position, error = %err, "cannot decode an event"),
+        Err(err) => {
+            rt.park(actor(), e, err.to_string());
+            K::pass(state, e);
+        }
     }
 }
 
@@ -352,12 +386,16 @@ impl<K: Kind> EntityActor<K> {
         let poisoned = self.poisoned;
         let mut gap = false;
         let mut folded = 0;
-        // A panic in `evolve` must not take the arbiter down: the state is dropped and reloaded.
+        let id = self.id.clone();
+        let mut current: Option<&RecordedEvent> = None;
+        // A panic in `evolve` must not take the arbiter down: the event is parked, the state
+        // dropped and reloaded (passing the parked event by).
         let ok = std::panic::catch_unwind(AssertUnwindSafe(|| {
             if poisoned {
                 panic!("poisoned for a test");
             }
             for e in events {
+                current = Some(e);
                 let c = cursor_of(&source, e);
                 let cur = K::cursor(state);
                 if c <= cur {
@@ -367,11 +405,15 @@ impl<K: Kind> EntityActor<K> {
                     gap = true;
                     break;
                 }
-                fold_one::<K>(&rt, state, e);
+                fold_one::<K>(&rt, &id, state, e);
                 folded += 1;
             }
+            current = None;
         }));
         if ok.is_err() {
+            if let Some(e) = current {
+                rt.park(format!("{}-{}", K::NAME, self.id), e, "the fold panicked".into());
+            }
             tracing::error!(kind = K::NAME, id = %self.id, "panic while folding: reloading from the log");
             self.state = None;
             self.poisoned = false;

@@ -197,6 +197,22 @@ pub struct Runtime {
     pub districts: RwLock<HashMap<String, DistrictInfo>>,
     /// Published by the router from catalog events.
     pub catalog: RwLock<HashMap<String, CatalogEntry>>,
+    /// Events an actor could not fold (they do not decode, or its fold panicked): passed by
+    /// from then on, and shown to a person.
+    parked: Mutex<Vec<ParkedEvent>>,
+    /// Tests only: the fold of the event at this position panics (0: none).
+    #[doc(hidden)]
+    pub poison_position: std::sync::atomic::AtomicU64,
+}
+
+/// An event an actor passed by, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ParkedEvent {
+    /// `product-p1`, `shopper-s7`, ...
+    pub actor: String,
+    pub position: u64,
+    pub event_type: String,
+    pub error: String,
 }
 
 impl Runtime {
@@ -220,7 +236,29 @@ impl Runtime {
             config,
             districts: RwLock::default(),
             catalog: RwLock::default(),
+            parked: Mutex::default(),
+            poison_position: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Parks an event for an actor (once).
+    pub fn park(&self, actor: String, e: &mall_events::RecordedEvent, error: String) {
+        let mut parked = self.parked.lock().expect("parked");
+        if !parked.iter().any(|p| p.actor == actor && p.position == e.position) {
+            tracing::error!(actor, position = e.position, error, "an event the actor cannot fold is parked");
+            parked.push(ParkedEvent { actor, position: e.position, event_type: e.event_type.clone(), error });
+        }
+    }
+
+    /// Whether an event is parked for an actor.
+    pub fn is_parked(&self, actor: &str, position: u64) -> bool {
+        let parked = self.parked.lock().expect("parked");
+        !parked.is_empty() && parked.iter().any(|p| p.position == position && p.actor == actor)
+    }
+
+    /// Every parked event.
+    pub fn parked(&self) -> Vec<ParkedEvent> {
+        self.parked.lock().expect("parked").clone()
     }
 
     /// The district's prior and voice as last published (defaults before it has folded).

@@ -246,6 +246,36 @@ async fn a_snapshot_of_another_log_is_ignored() {
     assert!(district.position <= other.stats().await.unwrap().last_position);
 }
 
+/// An event an actor cannot fold (here its fold panics, every time) is parked for that actor
+/// and passed by — on delivery and on every reload — instead of taking the actor down or being
+/// retried for ever; the events after it are folded.
+#[actix::test]
+async fn an_event_whose_fold_fails_is_parked_for_that_actor_and_passed_by() {
+    let w = world(RuntimeConfig { generations_per_hour: 0, ..RuntimeConfig::default() });
+    let last = put(&w.store, vec![opened("toys"), listed("p1", "toys", "Wooden train")]).await;
+    settled(&w, last).await;
+    let views = put(&w.store, traffic("p1", 1, 0)).await;
+    // The next view's fold panics.
+    w.actors.rt.poison_position.store(views + 1, std::sync::atomic::Ordering::SeqCst);
+    let last = put(&w.store, traffic("p1", 5, 0)).await;
+    settled(&w, last).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = w.actors.products.get(&ProductId::parse("p1").unwrap()).send(Get::<Product>::default()).await.unwrap();
+        if p.as_ref().is_some_and(|p| p.total.views == 5) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", p.map(|p| p.total));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let parked = w.actors.rt.parked();
+    assert!(parked.iter().any(|p| p.actor == "product-p1" && p.position == views + 1), "{parked:?}");
+    // A reload from the log passes it by too.
+    let loaded = entity::load::<Product>(&w.actors.rt, &ProductId::parse("p1").unwrap()).await.unwrap();
+    assert_eq!(loaded.total.views, 5);
+    let _ = w.shutdown.send(true);
+}
+
 #[actix::test]
 async fn resident_actors_are_bounded() {
     let w = world(RuntimeConfig { max_resident: 3, generations_per_hour: 0, ..RuntimeConfig::default() });
