@@ -22,7 +22,7 @@ use crate::ids::{
 /// [`Price`](crate::ids::Price)) times a quantity of at most 100,000 stays below 2^63
 /// ten-thousandths, and counters add with saturation beyond that.
 pub mod bounds {
-    use chrono::{DateTime, TimeZone, Utc};
+    use chrono::{DateTime, Utc};
 
     /// The earliest and latest time a signal may carry (PostgreSQL, chrono and RFC 3339 all
     /// hold every time between).
@@ -39,12 +39,20 @@ pub mod bounds {
     /// The largest attribute number, in size.
     pub const MAX_ATTRIBUTE_NUMBER: f64 = 1e15;
 
+    /// [`EARLIEST`] as a time.
     pub fn earliest() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).single().expect("a valid time")
+        DateTime::<Utc>::UNIX_EPOCH
     }
 
+    /// [`LATEST`] as a time.
     pub fn latest() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single().expect("a valid time")
+        DateTime::from_timestamp(253_402_300_799, 0).expect("9999-12-31T23:59:59Z is a valid time")
+    }
+
+    #[test]
+    fn the_bounds_are_the_times_they_name() {
+        assert_eq!(earliest(), EARLIEST.parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(latest(), LATEST.parse::<DateTime<Utc>>().unwrap());
     }
 }
 
