@@ -710,18 +710,7 @@ mod tests {
 
     #[test]
     fn given_a_copy_change_then_the_embedding_is_stale() {
-        let edit = DomainEvent::ProductEdited(ProductEdited {
-            product_id: ProductId::parse("p1").unwrap(),
-            district: None,
-            title: None,
-            description: Some("New words.".into()),
-            price: None,
-            currency: None,
-            tags: None,
-            attributes: None,
-            image_url: None,
-            stock: None,
-        });
+        let edit = DomainEvent::ProductEdited(ProductEdited { description: Some("New words.".into()), ..edit("p1") });
         let cmds = given(with(healthy("p1"), vec![edit])).when(input());
         assert_eq!(rules(&cmds), [(CommandKind::RegenerateEmbedding, "stale_embedding".to_string())]);
     }
@@ -914,18 +903,7 @@ mod tests {
         // The vendor edits the product: it is tried again.
         let mut state = state;
         state.evolve(
-            &DomainEvent::ProductEdited(ProductEdited {
-                product_id: ProductId::parse("p1").unwrap(),
-                district: None,
-                title: Some("Wooden train".into()),
-                description: None,
-                price: None,
-                currency: None,
-                tags: None,
-                attributes: None,
-                image_url: None,
-                stock: None,
-            }),
+            &DomainEvent::ProductEdited(ProductEdited { title: Some("Wooden train".into()), ..edit("p1") }),
             5_000,
             5_000,
         );

@@ -53,6 +53,22 @@ pub fn listed(p: &str, district: &str, title: &str) -> DomainEvent {
     })
 }
 
+/// An edit of `p` that changes nothing yet: set the fields it should change.
+pub fn edit(p: &str) -> ProductEdited {
+    ProductEdited {
+        product_id: pid(p),
+        district: None,
+        title: None,
+        description: None,
+        price: None,
+        currency: None,
+        tags: None,
+        attributes: None,
+        image_url: None,
+        stock: None,
+    }
+}
+
 macro_rules! sig {
     ($variant:ident, $p:expr, $s:expr, { $($f:ident : $v:expr),* }) => {
         DomainEvent::$variant($variant {
