@@ -483,6 +483,9 @@ impl DomainEvent {
                 Ok(())
             }
         };
+        if self.signal_id().is_some_and(|id| id.is_nil()) {
+            return err("id", "id must be a UUID other than the nil UUID".into());
+        }
         if let Some(at) = self.signal_at() {
             if at < bounds::earliest() || at > bounds::latest() {
                 return err("at", format!("at must be between {} and {}", bounds::EARLIEST, bounds::LATEST));

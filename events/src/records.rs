@@ -175,6 +175,16 @@ mod tests {
     }
 
     #[test]
+    fn every_refusal_names_the_field_as_the_client_wrote_it() {
+        let e = parse_record(br#"{"type":"product_viewed","id":"00000000-0000-0000-0000-000000000000","shopper_id":"s1","session_id":"x","at":"2026-11-24T10:00:00Z","product_id":"p1","dwell_ms":1}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("id"), "{e}");
+        let e = parse_record(br#"{"type":"product_listed","product_id":"p1","district":"toys","title":"T","price":"1","currency":"EUR","stock":1,"attributes":{"size":[1,2]}}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("attributes.size"), "{e}");
+        let e = parse_record(br#"{"type":"searched","id":"0193a1b2-0000-7000-8000-000000000001","shopper_id":"s1","session_id":"x","at":"2026-11-24T10:00:00Z","query":"q","result_ids":["ok","not ok"]}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("result_ids[1]"), "{e}");
+    }
+
+    #[test]
     fn duplicate_keys_and_trailing_data_are_refused() {
         let e = parse_record(br#"{"type":"stock_changed","product_id":"p1","stock":1,"stock":2}"#).unwrap_err();
         assert_eq!((e.field.as_deref(), e.message.as_str()), (Some("stock"), "the field appears twice"));
