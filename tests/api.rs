@@ -6,12 +6,11 @@
 
 mod support;
 
-use std::time::Duration;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::http::client;
 use support::server::*;
 
 const REQUESTS_PER_ROUTE: usize = 40;
@@ -102,7 +101,7 @@ fn query(rng: &mut StdRng) -> String {
 
 async fn every_route_answers_without_5xx_and_with_the_error_shape(store: Store) {
     let s = Server::start(&store, &[]);
-    let c = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let c = client();
     // Something to read.
     let r = c.post(s.url("/api/districts")).bearer_auth(ADMIN).json(&district("toys", "warm")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
@@ -155,19 +154,4 @@ async fn every_route_answers_without_5xx_and_with_the_error_shape(store: Store) 
     assert_eq!(r.status(), StatusCode::OK, "the server is well after it all");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_every_route_answers_without_5xx_and_with_the_error_shape() {
-    let dir = tempfile::tempdir().unwrap();
-    every_route_answers_without_5xx_and_with_the_error_shape(Store::Embedded(dir.path().join("data"))).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_every_route_answers_without_5xx_and_with_the_error_shape() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = support::pg::Postgres::new().await;
-    every_route_answers_without_5xx_and_with_the_error_shape(Store::Postgres {
-        url: pg.url,
-        snapshots: dir.path().join("snap"),
-    })
-    .await;
-}
+support::on_both_stores!(every_route_answers_without_5xx_and_with_the_error_shape);

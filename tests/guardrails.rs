@@ -18,27 +18,8 @@ use std::time::{Duration, Instant};
 use model::{Api, Reply, Request};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::http::*;
 use support::server::*;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
-}
-
-async fn post(c: &reqwest::Client, url: String, token: &str, body: &Value) -> (StatusCode, Value) {
-    let r = c.post(url).bearer_auth(token).json(body).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(c: &reqwest::Client, url: String, token: Option<&str>) -> (StatusCode, Value) {
-    let mut r = c.get(url);
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    let r = r.send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
 
 /// The facts block of a prompt, as the model saw it.
 fn facts_of(prompt: &str) -> Value {
@@ -329,7 +310,7 @@ async fn catalog(c: &reqwest::Client, s: &Server) -> Vec<Listed> {
 async fn served(c: &reqwest::Client, s: &Server, id: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for shopper in ["", "?shopper=a1", "?shopper=b2", "?shopper=c3", "?shopper=d4", "?shopper=e5"] {
-        let (status, p) = get(c, s.url(&format!("/api/products/{id}{shopper}")), None).await;
+        let (status, p) = get(c, s.url(&format!("/api/products/{id}{shopper}"))).await;
         assert_eq!(status, StatusCode::OK, "{p}");
         out.push(("description".into(), p["description"].as_str().unwrap_or("").to_string()));
         for t in p["tags"].as_array().into_iter().flatten() {
@@ -381,7 +362,7 @@ async fn a_hostile_model_cannot_get_an_unsafe_word_in_front_of_a_shopper(store: 
         let asked = stand_in.requests().iter().filter(|r| r.prompt().contains("product description")).count();
         let mut incomplete = Vec::new();
         for l in &listed {
-            let (_, p) = get(&c, s.url(&format!("/api/products/{}", l.id)), None).await;
+            let (_, p) = get(&c, s.url(&format!("/api/products/{}", l.id))).await;
             let complete = !p["description"].as_str().unwrap_or("").is_empty()
                 && p["tags"].as_array().is_some_and(|t| !t.is_empty())
                 // No other copy work happens while new copy is under test.
@@ -394,7 +375,7 @@ async fn a_hostile_model_cannot_get_an_unsafe_word_in_front_of_a_shopper(store: 
             break;
         }
         if Instant::now() >= deadline {
-            let (_, h) = get(&c, s.url(&format!("/api/products/{}/history", incomplete[0])), Some(ADMIN)).await;
+            let (_, h) = get_as(&c, s.url(&format!("/api/products/{}/history", incomplete[0])), ADMIN).await;
             let reasons: Vec<String> = h["changes"]
                 .as_array()
                 .into_iter()
@@ -432,8 +413,8 @@ async fn a_hostile_model_cannot_get_an_unsafe_word_in_front_of_a_shopper(store: 
         }
     }
     assert!(generated_seen > 20, "generated copy is served: {generated_seen}");
-    let (_, page) = get(&c, s.url("/api/districts/toys/products?limit=100"), None).await;
-    let (_, found) = get(&c, s.url("/api/search?q=wooden%20train"), None).await;
+    let (_, page) = get(&c, s.url("/api/districts/toys/products?limit=100")).await;
+    let (_, found) = get(&c, s.url("/api/search?q=wooden%20train")).await;
     for item in
         page["products"].as_array().into_iter().flatten().chain(found["results"].as_array().into_iter().flatten())
     {
@@ -449,7 +430,7 @@ async fn a_hostile_model_cannot_get_an_unsafe_word_in_front_of_a_shopper(store: 
     let mut refused_by = BTreeSet::new();
     let mut published_by: HashMap<String, usize> = HashMap::new();
     for l in &listed {
-        let (status, h) = get(&c, s.url(&format!("/api/products/{}/history", l.id)), Some(ADMIN)).await;
+        let (status, h) = get_as(&c, s.url(&format!("/api/products/{}/history", l.id)), ADMIN).await;
         assert_eq!(status, StatusCode::OK, "{h}");
         for change in h["changes"].as_array().unwrap() {
             let generator = change["generation"]["generator"].as_str().unwrap_or("").to_string();
@@ -487,30 +468,15 @@ async fn a_hostile_model_cannot_get_an_unsafe_word_in_front_of_a_shopper(store: 
     assert!(decided < PRODUCTS * 40, "{decided} chat requests");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_a_hostile_model_cannot_get_an_unsafe_word_in_front_of_a_shopper() {
-    let dir = tempfile::tempdir().unwrap();
-    a_hostile_model_cannot_get_an_unsafe_word_in_front_of_a_shopper(Store::Embedded(dir.path().join("data"))).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_hostile_model_cannot_get_an_unsafe_word_in_front_of_a_shopper() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = support::pg::Postgres::new().await;
-    a_hostile_model_cannot_get_an_unsafe_word_in_front_of_a_shopper(Store::Postgres {
-        url: pg.url,
-        snapshots: dir.path().join("snap"),
-    })
-    .await;
-}
+support::on_both_stores!(a_hostile_model_cannot_get_an_unsafe_word_in_front_of_a_shopper);
 
 /// A model that stalls or is down: search answers at once from keywords and the built-in
 /// embedder, products back off and missing descriptions are filled by the offline generator,
 /// and the budget is not spent.
 async fn search_and_the_budget_stay_healthy(stand_in_base: String, requests: impl Fn() -> (usize, usize)) {
-    let dir = tempfile::tempdir().unwrap();
+    let (store, _dir) = Store::embedded();
     let s = Server::start(
-        &Store::Embedded(dir.path().join("data")),
+        &store,
         &[
             ("MALL_LLM", "openai-compatible"),
             ("MALL_LLM_URL", &stand_in_base),
@@ -522,7 +488,8 @@ async fn search_and_the_budget_stay_healthy(stand_in_base: String, requests: imp
             ("MALL_MAX_BACKOFF", "2"),
         ],
     );
-    let c = client();
+    // A search the stalled model holds up fails the test at 10 s.
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let (status, _) = post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
     assert_eq!(status, StatusCode::CREATED);
     for i in 0..6 {
@@ -535,7 +502,7 @@ async fn search_and_the_budget_stay_healthy(stand_in_base: String, requests: imp
     // was slow once.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, found) = get(&c, s.url("/api/search?q=wooden%20train"), None).await;
+        let (status, found) = get(&c, s.url("/api/search?q=wooden%20train")).await;
         assert_eq!(status, StatusCode::OK, "{found}");
         if found["results"].as_array().is_some_and(|r| r.len() == 6) {
             assert_eq!(found["embedder"], "builtin");
@@ -546,7 +513,7 @@ async fn search_and_the_budget_stay_healthy(stand_in_base: String, requests: imp
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for i in 0..10 {
-        let (status, _) = get(&c, s.url(&format!("/api/search?q=train{i}")), None).await;
+        let (status, _) = get(&c, s.url(&format!("/api/search?q=train{i}"))).await;
         assert_eq!(status, StatusCode::OK);
     }
     let (_, embeds) = requests();
@@ -556,7 +523,7 @@ async fn search_and_the_budget_stay_healthy(stand_in_base: String, requests: imp
     loop {
         let mut done = 0;
         for i in 0..6 {
-            let (_, h) = get(&c, s.url(&format!("/api/products/p{i}/history")), Some(ADMIN)).await;
+            let (_, h) = get_as(&c, s.url(&format!("/api/products/p{i}/history")), ADMIN).await;
             let filled = h["changes"].as_array().into_iter().flatten().any(|ch| {
                 ch["rule"] == "missing_description"
                     && ch["status"] == "applied"
@@ -573,7 +540,7 @@ async fn search_and_the_budget_stay_healthy(stand_in_base: String, requests: imp
     let (chats, _) = requests();
     // Description and SEO: three tries each per product before the fallback.
     assert!(chats <= 6 * 2 * 3 + 6, "{chats} chat requests to a failing model");
-    let (_, health) = get(&c, s.url("/healthz"), None).await;
+    let (_, health) = get(&c, s.url("/healthz")).await;
     let budget = &health["generation_budget"];
     assert!(budget["left"].as_u64().unwrap() + 60 >= budget["per_hour"].as_u64().unwrap(), "{health}");
 }
@@ -604,8 +571,7 @@ async fn llm_check_says_plainly_what_is_wrong() {
         ),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::Embedded(dir.path().join("data"));
+    let (store, _dir) = Store::embedded();
     let base = stand_in.base.clone();
     let check = move |backend: &'static str, url: String| {
         let store = store.clone();

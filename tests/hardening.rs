@@ -12,35 +12,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::http::*;
 use support::server::*;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
-}
-
-async fn send(
-    c: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: Option<&str>,
-    body: Option<Vec<u8>>,
-) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut r = c.request(method, url).header("content-type", "application/json");
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        r = r.body(b);
-    }
-    let r = r.send().await.unwrap();
-    let (status, headers) = (r.status(), r.headers().clone());
-    (status, headers, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn post(c: &reqwest::Client, url: String, token: &str, body: &Value) -> (StatusCode, Value) {
-    let (s, _, b) = send(c, reqwest::Method::POST, url, Some(token), Some(body.to_string().into_bytes())).await;
-    (s, b)
-}
 
 /// Asserts a 400 that names `field`.
 fn refused(answer: (StatusCode, Value), field: &str) {
@@ -181,19 +154,7 @@ async fn the_edge_refuses_what_a_backend_cannot_hold(store: Store) {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_the_edge_refuses_what_a_backend_cannot_hold() {
-    let dir = tempfile::tempdir().unwrap();
-    the_edge_refuses_what_a_backend_cannot_hold(Store::Embedded(dir.path().join("data"))).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_the_edge_refuses_what_a_backend_cannot_hold() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = support::pg::Postgres::new().await;
-    the_edge_refuses_what_a_backend_cannot_hold(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") })
-        .await;
-}
+support::on_both_stores!(the_edge_refuses_what_a_backend_cannot_hold);
 
 /// Appends, past the edge, an event no read side may hold (a signal in the year 10000), as an
 /// older build or another writer might have left in the log.
@@ -259,22 +220,7 @@ async fn a_poison_event_is_parked_and_the_read_side_moves_on(store: Store) {
     assert!(err.contains("still parked"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_a_poison_event_is_parked_and_the_read_side_moves_on() {
-    let dir = tempfile::tempdir().unwrap();
-    a_poison_event_is_parked_and_the_read_side_moves_on(Store::Embedded(dir.path().join("data"))).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_poison_event_is_parked_and_the_read_side_moves_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = support::pg::Postgres::new().await;
-    a_poison_event_is_parked_and_the_read_side_moves_on(Store::Postgres {
-        url: pg.url,
-        snapshots: dir.path().join("snap"),
-    })
-    .await;
-}
+support::on_both_stores!(a_poison_event_is_parked_and_the_read_side_moves_on);
 
 /// A value PostgreSQL's tables refuse (here a constraint the operator added) parks that one
 /// event with the database's detail; the projection moves on; after the fix, `mall projections
@@ -380,26 +326,14 @@ async fn import_keeps_the_files_order(store: Store) {
     assert!(out.contains("0 events appended"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_import_keeps_the_files_order() {
-    let dir = tempfile::tempdir().unwrap();
-    import_keeps_the_files_order(Store::Embedded(dir.path().join("data"))).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_import_keeps_the_files_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = support::pg::Postgres::new().await;
-    import_keeps_the_files_order(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") }).await;
-}
+support::on_both_stores!(import_keeps_the_files_order);
 
 /// A product whose own facts can never pass the guardrails (its title is markup) is tried a
 /// bounded number of times — the offline fallback included — and then waits for a person;
 /// the other products still get their copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_product_that_can_never_pass_is_tried_a_bounded_number_of_times_and_others_are_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::Embedded(dir.path().join("data"));
+    let (store, _dir) = Store::embedded();
     let s = Server::start(&store, &[("MALL_RETRY_BACKOFF", "1"), ("MALL_MAX_BACKOFF", "1")]);
     let c = client();
     let (status, _) = post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
@@ -445,8 +379,8 @@ async fn a_product_that_can_never_pass_is_tried_a_bounded_number_of_times_and_ot
 /// of an old data set (1999) still gets a personal ranking, and one in 9999 does not overflow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interests_at_both_ends_of_the_time_range_stay_finite_and_comparable() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&Store::Embedded(dir.path().join("data")), &[]);
+    let (store, _dir) = Store::embedded();
+    let s = Server::start(&store, &[]);
     let c = client();
     let (status, _) = post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
     assert_eq!(status, StatusCode::CREATED);

@@ -11,30 +11,8 @@ use std::time::{Duration, Instant};
 use mall_events::EventStore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::http::*;
 use support::server::*;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
-}
-
-async fn post(c: &reqwest::Client, url: String, token: &str, body: &Value) -> (StatusCode, Value) {
-    let r = c.post(url).bearer_auth(token).json(body).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(c: &reqwest::Client, url: String) -> (StatusCode, Value) {
-    let r = c.get(url).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-/// A read with a bearer token (decision internals need the admin token).
-async fn get_as(c: &reqwest::Client, url: String, token: &str) -> (StatusCode, Value) {
-    let r = c.get(url).bearer_auth(token).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
 
 async fn signals(c: &reqwest::Client, s: &Server, batch: Vec<Value>) -> u64 {
     let mut last = 0;
@@ -315,41 +293,9 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     assert!(err.contains("--until"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_weak_copy_is_rewritten_tested_kept_and_explained() {
-    let dir = tempfile::tempdir().unwrap();
-    weak_copy_is_rewritten_tested_kept_and_explained(Store::Embedded(dir.path().join("data"))).await;
-}
+support::on_both_stores!(weak_copy_is_rewritten_tested_kept_and_explained);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_weak_copy_is_rewritten_tested_kept_and_explained() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = support::pg::Postgres::new().await;
-    weak_copy_is_rewritten_tested_kept_and_explained(Store::Postgres {
-        url: pg.url,
-        snapshots: dir.path().join("snap"),
-    })
-    .await;
-}
-
-/// kill -9 in the middle of ingest: every acknowledged signal is in the log after a restart, and
-/// retrying every batch (acknowledged or not) counts nothing twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_kill_9_during_ingest_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    kill_9_during_ingest_loses_nothing_acknowledged(Store::Embedded(dir.path().join("data"))).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_kill_9_during_ingest_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = support::pg::Postgres::new().await;
-    kill_9_during_ingest_loses_nothing_acknowledged(Store::Postgres {
-        url: pg.url,
-        snapshots: dir.path().join("snap"),
-    })
-    .await;
-}
+support::on_both_stores!(kill_9_during_ingest_loses_nothing_acknowledged);
 
 /// Opens the server's log directly (the server is dead).
 async fn open_log(store: &Store) -> std::sync::Arc<dyn EventStore> {
@@ -363,6 +309,8 @@ async fn open_log(store: &Store) -> std::sync::Arc<dyn EventStore> {
     }
 }
 
+/// kill -9 in the middle of ingest: every acknowledged signal is in the log after a restart, and
+/// retrying every batch (acknowledged or not) counts nothing twice.
 async fn kill_9_during_ingest_loses_nothing_acknowledged(store: Store) {
     let seed: u64 = std::env::var("MALL_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     println!("seed {seed}");

@@ -77,23 +77,12 @@ async fn workload_more(s: &Server) {
     assert_eq!(r.status(), 202);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_rebuild_through_the_server_verifies_equal() {
-    let dir = tempfile::tempdir().unwrap();
-    rebuild_verifies_equal(Store::Embedded(dir.path().join("data"))).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_rebuild_into_shadow_tables_verifies_equal() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = support::pg::Postgres::new().await;
-    rebuild_verifies_equal(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") }).await;
-}
+support::on_both_stores!(rebuild_verifies_equal);
 
 /// A rebuild while shoppers read the rankings: no request fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_during_steady_reads_fails_no_request() {
-    for (store, _dir, _pg) in stores().await {
+    for (store, _dir) in stores().await {
         let s = Server::start(&store, &[]);
         workload(&s).await;
         let env = [("MALL_SERVER", s.base.as_str()), ("MALL_ADMIN_TOKEN", ADMIN)];
@@ -145,9 +134,7 @@ async fn a_rebuild_during_steady_reads_fails_no_request() {
 /// restart resumes from the committed checkpoint, and the tables equal a rebuild's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projection_killed_at_random_points_resumes_without_applying_anything_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = support::pg::Postgres::new().await;
-    let store = Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") };
+    let (store, _dir) = Store::postgres().await;
     let seed: u64 = rand::random();
     println!("seed {seed}");
     let c = reqwest::Client::new();
@@ -185,13 +172,6 @@ async fn a_projection_killed_at_random_points_resumes_without_applying_anything_
 }
 
 /// Both stores, each with what keeps it alive for the test.
-async fn stores() -> Vec<(Store, tempfile::TempDir, Option<support::pg::Postgres>)> {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    let pg = support::pg::Postgres::new().await;
-    let url = pg.url.clone();
-    vec![
-        (Store::Embedded(a.path().join("data")), a, None),
-        (Store::Postgres { url, snapshots: b.path().join("snap") }, b, Some(pg)),
-    ]
+async fn stores() -> Vec<(Store, tempfile::TempDir)> {
+    vec![Store::embedded(), Store::postgres().await]
 }

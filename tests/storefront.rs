@@ -144,15 +144,4 @@ async fn storefront(store: Store) {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_storefront_reads_from_the_read_tables() {
-    let dir = tempfile::tempdir().unwrap();
-    storefront(Store::Embedded(dir.path().join("data"))).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_storefront_reads_from_the_read_tables() {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = support::pg::Postgres::new().await;
-    storefront(Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") }).await;
-}
+support::on_both_stores!(storefront);

@@ -6,10 +6,34 @@ use std::sync::Arc;
 use mall_events::{EmbeddedConfig, EmbeddedStore, EventStore, NewEvent, StreamId};
 use uuid::Uuid;
 
+pub mod http;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrent;
 pub mod pg;
 pub mod server;
+
+/// One scenario (`async fn scenario(store: Store)`) as two tests, `scenario::embedded` and
+/// `scenario::postgres`: the same assertions on each store.
+#[allow(unused_macros)]
+macro_rules! on_both_stores {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                let (store, _dir) = crate::support::server::Store::embedded();
+                super::$scenario(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let (store, _dir) = crate::support::server::Store::postgres().await;
+                super::$scenario(store).await;
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_stores;
 
 /// A backend under test: opens its store, and opens it again after a close.
 #[async_trait::async_trait]

@@ -18,6 +18,19 @@ pub enum Store {
 }
 
 impl Store {
+    /// The embedded store in a fresh directory (removed when the guard drops).
+    pub fn embedded() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (Store::Embedded(dir.path().join("data")), dir)
+    }
+
+    /// A fresh PostgreSQL database, with snapshots in a fresh directory.
+    pub async fn postgres() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = super::pg::Postgres::new().await;
+        (Store::Postgres { url: pg.url, snapshots: dir.path().join("snap") }, dir)
+    }
+
     /// The store flags for any `mall` command.
     pub fn args(&self) -> Vec<String> {
         match self {

@@ -314,7 +314,7 @@ async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State) -> Re
 /// does not decode (then it is parked): an actor never stops, or loops, on one event.
 fn fold_one<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State, e: &RecordedEvent) {
     let actor = || format!("{}-{id}", K::NAME);
-    if rt.is_parked(&actor(), e.position) {
+    if rt.is_parked(e.position, actor) {
         K::pass(state, e);
         return;
     }

@@ -200,6 +200,8 @@ pub struct Runtime {
     /// Events an actor could not fold (they do not decode, or its fold panicked): passed by
     /// from then on, and shown to a person.
     parked: Mutex<Vec<ParkedEvent>>,
+    /// Whether `parked` holds anything: every fold asks, and almost always nothing is.
+    any_parked: std::sync::atomic::AtomicBool,
     /// Tests only: the fold of the event at this position panics (0: none).
     #[doc(hidden)]
     pub poison_position: std::sync::atomic::AtomicU64,
@@ -237,6 +239,7 @@ impl Runtime {
             districts: RwLock::default(),
             catalog: RwLock::default(),
             parked: Mutex::default(),
+            any_parked: std::sync::atomic::AtomicBool::new(false),
             poison_position: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -247,13 +250,18 @@ impl Runtime {
         if !parked.iter().any(|p| p.actor == actor && p.position == e.position) {
             tracing::error!(actor, position = e.position, error, "an event the actor cannot fold is parked");
             parked.push(ParkedEvent { actor, position: e.position, event_type: e.event_type.clone(), error });
+            self.any_parked.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 
-    /// Whether an event is parked for an actor.
-    pub fn is_parked(&self, actor: &str, position: u64) -> bool {
-        let parked = self.parked.lock().expect("parked");
-        !parked.is_empty() && parked.iter().any(|p| p.position == position && p.actor == actor)
+    /// Whether an event is parked for an actor; the actor's name is built (and the lock taken)
+    /// only when something is parked at all, so the fold of every event does not pay for it.
+    pub fn is_parked(&self, position: u64, actor: impl FnOnce() -> String) -> bool {
+        if !self.any_parked.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let actor = actor();
+        self.parked.lock().expect("parked").iter().any(|p| p.position == position && p.actor == actor)
     }
 
     /// Every parked event.
