@@ -2,9 +2,15 @@
 //! beside the embedded store, PostgreSQL tables beside the PostgreSQL store — and rebuilt on
 //! request without stopping reads: a fresh sink is built beside the live one, checked row by row
 //! when asked, and swapped in.
+//!
+//! In memory, each projection's tables are saved as an image beside the actor snapshots every
+//! few minutes and at shutdown; a restart loads the image and folds only the events after it
+//! (an image of another log or version is ignored and the log replayed).
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use mall_events::{EventStore, Position};
@@ -57,6 +63,10 @@ pub struct Followed {
     pub applied: watch::Sender<Position>,
     stop: Mutex<Option<watch::Sender<bool>>>,
     pub rebuild: Mutex<Progress>,
+    /// The checkpoint of the last image saved (in memory only).
+    saved: AtomicU64,
+    /// The checkpoint of the image this projection started from, if it did.
+    pub started_from_image: Option<Position>,
 }
 
 /// The read side of one server.
@@ -66,7 +76,12 @@ pub struct ReadSide {
     pub followed: Vec<Arc<Followed>>,
     /// Connections for reads of PostgreSQL read tables.
     pool: Option<deadpool_postgres::Pool>,
+    /// Where images of in-memory tables are kept (none: every start replays the log).
+    images: Option<PathBuf>,
 }
+
+/// How often in-memory tables are saved as images while the server runs.
+const IMAGE_EVERY: Duration = Duration::from_secs(300);
 
 /// Which rows of a table a read wants.
 pub enum Filter<'a> {
@@ -87,22 +102,44 @@ pub enum Filter<'a> {
 }
 
 impl ReadSide {
-    /// Opens the sinks (PostgreSQL when `database_url` is given) and starts following the log.
-    pub async fn start(store: Arc<dyn EventStore>, database_url: Option<String>) -> Result<Arc<Self>, SinkError> {
+    /// Opens the sinks (PostgreSQL when `database_url` is given; otherwise in memory, from the
+    /// images in `images` where they are of this log) and starts following the log.
+    pub async fn start(
+        store: Arc<dyn EventStore>,
+        database_url: Option<String>,
+        images: Option<PathBuf>,
+    ) -> Result<Arc<Self>, SinkError> {
+        if let Some(dir) = &images {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| SinkError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        }
         let mut followed = Vec::new();
         for p in projections() {
-            let sink = match &database_url {
+            let (sink, checkpoint, started_from_image) = match &database_url {
                 Some(url) => {
-                    LiveSink::Postgres(Arc::new(PgSink::open(url, p.name(), p.version(), p.tables(), false).await?))
+                    let sink = PgSink::open(url, p.name(), p.version(), p.tables(), false).await?;
+                    let at = sink.checkpoint().await?;
+                    (LiveSink::Postgres(Arc::new(sink)), at, None)
                 }
-                None => LiveSink::Memory(Arc::new(MemorySink::new(p.tables()))),
+                None => {
+                    let image = match &images {
+                        Some(dir) => load_image(&*store, dir, &*p).await?,
+                        None => None,
+                    };
+                    let from_image = image.is_some();
+                    let sink = image.unwrap_or_else(|| MemorySink::new(p.tables()));
+                    let at = sink.checkpoint().await?;
+                    (LiveSink::Memory(Arc::new(sink)), at, from_image.then_some(at))
+                }
             };
             let f = Arc::new(Followed {
                 projection: p,
                 sink: RwLock::new(sink),
-                applied: watch::channel(0).0,
+                applied: watch::channel(checkpoint).0,
                 stop: Mutex::new(None),
                 rebuild: Mutex::new(Progress::default()),
+                saved: AtomicU64::new(checkpoint),
+                started_from_image,
             });
             spawn_follower(&store, &f);
             followed.push(f);
@@ -125,7 +162,47 @@ impl ReadSide {
             }
             None => None,
         };
-        Ok(Arc::new(Self { store, database_url, followed, pool }))
+        let read = Arc::new(Self { store, database_url, followed, pool, images });
+        if read.images.is_some() {
+            let weak = Arc::downgrade(&read);
+            actix_web::rt::spawn(async move {
+                loop {
+                    tokio::time::sleep(IMAGE_EVERY).await;
+                    let Some(read) = weak.upgrade() else { return };
+                    read.save_images().await;
+                }
+            });
+        }
+        Ok(read)
+    }
+
+    /// Saves an image of each in-memory projection that moved since its last image.
+    pub async fn save_images(&self) {
+        let Some(dir) = &self.images else { return };
+        for f in &self.followed {
+            let LiveSink::Memory(sink) = f.sink.read().expect("sink").clone() else { continue };
+            if sink.checkpoint().await.unwrap_or(0) == f.saved.load(Ordering::Relaxed) {
+                continue;
+            }
+            let path = image_path(dir, &*f.projection);
+            let (name, version) = (f.projection.name(), f.projection.version());
+            let started = Instant::now();
+            match tokio::task::spawn_blocking(move || sink.save_image(&path, name, version)).await {
+                Ok(Ok(Some(h))) => {
+                    f.saved.store(h.checkpoint, Ordering::Relaxed);
+                    tracing::info!(
+                        projection = name,
+                        checkpoint = h.checkpoint,
+                        rows = h.rows,
+                        ms = started.elapsed().as_millis() as u64,
+                        "saved an image of the tables"
+                    );
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::warn!(projection = name, error = %e, "cannot save an image of the tables"),
+                Err(e) => tracing::warn!(projection = name, error = %e, "saving an image of the tables failed"),
+            }
+        }
     }
 
     /// The position every projection has applied (what a read reflects).
@@ -155,17 +232,13 @@ impl ReadSide {
         let sink = f.sink.read().expect("sink").clone();
         match sink {
             LiveSink::Memory(m) => Ok(m.with_table(table, |rows, _| match filter {
-                Filter::All => rows.values().cloned().collect(),
-                Filter::Key(k) => rows.get(k).cloned().into_iter().collect(),
+                Filter::All => rows.iter().map(|r| r.to_row()).collect(),
+                Filter::Key(k) => rows.get(k).map(|r| r.to_row()).into_iter().collect(),
                 Filter::Eq(col, v) => {
-                    rows.values().filter(|r| r.get(col).and_then(|x| x.as_str()) == Some(v)).cloned().collect()
+                    rows.iter().filter(|r| r.get(col).and_then(|x| x.as_str()) == Some(v)).map(|r| r.to_row()).collect()
                 }
-                Filter::Group { prefix, .. } => rows
-                    .range(prefix.to_string()..)
-                    .take_while(|(k, _)| k.starts_with(prefix))
-                    .map(|(_, r)| r.clone())
-                    .collect(),
-                Filter::Last(n) => rows.values().rev().take(n).cloned().collect(),
+                Filter::Group { prefix, .. } => rows.prefixed(prefix).map(|r| r.to_row()).collect(),
+                Filter::Last(n) => rows.iter().rev().take(n).map(|r| r.to_row()).collect(),
             })),
             LiveSink::Postgres(_) => {
                 let client = self.pg().await.expect("a pool beside PostgreSQL sinks")?;
@@ -198,15 +271,16 @@ impl ReadSide {
         use mall_projections::personalization::SHOPPER_INTERESTS;
         let f = self.get("personalization").ok_or_else(|| SinkError::Backend("no personalization".into()))?;
         let sink = f.sink.read().expect("sink").clone();
-        let pair = |r: &Row| {
-            let facet = r.get("facet").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            let at = r.get("last_at").and_then(|v| v.as_str()).and_then(|t| t.parse().ok()).unwrap_or_default();
-            (facet, r.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0), at)
-        };
         match sink {
             LiveSink::Memory(m) => Ok(m.with_table(SHOPPER_INTERESTS, |rows, _| {
                 let prefix = format!("{shopper}/");
-                rows.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(_, r)| pair(r)).collect()
+                rows.prefixed(&prefix)
+                    .map(|r| {
+                        let facet = r.get("facet").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                        let at = r.get("last_at").and_then(|v| v.as_str()).and_then(|t| t.parse().ok());
+                        (facet, r.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0), at.unwrap_or_default())
+                    })
+                    .collect()
             })),
             LiveSink::Postgres(_) => {
                 let backend = |e: tokio_postgres::Error| SinkError::Backend(e.to_string());
@@ -307,8 +381,9 @@ impl ReadSide {
         runner::retry(&*self.store, &*f.projection, &*sink).await
     }
 
-    /// Name, version, checkpoint and lag of each projection.
-    pub async fn status(&self) -> Vec<(String, u32, Lag, Progress)> {
+    /// Name, version, checkpoint and lag of each projection, any rebuild's progress, and the
+    /// checkpoint of the image it started from.
+    pub async fn status(&self) -> Vec<(String, u32, Lag, Progress, Option<Position>)> {
         let mut out = Vec::new();
         for f in &self.followed {
             let sink = f.sink.read().expect("sink").as_sink();
@@ -323,6 +398,7 @@ impl ReadSide {
                 f.projection.version(),
                 lag,
                 f.rebuild.lock().expect("progress").clone(),
+                f.started_from_image,
             ));
         }
         out
@@ -404,6 +480,53 @@ impl ReadSide {
         spawn_follower(&self.store, f);
         Ok(differences)
     }
+}
+
+fn image_path(dir: &std::path::Path, p: &dyn Projection) -> PathBuf {
+    dir.join(format!("{}.v{}.image", p.name(), p.version()))
+}
+
+/// The tables of `p` from its image in `dir`, when there is one of this projection's version and
+/// of this log (the event it last reflects is in the log, at its position, recorded at its time).
+async fn load_image(
+    store: &dyn EventStore,
+    dir: &std::path::Path,
+    p: &dyn Projection,
+) -> Result<Option<MemorySink>, SinkError> {
+    let path = image_path(dir, p);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let tables = p.tables();
+    let loaded = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || MemorySink::load_image(&path, tables))
+            .await
+            .map_err(|e| SinkError::Backend(e.to_string()))?
+    };
+    let (sink, header) = match loaded {
+        Ok(l) => l,
+        Err(why) => {
+            tracing::warn!(projection = p.name(), path = %path.display(), why, "an image of the tables is ignored; replaying the log");
+            return Ok(None);
+        }
+    };
+    let at = store.read_all(header.checkpoint, 1).await?;
+    let of_this_log =
+        at.first().is_some_and(|e| e.position == header.checkpoint && Some(e.recorded_at) == header.recorded_at);
+    if header.projection != p.name() || header.version != p.version() || !of_this_log {
+        tracing::warn!(projection = p.name(), path = %path.display(), "an image of another log or version is ignored; replaying the log");
+        return Ok(None);
+    }
+    tracing::info!(
+        projection = p.name(),
+        checkpoint = header.checkpoint,
+        rows = header.rows,
+        ms = started.elapsed().as_millis() as u64,
+        "loaded the tables from their image"
+    );
+    Ok(Some(sink))
 }
 
 fn spawn_follower(store: &Arc<dyn EventStore>, f: &Arc<Followed>) {

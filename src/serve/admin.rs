@@ -10,7 +10,8 @@ use super::auth::Scope;
 use super::error::ApiError;
 use super::ingest::{MAX_CATALOG_BODY, body};
 
-/// `GET /api/admin/projections`: name, version, checkpoint, lag, and any rebuild's progress.
+/// `GET /api/admin/projections`: name, version, checkpoint, lag, any rebuild's progress, parked
+/// events, and the image (in memory) the projection started from.
 pub async fn projections(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
     let parked: std::collections::HashMap<String, _> = state.read.parked().await.into_iter().collect();
@@ -19,9 +20,10 @@ pub async fn projections(req: HttpRequest, state: web::Data<AppState>) -> Result
         .status()
         .await
         .into_iter()
-        .map(|(name, version, lag, rebuild)| {
+        .map(|(name, version, lag, rebuild, image)| {
             let parked = parked.get(&name).cloned().unwrap_or_default();
-            json!({"name": name, "version": version, "lag": lag, "rebuild": rebuild, "parked": parked})
+            let image = image.map(|checkpoint| json!({"checkpoint": checkpoint}));
+            json!({"name": name, "version": version, "lag": lag, "rebuild": rebuild, "parked": parked, "image": image})
         })
         .collect();
     Ok(HttpResponse::Ok().json(

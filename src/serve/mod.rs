@@ -233,7 +233,9 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
     let read_url =
         (store_args.store == crate::store::StoreKind::Postgres).then(|| store_args.database_url.clone()).flatten();
-    let read = crate::readside::ReadSide::start(store.clone(), read_url).await.context("cannot start the read side")?;
+    let read = crate::readside::ReadSide::start(store.clone(), read_url, Some(snapshot_dir.join("readside")))
+        .await
+        .context("cannot start the read side")?;
 
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let generated_token = admin.is_none();
@@ -275,6 +277,7 @@ impl Started {
         tracing::info!("the HTTP server stopped; saving actor snapshots");
         let _ = self.shutdown.send(true);
         self.read.stop();
+        self.read.save_images().await;
         let _ = self.router.await;
         futures_util::future::join3(
             self.actors.products.passivate_all(),

@@ -5,7 +5,9 @@
 //!
 //! Its checkpoint (the last position every concerned actor has acknowledged) is saved beside
 //! the snapshots; after a restart it resumes there, and anything delivered twice is skipped by
-//! the actors, which remember how far they folded.
+//! the actors, which remember how far they folded. The catalog map is saved there too (every
+//! [`CATALOG_EVERY`] rounds and when the router stops), so that a start reads only the log after
+//! it, not the whole log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +25,19 @@ use super::{CatalogEntry, Runtime};
 /// The event types that change the shared catalog maps.
 const CATALOG_TYPES: &[&str] = &["district_opened", "product_listed", "product_edited", "copy_applied"];
 const CHECKPOINT_KEY: &str = "router-checkpoint";
+const CATALOG_KEY: &str = "router-catalog";
+/// Rounds between two saves of the catalog map.
+const CATALOG_EVERY: u64 = 100;
+
+/// The catalog map as saved: the last event it reflects (position and the time the log recorded
+/// it, which tie it to this log), the districts' names and voices, and each product's entry.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CatalogImage {
+    position: Position,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+    districts: Vec<(String, String, Option<mall_events::domain::Personality>)>,
+    products: Vec<(String, String, Vec<String>)>,
+}
 /// Events delivered per round.
 const ROUND: usize = 2_000;
 
@@ -48,13 +63,40 @@ impl Actors {
         })
     }
 
-    /// Loads the catalog and district maps from the whole log (catalog events only are decoded).
+    /// Loads the catalog and district maps: from their saved image, when it is of this log, and
+    /// the log after it (catalog events only are decoded).
     pub async fn load_catalog(&self) -> Result<(), mall_events::StoreError> {
         let mut from = 1;
+        let image: Option<CatalogImage> = self.rt.snapshots.load(CATALOG_KEY).and_then(|b| super::snapshot::decode(&b));
+        if let Some(image) = image {
+            let at = self.rt.store.read_all(image.position, 1).await?;
+            if at.first().is_some_and(|e| e.position == image.position && e.recorded_at == image.recorded_at) {
+                let mut districts = self.rt.districts.write().expect("districts");
+                for (slug, name, personality) in image.districts {
+                    districts
+                        .insert(slug, super::DistrictInfo { name, personality, prior: crate::stats::Prior::DEFAULT });
+                }
+                let mut catalog = self.rt.catalog.write().expect("catalog");
+                for (id, district, tags) in image.products {
+                    catalog.insert(id, CatalogEntry { district, tags });
+                }
+                from = image.position + 1;
+            } else {
+                tracing::warn!("a saved catalog of another log is ignored; reading the whole log");
+            }
+        }
+        let mut last_read = None;
         loop {
             let batch = self.rt.store.read_all(from, 10_000).await?;
-            let Some(last) = batch.last() else { return Ok(()) };
+            let Some(last) = batch.last() else {
+                // What was read need not be read again at the next start.
+                if let Some(last) = last_read {
+                    self.save_catalog(&last);
+                }
+                return Ok(());
+            };
             from = last.position + 1;
+            last_read = Some(last.clone());
             for e in &batch {
                 if CATALOG_TYPES.contains(&e.event_type.as_str()) {
                     if let Ok(d) = e.decode() {
@@ -109,17 +151,55 @@ impl Actors {
         }
     }
 
+    /// Saves the catalog map as of `last` (the last event delivered).
+    fn save_catalog(&self, last: &RecordedEvent) {
+        let image = CatalogImage {
+            position: last.position,
+            recorded_at: last.recorded_at,
+            districts: (self.rt.districts.read().expect("districts").iter())
+                .map(|(slug, d)| (slug.clone(), d.name.clone(), d.personality.clone()))
+                .collect(),
+            products: (self.rt.catalog.read().expect("catalog").iter())
+                .map(|(id, c)| (id.clone(), c.district.clone(), c.tags.clone()))
+                .collect(),
+        };
+        if let Some(bytes) = super::snapshot::encode(&image) {
+            self.rt.snapshots.save(CATALOG_KEY, &bytes);
+        }
+    }
+
+    /// The saved checkpoint, when it is of this log (the event there was recorded at the time
+    /// saved with it); otherwise 0: everything is delivered again, and the actors pass by what
+    /// they have folded.
+    pub(super) async fn checkpoint(&self) -> Position {
+        let saved: Option<(Position, chrono::DateTime<chrono::Utc>)> =
+            self.rt.snapshots.load(CHECKPOINT_KEY).and_then(|b| super::snapshot::decode(&b));
+        let Some((position, recorded_at)) = saved else { return 0 };
+        match self.rt.store.read_all(position, 1).await {
+            Ok(at) if at.first().is_some_and(|e| e.position == position && e.recorded_at == recorded_at) => position,
+            _ => {
+                tracing::warn!(position, "the router's checkpoint is not of this log; delivering the whole log again");
+                0
+            }
+        }
+    }
+
     /// Follows the log from the saved checkpoint until `shutdown` fires.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let from =
-            self.rt.snapshots.load(CHECKPOINT_KEY).and_then(|b| b.try_into().ok().map(u64::from_le_bytes)).unwrap_or(0);
+        let from = self.checkpoint().await;
         // `send_replace` stores the value even while nobody listens (`send` would drop it).
         self.delivered.send_replace(from);
         let mut sub = subscribe_all(self.rt.store.clone(), from + 1);
+        let (mut rounds, mut unsaved): (u64, Option<Arc<RecordedEvent>>) = (0, None);
         loop {
             let first = tokio::select! {
                 e = sub.next() => e,
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    if let Some(last) = unsaved {
+                        self.save_catalog(&last);
+                    }
+                    return;
+                }
             };
             let Some(Ok(first)) = first else {
                 tracing::error!("the router's subscription ended");
@@ -132,10 +212,20 @@ impl Actors {
                     _ => break,
                 }
             }
-            let last = round.last().expect("non-empty").position;
+            let last_event = round.last().expect("non-empty").clone();
+            let last = last_event.position;
             self.deliver(round).await;
             self.delivered.send_replace(last);
-            self.rt.snapshots.save(CHECKPOINT_KEY, &last.to_le_bytes());
+            if let Some(bytes) = super::snapshot::encode(&(last, last_event.recorded_at)) {
+                self.rt.snapshots.save(CHECKPOINT_KEY, &bytes);
+            }
+            rounds += 1;
+            if rounds % CATALOG_EVERY == 0 {
+                self.save_catalog(&last_event);
+                unsaved = None;
+            } else {
+                unsaved = Some(last_event);
+            }
         }
     }
 
