@@ -3,7 +3,12 @@
 //!   of 1,000,000 events into fresh PostgreSQL tables (events/s printed per projection);
 //! - `storefront_reads`: `GET /api/districts/{slug}/products` against a real `mall serve` from
 //!   this (second) process, 64 concurrent keep-alive clients, for the embedded and the PostgreSQL
-//!   read side: requests/s, p50 and p99 printed.
+//!   read side: requests/s, p50 and p99 printed;
+//! - `restart`: `mall serve` on the embedded store with a synthetic log of a million events
+//!   (`mall debug synth`: 10 districts, 5,000 products, 50,000 shoppers): the first start (the
+//!   whole log folded) and restarts (the tables' images and the tail), until the actors and
+//!   every projection have caught up with the log; seconds and peak RSS printed (the restarts'
+//!   median).
 //!
 //! `DATABASE_URL` names the server (default `postgres://postgres@127.0.0.1:5432/postgres`); the
 //! 1M-event log is kept in the database `mall_bench_rebuild_1m` and reused by later runs.
@@ -362,6 +367,80 @@ fn storefront_reads() {
     }
 }
 
+/// Starts `mall serve` on `data`, waits until the actors and every projection have applied the
+/// whole log, and stops it (SIGTERM); returns (seconds, peak RSS in MB).
+fn start_until_caught_up(rt: &tokio::runtime::Runtime, data: &std::path::Path) -> (f64, f64) {
+    use std::io::{BufRead, BufReader};
+    let started = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mall"))
+        .args(["--data-dir", &data.display().to_string(), "serve", "--bind", "127.0.0.1:0"])
+        .env("MALL_ADMIN_TOKEN", "admin")
+        .env("MALL_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let base = line.strip_prefix("mall: serving on ").unwrap().to_string();
+    let client = reqwest::Client::new();
+    rt.block_on(async {
+        loop {
+            let health: Value = client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
+            let projections: Value = client
+                .get(format!("{base}/api/admin/projections"))
+                .bearer_auth("admin")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let log = health["log_position"].as_u64().unwrap();
+            let read = projections["projections"].as_array().unwrap().iter();
+            if health["actors_position"].as_u64() >= Some(log)
+                && read.map(|p| p["lag"]["checkpoint"].as_u64().unwrap()).min() >= Some(log)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let took = started.elapsed().as_secs_f64();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let peak_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    (took, peak_kb / 1024.0)
+}
+
+fn restart() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("synth.ndjson");
+    let mall = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mall"))
+            .args(["--data-dir", &data.display().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    std::fs::write(&file, mall(&["debug", "synth", "--signals", "1000000"])).unwrap();
+    mall(&["import", &file.display().to_string()]);
+    let (first, first_rss) = start_until_caught_up(&rt, &data);
+    println!("restart/first start (the whole log folded): {first:.2} s, peak RSS {first_rss:.0} MB");
+    let mut runs: Vec<(f64, f64)> = (0..5).map(|_| start_until_caught_up(&rt, &data)).collect();
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (took, rss) = runs[runs.len() / 2];
+    let events = String::from_utf8(mall(&["events", "stats", "--json"])).unwrap();
+    println!("restart/restart (images and the tail): median {took:.2} s, peak RSS {rss:.0} MB; log {}", events.trim());
+}
+
 fn main() {
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
@@ -370,5 +449,8 @@ fn main() {
     }
     if wanted("storefront_reads") {
         storefront_reads();
+    }
+    if wanted("restart") {
+        restart();
     }
 }

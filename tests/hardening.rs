@@ -667,3 +667,42 @@ async fn a_restart_reads_the_tables_from_their_images_and_ignores_those_of_anoth
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(rebuild_differences(&c, &s).await, Vec::<Value>::new());
 }
+
+/// Racing retries: two requests carrying overlapping signals, sent at once, again and again.
+/// Every signal is stored once, and the two answers' `duplicates` add up to exactly the overlap
+/// (each signal is new to exactly one of them).
+async fn racing_retries_count_each_duplicate_once(store: Store) {
+    let s = Server::start(&store, &[]);
+    let c = client();
+    let (status, _) = post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    for p in 0..4 {
+        let (status, _) = post(&c, s.url("/api/products"), ADMIN, &product(&format!("p{p}"), "toys", "Kite", "A kite.")).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let mut stored = 0;
+    for round in 0..20 {
+        // 40 signals over four products (four streams): A has 0..30, B has 10..40.
+        let signals: Vec<Value> =
+            (0..40).map(|i| signal("product_viewed", &format!("p{}", i % 4), &format!("s{round}-{i}"))).collect();
+        let (a, b) = (json!({"signals": signals[..30]}), json!({"signals": signals[10..]}));
+        let ((sa, ra), (sb, rb)) =
+            tokio::join!(post(&c, s.url("/api/signals"), INGEST, &a), post(&c, s.url("/api/signals"), INGEST, &b));
+        assert_eq!((sa, sb), (StatusCode::ACCEPTED, StatusCode::ACCEPTED), "{ra} {rb}");
+        let duplicates = ra["duplicates"].as_u64().unwrap() + rb["duplicates"].as_u64().unwrap();
+        assert_eq!(duplicates, 20, "round {round}: the overlap counted once: {ra} {rb}");
+        stored += 40;
+    }
+    // Each signal once: the products' views add up to the signals sent.
+    let (_, health) = get(&c, s.url("/healthz")).await;
+    let at = health["log_position"].as_u64().unwrap();
+    let mut views = 0;
+    for p in 0..4 {
+        let (status, body) = get(&c, s.url(&format!("/api/products/p{p}?min_position={at}"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        views += body["metrics"]["total"]["views"].as_u64().unwrap();
+    }
+    assert_eq!(views, stored);
+}
+
+support::on_both_stores!(racing_retries_count_each_duplicate_once);

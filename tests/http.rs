@@ -125,8 +125,13 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     let (status, body) = post(&c, s.url("/api/signals"), INGEST, &json!({ "signals": [], "more": 1 })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let too_many: Vec<Value> = (0..10_001).map(|_| signal("product_viewed", "p1", "a")).collect();
-    let (status, _) = post(&c, s.url("/api/signals"), INGEST, &json!({ "signals": too_many })).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, body) = post(&c, s.url("/api/signals"), INGEST, &json!({ "signals": too_many })).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("signals")), "{body}");
+    // A body over the limit is refused as it arrives, naming the body.
+    let huge = format!("{{\"signals\": [\"{}\"]}}", "x".repeat(17 << 20));
+    let (status, _, body) =
+        send(&c, reqwest::Method::POST, s.url("/api/signals"), Some(INGEST), Some(huge.into_bytes())).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("body")), "{body}");
     // The valid first item of every refused batch was not written: posted now, it is new.
     let (status, body) = post(&c, s.url("/api/signals"), INGEST, &json!({ "signals": [batch[0].clone()] })).await;
     assert_eq!(

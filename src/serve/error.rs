@@ -76,8 +76,12 @@ impl From<StoreError> for ApiError {
         match &e {
             StoreError::InvalidInput { field, reason } => ApiError::invalid(field.clone(), reason.clone()),
             StoreError::EmptyBatch => ApiError::invalid("signals", e.to_string()),
-            StoreError::EventTooLarge { .. } | StoreError::BatchTooLarge { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            // A catalog write is one event: the body is what is too large.
+            StoreError::EventTooLarge { .. } => {
+                ApiError { field: Some("body".into()), ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()) }
+            }
+            StoreError::BatchTooLarge { .. } => {
+                ApiError { field: Some("signals".into()), ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()) }
             }
             StoreError::WrongExpectedVersion { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             StoreError::IdConflict { .. } => {

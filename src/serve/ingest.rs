@@ -41,10 +41,8 @@ pub async fn body(state: &AppState, mut payload: web::Payload, limit: usize) -> 
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| ApiError::invalid("body", format!("cannot read the body: {e}")))?;
             if buf.len() + chunk.len() > limit {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body is over the limit of {limit} bytes"),
-                ));
+                return Err(ApiError::invalid("body", format!("the body is over the limit of {limit} bytes"))
+                    .with_status(StatusCode::PAYLOAD_TOO_LARGE));
             }
             buf.extend_from_slice(&chunk);
         }
@@ -324,6 +322,11 @@ async fn store_signals(state: &AppState, staged: Vec<Staged>) -> Result<(usize, 
                     }
                 }
                 Ok((last, again))
+            }
+            Err(e @ StoreError::EventTooLarge { event_id, .. }) => {
+                let at = group.iter().find(|s| s.event.event_id == event_id).map(|s| s.index);
+                let field = at.map_or("signals".to_string(), |i| format!("signals[{i}]"));
+                Err(ApiError::invalid(field, e.to_string()).with_status(StatusCode::PAYLOAD_TOO_LARGE))
             }
             Err(e) => Err(ApiError::from(e)),
         }
