@@ -677,7 +677,8 @@ async fn racing_retries_count_each_duplicate_once(store: Store) {
     let (status, _) = post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
     assert_eq!(status, StatusCode::CREATED);
     for p in 0..4 {
-        let (status, _) = post(&c, s.url("/api/products"), ADMIN, &product(&format!("p{p}"), "toys", "Kite", "A kite.")).await;
+        let (status, _) =
+            post(&c, s.url("/api/products"), ADMIN, &product(&format!("p{p}"), "toys", "Kite", "A kite.")).await;
         assert_eq!(status, StatusCode::CREATED);
     }
     let mut stored = 0;

@@ -80,9 +80,10 @@ impl From<StoreError> for ApiError {
             StoreError::EventTooLarge { .. } => {
                 ApiError { field: Some("body".into()), ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()) }
             }
-            StoreError::BatchTooLarge { .. } => {
-                ApiError { field: Some("signals".into()), ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()) }
-            }
+            StoreError::BatchTooLarge { .. } => ApiError {
+                field: Some("signals".into()),
+                ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            },
             StoreError::WrongExpectedVersion { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             StoreError::IdConflict { .. } => {
                 ApiError { field: Some("id".into()), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()) }
