@@ -6,6 +6,7 @@
 //! binary, which hosts the actors. It never depends on `mall-projections`.
 //!
 //! Modules:
+//! - [`autonomous`]: the autonomous core: the task queue, its priority formula and scheduler, the jobs;
 //! - [`audit`]: copy histories and the verification of recorded decisions by replay;
 //! - [`stats`]: Beta priors, posteriors and the always-valid stopping rule;
 //! - [`experiment`]: the deterministic split of shoppers and the experiments' verdicts;
@@ -18,6 +19,7 @@
 //! - [`testing`] (tests only): event constructors and the given/when/then harness.
 
 pub mod audit;
+pub mod autonomous;
 pub mod district;
 pub mod executors;
 pub mod experiment;

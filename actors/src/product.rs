@@ -283,6 +283,15 @@ impl ProductState {
             | DomainEvent::RemovedFromCart(_)
             | DomainEvent::Searched(_)
             | DomainEvent::CopyGenerated(_) => {}
+            // The core's events are never in a product's stream.
+            DomainEvent::TaskQueued(_)
+            | DomainEvent::TaskReprioritized(_)
+            | DomainEvent::TaskStarted(_)
+            | DomainEvent::TaskSucceeded(_)
+            | DomainEvent::TaskFailed(_)
+            | DomainEvent::TaskCancelled(_)
+            | DomainEvent::SystemSwitched(_)
+            | DomainEvent::JobRan(_) => {}
         }
     }
 

@@ -99,6 +99,14 @@ pub fn encode(event: &DomainEvent) -> Result<Vec<u8>, CodecError> {
         CopyApplied(e) => to_bytes(e),
         ExperimentStarted(e) => to_bytes(e),
         ExperimentConcluded(e) => to_bytes(e),
+        TaskQueued(e) => to_bytes(e),
+        TaskReprioritized(e) => to_bytes(e),
+        TaskStarted(e) => to_bytes(e),
+        TaskSucceeded(e) => to_bytes(e),
+        TaskFailed(e) => to_bytes(e),
+        TaskCancelled(e) => to_bytes(e),
+        SystemSwitched(e) => to_bytes(e),
+        JobRan(e) => to_bytes(e),
     }
 }
 
@@ -180,6 +188,14 @@ fn decode_current(event_type: &str, payload: &[u8]) -> Result<DomainEvent, Codec
         "copy_applied" => E::CopyApplied(d(event_type, payload)?),
         "experiment_started" => E::ExperimentStarted(d(event_type, payload)?),
         "experiment_concluded" => E::ExperimentConcluded(d(event_type, payload)?),
+        "task_queued" => E::TaskQueued(d(event_type, payload)?),
+        "task_reprioritized" => E::TaskReprioritized(d(event_type, payload)?),
+        "task_started" => E::TaskStarted(d(event_type, payload)?),
+        "task_succeeded" => E::TaskSucceeded(d(event_type, payload)?),
+        "task_failed" => E::TaskFailed(d(event_type, payload)?),
+        "task_cancelled" => E::TaskCancelled(d(event_type, payload)?),
+        "system_switched" => E::SystemSwitched(d(event_type, payload)?),
+        "job_ran" => E::JobRan(d(event_type, payload)?),
         other => return Err(CodecError::UnknownType(other.to_string())),
     })
 }

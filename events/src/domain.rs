@@ -9,6 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use crate::autonomous::{
+    JobRan, SystemSwitched, TaskCancelled, TaskFailed, TaskQueued, TaskReprioritized, TaskStarted, TaskSucceeded,
+};
 pub use crate::decisions::{
     ArmStats, CommandKind, Content, CopyApplied, CopyGenerated, Evidence, ExperimentConcluded, ExperimentStarted,
     Generation, GenerationRejected, GeneratorChoice, OptimizationDecided, Outcome, Seo, Verdict,
@@ -232,6 +235,14 @@ pub enum DomainEvent {
     CopyApplied(CopyApplied),
     ExperimentStarted(ExperimentStarted),
     ExperimentConcluded(ExperimentConcluded),
+    TaskQueued(TaskQueued),
+    TaskReprioritized(TaskReprioritized),
+    TaskStarted(TaskStarted),
+    TaskSucceeded(TaskSucceeded),
+    TaskFailed(TaskFailed),
+    TaskCancelled(TaskCancelled),
+    SystemSwitched(SystemSwitched),
+    JobRan(JobRan),
 }
 
 /// Every event type string, in declaration order.
@@ -255,6 +266,14 @@ pub const EVENT_TYPES: &[&str] = &[
     "copy_applied",
     "experiment_started",
     "experiment_concluded",
+    "task_queued",
+    "task_reprioritized",
+    "task_started",
+    "task_succeeded",
+    "task_failed",
+    "task_cancelled",
+    "system_switched",
+    "job_ran",
 ];
 
 /// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
@@ -285,6 +304,14 @@ impl DomainEvent {
             CopyApplied(_) => "copy_applied",
             ExperimentStarted(_) => "experiment_started",
             ExperimentConcluded(_) => "experiment_concluded",
+            TaskQueued(_) => "task_queued",
+            TaskReprioritized(_) => "task_reprioritized",
+            TaskStarted(_) => "task_started",
+            TaskSucceeded(_) => "task_succeeded",
+            TaskFailed(_) => "task_failed",
+            TaskCancelled(_) => "task_cancelled",
+            SystemSwitched(_) => "system_switched",
+            JobRan(_) => "job_ran",
         }
     }
 
@@ -298,6 +325,8 @@ impl DomainEvent {
         use DomainEvent::*;
         Some(match self {
             DistrictOpened(_) | Searched(_) => return None,
+            TaskQueued(_) | TaskReprioritized(_) | TaskStarted(_) | TaskSucceeded(_) | TaskFailed(_)
+            | TaskCancelled(_) | SystemSwitched(_) | JobRan(_) => return None,
             ProductListed(e) => &e.product_id,
             ProductEdited(e) => &e.product_id,
             StockChanged(e) => &e.product_id,
@@ -348,6 +377,8 @@ impl DomainEvent {
             | CopyApplied(_)
             | ExperimentStarted(_)
             | ExperimentConcluded(_) => None,
+            TaskQueued(_) | TaskReprioritized(_) | TaskStarted(_) | TaskSucceeded(_) | TaskFailed(_)
+            | TaskCancelled(_) | SystemSwitched(_) | JobRan(_) => None,
             ProductViewed(e) => meta!(e),
             ProductClicked(e) => meta!(e),
             ImpressionServed(e) => meta!(e),
@@ -375,6 +406,22 @@ impl DomainEvent {
         }
     }
 
+    /// Whether this is an event of the autonomous core (its task queue, systems and jobs).
+    pub fn is_core(&self) -> bool {
+        use DomainEvent::*;
+        matches!(
+            self,
+            TaskQueued(_)
+                | TaskReprioritized(_)
+                | TaskStarted(_)
+                | TaskSucceeded(_)
+                | TaskFailed(_)
+                | TaskCancelled(_)
+                | SystemSwitched(_)
+                | JobRan(_)
+        )
+    }
+
     /// Whether this is a learning signal (as opposed to a catalog event).
     pub fn is_signal(&self) -> bool {
         self.signal_meta().is_some()
@@ -386,6 +433,7 @@ impl DomainEvent {
         match self {
             DomainEvent::DistrictOpened(e) => StreamId::district(&e.slug),
             DomainEvent::Searched(e) => StreamId::shopper(&e.shopper_id),
+            core if core.is_core() => StreamId::parse(crate::autonomous::STREAM).expect("a valid stream id"),
             other => StreamId::product(other.product_id().expect("every other event concerns one product")),
         }
     }
@@ -483,6 +531,19 @@ impl DomainEvent {
                 Ok(())
             }
         };
+        let priority = |p: u8| if p > 100 { err("priority", "priority must be 0 to 100".into()) } else { Ok(()) };
+        let metrics = |m: &BTreeMap<String, f64>| -> Result<(), (String, InvalidValue)> {
+            if m.len() > 100 {
+                return err("metrics", "at most 100 metrics".into());
+            }
+            for (k, v) in m {
+                text("metrics", k, 1, 64)?;
+                if !v.is_finite() {
+                    return err(&format!("metrics.{k}"), "metrics must be finite numbers".into());
+                }
+            }
+            Ok(())
+        };
         if self.signal_id().is_some_and(|id| id.is_nil()) {
             return err("id", "id must be a UUID other than the nil UUID".into());
         }
@@ -542,6 +603,32 @@ impl DomainEvent {
                     return err("result_ids", "at most 1000 result ids".into());
                 }
                 Ok(())
+            }
+            DomainEvent::TaskQueued(e) => {
+                use crate::autonomous::{MAX_NAME_LEN, MAX_SUBJECT_LEN, MAX_TEXT_LEN};
+                text("system", &e.system, 1, MAX_NAME_LEN)?;
+                text("subject", &e.subject, 1, MAX_SUBJECT_LEN)?;
+                text("action", &e.action, 1, MAX_NAME_LEN)?;
+                prose("reason", &e.reason, 0, MAX_TEXT_LEN)?;
+                priority(e.priority)?;
+                metrics(&e.metrics)
+            }
+            DomainEvent::TaskReprioritized(e) => {
+                prose("reason", &e.reason, 0, crate::autonomous::MAX_TEXT_LEN)?;
+                priority(e.priority)?;
+                metrics(&e.metrics)
+            }
+            DomainEvent::TaskSucceeded(e) => prose("summary", &e.summary, 0, crate::autonomous::MAX_TEXT_LEN),
+            DomainEvent::TaskFailed(e) => prose("error", &e.error, 0, crate::autonomous::MAX_TEXT_LEN),
+            DomainEvent::TaskCancelled(e) => prose("reason", &e.reason, 0, crate::autonomous::MAX_TEXT_LEN),
+            DomainEvent::SystemSwitched(e) => {
+                text("system", &e.system, 1, crate::autonomous::MAX_NAME_LEN)?;
+                text("by", &e.by, 1, crate::autonomous::MAX_NAME_LEN)
+            }
+            DomainEvent::JobRan(e) => {
+                text("job", &e.job, 1, crate::autonomous::MAX_NAME_LEN)?;
+                text("system", &e.system, 1, crate::autonomous::MAX_NAME_LEN)?;
+                prose("outcome", &e.outcome, 1, crate::autonomous::MAX_TEXT_LEN)
             }
             _ => Ok(()),
         }

@@ -8,6 +8,7 @@
 //! - [`ids`]: stream ids, product ids, slugs, prices: values parsed once at the edge;
 //! - [`domain`]: the event types (catalog records and learning signals), their streams and tags;
 //! - [`decisions`]: the events of mall's own decisions, generations and experiments;
+//! - [`autonomous`]: the events of the autonomous core (task queue, systems, jobs);
 //! - [`codec`]: rmp-serde payloads with named fields, and upcasting of old schema versions;
 //! - [`envelope`]: what is stored around each payload;
 //! - [`store`]: the [`EventStore`] trait, its errors and subscriptions;
@@ -17,6 +18,7 @@
 //! - `postgres` (feature `postgres`): the PostgreSQL backend;
 //! - `kurrent` (feature `kurrentdb`): the KurrentDB adapter.
 
+pub mod autonomous;
 pub mod codec;
 pub mod decisions;
 pub mod domain;

@@ -1,0 +1,10 @@
+//! The autonomous core: the task queue every system's actions go through (kept as events), its
+//! priority formula and scheduler, and the job runner that gives each system its heartbeat.
+//!
+//! The deciders decide *what* should happen; the queue decides *when*.
+//!
+//! - [`priority`]: the formula, 0–100, from performance;
+//! - [`queue`]: the queue as a fold of the core's events, and the scheduler's pick.
+
+pub mod priority;
+pub mod queue;
