@@ -5,6 +5,8 @@
 //!
 //! - [`priority`]: the formula, 0–100, from performance;
 //! - [`queue`]: the queue as a fold of the core's events, and the scheduler's pick.
+//! - [`scheduler`]: the live queue: its only writer, running tasks on their executors.
 
 pub mod priority;
 pub mod queue;
+pub mod scheduler;
