@@ -3,7 +3,10 @@
 //!   batches of 1,000 from 4 concurrent clients, timed until the actors have folded them all;
 //! - `activation`: a product actor activated from its snapshot plus 100 events (p50 and p99
 //!   printed besides criterion's figures);
-//! - `resident_memory`: the memory of 100,000 resident product actors (printed).
+//! - `resident_memory`: the memory of 100,000 resident product actors (printed);
+//! - `task_queue`: the scheduler's pick with 100,000 queued tasks over 8 systems (p50/p99
+//!   printed), and tasks per second through the live queue (embedded store, every step an
+//!   event) with a no-op executor.
 //!
 //! `cargo bench --bench actors -- activation` runs one of them.
 
@@ -298,6 +301,96 @@ fn resident_memory() {
     });
 }
 
+fn task_queue(c: &mut Criterion) {
+    use mall_actors::autonomous::queue::{Queue, Task};
+    use mall_actors::autonomous::scheduler::{self, Executor, FixedBudget, Request, Scheduler, SystemClock};
+    use rand::{Rng, SeedableRng};
+    const QUEUED: u128 = 100_000;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut q = Queue::new(chrono::Duration::seconds(60));
+    let t0 = Utc::now();
+    for i in 0..QUEUED {
+        q.evolve(&DomainEvent::TaskQueued(TaskQueued {
+            task_id: Uuid::from_u128(i + 1),
+            system: format!("system{}", i % 8),
+            subject: format!("product:p{i}"),
+            action: "nudge".into(),
+            priority: rng.random_range(0..=100),
+            reason: String::new(),
+            metrics: Default::default(),
+            generations: (i % 3) as u32,
+            at: t0 + chrono::Duration::milliseconds(i as i64),
+        }));
+    }
+    let mut group = c.benchmark_group("task_queue");
+    group.bench_function("pick_4_of_100000_queued", |b| b.iter(|| std::hint::black_box(q.pick(4, 2, 1_000))));
+    let mut times: Vec<Duration> = (0..10_000)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(q.pick(4, 2, 1_000));
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "task_queue/pick with {QUEUED} queued: p50 {:?}, p99 {:?}, max {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100],
+        times[times.len() - 1]
+    );
+    group.finish();
+
+    struct Noop;
+    #[async_trait::async_trait]
+    impl Executor for Noop {
+        async fn run(&self, _: &Task) -> Result<String, String> {
+            Ok(String::new())
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        const TASKS: usize = 50_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+        let config = scheduler::Config { concurrency: 512, per_system: 512, ..scheduler::Config::default() };
+        let s = Scheduler::load(store.clone(), Arc::new(SystemClock), Arc::new(FixedBudget(0)), config).await.unwrap();
+        s.register("bench", "noop", Arc::new(Noop));
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let runner = tokio::spawn(s.clone().run(rx));
+        let started = Instant::now();
+        for chunk in 0..TASKS / 1_000 {
+            let requests = (0..1_000)
+                .map(|i| Request {
+                    system: "bench".into(),
+                    subject: format!("s{chunk}-{i}"),
+                    action: "noop".into(),
+                    priority: (i % 101) as u8,
+                    reason: String::new(),
+                    metrics: Default::default(),
+                    generations: 0,
+                })
+                .collect();
+            s.queue(requests).await.unwrap();
+        }
+        loop {
+            let (queued, running) = s.with_queue(|q| (q.queued(), q.running())).await;
+            if queued == 0 && running == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let took = started.elapsed();
+        let events = store.stats().await.unwrap().events;
+        println!(
+            "task_queue/through the live queue: {TASKS} tasks (queued, started, succeeded: {events} events) in {:.2} s: {:.0} tasks/s",
+            took.as_secs_f64(),
+            TASKS as f64 / took.as_secs_f64()
+        );
+        let _ = stop.send(true);
+        runner.await.unwrap();
+    });
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
@@ -310,6 +403,9 @@ fn main() {
     }
     if wanted("ingest_http") {
         ingest_http(&mut c);
+    }
+    if wanted("task_queue") {
+        task_queue(&mut c);
     }
     c.final_summary();
 }

@@ -3,10 +3,12 @@
 //!
 //! The deciders decide *what* should happen; the queue decides *when*.
 //!
+//! - [`jobs`]: the job runner: every job of the seed at its cadence, on a clock tests drive;
 //! - [`priority`]: the formula, 0–100, from performance;
 //! - [`queue`]: the queue as a fold of the core's events, and the scheduler's pick.
 //! - [`scheduler`]: the live queue: its only writer, running tasks on their executors.
 
+pub mod jobs;
 pub mod priority;
 pub mod queue;
 pub mod scheduler;

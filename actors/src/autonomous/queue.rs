@@ -83,6 +83,8 @@ pub struct Queue {
     /// Finished tasks, oldest first: the queue keeps the last [`KEEP_FINISHED`] (the read table
     /// keeps them all).
     finished: std::collections::VecDeque<Uuid>,
+    /// Each job's last run.
+    jobs: BTreeMap<String, mall_events::domain::JobRan>,
     seq: u64,
 }
 
@@ -102,6 +104,7 @@ impl Queue {
             running: HashMap::new(),
             stopped: BTreeSet::new(),
             finished: std::collections::VecDeque::new(),
+            jobs: BTreeMap::new(),
             seq: 0,
         }
     }
@@ -241,6 +244,9 @@ impl Queue {
                 }
                 self.finished(e.task_id);
             }
+            DomainEvent::JobRan(e) => {
+                self.jobs.insert(e.job.clone(), e.clone());
+            }
             DomainEvent::SystemSwitched(e) => {
                 if e.running {
                     self.stopped.remove(&e.system);
@@ -344,6 +350,11 @@ impl Queue {
         let mut v: Vec<&Task> = self.tasks.values().filter(|t| t.status == Status::Running).collect();
         v.sort_by_key(|t| (t.updated_at, t.id));
         v
+    }
+
+    /// A job's last recorded run.
+    pub fn last_run(&self, job: &str) -> Option<&mall_events::domain::JobRan> {
+        self.jobs.get(job)
     }
 
     pub fn is_stopped(&self, system: &str) -> bool {
