@@ -26,7 +26,12 @@ use tokio::sync::watch;
 
 /// Every projection this build has.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(Catalog), Arc::new(Personalization), Arc::new(Optimization)]
+    vec![
+        Arc::new(Catalog),
+        Arc::new(Personalization),
+        Arc::new(Optimization),
+        Arc::new(mall_projections::autonomous::Autonomous),
+    ]
 }
 
 /// A projection's live sink.

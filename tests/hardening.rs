@@ -206,7 +206,7 @@ async fn a_poison_event_is_parked_and_the_read_side_moves_on(store: Store) {
     assert_eq!(status, StatusCode::OK, "the catalog moved past the poison event: {p}");
     let health = parked(&c, &s).await;
     assert_eq!(health["status"], "degraded", "{health}");
-    assert_eq!(health["parked"].as_array().unwrap().len(), 3, "every projection parked it: {health}");
+    assert_eq!(health["parked"].as_array().unwrap().len(), 4, "every projection parked it: {health}");
     let env = [("MALL_SERVER", s.base.as_str()), ("MALL_ADMIN_TOKEN", ADMIN)];
     let (code, out, err) = mall_with(&store, &["projections", "status", "--json"], &env);
     assert_eq!(code, 0, "{err}");
@@ -609,7 +609,7 @@ async fn rebuild_differences(c: &reqwest::Client, s: &Server) -> Vec<Value> {
     let (status, body) = post(c, s.url("/api/admin/projections/rebuild"), ADMIN, &json!({"verify": true})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let rebuilt = body["rebuilt"].as_array().unwrap();
-    assert_eq!(rebuilt.len(), 3, "{body}");
+    assert_eq!(rebuilt.len(), 4, "{body}");
     rebuilt.iter().flat_map(|r| r["differences"].as_array().unwrap().clone()).collect()
 }
 
@@ -627,7 +627,7 @@ async fn a_restart_reads_the_tables_from_their_images_and_ignores_those_of_anoth
     assert!(first.iter().all(|p| p["image"].is_null()), "no image yet: {first:?}");
     s.stop();
     let images = dir.path().join("data/snapshots/readside");
-    for name in ["catalog.v1.image", "optimization.v1.image", "personalization.v2.image"] {
+    for name in ["catalog.v1.image", "optimization.v1.image", "personalization.v2.image", "autonomous.v1.image"] {
         assert!(images.join(name).exists(), "{name} saved at shutdown");
     }
     let stopped_at: Vec<Value> = first.iter().map(|p| p["lag"]["log_position"].clone()).collect();

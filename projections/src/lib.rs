@@ -12,8 +12,10 @@
 //! - `postgres` (feature `postgres`): the PostgreSQL sink, shadow tables and the swap;
 //! - [`catalog`]: the `products`, `product_metrics` and `districts` tables;
 //! - [`personalization`]: the `shopper_interests` and `shopper_profiles` tables;
-//! - [`optimization`]: the `optimization_log`, `experiments` and `copy_history` tables.
+//! - [`optimization`]: the `optimization_log`, `experiments` and `copy_history` tables;
+//! - [`autonomous`]: the `autonomous_tasks` and `job_runs` tables.
 
+pub mod autonomous;
 pub mod catalog;
 pub mod change;
 pub mod memory;

@@ -345,8 +345,9 @@ struct NudgeBody {
     product_id: String,
 }
 
-/// `POST /api/autonomous/products` `{"product_id"}`: the product's actor looks at its state and
-/// decides now, instead of at its next signal.
+/// `POST /api/autonomous/products` `{"product_id"}`: queues a look at the product (its actor
+/// decides from its state) at an admin's priority, through the task queue; answers with the
+/// task id (an earlier queued look at the same product is the same task).
 pub async fn nudge_product(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -358,12 +359,18 @@ pub async fn nudge_product(
     if !state.actors.rt.catalog.read().expect("catalog").contains_key(id.as_str()) {
         return Err(ApiError::not_found(format!("no product {id}")));
     }
-    state
-        .actors
-        .products
-        .get(&id)
-        .send(mall_actors::runtime::entity::Nudge)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("the product's actor did not answer: {e}")))?;
-    Ok(HttpResponse::Accepted().json(json!({"product_id": id, "nudged": true})))
+    let request = mall_actors::autonomous::scheduler::Request {
+        system: "product_intelligence".into(),
+        subject: format!("product:{id}"),
+        action: "nudge".into(),
+        priority: mall_actors::autonomous::priority::ADMIN,
+        reason: "an admin asked for a look now".into(),
+        metrics: Default::default(),
+        generations: 0,
+    };
+    let tasks = state.core.queue(vec![request]).await.map_err(|e| match e {
+        mall_actors::autonomous::scheduler::CoreError::Store(e) => ApiError::from(e),
+        other => ApiError::unavailable(other.to_string()),
+    })?;
+    Ok(HttpResponse::Accepted().json(json!({"product_id": id, "tasks": tasks})))
 }

@@ -24,6 +24,8 @@ const MAX_LIMIT: usize = 500;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntelligenceQuery {
+    /// Also spelled `productId` (the seed's spelling).
+    #[serde(alias = "productId")]
     product_id: Option<String>,
     limit: Option<usize>,
     min_position: Option<Position>,

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod autonomous;
 pub mod error;
 pub mod ingest;
 pub mod intelligence;
@@ -72,8 +73,28 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "MALL_WORKERS")]
     pub workers: Option<usize>,
+    /// Tasks of the autonomous systems running at once (at most half of them of one system).
+    #[arg(long, env = "MALL_TASK_CONCURRENCY", default_value_t = 4)]
+    pub task_concurrency: usize,
+    /// A job's cadence in seconds, `NAME=SECONDS` (repeatable; 0 switches the job off), e.g.
+    /// `--job product_intelligence=600`.
+    #[arg(long = "job", env = "MALL_JOBS", value_delimiter = ',', value_parser = parse_job)]
+    pub jobs: Vec<(String, i64)>,
     #[command(flatten)]
     pub llm: crate::model::LlmArgs,
+}
+
+fn parse_job(s: &str) -> Result<(String, i64), String> {
+    let (name, seconds) = s.split_once('=').ok_or("expected NAME=SECONDS")?;
+    if !mall_actors::autonomous::jobs::JOBS.iter().any(|j| j.name == name) {
+        let names: Vec<&str> = mall_actors::autonomous::jobs::JOBS.iter().map(|j| j.name).collect();
+        return Err(format!("no job {name:?}; the jobs are {}", names.join(", ")));
+    }
+    let seconds: i64 = seconds.parse().map_err(|_| format!("{seconds:?} is not a number of seconds"))?;
+    if !(0..=31_622_400).contains(&seconds) {
+        return Err("seconds must be 0 (off) to 31622400 (a year)".into());
+    }
+    Ok((name.to_string(), seconds))
 }
 
 /// What every request handler shares.
@@ -87,6 +108,9 @@ pub struct AppState {
     pub search: Arc<search::QueryEmbedder>,
     /// The longest a client may take to send a request body.
     pub body_timeout: Duration,
+    /// The autonomous core's task queue and job runner.
+    pub core: Arc<mall_actors::autonomous::scheduler::Scheduler>,
+    pub jobs: Arc<mall_actors::autonomous::jobs::Runner>,
 }
 
 /// Every route: its path and methods (what `routes` serves; the API tests walk this list).
@@ -96,6 +120,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/products/{id}", &["GET", "PUT"]),
     ("/api/products/{id}/history", &["GET"]),
     ("/api/signals", &["POST"]),
+    ("/api/autonomous", &["GET", "POST"]),
     ("/api/autonomous/products", &["GET", "POST"]),
     ("/api/districts/{slug}", &["GET"]),
     ("/api/districts/{slug}/products", &["GET"]),
@@ -144,6 +169,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/products/{id}/history", vec![get(web::get().to(reads::get_history))]))
             .service(resource("/signals", vec![post(web::post().to(ingest::post_signals))]))
             .service(resource(
+                "/autonomous",
+                vec![get(web::get().to(autonomous::status)), post(web::post().to(autonomous::control))],
+            ))
+            .service(resource(
                 "/autonomous/products",
                 vec![post(web::post().to(ingest::nudge_product)), get(web::get().to(intelligence::products))],
             ))
@@ -190,6 +219,7 @@ pub struct Started {
     server: actix_web::dev::Server,
     shutdown: tokio::sync::watch::Sender<bool>,
     router: actix_web::rt::task::JoinHandle<()>,
+    core_tasks: Vec<actix_web::rt::task::JoinHandle<()>>,
     actors: Arc<Actors>,
     read: Arc<crate::readside::ReadSide>,
     snapshots: Arc<FsSnapshots>,
@@ -237,6 +267,32 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         .await
         .context("cannot start the read side")?;
 
+    // The autonomous core: the task queue (folded from the log) and the job runner.
+    use mall_actors::autonomous::{jobs, scheduler};
+    let clock: Arc<dyn scheduler::Clock> = Arc::new(scheduler::SystemClock);
+    let concurrency = args.task_concurrency.clamp(1, 1_024);
+    let core_config =
+        scheduler::Config { concurrency, per_system: concurrency.div_ceil(2), ..scheduler::Config::default() };
+    let core = scheduler::Scheduler::load(
+        store.clone(),
+        clock.clone(),
+        Arc::new(autonomous::RuntimeBudget(actors.rt.clone())),
+        core_config,
+    )
+    .await
+    .context("cannot load the task queue from the log")?;
+    core.register("product_intelligence", "nudge", Arc::new(autonomous::NudgeProduct(actors.clone())));
+    let sweep = Arc::new(autonomous::Sweep { read: read.clone(), scheduler: std::sync::OnceLock::new() });
+    let _ = sweep.scheduler.set(Arc::downgrade(&core));
+    core.register("product_intelligence", "sweep", sweep);
+    let every: std::collections::BTreeMap<String, i64> = args.jobs.iter().filter(|(_, s)| *s > 0).cloned().collect();
+    let off: Vec<String> = args.jobs.iter().filter(|(_, s)| *s == 0).map(|(n, _)| n.clone()).collect();
+    let runner = Arc::new(jobs::Runner::new(core.clone(), clock, &every, &off, autonomous::job_work()));
+    let core_tasks = vec![
+        actix_web::rt::spawn(core.clone().run(shutdown_rx.clone())),
+        actix_web::rt::spawn(runner.clone().run(shutdown_rx.clone())),
+    ];
+
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let generated_token = admin.is_none();
     let admin = admin.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
@@ -250,6 +306,8 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         tokens,
         search,
         body_timeout: Duration::from_secs(args.body_timeout.clamp(1, 3_600)),
+        core,
+        jobs: runner,
     });
 
     let mut server = HttpServer::new(move || {
@@ -266,7 +324,20 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     // system (and the actors' arbiters with it) before the actors could save their snapshots.
     let server = server.disable_signals().run();
     let handle = server.handle();
-    Ok(Started { base, admin, generated_token, handle, server, shutdown, router, actors, read, snapshots, store })
+    Ok(Started {
+        base,
+        admin,
+        generated_token,
+        handle,
+        server,
+        shutdown,
+        router,
+        core_tasks,
+        actors,
+        read,
+        snapshots,
+        store,
+    })
 }
 
 impl Started {
@@ -279,6 +350,9 @@ impl Started {
         self.read.stop();
         self.read.save_images().await;
         let _ = self.router.await;
+        for t in self.core_tasks {
+            let _ = t.await;
+        }
         futures_util::future::join3(
             self.actors.products.passivate_all(),
             self.actors.districts.passivate_all(),

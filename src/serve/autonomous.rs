@@ -1,0 +1,279 @@
+//! The autonomous core inside `mall serve`: the task queue's scheduler and the job runner, the
+//! executors of the systems that exist (product intelligence), and the control API —
+//! `GET /api/autonomous` (systems, jobs, queue) and `POST /api/autonomous` (start, stop,
+//! optimize).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mall_actors::autonomous::jobs::{JobWork, SYSTEMS};
+use mall_actors::autonomous::priority;
+use mall_actors::autonomous::queue::{Status, Task};
+use mall_actors::autonomous::scheduler::{BudgetView, Executor, Request, Scheduler};
+use mall_actors::runtime::Runtime;
+use mall_actors::runtime::entity::Nudge;
+use mall_actors::runtime::router::Actors;
+use mall_events::ids::ProductId;
+use mall_projections::catalog::PRODUCTS;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Scope;
+use super::error::ApiError;
+use super::ingest::{MAX_CATALOG_BODY, body};
+use crate::readside::{Filter, ReadSide};
+
+/// The systems whose work exists in this build (the others are listed as not yet available).
+pub const AVAILABLE: &[&str] = &["product_intelligence"];
+
+/// The runtime's hourly generation budget, as the scheduler sees it.
+pub struct RuntimeBudget(pub Arc<Runtime>);
+
+impl BudgetView for RuntimeBudget {
+    fn left(&self) -> u64 {
+        u64::from(self.0.budget.left())
+    }
+}
+
+/// `product_intelligence` `nudge`: the product's actor looks at its state and decides now. A
+/// second run (after a crash) decides from the same state: nothing new happens.
+pub struct NudgeProduct(pub Arc<Actors>);
+
+#[async_trait]
+impl Executor for NudgeProduct {
+    async fn run(&self, task: &Task) -> Result<String, String> {
+        let id = task.subject.strip_prefix("product:").unwrap_or(&task.subject);
+        let id = ProductId::parse(id).map_err(|e| e.0)?;
+        if !self.0.rt.catalog.read().expect("catalog").contains_key(id.as_str()) {
+            return Err(format!("no product {id}"));
+        }
+        self.0.products.get(&id).send(Nudge).await.map_err(|e| format!("the product's actor did not answer: {e}"))?;
+        Ok(format!("product {id} looked at its state"))
+    }
+}
+
+/// `product_intelligence` `sweep`: queues a nudge for each product with work to do — copy
+/// missing (description, SEO, embedding) or an experiment running (which may have passed its
+/// longest duration while the product slept).
+pub struct Sweep {
+    pub read: Arc<ReadSide>,
+    pub scheduler: std::sync::OnceLock<std::sync::Weak<Scheduler>>,
+}
+
+impl Sweep {
+    /// The nudges a sweep queues now, with their reasons.
+    async fn work(&self) -> Result<Vec<Request>, String> {
+        let rows = self.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(|e| e.to_string())?;
+        let text =
+            |r: &mall_projections::change::Row, k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let mut out = Vec::new();
+        for r in rows {
+            let missing: Vec<&str> = [
+                ("description", text(&r, "description").trim().is_empty()),
+                ("seo", r.get("seo_title").is_none_or(Value::is_null)),
+                ("embedding", r.get("embedding").is_none_or(Value::is_null)),
+            ]
+            .into_iter()
+            .filter(|(_, m)| *m)
+            .map(|(k, _)| k)
+            .collect();
+            let experiment = r.get("experiment_id").is_some_and(|e| !e.is_null());
+            if missing.is_empty() && !experiment {
+                continue;
+            }
+            let reason = if experiment && missing.is_empty() {
+                "an experiment is running: its stopping rule is looked at".to_string()
+            } else {
+                format!("missing: {}", missing.join(", "))
+            };
+            let confidence = if missing.is_empty() { 0.5 } else { 1.0 };
+            let inputs = priority::Inputs { value: 1.0, scale: 1.0, confidence, helped: 0, tried: 0 };
+            out.push(Request {
+                system: "product_intelligence".into(),
+                subject: format!("product:{}", text(&r, "product_id")),
+                action: "nudge".into(),
+                priority: inputs.priority(),
+                reason,
+                metrics: inputs.metrics(),
+                generations: missing.len() as u32,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Executor for Sweep {
+    async fn run(&self, _task: &Task) -> Result<String, String> {
+        let scheduler = self.scheduler.get().and_then(|w| w.upgrade()).ok_or("the scheduler is gone")?;
+        let work = self.work().await?;
+        let n = work.len();
+        scheduler.queue(work).await.map_err(|e| e.to_string())?;
+        Ok(format!("{n} products queued for a look"))
+    }
+}
+
+/// A job that queues one sweep task of its system.
+pub struct QueueSweep {
+    pub system: &'static str,
+    pub reason: &'static str,
+}
+
+#[async_trait]
+impl JobWork for QueueSweep {
+    async fn run(&self, scheduler: &Scheduler, due: DateTime<Utc>) -> Result<Vec<Uuid>, String> {
+        scheduler
+            .queue(vec![sweep_request(self.system, &format!("{} (tick {due})", self.reason))])
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn sweep_request(system: &str, reason: &str) -> Request {
+    Request {
+        system: system.into(),
+        subject: "mall".into(),
+        action: "sweep".into(),
+        priority: priority::SWEEP,
+        reason: reason.into(),
+        metrics: BTreeMap::new(),
+        generations: 0,
+    }
+}
+
+/// The jobs' work in this build.
+pub fn job_work() -> BTreeMap<&'static str, Arc<dyn JobWork>> {
+    BTreeMap::from([
+        (
+            "product_intelligence",
+            Arc::new(QueueSweep { system: "product_intelligence", reason: "the scheduled sweep" }) as Arc<dyn JobWork>,
+        ),
+        (
+            "ab_test_analysis",
+            Arc::new(QueueSweep { system: "product_intelligence", reason: "the scheduled look at experiments" }),
+        ),
+    ])
+}
+
+/// The queue's depth by priority band.
+fn bands(tasks: &[&Task]) -> Value {
+    let mut b = [0usize; 4];
+    for t in tasks {
+        b[(t.priority as usize / 25).min(3)] += 1;
+    }
+    json!({"0-24": b[0], "25-49": b[1], "50-74": b[2], "75-100": b[3]})
+}
+
+/// `GET /api/autonomous` (admin): every system and job, the queue, the budget, the log.
+pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let now = Utc::now();
+    let (systems, queue) = state
+        .core
+        .with_queue(|q| {
+            let systems: Vec<Value> = SYSTEMS
+                .iter()
+                .map(|s| json!({"name": s, "running": !q.is_stopped(s), "available": AVAILABLE.contains(s)}))
+                .collect();
+            let queued: Vec<&Task> = q.tasks().filter(|t| t.status == Status::Queued).collect();
+            let mut running: Vec<&Task> = q.tasks().filter(|t| t.status == Status::Running).collect();
+            running.sort_by_key(|t| t.updated_at);
+            let mut next: Vec<&Task> = queued.iter().copied().filter(|t| t.retry_at.is_none()).collect();
+            next.sort_by(|a, b| q.standing(b, now).total_cmp(&q.standing(a, now)));
+            let mut recent: Vec<&Task> =
+                q.tasks().filter(|t| !matches!(t.status, Status::Queued | Status::Running)).collect();
+            recent.sort_by_key(|t| std::cmp::Reverse(t.updated_at));
+            let queue = json!({
+                "queued": q.queued(),
+                "running": q.running(),
+                "by_priority": bands(&queued),
+                "next": next.iter().take(20).map(|t| task_json(t, Some(q.standing(t, now)))).collect::<Vec<_>>(),
+                "running_tasks": running.iter().take(20).map(|t| task_json(t, None)).collect::<Vec<_>>(),
+                "recent": recent.iter().take(20).map(|t| task_json(t, None)).collect::<Vec<_>>(),
+            });
+            (systems, queue)
+        })
+        .await;
+    let stats = state.store.stats().await?;
+    let lag: Vec<Value> = state
+        .read
+        .status()
+        .await
+        .into_iter()
+        .map(|(name, _, lag, _, _)| json!({"name": name, "positions": lag.positions, "seconds": lag.seconds}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "systems": systems,
+        "jobs": state.jobs.status().await,
+        "queue": queue,
+        "generation_budget": {"left": state.actors.rt.budget.left(), "per_hour": state.actors.rt.budget.per_hour()},
+        "log_position": stats.last_position,
+        "projection_lag": lag,
+    })))
+}
+
+/// A task as the API shows it.
+pub fn task_json(t: &Task, standing: Option<f64>) -> Value {
+    json!({
+        "id": t.id, "system": t.system, "subject": t.subject, "action": t.action, "priority": t.priority,
+        "standing": standing.map(|s| (s * 10.0).round() / 10.0), "reason": t.reason, "metrics": t.metrics,
+        "status": t.status, "attempt": t.attempt, "retry_at": t.retry_at, "outcome": t.outcome,
+        "queued_at": t.queued_at, "updated_at": t.updated_at,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlBody {
+    action: String,
+    system: Option<String>,
+}
+
+/// `POST /api/autonomous` (admin) `{"action": "start" | "stop" | "optimize", "system"?}`: start
+/// and stop are events (a stopped system stays stopped after a restart); `optimize` queues a
+/// sweep of each running system now and answers with the task ids.
+pub async fn control(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let b: ControlBody = mall_events::records::from_json(&body(&state, payload, MAX_CATALOG_BODY).await?)?;
+    let systems: Vec<&str> = match &b.system {
+        Some(s) => vec![SYSTEMS.iter().copied().find(|x| x == s).ok_or_else(|| {
+            ApiError::invalid("system", format!("no system {s:?}; the systems are {}", SYSTEMS.join(", ")))
+        })?],
+        None => SYSTEMS.to_vec(),
+    };
+    let core_error = |e: mall_actors::autonomous::scheduler::CoreError| match e {
+        mall_actors::autonomous::scheduler::CoreError::Store(e) => ApiError::from(e),
+        other => ApiError::unavailable(other.to_string()),
+    };
+    match b.action.as_str() {
+        "start" | "stop" => {
+            let running = b.action == "start";
+            for s in &systems {
+                state.core.switch(s, running, "admin").await.map_err(core_error)?;
+            }
+            Ok(HttpResponse::Ok().json(json!({"action": b.action, "systems": systems})))
+        }
+        "optimize" => {
+            let running: Vec<&str> = state
+                .core
+                .with_queue(|q| systems.iter().copied().filter(|s| AVAILABLE.contains(s) && !q.is_stopped(s)).collect())
+                .await;
+            let requests: Vec<Request> = running
+                .iter()
+                .map(|s| Request { priority: priority::ADMIN, ..sweep_request(s, "an admin asked to optimize now") })
+                .collect();
+            let tasks = state.core.queue(requests).await.map_err(core_error)?;
+            Ok(HttpResponse::Accepted().json(json!({"action": "optimize", "systems": running, "tasks": tasks})))
+        }
+        other => Err(ApiError::invalid("action", format!("{other:?} is not one of start, stop, optimize"))),
+    }
+}

@@ -1,0 +1,147 @@
+//! The autonomous core over HTTP on both stores: `GET /api/autonomous` shows every system, job
+//! and the queue; `POST /api/autonomous` starts, stops (surviving a restart) and optimizes; the
+//! admin trigger goes through the task queue and its task runs.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::http::*;
+use support::server::*;
+
+async fn status(c: &reqwest::Client, s: &Server) -> Value {
+    let (code, body) = get_as(c, s.url("/api/autonomous"), ADMIN).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    body
+}
+
+/// Waits until the task is finished (in the queue's recent tasks); returns it.
+async fn finished(c: &reqwest::Client, s: &Server, id: &Value) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = status(c, s).await;
+        if let Some(t) = body["queue"]["recent"].as_array().unwrap().iter().find(|t| t["id"] == *id) {
+            return t.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "task {id} did not finish: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn system<'a>(body: &'a Value, name: &str) -> &'a Value {
+    body["systems"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name}: {body}"))
+}
+
+async fn the_core_is_controlled_over_http(store: Store) {
+    let c = client();
+    let mut s = Server::start(&store, &[]);
+    let (code, _) = get(&c, s.url("/api/autonomous")).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "the core's status is an admin's");
+    let body = status(&c, &s).await;
+    assert_eq!(body["systems"].as_array().unwrap().len(), 8, "{body}");
+    assert_eq!(system(&body, "product_intelligence")["running"], true);
+    let jobs = body["jobs"].as_array().unwrap();
+    let names: Vec<&str> = jobs.iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "product_intelligence",
+            "merchandising",
+            "district_evolution",
+            "health_check",
+            "social_calendar",
+            "analytics_narratives",
+            "anomaly_detection",
+            "ab_test_analysis",
+            "user_profiles",
+            "plugin_hooks"
+        ]
+    );
+    let every: Vec<i64> = jobs.iter().map(|j| j["every_seconds"].as_i64().unwrap()).collect();
+    assert_eq!(every, [1800, 900, 21600, 3600, 604800, 86400, 7200, 14400, 300, 1200]);
+    assert!(jobs.iter().all(|j| j["next_run"].is_string() && j["enabled"] == true), "{body}");
+    for k in ["queued", "running", "by_priority"] {
+        assert!(!body["queue"][k].is_null(), "queue.{k}: {body}");
+    }
+
+    let (code, _) = post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, _) = post(&c, s.url("/api/products"), ADMIN, &product("p1", "toys", "Wooden train", "")).await;
+    assert_eq!(code, StatusCode::CREATED);
+
+    // The admin trigger is a task: queued, run, recorded.
+    let (code, body) = post(&c, s.url("/api/autonomous/products"), ADMIN, &json!({"product_id": "p1"})).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let task = &body["tasks"][0];
+    let t = finished(&c, &s, task).await;
+    assert_eq!((t["status"].as_str(), t["subject"].as_str()), (Some("succeeded"), Some("product:p1")), "{t}");
+    assert_eq!(t["priority"], 90, "an admin's priority: {t}");
+
+    // Optimize: a sweep of each running system, which queues a look at every product with work.
+    let (code, body) = post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "optimize"})).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let sweep = finished(&c, &s, &body["tasks"][0]).await;
+    assert_eq!(sweep["action"], "sweep", "{sweep}");
+    assert!(sweep["outcome"].as_str().unwrap().contains("queued for a look"), "{sweep}");
+
+    // Bad control bodies name their field.
+    let (code, body) = post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "explode"})).await;
+    assert_eq!((code, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("action")), "{body}");
+    let (code, body) = post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "stop", "system": "nope"})).await;
+    assert_eq!((code, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("system")), "{body}");
+    let (code, _) = post(&c, s.url("/api/autonomous"), INGEST, &json!({"action": "stop"})).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+
+    // A stopped system stays stopped across a restart, and its tasks wait.
+    let stop = json!({"action": "stop", "system": "product_intelligence"});
+    let (code, body) = post(&c, s.url("/api/autonomous"), ADMIN, &stop).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    s.stop();
+    let s = Server::start(&store, &[]);
+    let body = status(&c, &s).await;
+    assert_eq!(system(&body, "product_intelligence")["running"], false, "{body}");
+    assert_eq!(system(&body, "merchandising")["running"], true);
+    let (_, body) = post(&c, s.url("/api/autonomous/products"), ADMIN, &json!({"product_id": "p1"})).await;
+    let task = body["tasks"][0].clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let body = status(&c, &s).await;
+    assert!(
+        body["queue"]["next"].as_array().unwrap().iter().any(|t| t["id"] == task),
+        "the stopped system's task waits: {body}"
+    );
+    let (code, _) =
+        post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "start", "system": "product_intelligence"})).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(finished(&c, &s, &task).await["status"], "succeeded");
+}
+
+support::on_both_stores!(the_core_is_controlled_over_http);
+
+/// A job's cadence is configurable and a job can be switched off; a bad setting is refused.
+#[tokio::test]
+async fn jobs_are_configured_by_flag() {
+    let (store, _dir) = Store::embedded();
+    let c = client();
+    let s = Server::start(&store, &[("MALL_JOBS", "user_profiles=60,merchandising=0")]);
+    let body = status(&c, &s).await;
+    let job = |n: &str| body["jobs"].as_array().unwrap().iter().find(|j| j["name"] == n).unwrap().clone();
+    assert_eq!(job("user_profiles")["every_seconds"], 60);
+    assert_eq!(job("merchandising")["enabled"], false);
+    // The product intelligence job never ran: it runs at start, and its run is recorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = status(&c, &s).await;
+        let pi = body["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "product_intelligence").unwrap().clone();
+        if pi["last_run"]["outcome"] == "ok" {
+            assert_eq!(pi["last_run"]["tasks"].as_array().unwrap().len(), 1, "{pi}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _, err) = mall_with(&store, &["serve", "--job", "nope=5"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no job \"nope\""), "{err}");
+}
