@@ -42,6 +42,10 @@ pub enum Command {
     /// Read tables: their status, and rebuilds beside the live ones.
     #[command(subcommand)]
     Projections(commands::projections::ProjectionsCommand),
+    /// The autonomous core's task queue, as the running server has it.
+    Tasks(commands::autonomous::CoreArgs),
+    /// The autonomous core's jobs: cadence, last and next run.
+    Jobs(commands::autonomous::CoreArgs),
     /// The model that writes copy: `mall llm check` calls it once and says what is wrong.
     #[command(subcommand)]
     Llm(commands::llm::LlmCommand),
@@ -158,6 +162,8 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         Command::Replay(args) => commands::audit::replay(&cli.store, &args).await,
         Command::Projections(cmd) => commands::projections::run(&cli.store, cmd).await,
         Command::Llm(cmd) => commands::llm::run(cmd).await,
+        Command::Tasks(args) => commands::autonomous::tasks(&args).await,
+        Command::Jobs(args) => commands::autonomous::jobs(&args).await,
         Command::Serve(_) | Command::Demo(_) => unreachable!("run in an actix system"),
         Command::Debug(cmd) => commands::debug::run(&cli.store, cmd).await,
     }

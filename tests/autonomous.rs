@@ -115,6 +115,20 @@ async fn the_core_is_controlled_over_http(store: Store) {
         post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "start", "system": "product_intelligence"})).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(finished(&c, &s, &task).await["status"], "succeeded");
+
+    // The CLI shows the same queue and jobs.
+    let env = [("MALL_SERVER", s.base.as_str()), ("MALL_ADMIN_TOKEN", ADMIN)];
+    let (code, out, err) = mall_with(&store, &["tasks", "--json"], &env);
+    assert_eq!(code, 0, "{err}");
+    let q: Value = serde_json::from_str(&out).unwrap();
+    assert!(q["recent"].as_array().unwrap().iter().any(|t| t["id"] == task), "{q}");
+    let (code, out, _) = mall_with(&store, &["jobs"], &env);
+    assert_eq!(code, 0);
+    assert!(out.contains("social_calendar") && out.contains("not yet available"), "{out}");
+    let (code, _, err) =
+        mall_with(&store, &["tasks"], &[("MALL_SERVER", s.base.as_str()), ("MALL_ADMIN_TOKEN", "wrong")]);
+    assert_ne!(code, 0);
+    assert!(err.starts_with("mall: "), "{err}");
 }
 
 support::on_both_stores!(the_core_is_controlled_over_http);

@@ -36,6 +36,10 @@ fn the_demo_shows_the_mall_improving_itself() {
     let last =
         stdout.lines().filter(|l| l.starts_with("mall demo:") && l.contains("signals")).last().expect("progress lines");
     assert!(last.contains(" 0 still without a description"), "missing descriptions are written: {last}");
+    assert!(
+        stdout.contains("  autonomous: ") && stdout.contains("jobs run: product_intelligence (1 tasks)"),
+        "the core at work: the product intelligence job ran and queued its sweep: {stdout}"
+    );
     let changed: Vec<&str> = stdout
         .lines()
         .filter_map(|l| l.trim().strip_prefix("changed: "))

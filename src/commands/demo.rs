@@ -225,6 +225,7 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     println!("        curl {base}/api/districts/{}/products?limit=5", DISTRICTS[0].slug);
     println!("        curl -H 'Authorization: Bearer {admin}' '{base}/api/autonomous/personalize?userId=shopper-1'");
     println!("        curl '{base}/api/autonomous/products?limit=10'");
+    println!("        curl -H 'Authorization: Bearer {admin}' {base}/api/autonomous");
     println!("        curl {base}/healthz");
     println!("        mall events stats     (beside the running demo; read-only)");
     println!("        MALL_SERVER={base} MALL_ADMIN_TOKEN={admin} mall projections status");
@@ -318,6 +319,7 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
             last_report = Instant::now();
             report(&known, started.elapsed(), posted, &mut reported_changes);
             rankings(&client, base, &mut tops).await;
+            core(&client, base, admin).await;
         }
         if let Some(rest) = tick.checked_sub(tick_started.elapsed()) {
             tokio::time::sleep(rest).await;
@@ -326,7 +328,32 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     refresh(&client, base, &products, &mut known).await;
     report(&known, started.elapsed(), posted, &mut reported_changes);
     rankings(&client, base, &mut tops).await;
+    core(&client, base, admin).await;
     Ok(())
+}
+
+/// One line on the autonomous core: the queue and the jobs that ran.
+async fn core(client: &reqwest::Client, base: &str, admin: &str) {
+    let Ok(r) = client.get(format!("{base}/api/autonomous")).bearer_auth(admin).send().await else { return };
+    let Ok(v) = r.json::<Value>().await else { return };
+    let q = &v["queue"];
+    let done = q["recent"].as_array().map_or(0, |r| r.iter().filter(|t| t["status"] == "succeeded").count());
+    let ran: Vec<String> = (v["jobs"].as_array().into_iter().flatten())
+        .filter(|j| !j["last_run"].is_null())
+        .map(|j| {
+            format!(
+                "{} ({} tasks)",
+                j["name"].as_str().unwrap_or("?"),
+                j["last_run"]["tasks"].as_array().map_or(0, Vec::len)
+            )
+        })
+        .collect();
+    println!(
+        "  autonomous: {} queued, {} running, {done} of the last 20 tasks succeeded; jobs run: {}",
+        q["queued"],
+        q["running"],
+        if ran.is_empty() { "none yet".to_string() } else { ran.join(", ") }
+    );
 }
 
 /// Prints each district's top five when it has changed since the last look (the storefront

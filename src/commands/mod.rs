@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod audit;
+pub mod autonomous;
 pub mod debug;
 pub mod demo;
 pub mod events;

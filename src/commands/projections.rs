@@ -307,7 +307,7 @@ fn report(name: &str, verify: bool, diffs: &[String]) {
     }
 }
 
-fn admin_token() -> anyhow::Result<String> {
+pub(crate) fn admin_token() -> anyhow::Result<String> {
     std::env::var("MALL_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
