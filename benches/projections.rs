@@ -215,20 +215,27 @@ fn rebuild_pg() {
     });
 }
 
-/// Starts `mall serve`, seeds 8 districts × 50 products and signals; returns (child, base URL).
-fn server(store_args: &[String], dir: &std::path::Path) -> (std::process::Child, String) {
+/// Starts `mall serve` with `args` (store flags first) and `env`; returns (child, base URL).
+fn spawn_serve(args: &[String], env: &[(&str, &str)]) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mall"))
-        .args(store_args)
-        .args(["--data-dir", &dir.join("data").display().to_string(), "serve", "--bind", "127.0.0.1:0"])
+        .args(args)
+        .args(["serve", "--bind", "127.0.0.1:0"])
         .env("MALL_ADMIN_TOKEN", "admin")
         .env("MALL_LOG", "error")
-        .env("MALL_GENERATIONS_PER_HOUR", "0")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
     (child, line.strip_prefix("mall: serving on ").unwrap().to_string())
+}
+
+/// Starts `mall serve` on `dir` without generations (seeded by [`seed`]); returns (child, base URL).
+fn server(store_args: &[String], dir: &std::path::Path) -> (std::process::Child, String) {
+    let mut args = store_args.to_vec();
+    args.extend(["--data-dir".to_string(), dir.join("data").display().to_string()]);
+    spawn_serve(&args, &[("MALL_GENERATIONS_PER_HOUR", "0")])
 }
 
 async fn seed(client: &reqwest::Client, base: &str) -> u64 {
@@ -370,17 +377,8 @@ fn storefront_reads() {
 /// Starts `mall serve` on `data`, waits until the actors and every projection have applied the
 /// whole log, and stops it (SIGTERM); returns (seconds, peak RSS in MB).
 fn start_until_caught_up(rt: &tokio::runtime::Runtime, data: &std::path::Path) -> (f64, f64) {
-    use std::io::{BufRead, BufReader};
     let started = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mall"))
-        .args(["--data-dir", &data.display().to_string(), "serve", "--bind", "127.0.0.1:0"])
-        .env("MALL_ADMIN_TOKEN", "admin")
-        .env("MALL_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let line = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-    let base = line.strip_prefix("mall: serving on ").unwrap().to_string();
+    let (mut child, base) = spawn_serve(&["--data-dir".to_string(), data.display().to_string()], &[]);
     let client = reqwest::Client::new();
     rt.block_on(async {
         loop {

@@ -517,9 +517,10 @@ async fn load_image(
             return Ok(None);
         }
     };
-    let at = store.read_all(header.checkpoint, 1).await?;
-    let of_this_log =
-        at.first().is_some_and(|e| e.position == header.checkpoint && Some(e.recorded_at) == header.recorded_at);
+    let of_this_log = match header.recorded_at {
+        Some(at) => mall_events::store::holds(store, header.checkpoint, at).await?,
+        None => false,
+    };
     if header.projection != p.name() || header.version != p.version() || !of_this_log {
         tracing::warn!(projection = p.name(), path = %path.display(), "an image of another log or version is ignored; replaying the log");
         return Ok(None);

@@ -274,6 +274,19 @@ impl Drop for Subscription {
 /// How many events a subscription reads per round trip while catching up.
 const SUBSCRIPTION_BATCH: usize = 1_000;
 
+/// Whether the log holds an event at `position` recorded at `recorded_at`: what ties something
+/// saved beside the log (a checkpoint, a catalog map, an image of tables) to the log it was made
+/// from, so that one of another log (another database behind the same data directory, a log
+/// restored from an older backup) is not taken for this one's.
+pub async fn holds(
+    store: &dyn EventStore,
+    position: Position,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, StoreError> {
+    let at = store.read_all(position, 1).await?;
+    Ok(at.first().is_some_and(|e| e.position == position && e.recorded_at == recorded_at))
+}
+
 /// Subscribes to the whole log from position `from` (inclusive).
 ///
 /// The feed reads in batches with [`EventStore::read_all`] and, once caught up, waits with

@@ -1,11 +1,10 @@
 //! `mall tasks` and `mall jobs`: the autonomous core's queue and jobs, as the running server
 //! has them (`MALL_SERVER`, `MALL_ADMIN_TOKEN`).
 
-use anyhow::{Context, anyhow};
 use clap::Args;
 use serde_json::Value;
 
-use super::projections::{ServerArgs, admin_token};
+use super::projections::{ServerArgs, ask};
 use crate::cli::Exit;
 
 /// `mall tasks` / `mall jobs`.
@@ -19,16 +18,7 @@ pub struct CoreArgs {
 }
 
 async fn status(server: &str) -> Result<Value, Exit> {
-    let r = reqwest::Client::new()
-        .get(format!("{server}/api/autonomous"))
-        .bearer_auth(admin_token()?)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {server} (is `mall serve` running?)"))?;
-    if !r.status().is_success() {
-        return Err(anyhow!("{server}: {}", r.text().await.unwrap_or_default()).into());
-    }
-    Ok(r.json().await?)
+    ask(server, reqwest::Method::GET, "/api/autonomous", None).await
 }
 
 fn line(t: &Value) -> String {

@@ -195,18 +195,7 @@ async fn pg_retry(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, as_
 }
 
 async fn server_retry(server: &str, name: Option<String>, as_json: bool) -> Result<(), Exit> {
-    let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{server}/api/admin/projections/retry"))
-        .bearer_auth(admin_token()?)
-        .json(&json!({"name": name}))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {server} (is `mall serve` running?)"))?;
-    if !r.status().is_success() {
-        return Err(anyhow!("{server}: {}", r.text().await.unwrap_or_default()).into());
-    }
-    let v: Value = r.json().await?;
+    let v = ask(server, reqwest::Method::POST, "/api/admin/projections/retry", Some(json!({"name": name}))).await?;
     let results: Vec<(String, Value)> = v["retried"]
         .as_array()
         .into_iter()
@@ -307,25 +296,29 @@ fn report(name: &str, verify: bool, diffs: &[String]) {
     }
 }
 
-pub(crate) fn admin_token() -> anyhow::Result<String> {
+fn admin_token() -> anyhow::Result<String> {
     std::env::var("MALL_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
         .context("set MALL_ADMIN_TOKEN to the server's admin token")
 }
 
-async fn server_status(server: &str, as_json: bool) -> Result<(), Exit> {
-    let client = reqwest::Client::new();
-    let r = client
-        .get(format!("{server}/api/admin/projections"))
-        .bearer_auth(admin_token()?)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {server} (is `mall serve` running?)"))?;
+/// A request to the running server with the admin token: its JSON answer, or its refusal as the
+/// error (what `mall projections`, `mall tasks` and `mall jobs` send on the embedded store).
+pub(crate) async fn ask(server: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Exit> {
+    let mut request = reqwest::Client::new().request(method, format!("{server}{path}")).bearer_auth(admin_token()?);
+    if let Some(b) = body {
+        request = request.json(&b);
+    }
+    let r = request.send().await.with_context(|| format!("cannot reach {server} (is `mall serve` running?)"))?;
     if !r.status().is_success() {
         return Err(anyhow!("{server}: {}", r.text().await.unwrap_or_default()).into());
     }
-    print_status(&r.json::<Value>().await?, as_json);
+    Ok(r.json().await?)
+}
+
+async fn server_status(server: &str, as_json: bool) -> Result<(), Exit> {
+    print_status(&ask(server, reqwest::Method::GET, "/api/admin/projections", None).await?, as_json);
     Ok(())
 }
 

@@ -250,15 +250,11 @@ pub async fn control(
         })?],
         None => SYSTEMS.to_vec(),
     };
-    let core_error = |e: mall_actors::autonomous::scheduler::CoreError| match e {
-        mall_actors::autonomous::scheduler::CoreError::Store(e) => ApiError::from(e),
-        other => ApiError::unavailable(other.to_string()),
-    };
     match b.action.as_str() {
         "start" | "stop" => {
             let running = b.action == "start";
             for s in &systems {
-                state.core.switch(s, running, "admin").await.map_err(core_error)?;
+                state.core.switch(s, running, "admin").await?;
             }
             Ok(HttpResponse::Ok().json(json!({"action": b.action, "systems": systems})))
         }
@@ -271,7 +267,7 @@ pub async fn control(
                 .iter()
                 .map(|s| Request { priority: priority::ADMIN, ..sweep_request(s, "an admin asked to optimize now") })
                 .collect();
-            let tasks = state.core.queue(requests).await.map_err(core_error)?;
+            let tasks = state.core.queue(requests).await?;
             Ok(HttpResponse::Accepted().json(json!({"action": "optimize", "systems": running, "tasks": tasks})))
         }
         other => Err(ApiError::invalid("action", format!("{other:?} is not one of start, stop, optimize"))),

@@ -95,3 +95,13 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+/// The task queue's failures: a store failure as any other; one it could not encode is the server's.
+impl From<mall_actors::autonomous::scheduler::CoreError> for ApiError {
+    fn from(e: mall_actors::autonomous::scheduler::CoreError) -> Self {
+        match e {
+            mall_actors::autonomous::scheduler::CoreError::Store(e) => ApiError::from(e),
+            other => ApiError::unavailable(other.to_string()),
+        }
+    }
+}

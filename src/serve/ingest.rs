@@ -368,9 +368,6 @@ pub async fn nudge_product(
         metrics: Default::default(),
         generations: 0,
     };
-    let tasks = state.core.queue(vec![request]).await.map_err(|e| match e {
-        mall_actors::autonomous::scheduler::CoreError::Store(e) => ApiError::from(e),
-        other => ApiError::unavailable(other.to_string()),
-    })?;
+    let tasks = state.core.queue(vec![request]).await?;
     Ok(HttpResponse::Accepted().json(json!({"product_id": id, "tasks": tasks})))
 }

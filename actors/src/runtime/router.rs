@@ -69,8 +69,7 @@ impl Actors {
         let mut from = 1;
         let image: Option<CatalogImage> = self.rt.snapshots.load(CATALOG_KEY).and_then(|b| super::snapshot::decode(&b));
         if let Some(image) = image {
-            let at = self.rt.store.read_all(image.position, 1).await?;
-            if at.first().is_some_and(|e| e.position == image.position && e.recorded_at == image.recorded_at) {
+            if mall_events::store::holds(&*self.rt.store, image.position, image.recorded_at).await? {
                 let mut districts = self.rt.districts.write().expect("districts");
                 for (slug, name, personality) in image.districts {
                     districts
@@ -175,8 +174,8 @@ impl Actors {
         let saved: Option<(Position, chrono::DateTime<chrono::Utc>)> =
             self.rt.snapshots.load(CHECKPOINT_KEY).and_then(|b| super::snapshot::decode(&b));
         let Some((position, recorded_at)) = saved else { return 0 };
-        match self.rt.store.read_all(position, 1).await {
-            Ok(at) if at.first().is_some_and(|e| e.position == position && e.recorded_at == recorded_at) => position,
+        match mall_events::store::holds(&*self.rt.store, position, recorded_at).await {
+            Ok(true) => position,
             _ => {
                 tracing::warn!(position, "the router's checkpoint is not of this log; delivering the whole log again");
                 0
