@@ -105,6 +105,8 @@ pub struct Config {
     /// The wait after the first failure (doubling, up to `max_backoff`).
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// The longest a task may run: one whose executor never answers fails (and frees its slot).
+    pub task_timeout: std::time::Duration,
 }
 
 impl Default for Config {
@@ -117,6 +119,7 @@ impl Default for Config {
             max_attempts: 5,
             backoff: Duration::seconds(30),
             max_backoff: Duration::hours(1),
+            task_timeout: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -426,14 +429,17 @@ impl Scheduler {
             let executor = executors.get(&(task.system.clone(), task.action.clone())).cloned();
             let done = done.clone();
             let attempt = task.attempt;
+            let limit = self.config.task_timeout;
             tokio::spawn(async move {
                 let outcome = match executor {
                     Some(x) => {
-                        // A panicking executor fails its task; it does not take the queue down.
-                        let run = std::panic::AssertUnwindSafe(x.run(&task));
-                        match futures_util::FutureExt::catch_unwind(run).await {
-                            Ok(r) => r,
-                            Err(_) => Err("the executor panicked".into()),
+                        // A panicking executor fails its task, and one that never answers fails
+                        // at the time limit: neither takes the queue down or holds a slot.
+                        let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(x.run(&task)));
+                        match tokio::time::timeout(limit, run).await {
+                            Ok(Ok(r)) => r,
+                            Ok(Err(_)) => Err("the executor panicked".into()),
+                            Err(_) => Err(format!("the executor did not answer within {} s", limit.as_secs_f64())),
                         }
                     }
                     None => Err(format!("no executor for {} {}", task.system, task.action)),
@@ -592,6 +598,46 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         drive(&again, &tx, &mut rx).await;
         assert_eq!(*x.ran.lock().unwrap(), vec!["p1"], "it runs again");
+    }
+
+    /// Never answers, or panics.
+    struct Hostile;
+
+    #[async_trait]
+    impl Executor for Hostile {
+        async fn run(&self, task: &Task) -> Result<String, String> {
+            if task.subject == "panics" {
+                panic!("the executor blew up");
+            }
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_executor_that_never_answers_or_panics_fails_its_task_and_frees_the_slot() {
+        let w = world();
+        let config = Config {
+            concurrency: 1,
+            per_system: 1,
+            max_attempts: 1,
+            task_timeout: std::time::Duration::from_millis(50),
+            ..Config::default()
+        };
+        let s = scheduler(&w, config).await;
+        s.register("product_intelligence", "nudge", Arc::new(Hostile));
+        let ids = s.queue(vec![request("hangs", 90), request("panics", 50)]).await.unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        drive(&s, &tx, &mut rx).await;
+        drive(&s, &tx, &mut rx).await;
+        let outcomes = s
+            .with_queue(|q| {
+                ids.iter().map(|i| (q.task(i).unwrap().status, q.task(i).unwrap().outcome.clone())).collect::<Vec<_>>()
+            })
+            .await;
+        assert_eq!(outcomes[0].0, super::super::queue::Status::Failed);
+        assert!(outcomes[0].1.as_deref().unwrap().contains("did not answer"), "{outcomes:?}");
+        assert_eq!(outcomes[1].0, super::super::queue::Status::Failed, "the slot was freed for the next task");
+        assert_eq!(outcomes[1].1.as_deref(), Some("the executor panicked"));
     }
 
     #[tokio::test]
