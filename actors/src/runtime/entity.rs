@@ -1,6 +1,7 @@
 //! The actor shell shared by every kind: load (snapshot + tail), fold what the router delivers
-//! exactly once, snapshot every N events, passivate when idle; and, for products, decide, append
-//! with an expected version, and hand commands to the executors.
+//! exactly once, snapshot every N events, passivate when idle; a kind that decides (products)
+//! looks at its state through [`Kind::look`] — for products: decide, append with an expected
+//! version, and hand commands to the executors (handlers typed on the product actor alone).
 //!
 //! Exactly once: a stream-sourced actor (a product) remembers the stream version it folded and a
 //! tag-sourced one (a district, a shopper) the global position, so an event delivered twice —
@@ -55,8 +56,9 @@ pub trait Kind: Sized + Unpin + 'static {
     fn fold(state: &mut Self::State, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime);
     /// Moves the state's cursor past an event that is not folded (a parked one).
     fn pass(state: &mut Self::State, e: &RecordedEvent);
-    /// Whether the kind decides after folding (products do).
-    const DECIDES: bool = false;
+    /// After a fold, on a nudge and on the idle tick (time alone can call for a decision): a
+    /// kind that decides looks at its state (products do; the others only fold).
+    fn look(_actor: &mut EntityActor<Self>, _ctx: &mut Context<EntityActor<Self>>) {}
 }
 
 /// The position of `e` in a source's order.
@@ -78,7 +80,6 @@ impl Kind for Product {
     type Id = ProductId;
     type State = ProductState;
     const NAME: &'static str = "product";
-    const DECIDES: bool = true;
     fn source(id: &ProductId) -> Source {
         Source::Stream(StreamId::product(id))
     }
@@ -94,6 +95,9 @@ impl Kind for Product {
     fn pass(s: &mut ProductState, e: &RecordedEvent) {
         s.version = e.stream_version;
         s.position = e.position;
+    }
+    fn look(_: &mut EntityActor<Product>, ctx: &mut Context<EntityActor<Product>>) {
+        ctx.notify(Decide);
     }
 }
 
@@ -180,9 +184,7 @@ impl<K: Kind> Handler<Nudge> for EntityActor<K> {
 
     fn handle(&mut self, _: Nudge, ctx: &mut Context<Self>) {
         self.last_active = Instant::now();
-        if K::DECIDES {
-            ctx.notify(Decide);
-        }
+        K::look(self, ctx);
     }
 }
 
@@ -343,10 +345,10 @@ impl<K: Kind> Actor for EntityActor<K> {
             if act.last_active.elapsed() >= idle {
                 act.save_snapshot();
                 ctx.stop();
-            } else if K::DECIDES {
+            } else {
                 // Time alone can call for a decision (an experiment at its maximum duration, a
                 // generation that never came back).
-                ctx.notify(Decide);
+                K::look(act, ctx);
             }
         });
     }
@@ -460,13 +462,11 @@ impl<K: Kind> Handler<Deliver> for EntityActor<K> {
                         Err(e) => tracing::error!(error = %e, "cannot catch up"),
                     }
                     act.state = Some(state);
-                    if K::DECIDES {
-                        ctx.notify(Decide);
-                    }
+                    K::look(act, ctx);
                 }),
             );
-        } else if K::DECIDES {
-            ctx.notify(Decide);
+        } else {
+            K::look(self, ctx);
         }
     }
 }
@@ -511,16 +511,14 @@ impl<K: Kind> Handler<Poison> for EntityActor<K> {
 #[rtype(result = "()")]
 struct Decide;
 
-impl<K: Kind> Handler<Decide> for EntityActor<K> {
+impl Handler<Decide> for EntityActor<Product> {
     type Result = ();
 
     fn handle(&mut self, _: Decide, ctx: &mut Context<Self>) {
-        // Only products decide; the downcast keeps one shell for every kind.
-        let Some(this) = (self as &mut dyn std::any::Any).downcast_mut::<EntityActor<Product>>() else { return };
-        let Some(state) = this.state.clone() else { return };
-        let rt = this.rt.clone();
+        let Some(state) = self.state.clone() else { return };
+        let rt = self.rt.clone();
         let district = state.district.as_ref().map(|d| rt.district(d.as_str()));
-        let id = this.id.clone();
+        let id = self.id.clone();
         let addr = ctx.address();
         let fut = async move {
             let mut state = state;
@@ -591,8 +589,7 @@ impl<K: Kind> Handler<Decide> for EntityActor<K> {
             }
             state
         };
-        // The Any downcast above proves K = Product; the state type is the same.
-        let policy = this.rt.config.policy;
+        let policy = self.rt.config.policy;
         ctx.wait(fut.into_actor(self).map(move |state, act, ctx| {
             // A command backing off after failures is looked at again when its wait ends, not
             // only when the next signal or the idle tick comes.
@@ -604,25 +601,22 @@ impl<K: Kind> Handler<Decide> for EntityActor<K> {
                     ctx.notify_later(Decide, wait);
                 }
             }
-            if let Some(s) = (&mut act.state as &mut dyn std::any::Any).downcast_mut::<Option<ProductState>>() {
-                *s = Some(state);
-            }
+            act.state = Some(state);
         }));
     }
 }
 
-impl<K: Kind> Handler<Generated> for EntityActor<K> {
+impl Handler<Generated> for EntityActor<Product> {
     type Result = ();
 
     fn handle(&mut self, msg: Generated, ctx: &mut Context<Self>) {
-        let Some(this) = (self as &mut dyn std::any::Any).downcast_mut::<EntityActor<Product>>() else { return };
-        let Some(state) = this.state.clone() else {
+        let Some(state) = self.state.clone() else {
             // Reloading after a panic: try again once loaded.
             ctx.notify_later(msg, Duration::from_millis(50));
             return;
         };
-        let rt = this.rt.clone();
-        let id = this.id.clone();
+        let rt = self.rt.clone();
+        let id = self.id.clone();
         let fut = async move {
             let mut state = state;
             for _attempt in 0..APPEND_ATTEMPTS {
@@ -645,9 +639,7 @@ impl<K: Kind> Handler<Generated> for EntityActor<K> {
             state
         };
         ctx.wait(fut.into_actor(self).map(|state, act, ctx| {
-            if let Some(s) = (&mut act.state as &mut dyn std::any::Any).downcast_mut::<Option<ProductState>>() {
-                *s = Some(state);
-            }
+            act.state = Some(state);
             ctx.notify(Decide);
         }));
     }
