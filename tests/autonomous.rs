@@ -56,11 +56,12 @@ async fn the_core_is_controlled_over_http(store: Store) {
             "anomaly_detection",
             "ab_test_analysis",
             "user_profiles",
-            "plugin_hooks"
+            "plugin_hooks",
+            "learning_cycle"
         ]
     );
     let every: Vec<i64> = jobs.iter().map(|j| j["every_seconds"].as_i64().unwrap()).collect();
-    assert_eq!(every, [1800, 900, 21600, 3600, 604800, 86400, 7200, 14400, 300, 1200]);
+    assert_eq!(every, [1800, 900, 21600, 3600, 604800, 86400, 7200, 14400, 300, 1200, 60]);
     assert!(jobs.iter().all(|j| j["next_run"].is_string() && j["enabled"] == true), "{body}");
     for k in ["queued", "running", "by_priority"] {
         assert!(!body["queue"][k].is_null(), "queue.{k}: {body}");

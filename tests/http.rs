@@ -39,7 +39,8 @@ async fn until(c: &reqwest::Client, s: &Server, path: &str, what: &str, pred: im
 
 /// The whole story on one store.
 async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
-    let s = Server::start(&store, &[]);
+    // The learning cycle every second, so that the kept rewrite becomes an insight in time.
+    let s = Server::start(&store, &[("MALL_JOBS", "learning_cycle=1")]);
     let c = client();
 
     // The catalog: tokens, scopes and validation first.
@@ -278,6 +279,23 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     assert_eq!(all["log"].as_array().unwrap().len(), 5, "{all}");
     let (status, body) = get(&c, s.url("/api/autonomous/products?limit=0")).await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")));
+
+    // The learning cycle: the kept rewrite is an insight for its district and diagnosis.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let insight = loop {
+        let (_, core) = get_as(&c, s.url("/api/autonomous"), ADMIN).await;
+        let found = core["insights"].as_array().and_then(|i| {
+            i.iter().find(|i| i["key"] == "product_intelligence/rewrite_description/toys/weak_description").cloned()
+        });
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no insight recorded: {core}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(insight["tried"].as_u64() >= Some(1) && insight["helped"].as_u64() >= Some(1), "{insight}");
+    assert!(insight["lift"].as_f64().unwrap() > 0.0, "the kept copy converted better: {insight}");
+    assert!(insight["evidence"].as_array().unwrap().iter().any(|e| *e == experiment_id), "{insight}");
 
     // The CLI, beside the running server: audit explains, replay reproduces every decision.
     let (code, out, err) = mall(&store, &["audit", "product", "weak"]);

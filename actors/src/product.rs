@@ -291,7 +291,8 @@ impl ProductState {
             | DomainEvent::TaskFailed(_)
             | DomainEvent::TaskCancelled(_)
             | DomainEvent::SystemSwitched(_)
-            | DomainEvent::JobRan(_) => {}
+            | DomainEvent::JobRan(_)
+            | DomainEvent::InsightRecorded(_) => {}
         }
     }
 

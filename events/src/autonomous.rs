@@ -107,3 +107,27 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_SUBJECT_LEN: usize = 256;
 /// The longest reason, summary or error, in bytes.
 pub const MAX_TEXT_LEN: usize = 4_000;
+
+/// What the learning cycle found about one kind of work: on which subjects (a district) and for
+/// which diagnosis (the rule that fired), how often the action was tried and how often it helped
+/// (a rewrite kept by its experiment), with the mean lift it brought and the experiments behind
+/// it. Fed back into the priority formula.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InsightRecorded {
+    /// `system/action/district/diagnosis`.
+    pub key: String,
+    pub system: String,
+    pub action: String,
+    pub district: String,
+    pub diagnosis: String,
+    pub tried: u64,
+    pub helped: u64,
+    /// The mean relative lift in conversion of the new copy over the old, over the tries.
+    pub lift: f64,
+    /// The experiments behind it (the latest, at most [`MAX_EVIDENCE`]).
+    pub evidence: Vec<Uuid>,
+    pub at: DateTime<Utc>,
+}
+
+/// The most experiments an insight names.
+pub const MAX_EVIDENCE: usize = 20;

@@ -107,6 +107,7 @@ pub fn encode(event: &DomainEvent) -> Result<Vec<u8>, CodecError> {
         TaskCancelled(e) => to_bytes(e),
         SystemSwitched(e) => to_bytes(e),
         JobRan(e) => to_bytes(e),
+        InsightRecorded(e) => to_bytes(e),
     }
 }
 
@@ -196,6 +197,7 @@ fn decode_current(event_type: &str, payload: &[u8]) -> Result<DomainEvent, Codec
         "task_cancelled" => E::TaskCancelled(d(event_type, payload)?),
         "system_switched" => E::SystemSwitched(d(event_type, payload)?),
         "job_ran" => E::JobRan(d(event_type, payload)?),
+        "insight_recorded" => E::InsightRecorded(d(event_type, payload)?),
         other => return Err(CodecError::UnknownType(other.to_string())),
     })
 }

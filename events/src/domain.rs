@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use crate::autonomous::{
-    JobRan, SystemSwitched, TaskCancelled, TaskFailed, TaskQueued, TaskReprioritized, TaskStarted, TaskSucceeded,
+    InsightRecorded, JobRan, SystemSwitched, TaskCancelled, TaskFailed, TaskQueued, TaskReprioritized, TaskStarted,
+    TaskSucceeded,
 };
 pub use crate::decisions::{
     ArmStats, CommandKind, Content, CopyApplied, CopyGenerated, Evidence, ExperimentConcluded, ExperimentStarted,
@@ -243,6 +244,7 @@ pub enum DomainEvent {
     TaskCancelled(TaskCancelled),
     SystemSwitched(SystemSwitched),
     JobRan(JobRan),
+    InsightRecorded(InsightRecorded),
 }
 
 /// Every event type string, in declaration order.
@@ -274,6 +276,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "task_cancelled",
     "system_switched",
     "job_ran",
+    "insight_recorded",
 ];
 
 /// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
@@ -312,6 +315,7 @@ impl DomainEvent {
             TaskCancelled(_) => "task_cancelled",
             SystemSwitched(_) => "system_switched",
             JobRan(_) => "job_ran",
+            InsightRecorded(_) => "insight_recorded",
         }
     }
 
@@ -326,7 +330,7 @@ impl DomainEvent {
         Some(match self {
             DistrictOpened(_) | Searched(_) => return None,
             TaskQueued(_) | TaskReprioritized(_) | TaskStarted(_) | TaskSucceeded(_) | TaskFailed(_)
-            | TaskCancelled(_) | SystemSwitched(_) | JobRan(_) => return None,
+            | TaskCancelled(_) | SystemSwitched(_) | JobRan(_) | InsightRecorded(_) => return None,
             ProductListed(e) => &e.product_id,
             ProductEdited(e) => &e.product_id,
             StockChanged(e) => &e.product_id,
@@ -378,7 +382,7 @@ impl DomainEvent {
             | ExperimentStarted(_)
             | ExperimentConcluded(_) => None,
             TaskQueued(_) | TaskReprioritized(_) | TaskStarted(_) | TaskSucceeded(_) | TaskFailed(_)
-            | TaskCancelled(_) | SystemSwitched(_) | JobRan(_) => None,
+            | TaskCancelled(_) | SystemSwitched(_) | JobRan(_) | InsightRecorded(_) => None,
             ProductViewed(e) => meta!(e),
             ProductClicked(e) => meta!(e),
             ImpressionServed(e) => meta!(e),
@@ -419,6 +423,7 @@ impl DomainEvent {
                 | TaskCancelled(_)
                 | SystemSwitched(_)
                 | JobRan(_)
+                | InsightRecorded(_)
         )
     }
 
@@ -624,6 +629,24 @@ impl DomainEvent {
             DomainEvent::SystemSwitched(e) => {
                 text("system", &e.system, 1, crate::autonomous::MAX_NAME_LEN)?;
                 text("by", &e.by, 1, crate::autonomous::MAX_NAME_LEN)
+            }
+            DomainEvent::InsightRecorded(e) => {
+                use crate::autonomous::{MAX_EVIDENCE, MAX_NAME_LEN, MAX_SUBJECT_LEN};
+                text("key", &e.key, 1, MAX_SUBJECT_LEN)?;
+                text("system", &e.system, 1, MAX_NAME_LEN)?;
+                text("action", &e.action, 1, MAX_NAME_LEN)?;
+                text("district", &e.district, 1, MAX_NAME_LEN)?;
+                text("diagnosis", &e.diagnosis, 1, MAX_NAME_LEN)?;
+                if e.helped > e.tried {
+                    return err("helped", "helped must be at most tried".into());
+                }
+                if !e.lift.is_finite() {
+                    return err("lift", "lift must be a finite number".into());
+                }
+                if e.evidence.len() > MAX_EVIDENCE {
+                    return err("evidence", format!("at most {MAX_EVIDENCE} experiments"));
+                }
+                Ok(())
             }
             DomainEvent::JobRan(e) => {
                 text("job", &e.job, 1, crate::autonomous::MAX_NAME_LEN)?;

@@ -228,6 +228,18 @@ fn samples() -> Vec<DomainEvent> {
             tasks: vec![id],
             outcome: "ok".into(),
         }),
+        DomainEvent::InsightRecorded(InsightRecorded {
+            key: "product_intelligence/rewrite_description/toys/weak_description".into(),
+            system: "product_intelligence".into(),
+            action: "rewrite_description".into(),
+            district: "toys".into(),
+            diagnosis: "weak_description".into(),
+            tried: 7,
+            helped: 4,
+            lift: 0.31,
+            evidence: vec![id],
+            at,
+        }),
     ]
 }
 

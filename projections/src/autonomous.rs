@@ -4,7 +4,9 @@
 //!   urgent and why (priority, reason, metrics), and where it stands (status, attempt, the next
 //!   try, the outcome);
 //! - `job_runs`: one row per run of a scheduled job (keyed by its log position): the tick it ran
-//!   for, when it started and finished, how many tasks it queued and its outcome.
+//!   for, when it started and finished, how many tasks it queued and its outcome;
+//! - `autonomous_insights`: the learning cycle's latest insight per system, action, district and
+//!   diagnosis: tried, helped, mean lift, the experiments behind it.
 //!
 //! Pure functions of single events: every task event carries its task id.
 
@@ -18,6 +20,7 @@ use crate::runner::Projection;
 
 pub const AUTONOMOUS_TASKS: &str = "autonomous_tasks";
 pub const JOB_RUNS: &str = "job_runs";
+pub const AUTONOMOUS_INSIGHTS: &str = "autonomous_insights";
 
 const TABLES: &[TableDef] = &[
     TableDef {
@@ -39,6 +42,16 @@ const TABLES: &[TableDef] = &[
             row! {
                 "job" => "", "system" => "", "due_at" => Value::Null, "started_at" => Value::Null,
                 "finished_at" => Value::Null, "tasks" => 0, "outcome" => "", "position" => 0,
+            }
+        },
+    },
+    TableDef {
+        name: AUTONOMOUS_INSIGHTS,
+        key: "key",
+        defaults: || {
+            row! {
+                "system" => "", "action" => "", "district" => "", "diagnosis" => "", "tried" => 0, "helped" => 0,
+                "lift" => 0.0, "evidence" => json!([]), "at" => Value::Null, "position" => 0,
             }
         },
     },
@@ -108,6 +121,15 @@ impl Projection for Autonomous {
                     "job" => j.job, "system" => j.system, "due_at" => json!(j.due_at),
                     "started_at" => json!(j.started_at), "finished_at" => json!(j.finished_at),
                     "tasks" => j.tasks.len(), "outcome" => j.outcome, "position" => pos,
+                },
+            ),
+            DomainEvent::InsightRecorded(i) => Change::set(
+                AUTONOMOUS_INSIGHTS,
+                i.key.clone(),
+                row! {
+                    "system" => i.system, "action" => i.action, "district" => i.district, "diagnosis" => i.diagnosis,
+                    "tried" => i.tried, "helped" => i.helped, "lift" => i.lift, "evidence" => json!(i.evidence),
+                    "at" => json!(i.at), "position" => pos,
                 },
             ),
             _ => return Vec::new(),

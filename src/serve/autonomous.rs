@@ -3,7 +3,7 @@
 //! `GET /api/autonomous` (systems, jobs, queue) and `POST /api/autonomous` (start, stop,
 //! optimize).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -66,9 +66,20 @@ pub struct Sweep {
 }
 
 impl Sweep {
-    /// The nudges a sweep queues now, with their reasons.
-    async fn work(&self) -> Result<Vec<Request>, String> {
+    /// The nudges a sweep queues now, with their reasons; how often product intelligence's
+    /// rewrites helped in each product's district (the learning cycle's insights) weighs them.
+    async fn work(&self, scheduler: &Scheduler) -> Result<Vec<Request>, String> {
         let rows = self.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(|e| e.to_string())?;
+        let records: HashMap<String, (u64, u64)> = scheduler
+            .with_queue(|q| {
+                let mut by_district: HashMap<String, (u64, u64)> = HashMap::new();
+                for i in q.insights().values().filter(|i| i.system == "product_intelligence") {
+                    let e = by_district.entry(i.district.clone()).or_default();
+                    *e = (e.0 + i.helped, e.1 + i.tried);
+                }
+                by_district
+            })
+            .await;
         let text =
             |r: &mall_projections::change::Row, k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let mut out = Vec::new();
@@ -92,7 +103,8 @@ impl Sweep {
                 format!("missing: {}", missing.join(", "))
             };
             let confidence = if missing.is_empty() { 0.5 } else { 1.0 };
-            let inputs = priority::Inputs { value: 1.0, scale: 1.0, confidence, helped: 0, tried: 0 };
+            let (helped, tried) = records.get(&text(&r, "district")).copied().unwrap_or_default();
+            let inputs = priority::Inputs { value: 1.0, scale: 1.0, confidence, helped, tried };
             out.push(Request {
                 system: "product_intelligence".into(),
                 subject: format!("product:{}", text(&r, "product_id")),
@@ -111,10 +123,78 @@ impl Sweep {
 impl Executor for Sweep {
     async fn run(&self, _task: &Task) -> Result<String, String> {
         let scheduler = self.scheduler.get().and_then(|w| w.upgrade()).ok_or("the scheduler is gone")?;
-        let work = self.work().await?;
+        let work = self.work(&scheduler).await?;
         let n = work.len();
         scheduler.queue(work).await.map_err(|e| e.to_string())?;
         Ok(format!("{n} products queued for a look"))
+    }
+}
+
+/// The learning cycle's job: reads the concluded experiments, the decisions' rules and the
+/// products' districts from the read tables, and records each insight that changed.
+pub struct LearningCycle {
+    pub read: Arc<ReadSide>,
+}
+
+#[async_trait]
+impl JobWork for LearningCycle {
+    async fn run(&self, scheduler: &Scheduler, _due: DateTime<Utc>) -> Result<Vec<Uuid>, String> {
+        use mall_actors::autonomous::learning::{Concluded, learn};
+        use mall_projections::optimization::{EXPERIMENTS, OPTIMIZATION_LOG};
+        let err = |e: mall_projections::runner::SinkError| e.to_string();
+        let s = |r: &mall_projections::change::Row, k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let n = |r: &mall_projections::change::Row, k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let experiments = self.read.rows("optimization", EXPERIMENTS, Filter::All).await.map_err(err)?;
+        let concluded: Vec<Concluded> = experiments
+            .iter()
+            .filter(|r| s(r, "status") != "running")
+            .filter_map(|r| {
+                Some(Concluded {
+                    experiment_id: s(r, "experiment_id").parse().ok()?,
+                    decision_id: r.get("decision_id").and_then(Value::as_str).map(str::to_string),
+                    product_id: s(r, "product_id"),
+                    kept: s(r, "status") == "challenger_won",
+                    control: (n(r, "control_views"), n(r, "control_conversions")),
+                    challenger: (n(r, "challenger_views"), n(r, "challenger_conversions")),
+                })
+            })
+            .collect();
+        if concluded.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A decision's log row holds the whole decision, its rule included.
+        let decided =
+            self.read.rows("optimization", OPTIMIZATION_LOG, Filter::Eq("kind", "decided")).await.map_err(err)?;
+        let rule_of: HashMap<String, String> = decided
+            .iter()
+            .filter_map(|r| Some((s(r, "decision_id"), r.get("detail")?.get("rule")?.as_str()?.to_string())))
+            .collect();
+        let products = self.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(err)?;
+        let district_of: HashMap<String, String> =
+            products.iter().map(|r| (s(r, "product_id"), s(r, "district"))).collect();
+        let (system, action) = ("product_intelligence", "rewrite_description");
+        let learned = learn(system, action, &concluded, &rule_of, &district_of, mall_events::autonomous::MAX_EVIDENCE);
+        let known = scheduler.with_queue(|q| q.insights().clone()).await;
+        let now = Utc::now();
+        for (key, l) in learned {
+            if known.get(&key).is_some_and(|k| (k.tried, k.helped) == (l.tried, l.helped)) {
+                continue;
+            }
+            let e = mall_events::domain::InsightRecorded {
+                key,
+                system: system.into(),
+                action: action.into(),
+                district: l.district,
+                diagnosis: l.diagnosis,
+                tried: l.tried,
+                helped: l.helped,
+                lift: l.lift,
+                evidence: l.evidence,
+                at: now,
+            };
+            scheduler.record(mall_events::domain::DomainEvent::InsightRecorded(e)).await.map_err(|e| e.to_string())?;
+        }
+        Ok(Vec::new())
     }
 }
 
@@ -147,8 +227,9 @@ fn sweep_request(system: &str, reason: &str) -> Request {
 }
 
 /// The jobs' work in this build.
-pub fn job_work() -> BTreeMap<&'static str, Arc<dyn JobWork>> {
+pub fn job_work(read: &Arc<ReadSide>) -> BTreeMap<&'static str, Arc<dyn JobWork>> {
     BTreeMap::from([
+        ("learning_cycle", Arc::new(LearningCycle { read: read.clone() }) as Arc<dyn JobWork>),
         (
             "product_intelligence",
             Arc::new(QueueSweep { system: "product_intelligence", reason: "the scheduled sweep" }) as Arc<dyn JobWork>,
@@ -173,7 +254,7 @@ fn bands(tasks: &[&Task]) -> Value {
 pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
     let now = Utc::now();
-    let (systems, queue) = state
+    let (systems, queue, insights) = state
         .core
         .with_queue(|q| {
             let systems: Vec<Value> = SYSTEMS
@@ -196,7 +277,8 @@ pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
                 "running_tasks": running.iter().take(20).map(|t| task_json(t, None)).collect::<Vec<_>>(),
                 "recent": recent.iter().take(20).map(|t| task_json(t, None)).collect::<Vec<_>>(),
             });
-            (systems, queue)
+            let insights: Vec<Value> = q.insights().values().map(|i| json!(i)).collect();
+            (systems, queue, insights)
         })
         .await;
     let stats = state.store.stats().await?;
@@ -211,6 +293,7 @@ pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
         "systems": systems,
         "jobs": state.jobs.status().await,
         "queue": queue,
+        "insights": insights,
         "generation_budget": {"left": state.actors.rt.budget.left(), "per_hour": state.actors.rt.budget.per_hour()},
         "log_position": stats.last_position,
         "projection_lag": lag,

@@ -287,7 +287,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     core.register("product_intelligence", "sweep", sweep);
     let every: std::collections::BTreeMap<String, i64> = args.jobs.iter().filter(|(_, s)| *s > 0).cloned().collect();
     let off: Vec<String> = args.jobs.iter().filter(|(_, s)| *s == 0).map(|(n, _)| n.clone()).collect();
-    let runner = Arc::new(jobs::Runner::new(core.clone(), clock, &every, &off, autonomous::job_work()));
+    let runner = Arc::new(jobs::Runner::new(core.clone(), clock, &every, &off, autonomous::job_work(&read)));
     let core_tasks = vec![
         actix_web::rt::spawn(core.clone().run(shutdown_rx.clone())),
         actix_web::rt::spawn(runner.clone().run(shutdown_rx.clone())),

@@ -39,6 +39,8 @@ pub const JOBS: &[JobSpec] = &[
     JobSpec { name: "ab_test_analysis", system: "product_intelligence", every_seconds: 14_400 },
     JobSpec { name: "user_profiles", system: "personalization", every_seconds: 300 },
     JobSpec { name: "plugin_hooks", system: "plugins", every_seconds: 1_200 },
+    // The core's own: finished work turned into insights (see `learning`).
+    JobSpec { name: "learning_cycle", system: "product_intelligence", every_seconds: 60 },
 ];
 
 /// Every system of the seed.

@@ -85,6 +85,8 @@ pub struct Queue {
     finished: std::collections::VecDeque<Uuid>,
     /// Each job's last run.
     jobs: BTreeMap<String, mall_events::domain::JobRan>,
+    /// The learning cycle's latest insight of each key.
+    insights: BTreeMap<String, mall_events::domain::InsightRecorded>,
     seq: u64,
 }
 
@@ -105,6 +107,7 @@ impl Queue {
             stopped: BTreeSet::new(),
             finished: std::collections::VecDeque::new(),
             jobs: BTreeMap::new(),
+            insights: BTreeMap::new(),
             seq: 0,
         }
     }
@@ -247,6 +250,9 @@ impl Queue {
             DomainEvent::JobRan(e) => {
                 self.jobs.insert(e.job.clone(), e.clone());
             }
+            DomainEvent::InsightRecorded(e) => {
+                self.insights.insert(e.key.clone(), e.clone());
+            }
             DomainEvent::SystemSwitched(e) => {
                 if e.running {
                     self.stopped.remove(&e.system);
@@ -350,6 +356,19 @@ impl Queue {
         let mut v: Vec<&Task> = self.tasks.values().filter(|t| t.status == Status::Running).collect();
         v.sort_by_key(|t| (t.updated_at, t.id));
         v
+    }
+
+    /// Every insight the learning cycle recorded, by key.
+    pub fn insights(&self) -> &BTreeMap<String, mall_events::domain::InsightRecorded> {
+        &self.insights
+    }
+
+    /// How often a system's action helped, and was tried, in a district (all diagnoses).
+    pub fn track_record(&self, system: &str, action: &str, district: &str) -> (u64, u64) {
+        self.insights
+            .values()
+            .filter(|i| i.system == system && i.action == action && i.district == district)
+            .fold((0, 0), |(h, t), i| (h + i.helped, t + i.tried))
     }
 
     /// A job's last recorded run.
