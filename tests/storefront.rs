@@ -135,6 +135,31 @@ async fn storefront(store: Store) {
     let (_, at, after) = get(&c, s.url(&format!("/api/districts/toys/products?min_position={pos}"))).await;
     assert!(at.unwrap() >= pos);
     assert!(after["products"].as_array().unwrap().iter().all(|p| p["product_id"] != "t2"), "{after}");
+    // Every read takes `min_position` in both spellings (and refuses a parameter it does not know).
+    for (path, token) in [
+        ("/api/districts?", None),
+        ("/api/districts/toys?", None),
+        ("/api/districts/toys/products?", None),
+        ("/api/products/t1?", None),
+        ("/api/products/t1/history?", None),
+        ("/api/search?q=train&", None),
+        ("/api/autonomous/personalize?userId=fan&", Some(INGEST)),
+        ("/api/autonomous/products?product_id=t1&", Some(ADMIN)),
+        ("/api/autonomous?", Some(ADMIN)),
+    ] {
+        for (name, expect) in
+            [("min_position", StatusCode::OK), ("minPosition", StatusCode::OK), ("min_pos", StatusCode::BAD_REQUEST)]
+        {
+            let mut r = c.get(s.url(&format!("{path}{name}={pos}")));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), expect, "{path}{name}");
+            let at = r.headers().get("x-mall-position").map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            assert!(expect != StatusCode::OK || at.is_none_or(|at| at >= pos), "{path}{name}: {at:?} < {pos}");
+        }
+    }
 
     // Search: keyword and semantic together.
     let (_, _, found) = get(&c, s.url("/api/search?q=skillet")).await;

@@ -7,6 +7,7 @@
 //!
 //! Modules:
 //! - [`autonomous`]: the autonomous core: the task queue, its priority formula and scheduler, the jobs;
+//! - [`catalog`]: the catalog's rules and the facts other systems read from it (a product's tags as of a position);
 //! - [`audit`]: copy histories and the verification of recorded decisions by replay;
 //! - [`stats`]: Beta priors, posteriors and the always-valid stopping rule;
 //! - [`experiment`]: the deterministic split of shoppers and the experiments' verdicts;
@@ -20,6 +21,7 @@
 
 pub mod audit;
 pub mod autonomous;
+pub mod catalog;
 pub mod district;
 pub mod executors;
 pub mod experiment;

@@ -69,6 +69,16 @@ pub fn edit(p: &str) -> ProductEdited {
     }
 }
 
+/// An edit moving `p` to `district`.
+pub fn moved(p: &str, district: &str) -> DomainEvent {
+    DomainEvent::ProductEdited(ProductEdited { district: Some(DistrictSlug::parse(district).unwrap()), ..edit(p) })
+}
+
+/// An edit setting `p`'s tags.
+pub fn retagged(p: &str, tags: &[&str]) -> DomainEvent {
+    DomainEvent::ProductEdited(ProductEdited { tags: Some(tags.iter().map(|t| t.to_string()).collect()), ..edit(p) })
+}
+
 macro_rules! sig {
     ($variant:ident, $p:expr, $s:expr, { $($f:ident : $v:expr),* }) => {
         DomainEvent::$variant($variant {

@@ -1,18 +1,20 @@
 //! `mall audit product ID` and `mall replay STREAM [--until POS|TIME] [--verify]`: read-only,
 //! from the log alone (they work beside a running server).
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use mall_actors::audit::{self, Change, History, Status};
-use mall_actors::district::DistrictState;
-use mall_actors::product::ProductState;
-use mall_actors::shopper::{ShopperInput, ShopperState};
-use mall_events::domain::{Content, DomainEvent};
-use mall_events::ids::{Position, ProductId};
-use mall_events::{EventStore, RecordedEvent, StreamId};
+use mall_actors::executors::embedder::HashEmbedder;
+use mall_actors::executors::offline::OfflineGenerator;
+use mall_actors::runtime::entity::{self, Kind, Until};
+use mall_actors::runtime::snapshot::MemorySnapshots;
+use mall_actors::runtime::{Runtime, RuntimeConfig};
+use mall_events::domain::Content;
+use mall_events::ids::{DistrictSlug, ProductId, ShopperId};
+use mall_events::{EventStore, StreamId};
 
 use crate::cli::Exit;
 use crate::serve::reads::read_stream;
@@ -180,84 +182,62 @@ fn trim(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { format!("{v:.4}") }
 }
 
-/// Where a replay stops.
-enum Until {
-    Position(Position),
-    Time(DateTime<Utc>),
+/// Parses `--until`: a log position or an RFC 3339 time.
+fn parse_until(s: &str) -> anyhow::Result<Until> {
+    if let Ok(p) = s.parse::<u64>() {
+        return Ok(Until::Position(p));
+    }
+    s.parse::<DateTime<Utc>>()
+        .map(Until::Time)
+        .map_err(|_| anyhow!("--until: {s:?} is neither a log position nor an RFC 3339 time"))
 }
 
-impl Until {
-    fn parse(s: &str) -> anyhow::Result<Self> {
-        if let Ok(p) = s.parse::<u64>() {
-            return Ok(Until::Position(p));
-        }
-        s.parse::<DateTime<Utc>>()
-            .map(Until::Time)
-            .map_err(|_| anyhow!("--until: {s:?} is neither a log position nor an RFC 3339 time"))
+/// Folds an instance of `K` with the live actors' loader ([`entity::replay`]): from the log
+/// alone, no snapshot, up to `until`.
+async fn fold<K: Kind>(store: Arc<dyn EventStore>, id: &K::Id, until: Until) -> Result<K::State, Exit> {
+    let rt = Runtime::new(
+        store,
+        Arc::new(MemorySnapshots::default()),
+        Arc::new(OfflineGenerator),
+        Arc::new(HashEmbedder),
+        RuntimeConfig::default(),
+    );
+    let (state, folded) = entity::replay::<K>(&rt, id, until).await.map_err(anyhow::Error::from)?;
+    if folded == 0 {
+        let upto = if until == Until::Head { "" } else { " up to --until" };
+        return Err(anyhow!("no events of {}-{id}{upto}", K::NAME).into());
     }
-
-    fn includes(&self, e: &RecordedEvent) -> bool {
-        match self {
-            Until::Position(p) => e.position <= *p,
-            Until::Time(t) => e.recorded_at <= *t,
-        }
-    }
+    Ok(state)
 }
 
 /// Runs `mall replay`.
 pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exit> {
     let stream = StreamId::parse(args.stream.clone()).map_err(|e| anyhow!("stream: {}", e.0))?;
-    let until = args.until.as_deref().map(Until::parse).transpose()?;
-    let keep = |e: &RecordedEvent| until.as_ref().is_none_or(|u| u.includes(e));
+    let until = args.until.as_deref().map(parse_until).transpose()?.unwrap_or(Until::Head);
     let store = store::open(store_args, Access::ReadOnly).await?;
-    let id = &stream.as_str()[stream.category().len() + 1..];
+    let id = stream.as_str()[stream.category().len() + 1..].to_string();
+    let bad_id = |e: mall_events::ids::InvalidValue| anyhow!("stream: {}", e.0);
     let (state, verification) = match stream.category() {
         "product" => {
-            let mut events = read_stream(&*store, &stream, MAX_EVENTS).await?;
-            events.retain(keep);
-            if events.is_empty() {
-                return Err(
-                    anyhow!("no events in {stream}{}", if until.is_some() { " up to --until" } else { "" }).into()
-                );
-            }
-            let mut s = ProductState::default();
-            for e in &events {
-                s.evolve(&e.decode()?, e.position, e.stream_version);
-            }
-            let v = if args.verify { Some(audit::verify(&events)?) } else { None };
+            let id = ProductId::parse(id).map_err(bad_id)?;
+            let s = fold::<entity::Product>(store.clone(), &id, until).await?;
+            let v = if args.verify {
+                let mut events = read_stream(&*store, &stream, MAX_EVENTS).await?;
+                events.retain(|e| e.position <= s.position);
+                Some(audit::verify(&events)?)
+            } else {
+                None
+            };
             (serde_json::to_value(&s).expect("state serializes"), v)
         }
         "district" => {
-            let events = by_tag(&*store, &format!("district:{id}"), &keep).await?;
-            let mut s = DistrictState::default();
-            for e in &events {
-                s.evolve(&e.decode()?, e.position);
-            }
+            let id = DistrictSlug::parse(id).map_err(bad_id)?;
+            let s = fold::<entity::District>(store.clone(), &id, until).await?;
             (serde_json::to_value(&s).expect("state serializes"), None)
         }
         "shopper" => {
-            let events = by_tag(&*store, &format!("shopper:{id}"), &keep).await?;
-            let mut tags_of: HashMap<String, Vec<(Position, Vec<String>)>> = HashMap::new();
-            let mut s = ShopperState::default();
-            for e in &events {
-                let d = e.decode()?;
-                let product_tags = match d.product_id() {
-                    Some(p) => {
-                        if !tags_of.contains_key(p.as_str()) {
-                            tags_of.insert(p.as_str().into(), tag_history(&*store, p).await?);
-                        }
-                        tags_of[p.as_str()]
-                            .iter()
-                            .rev()
-                            .find(|(at, _)| *at <= e.position)
-                            .map(|(_, t)| t.clone())
-                            .unwrap_or_default()
-                    }
-                    None => Vec::new(),
-                };
-                let district = e.tags.iter().find_map(|t| t.strip_prefix("district:")).map(str::to_string);
-                s.evolve(&ShopperInput { event: &d, position: e.position, district, product_tags });
-            }
+            let id = ShopperId::parse(id).map_err(bad_id)?;
+            let s = fold::<entity::Shopper>(store.clone(), &id, until).await?;
             let prediction = s.predict();
             let mut v = serde_json::to_value(&s).expect("state serializes");
             v["prediction"] = serde_json::to_value(prediction).expect("prediction serializes");
@@ -292,46 +272,4 @@ pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exi
         }
     }
     Ok(())
-}
-
-async fn by_tag(
-    store: &dyn EventStore,
-    tag: &str,
-    keep: &dyn Fn(&RecordedEvent) -> bool,
-) -> anyhow::Result<Vec<RecordedEvent>> {
-    let mut out: Vec<RecordedEvent> = Vec::new();
-    loop {
-        let from = out.last().map_or(1, |e| e.position + 1);
-        let batch = store.read_by_tag(tag, from, 5_000).await?;
-        if batch.is_empty() || out.len() >= MAX_EVENTS {
-            break;
-        }
-        out.extend(batch);
-    }
-    out.retain(|e| keep(e));
-    if out.is_empty() {
-        anyhow::bail!("no events tagged {tag}");
-    }
-    Ok(out)
-}
-
-/// A product's tags over time: (position, tags from then on).
-async fn tag_history(store: &dyn EventStore, p: &ProductId) -> anyhow::Result<Vec<(Position, Vec<String>)>> {
-    let mut out = Vec::new();
-    for e in read_stream(store, &StreamId::product(p), MAX_EVENTS).await.context("reading a product's tags")? {
-        if !matches!(e.event_type.as_str(), "product_listed" | "product_edited" | "copy_applied") {
-            continue;
-        }
-        match e.decode()? {
-            DomainEvent::ProductListed(l) => out.push((e.position, l.tags)),
-            DomainEvent::ProductEdited(x) if x.tags.is_some() => out.push((e.position, x.tags.unwrap_or_default())),
-            DomainEvent::CopyApplied(a) => {
-                if let Content::Tags { tags } = a.content {
-                    out.push((e.position, tags));
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
 }

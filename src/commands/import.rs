@@ -6,7 +6,7 @@
 //! records came before it in the file, so the store recognizes a second import as a retry. A bad
 //! line stops the import with its number and reason, after everything before it is durable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
+use mall_actors::catalog::Catalog;
 use mall_events::domain::DomainEvent;
-use mall_events::ids::{DistrictSlug, ProductId, tag};
 use mall_events::records::parse_record;
 use mall_events::{Direction, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
 use uuid::Uuid;
@@ -80,12 +80,9 @@ fn display(p: &Path) -> String {
     if p.as_os_str() == "-" { "standard input".into() } else { p.display().to_string() }
 }
 
-/// What the importer knows of a product.
-#[derive(Debug, Clone)]
-struct Product {
-    district: DistrictSlug,
-    listed_id: Uuid,
-}
+/// Records staged but not yet in the log are applied to the importer's catalog at positions past
+/// any the log can have reached, in the file's order.
+const STAGED: u64 = 1 << 62;
 
 struct Pending {
     line: u64,
@@ -93,11 +90,13 @@ struct Pending {
     event: NewEvent,
 }
 
-/// The import state: the catalog as known so far and the events not yet appended.
+/// The import state: the catalog as known so far (the streams the file named, read from the
+/// log, and what the file added) and the events not yet appended.
 struct Importer {
     store: Arc<dyn EventStore>,
-    districts: HashMap<DistrictSlug, Uuid>,
-    products: HashMap<ProductId, Product>,
+    catalog: Catalog,
+    /// The catalog streams already read from the log.
+    read: HashSet<StreamId>,
     seen: HashMap<Uuid, u32>,
     pending: Vec<Pending>,
     report: ImportReport,
@@ -112,8 +111,8 @@ pub async fn import(
 ) -> anyhow::Result<ImportReport> {
     let mut importer = Importer {
         store,
-        districts: HashMap::new(),
-        products: HashMap::new(),
+        catalog: Catalog::default(),
+        read: HashSet::new(),
         seen: HashMap::new(),
         pending: Vec::new(),
         report: ImportReport::default(),
@@ -177,102 +176,43 @@ impl Importer {
         if *k == 1 { base } else { Uuid::new_v5(&base, &k.to_le_bytes()) }
     }
 
-    /// The first event of a stream in the log, if any.
-    async fn first_event(&self, stream: &StreamId) -> anyhow::Result<Option<mall_events::RecordedEvent>> {
-        Ok(self.store.read_stream(stream, 1, Direction::Forward, 1).await?.into_iter().next())
-    }
-
-    async fn district_known(&mut self, slug: &DistrictSlug) -> anyhow::Result<bool> {
-        if self.districts.contains_key(slug) {
-            return Ok(true);
+    /// Reads a catalog stream into the catalog, once: a district's opening, or a product's
+    /// listing and edits.
+    async fn read_stream(&mut self, stream: StreamId) -> anyhow::Result<()> {
+        if !self.read.insert(stream.clone()) {
+            return Ok(());
         }
-        if let Some(first) = self.first_event(&StreamId::district(slug)).await? {
-            self.districts.insert(slug.clone(), first.event_id);
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    async fn product(&mut self, id: &ProductId) -> anyhow::Result<Option<Product>> {
-        if let Some(p) = self.products.get(id) {
-            return Ok(Some(p.clone()));
-        }
-        let stream = StreamId::product(id);
-        let Some(first) = self.first_event(&stream).await? else { return Ok(None) };
-        let DomainEvent::ProductListed(listed) = first.decode()? else {
-            return Ok(None);
-        };
-        // The district may have moved since: follow the edits.
-        let mut district = listed.district;
-        for e in self.store.read_stream(&stream, 2, Direction::Forward, usize::MAX).await? {
-            if e.event_type == "product_edited"
-                && let Ok(DomainEvent::ProductEdited(edit)) = e.decode()
-                && let Some(d) = edit.district
-            {
-                district = d;
+        let limit = if stream.category() == "district" { 1 } else { usize::MAX };
+        for e in self.store.read_stream(&stream, 1, Direction::Forward, limit).await? {
+            if Catalog::concerns(&e.event_type) {
+                self.catalog.apply(e.position, e.event_id, &e.decode()?);
             }
         }
-        let p = Product { district, listed_id: first.event_id };
-        self.products.insert(id.clone(), p.clone());
-        Ok(Some(p))
+        Ok(())
     }
 
-    /// Checks a record against the catalog and queues its event.
+    /// Checks a record against the catalog (the streams it names read from the log first) and
+    /// queues its event.
     async fn stage(&mut self, line: u64, record: DomainEvent) -> anyhow::Result<()> {
         let stream = record.stream_id();
-        let mut extra_tags = Vec::new();
-        let event_id = match &record {
-            DomainEvent::DistrictOpened(d) => {
-                let payload = mall_events::codec::encode(&record)?;
-                let id = self.catalog_id(&stream, &payload);
-                if self.district_known(&d.slug).await? && self.districts[&d.slug] != id {
-                    return Err(anyhow!("slug: district {} is already open", d.slug));
-                }
-                self.districts.insert(d.slug.clone(), id);
-                id
+        let named: Vec<StreamId> = match &record {
+            DomainEvent::DistrictOpened(d) => vec![StreamId::district(&d.slug)],
+            DomainEvent::ProductListed(p) => vec![StreamId::district(&p.district), stream.clone()],
+            DomainEvent::ProductEdited(e) => {
+                e.district.iter().map(StreamId::district).chain([stream.clone()]).collect()
             }
-            DomainEvent::ProductListed(p) => {
-                if !self.district_known(&p.district).await? {
-                    return Err(anyhow!("district: unknown district {}", p.district));
-                }
-                let payload = mall_events::codec::encode(&record)?;
-                let id = self.catalog_id(&stream, &payload);
-                if let Some(known) = self.product(&p.product_id).await?
-                    && known.listed_id != id
-                {
-                    return Err(anyhow!(
-                        "product_id: product {} is already listed (send product_edited to change it)",
-                        p.product_id
-                    ));
-                }
-                self.products.insert(p.product_id.clone(), Product { district: p.district.clone(), listed_id: id });
-                id
-            }
-            DomainEvent::Searched(s) => s.id,
-            other => {
-                let product_id = other.product_id().expect("every other record concerns a product");
-                let Some(mut product) = self.product(product_id).await? else {
-                    return Err(anyhow!("product_id: unknown product {product_id}"));
-                };
-                if let DomainEvent::ProductEdited(edit) = other
-                    && let Some(d) = &edit.district
-                {
-                    if !self.district_known(d).await? {
-                        return Err(anyhow!("district: unknown district {d}"));
-                    }
-                    product.district = d.clone();
-                    self.products.insert(product_id.clone(), product.clone());
-                }
-                if other.is_signal() {
-                    extra_tags.push(tag::district(&product.district));
-                    other.signal_id().expect("a signal has an id")
-                } else {
-                    let payload = mall_events::codec::encode(other)?;
-                    self.catalog_id(&stream, &payload)
-                }
-            }
+            other => other.product_id().map(|_| stream.clone()).into_iter().collect(),
         };
-        let event = NewEvent::from_domain(&record, event_id, extra_tags)?;
+        for s in named {
+            self.read_stream(s).await?;
+        }
+        let event_id = match &record {
+            signal if signal.is_signal() => signal.signal_id().expect("a signal has an id"),
+            catalog => self.catalog_id(&stream, &mall_events::codec::encode(catalog)?),
+        };
+        let admitted = self.catalog.decide(&record, event_id)?;
+        self.catalog.apply(STAGED + line, event_id, &record);
+        let event = NewEvent::from_domain(&record, event_id, admitted.extra_tags)?;
         self.pending.push(Pending { line, stream, event });
         Ok(())
     }

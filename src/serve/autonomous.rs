@@ -49,7 +49,7 @@ impl Executor for NudgeProduct {
     async fn run(&self, task: &Task) -> Result<String, String> {
         let id = task.subject.strip_prefix("product:").unwrap_or(&task.subject);
         let id = ProductId::parse(id).map_err(|e| e.0)?;
-        if !self.0.rt.catalog.read().expect("catalog").contains_key(id.as_str()) {
+        if !self.0.rt.listed(id.as_str()) {
             return Err(format!("no product {id}"));
         }
         self.0.products.get(&id).send(Nudge).await.map_err(|e| format!("the product's actor did not answer: {e}"))?;
@@ -250,9 +250,23 @@ fn bands(tasks: &[&Task]) -> Value {
     json!({"0-24": b[0], "25-49": b[1], "50-74": b[2], "75-100": b[3]})
 }
 
-/// `GET /api/autonomous` (admin): every system and job, the queue, the budget, the log.
-pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusQuery {
+    /// `min_position` or `minPosition`: answer once the read side has reached it.
+    #[serde(alias = "minPosition")]
+    min_position: Option<mall_events::ids::Position>,
+}
+
+/// `GET /api/autonomous?min_position=` (admin): every system and job, the queue, the budget,
+/// the log.
+pub async fn status(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: web::Query<StatusQuery>,
+) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
+    super::storefront::position(&state, q.min_position).await;
     let now = Utc::now();
     let (systems, queue, insights) = state
         .core

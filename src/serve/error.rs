@@ -64,6 +64,20 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The catalog's refusals: something unknown named in a body 400 (the edge answers 404 when the
+/// path names it), a contradiction 409, not a record at all 422.
+impl From<mall_actors::catalog::CatalogError> for ApiError {
+    fn from(e: mall_actors::catalog::CatalogError) -> Self {
+        use mall_actors::catalog::CatalogError::*;
+        let status = match e {
+            Unknown { .. } => StatusCode::BAD_REQUEST,
+            Conflict { .. } => StatusCode::CONFLICT,
+            NotARecord { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        Self { status, message: e.reason().to_string(), field: Some(e.field().to_string()) }
+    }
+}
+
 impl From<mall_events::records::RecordError> for ApiError {
     fn from(e: mall_events::records::RecordError) -> Self {
         Self { status: StatusCode::BAD_REQUEST, message: e.message, field: e.field }

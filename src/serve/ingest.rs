@@ -14,7 +14,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use mall_events::domain::{DomainEvent, RECORD_TYPES};
-use mall_events::ids::{DistrictSlug, Position, ProductId, tag};
+use mall_events::ids::{Position, ProductId};
 use mall_events::records::{from_json, parse_typed};
 use mall_events::{ExpectedVersion, NewEvent, StoreError, StreamId};
 use serde::Deserialize;
@@ -71,24 +71,45 @@ fn catalog_fields(bytes: &[u8], record_type: &str) -> Result<serde_json::Map<Str
     }
 }
 
-/// Appends one catalog event with an id derived from its content, so that a retried request
-/// is stored once.
-async fn append_catalog(
-    state: &AppState,
-    event: &DomainEvent,
-    expected: ExpectedVersion,
-) -> Result<(mall_events::AppendResult, Uuid), StoreError> {
+/// Asks the catalog, then appends one catalog event with an id derived from its content (an
+/// edit: a fresh id), so that a retried request is stored once; the catalog applies it as soon
+/// as it is durable. A first record of its stream is appended only if the stream is still
+/// empty, which settles a race between two requests that the catalog admitted at once: the loser
+/// gets the catalog's answer, asked again.
+async fn append_catalog(state: &AppState, event: &DomainEvent) -> Result<mall_events::AppendResult, ApiError> {
     let stream = event.stream_id();
-    let payload = mall_events::codec::encode(event).map_err(|e| StoreError::invalid("payload", e))?;
-    let id = crate::commands::import::catalog_event_id(&stream, &payload);
-    let ne = NewEvent::from_domain(event, id, Vec::new()).map_err(|e| StoreError::invalid("payload", e))?;
-    let r = state.store.append(&stream, expected, vec![ne]).await?;
-    state.actors.note(event);
-    Ok((r, id))
+    let payload = mall_events::codec::encode(event).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let (id, expected) = match event {
+        DomainEvent::ProductEdited(_) => (Uuid::now_v7(), ExpectedVersion::Any),
+        _ => (crate::commands::import::catalog_event_id(&stream, &payload), ExpectedVersion::NoStream),
+    };
+    state.actors.rt.catalog.read().expect("catalog").decide(event, id)?;
+    let ne = NewEvent::from_domain(event, id, Vec::new()).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    match state.store.append(&stream, expected, vec![ne]).await {
+        Ok(r) => {
+            state.actors.note(r.last_position, id, event);
+            Ok(r)
+        }
+        Err(StoreError::WrongExpectedVersion { .. }) => {
+            // Another record won the stream: the catalog learns it and answers.
+            let first = state.store.read_stream(&stream, 1, mall_events::Direction::Forward, 1).await?;
+            for e in &first {
+                state.actors.note(
+                    e.position,
+                    e.event_id,
+                    &e.decode().map_err(|e| ApiError::invalid("body", e.to_string()))?,
+                );
+            }
+            state.actors.rt.catalog.read().expect("catalog").decide(event, id)?;
+            Err(ApiError::new(StatusCode::CONFLICT, format!("{stream} was written by another request")))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
-fn district_known(state: &AppState, slug: &DistrictSlug) -> bool {
-    state.actors.rt.districts.read().expect("districts").contains_key(slug.as_str())
+/// 201 for a new record, 200 for a retry of a stored one.
+fn created(r: &mall_events::AppendResult) -> actix_web::HttpResponseBuilder {
+    HttpResponse::build(if r.deduplicated { StatusCode::OK } else { StatusCode::CREATED })
 }
 
 /// `POST /api/districts`.
@@ -100,17 +121,8 @@ pub async fn open_district(
     state.tokens.check(&req, Scope::Admin)?;
     let event = catalog_record(&body(&state, payload, MAX_CATALOG_BODY).await?, "district_opened")?;
     let DomainEvent::DistrictOpened(d) = &event else { unreachable!("parsed as district_opened") };
-    match append_catalog(&state, &event, ExpectedVersion::NoStream).await {
-        Ok((r, _)) => {
-            let status = if r.deduplicated { StatusCode::OK } else { StatusCode::CREATED };
-            Ok(HttpResponse::build(status).json(json!({"slug": d.slug, "position": r.last_position})))
-        }
-        Err(StoreError::WrongExpectedVersion { .. }) => {
-            Err(ApiError::invalid("slug", format!("district {} is already open", d.slug))
-                .with_status(StatusCode::CONFLICT))
-        }
-        Err(e) => Err(e.into()),
-    }
+    let r = append_catalog(&state, &event).await?;
+    Ok(created(&r).json(json!({"slug": d.slug, "position": r.last_position})))
 }
 
 /// `POST /api/products`.
@@ -122,21 +134,8 @@ pub async fn list_product(
     state.tokens.check(&req, Scope::Admin)?;
     let event = catalog_record(&body(&state, payload, MAX_CATALOG_BODY).await?, "product_listed")?;
     let DomainEvent::ProductListed(p) = &event else { unreachable!("parsed as product_listed") };
-    if !district_known(&state, &p.district) {
-        return Err(ApiError::invalid("district", format!("unknown district {}", p.district)));
-    }
-    match append_catalog(&state, &event, ExpectedVersion::NoStream).await {
-        Ok((r, _)) => {
-            let status = if r.deduplicated { StatusCode::OK } else { StatusCode::CREATED };
-            Ok(HttpResponse::build(status).json(json!({"product_id": p.product_id, "position": r.last_position})))
-        }
-        Err(StoreError::WrongExpectedVersion { .. }) => Err(ApiError::invalid(
-            "product_id",
-            format!("product {} is already listed (PUT /api/products/{} changes it)", p.product_id, p.product_id),
-        )
-        .with_status(StatusCode::CONFLICT)),
-        Err(e) => Err(e.into()),
-    }
+    let r = append_catalog(&state, &event).await?;
+    Ok(created(&r).json(json!({"product_id": p.product_id, "position": r.last_position})))
 }
 
 /// `PUT /api/products/{id}`: any of the listed fields.
@@ -164,19 +163,11 @@ pub async fn edit_product(
         return Err(ApiError::invalid("body", "name at least one field to change"));
     }
     let event = parse_typed("product_edited", Value::Object(fields))?;
-    let DomainEvent::ProductEdited(edit) = &event else { unreachable!("parsed as product_edited") };
-    if !state.actors.rt.catalog.read().expect("catalog").contains_key(id.as_str()) {
-        return Err(ApiError::not_found(format!("no product {id}")));
-    }
-    if let Some(d) = &edit.district {
-        if !district_known(&state, d) {
-            return Err(ApiError::invalid("district", format!("unknown district {d}")));
-        }
-    }
-    let ne = NewEvent::from_domain(&event, Uuid::now_v7(), Vec::new())
-        .map_err(|e| ApiError::invalid("body", e.to_string()))?;
-    let r = state.store.append(&event.stream_id(), ExpectedVersion::Any, vec![ne]).await?;
-    state.actors.note(&event);
+    let r = append_catalog(&state, &event).await.map_err(|e| match e.field.as_deref() {
+        // The path names the product: an unknown one is not found.
+        Some("product_id") if e.status == StatusCode::BAD_REQUEST => ApiError::not_found(e.message),
+        _ => e,
+    })?;
     Ok(HttpResponse::Ok().json(json!({"product_id": id, "position": r.last_position})))
 }
 
@@ -243,14 +234,12 @@ fn validate(state: &AppState, signals: Vec<Value>) -> Result<Vec<Staged>, ApiErr
             ApiError::invalid(e.field.as_deref().map_or_else(|| format!("signals[{i}]"), at), e.message)
         })?;
         let id = event.signal_id().expect("a signal has an id");
-        let mut extra = Vec::new();
-        if let Some(p) = event.product_id() {
-            let Some(entry) = catalog.get(p.as_str()) else {
-                return Err(ApiError::invalid(at("product_id"), format!("unknown product {p}")));
-            };
-            extra.push(format!("{}{}", tag::DISTRICT_PREFIX, entry.district));
-        }
-        let ne = NewEvent::from_domain(&event, id, extra)
+        let admitted = catalog.decide(&event, id).map_err(|e| {
+            let mut e = ApiError::from(e);
+            e.field = e.field.map(|f| at(&f));
+            e
+        })?;
+        let ne = NewEvent::from_domain(&event, id, admitted.extra_tags)
             .map_err(|e| ApiError::invalid(format!("signals[{i}]"), e.to_string()))?;
         // `seen` maps an id to its place in `staged`.
         if let Some(&k) = seen.get(&id) {
@@ -356,7 +345,7 @@ pub async fn nudge_product(
     state.tokens.check(&req, Scope::Admin)?;
     let body: NudgeBody = from_json(&body(&state, payload, MAX_CATALOG_BODY).await?)?;
     let id = ProductId::parse(body.product_id).map_err(|e| ApiError::invalid("product_id", e.0))?;
-    if !state.actors.rt.catalog.read().expect("catalog").contains_key(id.as_str()) {
+    if !state.actors.rt.listed(id.as_str()) {
         return Err(ApiError::not_found(format!("no product {id}")));
     }
     let request = mall_actors::autonomous::scheduler::Request {

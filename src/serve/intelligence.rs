@@ -28,6 +28,8 @@ pub struct IntelligenceQuery {
     #[serde(alias = "productId")]
     product_id: Option<String>,
     limit: Option<usize>,
+    /// `min_position` or `minPosition`: answer once the read side has reached it.
+    #[serde(alias = "minPosition")]
     min_position: Option<Position>,
 }
 
@@ -72,7 +74,7 @@ pub async fn products(
         }
         Some(id) => {
             let id = ProductId::parse(id.clone()).map_err(|e| ApiError::invalid("product_id", e.0))?;
-            if !state.actors.rt.catalog.read().expect("catalog").contains_key(id.as_str()) {
+            if !state.actors.rt.listed(id.as_str()) {
                 return Err(ApiError::not_found(format!("no product {id}")));
             }
             let eq = || Filter::Eq("product_id", id.as_str());

@@ -24,6 +24,8 @@ const MAX_HISTORY_EVENTS: usize = 1_000_000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PositionQuery {
+    /// `min_position` or `minPosition`: answer once the read side has reached it.
+    #[serde(alias = "minPosition")]
     min_position: Option<Position>,
 }
 

@@ -83,6 +83,8 @@ fn district_json(d: &Row) -> Value {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PositionQuery {
+    /// `min_position` or `minPosition`: answer once the read side has reached it.
+    #[serde(alias = "minPosition")]
     min_position: Option<Position>,
 }
 
@@ -224,6 +226,8 @@ fn page_body<'a>(
 #[serde(deny_unknown_fields)]
 pub struct ProductQuery {
     shopper: Option<String>,
+    /// `min_position` or `minPosition`: answer once the read side has reached it.
+    #[serde(alias = "minPosition")]
     min_position: Option<Position>,
 }
 
@@ -302,6 +306,8 @@ pub struct RankQuery {
     shopper: Option<String>,
     page: Option<usize>,
     limit: Option<usize>,
+    /// `min_position` or `minPosition`: answer once the read side has reached it.
+    #[serde(alias = "minPosition")]
     min_position: Option<Position>,
 }
 
@@ -384,6 +390,8 @@ pub struct SearchQuery {
     q: String,
     shopper: Option<String>,
     limit: Option<usize>,
+    /// `min_position` or `minPosition`: answer once the read side has reached it.
+    #[serde(alias = "minPosition")]
     min_position: Option<Position>,
 }
 

@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 use mall_events::domain::{DomainEvent, GeneratorChoice};
-use mall_events::ids::{DistrictSlug, ProductId, ShopperId, tag};
+use mall_events::ids::{DistrictSlug, Position, ProductId, ShopperId, tag};
 use mall_events::{Direction, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-use super::{CatalogEntry, DistrictInfo, Runtime, snapshot};
+use super::{Runtime, snapshot};
+use crate::catalog::Catalog;
 use crate::district::DistrictState;
 use crate::executors::offline::OfflineGenerator;
 use crate::executors::{self, Facts};
@@ -41,21 +42,63 @@ pub enum Source {
     Tag(String),
 }
 
-/// What the shell needs of an actor kind.
+/// How far a load folds: to the head of the log, or a prefix of it (`mall replay --until`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Until {
+    Head,
+    /// Events at or before this position.
+    Position(Position),
+    /// Events up to the first one recorded after this time.
+    Time(chrono::DateTime<Utc>),
+}
+
+impl Until {
+    /// Whether `e` is within the bound.
+    pub fn includes(&self, e: &RecordedEvent) -> bool {
+        match self {
+            Until::Head => true,
+            Until::Position(p) => e.position <= *p,
+            Until::Time(t) => e.recorded_at <= *t,
+        }
+    }
+}
+
+/// What the shell needs of an actor kind: its rules behind one trait. The shell does the rest —
+/// loading (snapshot + tail, or a full fold up to a bound, one loader for the live actors and
+/// for `mall replay`), exactly-once delivery, snapshots, passivation, restarts after a panic.
 pub trait Kind: Sized + Unpin + 'static {
     type Id: Clone + Eq + Hash + Display + Send + Sync + Unpin + 'static;
     type State: Default + Clone + Serialize + DeserializeOwned + Send + Unpin + 'static;
     /// `product`, `district`, `shopper`.
     const NAME: &'static str;
+    /// Where an instance's events come from.
     fn source(id: &Self::Id) -> Source;
+    /// The instances an event concerns (the router delivers it to each).
+    fn route(e: &RecordedEvent, to: &mut dyn FnMut(Self::Id));
     /// How far the state has folded: a stream version or a global position.
     fn cursor(state: &Self::State) -> u64;
     /// The global position of the last event folded (0: none).
     fn last_position(state: &Self::State) -> u64;
-    /// Folds one event (`evolve` plus what the kind publishes for others).
-    fn fold(state: &mut Self::State, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime);
+    /// Folds one event: pure and total. What it reads besides the event — facts of other
+    /// systems, such as a product's tags — is read from the catalog *as of the event's
+    /// position*, so that every load of the same log folds the same state.
+    fn evolve(state: &mut Self::State, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime);
     /// Moves the state's cursor past an event that is not folded (a parked one).
     fn pass(state: &mut Self::State, e: &RecordedEvent);
+    /// The last position whose facts the runtime holds: a load folds no further (the router
+    /// delivers the rest). Kinds that read no facts fold to the head.
+    fn facts_until(_rt: &Runtime) -> Position {
+        Position::MAX
+    }
+    /// Gathers, for a replay, the facts the fold of this instance will read (the runtime's
+    /// catalog holds only what it is given there).
+    fn prepare(_rt: &Runtime, _id: &Self::Id, _until: Until) -> impl Future<Output = Result<(), StoreError>> {
+        async { Ok(()) }
+    }
+    /// After a batch is folded: what the kind shows the others (a district its prior). Never
+    /// part of the state, never read by a fold; read by the shell as input to a decision, which
+    /// records it.
+    fn show(_state: &Self::State, _rt: &Runtime) {}
     /// After a fold, on a nudge and on the idle tick (time alone can call for a decision): a
     /// kind that decides looks at its state (products do; the others only fold).
     fn look(_actor: &mut EntityActor<Self>, _ctx: &mut Context<EntityActor<Self>>) {}
@@ -83,13 +126,20 @@ impl Kind for Product {
     fn source(id: &ProductId) -> Source {
         Source::Stream(StreamId::product(id))
     }
+    fn route(e: &RecordedEvent, to: &mut dyn FnMut(ProductId)) {
+        if let Some(id) = e.stream_id.as_str().strip_prefix("product-")
+            && let Ok(id) = ProductId::parse(id)
+        {
+            to(id);
+        }
+    }
     fn cursor(s: &ProductState) -> u64 {
         s.version
     }
     fn last_position(s: &ProductState) -> u64 {
         s.position
     }
-    fn fold(s: &mut ProductState, e: &RecordedEvent, d: &DomainEvent, _: &Runtime) {
+    fn evolve(s: &mut ProductState, e: &RecordedEvent, d: &DomainEvent, _: &Runtime) {
         s.evolve(d, e.position, e.stream_version);
     }
     fn pass(s: &mut ProductState, e: &RecordedEvent) {
@@ -108,6 +158,23 @@ impl Kind for District {
     fn source(id: &DistrictSlug) -> Source {
         Source::Tag(tag::district(id))
     }
+    fn route(e: &RecordedEvent, to: &mut dyn FnMut(DistrictSlug)) {
+        let mut tagged = false;
+        for t in &e.tags {
+            if let Some(d) = t.strip_prefix(tag::DISTRICT_PREFIX) {
+                tagged = true;
+                if let Ok(d) = DistrictSlug::parse(d) {
+                    to(d);
+                }
+            }
+        }
+        if !tagged
+            && let Some(d) = e.stream_id.as_str().strip_prefix("district-")
+            && let Ok(d) = DistrictSlug::parse(d)
+        {
+            to(d);
+        }
+    }
     fn cursor(s: &DistrictState) -> u64 {
         s.position
     }
@@ -117,15 +184,13 @@ impl Kind for District {
     fn pass(s: &mut DistrictState, e: &RecordedEvent) {
         s.position = e.position;
     }
-    fn fold(s: &mut DistrictState, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime) {
+    fn evolve(s: &mut DistrictState, e: &RecordedEvent, d: &DomainEvent, _: &Runtime) {
         s.evolve(d, e.position);
+    }
+    fn show(s: &DistrictState, rt: &Runtime) {
         if let Some(slug) = &s.slug {
-            let info = DistrictInfo {
-                name: s.name.clone(),
-                personality: s.personality.clone(),
-                prior: s.prior(rt.config.policy.prior_strength),
-            };
-            rt.districts.write().expect("districts").insert(slug.as_str().to_string(), info);
+            let prior = s.prior(rt.config.policy.prior_strength);
+            rt.priors.write().expect("priors").insert(slug.as_str().to_string(), prior);
         }
     }
 }
@@ -137,6 +202,15 @@ impl Kind for Shopper {
     fn source(id: &ShopperId) -> Source {
         Source::Tag(tag::shopper(id))
     }
+    fn route(e: &RecordedEvent, to: &mut dyn FnMut(ShopperId)) {
+        for t in &e.tags {
+            if let Some(s) = t.strip_prefix("shopper:")
+                && let Ok(s) = ShopperId::parse(s)
+            {
+                to(s);
+            }
+        }
+    }
     fn cursor(s: &ShopperState) -> u64 {
         s.position
     }
@@ -146,13 +220,50 @@ impl Kind for Shopper {
     fn pass(s: &mut ShopperState, e: &RecordedEvent) {
         s.position = e.position;
     }
-    fn fold(s: &mut ShopperState, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime) {
-        let district = e.tags.iter().find_map(|t| t.strip_prefix("district:")).map(str::to_string);
+    fn evolve(s: &mut ShopperState, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime) {
+        let district = e.tags.iter().find_map(|t| t.strip_prefix(tag::DISTRICT_PREFIX)).map(str::to_string);
         let product_tags = d
             .product_id()
-            .and_then(|p| rt.catalog.read().expect("catalog").get(p.as_str()).map(|c: &CatalogEntry| c.tags.clone()))
+            .map(|p| rt.catalog.read().expect("catalog").tags_at(p.as_str(), e.position).to_vec())
             .unwrap_or_default();
         s.evolve(&ShopperInput { event: d, position: e.position, district, product_tags });
+    }
+    fn facts_until(rt: &Runtime) -> Position {
+        rt.catalog.read().expect("catalog").seen()
+    }
+    /// The catalog facts of every product the shopper's signals (up to `until`) name, read from
+    /// those products' streams.
+    async fn prepare(rt: &Runtime, id: &ShopperId, until: Until) -> Result<(), StoreError> {
+        let mut products = std::collections::BTreeSet::new();
+        let (tag, mut from) = (tag::shopper(id), 1);
+        loop {
+            let batch = rt.store.read_by_tag(&tag, from, 1_000).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.position + 1;
+            let within = batch.iter().take_while(|e| until.includes(e));
+            products.extend(within.filter_map(|e| e.stream_id.as_str().strip_prefix("product-").map(str::to_string)));
+            if batch.iter().any(|e| !until.includes(e)) {
+                break;
+            }
+        }
+        for p in products {
+            let Ok(p) = ProductId::parse(p) else { continue };
+            let stream = StreamId::product(&p);
+            let mut from = 1;
+            loop {
+                let batch = rt.store.read_stream(&stream, from, Direction::Forward, 1_000).await?;
+                let Some(last) = batch.last() else { break };
+                from = last.stream_version + 1;
+                let mut catalog = rt.catalog.write().expect("catalog");
+                for e in batch.iter().filter(|e| Catalog::concerns(&e.event_type)) {
+                    if let Ok(d) = e.decode() {
+                        catalog.apply(e.position, e.event_id, &d);
+                    }
+                }
+            }
+        }
+        rt.catalog.write().expect("catalog").saw(Position::MAX);
+        Ok(())
     }
 }
 
@@ -249,6 +360,16 @@ pub async fn load<K: Kind>(rt: &Runtime, id: &K::Id) -> Result<K::State, StoreEr
     Ok(load_counting::<K>(rt, id).await?.0)
 }
 
+/// Folds an entity from the log alone, from its first event up to `until`, with the same fold
+/// the live actor uses (`mall replay`; the live-equals-replay test). The facts the kind reads
+/// are gathered first ([`Kind::prepare`]).
+pub async fn replay<K: Kind>(rt: &Runtime, id: &K::Id, until: Until) -> Result<(K::State, u64), StoreError> {
+    K::prepare(rt, id, until).await?;
+    let mut state = K::State::default();
+    let folded = catch_up::<K>(rt, id, &mut state, until).await?;
+    Ok((state, folded))
+}
+
 /// [`load`], also saying how many events were folded after the snapshot.
 async fn load_counting<K: Kind>(rt: &Runtime, id: &K::Id) -> Result<(K::State, u64), StoreError> {
     let snapshot: Option<K::State> =
@@ -261,7 +382,8 @@ async fn load_counting<K: Kind>(rt: &Runtime, id: &K::Id) -> Result<(K::State, u
         }
         None => K::State::default(),
     };
-    let folded = catch_up::<K>(rt, id, &mut state).await?;
+    let folded = catch_up::<K>(rt, id, &mut state, Until::Head).await?;
+    K::show(&state, rt);
     Ok((state, folded))
 }
 
@@ -282,8 +404,9 @@ async fn of_this_log<K: Kind>(rt: &Runtime, id: &K::Id, state: &K::State) -> Res
     })
 }
 
-/// Folds every event of the entity's source after the state's cursor; returns how many.
-async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State) -> Result<u64, StoreError> {
+/// Folds every event of the entity's source after the state's cursor, up to `until` and no
+/// further than the facts the runtime holds ([`Kind::facts_until`]); returns how many.
+async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State, until: Until) -> Result<u64, StoreError> {
     let source = K::source(id);
     let mut folded = 0;
     loop {
@@ -295,7 +418,11 @@ async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State) -> Re
         if batch.is_empty() {
             return Ok(folded);
         }
+        let facts = K::facts_until(rt);
         for e in &batch {
+            if !until.includes(e) || e.position > facts {
+                return Ok(folded);
+            }
             // A panic in `evolve` leaves the state half-folded: the event is parked, and the
             // caller reloads (this time passing it by).
             let folding = std::panic::catch_unwind(AssertUnwindSafe(|| fold_one::<K>(rt, id, state, e)));
@@ -307,8 +434,8 @@ async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State) -> Re
                     K::NAME
                 )));
             }
+            folded += 1;
         }
-        folded += batch.len() as u64;
     }
 }
 
@@ -324,7 +451,7 @@ fn fold_one<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State, e: &Recorde
         panic!("poisoned for a test at position {}", e.position);
     }
     match e.decode() {
-        Ok(d) => K::fold(state, e, &d, rt),
+        Ok(d) => K::evolve(state, e, &d, rt),
         Err(err) => {
             rt.park(actor(), e, err.to_string());
             K::pass(state, e);
@@ -422,6 +549,11 @@ impl<K: Kind> EntityActor<K> {
             return false;
         }
         self.folded_since_snapshot += folded;
+        if folded > 0
+            && let Some(state) = &self.state
+        {
+            K::show(state, &self.rt);
+        }
         if self.folded_since_snapshot >= self.rt.config.snapshot_every {
             self.save_snapshot();
         }
@@ -452,7 +584,7 @@ impl<K: Kind> Handler<Deliver> for EntityActor<K> {
             let mut state = self.state.take().expect("loaded");
             ctx.wait(
                 async move {
-                    let r = catch_up::<K>(&rt, &id, &mut state).await;
+                    let r = catch_up::<K>(&rt, &id, &mut state, Until::Head).await;
                     (state, r)
                 }
                 .into_actor(self)
@@ -554,7 +686,7 @@ impl Handler<Decide> for EntityActor<Product> {
                 }
                 match append(&rt, &id, &state, &events).await {
                     Ok(()) => {
-                        let _ = catch_up::<Product>(&rt, &id, &mut state).await;
+                        let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
                         for d in to_execute {
                             let facts = Facts::of(
                                 &state,
@@ -578,7 +710,7 @@ impl Handler<Decide> for EntityActor<Product> {
                     }
                     Err(StoreError::WrongExpectedVersion { .. }) => {
                         (0..taken).for_each(|_| rt.budget.refund(id.as_str()));
-                        let _ = catch_up::<Product>(&rt, &id, &mut state).await;
+                        let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
                     }
                     Err(e) => {
                         (0..taken).for_each(|_| rt.budget.refund(id.as_str()));
@@ -627,7 +759,7 @@ impl Handler<Generated> for EntityActor<Product> {
                 match append(&rt, &id, &state, &events).await {
                     Ok(()) => break,
                     Err(StoreError::WrongExpectedVersion { .. }) => {
-                        let _ = catch_up::<Product>(&rt, &id, &mut state).await;
+                        let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
                     }
                     Err(e) => {
                         tracing::error!(product = %id, error = %e, "cannot append a generation");
@@ -635,7 +767,7 @@ impl Handler<Generated> for EntityActor<Product> {
                     }
                 }
             }
-            let _ = catch_up::<Product>(&rt, &id, &mut state).await;
+            let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
             state
         };
         ctx.wait(fut.into_actor(self).map(|state, act, ctx| {

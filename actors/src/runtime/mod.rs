@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use mall_events::EventStore;
 use mall_events::domain::Personality;
 
+use crate::catalog::Catalog;
 use crate::executors::{Embedder, Generator};
 use crate::product::Policy;
 use crate::stats::Prior;
@@ -31,13 +32,6 @@ pub struct DistrictInfo {
     pub name: String,
     pub personality: Option<Personality>,
     pub prior: Prior,
-}
-
-/// A product as ingest and the shopper profiles see it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CatalogEntry {
-    pub district: String,
-    pub tags: Vec<String>,
 }
 
 /// The hourly budget of generation calls, shared fairly: the whole mall may spend `per_hour`
@@ -184,8 +178,8 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// What every actor shares: the log, the snapshots, the executors, the budget, and the small
-/// read-mostly maps that actors publish for each other (district priors, the catalog).
+/// What every actor shares: the log, the snapshots, the executors, the budget, the catalog the
+/// router keeps, and what the shell shows of one kind to the others (the district priors).
 pub struct Runtime {
     pub store: Arc<dyn EventStore>,
     pub snapshots: Arc<dyn snapshot::SnapshotStore>,
@@ -193,10 +187,12 @@ pub struct Runtime {
     pub embedder: Arc<dyn Embedder>,
     pub config: RuntimeConfig,
     pub budget: Budget,
-    /// Published by district actors as they fold.
-    pub districts: RwLock<HashMap<String, DistrictInfo>>,
-    /// Published by the router from catalog events.
-    pub catalog: RwLock<HashMap<String, CatalogEntry>>,
+    /// Kept by the router from catalog events (and by the API as soon as its own catalog write
+    /// is acknowledged).
+    pub catalog: RwLock<Catalog>,
+    /// Each district's conversion prior, shown by the shell after a district actor folds; a
+    /// product's decision records the prior it was made with.
+    pub priors: RwLock<HashMap<String, Prior>>,
     /// Events an actor could not fold (they do not decode, or its fold panicked): passed by
     /// from then on, and shown to a person.
     parked: Mutex<Vec<ParkedEvent>>,
@@ -236,8 +232,8 @@ impl Runtime {
                 None => Budget::new(config.generations_per_hour),
             },
             config,
-            districts: RwLock::default(),
             catalog: RwLock::default(),
+            priors: RwLock::default(),
             parked: Mutex::default(),
             any_parked: std::sync::atomic::AtomicBool::new(false),
             poison_position: std::sync::atomic::AtomicU64::new(0),
@@ -269,13 +265,19 @@ impl Runtime {
         self.parked.lock().expect("parked").clone()
     }
 
-    /// The district's prior and voice as last published (defaults before it has folded).
+    /// The district's name and voice from the catalog, and its prior as last shown (defaults
+    /// before it has folded).
     pub fn district(&self, slug: &str) -> DistrictInfo {
-        self.districts.read().expect("districts").get(slug).cloned().unwrap_or(DistrictInfo {
-            name: slug.to_string(),
-            personality: None,
-            prior: Prior::DEFAULT,
-        })
+        let prior = self.priors.read().expect("priors").get(slug).copied().unwrap_or(Prior::DEFAULT);
+        match self.catalog.read().expect("catalog").district(slug) {
+            Some(d) => DistrictInfo { name: d.name.clone(), personality: Some(d.personality.clone()), prior },
+            None => DistrictInfo { name: slug.to_string(), personality: None, prior },
+        }
+    }
+
+    /// Whether a product is listed.
+    pub fn listed(&self, product: &str) -> bool {
+        self.catalog.read().expect("catalog").product(product).is_some()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The router: follows the log in global order and delivers each event to the actors it
 //! concerns — a product's stream to its product actor, a `district:` tag to the district, a
-//! `shopper:` tag to the shopper profile — and keeps the catalog map that ingest and the
-//! profiles read.
+//! `shopper:` tag to the shopper profile (each kind says which instances an event concerns) —
+//! and keeps the catalog that ingest and the profiles read.
 //!
 //! Its checkpoint (the last position every concerned actor has acknowledged) is saved beside
 //! the snapshots; after a restart it resumes there, and anything delivered twice is skipped by
@@ -14,29 +14,28 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use mall_events::domain::DomainEvent;
-use mall_events::ids::{DistrictSlug, Position, ProductId, ShopperId};
+use mall_events::ids::Position;
 use mall_events::{RecordedEvent, subscribe_all};
 use tokio::sync::watch;
 
-use super::entity::{Deliver, District, Product, Shopper};
+use super::Runtime;
+use super::entity::{Deliver, District, Kind, Product, Shopper};
 use super::registry::Registry;
-use super::{CatalogEntry, Runtime};
+use crate::catalog::Catalog;
 
-/// The event types that change the shared catalog maps.
-const CATALOG_TYPES: &[&str] = &["district_opened", "product_listed", "product_edited", "copy_applied"];
 const CHECKPOINT_KEY: &str = "router-checkpoint";
-const CATALOG_KEY: &str = "router-catalog";
+/// Versioned: an image of an older shape is not read (the log is, once).
+const CATALOG_KEY: &str = "router-catalog.v2";
 /// Rounds between two saves of the catalog map.
 const CATALOG_EVERY: u64 = 100;
 
-/// The catalog map as saved: the last event it reflects (position and the time the log recorded
-/// it, which tie it to this log), the districts' names and voices, and each product's entry.
+/// The catalog as saved: the last event it reflects (position and the time the log recorded
+/// it, which tie it to this log) and the catalog itself.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CatalogImage {
     position: Position,
     recorded_at: chrono::DateTime<chrono::Utc>,
-    districts: Vec<(String, String, Option<mall_events::domain::Personality>)>,
-    products: Vec<(String, String, Vec<String>)>,
+    catalog: Catalog,
 }
 /// Events delivered per round.
 const ROUND: usize = 2_000;
@@ -63,22 +62,14 @@ impl Actors {
         })
     }
 
-    /// Loads the catalog and district maps: from their saved image, when it is of this log, and
-    /// the log after it (catalog events only are decoded).
+    /// Loads the catalog: from its saved image, when it is of this log, and the log after it
+    /// (catalog events only are decoded).
     pub async fn load_catalog(&self) -> Result<(), mall_events::StoreError> {
         let mut from = 1;
         let image: Option<CatalogImage> = self.rt.snapshots.load(CATALOG_KEY).and_then(|b| super::snapshot::decode(&b));
         if let Some(image) = image {
             if mall_events::store::holds(&*self.rt.store, image.position, image.recorded_at).await? {
-                let mut districts = self.rt.districts.write().expect("districts");
-                for (slug, name, personality) in image.districts {
-                    districts
-                        .insert(slug, super::DistrictInfo { name, personality, prior: crate::stats::Prior::DEFAULT });
-                }
-                let mut catalog = self.rt.catalog.write().expect("catalog");
-                for (id, district, tags) in image.products {
-                    catalog.insert(id, CatalogEntry { district, tags });
-                }
+                *self.rt.catalog.write().expect("catalog") = image.catalog;
                 from = image.position + 1;
             } else {
                 tracing::warn!("a saved catalog of another log is ignored; reading the whole log");
@@ -95,72 +86,36 @@ impl Actors {
                 return Ok(());
             };
             from = last.position + 1;
-            last_read = Some(last.clone());
             for e in &batch {
-                if CATALOG_TYPES.contains(&e.event_type.as_str()) {
-                    if let Ok(d) = e.decode() {
-                        self.note(&d);
-                    }
-                }
+                self.note_recorded(e);
             }
+            self.rt.catalog.write().expect("catalog").saw(last.position);
+            last_read = Some(last.clone());
         }
     }
 
-    /// Records what a catalog event says in the shared maps (the router does it as it follows the
-    /// log; the API does it as soon as its own append is acknowledged, so that the next request
-    /// sees the new district or product).
-    pub fn note(&self, d: &DomainEvent) {
-        if let DomainEvent::DistrictOpened(o) = d {
-            // The district's actor publishes its prior as it folds; this only makes the slug known.
-            self.rt.districts.write().expect("districts").entry(o.slug.as_str().to_string()).or_insert_with(|| {
-                super::DistrictInfo {
-                    name: o.name.clone(),
-                    personality: Some(o.personality.clone()),
-                    prior: crate::stats::Prior::DEFAULT,
-                }
-            });
-            return;
-        }
-        let mut catalog = self.rt.catalog.write().expect("catalog");
-        match d {
-            DomainEvent::ProductListed(p) => {
-                catalog.insert(
-                    p.product_id.as_str().into(),
-                    CatalogEntry { district: p.district.as_str().into(), tags: p.tags.clone() },
-                );
-            }
-            DomainEvent::ProductEdited(p) => {
-                if let Some(c) = catalog.get_mut(p.product_id.as_str()) {
-                    if let Some(d) = &p.district {
-                        c.district = d.as_str().into();
-                    }
-                    if let Some(t) = &p.tags {
-                        c.tags = t.clone();
-                    }
-                }
-            }
-            DomainEvent::CopyApplied(a) => {
-                if let (Some(c), mall_events::domain::Content::Tags { tags }) =
-                    (catalog.get_mut(a.product_id.as_str()), &a.content)
-                {
-                    c.tags = tags.clone();
-                }
-            }
-            _ => {}
+    /// Applies a recorded event to the catalog when it concerns it.
+    fn note_recorded(&self, e: &RecordedEvent) {
+        if Catalog::concerns(&e.event_type)
+            && let Ok(d) = e.decode()
+        {
+            self.note(e.position, e.event_id, &d);
         }
     }
 
-    /// Saves the catalog map as of `last` (the last event delivered).
+    /// Applies a catalog event at `position` (the router does it as it follows the log; the API
+    /// does it as soon as its own append is acknowledged, so that the next request sees the new
+    /// district or product).
+    pub fn note(&self, position: Position, event_id: uuid::Uuid, d: &DomainEvent) {
+        self.rt.catalog.write().expect("catalog").apply(position, event_id, d);
+    }
+
+    /// Saves the catalog as of `last` (the last event delivered).
     fn save_catalog(&self, last: &RecordedEvent) {
         let image = CatalogImage {
             position: last.position,
             recorded_at: last.recorded_at,
-            districts: (self.rt.districts.read().expect("districts").iter())
-                .map(|(slug, d)| (slug.clone(), d.name.clone(), d.personality.clone()))
-                .collect(),
-            products: (self.rt.catalog.read().expect("catalog").iter())
-                .map(|(id, c)| (id.clone(), c.district.clone(), c.tags.clone()))
-                .collect(),
+            catalog: self.rt.catalog.read().expect("catalog").clone(),
         };
         if let Some(bytes) = super::snapshot::encode(&image) {
             self.rt.snapshots.save(CATALOG_KEY, &bytes);
@@ -228,44 +183,29 @@ impl Actors {
         }
     }
 
-    /// Delivers one round: every actor gets its events in order, all actors at once.
+    /// Delivers one round: every actor gets its events in order, all actors at once. The catalog
+    /// has applied the whole round first, so that a fold reading facts as of its event's position
+    /// finds them.
     async fn deliver(&self, round: Vec<Arc<RecordedEvent>>) {
-        let mut products: HashMap<String, Vec<Arc<RecordedEvent>>> = HashMap::new();
-        let mut districts: HashMap<String, Vec<Arc<RecordedEvent>>> = HashMap::new();
-        let mut shoppers: HashMap<String, Vec<Arc<RecordedEvent>>> = HashMap::new();
-        for e in round {
-            if CATALOG_TYPES.contains(&e.event_type.as_str()) {
-                if let Ok(d) = e.decode() {
-                    self.note(&d);
-                }
-            }
-            if e.stream_id.category() == "product" {
-                products.entry(e.stream_id.as_str()["product-".len()..].to_string()).or_default().push(e.clone());
-            }
-            for t in &e.tags {
-                if let Some(d) = t.strip_prefix("district:") {
-                    districts.entry(d.to_string()).or_default().push(e.clone());
-                } else if let Some(s) = t.strip_prefix("shopper:") {
-                    shoppers.entry(s.to_string()).or_default().push(e.clone());
-                }
-            }
-            if e.stream_id.category() == "district" && !e.tags.iter().any(|t| t.starts_with("district:")) {
-                districts.entry(e.stream_id.as_str()["district-".len()..].to_string()).or_default().push(e.clone());
-            }
+        for e in &round {
+            self.note_recorded(e);
         }
-        // Districts first, so their priors are published before products decide.
-        join_all(
-            districts
-                .into_iter()
-                .filter_map(|(k, v)| DistrictSlug::parse(k).ok().map(|id| self.districts.get(&id).send(Deliver(v)))),
-        )
-        .await;
-        let products = products
-            .into_iter()
-            .filter_map(|(k, v)| ProductId::parse(k).ok().map(|id| self.products.get(&id).send(Deliver(v))));
-        let shoppers = shoppers
-            .into_iter()
-            .filter_map(|(k, v)| ShopperId::parse(k).ok().map(|id| self.shoppers.get(&id).send(Deliver(v))));
+        if let Some(last) = round.last() {
+            self.rt.catalog.write().expect("catalog").saw(last.position);
+        }
+        // Districts first, so that their priors are shown before products decide.
+        join_all(routed::<District>(&round).into_iter().map(|(id, v)| self.districts.get(&id).send(Deliver(v)))).await;
+        let products = routed::<Product>(&round).into_iter().map(|(id, v)| self.products.get(&id).send(Deliver(v)));
+        let shoppers = routed::<Shopper>(&round).into_iter().map(|(id, v)| self.shoppers.get(&id).send(Deliver(v)));
         futures_util::future::join(join_all(products), join_all(shoppers)).await;
     }
+}
+
+/// A round's events grouped by the instances of `K` they concern, in log order.
+fn routed<K: Kind>(round: &[Arc<RecordedEvent>]) -> HashMap<K::Id, Vec<Arc<RecordedEvent>>> {
+    let mut to: HashMap<K::Id, Vec<Arc<RecordedEvent>>> = HashMap::new();
+    for e in round {
+        K::route(e, &mut |id| to.entry(id).or_default().push(e.clone()));
+    }
+    to
 }
