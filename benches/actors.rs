@@ -85,10 +85,21 @@ fn body(seed: u64) -> Vec<u8> {
     serde_json::to_vec(&json!({ "signals": signals })).unwrap()
 }
 
+/// HTTP ingest into `mall serve` with its autonomous core running (the scheduler, the job
+/// runner, product intelligence's generations through the task queue); with
+/// `MALL_BENCH_BASELINE=/path/to/mall` (a build from before the core), the same load against that
+/// binary too, in the same run.
 fn ingest_http(c: &mut Criterion) {
+    ingest_into(c, "embedded_batches_of_1000_folded", env!("CARGO_BIN_EXE_mall"));
+    if let Ok(baseline) = std::env::var("MALL_BENCH_BASELINE") {
+        ingest_into(c, "baseline_embedded_batches_of_1000_folded", &baseline);
+    }
+}
+
+fn ingest_into(c: &mut Criterion, name: &str, bin: &str) {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mall"))
+    let mut child = std::process::Command::new(bin)
         .args(["--data-dir", &dir.path().join("data").display().to_string(), "serve", "--bind", "127.0.0.1:0"])
         .env("MALL_ADMIN_TOKEN", "admin")
         .env("MALL_INGEST_TOKEN", "ingest")
@@ -119,7 +130,7 @@ fn ingest_http(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(30))
         .throughput(Throughput::Elements((BATCH * BATCHES_PER_ITER) as u64));
-    group.bench_function("embedded_batches_of_1000_folded", |b| {
+    group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {

@@ -2,6 +2,8 @@
 //! and the queue; `POST /api/autonomous` starts, stops (surviving a restart) and optimizes; the
 //! admin trigger goes through the task queue and its task runs.
 
+#[path = "support/model.rs"]
+mod model;
 mod support;
 
 use std::time::Duration;
@@ -26,6 +28,34 @@ async fn finished(c: &reqwest::Client, s: &Server, id: &Value) -> Value {
             return t.clone();
         }
         assert!(std::time::Instant::now() < deadline, "task {id} did not finish: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for a finished `generate` task of `subject`; returns it.
+async fn generation_of(c: &reqwest::Client, s: &Server, subject: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = status(c, s).await;
+        let recent = body["queue"]["recent"].as_array().unwrap();
+        if let Some(t) = recent.iter().find(|t| t["action"] == "generate" && t["subject"] == subject) {
+            return t.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no generation of {subject} finished: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for a queued `generate` task of `subject`; returns it.
+async fn queued_generation_of(c: &reqwest::Client, s: &Server, subject: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = status(c, s).await;
+        let next = body["queue"]["next"].as_array().unwrap();
+        if let Some(t) = next.iter().find(|t| t["action"] == "generate" && t["subject"] == subject) {
+            return t.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no generation of {subject} queued: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -79,6 +109,11 @@ async fn the_core_is_controlled_over_http(store: Store) {
     let t = finished(&c, &s, task).await;
     assert_eq!((t["status"].as_str(), t["subject"].as_str()), (Some("succeeded"), Some("product:p1")), "{t}");
     assert_eq!(t["priority"], 90, "an admin's priority: {t}");
+    // The product decided to have its missing description written; the queue ran the generation.
+    let generate = generation_of(&c, &s, "product:p1").await;
+    assert_eq!(generate["status"], "succeeded", "{generate}");
+    assert!(generate["outcome"].as_str().unwrap().contains("copy_generated"), "{generate}");
+    assert!(generate["reason"].as_str().unwrap().contains("(missing_"), "the rule that fired: {generate}");
 
     // Optimize: a sweep of each running system, which queues a look at every product with work.
     let (code, body) = post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "optimize"})).await;
@@ -112,10 +147,17 @@ async fn the_core_is_controlled_over_http(store: Store) {
         body["queue"]["next"].as_array().unwrap().iter().any(|t| t["id"] == task),
         "the stopped system's task waits: {body}"
     );
+    // A product listed now decides, but its generation waits in the queue with the system.
+    let (code, _) = post(&c, s.url("/api/products"), ADMIN, &product("p2", "toys", "Rocking horse", "")).await;
+    assert_eq!(code, StatusCode::CREATED);
+    let waiting = queued_generation_of(&c, &s, "product:p2").await;
+    let (_, p2) = get(&c, s.url("/api/products/p2")).await;
+    assert!(p2["description"] == "" && p2["seo"].is_null(), "nothing was written while the system is stopped: {p2}");
     let (code, _) =
         post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "start", "system": "product_intelligence"})).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(finished(&c, &s, &task).await["status"], "succeeded");
+    assert_eq!(finished(&c, &s, &waiting["id"]).await["status"], "succeeded");
 
     // The CLI shows the same queue and jobs.
     let env = [("MALL_SERVER", s.base.as_str()), ("MALL_ADMIN_TOKEN", ADMIN)];
@@ -160,3 +202,80 @@ async fn jobs_are_configured_by_flag() {
     assert_ne!(code, 0);
     assert!(err.contains("no job \"nope\""), "{err}");
 }
+
+/// kill -9 while a generation task is running (the model has the request and has not answered):
+/// after the restart the task runs again, and its effect — the SEO the product decided on — is
+/// applied once, by events that carry the task's id as their cause.
+async fn a_task_killed_mid_run_runs_again_and_applies_once(store: Store) {
+    use model::{Api, Reply, Request};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stalled = Arc::new(AtomicBool::new(true));
+    let stall = stalled.clone();
+    let stand_in = model::start(
+        Api::ChatCompletions,
+        Arc::new(move |r: &Request| {
+            if r.is_embedding() {
+                Reply::Embedding(vec![0.5, 0.1, 0.2, 0.3])
+            } else if stall.load(Ordering::SeqCst) {
+                Reply::Stall
+            } else {
+                Reply::Text(
+                    "Title: Wooden train - Toy Town\nMeta: Meet the Wooden train, made for everyday use and easy to \
+                     enjoy at home or on the go."
+                        .into(),
+                )
+            }
+        }),
+    )
+    .await;
+    let env = [
+        ("MALL_LLM", "openai-compatible"),
+        ("MALL_LLM_URL", stand_in.base.as_str()),
+        ("MALL_LLM_MODEL", "slow"),
+        ("MALL_LLM_EMBEDDING_MODEL", "slow-embed"),
+        ("MALL_LLM_RETRIES", "0"),
+    ];
+    let c = client();
+    let mut s = Server::start(&store, &env);
+    post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
+    let mut p = product("p1", "toys", "Wooden train", "A wooden train with four carriages, sanded smooth and oiled.");
+    p["tags"] = json!(["wood", "train"]);
+    let (code, body) = post(&c, s.url("/api/products"), ADMIN, &p).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    // The SEO generation is running: the model has its request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let task = loop {
+        let body = status(&c, &s).await;
+        let running = body["queue"]["running_tasks"].as_array().unwrap();
+        let asked = stand_in.requests().iter().any(|r| !r.is_embedding());
+        if let Some(t) = running.iter().find(|t| t["action"] == "generate")
+            && asked
+        {
+            break t.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no generation ran: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    s.kill9();
+    stalled.store(false, Ordering::SeqCst);
+    let s = Server::start(&store, &env);
+    let t = finished(&c, &s, &task["id"]).await;
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert!(t["attempt"].as_u64().unwrap() >= 2, "it ran again: {t}");
+    let (_, p1) = get(&c, s.url("/api/products/p1")).await;
+    assert!(p1["seo"]["title"].as_str().unwrap_or("").contains("Wooden train"), "{p1}");
+    // Once: one SEO applied, caused by the task.
+    let (code, out, err) = mall(&store, &["events", "tail", "--from", "1", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seo: Vec<&Value> =
+        events.iter().filter(|e| e["event_type"] == "copy_applied" && e["data"]["content"]["kind"] == "seo").collect();
+    assert_eq!(seo.len(), 1, "{seo:?}");
+    assert_eq!(seo[0]["causation_id"], task["id"], "{}", seo[0]);
+    let generated = events.iter().filter(|e| e["event_type"] == "copy_generated").count();
+    let decided = events.iter().filter(|e| e["event_type"] == "optimization_decided").count();
+    assert!(generated <= decided, "no decision generated twice: {generated} > {decided}");
+}
+
+support::on_both_stores!(a_task_killed_mid_run_runs_again_and_applies_once);

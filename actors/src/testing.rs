@@ -199,3 +199,15 @@ pub fn rules(commands: &[Command]) -> Vec<(CommandKind, String)> {
         })
         .collect()
 }
+
+/// A recorded decision (a listed product without SEO decides to have it written).
+pub fn decided_for_tests() -> DomainEvent {
+    let commands = given([opened("toys"), listed("p1", "toys", "Wooden train")]).when(input());
+    commands
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Optimize(_) => Some(c.into_event()),
+            _ => None,
+        })
+        .expect("a listed product without SEO decides")
+}

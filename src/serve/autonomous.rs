@@ -57,6 +57,68 @@ impl Executor for NudgeProduct {
     }
 }
 
+/// The learning cycle's record per district for product intelligence: (helped, tried).
+async fn track_records(scheduler: &Scheduler) -> HashMap<String, (u64, u64)> {
+    scheduler
+        .with_queue(|q| {
+            let mut by_district: HashMap<String, (u64, u64)> = HashMap::new();
+            for i in q.insights().values().filter(|i| i.system == "product_intelligence") {
+                let e = by_district.entry(i.district.clone()).or_default();
+                *e = (e.0 + i.helped, e.1 + i.tried);
+            }
+            by_district
+        })
+        .await
+}
+
+/// Product intelligence's decided generations go through the task queue: each becomes a
+/// `generate` task for its product, at the priority its own evidence gives it
+/// ([`priority::of_decision`]). The model call was taken from the budget when the product decided
+/// (the decision records which generator writes), so the task asks for none.
+pub struct QueueGenerations(pub std::sync::Weak<Scheduler>);
+
+#[async_trait]
+impl mall_actors::runtime::Dispatch for QueueGenerations {
+    async fn dispatch(&self, d: &mall_events::domain::OptimizationDecided, district: &str) -> bool {
+        let Some(scheduler) = self.0.upgrade() else { return false };
+        let (helped, tried) = track_records(&scheduler).await.get(district).copied().unwrap_or_default();
+        let inputs = priority::of_decision(d, helped, tried);
+        let mut metrics = inputs.metrics();
+        metrics.extend(d.evidence.metrics.iter().map(|(k, v)| (k.clone(), *v)));
+        let request = Request {
+            system: "product_intelligence".into(),
+            subject: format!("product:{}", d.product_id),
+            action: "generate".into(),
+            priority: inputs.priority(),
+            reason: format!("{} ({}): {}", d.command.as_str(), d.rule, d.reason),
+            metrics,
+            generations: 0,
+        };
+        match scheduler.queue(vec![request]).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(product = %d.product_id, error = %e, "cannot queue a generation; running it now");
+                false
+            }
+        }
+    }
+}
+
+/// `product_intelligence` `generate`: the product's actor carries out its decision in flight,
+/// and the outcome's events carry the task's id as their cause. A second run of the task (after
+/// a crash) finds the outcome recorded and does nothing.
+pub struct GenerateCopy(pub Arc<Actors>);
+
+#[async_trait]
+impl Executor for GenerateCopy {
+    async fn run(&self, task: &Task) -> Result<String, String> {
+        let id = task.subject.strip_prefix("product:").unwrap_or(&task.subject);
+        let id = ProductId::parse(id).map_err(|e| e.0)?;
+        let execute = mall_actors::runtime::entity::Execute { task: task.id };
+        self.0.products.get(&id).send(execute).await.map_err(|e| format!("the product's actor did not answer: {e}"))?
+    }
+}
+
 /// `product_intelligence` `sweep`: queues a nudge for each product with work to do — copy
 /// missing (description, SEO, embedding) or an experiment running (which may have passed its
 /// longest duration while the product slept).
@@ -70,16 +132,7 @@ impl Sweep {
     /// rewrites helped in each product's district (the learning cycle's insights) weighs them.
     async fn work(&self, scheduler: &Scheduler) -> Result<Vec<Request>, String> {
         let rows = self.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(|e| e.to_string())?;
-        let records: HashMap<String, (u64, u64)> = scheduler
-            .with_queue(|q| {
-                let mut by_district: HashMap<String, (u64, u64)> = HashMap::new();
-                for i in q.insights().values().filter(|i| i.system == "product_intelligence") {
-                    let e = by_district.entry(i.district.clone()).or_default();
-                    *e = (e.0 + i.helped, e.1 + i.tried);
-                }
-                by_district
-            })
-            .await;
+        let records = track_records(scheduler).await;
         let text =
             |r: &mall_projections::change::Row, k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let mut out = Vec::new();
@@ -263,7 +316,7 @@ pub struct StatusQuery {
 pub async fn status(
     req: HttpRequest,
     state: web::Data<AppState>,
-    q: web::Query<StatusQuery>,
+    q: super::query::Query<StatusQuery>,
 ) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
     super::storefront::position(&state, q.min_position).await;

@@ -260,7 +260,6 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let actors = Actors::new(rt, arbiters);
     actors.load_catalog().await.context("cannot load the catalog from the log")?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
     let read_url =
         (store_args.store == crate::store::StoreKind::Postgres).then(|| store_args.database_url.clone()).flatten();
     let read = crate::readside::ReadSide::start(store.clone(), read_url, Some(snapshot_dir.join("readside")))
@@ -285,6 +284,10 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let sweep = Arc::new(autonomous::Sweep { read: read.clone(), scheduler: std::sync::OnceLock::new() });
     let _ = sweep.scheduler.set(Arc::downgrade(&core));
     core.register("product_intelligence", "sweep", sweep);
+    core.register("product_intelligence", "generate", Arc::new(autonomous::GenerateCopy(actors.clone())));
+    actors.rt.set_dispatch(Arc::new(autonomous::QueueGenerations(Arc::downgrade(&core))));
+    // The actors start once their decisions have somewhere to go.
+    let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
     let every: std::collections::BTreeMap<String, i64> = args.jobs.iter().filter(|(_, s)| *s > 0).cloned().collect();
     let off: Vec<String> = args.jobs.iter().filter(|(_, s)| *s == 0).map(|(n, _)| n.clone()).collect();
     let runner = Arc::new(jobs::Runner::new(core.clone(), clock, &every, &off, autonomous::job_work(&read)));

@@ -304,10 +304,24 @@ impl<K: Kind> Handler<Nudge> for EntityActor<K> {
 #[rtype(result = "()")]
 pub struct Passivate;
 
-/// A generation finished: append its outcome.
+/// A generation finished: append its outcome (caused by `cause`, the task that ran it, when
+/// one did) and say what was appended.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Generated(DomainEvent);
+struct Generated {
+    outcome: DomainEvent,
+    cause: Option<Uuid>,
+    reply: Option<tokio::sync::oneshot::Sender<String>>,
+}
+
+/// Carry out the product's decision in flight (the task queue's `generate`; `task` is the task's
+/// id, which the outcome's events carry as their cause). Idempotent: with nothing in flight —
+/// an earlier run recorded the outcome — it does nothing and says so.
+#[derive(Message)]
+#[rtype(result = "Result<String, String>")]
+pub struct Execute {
+    pub task: Uuid,
+}
 
 /// Makes the actor panic while folding (tests of restart-from-log use it).
 #[doc(hidden)]
@@ -326,6 +340,8 @@ pub struct EntityActor<K: Kind> {
     poisoned: bool,
     /// When a `Decide` is already scheduled (a product waking when a backoff ends).
     wake_at: Option<Instant>,
+    /// The decision an `Execute` is carrying out (a second `Execute` does not run it again).
+    executing: Option<Uuid>,
 }
 
 impl<K: Kind> EntityActor<K> {
@@ -339,6 +355,7 @@ impl<K: Kind> EntityActor<K> {
             last_active: Instant::now(),
             poisoned: false,
             wake_at: None,
+            executing: None,
         }
     }
 
@@ -684,26 +701,22 @@ impl Handler<Decide> for EntityActor<Product> {
                 if events.is_empty() {
                     break;
                 }
-                match append(&rt, &id, &state, &events).await {
+                match append(&rt, &id, &state, &events, None).await {
                     Ok(()) => {
                         let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
                         for d in to_execute {
-                            let facts = Facts::of(
-                                &state,
-                                &district.as_ref().map_or(String::new(), |d| d.name.clone()),
-                                district.as_ref().and_then(|d| d.personality.clone()),
-                                &d,
-                            );
-                            let (rt, state, addr) = (rt.clone(), state.clone(), addr.clone());
+                            let slug = state.district.as_ref().map_or("", |d| d.as_str());
+                            if let Some(queue) = rt.dispatcher()
+                                && queue.dispatch(&d, slug).await
+                            {
+                                continue;
+                            }
                             // Generation runs beside the actor: signals keep folding while the model writes.
+                            let (rt, state, district, addr) =
+                                (rt.clone(), state.clone(), district.clone(), addr.clone());
                             actix::spawn(async move {
-                                let generator: &dyn executors::Generator = match d.generator {
-                                    GeneratorChoice::Configured => &*rt.generator,
-                                    GeneratorChoice::Offline => &OfflineGenerator,
-                                };
-                                let e =
-                                    executors::execute(generator, &*rt.embedder, &state, &facts, &d, Utc::now()).await;
-                                addr.do_send(Generated(e));
+                                let outcome = generate(&rt, &state, district.as_ref(), &d).await;
+                                addr.do_send(Generated { outcome, cause: None, reply: None });
                             });
                         }
                         break;
@@ -738,6 +751,87 @@ impl Handler<Decide> for EntityActor<Product> {
     }
 }
 
+/// Runs a decided generation with the generator the decision chose.
+async fn generate(
+    rt: &Runtime,
+    state: &ProductState,
+    district: Option<&super::DistrictInfo>,
+    d: &mall_events::domain::OptimizationDecided,
+) -> DomainEvent {
+    let facts = Facts::of(
+        state,
+        &district.map_or(String::new(), |d| d.name.clone()),
+        district.and_then(|d| d.personality.clone()),
+        d,
+    );
+    let generator: &dyn executors::Generator = match d.generator {
+        GeneratorChoice::Configured => &*rt.generator,
+        GeneratorChoice::Offline => &OfflineGenerator,
+    };
+    executors::execute(generator, &*rt.embedder, state, &facts, d, Utc::now()).await
+}
+
+/// The recorded decision `decision_id` of a product, read back from its stream.
+async fn recorded_decision(
+    rt: &Runtime,
+    id: &ProductId,
+    version: u64,
+    decision_id: Uuid,
+) -> Result<mall_events::domain::OptimizationDecided, String> {
+    let stream = StreamId::product(id);
+    let mut from = version;
+    while from > 0 {
+        let batch = rt.store.read_stream(&stream, from, Direction::Backward, 500).await.map_err(|e| e.to_string())?;
+        let Some(last) = batch.last() else { break };
+        for e in batch.iter().filter(|e| e.event_type == "optimization_decided") {
+            if let Ok(DomainEvent::OptimizationDecided(d)) = e.decode()
+                && d.decision_id == decision_id
+            {
+                return Ok(d);
+            }
+        }
+        from = last.stream_version.saturating_sub(1);
+    }
+    Err(format!("decision {decision_id} is not in the product's stream"))
+}
+
+impl Handler<Execute> for EntityActor<Product> {
+    type Result = ResponseActFuture<Self, Result<String, String>>;
+
+    fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) -> Self::Result {
+        self.last_active = Instant::now();
+        let Some(state) = self.state.clone() else {
+            return Box::pin(actix::fut::ready(Err("the product is loading; it is tried again".to_string())));
+        };
+        let Some(flight) = state.in_flight.clone() else {
+            return Box::pin(actix::fut::ready(Ok("nothing in flight: the outcome is in the log".to_string())));
+        };
+        if self.executing == Some(flight.decision_id) {
+            return Box::pin(actix::fut::ready(Ok(format!("decision {} is being carried out", flight.decision_id))));
+        }
+        self.executing = Some(flight.decision_id);
+        let (rt, id, addr) = (self.rt.clone(), self.id.clone(), ctx.address());
+        let district = state.district.as_ref().map(|d| rt.district(d.as_str()));
+        // Not `wait`: signals keep folding while the model writes.
+        Box::pin(
+            async move {
+                let d = recorded_decision(&rt, &id, state.version, flight.decision_id).await?;
+                let outcome = generate(&rt, &state, district.as_ref(), &d).await;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                addr.send(Generated { outcome, cause: Some(msg.task), reply: Some(tx) })
+                    .await
+                    .map_err(|e| format!("the product's actor stopped: {e}"))?;
+                rx.await.map_err(|_| "the outcome was not recorded".to_string())
+            }
+            .into_actor(self)
+            .map(|r, act, _| {
+                act.executing = None;
+                r
+            }),
+        )
+    }
+}
+
 impl Handler<Generated> for EntityActor<Product> {
     type Result = ();
 
@@ -751,13 +845,18 @@ impl Handler<Generated> for EntityActor<Product> {
         let id = self.id.clone();
         let fut = async move {
             let mut state = state;
+            let mut recorded = Err("the outcome could not be appended".to_string());
             for _attempt in 0..APPEND_ATTEMPTS {
-                let mut events = vec![msg.0.clone()];
-                if let DomainEvent::CopyGenerated(g) = &msg.0 {
+                let mut events = vec![msg.outcome.clone()];
+                if let DomainEvent::CopyGenerated(g) = &msg.outcome {
                     events.extend(product::on_generated(&state, g, Uuid::now_v7(), Utc::now()));
                 }
-                match append(&rt, &id, &state, &events).await {
-                    Ok(()) => break,
+                match append(&rt, &id, &state, &events, msg.cause).await {
+                    Ok(()) => {
+                        let types: Vec<&str> = events.iter().map(DomainEvent::event_type).collect();
+                        recorded = Ok(types.join(", "));
+                        break;
+                    }
                     Err(StoreError::WrongExpectedVersion { .. }) => {
                         let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
                     }
@@ -768,6 +867,9 @@ impl Handler<Generated> for EntityActor<Product> {
                 }
             }
             let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
+            if let Some(reply) = msg.reply {
+                let _ = reply.send(recorded.unwrap_or_else(|e| e));
+            }
             state
         };
         ctx.wait(fut.into_actor(self).map(|state, act, ctx| {
@@ -777,14 +879,22 @@ impl Handler<Generated> for EntityActor<Product> {
     }
 }
 
-/// Appends a product's events with the version it folded as the expected version.
-async fn append(rt: &Runtime, id: &ProductId, state: &ProductState, events: &[DomainEvent]) -> Result<(), StoreError> {
+/// Appends a product's events with the version it folded as the expected version; `cause` (the
+/// task that ran them) is their causation id when given.
+async fn append(
+    rt: &Runtime,
+    id: &ProductId,
+    state: &ProductState,
+    events: &[DomainEvent],
+    cause: Option<Uuid>,
+) -> Result<(), StoreError> {
     let correlation = Uuid::now_v7();
+    let causation = cause.unwrap_or(correlation);
     let mut batch = Vec::new();
     for e in events {
         let extra = state.district.iter().map(tag::district).collect();
         let ne = NewEvent::from_domain(e, Uuid::now_v7(), extra).map_err(|e| StoreError::invalid("payload", e))?;
-        batch.push(ne.caused_by(correlation, correlation));
+        batch.push(ne.caused_by(correlation, causation));
     }
     rt.store.append(&StreamId::product(id), ExpectedVersion::Exact(state.version), batch).await.map(|_| ())
 }

@@ -149,6 +149,16 @@ impl Budget {
     }
 }
 
+/// Where a product's decided generation goes once its decision is recorded. Without one (the
+/// runtime alone, as in its own tests) the actor runs it at once; `mall serve` installs the task
+/// queue, so that the product decides *that* something should happen and the queue *when*.
+#[async_trait::async_trait]
+pub trait Dispatch: Send + Sync + 'static {
+    /// Takes on the decision (recorded, in flight); false when it could not (the actor then runs
+    /// it now: a decision is never left without its generation).
+    async fn dispatch(&self, decision: &mall_events::domain::OptimizationDecided, district: &str) -> bool;
+}
+
 /// Settings of the actor runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -193,6 +203,8 @@ pub struct Runtime {
     /// Each district's conversion prior, shown by the shell after a district actor folds; a
     /// product's decision records the prior it was made with.
     pub priors: RwLock<HashMap<String, Prior>>,
+    /// Where decided generations go (none: run at once).
+    dispatch: std::sync::OnceLock<Arc<dyn Dispatch>>,
     /// Events an actor could not fold (they do not decode, or its fold panicked): passed by
     /// from then on, and shown to a person.
     parked: Mutex<Vec<ParkedEvent>>,
@@ -234,10 +246,21 @@ impl Runtime {
             config,
             catalog: RwLock::default(),
             priors: RwLock::default(),
+            dispatch: std::sync::OnceLock::new(),
             parked: Mutex::default(),
             any_parked: std::sync::atomic::AtomicBool::new(false),
             poison_position: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Sends decided generations to `dispatch` from now on (once; later calls are ignored).
+    pub fn set_dispatch(&self, dispatch: Arc<dyn Dispatch>) {
+        let _ = self.dispatch.set(dispatch);
+    }
+
+    /// Where decided generations go, if anywhere but the actor.
+    pub fn dispatcher(&self) -> Option<&Arc<dyn Dispatch>> {
+        self.dispatch.get()
     }
 
     /// Parks an event for an actor (once).
