@@ -53,7 +53,7 @@ impl Counts {
 
     /// Views that converted (a cart or a purchase), at most one per view.
     pub fn conversions(&self) -> u64 {
-        self.carts.max(self.purchases).min(self.views)
+        mall_events::measures::conversions(self.views, self.carts, self.purchases)
     }
 }
 
@@ -351,7 +351,7 @@ impl Default for Policy {
             max_backoff: Duration::hours(24),
             fallback_after: 3,
             give_up_after: 6,
-            prior_strength: 20.0,
+            prior_strength: mall_events::measures::PRIOR_STRENGTH,
             experiment: ExperimentPolicy::default(),
         }
     }

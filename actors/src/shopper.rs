@@ -13,7 +13,7 @@ use mall_events::ids::Position;
 use serde::{Deserialize, Serialize};
 
 /// Interests halve in weight every this many days without new signals.
-pub const HALF_LIFE_DAYS: f64 = 7.0;
+pub use mall_events::measures::HALF_LIFE_DAYS;
 /// The recent actions a profile keeps.
 pub const RECENT: usize = 20;
 /// The interests kept per kind (the weakest are dropped).
@@ -74,11 +74,11 @@ impl ShopperState {
         let now = self.as_of.map_or(at, |t| t.max(at));
         if let Some(prev) = self.as_of {
             let days = (now - prev).num_milliseconds() as f64 / 86_400_000.0;
-            let f = 0.5f64.powf(days / HALF_LIFE_DAYS);
+            let f = mall_events::measures::decay(days);
             self.districts.values_mut().for_each(|v| *v *= f);
             self.tags.values_mut().for_each(|v| *v *= f);
         }
-        let late = 0.5f64.powf((now - at).num_milliseconds() as f64 / 86_400_000.0 / HALF_LIFE_DAYS);
+        let late = mall_events::measures::decay((now - at).num_milliseconds() as f64 / 86_400_000.0);
         self.as_of = Some(now);
         let w = e.interest_weight() * late;
         if let Some(d) = &input.district {

@@ -12,43 +12,8 @@
 
 use statrs::function::erf::erfc;
 
-/// A Beta(alpha, beta) belief about a conversion rate.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Prior {
-    pub alpha: f64,
-    pub beta: f64,
-}
-
-impl Prior {
-    /// A weak default (5%, worth 20 views) for districts that have seen no traffic yet.
-    pub const DEFAULT: Prior = Prior { alpha: 1.0, beta: 19.0 };
-
-    /// A prior centred on `conversions / views` (smoothed) with the weight of `strength` views.
-    pub fn from_rate(conversions: u64, views: u64, strength: f64) -> Prior {
-        if views == 0 {
-            return Prior::DEFAULT;
-        }
-        let rate = (conversions.min(views) as f64 + 0.5) / (views as f64 + 1.0);
-        Prior { alpha: strength * rate, beta: strength * (1.0 - rate) }
-    }
-
-    /// The prior's mean.
-    pub fn mean(self) -> f64 {
-        self.alpha / (self.alpha + self.beta)
-    }
-
-    /// The posterior after `conversions` out of `views`.
-    pub fn update(self, conversions: u64, views: u64) -> Prior {
-        let c = conversions.min(views) as f64;
-        Prior { alpha: self.alpha + c, beta: self.beta + views as f64 - c }
-    }
-
-    /// The variance of the belief.
-    pub fn variance(self) -> f64 {
-        let s = self.alpha + self.beta;
-        self.alpha * self.beta / (s * s * (s + 1.0))
-    }
-}
+/// The Beta belief about a conversion rate, shared with the projections and the ranker.
+pub use mall_events::measures::Prior;
 
 /// The standard normal distribution function.
 pub fn normal_cdf(x: f64) -> f64 {

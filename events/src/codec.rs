@@ -4,7 +4,7 @@
 //! without breaking old readers. A stored shape never changes: a change bumps the type's schema
 //! version and registers an [`Upcaster`] that turns the previous version's value into the next.
 
-use serde::{Serialize, de::DeserializeOwned};
+use serde::Serialize;
 
 use crate::domain::{self, DomainEvent};
 
@@ -161,43 +161,7 @@ pub fn decode_with(
 
 /// Decodes a payload written at the type's current version.
 fn decode_current(event_type: &str, payload: &[u8]) -> Result<DomainEvent, CodecError> {
-    fn d<T: DeserializeOwned>(t: &str, p: &[u8]) -> Result<T, CodecError> {
-        rmp_serde::from_slice(p).map_err(|e| CodecError::Malformed {
-            event_type: t.to_string(),
-            version: 0,
-            reason: e.to_string(),
-        })
-    }
-    use DomainEvent as E;
-    Ok(match event_type {
-        "district_opened" => E::DistrictOpened(d(event_type, payload)?),
-        "product_listed" => E::ProductListed(d(event_type, payload)?),
-        "product_edited" => E::ProductEdited(d(event_type, payload)?),
-        "stock_changed" => E::StockChanged(d(event_type, payload)?),
-        "price_changed" => E::PriceChanged(d(event_type, payload)?),
-        "product_viewed" => E::ProductViewed(d(event_type, payload)?),
-        "product_clicked" => E::ProductClicked(d(event_type, payload)?),
-        "impression_served" => E::ImpressionServed(d(event_type, payload)?),
-        "added_to_cart" => E::AddedToCart(d(event_type, payload)?),
-        "removed_from_cart" => E::RemovedFromCart(d(event_type, payload)?),
-        "purchased" => E::Purchased(d(event_type, payload)?),
-        "searched" => E::Searched(d(event_type, payload)?),
-        "bounced" => E::Bounced(d(event_type, payload)?),
-        "optimization_decided" => E::OptimizationDecided(d(event_type, payload)?),
-        "copy_generated" => E::CopyGenerated(d(event_type, payload)?),
-        "generation_rejected" => E::GenerationRejected(d(event_type, payload)?),
-        "copy_applied" => E::CopyApplied(d(event_type, payload)?),
-        "experiment_started" => E::ExperimentStarted(d(event_type, payload)?),
-        "experiment_concluded" => E::ExperimentConcluded(d(event_type, payload)?),
-        "task_queued" => E::TaskQueued(d(event_type, payload)?),
-        "task_reprioritized" => E::TaskReprioritized(d(event_type, payload)?),
-        "task_started" => E::TaskStarted(d(event_type, payload)?),
-        "task_succeeded" => E::TaskSucceeded(d(event_type, payload)?),
-        "task_failed" => E::TaskFailed(d(event_type, payload)?),
-        "task_cancelled" => E::TaskCancelled(d(event_type, payload)?),
-        "system_switched" => E::SystemSwitched(d(event_type, payload)?),
-        "job_ran" => E::JobRan(d(event_type, payload)?),
-        "insight_recorded" => E::InsightRecorded(d(event_type, payload)?),
-        other => return Err(CodecError::UnknownType(other.to_string())),
-    })
+    DomainEvent::decode_current(event_type, payload)
+        .ok_or_else(|| CodecError::UnknownType(event_type.to_string()))?
+        .map_err(|e| CodecError::Malformed { event_type: event_type.to_string(), version: 0, reason: e.to_string() })
 }

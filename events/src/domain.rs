@@ -213,112 +213,80 @@ signal!(
     Bounced { product_id: ProductId }
 );
 
-/// Every event mall stores, as a record: `{"type": "...", ...fields}` in JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum DomainEvent {
-    DistrictOpened(DistrictOpened),
-    ProductListed(ProductListed),
-    ProductEdited(ProductEdited),
-    StockChanged(StockChanged),
-    PriceChanged(PriceChanged),
-    ProductViewed(ProductViewed),
-    ProductClicked(ProductClicked),
-    ImpressionServed(ImpressionServed),
-    AddedToCart(AddedToCart),
-    RemovedFromCart(RemovedFromCart),
-    Purchased(Purchased),
-    Searched(Searched),
-    Bounced(Bounced),
-    OptimizationDecided(OptimizationDecided),
-    CopyGenerated(CopyGenerated),
-    GenerationRejected(GenerationRejected),
-    CopyApplied(CopyApplied),
-    ExperimentStarted(ExperimentStarted),
-    ExperimentConcluded(ExperimentConcluded),
-    TaskQueued(TaskQueued),
-    TaskReprioritized(TaskReprioritized),
-    TaskStarted(TaskStarted),
-    TaskSucceeded(TaskSucceeded),
-    TaskFailed(TaskFailed),
-    TaskCancelled(TaskCancelled),
-    SystemSwitched(SystemSwitched),
-    JobRan(JobRan),
-    InsightRecorded(InsightRecorded),
+/// Declares every event type once — its variant, payload type and stable type string — and
+/// derives from that one list the enum, [`EVENT_TYPES`], [`DomainEvent::event_type`] and the
+/// decoder of current payloads. (Its schema version is 1 plus its upcasters, in `codec`.)
+macro_rules! domain_events {
+    ($($variant:ident => $name:literal,)*) => {
+        /// Every event mall stores, as a record: `{"type": "...", ...fields}` in JSON.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        pub enum DomainEvent {
+            $(#[serde(rename = $name)] $variant($variant),)*
+        }
+
+        /// Every event type string, in declaration order.
+        pub const EVENT_TYPES: &[&str] = &[$($name,)*];
+
+        impl DomainEvent {
+            /// The stable type string stored in the envelope.
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(DomainEvent::$variant(_) => $name,)*
+                }
+            }
+
+            /// Decodes a payload of `event_type` written at its current version; `None` for a
+            /// type this build does not know.
+            pub(crate) fn decode_current(
+                event_type: &str,
+                payload: &[u8],
+            ) -> Option<Result<DomainEvent, rmp_serde::decode::Error>> {
+                Some(match event_type {
+                    $($name => rmp_serde::from_slice(payload).map(DomainEvent::$variant),)*
+                    _ => return None,
+                })
+            }
+        }
+    };
 }
 
-/// Every event type string, in declaration order.
-pub const EVENT_TYPES: &[&str] = &[
-    "district_opened",
-    "product_listed",
-    "product_edited",
-    "stock_changed",
-    "price_changed",
-    "product_viewed",
-    "product_clicked",
-    "impression_served",
-    "added_to_cart",
-    "removed_from_cart",
-    "purchased",
-    "searched",
-    "bounced",
-    "optimization_decided",
-    "copy_generated",
-    "generation_rejected",
-    "copy_applied",
-    "experiment_started",
-    "experiment_concluded",
-    "task_queued",
-    "task_reprioritized",
-    "task_started",
-    "task_succeeded",
-    "task_failed",
-    "task_cancelled",
-    "system_switched",
-    "job_ran",
-    "insight_recorded",
-];
+domain_events! {
+    DistrictOpened => "district_opened",
+    ProductListed => "product_listed",
+    ProductEdited => "product_edited",
+    StockChanged => "stock_changed",
+    PriceChanged => "price_changed",
+    ProductViewed => "product_viewed",
+    ProductClicked => "product_clicked",
+    ImpressionServed => "impression_served",
+    AddedToCart => "added_to_cart",
+    RemovedFromCart => "removed_from_cart",
+    Purchased => "purchased",
+    Searched => "searched",
+    Bounced => "bounced",
+    OptimizationDecided => "optimization_decided",
+    CopyGenerated => "copy_generated",
+    GenerationRejected => "generation_rejected",
+    CopyApplied => "copy_applied",
+    ExperimentStarted => "experiment_started",
+    ExperimentConcluded => "experiment_concluded",
+    TaskQueued => "task_queued",
+    TaskReprioritized => "task_reprioritized",
+    TaskStarted => "task_started",
+    TaskSucceeded => "task_succeeded",
+    TaskFailed => "task_failed",
+    TaskCancelled => "task_cancelled",
+    SystemSwitched => "system_switched",
+    JobRan => "job_ran",
+    InsightRecorded => "insight_recorded",
+}
 
 /// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
 /// The other event types are mall's own and are only ever written by its actors.
 pub const RECORD_TYPES: &[&str] = EVENT_TYPES.split_at(13).0;
 
 impl DomainEvent {
-    /// The stable type string stored in the envelope.
-    pub fn event_type(&self) -> &'static str {
-        use DomainEvent::*;
-        match self {
-            DistrictOpened(_) => "district_opened",
-            ProductListed(_) => "product_listed",
-            ProductEdited(_) => "product_edited",
-            StockChanged(_) => "stock_changed",
-            PriceChanged(_) => "price_changed",
-            ProductViewed(_) => "product_viewed",
-            ProductClicked(_) => "product_clicked",
-            ImpressionServed(_) => "impression_served",
-            AddedToCart(_) => "added_to_cart",
-            RemovedFromCart(_) => "removed_from_cart",
-            Purchased(_) => "purchased",
-            Searched(_) => "searched",
-            Bounced(_) => "bounced",
-            OptimizationDecided(_) => "optimization_decided",
-            CopyGenerated(_) => "copy_generated",
-            GenerationRejected(_) => "generation_rejected",
-            CopyApplied(_) => "copy_applied",
-            ExperimentStarted(_) => "experiment_started",
-            ExperimentConcluded(_) => "experiment_concluded",
-            TaskQueued(_) => "task_queued",
-            TaskReprioritized(_) => "task_reprioritized",
-            TaskStarted(_) => "task_started",
-            TaskSucceeded(_) => "task_succeeded",
-            TaskFailed(_) => "task_failed",
-            TaskCancelled(_) => "task_cancelled",
-            SystemSwitched(_) => "system_switched",
-            JobRan(_) => "job_ran",
-            InsightRecorded(_) => "insight_recorded",
-        }
-    }
-
     /// The schema version this build writes for the event's type.
     pub fn schema_version(&self) -> u16 {
         crate::codec::current_version(self.event_type()).expect("every event type has a version")

@@ -29,6 +29,7 @@ pub mod fuzzing;
 pub mod ids;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrent;
+pub mod measures;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod records;

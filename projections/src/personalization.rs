@@ -20,8 +20,8 @@ use crate::runner::Projection;
 
 pub const SHOPPER_INTERESTS: &str = "shopper_interests";
 pub const SHOPPER_PROFILES: &str = "shopper_profiles";
-/// Interest halves every week.
-pub const HALF_LIFE_DAYS: f64 = 7.0;
+/// Interest halves every week (the one definition, shared with the shopper actors).
+pub use mall_events::measures::HALF_LIFE_DAYS;
 
 const TABLES: &[TableDef] = &[
     TableDef {
@@ -44,7 +44,7 @@ const TABLES: &[TableDef] = &[
 /// A stored score (as of `last_at`) as interest at `now`.
 pub fn interest_at(score: f64, last_at: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
     let days = (now - last_at).num_milliseconds() as f64 / 86_400_000.0;
-    score * (-days / HALF_LIFE_DAYS).exp2()
+    score * mall_events::measures::decay(days)
 }
 
 /// Shopper interests.

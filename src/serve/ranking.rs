@@ -11,7 +11,8 @@
 //! Scores (`0.4 × performance + 0.3 × rules + 0.1 × recency` here; `0.2 × personalization` per
 //! shopper, in `storefront`):
 //! - performance: the conversion rate (carts or purchases per view) shrunk towards the district's
-//!   rate by a Beta prior of strength 20, divided by the best in the district;
+//!   prior — the same measures the product actors decide with (`mall_events::measures`) —
+//!   divided by the best in the district;
 //! - merchandising rules: a quarter each for copy of at least 40 characters, tags, SEO fields and
 //!   a search embedding;
 //! - recency: how late in the log the product was listed, relative to the district's newest.
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 use mall_events::ids::Position;
+use mall_events::measures::{self, Prior};
 use mall_projections::catalog::{DISTRICTS, PRODUCT_METRICS, PRODUCTS};
 use mall_projections::change::Row;
 use serde_json::Value;
@@ -34,6 +36,11 @@ const MIN_PAUSE: Duration = Duration::from_millis(20);
 
 pub fn n(r: &Row, k: &str) -> f64 {
     r.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+/// A count column (0 when absent or not a count).
+fn c(r: &Row, k: &str) -> u64 {
+    r.get(k).and_then(Value::as_u64).unwrap_or(0)
 }
 
 pub fn s<'a>(r: &'a Row, k: &str) -> &'a str {
@@ -76,14 +83,13 @@ impl Rankings {
 /// Ranks one district's products.
 fn rank(products: Vec<Row>, metrics: &HashMap<String, Row>, district: Option<&Row>) -> Vec<Ranked> {
     let newest = products.iter().map(|p| n(p, "listed_position")).fold(1.0, f64::max);
-    let (dv, dc) =
-        district.map_or((0.0, 0.0), |d| (n(d, "views"), n(d, "carts").max(n(d, "purchases")).min(n(d, "views"))));
-    let prior = (dc + 1.0) / (dv + 20.0);
+    // The counts of a row, as the shared measures take them.
+    let counts = |r: Option<&Row>| r.map_or((0, 0, 0), |r| (c(r, "views"), c(r, "carts"), c(r, "purchases")));
+    let (dv, dcarts, dpurchases) = counts(district);
+    let prior = Prior::district(dv, dcarts, dpurchases);
     let posterior = |p: &Row| {
-        let m = metrics.get(s(p, "product_id"));
-        let views = m.map_or(0.0, |m| n(m, "views"));
-        let conv = m.map_or(0.0, |m| n(m, "carts").max(n(m, "purchases")).min(views));
-        (conv + 20.0 * prior) / (views + 20.0)
+        let (views, carts, purchases) = counts(metrics.get(s(p, "product_id")));
+        prior.update(measures::conversions(views, carts, purchases), views).mean()
     };
     let posts: Vec<f64> = products.iter().map(posterior).collect();
     let best = posts.iter().copied().fold(f64::MIN_POSITIVE, f64::max);

@@ -75,7 +75,7 @@ fn district_json(d: &Row) -> Value {
         "stats": {
             "impressions": n(d, "impressions"), "views": views, "clicks": n(d, "clicks"), "carts": carts,
             "purchases": purchases, "bounces": n(d, "bounces"), "revenue": n(d, "revenue_e4") / 10_000.0,
-            "conversion": if views > 0.0 { carts.max(purchases).min(views) / views } else { 0.0 },
+            "conversion": mall_events::measures::conversion_rate(views as u64, carts as u64, purchases as u64),
         },
     })
 }
