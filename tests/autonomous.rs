@@ -19,45 +19,33 @@ async fn status(c: &reqwest::Client, s: &Server) -> Value {
     body
 }
 
-/// Waits until the task is finished (in the queue's recent tasks); returns it.
-async fn finished(c: &reqwest::Client, s: &Server, id: &Value) -> Value {
+/// Polls the core's status until a task of its queue's `list` (`recent`, `next`) matches;
+/// returns it.
+async fn task_in(c: &reqwest::Client, s: &Server, list: &str, matches: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let body = status(c, s).await;
-        if let Some(t) = body["queue"]["recent"].as_array().unwrap().iter().find(|t| t["id"] == *id) {
+        if let Some(t) = body["queue"][list].as_array().unwrap().iter().find(|t| matches(t)) {
             return t.clone();
         }
-        assert!(std::time::Instant::now() < deadline, "task {id} did not finish: {body}");
+        assert!(std::time::Instant::now() < deadline, "no such task in queue.{list}: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until the task is finished (in the queue's recent tasks); returns it.
+async fn finished(c: &reqwest::Client, s: &Server, id: &Value) -> Value {
+    task_in(c, s, "recent", |t| t["id"] == *id).await
 }
 
 /// Waits for a finished `generate` task of `subject`; returns it.
 async fn generation_of(c: &reqwest::Client, s: &Server, subject: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let body = status(c, s).await;
-        let recent = body["queue"]["recent"].as_array().unwrap();
-        if let Some(t) = recent.iter().find(|t| t["action"] == "generate" && t["subject"] == subject) {
-            return t.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "no generation of {subject} finished: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    task_in(c, s, "recent", |t| t["action"] == "generate" && t["subject"] == subject).await
 }
 
 /// Waits for a queued `generate` task of `subject`; returns it.
 async fn queued_generation_of(c: &reqwest::Client, s: &Server, subject: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let body = status(c, s).await;
-        let next = body["queue"]["next"].as_array().unwrap();
-        if let Some(t) = next.iter().find(|t| t["action"] == "generate" && t["subject"] == subject) {
-            return t.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "no generation of {subject} queued: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    task_in(c, s, "next", |t| t["action"] == "generate" && t["subject"] == subject).await
 }
 
 fn system<'a>(body: &'a Value, name: &str) -> &'a Value {

@@ -14,7 +14,7 @@ use mall_actors::autonomous::priority;
 use mall_actors::autonomous::queue::{Status, Task};
 use mall_actors::autonomous::scheduler::{BudgetView, Executor, Request, Scheduler};
 use mall_actors::runtime::Runtime;
-use mall_actors::runtime::entity::Nudge;
+use mall_actors::runtime::entity::{EntityActor, Execute, Nudge, Product};
 use mall_actors::runtime::router::Actors;
 use mall_events::ids::ProductId;
 use mall_projections::catalog::PRODUCTS;
@@ -40,6 +40,22 @@ impl BudgetView for RuntimeBudget {
     }
 }
 
+/// The product a product-intelligence task is about (`product:ID`), and its actor.
+fn product_actor(actors: &Actors, task: &Task) -> Result<(ProductId, actix::Addr<EntityActor<Product>>), String> {
+    let id = task.subject.strip_prefix("product:").unwrap_or(&task.subject);
+    let id = ProductId::parse(id).map_err(|e| e.0)?;
+    if !actors.rt.listed(id.as_str()) {
+        return Err(format!("no product {id}"));
+    }
+    let actor = actors.products.get(&id);
+    Ok((id, actor))
+}
+
+/// What a task says when the product's actor did not answer.
+fn no_answer(e: actix::MailboxError) -> String {
+    format!("the product's actor did not answer: {e}")
+}
+
 /// `product_intelligence` `nudge`: the product's actor looks at its state and decides now. A
 /// second run (after a crash) decides from the same state: nothing new happens.
 pub struct NudgeProduct(pub Arc<Actors>);
@@ -47,12 +63,8 @@ pub struct NudgeProduct(pub Arc<Actors>);
 #[async_trait]
 impl Executor for NudgeProduct {
     async fn run(&self, task: &Task) -> Result<String, String> {
-        let id = task.subject.strip_prefix("product:").unwrap_or(&task.subject);
-        let id = ProductId::parse(id).map_err(|e| e.0)?;
-        if !self.0.rt.listed(id.as_str()) {
-            return Err(format!("no product {id}"));
-        }
-        self.0.products.get(&id).send(Nudge).await.map_err(|e| format!("the product's actor did not answer: {e}"))?;
+        let (id, actor) = product_actor(&self.0, task)?;
+        actor.send(Nudge).await.map_err(no_answer)?;
         Ok(format!("product {id} looked at its state"))
     }
 }
@@ -112,10 +124,8 @@ pub struct GenerateCopy(pub Arc<Actors>);
 #[async_trait]
 impl Executor for GenerateCopy {
     async fn run(&self, task: &Task) -> Result<String, String> {
-        let id = task.subject.strip_prefix("product:").unwrap_or(&task.subject);
-        let id = ProductId::parse(id).map_err(|e| e.0)?;
-        let execute = mall_actors::runtime::entity::Execute { task: task.id };
-        self.0.products.get(&id).send(execute).await.map_err(|e| format!("the product's actor did not answer: {e}"))?
+        let (_, actor) = product_actor(&self.0, task)?;
+        actor.send(Execute { task: task.id }).await.map_err(no_answer)?
     }
 }
 
