@@ -103,16 +103,34 @@ pub struct History {
 /// Folds a product stream (in order) into its history.
 pub fn history(events: &[RecordedEvent]) -> Result<History, mall_events::codec::CodecError> {
     let mut state = ProductState::default();
-    let mut changes: Vec<Change> = Vec::new();
-    let mut by_decision: HashMap<Uuid, usize> = HashMap::new();
-    let mut by_experiment: HashMap<Uuid, usize> = HashMap::new();
-    let mut versions: Vec<DescriptionVersion> = Vec::new();
-    let mut position = 0;
+    let mut h = HistoryBuilder::default();
     for e in events {
         let d = e.decode()?;
-        position = e.position;
+        h.observe(&state, e, &d);
+        state.evolve(&d, e.position, e.stream_version);
+    }
+    Ok(h.finish(&state))
+}
+
+/// A product's history, built while its stream is folded: [`observe`](Self::observe) each event
+/// with the state folded just before it (the loader `mall audit` shares with the live actors
+/// calls it), then [`finish`](Self::finish) with the final state.
+#[derive(Debug, Default)]
+pub struct HistoryBuilder {
+    changes: Vec<Change>,
+    by_decision: HashMap<Uuid, usize>,
+    by_experiment: HashMap<Uuid, usize>,
+    versions: Vec<DescriptionVersion>,
+    position: Position,
+}
+
+impl HistoryBuilder {
+    /// Takes in one event of the stream; `state` is the product before it.
+    pub fn observe(&mut self, state: &ProductState, e: &RecordedEvent, d: &DomainEvent) {
+        let Self { changes, by_decision, by_experiment, versions, position } = self;
+        *position = e.position;
         let at = e.recorded_at;
-        match &d {
+        match d {
             DomainEvent::ProductListed(l) => versions.push(DescriptionVersion {
                 version: 0,
                 text: l.description.clone(),
@@ -146,7 +164,7 @@ pub fn history(events: &[RecordedEvent]) -> Result<History, mall_events::codec::
                     generation: None,
                     generated_at: None,
                     rejected_reason: None,
-                    old: current(&state, o.command),
+                    old: current(state, o.command),
                     new: None,
                     applied_at: None,
                     experiment: None,
@@ -158,7 +176,7 @@ pub fn history(events: &[RecordedEvent]) -> Result<History, mall_events::codec::
                     c.generation = Some(g.generation.clone());
                     c.generated_at = Some(g.at);
                     c.new = Some(g.content.clone());
-                    c.old = current(&state, c.command);
+                    c.old = current(state, c.command);
                 }
             }
             DomainEvent::GenerationRejected(r) => {
@@ -230,18 +248,21 @@ pub fn history(events: &[RecordedEvent]) -> Result<History, mall_events::codec::
             }
             _ => {}
         }
-        state.evolve(&d, e.position, e.stream_version);
     }
-    Ok(History {
-        product_id: state.product_id.as_ref().map(|p| p.as_str().to_string()).unwrap_or_default(),
-        title: state.title.clone(),
-        description: state.description.clone(),
-        tags: state.tags.clone(),
-        seo: state.seo.clone(),
-        versions,
-        changes,
-        position,
-    })
+
+    /// The history, with the product as it is after the last event.
+    pub fn finish(self, state: &ProductState) -> History {
+        History {
+            product_id: state.product_id.as_ref().map(|p| p.as_str().to_string()).unwrap_or_default(),
+            title: state.title.clone(),
+            description: state.description.clone(),
+            tags: state.tags.clone(),
+            seo: state.seo.clone(),
+            versions: self.versions,
+            changes: self.changes,
+            position: self.position,
+        }
+    }
 }
 
 /// A change as anyone may see it: what changed, when, and the rule and its finding in words —
@@ -370,46 +391,65 @@ pub struct Verification {
 /// before them.
 pub fn verify(events: &[RecordedEvent]) -> Result<Verification, mall_events::codec::CodecError> {
     let mut state = ProductState::default();
-    let mut out = Verification::default();
-    let mut policy = Policy::default();
+    let mut v = Verifier::default();
     for e in events {
         let d = e.decode()?;
-        let reproduced = match &d {
+        v.observe(&state, e, &d);
+        state.evolve(&d, e.position, e.stream_version);
+    }
+    Ok(v.finish())
+}
+
+/// [`verify`], built while the stream is folded by the loader `mall replay --verify` shares with
+/// the live actors: [`observe`](Self::observe) each event with the state just before it.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    out: Verification,
+    /// The policy of the latest decision (conclusions record none of their own).
+    policy: Option<Policy>,
+}
+
+impl Verifier {
+    /// Takes in one event; `state` is the product before it.
+    pub fn observe(&mut self, state: &ProductState, e: &RecordedEvent, d: &DomainEvent) {
+        let policy = self.policy.get_or_insert_with(Policy::default);
+        let out = &mut self.out;
+        let reproduced = match d {
             DomainEvent::OptimizationDecided(o) => {
-                policy = Policy::from_map(&o.policy);
+                *policy = Policy::from_map(&o.policy);
                 let input = DecideInput {
                     prior: Prior { alpha: o.evidence.prior_alpha, beta: o.evidence.prior_beta },
                     budget_available: o.evidence.budget_available,
-                    policy,
+                    policy: *policy,
                     decision_id: o.decision_id,
                     now: o.at,
                 };
-                Some(product::decide(&state, &input))
+                Some(product::decide(state, &input))
             }
             DomainEvent::ExperimentConcluded(x) => {
                 let input = DecideInput {
                     prior: Prior::DEFAULT,
                     budget_available: true,
-                    policy,
+                    policy: *policy,
                     decision_id: Uuid::nil(),
                     now: x.at,
                 };
-                Some(product::decide(&state, &input))
+                Some(product::decide(state, &input))
             }
             _ => None,
         };
         if let Some(commands) = reproduced {
             out.checked += 1;
             let same = commands.iter().any(|c| match c {
-                Command::Optimize(o) => d == DomainEvent::OptimizationDecided(o.clone()),
-                Command::ConcludeExperiment(x) => d == DomainEvent::ExperimentConcluded(x.clone()),
+                Command::Optimize(o) => *d == DomainEvent::OptimizationDecided(o.clone()),
+                Command::ConcludeExperiment(x) => *d == DomainEvent::ExperimentConcluded(x.clone()),
             });
             if !same {
                 out.mismatches.push(Mismatch {
                     position: e.position,
                     stream_version: e.stream_version,
                     event_type: e.event_type.clone(),
-                    recorded: serde_json::to_value(&d).unwrap_or_default(),
+                    recorded: serde_json::to_value(d).unwrap_or_default(),
                     reproduced: commands
                         .into_iter()
                         .next()
@@ -418,7 +458,10 @@ pub fn verify(events: &[RecordedEvent]) -> Result<Verification, mall_events::cod
                 });
             }
         }
-        state.evolve(&d, e.position, e.stream_version);
     }
-    Ok(out)
+
+    /// What was checked, and what was not reproduced.
+    pub fn finish(self) -> Verification {
+        self.out
+    }
 }

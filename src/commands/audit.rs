@@ -17,11 +17,7 @@ use mall_events::ids::{DistrictSlug, ProductId, ShopperId};
 use mall_events::{EventStore, StreamId};
 
 use crate::cli::Exit;
-use crate::serve::reads::read_stream;
 use crate::store::{self, Access, StoreArgs};
-
-/// The most events a stream replay reads.
-const MAX_EVENTS: usize = 10_000_000;
 
 /// `mall audit ...`.
 #[derive(Debug, Subcommand)]
@@ -53,16 +49,15 @@ pub struct ReplayArgs {
     pub json: bool,
 }
 
-/// Runs `mall audit ...`.
+/// Runs `mall audit ...`: the history is built while the live actors' loader folds the
+/// product's stream.
 pub async fn audit(store_args: &StoreArgs, cmd: AuditCommand) -> Result<(), Exit> {
     let AuditCommand::Product { id, json } = cmd;
     let id = ProductId::parse(id).map_err(|e| anyhow!("product id: {}", e.0))?;
     let store = store::open(store_args, Access::ReadOnly).await?;
-    let events = read_stream(&*store, &StreamId::product(&id), MAX_EVENTS).await?;
-    if events.is_empty() {
-        return Err(anyhow!("no product {id} in the log").into());
-    }
-    let history = audit::history(&events)?;
+    let mut history = audit::HistoryBuilder::default();
+    let state = fold::<entity::Product>(store, &id, Until::Head, &mut |s, e, d| history.observe(s, e, d)).await?;
+    let history = history.finish(&state);
     if json {
         println!("{}", serde_json::to_string_pretty(&history).expect("history serializes"));
     } else {
@@ -192,9 +187,15 @@ fn parse_until(s: &str) -> anyhow::Result<Until> {
         .map_err(|_| anyhow!("--until: {s:?} is neither a log position nor an RFC 3339 time"))
 }
 
-/// Folds an instance of `K` with the live actors' loader ([`entity::replay`]): from the log
-/// alone, no snapshot, up to `until`.
-async fn fold<K: Kind>(store: Arc<dyn EventStore>, id: &K::Id, until: Until) -> Result<K::State, Exit> {
+/// Folds an instance of `K` with the live actors' loader ([`entity::replay_observed`]): from
+/// the log alone, no snapshot, up to `until`, showing `observe` each event with the state
+/// before it.
+async fn fold<K: Kind>(
+    store: Arc<dyn EventStore>,
+    id: &K::Id,
+    until: Until,
+    observe: &mut entity::Observer<'_, K>,
+) -> Result<K::State, Exit> {
     let rt = Runtime::new(
         store,
         Arc::new(MemorySnapshots::default()),
@@ -202,7 +203,7 @@ async fn fold<K: Kind>(store: Arc<dyn EventStore>, id: &K::Id, until: Until) -> 
         Arc::new(HashEmbedder),
         RuntimeConfig::default(),
     );
-    let (state, folded) = entity::replay::<K>(&rt, id, until).await.map_err(anyhow::Error::from)?;
+    let (state, folded) = entity::replay_observed::<K>(&rt, id, until, observe).await.map_err(anyhow::Error::from)?;
     if folded == 0 {
         let upto = if until == Until::Head { "" } else { " up to --until" };
         return Err(anyhow!("no events of {}-{id}{upto}", K::NAME).into());
@@ -220,24 +221,24 @@ pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exi
     let (state, verification) = match stream.category() {
         "product" => {
             let id = ProductId::parse(id).map_err(bad_id)?;
-            let s = fold::<entity::Product>(store.clone(), &id, until).await?;
-            let v = if args.verify {
-                let mut events = read_stream(&*store, &stream, MAX_EVENTS).await?;
-                events.retain(|e| e.position <= s.position);
-                Some(audit::verify(&events)?)
-            } else {
-                None
-            };
+            let mut verifier = args.verify.then(audit::Verifier::default);
+            let s = fold::<entity::Product>(store, &id, until, &mut |s, e, d| {
+                if let Some(v) = &mut verifier {
+                    v.observe(s, e, d);
+                }
+            })
+            .await?;
+            let v = verifier.map(audit::Verifier::finish);
             (serde_json::to_value(&s).expect("state serializes"), v)
         }
         "district" => {
             let id = DistrictSlug::parse(id).map_err(bad_id)?;
-            let s = fold::<entity::District>(store.clone(), &id, until).await?;
+            let s = fold::<entity::District>(store, &id, until, &mut |_, _, _| {}).await?;
             (serde_json::to_value(&s).expect("state serializes"), None)
         }
         "shopper" => {
             let id = ShopperId::parse(id).map_err(bad_id)?;
-            let s = fold::<entity::Shopper>(store.clone(), &id, until).await?;
+            let s = fold::<entity::Shopper>(store, &id, until, &mut |_, _, _| {}).await?;
             let prediction = s.predict();
             let mut v = serde_json::to_value(&s).expect("state serializes");
             v["prediction"] = serde_json::to_value(prediction).expect("prediction serializes");

@@ -381,11 +381,25 @@ pub async fn load<K: Kind>(rt: &Runtime, id: &K::Id) -> Result<K::State, StoreEr
 /// the live actor uses (`mall replay`; the live-equals-replay test). The facts the kind reads
 /// are gathered first ([`Kind::prepare`]).
 pub async fn replay<K: Kind>(rt: &Runtime, id: &K::Id, until: Until) -> Result<(K::State, u64), StoreError> {
+    replay_observed::<K>(rt, id, until, &mut |_, _, _| {}).await
+}
+
+/// [`replay`], showing `observe` every event with the state folded just before it (`mall
+/// audit`'s history and `mall replay --verify` are built this way).
+pub async fn replay_observed<K: Kind>(
+    rt: &Runtime,
+    id: &K::Id,
+    until: Until,
+    observe: &mut Observer<'_, K>,
+) -> Result<(K::State, u64), StoreError> {
     K::prepare(rt, id, until).await?;
     let mut state = K::State::default();
-    let folded = catch_up::<K>(rt, id, &mut state, until).await?;
+    let folded = catch_up_observed::<K>(rt, id, &mut state, until, observe).await?;
     Ok((state, folded))
 }
+
+/// Sees each event about to be folded, with the state before it.
+pub type Observer<'a, K> = dyn FnMut(&<K as Kind>::State, &RecordedEvent, &DomainEvent) + 'a;
 
 /// [`load`], also saying how many events were folded after the snapshot.
 async fn load_counting<K: Kind>(rt: &Runtime, id: &K::Id) -> Result<(K::State, u64), StoreError> {
@@ -424,6 +438,17 @@ async fn of_this_log<K: Kind>(rt: &Runtime, id: &K::Id, state: &K::State) -> Res
 /// Folds every event of the entity's source after the state's cursor, up to `until` and no
 /// further than the facts the runtime holds ([`Kind::facts_until`]); returns how many.
 async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State, until: Until) -> Result<u64, StoreError> {
+    catch_up_observed::<K>(rt, id, state, until, &mut |_, _, _| {}).await
+}
+
+/// [`catch_up`], showing `observe` each event before it is folded.
+async fn catch_up_observed<K: Kind>(
+    rt: &Runtime,
+    id: &K::Id,
+    state: &mut K::State,
+    until: Until,
+    observe: &mut Observer<'_, K>,
+) -> Result<u64, StoreError> {
     let source = K::source(id);
     let mut folded = 0;
     loop {
@@ -442,7 +467,7 @@ async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State, until
             }
             // A panic in `evolve` leaves the state half-folded: the event is parked, and the
             // caller reloads (this time passing it by).
-            let folding = std::panic::catch_unwind(AssertUnwindSafe(|| fold_one::<K>(rt, id, state, e)));
+            let folding = std::panic::catch_unwind(AssertUnwindSafe(|| fold_one::<K>(rt, id, state, e, observe)));
             if folding.is_err() {
                 rt.park(format!("{}-{id}", K::NAME), e, "the fold panicked".into());
                 return Err(StoreError::Backend(format!(
@@ -458,7 +483,7 @@ async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State, until
 
 /// Folds one event, or passes it by (moving the cursor) when it is parked for this actor or
 /// does not decode (then it is parked): an actor never stops, or loops, on one event.
-fn fold_one<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State, e: &RecordedEvent) {
+fn fold_one<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State, e: &RecordedEvent, observe: &mut Observer<'_, K>) {
     let actor = || format!("{}-{id}", K::NAME);
     if rt.is_parked(e.position, actor) {
         K::pass(state, e);
@@ -468,7 +493,10 @@ fn fold_one<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State, e: &Recorde
         panic!("poisoned for a test at position {}", e.position);
     }
     match e.decode() {
-        Ok(d) => K::evolve(state, e, &d, rt),
+        Ok(d) => {
+            observe(state, e, &d);
+            K::evolve(state, e, &d, rt);
+        }
         Err(err) => {
             rt.park(actor(), e, err.to_string());
             K::pass(state, e);
@@ -551,7 +579,7 @@ impl<K: Kind> EntityActor<K> {
                     gap = true;
                     break;
                 }
-                fold_one::<K>(&rt, &id, state, e);
+                fold_one::<K>(&rt, &id, state, e, &mut |_, _, _| {});
                 folded += 1;
             }
             current = None;
