@@ -239,7 +239,7 @@ pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exi
         "shopper" => {
             let id = ShopperId::parse(id).map_err(bad_id)?;
             let s = fold::<entity::Shopper>(store, &id, until, &mut |_, _, _| {}).await?;
-            let prediction = s.predict();
+            let prediction = <entity::Shopper as Kind>::decide(&s, &()).pop();
             let mut v = serde_json::to_value(&s).expect("state serializes");
             v["prediction"] = serde_json::to_value(prediction).expect("prediction serializes");
             (v, None)

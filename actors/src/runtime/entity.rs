@@ -79,6 +79,14 @@ pub trait Kind: Sized + Unpin + 'static {
     fn cursor(state: &Self::State) -> u64;
     /// The global position of the last event folded (0: none).
     fn last_position(state: &Self::State) -> u64;
+    /// What the shell gathers for a decision — the time, ids, facts of other systems (a
+    /// product: its district's prior, whether the budget has room) — recorded with it.
+    type Input;
+    /// What the kind decides.
+    type Decision;
+    /// Pure: the decisions the state calls for, given the input (none, for a kind that only
+    /// folds).
+    fn decide(state: &Self::State, input: &Self::Input) -> Vec<Self::Decision>;
     /// Folds one event: pure and total. What it reads besides the event — facts of other
     /// systems, such as a product's tags — is read from the catalog *as of the event's
     /// position*, so that every load of the same log folds the same state.
@@ -122,7 +130,12 @@ pub struct Shopper;
 impl Kind for Product {
     type Id = ProductId;
     type State = ProductState;
+    type Input = DecideInput;
+    type Decision = Command;
     const NAME: &'static str = "product";
+    fn decide(s: &ProductState, input: &DecideInput) -> Vec<Command> {
+        product::decide(s, input)
+    }
     fn source(id: &ProductId) -> Source {
         Source::Stream(StreamId::product(id))
     }
@@ -154,7 +167,13 @@ impl Kind for Product {
 impl Kind for District {
     type Id = DistrictSlug;
     type State = DistrictState;
+    type Input = ();
+    type Decision = std::convert::Infallible;
     const NAME: &'static str = "district";
+    /// A district only folds (its voice evolves in a later system).
+    fn decide(_: &DistrictState, _: &()) -> Vec<std::convert::Infallible> {
+        Vec::new()
+    }
     fn source(id: &DistrictSlug) -> Source {
         Source::Tag(tag::district(id))
     }
@@ -198,7 +217,13 @@ impl Kind for District {
 impl Kind for Shopper {
     type Id = ShopperId;
     type State = ShopperState;
+    type Input = ();
+    type Decision = crate::shopper::Prediction;
     const NAME: &'static str = "shopper";
+    /// The shopper's predicted next action (from the state alone; shown, not recorded).
+    fn decide(s: &ShopperState, _: &()) -> Vec<crate::shopper::Prediction> {
+        vec![s.predict()]
+    }
     fn source(id: &ShopperId) -> Source {
         Source::Tag(tag::shopper(id))
     }
@@ -713,7 +738,7 @@ impl Handler<Decide> for EntityActor<Product> {
                 let mut events = Vec::new();
                 let mut to_execute = Vec::new();
                 let mut taken = 0;
-                for c in product::decide(&state, &input) {
+                for c in <Product as Kind>::decide(&state, &input) {
                     if let Command::Optimize(d) = &c {
                         // The offline fallback costs no call; the configured generator does.
                         if d.generator == GeneratorChoice::Configured {
