@@ -1,7 +1,8 @@
 //! The actor shell shared by every kind: load (snapshot + tail), fold what the router delivers
 //! exactly once, snapshot every N events, passivate when idle; a kind that decides (products)
-//! looks at its state through [`Kind::look`] — for products: decide, append with an expected
-//! version, and hand commands to the executors (handlers typed on the product actor alone).
+//! looks at its state through [`Kind::look`]. Each kind's rules and its `impl Kind` live in its
+//! own folder (`product/`, `district/`, `shopper/`, each with an `actor.rs`); the product's
+//! handlers for deciding and generating are there too, typed on the product actor alone.
 //!
 //! Exactly once: a stream-sourced actor (a product) remembers the stream version it folded and a
 //! tag-sourced one (a district, a shopper) the global position, so an event delivered twice —
@@ -16,23 +17,17 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
-use mall_events::domain::{DomainEvent, GeneratorChoice};
-use mall_events::ids::{DistrictSlug, Position, ProductId, ShopperId, tag};
-use mall_events::{Direction, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use mall_events::domain::DomainEvent;
+use mall_events::ids::Position;
+use mall_events::{Direction, RecordedEvent, StoreError, StreamId};
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 use super::{Runtime, snapshot};
-use crate::catalog::Catalog;
-use crate::district::DistrictState;
-use crate::executors::offline::OfflineGenerator;
-use crate::executors::{self, Facts};
-use crate::product::{self, Command, DecideInput, ProductState};
-use crate::shopper::{ShopperInput, ShopperState};
 
 /// How often an actor's append is retried after losing the stream's version to concurrent
 /// signal appends (each retry first folds what won).
-const APPEND_ATTEMPTS: usize = 100;
+pub(crate) const APPEND_ATTEMPTS: usize = 100;
 
 /// Where a kind's events come from.
 pub enum Source {
@@ -120,177 +115,9 @@ fn cursor_of(source: &Source, e: &RecordedEvent) -> u64 {
     }
 }
 
-/// Product actors.
-pub struct Product;
-/// District actors.
-pub struct District;
-/// Shopper-profile actors.
-pub struct Shopper;
-
-impl Kind for Product {
-    type Id = ProductId;
-    type State = ProductState;
-    type Input = DecideInput;
-    type Decision = Command;
-    const NAME: &'static str = "product";
-    fn decide(s: &ProductState, input: &DecideInput) -> Vec<Command> {
-        product::decide(s, input)
-    }
-    fn source(id: &ProductId) -> Source {
-        Source::Stream(StreamId::product(id))
-    }
-    fn route(e: &RecordedEvent, to: &mut dyn FnMut(ProductId)) {
-        if let Some(id) = e.stream_id.as_str().strip_prefix("product-")
-            && let Ok(id) = ProductId::parse(id)
-        {
-            to(id);
-        }
-    }
-    fn cursor(s: &ProductState) -> u64 {
-        s.version
-    }
-    fn last_position(s: &ProductState) -> u64 {
-        s.position
-    }
-    fn evolve(s: &mut ProductState, e: &RecordedEvent, d: &DomainEvent, _: &Runtime) {
-        s.evolve(d, e.position, e.stream_version);
-    }
-    fn pass(s: &mut ProductState, e: &RecordedEvent) {
-        s.version = e.stream_version;
-        s.position = e.position;
-    }
-    fn look(_: &mut EntityActor<Product>, ctx: &mut Context<EntityActor<Product>>) {
-        ctx.notify(Decide);
-    }
-}
-
-impl Kind for District {
-    type Id = DistrictSlug;
-    type State = DistrictState;
-    type Input = ();
-    type Decision = std::convert::Infallible;
-    const NAME: &'static str = "district";
-    /// A district only folds (its voice evolves in a later system).
-    fn decide(_: &DistrictState, _: &()) -> Vec<std::convert::Infallible> {
-        Vec::new()
-    }
-    fn source(id: &DistrictSlug) -> Source {
-        Source::Tag(tag::district(id))
-    }
-    fn route(e: &RecordedEvent, to: &mut dyn FnMut(DistrictSlug)) {
-        let mut tagged = false;
-        for t in &e.tags {
-            if let Some(d) = t.strip_prefix(tag::DISTRICT_PREFIX) {
-                tagged = true;
-                if let Ok(d) = DistrictSlug::parse(d) {
-                    to(d);
-                }
-            }
-        }
-        if !tagged
-            && let Some(d) = e.stream_id.as_str().strip_prefix("district-")
-            && let Ok(d) = DistrictSlug::parse(d)
-        {
-            to(d);
-        }
-    }
-    fn cursor(s: &DistrictState) -> u64 {
-        s.position
-    }
-    fn last_position(s: &DistrictState) -> u64 {
-        s.position
-    }
-    fn pass(s: &mut DistrictState, e: &RecordedEvent) {
-        s.position = e.position;
-    }
-    fn evolve(s: &mut DistrictState, e: &RecordedEvent, d: &DomainEvent, _: &Runtime) {
-        s.evolve(d, e.position);
-    }
-    fn show(s: &DistrictState, rt: &Runtime) {
-        if let Some(slug) = &s.slug {
-            let prior = s.prior(rt.config.policy.prior_strength);
-            rt.priors.write().expect("priors").insert(slug.as_str().to_string(), prior);
-        }
-    }
-}
-
-impl Kind for Shopper {
-    type Id = ShopperId;
-    type State = ShopperState;
-    type Input = ();
-    type Decision = crate::shopper::Prediction;
-    const NAME: &'static str = "shopper";
-    /// The shopper's predicted next action (from the state alone; shown, not recorded).
-    fn decide(s: &ShopperState, _: &()) -> Vec<crate::shopper::Prediction> {
-        vec![s.predict()]
-    }
-    fn source(id: &ShopperId) -> Source {
-        Source::Tag(tag::shopper(id))
-    }
-    fn route(e: &RecordedEvent, to: &mut dyn FnMut(ShopperId)) {
-        for t in &e.tags {
-            if let Some(s) = t.strip_prefix("shopper:")
-                && let Ok(s) = ShopperId::parse(s)
-            {
-                to(s);
-            }
-        }
-    }
-    fn cursor(s: &ShopperState) -> u64 {
-        s.position
-    }
-    fn last_position(s: &ShopperState) -> u64 {
-        s.position
-    }
-    fn pass(s: &mut ShopperState, e: &RecordedEvent) {
-        s.position = e.position;
-    }
-    fn evolve(s: &mut ShopperState, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime) {
-        let district = e.tags.iter().find_map(|t| t.strip_prefix(tag::DISTRICT_PREFIX)).map(str::to_string);
-        let product_tags = d
-            .product_id()
-            .map(|p| rt.catalog.read().expect("catalog").tags_at(p.as_str(), e.position).to_vec())
-            .unwrap_or_default();
-        s.evolve(&ShopperInput { event: d, position: e.position, district, product_tags });
-    }
-    fn facts_until(rt: &Runtime) -> Position {
-        rt.catalog.read().expect("catalog").seen()
-    }
-    /// The catalog facts of every product the shopper's signals (up to `until`) name, read from
-    /// those products' streams.
-    async fn prepare(rt: &Runtime, id: &ShopperId, until: Until) -> Result<(), StoreError> {
-        let mut products = std::collections::BTreeSet::new();
-        let (tag, mut from) = (tag::shopper(id), 1);
-        loop {
-            let batch = rt.store.read_by_tag(&tag, from, 1_000).await?;
-            let Some(last) = batch.last() else { break };
-            from = last.position + 1;
-            let within = batch.iter().take_while(|e| until.includes(e));
-            products.extend(within.filter_map(|e| e.stream_id.as_str().strip_prefix("product-").map(str::to_string)));
-            if batch.iter().any(|e| !until.includes(e)) {
-                break;
-            }
-        }
-        for p in products {
-            let Ok(p) = ProductId::parse(p) else { continue };
-            let stream = StreamId::product(&p);
-            let mut from = 1;
-            loop {
-                let batch = rt.store.read_stream(&stream, from, Direction::Forward, 1_000).await?;
-                let Some(last) = batch.last() else { break };
-                from = last.stream_version + 1;
-                let mut catalog = rt.catalog.write().expect("catalog");
-                for e in batch.iter().filter(|e| Catalog::concerns(&e.event_type)) {
-                    if let Ok(d) = e.decode() {
-                        catalog.apply(e.position, e.event_id, &d);
-                    }
-                }
-            }
-        }
-        rt.catalog.write().expect("catalog").saw(Position::MAX);
-        Ok(())
-    }
-}
+pub use crate::district::actor::District;
+pub use crate::product::actor::{Execute, Product};
+pub use crate::shopper::actor::Shopper;
 
 /// Events for an actor, in log order.
 #[derive(Message)]
@@ -329,25 +156,6 @@ impl<K: Kind> Handler<Nudge> for EntityActor<K> {
 #[rtype(result = "()")]
 pub struct Passivate;
 
-/// A generation finished: append its outcome (caused by `cause`, the task that ran it, when
-/// one did) and say what was appended.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Generated {
-    outcome: DomainEvent,
-    cause: Option<Uuid>,
-    reply: Option<tokio::sync::oneshot::Sender<String>>,
-}
-
-/// Carry out the product's decision in flight (the task queue's `generate`; `task` is the task's
-/// id, which the outcome's events carry as their cause). Idempotent: with nothing in flight —
-/// an earlier run recorded the outcome — it does nothing and says so.
-#[derive(Message)]
-#[rtype(result = "Result<String, String>")]
-pub struct Execute {
-    pub task: Uuid,
-}
-
 /// Makes the actor panic while folding (tests of restart-from-log use it).
 #[doc(hidden)]
 #[derive(Message)]
@@ -356,17 +164,17 @@ pub struct Poison;
 
 /// The actix actor hosting one entity of kind `K`.
 pub struct EntityActor<K: Kind> {
-    id: K::Id,
+    pub(crate) id: K::Id,
     /// `None` until loaded, and again after a panic: the next message reloads from the log.
-    state: Option<K::State>,
-    rt: Arc<Runtime>,
-    folded_since_snapshot: u64,
-    last_active: Instant,
-    poisoned: bool,
+    pub(crate) state: Option<K::State>,
+    pub(crate) rt: Arc<Runtime>,
+    pub(crate) folded_since_snapshot: u64,
+    pub(crate) last_active: Instant,
+    pub(crate) poisoned: bool,
     /// When a `Decide` is already scheduled (a product waking when a backoff ends).
-    wake_at: Option<Instant>,
+    pub(crate) wake_at: Option<Instant>,
     /// The decision an `Execute` is carrying out (a second `Execute` does not run it again).
-    executing: Option<Uuid>,
+    pub(crate) executing: Option<Uuid>,
 }
 
 impl<K: Kind> EntityActor<K> {
@@ -462,7 +270,12 @@ async fn of_this_log<K: Kind>(rt: &Runtime, id: &K::Id, state: &K::State) -> Res
 
 /// Folds every event of the entity's source after the state's cursor, up to `until` and no
 /// further than the facts the runtime holds ([`Kind::facts_until`]); returns how many.
-async fn catch_up<K: Kind>(rt: &Runtime, id: &K::Id, state: &mut K::State, until: Until) -> Result<u64, StoreError> {
+pub(crate) async fn catch_up<K: Kind>(
+    rt: &Runtime,
+    id: &K::Id,
+    state: &mut K::State,
+    until: Until,
+) -> Result<u64, StoreError> {
     catch_up_observed::<K>(rt, id, state, until, &mut |_, _, _| {}).await
 }
 
@@ -706,248 +519,4 @@ impl<K: Kind> Handler<Poison> for EntityActor<K> {
     fn handle(&mut self, _: Poison, _: &mut Context<Self>) {
         self.poisoned = true;
     }
-}
-
-/// Look at the state and act on what `decide` returns (products).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Decide;
-
-impl Handler<Decide> for EntityActor<Product> {
-    type Result = ();
-
-    fn handle(&mut self, _: Decide, ctx: &mut Context<Self>) {
-        let Some(state) = self.state.clone() else { return };
-        let rt = self.rt.clone();
-        let district = state.district.as_ref().map(|d| rt.district(d.as_str()));
-        let id = self.id.clone();
-        let addr = ctx.address();
-        let fut = async move {
-            let mut state = state;
-            // Signals are appended to the product's stream beside the actor: a decision that
-            // loses the race for the stream's version is decided again on the newer state, so
-            // that the state a decision recorded is the one just before it in the stream.
-            for _attempt in 0..APPEND_ATTEMPTS {
-                let input = DecideInput {
-                    prior: district.as_ref().map_or(crate::stats::Prior::DEFAULT, |d| d.prior),
-                    budget_available: rt.budget.available_for(id.as_str()),
-                    policy: rt.config.policy,
-                    decision_id: Uuid::now_v7(),
-                    now: Utc::now(),
-                };
-                let mut events = Vec::new();
-                let mut to_execute = Vec::new();
-                let mut taken = 0;
-                for c in <Product as Kind>::decide(&state, &input) {
-                    if let Command::Optimize(d) = &c {
-                        // The offline fallback costs no call; the configured generator does.
-                        if d.generator == GeneratorChoice::Configured {
-                            if !rt.budget.take(id.as_str()) {
-                                continue;
-                            }
-                            taken += 1;
-                        }
-                        to_execute.push(d.clone());
-                    }
-                    events.push(c.into_event());
-                }
-                if events.is_empty() {
-                    break;
-                }
-                match append(&rt, &id, &state, &events, None).await {
-                    Ok(()) => {
-                        let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
-                        for d in to_execute {
-                            let slug = state.district.as_ref().map_or("", |d| d.as_str());
-                            if let Some(queue) = rt.dispatcher()
-                                && queue.dispatch(&d, slug).await
-                            {
-                                continue;
-                            }
-                            // Generation runs beside the actor: signals keep folding while the model writes.
-                            let (rt, state, district, addr) =
-                                (rt.clone(), state.clone(), district.clone(), addr.clone());
-                            actix::spawn(async move {
-                                let outcome = generate(&rt, &state, district.as_ref(), &d).await;
-                                addr.do_send(Generated { outcome, cause: None, reply: None });
-                            });
-                        }
-                        break;
-                    }
-                    Err(StoreError::WrongExpectedVersion { .. }) => {
-                        (0..taken).for_each(|_| rt.budget.refund(id.as_str()));
-                        let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
-                    }
-                    Err(e) => {
-                        (0..taken).for_each(|_| rt.budget.refund(id.as_str()));
-                        tracing::error!(product = %id, error = %e, "cannot append a decision");
-                        break;
-                    }
-                }
-            }
-            state
-        };
-        let policy = self.rt.config.policy;
-        ctx.wait(fut.into_actor(self).map(move |state, act, ctx| {
-            // A command backing off after failures is looked at again when its wait ends, not
-            // only when the next signal or the idle tick comes.
-            if let Some(at) = product::next_retry(&state, &policy) {
-                let wait = (at - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(10);
-                let due = Instant::now() + wait;
-                if act.wake_at.is_none_or(|w| w <= Instant::now() || w > due) {
-                    act.wake_at = Some(due);
-                    ctx.notify_later(Decide, wait);
-                }
-            }
-            act.state = Some(state);
-        }));
-    }
-}
-
-/// Runs a decided generation with the generator the decision chose.
-async fn generate(
-    rt: &Runtime,
-    state: &ProductState,
-    district: Option<&super::DistrictInfo>,
-    d: &mall_events::domain::OptimizationDecided,
-) -> DomainEvent {
-    let facts = Facts::of(
-        state,
-        &district.map_or(String::new(), |d| d.name.clone()),
-        district.and_then(|d| d.personality.clone()),
-        d,
-    );
-    let generator: &dyn executors::Generator = match d.generator {
-        GeneratorChoice::Configured => &*rt.generator,
-        GeneratorChoice::Offline => &OfflineGenerator,
-    };
-    executors::execute(generator, &*rt.embedder, state, &facts, d, Utc::now()).await
-}
-
-/// The recorded decision `decision_id` of a product, read back from its stream.
-async fn recorded_decision(
-    rt: &Runtime,
-    id: &ProductId,
-    version: u64,
-    decision_id: Uuid,
-) -> Result<mall_events::domain::OptimizationDecided, String> {
-    let stream = StreamId::product(id);
-    let mut from = version;
-    while from > 0 {
-        let batch = rt.store.read_stream(&stream, from, Direction::Backward, 500).await.map_err(|e| e.to_string())?;
-        let Some(last) = batch.last() else { break };
-        for e in batch.iter().filter(|e| e.event_type == "optimization_decided") {
-            if let Ok(DomainEvent::OptimizationDecided(d)) = e.decode()
-                && d.decision_id == decision_id
-            {
-                return Ok(d);
-            }
-        }
-        from = last.stream_version.saturating_sub(1);
-    }
-    Err(format!("decision {decision_id} is not in the product's stream"))
-}
-
-impl Handler<Execute> for EntityActor<Product> {
-    type Result = ResponseActFuture<Self, Result<String, String>>;
-
-    fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) -> Self::Result {
-        self.last_active = Instant::now();
-        let Some(state) = self.state.clone() else {
-            return Box::pin(actix::fut::ready(Err("the product is loading; it is tried again".to_string())));
-        };
-        let Some(flight) = state.in_flight.clone() else {
-            return Box::pin(actix::fut::ready(Ok("nothing in flight: the outcome is in the log".to_string())));
-        };
-        if self.executing == Some(flight.decision_id) {
-            return Box::pin(actix::fut::ready(Ok(format!("decision {} is being carried out", flight.decision_id))));
-        }
-        self.executing = Some(flight.decision_id);
-        let (rt, id, addr) = (self.rt.clone(), self.id.clone(), ctx.address());
-        let district = state.district.as_ref().map(|d| rt.district(d.as_str()));
-        // Not `wait`: signals keep folding while the model writes.
-        Box::pin(
-            async move {
-                let d = recorded_decision(&rt, &id, state.version, flight.decision_id).await?;
-                let outcome = generate(&rt, &state, district.as_ref(), &d).await;
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                addr.send(Generated { outcome, cause: Some(msg.task), reply: Some(tx) })
-                    .await
-                    .map_err(|e| format!("the product's actor stopped: {e}"))?;
-                rx.await.map_err(|_| "the outcome was not recorded".to_string())
-            }
-            .into_actor(self)
-            .map(|r, act, _| {
-                act.executing = None;
-                r
-            }),
-        )
-    }
-}
-
-impl Handler<Generated> for EntityActor<Product> {
-    type Result = ();
-
-    fn handle(&mut self, msg: Generated, ctx: &mut Context<Self>) {
-        let Some(state) = self.state.clone() else {
-            // Reloading after a panic: try again once loaded.
-            ctx.notify_later(msg, Duration::from_millis(50));
-            return;
-        };
-        let rt = self.rt.clone();
-        let id = self.id.clone();
-        let fut = async move {
-            let mut state = state;
-            let mut recorded = Err("the outcome could not be appended".to_string());
-            for _attempt in 0..APPEND_ATTEMPTS {
-                let mut events = vec![msg.outcome.clone()];
-                if let DomainEvent::CopyGenerated(g) = &msg.outcome {
-                    events.extend(product::on_generated(&state, g, Uuid::now_v7(), Utc::now()));
-                }
-                match append(&rt, &id, &state, &events, msg.cause).await {
-                    Ok(()) => {
-                        let types: Vec<&str> = events.iter().map(DomainEvent::event_type).collect();
-                        recorded = Ok(types.join(", "));
-                        break;
-                    }
-                    Err(StoreError::WrongExpectedVersion { .. }) => {
-                        let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
-                    }
-                    Err(e) => {
-                        tracing::error!(product = %id, error = %e, "cannot append a generation");
-                        break;
-                    }
-                }
-            }
-            let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
-            if let Some(reply) = msg.reply {
-                let _ = reply.send(recorded.unwrap_or_else(|e| e));
-            }
-            state
-        };
-        ctx.wait(fut.into_actor(self).map(|state, act, ctx| {
-            act.state = Some(state);
-            ctx.notify(Decide);
-        }));
-    }
-}
-
-/// Appends a product's events with the version it folded as the expected version; `cause` (the
-/// task that ran them) is their causation id when given.
-async fn append(
-    rt: &Runtime,
-    id: &ProductId,
-    state: &ProductState,
-    events: &[DomainEvent],
-    cause: Option<Uuid>,
-) -> Result<(), StoreError> {
-    let correlation = Uuid::now_v7();
-    let causation = cause.unwrap_or(correlation);
-    let mut batch = Vec::new();
-    for e in events {
-        let extra = state.district.iter().map(tag::district).collect();
-        let ne = NewEvent::from_domain(e, Uuid::now_v7(), extra).map_err(|e| StoreError::invalid("payload", e))?;
-        batch.push(ne.caused_by(correlation, causation));
-    }
-    rt.store.append(&StreamId::product(id), ExpectedVersion::Exact(state.version), batch).await.map(|_| ())
 }

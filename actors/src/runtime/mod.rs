@@ -5,7 +5,8 @@
 //!
 //! Modules:
 //! - [`snapshot`]: snapshot stores (files, memory) and their encoding;
-//! - [`entity`]: the generic actor shell and the three kinds it hosts;
+//! - [`entity`]: the generic actor shell and the `Kind` trait every kind implements (in its own
+//!   folder: `product/actor.rs`, `district/actor.rs`, `shopper/actor.rs`);
 //! - [`registry`]: resident actors, activation and the bound on residents;
 //! - [`router`]: follows the log and delivers each event to the actors it concerns.
 

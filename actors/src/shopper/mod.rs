@@ -5,6 +5,8 @@
 //! shopper; the profile reads them by tag. What a signal alone does not say — the product's
 //! tags — the shell looks up in the catalog and passes in with the event ([`ShopperInput`]).
 
+pub mod actor;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, Utc};

@@ -7,6 +7,9 @@
 //! has room, the policy, the time — comes in as [`DecideInput`] and is recorded in the
 //! decision's evidence, so that replay re-runs `decide` with exactly what it saw.
 
+pub mod actor;
+pub mod experiment;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
@@ -15,8 +18,8 @@ use mall_events::ids::{Currency, DistrictSlug, Position, Price, ProductId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::experiment::{self, Arm, ExperimentPolicy};
 use crate::stats::Prior;
+use experiment::{Arm, ExperimentPolicy};
 
 /// Counts of learning signals over a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

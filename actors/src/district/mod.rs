@@ -1,6 +1,8 @@
 //! District: its personality (the voice its copy is written in), its products' aggregate
 //! performance, and the conversion prior it lends its products.
 
+pub mod actor;
+
 use std::collections::BTreeSet;
 
 use mall_events::domain::{DomainEvent, Personality};
