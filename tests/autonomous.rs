@@ -267,3 +267,60 @@ async fn a_task_killed_mid_run_runs_again_and_applies_once(store: Store) {
 }
 
 support::on_both_stores!(a_task_killed_mid_run_runs_again_and_applies_once);
+
+/// A generation waiting in the queue spends nothing: with product intelligence stopped, new
+/// listings decide and queue their generations but the model is not asked and the hourly budget
+/// stays whole; started, the tasks run and pay for their calls as they do.
+async fn a_queued_generation_spends_no_budget_until_it_runs(store: Store) {
+    use model::{Api, Reply, Request};
+    let stand_in = model::start(
+        Api::ChatCompletions,
+        std::sync::Arc::new(|r: &Request| {
+            if r.is_embedding() {
+                Reply::Embedding(vec![0.5, 0.1, 0.2, 0.3])
+            } else {
+                Reply::Text(
+                    "Title: Wooden train - Toy Town\nMeta: Meet the Wooden train, made for everyday use and easy to \
+                     enjoy at home or on the go."
+                        .into(),
+                )
+            }
+        }),
+    )
+    .await;
+    let env = [
+        ("MALL_LLM", "openai-compatible"),
+        ("MALL_LLM_URL", stand_in.base.as_str()),
+        ("MALL_LLM_MODEL", "m"),
+        ("MALL_LLM_EMBEDDING_MODEL", "e"),
+        ("MALL_GENERATIONS_PER_HOUR", "500"),
+    ];
+    let c = client();
+    let s = Server::start(&store, &env);
+    let stop = json!({"action": "stop", "system": "product_intelligence"});
+    assert_eq!(post(&c, s.url("/api/autonomous"), ADMIN, &stop).await.0, StatusCode::OK);
+    post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
+    for id in ["p1", "p2", "p3"] {
+        let mut p = product(id, "toys", "Wooden train", "A wooden train with four carriages, sanded and oiled.");
+        p["tags"] = json!(["wood", "train"]);
+        assert_eq!(post(&c, s.url("/api/products"), ADMIN, &p).await.0, StatusCode::CREATED);
+    }
+    for id in ["p1", "p2", "p3"] {
+        queued_generation_of(&c, &s, &format!("product:{id}")).await;
+    }
+    let body = status(&c, &s).await;
+    assert_eq!(body["generation_budget"]["left"], 500, "nothing spent while queued: {body}");
+    // Generations of these products (the server's model check at start asks something else).
+    let chats =
+        || stand_in.requests().iter().filter(|r| !r.is_embedding() && r.prompt().contains("Wooden train")).count();
+    assert_eq!(chats(), 0, "the model was not asked");
+    let start = json!({"action": "start", "system": "product_intelligence"});
+    assert_eq!(post(&c, s.url("/api/autonomous"), ADMIN, &start).await.0, StatusCode::OK);
+    for id in ["p1", "p2", "p3"] {
+        assert_eq!(generation_of(&c, &s, &format!("product:{id}")).await["status"], "succeeded");
+    }
+    let left = status(&c, &s).await["generation_budget"]["left"].as_u64().unwrap();
+    assert!(left <= 497 && chats() >= 3, "each run paid for its call: {left} left, {} asked", chats());
+}
+
+support::on_both_stores!(a_queued_generation_spends_no_budget_until_it_runs);

@@ -85,8 +85,9 @@ async fn track_records(scheduler: &Scheduler) -> HashMap<String, (u64, u64)> {
 
 /// Product intelligence's decided generations go through the task queue: each becomes a
 /// `generate` task for its product, at the priority its own evidence gives it
-/// ([`priority::of_decision`]). The model call was taken from the budget when the product decided
-/// (the decision records which generator writes), so the task asks for none.
+/// ([`priority::of_decision`]). A generation by the configured model asks the queue for one call
+/// of the hourly budget, taken when the task runs: a decision waiting in the queue (its system
+/// stopped, say) spends nothing.
 pub struct QueueGenerations(pub std::sync::Weak<Scheduler>);
 
 #[async_trait]
@@ -104,7 +105,7 @@ impl mall_actors::runtime::Dispatch for QueueGenerations {
             priority: inputs.priority(),
             reason: format!("{} ({}): {}", d.command.as_str(), d.rule, d.reason),
             metrics,
-            generations: 0,
+            generations: u32::from(d.generator == mall_events::domain::GeneratorChoice::Configured),
         };
         match scheduler.queue(vec![request]).await {
             Ok(_) => true,

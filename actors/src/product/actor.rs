@@ -107,10 +107,13 @@ impl Handler<Decide> for EntityActor<Product> {
                 let mut events = Vec::new();
                 let mut to_execute = Vec::new();
                 let mut taken = 0;
+                // With a task queue, the call is taken from the budget when the task runs (a
+                // decision that waits in the queue spends nothing); without one, now.
+                let queued = rt.dispatcher().is_some();
                 for c in <Product as Kind>::decide(&state, &input) {
                     if let Command::Optimize(d) = &c {
                         // The offline fallback costs no call; the configured generator does.
-                        if d.generator == GeneratorChoice::Configured {
+                        if d.generator == GeneratorChoice::Configured && !queued {
                             if !rt.budget.take(id.as_str()) {
                                 continue;
                             }
@@ -238,6 +241,11 @@ impl Handler<Execute> for EntityActor<Product> {
         Box::pin(
             async move {
                 let d = recorded_decision(&rt, &id, state.version, flight.decision_id).await?;
+                // The model call is paid for now, as the generation runs; with the budget (or
+                // the product's share of it) used up the task fails and is tried again later.
+                if d.generator == GeneratorChoice::Configured && !rt.budget.take(id.as_str()) {
+                    return Err(format!("the generation budget has no call left for product {id} this hour"));
+                }
                 let outcome = generate(&rt, &state, district.as_ref(), &d).await;
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 addr.send(Generated { outcome, cause: Some(msg.task), reply: Some(tx) })
