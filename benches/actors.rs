@@ -399,6 +399,30 @@ fn task_queue(c: &mut Criterion) {
         );
         let _ = stop.send(true);
         runner.await.unwrap();
+        // A start of the core over that stream: folding all of it, and from the image the
+        // scheduler saved when it stopped.
+        let snapshots: Arc<dyn mall_actors::runtime::snapshot::SnapshotStore> =
+            Arc::new(mall_actors::runtime::snapshot::MemorySnapshots::default());
+        let load = |snapshots: Option<Arc<dyn mall_actors::runtime::snapshot::SnapshotStore>>| {
+            Scheduler::load_with(
+                store.clone(),
+                Arc::new(SystemClock),
+                Arc::new(FixedBudget(0)),
+                scheduler::Config::default(),
+                snapshots,
+            )
+        };
+        load(Some(snapshots.clone())).await.unwrap().save().await;
+        for (what, snapshots) in [("folding the stream", None), ("from the image", Some(snapshots))] {
+            let mut times: Vec<Duration> = Vec::new();
+            for _ in 0..5 {
+                let started = Instant::now();
+                std::hint::black_box(load(snapshots.clone()).await.unwrap());
+                times.push(started.elapsed());
+            }
+            times.sort();
+            println!("task_queue/start over {events} core events, {what}: median {:?}", times[2]);
+        }
     });
 }
 

@@ -272,11 +272,12 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let concurrency = args.task_concurrency.clamp(1, 1_024);
     let core_config =
         scheduler::Config { concurrency, per_system: concurrency.div_ceil(2), ..scheduler::Config::default() };
-    let core = scheduler::Scheduler::load(
+    let core = scheduler::Scheduler::load_with(
         store.clone(),
         clock.clone(),
         Arc::new(autonomous::RuntimeBudget(actors.rt.clone())),
         core_config,
+        Some(snapshots.clone()),
     )
     .await
     .context("cannot load the task queue from the log")?;

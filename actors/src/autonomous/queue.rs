@@ -24,11 +24,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Duration, Utc};
 use mall_events::DomainEvent;
 use mall_events::domain::TaskQueued;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,
@@ -39,7 +39,7 @@ pub enum Status {
 }
 
 /// A task as the queue knows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: Uuid,
     pub system: String,
@@ -92,6 +92,19 @@ pub struct Queue {
 
 /// Finished tasks kept in the queue's memory.
 pub const KEEP_FINISHED: usize = 10_000;
+
+/// The queue as saved (so that a start need not fold the core's whole stream): its tasks —
+/// the queued ones in standing order, so that ties keep their order — and what else it folded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueImage {
+    queued: Vec<Task>,
+    /// Running, waiting to retry, and finished (oldest first) tasks.
+    others: Vec<Task>,
+    finished: Vec<Uuid>,
+    stopped: Vec<String>,
+    jobs: Vec<mall_events::domain::JobRan>,
+    insights: Vec<mall_events::domain::InsightRecorded>,
+}
 
 impl Queue {
     /// An empty queue whose tasks gain a point of standing every `aging`.
@@ -262,6 +275,49 @@ impl Queue {
             }
             _ => {}
         }
+    }
+
+    /// The queue as an image.
+    pub fn image(&self) -> QueueImage {
+        let mut by_key: Vec<(&Key, &Uuid)> = self.place.iter().map(|(id, k)| (k, id)).collect();
+        by_key.sort();
+        let queued: Vec<Task> = by_key.iter().map(|(_, id)| self.tasks[*id].clone()).collect();
+        let others = self.tasks.values().filter(|t| !self.place.contains_key(&t.id)).cloned().collect::<Vec<_>>();
+        QueueImage {
+            queued,
+            others,
+            finished: self.finished.iter().copied().collect(),
+            stopped: self.stopped.iter().cloned().collect(),
+            jobs: self.jobs.values().cloned().collect(),
+            insights: self.insights.values().cloned().collect(),
+        }
+    }
+
+    /// The queue an image holds, its indexes rebuilt.
+    pub fn from_image(aging: Duration, image: QueueImage) -> Self {
+        let mut q = Queue::new(aging);
+        for t in image.queued {
+            let id = t.id;
+            q.tasks.insert(id, t);
+            q.enqueue(id);
+        }
+        for t in image.others {
+            let id = t.id;
+            match (t.status, t.retry_at) {
+                (Status::Queued, Some(at)) => {
+                    q.delayed.insert((at, id));
+                    q.open.insert((t.subject.clone(), t.action.clone()), id);
+                }
+                (Status::Running, _) => *q.running.entry(t.system.clone()).or_default() += 1,
+                _ => {}
+            }
+            q.tasks.insert(id, t);
+        }
+        q.finished = image.finished.into_iter().filter(|id| q.tasks.contains_key(id)).collect();
+        q.stopped = image.stopped.into_iter().collect();
+        q.jobs = image.jobs.into_iter().map(|j| (j.job.clone(), j)).collect();
+        q.insights = image.insights.into_iter().map(|i| (i.key.clone(), i)).collect();
+        q
     }
 
     /// Moves failed tasks whose retry time has come back among the ready ones.

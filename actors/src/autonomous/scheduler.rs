@@ -10,6 +10,11 @@
 //!
 //! Steps are batched: what is picked together starts in one append, and the completions that
 //! arrive together finish in one, so the queue keeps up with fast executors.
+//!
+//! With a snapshot store, the queue is saved as an image every [`IMAGE_EVERY`] events and when
+//! the scheduler stops, naming the last event it folded (the core stream's version and that
+//! event's id); a start loads the image when that event is in this log and folds only the
+//! stream after it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +28,21 @@ use mall_events::{Direction, EventStore, ExpectedVersion, NewEvent, StoreError, 
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 use uuid::Uuid;
 
-use super::queue::{Queue, Task};
+use super::queue::{Queue, QueueImage, Task};
+use crate::runtime::snapshot::{self, SnapshotStore};
+
+/// Events appended between two saved images of the queue.
+pub const IMAGE_EVERY: u64 = 10_000;
+/// Where the queue's image is saved (versioned: an image of an older shape is not read).
+const IMAGE_KEY: &str = "autonomous-queue.v1";
+
+/// The queue as saved, tied to the last event it folded.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CoreImage {
+    version: u64,
+    last_event: Uuid,
+    queue: QueueImage,
+}
 
 /// What the scheduler reads the time from (tests drive their own).
 pub trait Clock: Send + Sync + 'static {
@@ -140,6 +159,10 @@ struct State {
     queue: Queue,
     /// The core stream's version (the scheduler is its only writer).
     version: u64,
+    /// The id of the event at `version`.
+    last_event: Option<Uuid>,
+    /// The version of the last saved image.
+    saved: u64,
 }
 
 /// The live queue.
@@ -152,6 +175,7 @@ pub struct Scheduler {
     executors: std::sync::RwLock<HashMap<(String, String), Arc<dyn Executor>>>,
     wake: Notify,
     stream: StreamId,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
 }
 
 /// Why the scheduler could not do what was asked.
@@ -172,13 +196,38 @@ impl Scheduler {
         budget: Arc<dyn BudgetView>,
         config: Config,
     ) -> Result<Arc<Self>, CoreError> {
+        Self::load_with(store, clock, budget, config, None).await
+    }
+
+    /// [`load`](Self::load), starting from the queue's saved image when it is of this log, and
+    /// saving images to `snapshots` from then on.
+    pub async fn load_with(
+        store: Arc<dyn EventStore>,
+        clock: Arc<dyn Clock>,
+        budget: Arc<dyn BudgetView>,
+        config: Config,
+        snapshots: Option<Arc<dyn SnapshotStore>>,
+    ) -> Result<Arc<Self>, CoreError> {
         let stream = StreamId::parse(mall_events::autonomous::STREAM).expect("a valid stream id");
         let mut queue = Queue::new(config.aging);
-        let mut version = 0;
+        let (mut version, mut last_event) = (0, None);
+        let image: Option<CoreImage> =
+            snapshots.as_ref().and_then(|s| s.load(IMAGE_KEY)).and_then(|b| snapshot::decode(&b));
+        if let Some(image) = image {
+            let at = store.read_stream(&stream, image.version, Direction::Forward, 1).await?;
+            if at.first().is_some_and(|e| e.stream_version == image.version && e.event_id == image.last_event) {
+                queue = Queue::from_image(config.aging, image.queue);
+                (version, last_event) = (image.version, Some(image.last_event));
+            } else {
+                tracing::warn!("a saved task queue of another log is ignored; folding the core's stream");
+            }
+        }
+        let saved = version;
         loop {
             let batch = store.read_stream(&stream, version + 1, Direction::Forward, 10_000).await?;
             let Some(last) = batch.last() else { break };
             version = last.stream_version;
+            last_event = Some(last.event_id);
             for e in &batch {
                 match e.decode() {
                     Ok(d) => queue.evolve(&d),
@@ -193,10 +242,11 @@ impl Scheduler {
             clock,
             budget,
             config,
-            state: Mutex::new(State { queue, version }),
+            state: Mutex::new(State { queue, version, last_event, saved }),
             executors: Default::default(),
             wake: Notify::new(),
             stream,
+            snapshots,
         });
         let now = core.clock.now();
         let mut state = core.state.lock().await;
@@ -233,12 +283,36 @@ impl Scheduler {
             .iter()
             .map(|e| NewEvent::from_domain(e, Uuid::now_v7(), vec![]).map_err(|e| CoreError::Codec(e.to_string())))
             .collect::<Result<_, _>>()?;
+        let last = new.last().map(|e| e.event_id);
         let r = self.store.append(&self.stream, ExpectedVersion::Exact(state.version), new).await?;
         state.version = r.stream_version;
+        state.last_event = last;
         for e in &events {
             state.queue.evolve(e);
         }
+        if state.version >= state.saved + IMAGE_EVERY {
+            self.save_image(state);
+        }
         Ok(())
+    }
+
+    /// Saves the queue's image (when there is a snapshot store and something new to save).
+    fn save_image(&self, state: &mut State) {
+        let (Some(snapshots), Some(last_event)) = (&self.snapshots, state.last_event) else { return };
+        if state.version == state.saved {
+            return;
+        }
+        let image = CoreImage { version: state.version, last_event, queue: state.queue.image() };
+        if let Some(bytes) = snapshot::encode(&image) {
+            snapshots.save(IMAGE_KEY, &bytes);
+            state.saved = state.version;
+        }
+    }
+
+    /// Saves the queue's image now (at shutdown).
+    pub async fn save(&self) {
+        let mut state = self.state.lock().await;
+        self.save_image(&mut state);
     }
 
     /// Queues tasks; a request for a subject and action already queued merges into that task
@@ -341,7 +415,7 @@ impl Scheduler {
 
     /// Runs the queue until `shutdown` fires: picks, starts, and finishes tasks as their
     /// executors answer. Tasks still running at shutdown are left running in the log (and run
-    /// again at the next start).
+    /// again at the next start); the queue's image is saved.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Uuid, u32, Result<String, String>)>();
         let mut errors = 0u32;
@@ -358,7 +432,7 @@ impl Scheduler {
                     let wait = std::time::Duration::from_millis(100u64 << errors.min(6));
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.changed() => break,
                     }
                     continue;
                 }
@@ -378,9 +452,11 @@ impl Scheduler {
                 }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => break,
             }
         }
+        // What was folded need not be folded again at the next start.
+        self.save().await;
     }
 
     /// One round: finish what completed, then start what may start.
@@ -598,6 +674,98 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         drive(&again, &tx, &mut rx).await;
         assert_eq!(*x.ran.lock().unwrap(), vec!["p1"], "it runs again");
+    }
+
+    /// What a queue shows of itself, for comparing two.
+    fn observed(q: &Queue, now: DateTime<Utc>) -> impl PartialEq + std::fmt::Debug {
+        let mut tasks: Vec<Task> = q.tasks().cloned().collect();
+        tasks.sort_by_key(|t| t.id);
+        let merge: Vec<Option<Uuid>> =
+            tasks.iter().map(|t| q.merge_target(&t.subject, &t.action).map(|m| m.id)).collect();
+        let standing: Vec<i64> = tasks.iter().map(|t| (q.standing(t, now) * 1000.0) as i64).collect();
+        (
+            tasks,
+            merge,
+            standing,
+            q.pick(1_000, 1_000, 1_000),
+            q.pick(3, 1, 1),
+            (q.queued(), q.running(), q.next_retry()),
+            (q.is_stopped("merchandising"), q.last_run("learning_cycle").cloned(), q.insights().clone()),
+        )
+    }
+
+    /// The queue saved as an image and loaded with the stream after it equals the fold of the
+    /// whole stream — ties in standing, tasks waiting to retry, stopped systems, job runs and
+    /// insights included — and an image of another log is ignored.
+    #[tokio::test]
+    async fn a_saved_queue_image_plus_the_stream_after_it_equals_the_whole_fold() {
+        use crate::runtime::snapshot::MemorySnapshots;
+        let w = world();
+        let snapshots: Arc<dyn SnapshotStore> = Arc::new(MemorySnapshots::default());
+        let load = |snapshots: Option<Arc<dyn SnapshotStore>>| {
+            Scheduler::load_with(
+                w.store.clone(),
+                w.clock.clone(),
+                Arc::new(FixedBudget(100)),
+                Config::default(),
+                snapshots,
+            )
+        };
+        let s = load(Some(snapshots.clone())).await.unwrap();
+        let x = Arc::new(Recorder::default());
+        x.fail.lock().unwrap().push("flaky".into());
+        s.register("product_intelligence", "nudge", x.clone());
+        // Done, failed and waiting to retry, queued with equal standing, queued costly.
+        s.queue(vec![request("done", 90), request("flaky", 80)]).await.unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        drive(&s, &tx, &mut rx).await;
+        s.queue(vec![request("tie-a", 40), request("tie-b", 40), request("tie-c", 40)]).await.unwrap();
+        s.queue(vec![Request { generations: 2, ..request("costly", 70) }]).await.unwrap();
+        s.switch("merchandising", false, "admin").await.unwrap();
+        let job = mall_events::domain::JobRan {
+            job: "learning_cycle".into(),
+            system: "product_intelligence".into(),
+            due_at: w.clock.now(),
+            started_at: w.clock.now(),
+            finished_at: w.clock.now(),
+            tasks: vec![],
+            outcome: "ok".into(),
+        };
+        s.record(DomainEvent::JobRan(job)).await.unwrap();
+        s.save().await;
+        let saved = s.state.lock().await.version;
+        // More after the image: folded from the stream.
+        w.clock.advance(Duration::seconds(90));
+        s.queue(vec![request("later", 40), request("tie-a", 60)]).await.unwrap();
+        drop(s);
+
+        let from_image = load(Some(snapshots.clone())).await.unwrap();
+        assert_eq!(from_image.state.lock().await.saved, saved, "started from the image");
+        let folded = load(None).await.unwrap();
+        let now = w.clock.now();
+        let a = from_image.with_queue(|q| format!("{:?}", observed(q, now))).await;
+        let b = folded.with_queue(|q| format!("{:?}", observed(q, now))).await;
+        assert_eq!(a, b);
+        assert!(a.contains("tie-b") && a.contains("flaky") && a.contains("learning_cycle"));
+
+        // The same image beside another log (fewer core events, other ids) is ignored.
+        let other = world();
+        let s =
+            Scheduler::load(other.store.clone(), other.clock.clone(), Arc::new(FixedBudget(100)), Config::default())
+                .await
+                .unwrap();
+        s.queue(vec![request("elsewhere", 10)]).await.unwrap();
+        let beside = Scheduler::load_with(
+            other.store.clone(),
+            other.clock.clone(),
+            Arc::new(FixedBudget(100)),
+            Config::default(),
+            Some(snapshots),
+        )
+        .await
+        .unwrap();
+        let subjects: Vec<String> = beside.with_queue(|q| q.tasks().map(|t| t.subject.clone()).collect()).await;
+        assert_eq!(subjects, vec!["elsewhere"]);
     }
 
     /// Never answers, or panics.
