@@ -73,6 +73,11 @@ impl Projection for Autonomous {
         TABLES
     }
 
+    /// Only the core's stream.
+    fn concerns(&self, e: &RecordedEvent) -> bool {
+        e.stream_id.as_str() == mall_events::autonomous::STREAM
+    }
+
     fn apply(&self, e: &RecordedEvent, d: &DomainEvent) -> Vec<Change> {
         let pos = e.position;
         let task = |id: &dyn std::fmt::Display, row| Change::set(AUTONOMOUS_TASKS, id.to_string(), row);

@@ -32,6 +32,11 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [TableDef];
     /// The row changes `event` makes.
     fn apply(&self, event: &RecordedEvent, decoded: &DomainEvent) -> Vec<Change>;
+    /// Whether `event` can change its tables at all (decided from the envelope): one that
+    /// cannot is passed by without being decoded.
+    fn concerns(&self, _event: &RecordedEvent) -> bool {
+        true
+    }
 }
 
 /// Why a sink failed.
@@ -114,7 +119,7 @@ pub struct Lag {
 pub fn changes_of(projection: &dyn Projection, events: &[RecordedEvent]) -> (Vec<Change>, Vec<Parked>) {
     let mut out = Vec::new();
     let mut poisoned = Vec::new();
-    for e in events {
+    for e in events.iter().filter(|e| projection.concerns(e)) {
         match e.decode() {
             Ok(d) => out.extend(projection.apply(e, &d)),
             Err(err) => {
@@ -137,9 +142,10 @@ async fn apply_one_by_one(
 ) -> Result<Option<Position>, SinkError> {
     let start = at;
     for e in events.iter().filter(|e| e.position > start) {
-        let changes = match e.decode() {
-            Ok(d) => projection.apply(e, &d),
-            Err(err) => {
+        let changes = match projection.concerns(e).then(|| e.decode()) {
+            None => Vec::new(),
+            Some(Ok(d)) => projection.apply(e, &d),
+            Some(Err(err)) => {
                 sink.park(Parked::of(e, err)).await?;
                 Vec::new()
             }
@@ -271,7 +277,7 @@ pub async fn catch_up_all(
                 let (projection, sink, events, cp) = (projection.clone(), sink.clone(), events.clone(), *cp);
                 tokio::spawn(async move {
                     let mut changes = Vec::new();
-                    for (e, d) in events.iter().filter(|(e, _)| e.position > cp) {
+                    for (e, d) in events.iter().filter(|(e, _)| e.position > cp && projection.concerns(e)) {
                         match d {
                             Ok(d) => changes.extend(projection.apply(e, d)),
                             Err(err) => sink.park(Parked::of(e, err)).await?,
