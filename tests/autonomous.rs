@@ -191,21 +191,16 @@ async fn jobs_are_configured_by_flag() {
     assert!(err.contains("no job \"nope\""), "{err}");
 }
 
-/// kill -9 while a generation task is running (the model has the request and has not answered):
-/// after the restart the task runs again, and its effect — the SEO the product decided on — is
-/// applied once, by events that carry the task's id as their cause.
-async fn a_task_killed_mid_run_runs_again_and_applies_once(store: Store) {
+/// A model stand-in that writes a good SEO answer (and embeddings), or holds every chat request
+/// without answering while `stalled` is set.
+async fn seo_writer(stalled: std::sync::Arc<std::sync::atomic::AtomicBool>) -> model::ModelServer {
     use model::{Api, Reply, Request};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let stalled = Arc::new(AtomicBool::new(true));
-    let stall = stalled.clone();
-    let stand_in = model::start(
+    model::start(
         Api::ChatCompletions,
-        Arc::new(move |r: &Request| {
+        std::sync::Arc::new(move |r: &Request| {
             if r.is_embedding() {
                 Reply::Embedding(vec![0.5, 0.1, 0.2, 0.3])
-            } else if stall.load(Ordering::SeqCst) {
+            } else if stalled.load(std::sync::atomic::Ordering::SeqCst) {
                 Reply::Stall
             } else {
                 Reply::Text(
@@ -216,14 +211,29 @@ async fn a_task_killed_mid_run_runs_again_and_applies_once(store: Store) {
             }
         }),
     )
-    .await;
-    let env = [
+    .await
+}
+
+/// The environment of a server whose model is `stand_in`.
+fn model_env(stand_in: &model::ModelServer) -> Vec<(&'static str, &str)> {
+    vec![
         ("MALL_LLM", "openai-compatible"),
         ("MALL_LLM_URL", stand_in.base.as_str()),
-        ("MALL_LLM_MODEL", "slow"),
-        ("MALL_LLM_EMBEDDING_MODEL", "slow-embed"),
-        ("MALL_LLM_RETRIES", "0"),
-    ];
+        ("MALL_LLM_MODEL", "m"),
+        ("MALL_LLM_EMBEDDING_MODEL", "e"),
+    ]
+}
+
+/// kill -9 while a generation task is running (the model has the request and has not answered):
+/// after the restart the task runs again, and its effect — the SEO the product decided on — is
+/// applied once, by events that carry the task's id as their cause.
+async fn a_task_killed_mid_run_runs_again_and_applies_once(store: Store) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stalled = Arc::new(AtomicBool::new(true));
+    let stand_in = seo_writer(stalled.clone()).await;
+    let mut env = model_env(&stand_in);
+    env.push(("MALL_LLM_RETRIES", "0"));
     let c = client();
     let mut s = Server::start(&store, &env);
     post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
@@ -272,29 +282,9 @@ support::on_both_stores!(a_task_killed_mid_run_runs_again_and_applies_once);
 /// listings decide and queue their generations but the model is not asked and the hourly budget
 /// stays whole; started, the tasks run and pay for their calls as they do.
 async fn a_queued_generation_spends_no_budget_until_it_runs(store: Store) {
-    use model::{Api, Reply, Request};
-    let stand_in = model::start(
-        Api::ChatCompletions,
-        std::sync::Arc::new(|r: &Request| {
-            if r.is_embedding() {
-                Reply::Embedding(vec![0.5, 0.1, 0.2, 0.3])
-            } else {
-                Reply::Text(
-                    "Title: Wooden train - Toy Town\nMeta: Meet the Wooden train, made for everyday use and easy to \
-                     enjoy at home or on the go."
-                        .into(),
-                )
-            }
-        }),
-    )
-    .await;
-    let env = [
-        ("MALL_LLM", "openai-compatible"),
-        ("MALL_LLM_URL", stand_in.base.as_str()),
-        ("MALL_LLM_MODEL", "m"),
-        ("MALL_LLM_EMBEDDING_MODEL", "e"),
-        ("MALL_GENERATIONS_PER_HOUR", "500"),
-    ];
+    let stand_in = seo_writer(Default::default()).await;
+    let mut env = model_env(&stand_in);
+    env.push(("MALL_GENERATIONS_PER_HOUR", "500"));
     let c = client();
     let s = Server::start(&store, &env);
     let stop = json!({"action": "stop", "system": "product_intelligence"});
