@@ -14,6 +14,7 @@
 //! - [`product`]: product intelligence: the pure core (`evolve`, `decide`, `on_generated`), its
 //!   experiments ([`experiment`]: the deterministic split of shoppers and the verdicts) and its actor;
 //! - [`district`]: district state, the conversion prior it lends its products, and its actor;
+//! - [`health`]: self-healing: the image fetcher safe against request forgery;
 //! - [`guardrails`]: the one check every generated text passes before anyone sees it;
 //! - [`executors`]: the offline and model generators and the embedder;
 //! - [`runtime`]: the actix shells, registries, snapshots and the router;
@@ -26,6 +27,7 @@ pub mod catalog;
 pub mod district;
 pub mod executors;
 pub mod guardrails;
+pub mod health;
 /// The experiments product intelligence runs (kept at its old path).
 pub use product::experiment;
 pub mod product;
