@@ -65,7 +65,7 @@ impl Kind for Product {
 struct Generated {
     outcome: DomainEvent,
     cause: Option<Uuid>,
-    reply: Option<tokio::sync::oneshot::Sender<String>>,
+    reply: Option<tokio::sync::oneshot::Sender<Result<String, String>>>,
 }
 
 /// Carry out the product's decision in flight (the task queue's `generate`; `task` is the task's
@@ -251,7 +251,7 @@ impl Handler<Execute> for EntityActor<Product> {
                 addr.send(Generated { outcome, cause: Some(msg.task), reply: Some(tx) })
                     .await
                     .map_err(|e| format!("the product's actor stopped: {e}"))?;
-                rx.await.map_err(|_| "the outcome was not recorded".to_string())
+                rx.await.map_err(|_| "the outcome was not recorded".to_string())?
             }
             .into_actor(self)
             .map(|r, act, _| {
@@ -298,7 +298,7 @@ impl Handler<Generated> for EntityActor<Product> {
             }
             let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
             if let Some(reply) = msg.reply {
-                let _ = reply.send(recorded.unwrap_or_else(|e| e));
+                let _ = reply.send(recorded);
             }
             state
         };
