@@ -14,7 +14,7 @@ use mall_actors::autonomous::priority;
 use mall_actors::autonomous::queue::{Status, Task};
 use mall_actors::autonomous::scheduler::{BudgetView, Executor, Request, Scheduler};
 use mall_actors::runtime::Runtime;
-use mall_actors::runtime::entity::{EntityActor, Execute, Nudge, Product};
+use mall_actors::runtime::entity::{Execute, Nudge};
 use mall_actors::runtime::router::Actors;
 use mall_events::ids::ProductId;
 use mall_projections::catalog::PRODUCTS;
@@ -40,15 +40,14 @@ impl BudgetView for RuntimeBudget {
     }
 }
 
-/// The product a product-intelligence task is about (`product:ID`), and its actor.
-fn product_actor(actors: &Actors, task: &Task) -> Result<(ProductId, actix::Addr<EntityActor<Product>>), String> {
+/// The listed product a product-intelligence task is about (`product:ID`).
+fn product_of(actors: &Actors, task: &Task) -> Result<ProductId, String> {
     let id = task.subject.strip_prefix("product:").unwrap_or(&task.subject);
     let id = ProductId::parse(id).map_err(|e| e.0)?;
     if !actors.rt.listed(id.as_str()) {
         return Err(format!("no product {id}"));
     }
-    let actor = actors.products.get(&id);
-    Ok((id, actor))
+    Ok(id)
 }
 
 /// What a task says when the product's actor did not answer.
@@ -63,8 +62,8 @@ pub struct NudgeProduct(pub Arc<Actors>);
 #[async_trait]
 impl Executor for NudgeProduct {
     async fn run(&self, task: &Task) -> Result<String, String> {
-        let (id, actor) = product_actor(&self.0, task)?;
-        actor.send(Nudge).await.map_err(no_answer)?;
+        let id = product_of(&self.0, task)?;
+        self.0.products.send(&id, Nudge).await.map_err(no_answer)?;
         Ok(format!("product {id} looked at its state"))
     }
 }
@@ -125,8 +124,8 @@ pub struct GenerateCopy(pub Arc<Actors>);
 #[async_trait]
 impl Executor for GenerateCopy {
     async fn run(&self, task: &Task) -> Result<String, String> {
-        let (_, actor) = product_actor(&self.0, task)?;
-        actor.send(Execute { task: task.id }).await.map_err(no_answer)?
+        let id = product_of(&self.0, task)?;
+        self.0.products.send(&id, Execute { task: task.id }).await.map_err(no_answer)?
     }
 }
 

@@ -71,7 +71,7 @@ struct Generated {
 /// Carry out the product's decision in flight (the task queue's `generate`; `task` is the task's
 /// id, which the outcome's events carry as their cause). Idempotent: with nothing in flight —
 /// an earlier run recorded the outcome — it does nothing and says so.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<String, String>")]
 pub struct Execute {
     pub task: Uuid,

@@ -120,12 +120,18 @@ pub use crate::product::actor::{Execute, Product};
 pub use crate::shopper::actor::Shopper;
 
 /// Events for an actor, in log order.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Deliver(pub Vec<Arc<RecordedEvent>>);
 
 /// Asks for the actor's state (activating it if needed).
 pub struct Get<K: Kind>(std::marker::PhantomData<K>);
+
+impl<K: Kind> Clone for Get<K> {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
 
 impl<K: Kind> Default for Get<K> {
     fn default() -> Self {
@@ -138,7 +144,7 @@ impl<K: Kind> Message for Get<K> {
 }
 
 /// Asks a product to look at its state and decide now (the admin API's trigger).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Nudge;
 
@@ -152,7 +158,7 @@ impl<K: Kind> Handler<Nudge> for EntityActor<K> {
 }
 
 /// Saves a snapshot and stops.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Passivate;
 

@@ -46,6 +46,32 @@ where
         addr
     }
 
+    /// Sends `msg` to the actor for `id` and waits for its answer. An actor caught stopping
+    /// (passivated a moment ago, its mailbox closing under the message) is replaced by a fresh
+    /// one, which loads from its snapshot and the log, and asked again.
+    pub async fn send<M>(&self, id: &K::Id, msg: M) -> Result<M::Result, MailboxError>
+    where
+        M: Message + Clone + Send + 'static,
+        M::Result: Send,
+        EntityActor<K>: Handler<M>,
+    {
+        let mut last = MailboxError::Closed;
+        for _ in 0..3 {
+            let addr = self.get(id);
+            match addr.send(msg.clone()).await {
+                Err(MailboxError::Closed) => {
+                    let mut resident = self.resident.lock().expect("registry");
+                    if resident.peek(id).is_some_and(|a| *a == addr) {
+                        resident.pop(id);
+                    }
+                    last = MailboxError::Closed;
+                }
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
     /// How many actors are resident (stopped ones included until their slot is reused).
     pub fn resident(&self) -> usize {
         self.resident.lock().expect("registry").len()

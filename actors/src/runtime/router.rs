@@ -194,9 +194,12 @@ impl Actors {
             self.rt.catalog.write().expect("catalog").saw(last.position);
         }
         // Districts first, so that their priors are shown before products decide.
-        join_all(routed::<District>(&round).into_iter().map(|(id, v)| self.districts.get(&id).send(Deliver(v)))).await;
-        let products = routed::<Product>(&round).into_iter().map(|(id, v)| self.products.get(&id).send(Deliver(v)));
-        let shoppers = routed::<Shopper>(&round).into_iter().map(|(id, v)| self.shoppers.get(&id).send(Deliver(v)));
+        let districts = routed::<District>(&round);
+        join_all(districts.into_iter().map(|(id, v)| async move { self.districts.send(&id, Deliver(v)).await })).await;
+        let products = routed::<Product>(&round);
+        let products = products.into_iter().map(|(id, v)| async move { self.products.send(&id, Deliver(v)).await });
+        let shoppers = routed::<Shopper>(&round);
+        let shoppers = shoppers.into_iter().map(|(id, v)| async move { self.shoppers.send(&id, Deliver(v)).await });
         futures_util::future::join(join_all(products), join_all(shoppers)).await;
     }
 }
