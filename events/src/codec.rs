@@ -78,37 +78,7 @@ pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Encodes an event's payload (its fields, without the `type`, which the envelope carries).
 pub fn encode(event: &DomainEvent) -> Result<Vec<u8>, CodecError> {
-    use DomainEvent::*;
-    match event {
-        DistrictOpened(e) => to_bytes(e),
-        ProductListed(e) => to_bytes(e),
-        ProductEdited(e) => to_bytes(e),
-        StockChanged(e) => to_bytes(e),
-        PriceChanged(e) => to_bytes(e),
-        ProductViewed(e) => to_bytes(e),
-        ProductClicked(e) => to_bytes(e),
-        ImpressionServed(e) => to_bytes(e),
-        AddedToCart(e) => to_bytes(e),
-        RemovedFromCart(e) => to_bytes(e),
-        Purchased(e) => to_bytes(e),
-        Searched(e) => to_bytes(e),
-        Bounced(e) => to_bytes(e),
-        OptimizationDecided(e) => to_bytes(e),
-        CopyGenerated(e) => to_bytes(e),
-        GenerationRejected(e) => to_bytes(e),
-        CopyApplied(e) => to_bytes(e),
-        ExperimentStarted(e) => to_bytes(e),
-        ExperimentConcluded(e) => to_bytes(e),
-        TaskQueued(e) => to_bytes(e),
-        TaskReprioritized(e) => to_bytes(e),
-        TaskStarted(e) => to_bytes(e),
-        TaskSucceeded(e) => to_bytes(e),
-        TaskFailed(e) => to_bytes(e),
-        TaskCancelled(e) => to_bytes(e),
-        SystemSwitched(e) => to_bytes(e),
-        JobRan(e) => to_bytes(e),
-        InsightRecorded(e) => to_bytes(e),
-    }
+    event.encode_current().map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// Decodes a stored payload of any known type and version, upcasting with [`UPCASTERS`], and

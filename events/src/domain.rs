@@ -17,6 +17,10 @@ pub use crate::decisions::{
     ArmStats, CommandKind, Content, CopyApplied, CopyGenerated, Evidence, ExperimentConcluded, ExperimentStarted,
     Generation, GenerationRejected, GeneratorChoice, OptimizationDecided, Outcome, Seo, Verdict,
 };
+pub use crate::health::{
+    Finding, HealthChecked, HealthIssueClosed, HealthIssueOpened, NotificationDelivered, ProductRepaired, Remedy,
+    Repair, Severity,
+};
 use crate::ids::{
     Currency, DistrictSlug, InvalidValue, ListName, OrderId, Price, ProductId, SessionId, ShopperId, StreamId, tag,
 };
@@ -215,7 +219,7 @@ signal!(
 
 /// Declares every event type once — its variant, payload type and stable type string — and
 /// derives from that one list the enum, [`EVENT_TYPES`], [`DomainEvent::event_type`] and the
-/// decoder of current payloads. (Its schema version is 1 plus its upcasters, in `codec`.)
+/// encoder and decoder of current payloads. (Its schema version is 1 plus its upcasters, in `codec`.)
 macro_rules! domain_events {
     ($($variant:ident => $name:literal,)*) => {
         /// Every event mall stores, as a record: `{"type": "...", ...fields}` in JSON.
@@ -233,6 +237,13 @@ macro_rules! domain_events {
             pub fn event_type(&self) -> &'static str {
                 match self {
                     $(DomainEvent::$variant(_) => $name,)*
+                }
+            }
+
+            /// Encodes the payload (named fields, without the `type`, which the envelope carries).
+            pub(crate) fn encode_current(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+                match self {
+                    $(DomainEvent::$variant(e) => rmp_serde::to_vec_named(e),)*
                 }
             }
 
@@ -280,6 +291,11 @@ domain_events! {
     SystemSwitched => "system_switched",
     JobRan => "job_ran",
     InsightRecorded => "insight_recorded",
+    HealthChecked => "health_checked",
+    HealthIssueOpened => "health_issue_opened",
+    HealthIssueClosed => "health_issue_closed",
+    ProductRepaired => "product_repaired",
+    NotificationDelivered => "notification_delivered",
 }
 
 /// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
@@ -299,6 +315,8 @@ impl DomainEvent {
             DistrictOpened(_) | Searched(_) => return None,
             TaskQueued(_) | TaskReprioritized(_) | TaskStarted(_) | TaskSucceeded(_) | TaskFailed(_)
             | TaskCancelled(_) | SystemSwitched(_) | JobRan(_) | InsightRecorded(_) => return None,
+            HealthChecked(_) | HealthIssueOpened(_) | HealthIssueClosed(_) | NotificationDelivered(_) => return None,
+            ProductRepaired(e) => &e.product_id,
             ProductListed(e) => &e.product_id,
             ProductEdited(e) => &e.product_id,
             StockChanged(e) => &e.product_id,
@@ -351,6 +369,11 @@ impl DomainEvent {
             | ExperimentConcluded(_) => None,
             TaskQueued(_) | TaskReprioritized(_) | TaskStarted(_) | TaskSucceeded(_) | TaskFailed(_)
             | TaskCancelled(_) | SystemSwitched(_) | JobRan(_) | InsightRecorded(_) => None,
+            HealthChecked(_)
+            | HealthIssueOpened(_)
+            | HealthIssueClosed(_)
+            | ProductRepaired(_)
+            | NotificationDelivered(_) => None,
             ProductViewed(e) => meta!(e),
             ProductClicked(e) => meta!(e),
             ImpressionServed(e) => meta!(e),
@@ -395,6 +418,19 @@ impl DomainEvent {
         )
     }
 
+    /// Whether this is an event of self-healing (every one carries [`crate::health::TAG`]).
+    pub fn is_health(&self) -> bool {
+        use DomainEvent::*;
+        matches!(
+            self,
+            HealthChecked(_)
+                | HealthIssueOpened(_)
+                | HealthIssueClosed(_)
+                | ProductRepaired(_)
+                | NotificationDelivered(_)
+        )
+    }
+
     /// Whether this is a learning signal (as opposed to a catalog event).
     pub fn is_signal(&self) -> bool {
         self.signal_meta().is_some()
@@ -407,6 +443,8 @@ impl DomainEvent {
             DomainEvent::DistrictOpened(e) => StreamId::district(&e.slug),
             DomainEvent::Searched(e) => StreamId::shopper(&e.shopper_id),
             core if core.is_core() => StreamId::parse(crate::autonomous::STREAM).expect("a valid stream id"),
+            DomainEvent::ProductRepaired(e) => StreamId::product(&e.product_id),
+            health if health.is_health() => StreamId::parse(crate::health::STREAM).expect("a valid stream id"),
             other => StreamId::product(other.product_id().expect("every other event concerns one product")),
         }
     }
@@ -418,6 +456,7 @@ impl DomainEvent {
             DomainEvent::DistrictOpened(e) => vec![tag::district(&e.slug)],
             DomainEvent::ProductListed(e) => vec![tag::district(&e.district)],
             DomainEvent::ProductEdited(e) => e.district.iter().map(tag::district).collect(),
+            health if health.is_health() => vec![crate::health::TAG.to_string()],
             other => other.shopper_id().map(tag::shopper).into_iter().collect(),
         }
     }
@@ -514,6 +553,22 @@ impl DomainEvent {
                 if !v.is_finite() {
                     return err(&format!("metrics.{k}"), "metrics must be finite numbers".into());
                 }
+            }
+            Ok(())
+        };
+        let finding = |i: usize, kind: &str, subject: &str, evidence: &BTreeMap<String, String>| {
+            use crate::autonomous::{MAX_NAME_LEN, MAX_SUBJECT_LEN, MAX_TEXT_LEN};
+            text(&format!("findings[{i}].kind"), kind, 1, MAX_NAME_LEN)?;
+            text(&format!("findings[{i}].subject"), subject, 1, MAX_SUBJECT_LEN)?;
+            if evidence.len() > crate::health::MAX_EVIDENCE {
+                return err(
+                    &format!("findings[{i}].evidence"),
+                    format!("at most {} entries", crate::health::MAX_EVIDENCE),
+                );
+            }
+            for (k, v) in evidence {
+                text(&format!("findings[{i}].evidence"), k, 1, MAX_NAME_LEN)?;
+                prose(&format!("findings[{i}].evidence.{k}"), v, 0, MAX_TEXT_LEN)?;
             }
             Ok(())
         };
@@ -616,6 +671,19 @@ impl DomainEvent {
                 }
                 Ok(())
             }
+            DomainEvent::HealthChecked(e) => {
+                text("trigger", &e.trigger, 1, crate::autonomous::MAX_NAME_LEN)?;
+                if e.findings.len() > crate::health::MAX_FINDINGS {
+                    return err("findings", format!("at most {} findings", crate::health::MAX_FINDINGS));
+                }
+                for (i, f) in e.findings.iter().enumerate() {
+                    finding(i, &f.kind, &f.subject, &f.evidence)?;
+                }
+                Ok(())
+            }
+            DomainEvent::HealthIssueOpened(e) => finding(0, &e.kind, &e.subject, &e.evidence),
+            DomainEvent::HealthIssueClosed(e) => prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN),
+            DomainEvent::ProductRepaired(e) => prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN),
             DomainEvent::JobRan(e) => {
                 text("job", &e.job, 1, crate::autonomous::MAX_NAME_LEN)?;
                 text("system", &e.system, 1, crate::autonomous::MAX_NAME_LEN)?;

@@ -9,6 +9,7 @@
 //! - [`domain`]: the event types (catalog records and learning signals), their streams and tags;
 //! - [`decisions`]: the events of mall's own decisions, generations and experiments;
 //! - [`autonomous`]: the events of the autonomous core (task queue, systems, jobs);
+//! - [`health`]: the events of self-healing (checks, issues, repairs, notifications);
 //! - [`codec`]: rmp-serde payloads with named fields, and upcasting of old schema versions;
 //! - [`envelope`]: what is stored around each payload;
 //! - [`store`]: the [`EventStore`] trait, its errors and subscriptions;
@@ -26,6 +27,7 @@ pub mod embedded;
 pub mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod ids;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrent;

@@ -240,6 +240,57 @@ fn samples() -> Vec<DomainEvent> {
             evidence: vec![id],
             at,
         }),
+        DomainEvent::HealthChecked(HealthChecked {
+            check_id: id,
+            trigger: "job".into(),
+            checked: BTreeMap::from([("products".to_string(), 120), ("images".to_string(), 80)]),
+            findings: vec![Finding {
+                kind: "broken_image".into(),
+                subject: "product:sku-42".into(),
+                severity: Severity::High,
+                remedy: Remedy::Fix,
+                evidence: BTreeMap::from([("status".to_string(), "404".to_string())]),
+                repair: Some(Repair::Placeholder {
+                    original: "https://img.example.com/42.jpg".into(),
+                    placeholder: "/api/products/sku-42/placeholder.svg".into(),
+                }),
+            }],
+            at,
+        }),
+        DomainEvent::HealthIssueOpened(HealthIssueOpened {
+            issue_id: id,
+            check_id: id,
+            kind: "missing_copy".into(),
+            subject: "product:sku-42".into(),
+            severity: Severity::Medium,
+            remedy: Remedy::Task,
+            evidence: BTreeMap::from([("missing".to_string(), "description, seo".to_string())]),
+            task_id: Some(id),
+            at,
+        }),
+        DomainEvent::HealthIssueClosed(HealthIssueClosed {
+            issue_id: id,
+            check_id: id,
+            reason: "the check no longer finds it".into(),
+            at,
+        }),
+        DomainEvent::ProductRepaired(ProductRepaired {
+            product_id: ProductId::parse("sku-42").unwrap(),
+            issue_id: id,
+            check_id: id,
+            repair: Repair::Row {
+                title: "Wooden train".into(),
+                description: "A train of beech wood.".into(),
+                price: Price::parse("19.90").unwrap(),
+                currency: Currency::parse("EUR").unwrap(),
+                stock: 4,
+                district: DistrictSlug::parse("toys").unwrap(),
+                as_of: 17,
+            },
+            reason: "the read row's title disagreed with the product's own".into(),
+            at,
+        }),
+        DomainEvent::NotificationDelivered(NotificationDelivered { notification_id: id, attempts: 3, status: 200, at }),
     ]
 }
 

@@ -296,6 +296,15 @@ impl ProductState {
             | DomainEvent::SystemSwitched(_)
             | DomainEvent::JobRan(_)
             | DomainEvent::InsightRecorded(_) => {}
+            // A repair changes what shoppers see (the read row), never the product's own facts:
+            // the vendor's image stays the one to check, the state stays what the row is
+            // repaired to.
+            DomainEvent::ProductRepaired(_) => {}
+            // Self-healing's own stream.
+            DomainEvent::HealthChecked(_)
+            | DomainEvent::HealthIssueOpened(_)
+            | DomainEvent::HealthIssueClosed(_)
+            | DomainEvent::NotificationDelivered(_) => {}
         }
     }
 
