@@ -31,6 +31,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(Personalization),
         Arc::new(Optimization),
         Arc::new(mall_projections::autonomous::Autonomous),
+        Arc::new(mall_projections::health::Health),
     ]
 }
 

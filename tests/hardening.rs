@@ -613,7 +613,7 @@ async fn rebuild_differences(c: &reqwest::Client, s: &Server) -> Vec<Value> {
     let (status, body) = post(c, s.url("/api/admin/projections/rebuild"), ADMIN, &json!({"verify": true})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let rebuilt = body["rebuilt"].as_array().unwrap();
-    assert_eq!(rebuilt.len(), 4, "{body}");
+    assert_eq!(rebuilt.len(), 5, "{body}");
     rebuilt.iter().flat_map(|r| r["differences"].as_array().unwrap().clone()).collect()
 }
 
@@ -631,7 +631,13 @@ async fn a_restart_reads_the_tables_from_their_images_and_ignores_those_of_anoth
     assert!(first.iter().all(|p| p["image"].is_null()), "no image yet: {first:?}");
     s.stop();
     let images = dir.path().join("data/snapshots/readside");
-    for name in ["catalog.v1.image", "optimization.v1.image", "personalization.v2.image", "autonomous.v1.image"] {
+    for name in [
+        "catalog.v1.image",
+        "optimization.v1.image",
+        "personalization.v2.image",
+        "autonomous.v1.image",
+        "health.v1.image",
+    ] {
         assert!(images.join(name).exists(), "{name} saved at shutdown");
     }
     let stopped_at: Vec<Value> = first.iter().map(|p| p["lag"]["log_position"].clone()).collect();

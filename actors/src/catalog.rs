@@ -116,6 +116,11 @@ impl Catalog {
         self.products.get(id)
     }
 
+    /// Every listed product, by id.
+    pub fn products(&self) -> impl Iterator<Item = (&str, &ProductEntry)> {
+        self.products.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     /// How many products are listed.
     pub fn len(&self) -> usize {
         self.products.len()

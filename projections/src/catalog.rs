@@ -1,11 +1,12 @@
 //! The `catalog` projection: the `products` table (current copy, tags, SEO, embedding, price,
-//! stock, district, status, the copy under test) and the `product_metrics` table (signal counts
+//! stock, district, status, the copy under test, the image shown — self-healing's placeholder
+//! while the vendor's is broken, with the vendor's kept in `original_image_url`) and the `product_metrics` table (signal counts
 //! and revenue in ten-thousandths of the currency unit, `revenue_e4`), folded from the log
 //! without the actors: the decision events carry the copy; and the `districts` table (voice and
 //! signal counts).
 
 use mall_events::RecordedEvent;
-use mall_events::domain::{Content, DomainEvent, Outcome};
+use mall_events::domain::{Content, DomainEvent, Outcome, Repair};
 use serde_json::{Value, json};
 
 use crate::change::{Change, Op, TableDef};
@@ -23,7 +24,8 @@ const TABLES: &[TableDef] = &[
         defaults: || {
             row! {
                 "district" => "", "title" => "", "description" => "", "tags" => json!([]), "attributes" => json!({}),
-                "price" => "0", "currency" => "", "stock" => 0, "image_url" => Value::Null, "status" => "out_of_stock",
+                "price" => "0", "currency" => "", "stock" => 0, "image_url" => Value::Null,
+                "original_image_url" => Value::Null, "status" => "out_of_stock",
                 "seo_title" => Value::Null, "seo_meta_description" => Value::Null, "embedding" => Value::Null,
                 "embedding_hash" => Value::Null, "copy_version" => 0, "experiment_id" => Value::Null,
                 "challenger" => Value::Null, "listed_position" => 0, "updated_position" => 0,
@@ -125,7 +127,9 @@ impl Projection for Catalog {
                     put("attributes", json!(v));
                 }
                 if let Some(v) = &x.image_url {
+                    // A vendor's new image ends any placeholder shown for the old one.
                     put("image_url", json!(v));
+                    put("original_image_url", Value::Null);
                 }
                 if let Some(v) = x.stock {
                     put("stock", json!(v));
@@ -152,6 +156,18 @@ impl Projection for Catalog {
                     "embedding" => vector, "embedding_hash" => format!("{text_hash:016x}"), "updated_position" => pos,
                 })),
             },
+            DomainEvent::ProductRepaired(r) => out.push(set(match &r.repair {
+                Repair::Placeholder { original, placeholder } => row! {
+                    "image_url" => placeholder, "original_image_url" => original, "updated_position" => pos,
+                },
+                Repair::Restore { image_url } => row! {
+                    "image_url" => image_url, "original_image_url" => Value::Null, "updated_position" => pos,
+                },
+                Repair::Row { title, description, price, currency, stock, district, .. } => row! {
+                    "title" => title, "description" => description, "price" => price, "currency" => currency,
+                    "stock" => stock, "status" => status(*stock), "district" => district, "updated_position" => pos,
+                },
+            })),
             DomainEvent::ExperimentStarted(x) => out.push(set(row! {
                 "experiment_id" => x.experiment_id, "challenger" => x.challenger, "updated_position" => pos,
             })),

@@ -13,11 +13,13 @@
 //! - [`catalog`]: the `products`, `product_metrics` and `districts` tables;
 //! - [`personalization`]: the `shopper_interests` and `shopper_profiles` tables;
 //! - [`optimization`]: the `optimization_log`, `experiments` and `copy_history` tables;
-//! - [`autonomous`]: the `autonomous_tasks` and `job_runs` tables.
+//! - [`autonomous`]: the `autonomous_tasks` and `job_runs` tables;
+//! - [`health`]: the `health_issues`, `health_checks` and `health_notifications` tables.
 
 pub mod autonomous;
 pub mod catalog;
 pub mod change;
+pub mod health;
 pub mod memory;
 pub mod optimization;
 pub mod personalization;

@@ -244,8 +244,38 @@ pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exi
             v["prediction"] = serde_json::to_value(prediction).expect("prediction serializes");
             (v, None)
         }
+        "health" => {
+            use mall_actors::health::{Verifier, actor::Health};
+            let mut verifier = args.verify.then(Verifier::default);
+            let s = fold::<Health>(store, &id, until, &mut |s, e, d| {
+                if let Some(v) = &mut verifier {
+                    v.observe(s, e, d);
+                }
+            })
+            .await?;
+            let v = verifier.map(|v| {
+                let (checked, mismatches) = v.finish();
+                audit::Verification {
+                    checked,
+                    mismatches: mismatches
+                        .into_iter()
+                        .map(|m| audit::Mismatch {
+                            position: m.position,
+                            stream_version: 0,
+                            event_type: "health_checked".into(),
+                            recorded: serde_json::json!(m.recorded),
+                            reproduced: serde_json::json!(m.reproduced),
+                        })
+                        .collect(),
+                }
+            });
+            (serde_json::to_value(&s).expect("state serializes"), v)
+        }
         other => {
-            return Err(anyhow!("stream: replay knows product-, district- and shopper- streams, not {other}-").into());
+            return Err(anyhow!(
+                "stream: replay knows product-, district-, shopper- and health- streams, not {other}-"
+            )
+            .into());
         }
     };
     if args.json {

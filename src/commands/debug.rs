@@ -22,6 +22,13 @@ pub enum DebugCommand {
         #[arg(long)]
         limit: Option<u64>,
     },
+    /// Append NDJSON records to the log as they are, past the catalog's rules (each still
+    /// validated): a log written before those rules existed — a product listed in a district
+    /// that was never opened, say — for the tests of self-healing.
+    AppendRaw {
+        /// The NDJSON file.
+        file: std::path::PathBuf,
+    },
     /// Write a synthetic mall as NDJSON records (for `mall import`): districts, products and
     /// shoppers' signals in time order, the same for the same seed.
     Synth {
@@ -43,6 +50,18 @@ pub async fn run(store_args: &StoreArgs, cmd: DebugCommand) -> Result<(), Exit> 
     match cmd {
         DebugCommand::Synth { districts, products, shoppers, signals, seed } => {
             synth(districts.max(1), products.max(1), shoppers.max(1), signals, seed)?;
+            Ok(())
+        }
+        DebugCommand::AppendRaw { file } => {
+            let text = std::fs::read_to_string(&file).map_err(anyhow::Error::from)?;
+            let store = store::open(store_args, Access::ReadWrite).await?;
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let record = mall_events::records::parse_record(line.as_bytes())
+                    .map_err(|e| anyhow::anyhow!("line {}: {e}", i + 1))?;
+                let event = NewEvent::from_domain(&record, Uuid::now_v7(), Vec::new()).map_err(anyhow::Error::from)?;
+                store.append(&record.stream_id(), ExpectedVersion::Any, vec![event]).await?;
+            }
+            store.close().await;
             Ok(())
         }
         DebugCommand::AppendLoad { writers, limit } => {

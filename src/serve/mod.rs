@@ -14,6 +14,7 @@ pub mod admin;
 pub mod auth;
 pub mod autonomous;
 pub mod error;
+pub mod health;
 pub mod ingest;
 pub mod intelligence;
 pub mod query;
@@ -80,6 +81,16 @@ pub struct ServeArgs {
     /// `--job product_intelligence=600`.
     #[arg(long = "job", env = "MALL_JOBS", value_delimiter = ',', value_parser = parse_job)]
     pub jobs: Vec<(String, i64)>,
+    /// Where self-healing's notifications are sent (an admin's webhook; each POSTed as JSON with
+    /// an `Idempotency-Key` header, retried until it answers 2xx). Without one they are only
+    /// listed in `GET /api/autonomous/health`.
+    #[arg(long, env = "MALL_HEALTH_WEBHOOK")]
+    pub health_webhook: Option<String>,
+    /// Addresses (`IP:PORT`) the image checker may fetch from although they are private or
+    /// loopback — an intranet image host, or a test's server. Every other private address is
+    /// refused.
+    #[arg(long = "fetch-allow", env = "MALL_FETCH_ALLOW", value_delimiter = ',')]
+    pub fetch_allow: Vec<std::net::SocketAddr>,
     #[command(flatten)]
     pub llm: crate::model::LlmArgs,
 }
@@ -111,6 +122,8 @@ pub struct AppState {
     /// The autonomous core's task queue and job runner.
     pub core: Arc<mall_actors::autonomous::scheduler::Scheduler>,
     pub jobs: Arc<mall_actors::autonomous::jobs::Runner>,
+    /// Self-healing's shell.
+    pub health: Arc<health::SelfHealing>,
 }
 
 /// Every route: its path and methods (what `routes` serves; the API tests walk this list).
@@ -122,6 +135,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/signals", &["POST"]),
     ("/api/autonomous", &["GET", "POST"]),
     ("/api/autonomous/products", &["GET", "POST"]),
+    ("/api/autonomous/health", &["GET", "POST"]),
+    ("/api/products/{id}/placeholder.svg", &["GET"]),
     ("/api/districts/{slug}", &["GET"]),
     ("/api/districts/{slug}/products", &["GET"]),
     ("/api/search", &["GET"]),
@@ -176,6 +191,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/autonomous/products",
                 vec![post(web::post().to(ingest::nudge_product)), get(web::get().to(intelligence::products))],
             ))
+            .service(resource(
+                "/autonomous/health",
+                vec![get(web::get().to(health::get_report)), post(web::post().to(health::run_check))],
+            ))
+            .service(resource("/products/{id}/placeholder.svg", vec![get(web::get().to(health::placeholder))]))
             .service(resource("/districts/{slug}", vec![get(web::get().to(storefront::district))]))
             .service(resource("/districts/{slug}/products", vec![get(web::get().to(storefront::district_products))]))
             .service(resource("/search", vec![get(web::get().to(storefront::search))]))
@@ -287,14 +307,22 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     core.register("product_intelligence", "sweep", sweep);
     core.register("product_intelligence", "generate", Arc::new(autonomous::GenerateCopy(actors.clone())));
     actors.rt.set_dispatch(Arc::new(autonomous::QueueGenerations(Arc::downgrade(&core))));
+    let fetcher =
+        args.fetch_allow.iter().fold(mall_actors::health::fetch::Fetcher::default(), |f, addr| f.allowing(*addr));
+    let healing = health::SelfHealing::new(actors.clone(), read.clone(), fetcher, args.health_webhook.clone());
+    let _ = healing.scheduler.set(Arc::downgrade(&core));
+    core.register("self_healing", "check", Arc::new(health::Check(healing.clone())));
     // The actors start once their decisions have somewhere to go.
     let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
     let every: std::collections::BTreeMap<String, i64> = args.jobs.iter().filter(|(_, s)| *s > 0).cloned().collect();
     let off: Vec<String> = args.jobs.iter().filter(|(_, s)| *s == 0).map(|(n, _)| n.clone()).collect();
-    let runner = Arc::new(jobs::Runner::new(core.clone(), clock, &every, &off, autonomous::job_work(&read)));
+    let mut work = autonomous::job_work(&read);
+    work.insert("health_check", Arc::new(health::HealthJob));
+    let runner = Arc::new(jobs::Runner::new(core.clone(), clock, &every, &off, work));
     let core_tasks = vec![
         actix_web::rt::spawn(core.clone().run(shutdown_rx.clone())),
         actix_web::rt::spawn(runner.clone().run(shutdown_rx.clone())),
+        actix_web::rt::spawn(healing.clone().deliver(shutdown_rx.clone())),
     ];
 
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
@@ -312,6 +340,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         body_timeout: Duration::from_secs(args.body_timeout.clamp(1, 3_600)),
         core,
         jobs: runner,
+        health: healing,
     });
 
     let mut server = HttpServer::new(move || {

@@ -142,8 +142,13 @@ fn embed_reply(api: Api, v: &[f32]) -> String {
     .to_string()
 }
 
-/// Reads one HTTP/1.1 request (head and a content-length body).
+/// Reads one HTTP/1.1 request (head and a content-length body): its path and body.
 async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    read_request_with_head(sock).await.map(|(_, path, body)| (path, body))
+}
+
+/// Reads one HTTP/1.1 request: its head, path and body.
+pub async fn read_request_with_head(sock: &mut tokio::net::TcpStream) -> Option<(String, String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let (head_end, length) = loop {
@@ -170,7 +175,7 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<(String, Vec<u
     }
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-    Some((path, buf[head_end..head_end + length].to_vec()))
+    Some((head, path, buf[head_end..head_end + length].to_vec()))
 }
 
 /// Starts a stand-in for `api` on loopback that answers as `script` says.

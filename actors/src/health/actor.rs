@@ -8,7 +8,7 @@ use mall_events::health::TAG;
 
 use super::{Decision, HealthState};
 use crate::runtime::Runtime;
-use crate::runtime::entity::{Kind, Source, Until, catch_up};
+use crate::runtime::entity::{Kind, Source};
 
 /// The health decider.
 pub struct Health;
@@ -48,8 +48,25 @@ impl Kind for Health {
     }
 }
 
-/// Folds every self-healing event after the state's position into it (the check's shell keeps
-/// one state and brings it up to date before each check).
+/// Folds every self-healing event after the state's position into it, with the decider's own
+/// `evolve` (the check's shell keeps one state and brings it up to date before each use). An
+/// event that does not decode is passed by, as the shell's loader does.
 pub async fn catch_up_health(rt: &Runtime, state: &mut HealthState) -> Result<u64, mall_events::StoreError> {
-    catch_up::<Health>(rt, &ID.to_string(), state, Until::Head).await
+    let mut folded = 0;
+    loop {
+        let batch = rt.store.read_by_tag(TAG, state.position + 1, 1_000).await?;
+        if batch.is_empty() {
+            return Ok(folded);
+        }
+        for e in &batch {
+            match e.decode() {
+                Ok(d) => state.evolve(e, &d),
+                Err(err) => {
+                    tracing::warn!(position = e.position, error = %err, "a self-healing event does not decode; passed by");
+                    state.position = e.position;
+                }
+            }
+            folded += 1;
+        }
+    }
 }

@@ -128,7 +128,7 @@ pub struct Fetcher {
     resolver: Box<dyn Resolve>,
     pub connect_timeout: Duration,
     pub total_timeout: Duration,
-    /// Socket addresses let through although forbidden (tests only: a stand-in on loopback).
+    /// Socket addresses let through although forbidden (named by the operator).
     allow: Vec<SocketAddr>,
 }
 
@@ -149,8 +149,8 @@ impl Fetcher {
         Fetcher { resolver, ..Fetcher::default() }
     }
 
-    /// Lets `addr` through although it is forbidden (tests: a stand-in on loopback).
-    #[doc(hidden)]
+    /// Lets `addr` (an address and port) through although it is forbidden: an intranet image
+    /// host an operator names (`mall serve --fetch-allow`), or a test's server on loopback.
     pub fn allowing(mut self, addr: SocketAddr) -> Self {
         self.allow.push(addr);
         self
