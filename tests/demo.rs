@@ -40,6 +40,17 @@ fn the_demo_shows_the_mall_improving_itself() {
         stdout.contains("  autonomous: ") && stdout.contains("jobs run: product_intelligence (1 tasks)"),
         "the core at work: the product intelligence job ran and queued its sweep: {stdout}"
     );
+    let healing: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  self-healing: ")).collect();
+    assert!(
+        healing.len() >= 2 && healing.iter().all(|l| l.contains("broken_image 2") && l.contains("placeholder")),
+        "self-healing finds the broken images and shows placeholders: {stdout}"
+    );
+    assert!(healing[0].contains("missing_copy") && !healing.last().unwrap().contains("missing_copy"), "{stdout}");
+    let out = Command::new(env!("CARGO_BIN_EXE_mall"))
+        .args(["--data-dir", &data, "replay", "health-mall", "--verify"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "every health check replays: {}", String::from_utf8_lossy(&out.stdout));
     let changed: Vec<&str> = stdout
         .lines()
         .filter_map(|l| l.trim().strip_prefix("changed: "))

@@ -212,6 +212,31 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
             anyhow::bail!("cannot list {}: {}", r["product_id"], resp.text().await?);
         }
     }
+    // A few listings with what self-healing is for: an image on an address no shopper's browser
+    // should be sent to, one on a host that does not exist, a price of zero, a duplicate.
+    let first = &DISTRICTS[0];
+    let problems = [
+        ("broken-image", "Lantern", "http://10.11.12.13/lantern.jpg", "14.90"),
+        ("lost-image", "Compass", "https://img.mall.invalid/compass.jpg", "22.00"),
+        ("no-price", "Whistle", "", "0"),
+        ("duplicate", &*records[0]["title"].as_str().unwrap_or("").to_lowercase(), "", "12.00"),
+    ];
+    for (id, title, image, price) in problems {
+        let mut r = json!({
+            "product_id": format!("{}-{id}", first.slug), "district": first.slug, "title": title,
+            "description": format!("A {} for {}, made to last and easy to carry on every outing.", title.to_lowercase(), first.audience),
+            "price": price, "currency": "EUR", "tags": [first.tags[0]], "stock": 5,
+            "attributes": if id == "duplicate" { records[0]["attributes"].clone() } else { json!({"material": "steel"}) },
+        });
+        if !image.is_empty() {
+            r["image_url"] = json!(image);
+        }
+        let resp = client.post(format!("{base}/api/products")).bearer_auth(admin).json(&r).send().await?;
+        if !(resp.status().is_success() || resp.status() == reqwest::StatusCode::CONFLICT) {
+            anyhow::bail!("cannot list {id}: {}", resp.text().await?);
+        }
+    }
+    health(&client, base, admin).await;
     let example = &products[0].0;
     println!(
         "mall demo: {} districts and {} products listed; {} shoppers browsing at {} visits/s",
@@ -226,6 +251,7 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     println!("        curl -H 'Authorization: Bearer {admin}' '{base}/api/autonomous/personalize?userId=shopper-1'");
     println!("        curl '{base}/api/autonomous/products?limit=10'");
     println!("        curl -H 'Authorization: Bearer {admin}' {base}/api/autonomous");
+    println!("        curl -H 'Authorization: Bearer {admin}' '{base}/api/autonomous/health?status=open'");
     println!("        curl {base}/healthz");
     println!("        mall events stats     (beside the running demo; read-only)");
     println!("        MALL_SERVER={base} MALL_ADMIN_TOKEN={admin} mall projections status");
@@ -329,7 +355,36 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     report(&known, started.elapsed(), posted, &mut reported_changes);
     rankings(&client, base, &mut tops).await;
     core(&client, base, admin).await;
+    health(&client, base, admin).await;
     Ok(())
+}
+
+/// Runs a health check and says what it found and fixed.
+async fn health(client: &reqwest::Client, base: &str, admin: &str) {
+    let asked = client.post(format!("{base}/api/autonomous/health")).bearer_auth(admin).json(&json!({})).send().await;
+    let Ok(v) = (match asked {
+        Ok(r) => r.json::<Value>().await,
+        Err(e) => Err(e),
+    }) else {
+        return;
+    };
+    let kinds: Vec<String> =
+        v["open"]["by_kind"].as_object().into_iter().flatten().map(|(k, n)| format!("{k} {n}")).collect();
+    let repairs: Vec<String> = (v["fixes"].as_array().into_iter().flatten())
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["repair"]["change"]["kind"].as_str().unwrap_or("?"),
+                f["subject"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    println!(
+        "  self-healing: {} open issues ({}); repairs: {}",
+        v["open"]["total"],
+        if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") },
+        if repairs.is_empty() { "none".to_string() } else { repairs.join(", ") }
+    );
 }
 
 /// One line on the autonomous core: the queue and the jobs that ran.
