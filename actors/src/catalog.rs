@@ -150,7 +150,10 @@ impl Catalog {
 
     /// Whether an event of this type can change the catalog (the others need not be decoded).
     pub fn concerns(event_type: &str) -> bool {
-        matches!(event_type, "district_opened" | "product_listed" | "product_edited" | "copy_applied")
+        matches!(
+            event_type,
+            "district_opened" | "product_listed" | "product_edited" | "copy_applied" | "voice_test_concluded"
+        )
     }
 
     /// Folds one event at `position` (idempotent: applying it again changes nothing). Total.
@@ -186,6 +189,12 @@ impl Catalog {
             DomainEvent::CopyApplied(a) => {
                 if let (Some(p), Content::Tags { tags }) = (self.products.get_mut(a.product_id.as_str()), &a.content) {
                     p.set_tags(position, tags);
+                }
+            }
+            // A voice that won its test is the district's voice: product copy is written in it.
+            DomainEvent::VoiceTestConcluded(c) => {
+                if let Some(d) = self.districts.get_mut(c.slug.as_str()) {
+                    d.personality = c.personality.clone();
                 }
             }
             _ => {}

@@ -17,6 +17,10 @@ pub use crate::decisions::{
     ArmStats, CommandKind, Content, CopyApplied, CopyGenerated, Evidence, ExperimentConcluded, ExperimentStarted,
     Generation, GenerationRejected, GeneratorChoice, OptimizationDecided, Outcome, Seo, Verdict,
 };
+pub use crate::evolution::{
+    CategoriesSuggested, CategorySuggestion, DistrictCopy, EvolutionInput, Peer, VoiceEvolutionAbandoned,
+    VoiceEvolutionProposed, VoiceTestConcluded, VoiceTestStarted,
+};
 pub use crate::health::{
     Finding, HealthChecked, HealthIssueClosed, HealthIssueOpened, NotificationDelivered, ProductRepaired, Remedy,
     Repair, Severity,
@@ -296,6 +300,11 @@ domain_events! {
     HealthIssueClosed => "health_issue_closed",
     ProductRepaired => "product_repaired",
     NotificationDelivered => "notification_delivered",
+    VoiceEvolutionProposed => "voice_evolution_proposed",
+    VoiceTestStarted => "voice_test_started",
+    VoiceEvolutionAbandoned => "voice_evolution_abandoned",
+    VoiceTestConcluded => "voice_test_concluded",
+    CategoriesSuggested => "categories_suggested",
 }
 
 /// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
@@ -316,6 +325,11 @@ impl DomainEvent {
             TaskQueued(_) | TaskReprioritized(_) | TaskStarted(_) | TaskSucceeded(_) | TaskFailed(_)
             | TaskCancelled(_) | SystemSwitched(_) | JobRan(_) | InsightRecorded(_) => return None,
             HealthChecked(_) | HealthIssueOpened(_) | HealthIssueClosed(_) | NotificationDelivered(_) => return None,
+            VoiceEvolutionProposed(_)
+            | VoiceTestStarted(_)
+            | VoiceEvolutionAbandoned(_)
+            | VoiceTestConcluded(_)
+            | CategoriesSuggested(_) => return None,
             ProductRepaired(e) => &e.product_id,
             ProductListed(e) => &e.product_id,
             ProductEdited(e) => &e.product_id,
@@ -374,6 +388,11 @@ impl DomainEvent {
             | HealthIssueClosed(_)
             | ProductRepaired(_)
             | NotificationDelivered(_) => None,
+            VoiceEvolutionProposed(_)
+            | VoiceTestStarted(_)
+            | VoiceEvolutionAbandoned(_)
+            | VoiceTestConcluded(_)
+            | CategoriesSuggested(_) => None,
             ProductViewed(e) => meta!(e),
             ProductClicked(e) => meta!(e),
             ImpressionServed(e) => meta!(e),
@@ -431,6 +450,19 @@ impl DomainEvent {
         )
     }
 
+    /// The district of an event of district evolution.
+    pub fn evolution_district(&self) -> Option<&DistrictSlug> {
+        use DomainEvent::*;
+        Some(match self {
+            VoiceEvolutionProposed(e) => &e.slug,
+            VoiceTestStarted(e) => &e.slug,
+            VoiceEvolutionAbandoned(e) => &e.slug,
+            VoiceTestConcluded(e) => &e.slug,
+            CategoriesSuggested(e) => &e.slug,
+            _ => return None,
+        })
+    }
+
     /// Whether this is a learning signal (as opposed to a catalog event).
     pub fn is_signal(&self) -> bool {
         self.signal_meta().is_some()
@@ -441,6 +473,9 @@ impl DomainEvent {
     pub fn stream_id(&self) -> StreamId {
         match self {
             DomainEvent::DistrictOpened(e) => StreamId::district(&e.slug),
+            evolution if evolution.evolution_district().is_some() => {
+                StreamId::district(evolution.evolution_district().expect("an evolution event"))
+            }
             DomainEvent::Searched(e) => StreamId::shopper(&e.shopper_id),
             core if core.is_core() => StreamId::parse(crate::autonomous::STREAM).expect("a valid stream id"),
             DomainEvent::ProductRepaired(e) => StreamId::product(&e.product_id),
@@ -457,6 +492,9 @@ impl DomainEvent {
             DomainEvent::ProductListed(e) => vec![tag::district(&e.district)],
             DomainEvent::ProductEdited(e) => e.district.iter().map(tag::district).collect(),
             health if health.is_health() => vec![crate::health::TAG.to_string()],
+            evolution if evolution.evolution_district().is_some() => {
+                evolution.evolution_district().map(tag::district).into_iter().collect()
+            }
             other => other.shopper_id().map(tag::shopper).into_iter().collect(),
         }
     }
@@ -572,6 +610,12 @@ impl DomainEvent {
             }
             Ok(())
         };
+        let copy = |field: &str, c: &crate::evolution::DistrictCopy| -> Result<(), (String, InvalidValue)> {
+            text(&format!("{field}.tagline"), &c.tagline, 1, 300)?;
+            prose(&format!("{field}.description"), &c.description, 1, MAX_DESCRIPTION_LEN)?;
+            text(&format!("{field}.seo_title"), &c.seo_title, 1, 300)?;
+            text(&format!("{field}.seo_description"), &c.seo_description, 1, 1_000)
+        };
         if self.signal_id().is_some_and(|id| id.is_nil()) {
             return err("id", "id must be a UUID other than the nil UUID".into());
         }
@@ -684,6 +728,40 @@ impl DomainEvent {
             DomainEvent::HealthIssueOpened(e) => finding(0, &e.kind, &e.subject, &e.evidence),
             DomainEvent::HealthIssueClosed(e) => prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN),
             DomainEvent::ProductRepaired(e) => prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN),
+            DomainEvent::VoiceEvolutionProposed(e) => {
+                use crate::autonomous::MAX_NAME_LEN;
+                text("attribute", &e.attribute, 1, MAX_NAME_LEN)?;
+                text("rule", &e.rule, 1, MAX_NAME_LEN)?;
+                text("from", &e.from, 1, 200)?;
+                text("to", &e.to, 1, 200)?;
+                if e.reasons.len() > crate::evolution::MAX_ITEMS || e.input.peers.len() > crate::evolution::MAX_ITEMS {
+                    return err("reasons", format!("at most {} reasons and peers", crate::evolution::MAX_ITEMS));
+                }
+                for r in &e.reasons {
+                    prose("reasons", r, 1, crate::autonomous::MAX_TEXT_LEN)?;
+                }
+                metrics(&e.metrics)
+            }
+            DomainEvent::VoiceTestStarted(e) => {
+                copy("control", &e.control).and_then(|_| copy("challenger", &e.challenger))
+            }
+            DomainEvent::VoiceTestConcluded(e) => {
+                prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN)?;
+                copy("copy", &e.copy)
+            }
+            DomainEvent::VoiceEvolutionAbandoned(e) => prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN),
+            DomainEvent::CategoriesSuggested(e) => {
+                if e.suggestions.len() > crate::evolution::MAX_ITEMS {
+                    return err("suggestions", format!("at most {} suggestions", crate::evolution::MAX_ITEMS));
+                }
+                for s in &e.suggestions {
+                    text("suggestions.category", &s.category, 1, 64)?;
+                    if !s.score.is_finite() || s.examples.len() > crate::evolution::MAX_ITEMS {
+                        return err("suggestions.score", "a finite score and at most 50 examples".into());
+                    }
+                }
+                Ok(())
+            }
             DomainEvent::JobRan(e) => {
                 text("job", &e.job, 1, crate::autonomous::MAX_NAME_LEN)?;
                 text("system", &e.system, 1, crate::autonomous::MAX_NAME_LEN)?;

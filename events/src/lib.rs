@@ -9,6 +9,7 @@
 //! - [`domain`]: the event types (catalog records and learning signals), their streams and tags;
 //! - [`decisions`]: the events of mall's own decisions, generations and experiments;
 //! - [`autonomous`]: the events of the autonomous core (task queue, systems, jobs);
+//! - [`evolution`]: the events of district evolution (voice proposals, tests, suggestions);
 //! - [`health`]: the events of self-healing (checks, issues, repairs, notifications);
 //! - [`codec`]: rmp-serde payloads with named fields, and upcasting of old schema versions;
 //! - [`envelope`]: what is stored around each payload;
@@ -25,6 +26,7 @@ pub mod decisions;
 pub mod domain;
 pub mod embedded;
 pub mod envelope;
+pub mod evolution;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;

@@ -291,7 +291,85 @@ fn samples() -> Vec<DomainEvent> {
             at,
         }),
         DomainEvent::NotificationDelivered(NotificationDelivered { notification_id: id, attempts: 3, status: 200, at }),
+        DomainEvent::VoiceEvolutionProposed(VoiceEvolutionProposed {
+            evolution_id: id,
+            slug: DistrictSlug::parse("toys").unwrap(),
+            attribute: "tone".into(),
+            from: "technical".into(),
+            to: "warm".into(),
+            rule: "converts_below_peers".into(),
+            reasons: vec!["converts 3.1% against 8.4% in home (warm)".into()],
+            metrics: BTreeMap::from([("views".to_string(), 1200.0), ("conversion".to_string(), 0.031)]),
+            input: EvolutionInput {
+                now: at,
+                peers: vec![Peer {
+                    slug: DistrictSlug::parse("home").unwrap(),
+                    personality: personality("warm"),
+                    views: 900,
+                    conversions: 76,
+                }],
+                trigger: "job".into(),
+            },
+            as_of: 812,
+            at,
+        }),
+        DomainEvent::VoiceTestStarted(VoiceTestStarted {
+            evolution_id: id,
+            test_id: id,
+            slug: DistrictSlug::parse("toys").unwrap(),
+            control: district_copy("Toys that last."),
+            challenger: district_copy("Toys to love for years."),
+            personality: personality("warm"),
+            generator: "offline/1".into(),
+            verdicts: vec![Verdict { check: "claims".into(), passed: true, detail: String::new() }],
+            at,
+        }),
+        DomainEvent::VoiceEvolutionAbandoned(VoiceEvolutionAbandoned {
+            evolution_id: id,
+            slug: DistrictSlug::parse("toys").unwrap(),
+            reason: "the guardrails refused the new voice's copy".into(),
+            verdicts: Vec::new(),
+            at,
+        }),
+        DomainEvent::VoiceTestConcluded(VoiceTestConcluded {
+            evolution_id: id,
+            test_id: id,
+            slug: DistrictSlug::parse("toys").unwrap(),
+            outcome: Outcome::ChallengerWon,
+            control: ArmStats { views: 400, conversions: 12 },
+            challenger: ArmStats { views: 410, conversions: 40 },
+            prob_challenger_better: 0.999,
+            likelihood_ratio: 61.0,
+            reason: "the new voice converts better".into(),
+            personality: personality("warm"),
+            copy: district_copy("Toys to love for years."),
+            as_of: 1_204,
+            at,
+        }),
+        DomainEvent::CategoriesSuggested(CategoriesSuggested {
+            slug: DistrictSlug::parse("toys").unwrap(),
+            suggestions: vec![CategorySuggestion {
+                category: "puzzles".into(),
+                shoppers: 14,
+                score: 31.5,
+                examples: vec!["home-3".into()],
+            }],
+            at,
+        }),
     ]
+}
+
+fn personality(tone: &str) -> Personality {
+    Personality { tone: tone.into(), style: "short sentences".into(), audience: "parents".into() }
+}
+
+fn district_copy(tagline: &str) -> DistrictCopy {
+    DistrictCopy {
+        tagline: tagline.into(),
+        description: "Wooden toys for small hands.".into(),
+        seo_title: "Wooden toys".into(),
+        seo_description: "Wooden toys for small hands, built to last.".into(),
+    }
 }
 
 fn generation() -> Generation {

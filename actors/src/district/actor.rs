@@ -4,7 +4,9 @@ use mall_events::RecordedEvent;
 use mall_events::domain::DomainEvent;
 use mall_events::ids::{DistrictSlug, tag};
 
-use super::DistrictState;
+use mall_events::domain::EvolutionInput;
+
+use super::{DistrictState, evolution};
 use crate::runtime::Runtime;
 use crate::runtime::entity::{Kind, Source};
 
@@ -13,12 +15,18 @@ pub struct District;
 impl Kind for District {
     type Id = DistrictSlug;
     type State = DistrictState;
-    type Input = ();
-    type Decision = std::convert::Infallible;
+    /// The time, the other districts' figures and why it looks.
+    type Input = EvolutionInput;
+    type Decision = evolution::Decision;
     const NAME: &'static str = "district";
-    /// A district only folds (its voice evolves in a later system).
-    fn decide(_: &DistrictState, _: &()) -> Vec<std::convert::Infallible> {
-        Vec::new()
+    /// District evolution: propose a change of voice, conclude its test, or hold.
+    fn decide(s: &DistrictState, input: &EvolutionInput) -> Vec<evolution::Decision> {
+        match (&s.slug, &s.personality) {
+            (Some(slug), Some(p)) => {
+                vec![evolution::decide(slug, p, &s.evolution, s.position, input, &evolution::Policy::default())]
+            }
+            _ => Vec::new(),
+        }
     }
     fn source(id: &DistrictSlug) -> Source {
         Source::Tag(tag::district(id))

@@ -1,7 +1,11 @@
 //! District: its personality (the voice its copy is written in), its products' aggregate
-//! performance, and the conversion prior it lends its products.
+//! performance, the conversion prior it lends its products, and its evolution — the last 30
+//! days by day, the voice proposed or under test, the history of its voices and the categories
+//! suggested to its merchant ([`evolution`]; its copy is written by [`copy`]).
 
 pub mod actor;
+pub mod copy;
+pub mod evolution;
 
 use std::collections::BTreeSet;
 
@@ -23,6 +27,12 @@ pub struct DistrictState {
     pub counts: Counts,
     /// The global position of the last event folded.
     pub position: Position,
+    /// Its evolution: signals by day, the voice under test, the history of its voices.
+    #[serde(default)]
+    pub evolution: evolution::Evolution,
+    /// The categories last suggested to its merchant.
+    #[serde(default)]
+    pub suggestions: Vec<mall_events::domain::CategorySuggestion>,
 }
 
 impl DistrictState {
@@ -45,9 +55,66 @@ impl DistrictState {
                     self.products.insert(e.product_id.clone());
                 }
             }
-            e if e.is_signal() => self.counts_add(e),
+            e if e.is_signal() => {
+                self.counts_add(e);
+                self.day_add(e);
+            }
+            DomainEvent::VoiceEvolutionProposed(p) => {
+                if let Some(current) = &self.personality {
+                    self.evolution.proposed(p, current);
+                }
+            }
+            DomainEvent::VoiceTestStarted(t) => {
+                self.evolution.test = Some(evolution::VoiceTest {
+                    evolution_id: t.evolution_id,
+                    test_id: t.test_id,
+                    started_at: t.at,
+                    control: t.control.clone(),
+                    challenger: t.challenger.clone(),
+                    personality: t.personality.clone(),
+                    arms: Default::default(),
+                });
+            }
+            DomainEvent::VoiceEvolutionAbandoned(a) => self.evolution.abandoned(a.evolution_id, a.at),
+            DomainEvent::VoiceTestConcluded(c) => {
+                if self.evolution.test.as_ref().is_some_and(|t| t.test_id == c.test_id) {
+                    self.personality = Some(c.personality.clone());
+                }
+                self.evolution.concluded(c);
+            }
+            DomainEvent::CategoriesSuggested(c) => self.suggestions = c.suggestions.clone(),
             _ => {}
         }
+    }
+
+    /// Counts a signal in its day and, while a voice is under test, in its shopper's arm.
+    fn day_add(&mut self, e: &DomainEvent) {
+        let (Some(at), Some(shopper)) = (e.signal_at(), e.shopper_id()) else { return };
+        let day = self.evolution.days.entry(evolution::day_of(at)).or_default();
+        let one = |n: &mut u64| *n = n.saturating_add(1);
+        let (mut view, mut conversion) = (false, false);
+        match e {
+            DomainEvent::ImpressionServed(_) => one(&mut day.impressions),
+            DomainEvent::ProductViewed(v) => {
+                one(&mut day.views);
+                day.dwell_ms = day.dwell_ms.saturating_add(v.dwell_ms);
+                view = true;
+            }
+            DomainEvent::ProductClicked(_) => one(&mut day.clicks),
+            DomainEvent::AddedToCart(_) => {
+                one(&mut day.carts);
+                conversion = true;
+            }
+            DomainEvent::Purchased(p) => {
+                one(&mut day.purchases);
+                day.revenue =
+                    day.revenue.saturating_add(p.unit_price.ten_thousandths().saturating_mul(p.quantity as u64));
+            }
+            DomainEvent::Bounced(_) => one(&mut day.bounces),
+            _ => {}
+        }
+        self.evolution.prune();
+        self.evolution.arm_count(shopper, view, conversion);
     }
 
     fn counts_add(&mut self, e: &DomainEvent) {

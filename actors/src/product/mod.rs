@@ -305,6 +305,12 @@ impl ProductState {
             | DomainEvent::HealthIssueOpened(_)
             | DomainEvent::HealthIssueClosed(_)
             | DomainEvent::NotificationDelivered(_) => {}
+            // District evolution's events are in the districts' streams.
+            DomainEvent::VoiceEvolutionProposed(_)
+            | DomainEvent::VoiceTestStarted(_)
+            | DomainEvent::VoiceEvolutionAbandoned(_)
+            | DomainEvent::VoiceTestConcluded(_)
+            | DomainEvent::CategoriesSuggested(_) => {}
         }
     }
 
