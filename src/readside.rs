@@ -32,6 +32,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(Optimization),
         Arc::new(mall_projections::autonomous::Autonomous),
         Arc::new(mall_projections::health::Health),
+        Arc::new(mall_projections::evolution::Evolution),
     ]
 }
 

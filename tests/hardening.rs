@@ -613,7 +613,7 @@ async fn rebuild_differences(c: &reqwest::Client, s: &Server) -> Vec<Value> {
     let (status, body) = post(c, s.url("/api/admin/projections/rebuild"), ADMIN, &json!({"verify": true})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let rebuilt = body["rebuilt"].as_array().unwrap();
-    assert_eq!(rebuilt.len(), 5, "{body}");
+    assert_eq!(rebuilt.len(), 6, "{body}");
     rebuilt.iter().flat_map(|r| r["differences"].as_array().unwrap().clone()).collect()
 }
 

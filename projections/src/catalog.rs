@@ -3,7 +3,7 @@
 //! while the vendor's is broken, with the vendor's kept in `original_image_url`) and the `product_metrics` table (signal counts
 //! and revenue in ten-thousandths of the currency unit, `revenue_e4`), folded from the log
 //! without the actors: the decision events carry the copy; and the `districts` table (voice and
-//! signal counts).
+//! signal counts, the copy in force and the voice under test beside it).
 
 use mall_events::RecordedEvent;
 use mall_events::domain::{Content, DomainEvent, Outcome, Repair};
@@ -48,6 +48,8 @@ const TABLES: &[TableDef] = &[
         defaults: || {
             row! {
                 "name" => "", "tone" => "", "style" => "", "audience" => "", "opened_position" => 0,
+                "tagline" => Value::Null, "copy_description" => Value::Null, "seo_title" => Value::Null,
+                "seo_description" => Value::Null, "voice_test_id" => Value::Null, "challenger" => Value::Null,
                 "impressions" => 0, "views" => 0, "clicks" => 0, "carts" => 0, "purchases" => 0, "bounces" => 0,
                 "revenue_e4" => 0,
             }
@@ -85,6 +87,34 @@ impl Projection for Catalog {
                     "audience" => o.personality.audience, "opened_position" => e.position,
                 },
             )];
+        }
+        // A district's voice and copy: the new voice under test beside the old, then the one kept.
+        match d {
+            DomainEvent::VoiceTestStarted(t) => {
+                return vec![Change::set(
+                    DISTRICTS,
+                    t.slug.as_str(),
+                    row! {
+                        "tagline" => t.control.tagline, "copy_description" => t.control.description,
+                        "seo_title" => t.control.seo_title, "seo_description" => t.control.seo_description,
+                        "voice_test_id" => t.test_id.to_string(),
+                        "challenger" => json!({"copy": t.challenger, "personality": t.personality}),
+                    },
+                )];
+            }
+            DomainEvent::VoiceTestConcluded(c) => {
+                return vec![Change::set(
+                    DISTRICTS,
+                    c.slug.as_str(),
+                    row! {
+                        "tone" => c.personality.tone, "style" => c.personality.style, "audience" => c.personality.audience,
+                        "tagline" => c.copy.tagline, "copy_description" => c.copy.description,
+                        "seo_title" => c.copy.seo_title, "seo_description" => c.copy.seo_description,
+                        "voice_test_id" => Value::Null, "challenger" => Value::Null,
+                    },
+                )];
+            }
+            _ => {}
         }
         let Some(id) = d.product_id().map(|p| p.as_str().to_string()) else { return Vec::new() };
         let pos = e.position;

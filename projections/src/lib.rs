@@ -14,11 +14,13 @@
 //! - [`personalization`]: the `shopper_interests` and `shopper_profiles` tables;
 //! - [`optimization`]: the `optimization_log`, `experiments` and `copy_history` tables;
 //! - [`autonomous`]: the `autonomous_tasks` and `job_runs` tables;
+//! - [`evolution`]: the `district_personalities` and `district_suggestions` tables;
 //! - [`health`]: the `health_issues`, `health_checks` and `health_notifications` tables.
 
 pub mod autonomous;
 pub mod catalog;
 pub mod change;
+pub mod evolution;
 pub mod health;
 pub mod memory;
 pub mod optimization;

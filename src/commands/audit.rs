@@ -232,9 +232,37 @@ pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exi
             (serde_json::to_value(&s).expect("state serializes"), v)
         }
         "district" => {
+            use mall_actors::district::evolution::Verifier;
             let id = DistrictSlug::parse(id).map_err(bad_id)?;
-            let s = fold::<entity::District>(store, &id, until, &mut |_, _, _| {}).await?;
-            (serde_json::to_value(&s).expect("state serializes"), None)
+            // Each decision is checked against the state as of the position it decided at:
+            // the first pass finds the decisions, the second folds and checks.
+            let mut verifier = args.verify.then(Verifier::default);
+            if let Some(v) = &mut verifier {
+                fold::<entity::District>(store.clone(), &id, until, &mut |_, e, d| v.record(e, d)).await?;
+            }
+            let s = fold::<entity::District>(store, &id, until, &mut |s, _, _| {
+                if let Some(v) = &mut verifier {
+                    v.observe(s);
+                }
+            })
+            .await?;
+            let v = verifier.map(|v| {
+                let (checked, mismatches) = v.finish(&s);
+                audit::Verification {
+                    checked,
+                    mismatches: mismatches
+                        .into_iter()
+                        .map(|(position, recorded, reproduced)| audit::Mismatch {
+                            position,
+                            stream_version: 0,
+                            event_type: "district_evolution".into(),
+                            recorded: serde_json::from_str(&recorded).unwrap_or(serde_json::json!(recorded)),
+                            reproduced: serde_json::from_str(&reproduced).unwrap_or(serde_json::json!(reproduced)),
+                        })
+                        .collect(),
+                }
+            });
+            (serde_json::to_value(&s).expect("state serializes"), v)
         }
         "shopper" => {
             let id = ShopperId::parse(id).map_err(bad_id)?;

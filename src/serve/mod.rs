@@ -14,6 +14,7 @@ pub mod admin;
 pub mod auth;
 pub mod autonomous;
 pub mod error;
+pub mod evolution;
 pub mod health;
 pub mod ingest;
 pub mod intelligence;
@@ -124,6 +125,8 @@ pub struct AppState {
     pub jobs: Arc<mall_actors::autonomous::jobs::Runner>,
     /// Self-healing's shell.
     pub health: Arc<health::SelfHealing>,
+    /// District evolution's shell.
+    pub evolution: Arc<evolution::Evolution>,
 }
 
 /// Every route: its path and methods (what `routes` serves; the API tests walk this list).
@@ -136,6 +139,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/autonomous", &["GET", "POST"]),
     ("/api/autonomous/products", &["GET", "POST"]),
     ("/api/autonomous/health", &["GET", "POST"]),
+    ("/api/autonomous/districts/{slug}", &["GET"]),
+    ("/api/autonomous/districts/{slug}/evolve", &["POST"]),
     ("/api/products/{id}/placeholder.svg", &["GET"]),
     ("/api/districts/{slug}", &["GET"]),
     ("/api/districts/{slug}/products", &["GET"]),
@@ -196,6 +201,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 vec![get(web::get().to(health::get_report)), post(web::post().to(health::run_check))],
             ))
             .service(resource("/products/{id}/placeholder.svg", vec![get(web::get().to(health::placeholder))]))
+            .service(resource("/autonomous/districts/{slug}", vec![get(web::get().to(evolution::show))]))
+            .service(resource("/autonomous/districts/{slug}/evolve", vec![post(web::post().to(evolution::evolve))]))
             .service(resource("/districts/{slug}", vec![get(web::get().to(storefront::district))]))
             .service(resource("/districts/{slug}/products", vec![get(web::get().to(storefront::district_products))]))
             .service(resource("/search", vec![get(web::get().to(storefront::search))]))
@@ -312,17 +319,25 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let healing = health::SelfHealing::new(actors.clone(), read.clone(), fetcher, args.health_webhook.clone());
     let _ = healing.scheduler.set(Arc::downgrade(&core));
     core.register("self_healing", "check", Arc::new(health::Check(healing.clone())));
+    let evolving = evolution::Evolution::new(actors.clone(), read.clone());
+    let _ = evolving.scheduler.set(Arc::downgrade(&core));
+    core.register("district_evolution", "evolve", Arc::new(evolution::Evolve(evolving.clone())));
+    core.register("district_evolution", "write_voice", Arc::new(evolution::WriteVoice(evolving.clone())));
+    core.register("district_evolution", "sweep", Arc::new(evolution::Sweep(evolving.clone())));
+    core.register("self_healing", "sweep", Arc::new(health::Check(healing.clone())));
     // The actors start once their decisions have somewhere to go.
     let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
     let every: std::collections::BTreeMap<String, i64> = args.jobs.iter().filter(|(_, s)| *s > 0).cloned().collect();
     let off: Vec<String> = args.jobs.iter().filter(|(_, s)| *s == 0).map(|(n, _)| n.clone()).collect();
     let mut work = autonomous::job_work(&read);
     work.insert("health_check", Arc::new(health::HealthJob));
+    work.insert("district_evolution", Arc::new(evolution::EvolutionJob(evolving.clone())));
     let runner = Arc::new(jobs::Runner::new(core.clone(), clock, &every, &off, work));
     let core_tasks = vec![
         actix_web::rt::spawn(core.clone().run(shutdown_rx.clone())),
         actix_web::rt::spawn(runner.clone().run(shutdown_rx.clone())),
         actix_web::rt::spawn(healing.clone().deliver(shutdown_rx.clone())),
+        actix_web::rt::spawn(evolving.clone().watch_tests(shutdown_rx.clone())),
     ];
 
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
@@ -341,6 +356,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         core,
         jobs: runner,
         health: healing,
+        evolution: evolving,
     });
 
     let mut server = HttpServer::new(move || {

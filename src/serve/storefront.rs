@@ -69,9 +69,16 @@ fn answer(position: Position, body: Value) -> HttpResponse {
 
 fn district_json(d: &Row) -> Value {
     let (views, carts, purchases) = (n(d, "views"), n(d, "carts"), n(d, "purchases"));
+    let copy = d.get("tagline").and_then(Value::as_str).map(|tagline| {
+        json!({
+            "tagline": tagline, "description": s(d, "copy_description"), "seo_title": s(d, "seo_title"),
+            "seo_description": s(d, "seo_description"),
+        })
+    });
     json!({
         "slug": s(d, "slug"), "name": s(d, "name"),
         "personality": {"tone": s(d, "tone"), "style": s(d, "style"), "audience": s(d, "audience")},
+        "copy": copy,
         "stats": {
             "impressions": n(d, "impressions"), "views": views, "clicks": n(d, "clicks"), "carts": carts,
             "purchases": purchases, "bounces": n(d, "bounces"), "revenue": n(d, "revenue_e4") / 10_000.0,
@@ -99,19 +106,43 @@ pub async fn districts(
     Ok(answer(at, json!({"districts": rows.iter().map(district_json).collect::<Vec<_>>()})))
 }
 
-/// `GET /api/districts/{slug}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistrictQuery {
+    #[serde(alias = "minPosition")]
+    min_position: Option<Position>,
+    /// The shopper asking: while a new voice is tested, they get their arm's copy and voice.
+    shopper: Option<String>,
+}
+
+/// `GET /api/districts/{slug}?shopper=&min_position=`: the district, its copy and voice — for a
+/// shopper in the new voice's arm of a running test, the new ones.
 pub async fn district(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    q: super::query::Query<PositionQuery>,
+    q: super::query::Query<DistrictQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let slug = DistrictSlug::parse(path.into_inner()).map_err(|e| ApiError::invalid("slug", e.0))?;
+    let shopper = self::shopper(&q.shopper)?;
     let at = position(&state, q.min_position).await;
     let d = state.read.rows("catalog", DISTRICTS, Filter::Key(slug.as_str())).await.map_err(sink_error)?;
     let d = d.first().ok_or_else(|| ApiError::not_found(format!("no district {slug}")))?;
     let products =
         state.read.rows("catalog", PRODUCTS, Filter::Eq("district", slug.as_str())).await.map_err(sink_error)?;
     let mut body = district_json(d);
+    if let Some(test) = d.get("voice_test_id").and_then(Value::as_str).and_then(|t| t.parse::<uuid::Uuid>().ok()) {
+        let arm = shopper.as_ref().map(|s| mall_actors::experiment::arm(test, s));
+        if arm == Some(Arm::Challenger)
+            && let Some(c) = d.get("challenger")
+        {
+            body["copy"] = c["copy"].clone();
+            body["personality"] = c["personality"].clone();
+        }
+        body["voice_test"] = json!({
+            "test_id": test,
+            "arm": arm.map(|a| if a == Arm::Challenger { "challenger" } else { "control" }),
+        });
+    }
     body["products"] = json!(products.len());
     body["in_stock"] = json!(products.iter().filter(|p| s(p, "status") == "in_stock").count());
     Ok(answer(at, body))

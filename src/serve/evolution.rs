@@ -1,0 +1,484 @@
+//! District evolution inside `mall serve`: the shell that gathers a district's state and its
+//! peers' figures, asks the district's pure `decide` and records what it decides; the task that
+//! writes the district's copy in the proposed voice and starts its test; a look every few
+//! seconds at the tests running; the categories suggested to merchants; the job; and the routes
+//! `POST /api/autonomous/districts/{slug}/evolve` and `GET /api/autonomous/districts/{slug}`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mall_actors::autonomous::jobs::JobWork;
+use mall_actors::autonomous::priority;
+use mall_actors::autonomous::queue::{Status, Task};
+use mall_actors::autonomous::scheduler::{Executor, Request, Scheduler};
+use mall_actors::district::evolution::{self, Decision};
+use mall_actors::district::{DistrictState, copy};
+use mall_actors::runtime::entity::{District, Get, Kind};
+use mall_actors::runtime::router::Actors;
+use mall_events::domain::{
+    CategoriesSuggested, CategorySuggestion, DomainEvent, EvolutionInput, Peer, VoiceEvolutionAbandoned,
+    VoiceTestStarted,
+};
+use mall_events::ids::DistrictSlug;
+use mall_events::{ExpectedVersion, NewEvent};
+use mall_projections::catalog::PRODUCTS;
+use mall_projections::change::Row;
+use mall_projections::evolution::DISTRICT_PERSONALITIES;
+use mall_projections::personalization::{SHOPPER_INTERESTS, interest_at};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Scope;
+use super::error::ApiError;
+use crate::readside::{Filter, ReadSide};
+
+/// How often the running voice tests are looked at.
+const TEST_LOOK_EVERY: Duration = Duration::from_secs(5);
+/// The most categories suggested to a district at once.
+const MAX_SUGGESTIONS: usize = 5;
+
+/// District evolution's shell: one per server.
+pub struct Evolution {
+    pub actors: Arc<Actors>,
+    pub read: Arc<ReadSide>,
+    pub scheduler: OnceLock<Weak<Scheduler>>,
+    /// One look at a time.
+    looks: tokio::sync::Mutex<()>,
+    /// The last decision for each district, as the API shows it.
+    last: std::sync::Mutex<HashMap<String, Value>>,
+}
+
+fn text(r: &Row, k: &str) -> String {
+    r.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+impl Evolution {
+    pub fn new(actors: Arc<Actors>, read: Arc<ReadSide>) -> Arc<Self> {
+        Arc::new(Evolution {
+            actors,
+            read,
+            scheduler: OnceLock::new(),
+            looks: tokio::sync::Mutex::new(()),
+            last: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn scheduler(&self) -> Result<Arc<Scheduler>, String> {
+        self.scheduler.get().and_then(Weak::upgrade).ok_or_else(|| "the scheduler is gone".to_string())
+    }
+
+    /// The open districts.
+    fn open(&self) -> Vec<DistrictSlug> {
+        let catalog = self.actors.rt.catalog.read().expect("catalog");
+        let mut all: Vec<DistrictSlug> = catalog.districts().filter_map(|(s, _)| DistrictSlug::parse(s).ok()).collect();
+        all.sort();
+        all
+    }
+
+    /// The district's state as its actor folded it.
+    pub async fn state(&self, slug: &DistrictSlug) -> Result<DistrictState, String> {
+        self.actors
+            .districts
+            .send(slug, Get::<District>::default())
+            .await
+            .map_err(|e| format!("the district's actor did not answer: {e}"))?
+            .filter(|s| s.slug.is_some())
+            .ok_or_else(|| format!("no district {slug}"))
+    }
+
+    /// The other open districts' voices and their last 30 days' conversion.
+    async fn peers(&self, slug: &DistrictSlug, now: DateTime<Utc>) -> Vec<Peer> {
+        let mut peers = Vec::new();
+        for other in self.open().into_iter().filter(|o| o != slug) {
+            let Ok(s) = self.state(&other).await else { continue };
+            let Some(personality) = s.personality.clone() else { continue };
+            let a = evolution::analyse(&s.evolution, now);
+            peers.push(Peer { slug: other, personality, views: a.views, conversions: a.conversions });
+        }
+        peers
+    }
+
+    async fn append(&self, d: DomainEvent, id: Uuid) -> Result<(), String> {
+        let e = NewEvent::from_domain(&d, id, Vec::new()).map_err(|e| e.to_string())?;
+        self.actors.rt.store.append(&d.stream_id(), ExpectedVersion::Any, vec![e]).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Looks at a district now: decides with its state and its peers' figures, records a
+    /// proposal (and queues the writing of its copy) or a test's conclusion. Returns the decision.
+    pub async fn look(&self, slug: &DistrictSlug, trigger: &str) -> Result<Decision, String> {
+        let _one = self.looks.lock().await;
+        let state = self.state(slug).await?;
+        let now = Utc::now();
+        let peers = if state.evolution.test.is_some() { Vec::new() } else { self.peers(slug, now).await };
+        let input = EvolutionInput { now, peers, trigger: trigger.into() };
+        let decision = District::decide(&state, &input).pop().ok_or_else(|| format!("{slug} is not open"))?;
+        match &decision {
+            Decision::Propose(p) => {
+                self.append(DomainEvent::VoiceEvolutionProposed(p.clone()), p.evolution_id).await?;
+                let request = Request {
+                    system: "district_evolution".into(),
+                    subject: format!("district:{slug}"),
+                    action: "write_voice".into(),
+                    priority: priority::ADMIN,
+                    reason: format!("{} ({}): {}", p.attribute, p.rule, p.reasons.join("; ")),
+                    metrics: p.metrics.clone(),
+                    generations: 0,
+                };
+                self.scheduler()?.queue(vec![request]).await.map_err(|e| e.to_string())?;
+            }
+            Decision::Conclude(c) => {
+                self.append(DomainEvent::VoiceTestConcluded(c.clone()), Uuid::new_v5(&c.test_id, b"concluded")).await?;
+            }
+            Decision::Hold { .. } => {}
+        }
+        let mut shown = serde_json::to_value(&decision).unwrap_or(Value::Null);
+        shown["at"] = json!(now);
+        shown["trigger"] = json!(trigger);
+        self.last.lock().expect("last").insert(slug.to_string(), shown);
+        Ok(decision)
+    }
+
+    /// The district's commonest product tags (its categories), at most `n`.
+    async fn categories(&self, slug: &DistrictSlug, n: usize) -> Result<Vec<String>, String> {
+        let rows = self
+            .read
+            .rows("catalog", PRODUCTS, Filter::Eq("district", slug.as_str()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &rows {
+            for t in r.get("tags").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                *counts.entry(t.to_string()).or_default() += 1;
+            }
+        }
+        let mut ranked: Vec<(String, usize)> = counts.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(ranked.into_iter().take(n).map(|(t, _)| t).collect())
+    }
+
+    /// Writes the district's copy in its current voice and in the proposed one, checks both with
+    /// the guardrails, and starts the test — or abandons the proposal when the copy is refused.
+    pub async fn write_voice(&self, slug: &DistrictSlug) -> Result<String, String> {
+        // The proposal was just appended: wait (a little) for the district's actor to fold it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let state = loop {
+            let s = self.state(slug).await?;
+            if s.evolution.proposed.is_some() || Instant::now() > deadline {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let Some(p) = state.evolution.proposed.clone() else { return Ok("no proposal waits for its copy".into()) };
+        if state.evolution.test.is_some() {
+            return Ok("the new voice is already under test".into());
+        }
+        let current = state.personality.clone().ok_or("the district has no voice")?;
+        let categories = self.categories(slug, 3).await?;
+        let control = state.evolution.copy.clone().unwrap_or_else(|| copy::write(&state.name, &current, &categories));
+        let challenger = copy::write(&state.name, &p.personality, &categories);
+        let (control_verdicts, control) = copy::check(&control, &state.name, &categories);
+        let (verdicts, challenger) = copy::check(&challenger, &state.name, &categories);
+        let now = Utc::now();
+        match (control, challenger) {
+            (Some(control), Some(challenger)) => {
+                let test_id = evolution::test_id(p.evolution_id);
+                let started = VoiceTestStarted {
+                    evolution_id: p.evolution_id,
+                    test_id,
+                    slug: slug.clone(),
+                    control,
+                    challenger,
+                    personality: p.personality.clone(),
+                    generator: copy::WRITER.into(),
+                    verdicts,
+                    at: now,
+                };
+                self.append(DomainEvent::VoiceTestStarted(started), Uuid::new_v5(&test_id, b"started")).await?;
+                Ok(format!("the {} {:?} is under test against {:?}", p.attribute, p.to, p.from))
+            }
+            (control, _) => {
+                let failed: Vec<String> = verdicts
+                    .iter()
+                    .chain(if control.is_none() { control_verdicts.iter() } else { [].iter() })
+                    .filter(|v| !v.passed)
+                    .map(|v| format!("{}: {}", v.check, v.detail))
+                    .collect();
+                let abandoned = VoiceEvolutionAbandoned {
+                    evolution_id: p.evolution_id,
+                    slug: slug.clone(),
+                    reason: format!("the guardrails refused the copy: {}", failed.join("; ")),
+                    verdicts,
+                    at: now,
+                };
+                self.append(
+                    DomainEvent::VoiceEvolutionAbandoned(abandoned),
+                    Uuid::new_v5(&p.evolution_id, b"abandoned"),
+                )
+                .await?;
+                Ok("abandoned: the guardrails refused the copy".into())
+            }
+        }
+    }
+
+    /// Categories the district does not carry that its shoppers show interest in elsewhere
+    /// (carts and purchases weigh most), recorded when they changed.
+    pub async fn suggest(&self, slug: &DistrictSlug) -> Result<Vec<CategorySuggestion>, String> {
+        let err = |e: mall_projections::runner::SinkError| e.to_string();
+        let products = self.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(err)?;
+        let tags_of = |r: &Row| -> Vec<String> {
+            r.get("tags")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        };
+        let carried: HashSet<String> =
+            products.iter().filter(|r| text(r, "district") == slug.as_str()).flat_map(tags_of).collect();
+        let elsewhere: HashMap<String, Vec<String>> = products
+            .iter()
+            .filter(|r| text(r, "district") != slug.as_str())
+            .map(|r| (text(r, "product_id"), tags_of(r).into_iter().filter(|t| !carried.contains(t)).collect()))
+            .collect();
+        let interests = self.read.rows("personalization", SHOPPER_INTERESTS, Filter::All).await.map_err(err)?;
+        let now = Utc::now();
+        let score = |r: &Row| {
+            let last = r.get("last_at").and_then(Value::as_str).and_then(|t| t.parse::<DateTime<Utc>>().ok());
+            let raw = r.get("score").and_then(Value::as_f64).unwrap_or(0.0);
+            last.map_or(0.0, |t| interest_at(raw, t, now))
+        };
+        let facet = format!("district:{slug}");
+        let shoppers: HashSet<String> = interests
+            .iter()
+            .filter(|r| text(r, "facet") == facet && score(r) > 0.0)
+            .map(|r| text(r, "shopper_id"))
+            .collect();
+        let mut by_tag: BTreeMap<String, (BTreeSet<String>, f64, BTreeSet<String>)> = BTreeMap::new();
+        for r in interests.iter().filter(|r| shoppers.contains(&text(r, "shopper_id"))) {
+            let Some(product) = text(r, "facet").strip_prefix("product:").map(str::to_string) else { continue };
+            let s = score(r);
+            if s <= 0.0 {
+                continue;
+            }
+            for tag in elsewhere.get(&product).into_iter().flatten() {
+                let e = by_tag.entry(tag.clone()).or_default();
+                e.0.insert(text(r, "shopper_id"));
+                e.1 += s;
+                e.2.insert(product.clone());
+            }
+        }
+        let mut suggestions: Vec<CategorySuggestion> = by_tag
+            .into_iter()
+            .filter(|(_, (who, _, _))| who.len() >= 2)
+            .map(|(category, (who, score, examples))| CategorySuggestion {
+                category,
+                shoppers: who.len() as u64,
+                score: (score * 100.0).round() / 100.0,
+                examples: examples.into_iter().take(3).collect(),
+            })
+            .collect();
+        suggestions.sort_by(|a, b| {
+            b.shoppers.cmp(&a.shoppers).then(b.score.total_cmp(&a.score)).then(a.category.cmp(&b.category))
+        });
+        suggestions.truncate(MAX_SUGGESTIONS);
+        let state = self.state(slug).await?;
+        let known: Vec<(&str, u64)> = state.suggestions.iter().map(|s| (s.category.as_str(), s.shoppers)).collect();
+        let now_seen: Vec<(&str, u64)> = suggestions.iter().map(|s| (s.category.as_str(), s.shoppers)).collect();
+        if known != now_seen {
+            let e = CategoriesSuggested { slug: slug.clone(), suggestions: suggestions.clone(), at: now };
+            self.append(DomainEvent::CategoriesSuggested(e), Uuid::now_v7()).await?;
+        }
+        Ok(suggestions)
+    }
+
+    /// Looks at every running voice test every few seconds, until shutdown.
+    pub async fn watch_tests(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(TEST_LOOK_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+            let stopped = match self.scheduler() {
+                Ok(s) => s.with_queue(|q| q.is_stopped("district_evolution")).await,
+                Err(_) => return,
+            };
+            if stopped {
+                continue;
+            }
+            for slug in self.open() {
+                let running = self.state(&slug).await.is_ok_and(|s| s.evolution.test.is_some());
+                if running && let Err(e) = self.look(&slug, "test").await {
+                    tracing::warn!(district = %slug, error = %e, "cannot look at a voice test");
+                }
+            }
+        }
+    }
+}
+
+fn district_of(task: &Task) -> Result<DistrictSlug, String> {
+    let slug = task.subject.strip_prefix("district:").unwrap_or(&task.subject);
+    DistrictSlug::parse(slug).map_err(|e| e.0)
+}
+
+const ADMIN_REASON: &str = "an admin asked the district to evolve";
+
+/// `district_evolution` `evolve`: a look at one district, and its category suggestions.
+pub struct Evolve(pub Arc<Evolution>);
+
+#[async_trait]
+impl Executor for Evolve {
+    async fn run(&self, task: &Task) -> Result<String, String> {
+        let slug = district_of(task)?;
+        let trigger = if task.reason.starts_with(ADMIN_REASON) { "admin" } else { "job" };
+        let decision = self.0.look(&slug, trigger).await?;
+        let suggestions = self.0.suggest(&slug).await?;
+        let said = match &decision {
+            Decision::Propose(p) => format!("proposed the {} {:?} (was {:?})", p.attribute, p.to, p.from),
+            Decision::Conclude(c) => format!("concluded its voice test: {:?}", c.outcome),
+            Decision::Hold { reason } => format!("held: {reason}"),
+        };
+        Ok(format!("{said}; {} categories suggested", suggestions.len()))
+    }
+}
+
+/// `district_evolution` `write_voice`: the copy in the proposed voice, and its test.
+pub struct WriteVoice(pub Arc<Evolution>);
+
+#[async_trait]
+impl Executor for WriteVoice {
+    async fn run(&self, task: &Task) -> Result<String, String> {
+        self.0.write_voice(&district_of(task)?).await
+    }
+}
+
+fn evolve_request(slug: &DistrictSlug, reason: String, priority: u8) -> Request {
+    Request {
+        system: "district_evolution".into(),
+        subject: format!("district:{slug}"),
+        action: "evolve".into(),
+        priority,
+        reason,
+        metrics: BTreeMap::new(),
+        generations: 0,
+    }
+}
+
+/// `district_evolution` `sweep` (an admin's "optimize"): a look at every open district, queued.
+pub struct Sweep(pub Arc<Evolution>);
+
+#[async_trait]
+impl Executor for Sweep {
+    async fn run(&self, task: &Task) -> Result<String, String> {
+        let open = self.0.open();
+        let requests =
+            open.iter().map(|s| evolve_request(s, format!("a sweep: {}", task.reason), task.priority)).collect();
+        self.0.scheduler()?.queue(requests).await.map_err(|e| e.to_string())?;
+        Ok(format!("{} districts queued for a look", open.len()))
+    }
+}
+
+/// The `district_evolution` job: a look at every open district.
+pub struct EvolutionJob(pub Arc<Evolution>);
+
+#[async_trait]
+impl JobWork for EvolutionJob {
+    async fn run(&self, scheduler: &Scheduler, due: DateTime<Utc>) -> Result<Vec<Uuid>, String> {
+        let requests = self
+            .0
+            .open()
+            .iter()
+            .map(|s| evolve_request(s, format!("the district evolution job (tick {due})"), priority::SWEEP))
+            .collect();
+        scheduler.queue(requests).await.map_err(|e| e.to_string())
+    }
+}
+
+fn open_slug(state: &AppState, slug: String) -> Result<DistrictSlug, ApiError> {
+    let slug = DistrictSlug::parse(slug).map_err(|e| ApiError::invalid("slug", e.0))?;
+    if state.actors.rt.catalog.read().expect("catalog").district(slug.as_str()).is_none() {
+        return Err(ApiError::not_found(format!("no district {slug}")));
+    }
+    Ok(slug)
+}
+
+/// `POST /api/autonomous/districts/{slug}/evolve` (admin): a look now, through the task queue
+/// at an admin's priority; answers with the decision and its reason once the task ran (202 with
+/// the task while it waits: its system stopped, say).
+pub async fn evolve(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let slug = open_slug(&state, path.into_inner())?;
+    let ids = state.core.queue(vec![evolve_request(&slug, ADMIN_REASON.into(), priority::ADMIN)]).await?;
+    let id = ids.first().copied().ok_or_else(|| ApiError::unavailable("the look was not queued"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let task = state.core.with_queue(|q| q.task(&id).cloned()).await;
+        match task {
+            Some(t) if t.status == Status::Succeeded => break,
+            Some(t) if t.status == Status::Failed || t.status == Status::Cancelled => {
+                return Ok(HttpResponse::InternalServerError().json(
+                    json!({"message": format!("the look failed: {}", t.outcome.unwrap_or_default()), "task": id}),
+                ));
+            }
+            _ if Instant::now() > deadline => {
+                return Ok(HttpResponse::Accepted().json(json!({"task": id, "status": "queued"})));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let mut body = state.evolution.last.lock().expect("last").get(slug.as_str()).cloned().unwrap_or(json!({}));
+    body["slug"] = json!(slug);
+    body["task"] = json!(id);
+    if let Some(reason) = body.get("reason").cloned().or_else(|| body.get("reasons").cloned()) {
+        body["reason"] = reason;
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `GET /api/autonomous/districts/{slug}`: the current voice and copy, the last 30 days, the
+/// running test with its arms so far, every evolution with its reasons and outcome, the open
+/// category suggestions, the last decision and the next run.
+pub async fn show(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let slug = open_slug(&state, path.into_inner())?;
+    let s = state.evolution.state(&slug).await.map_err(ApiError::unavailable)?;
+    let now = Utc::now();
+    let mut evolutions = state
+        .read
+        .rows("evolution", DISTRICT_PERSONALITIES, Filter::Eq("slug", slug.as_str()))
+        .await
+        .map_err(super::storefront::sink_error)?;
+    evolutions.sort_by_key(|r| r.get("position").and_then(Value::as_u64).unwrap_or(0));
+    let test = s.evolution.test.as_ref().map(|t| {
+        json!({
+            "evolution_id": t.evolution_id, "test_id": t.test_id, "started_at": t.started_at,
+            "personality": t.personality, "control_copy": t.control, "challenger_copy": t.challenger,
+            "arms": {"control": t.arms[0], "challenger": t.arms[1]},
+        })
+    });
+    let job = state.jobs.status().await.into_iter().find(|j| j.name == "district_evolution");
+    Ok(HttpResponse::Ok().json(json!({
+        "slug": slug,
+        "name": s.name,
+        "personality": s.personality,
+        "copy": s.evolution.copy,
+        "analysis": evolution::analyse(&s.evolution, now),
+        "proposed": s.evolution.proposed,
+        "test": test,
+        "evolutions": evolutions,
+        "history": s.evolution.history,
+        "suggestions": s.suggestions,
+        "last_decision": state.evolution.last.lock().expect("last").get(slug.as_str()),
+        "next_run": job.as_ref().filter(|j| j.enabled && j.running).map(|j| j.next_run),
+        "position": s.position,
+    })))
+}
