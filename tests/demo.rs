@@ -51,6 +51,20 @@ fn the_demo_shows_the_mall_improving_itself() {
         .output()
         .unwrap();
     assert!(out.status.success(), "every health check replays: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        stdout.contains("district evolution: outdoor proposed tone")
+            && stdout.contains("district evolution: outdoor tone \"technical\" -> "),
+        "the district whose shoppers do not respond to its voice evolves: {stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.contains("district evolution: outdoor tone") && l.ends_with("(kept)")),
+        "its new voice won its test: {stdout}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_mall"))
+        .args(["--data-dir", &data, "replay", "district-outdoor", "--verify"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "every evolution replays: {}", String::from_utf8_lossy(&out.stdout));
     let changed: Vec<&str> = stdout
         .lines()
         .filter_map(|l| l.trim().strip_prefix("changed: "))

@@ -78,8 +78,17 @@ async fn evolves(store: Store) {
                 .await;
         assert_eq!(code, StatusCode::CREATED, "{body}");
     }
-    // Toys converts 4%, home 20%, garden 15%.
+    // Lamps are sold only in home.
+    let mut lamp = product("home-lamp", "home", "Brass lamp", "A lamp.");
+    lamp["tags"] = json!(["lamps", "brass"]);
+    let (code, body) = post(&c, s.url("/api/products"), ADMIN, &lamp).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    // Toys converts 4%, home 20%, garden 15%; some of toys' shoppers put a lamp in their cart.
     let mut signals = traffic("toys-1", "a", 400, 16);
+    for i in 0..5 {
+        signals.push(signal("product_viewed", "home-lamp", &format!("a-{i}")));
+        signals.push(signal("added_to_cart", "home-lamp", &format!("a-{i}")));
+    }
     signals.extend(traffic("home-1", "b", 400, 80));
     signals.extend(traffic("garden-1", "c", 400, 60));
     send_signals(&c, &s, signals).await;
@@ -107,7 +116,14 @@ async fn evolves(store: Store) {
         (toys["attribute"].as_str(), toys["from"].as_str(), toys["to"].as_str()),
         (Some("tone"), Some("technical"), Some("warm"))
     );
-    assert!(toys["reasons"][1].as_str().unwrap().contains("home converts 20.0%"), "{toys}");
+    assert!(toys["reasons"][1].as_str().unwrap().starts_with("home converts 21.0% of 405 views"), "{toys}");
+    assert!(toys["reason"].as_str().unwrap().contains("converts 4.0% of 400 views"), "{toys}");
+    // What its shoppers want that it does not carry is suggested to its merchant.
+    let suggested = show(&c, &s, "toys").await;
+    let lamps = suggested["suggestions"].as_array().unwrap().iter().find(|x| x["category"] == "lamps");
+    let lamps = lamps.unwrap_or_else(|| panic!("lamps are suggested: {suggested:#}"));
+    assert_eq!((lamps["shoppers"].as_u64(), lamps["examples"][0].as_str()), (Some(5), Some("home-lamp")), "{lamps}");
+    assert!(suggested["suggestions"].as_array().unwrap().iter().all(|x| x["category"] != "wood"), "carried already");
     // Asked again at once, it waits for the test rather than proposing twice.
     let deadline = Instant::now() + Duration::from_secs(30);
     let test = loop {

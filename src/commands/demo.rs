@@ -113,6 +113,10 @@ const DISTRICTS: &[District] = &[
     },
 ];
 
+/// The voice the demo's outdoor shoppers do not respond to (they convert half as often while
+/// the district speaks in it): what district evolution should find and change.
+const UNLOVED: (&str, &str) = ("outdoor", "technical");
+
 const ADJECTIVES: &[&str] =
     &["Classic", "Compact", "Sturdy", "Bright", "Field", "Heritage", "Everyday", "Folding", "Grand", "Little"];
 const MATERIALS: &[&str] = &["beech", "oak", "cotton", "steel", "linen", "wool", "ceramic", "nylon"];
@@ -252,6 +256,7 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     println!("        curl '{base}/api/autonomous/products?limit=10'");
     println!("        curl -H 'Authorization: Bearer {admin}' {base}/api/autonomous");
     println!("        curl -H 'Authorization: Bearer {admin}' '{base}/api/autonomous/health?status=open'");
+    println!("        curl {base}/api/autonomous/districts/{}", UNLOVED.0);
     println!("        curl {base}/healthz");
     println!("        mall events stats     (beside the running demo; read-only)");
     println!("        MALL_SERVER={base} MALL_ADMIN_TOKEN={admin} mall projections status");
@@ -273,6 +278,8 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     let mut posted: u64 = 0;
     let mut reported_changes: Vec<String> = Vec::new();
     let mut tops: HashMap<String, Vec<String>> = HashMap::new();
+    let mut voices: HashMap<String, Voice> = HashMap::new();
+    let mut evolutions: HashMap<String, usize> = HashMap::new();
     let tick = Duration::from_millis(250);
     loop {
         if args.duration.is_some_and(|d| started.elapsed() >= Duration::from_secs(d)) {
@@ -281,6 +288,7 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
         let tick_started = Instant::now();
         if last_refresh.elapsed() >= Duration::from_secs(2) {
             refresh(&client, base, &products, &mut known).await;
+            voices = district_voices(&client, base).await;
             last_refresh = Instant::now();
         }
         let visits = (args.rate as f64 * tick.as_secs_f64()).ceil() as usize;
@@ -323,7 +331,12 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
                 signals.push(signal("bounced", json!({})));
                 continue;
             }
-            let taste = if district == fav_district { 1.6 } else { 0.8 }
+            // The voice the shopper reads on the district's page: while a new one is tested,
+            // their arm's.
+            let tone = voices.get(DISTRICTS[*district].slug).map(|v| v.shown(&shopper)).unwrap_or_default();
+            let voice = if (DISTRICTS[*district].slug, tone.as_str()) == UNLOVED { 0.5 } else { 1.0 };
+            let taste = voice
+                * if district == fav_district { 1.6 } else { 0.8 }
                 * if k.tags.iter().any(|t| fav_tags.contains(&t.as_str())) { 1.4 } else { 1.0 };
             if rng.random_bool((0.12 * taste * quality).min(0.95)) {
                 signals.push(signal("added_to_cart", json!({"quantity": 1})));
@@ -346,6 +359,7 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
             report(&known, started.elapsed(), posted, &mut reported_changes);
             rankings(&client, base, &mut tops).await;
             core(&client, base, admin).await;
+            evolve(&client, base, admin, &voices, &mut evolutions).await;
         }
         if let Some(rest) = tick.checked_sub(tick_started.elapsed()) {
             tokio::time::sleep(rest).await;
@@ -355,8 +369,93 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     report(&known, started.elapsed(), posted, &mut reported_changes);
     rankings(&client, base, &mut tops).await;
     core(&client, base, admin).await;
+    let voices = district_voices(&client, base).await;
+    evolve(&client, base, admin, &voices, &mut evolutions).await;
     health(&client, base, admin).await;
     Ok(())
+}
+
+/// A district's voice as the simulator sees it.
+#[derive(Default)]
+struct Voice {
+    tone: String,
+    /// The running test and the tone under test.
+    test: Option<(Uuid, String)>,
+    /// Evolutions so far (kept, rolled back, abandoned), as `tone: was -> to (outcome)`.
+    history: Vec<String>,
+}
+
+impl Voice {
+    /// The tone `shopper` reads.
+    fn shown(&self, shopper: &str) -> String {
+        match &self.test {
+            Some((x, tone)) if ShopperId::parse(shopper).is_ok_and(|s| experiment::arm(*x, &s) == Arm::Challenger) => {
+                tone.clone()
+            }
+            _ => self.tone.clone(),
+        }
+    }
+}
+
+async fn district_voices(client: &reqwest::Client, base: &str) -> HashMap<String, Voice> {
+    let mut out = HashMap::new();
+    for d in DISTRICTS {
+        let Ok(r) = client.get(format!("{base}/api/autonomous/districts/{}", d.slug)).send().await else { continue };
+        let Ok(v) = r.json::<Value>().await else { continue };
+        let test = v["test"]["test_id"]
+            .as_str()
+            .and_then(|x| x.parse().ok())
+            .map(|x| (x, v["test"]["personality"]["tone"].as_str().unwrap_or_default().to_string()));
+        let history = (v["history"].as_array().into_iter().flatten())
+            .map(|h| {
+                format!(
+                    "{} {:?} -> {:?} ({})",
+                    h["attribute"].as_str().unwrap_or("?"),
+                    h["from"].as_str().unwrap_or("?"),
+                    h["to"].as_str().unwrap_or("?"),
+                    h["outcome"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        let tone = v["personality"]["tone"].as_str().unwrap_or(d.tone).to_string();
+        out.insert(d.slug.to_string(), Voice { tone, test, history });
+    }
+    out
+}
+
+/// Asks each district without a running test to evolve, and says what was decided and what
+/// became of earlier evolutions.
+async fn evolve(
+    client: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    voices: &HashMap<String, Voice>,
+    reported: &mut HashMap<String, usize>,
+) {
+    for d in DISTRICTS {
+        let Some(v) = voices.get(d.slug) else { continue };
+        let seen = reported.entry(d.slug.to_string()).or_default();
+        for h in v.history.iter().skip(*seen) {
+            println!("  district evolution: {} {h}", d.slug);
+        }
+        *seen = v.history.len();
+        if v.test.is_some() {
+            continue;
+        }
+        let url = format!("{base}/api/autonomous/districts/{}/evolve", d.slug);
+        let Ok(r) = client.post(url).bearer_auth(admin).json(&json!({})).send().await else { continue };
+        let Ok(decision) = r.json::<Value>().await else { continue };
+        if decision["decision"] == "propose" {
+            println!(
+                "  district evolution: {} proposed {} {:?} (was {:?}), testing it: {}",
+                d.slug,
+                decision["attribute"].as_str().unwrap_or("?"),
+                decision["to"].as_str().unwrap_or("?"),
+                decision["from"].as_str().unwrap_or("?"),
+                decision["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
 }
 
 /// Runs a health check and says what it found and fixed.

@@ -439,8 +439,12 @@ pub async fn evolve(
     let mut body = state.evolution.last.lock().expect("last").get(slug.as_str()).cloned().unwrap_or(json!({}));
     body["slug"] = json!(slug);
     body["task"] = json!(id);
-    if let Some(reason) = body.get("reason").cloned().or_else(|| body.get("reasons").cloned()) {
-        body["reason"] = reason;
+    // Every decision says why in one `reason`: a proposal's reasons, a conclusion's, a hold's.
+    if body.get("reason").is_none()
+        && let Some(reasons) = body.get("reasons").and_then(Value::as_array)
+    {
+        let words: Vec<&str> = reasons.iter().filter_map(Value::as_str).collect();
+        body["reason"] = json!(words.join("; "));
     }
     Ok(HttpResponse::Ok().json(body))
 }
