@@ -89,6 +89,11 @@ async fn evolves(store: Store) {
         signals.push(signal("product_viewed", "home-lamp", &format!("a-{i}")));
         signals.push(signal("added_to_cart", "home-lamp", &format!("a-{i}")));
     }
+    // Shoppers search for wooden kites and find nothing.
+    for i in 0..3 {
+        signals.push(json!({"type": "searched", "id": uuid::Uuid::now_v7(), "shopper_id": format!("a-{i}"),
+            "session_id": "s", "at": chrono::Utc::now().to_rfc3339(), "query": "Wooden  KITES", "result_ids": []}));
+    }
     signals.extend(traffic("home-1", "b", 400, 80));
     signals.extend(traffic("garden-1", "c", 400, 60));
     send_signals(&c, &s, signals).await;
@@ -124,6 +129,15 @@ async fn evolves(store: Store) {
     let lamps = lamps.unwrap_or_else(|| panic!("lamps are suggested: {suggested:#}"));
     assert_eq!((lamps["shoppers"].as_u64(), lamps["examples"][0].as_str()), (Some(5), Some("home-lamp")), "{lamps}");
     assert!(suggested["suggestions"].as_array().unwrap().iter().all(|x| x["category"] != "wood"), "carried already");
+    let kites = suggested["suggestions"].as_array().unwrap().iter().find(|x| x["category"] == "kite");
+    let kites = kites.unwrap_or_else(|| panic!("what shoppers searched for in vain is suggested: {suggested:#}"));
+    assert_eq!((kites["searches"].as_u64(), kites["examples"][0].as_str()), (Some(3), Some("wooden kites")), "{kites}");
+    let unmet = &suggested["analysis"]["searches_without_results"][0];
+    assert_eq!(
+        (unmet["query"].as_str(), unmet["zero_results"].as_u64()),
+        (Some("wooden kites"), Some(3)),
+        "{suggested:#}"
+    );
     // Asked again at once, it waits for the test rather than proposing twice.
     let deadline = Instant::now() + Duration::from_secs(30);
     let test = loop {

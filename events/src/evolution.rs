@@ -123,8 +123,15 @@ pub struct CategorySuggestion {
     pub shoppers: u64,
     /// Their summed interest (recency-weighted; carts and purchases weigh most).
     pub score: f64,
-    /// Products that carry it, for the merchant to look at.
+    /// Products that carry it, for the merchant to look at (or the searches that asked for it).
     pub examples: Vec<String>,
+    /// Searches for it that found nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub searches: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `categories_suggested`: suggestions for the merchant (the latest replaces the earlier).

@@ -353,6 +353,7 @@ fn samples() -> Vec<DomainEvent> {
                 shoppers: 14,
                 score: 31.5,
                 examples: vec!["home-3".into()],
+                searches: 0,
             }],
             at,
         }),

@@ -4,7 +4,9 @@
 //!   from and to, the rule and reasons and figures behind it, the copy written in each voice, the
 //!   test's arms and outcome, and the voice in force after it: the history of each district's
 //!   personality;
-//! - `district_suggestions`: the categories last suggested to each district's merchant.
+//! - `district_suggestions`: the categories last suggested to each district's merchant;
+//! - `search_terms`: what shoppers search for (each query, case and spacing aside), how often,
+//!   and how often it found nothing — for the districts to learn what they lack.
 
 use mall_events::RecordedEvent;
 use mall_events::domain::{DomainEvent, Outcome};
@@ -16,6 +18,16 @@ use crate::runner::Projection;
 
 pub const DISTRICT_PERSONALITIES: &str = "district_personalities";
 pub const DISTRICT_SUGGESTIONS: &str = "district_suggestions";
+pub const SEARCH_TERMS: &str = "search_terms";
+
+/// The longest query kept, in characters.
+const MAX_QUERY_CHARS: usize = 100;
+
+/// A query as `search_terms` keys it: lowercase, single spaces, at most 100 characters.
+pub fn search_term(query: &str) -> String {
+    let words = query.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    words.chars().take(MAX_QUERY_CHARS).collect()
+}
 
 const TABLES: &[TableDef] = &[
     TableDef {
@@ -38,6 +50,11 @@ const TABLES: &[TableDef] = &[
         key: "slug",
         defaults: || row! { "suggestions" => json!([]), "at" => Value::Null, "position" => 0 },
     },
+    TableDef {
+        name: SEARCH_TERMS,
+        key: "query",
+        defaults: || row! { "searches" => 0, "zero_results" => 0, "last_at" => Value::Null },
+    },
 ];
 
 /// District evolution's history and suggestions.
@@ -49,18 +66,20 @@ impl Projection for Evolution {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the `search_terms` table.
+        2
     }
 
     fn tables(&self) -> &'static [TableDef] {
         TABLES
     }
 
-    /// Only district evolution's events.
+    /// Only district evolution's events, and searches.
     fn concerns(&self, e: &RecordedEvent) -> bool {
         matches!(
             e.event_type.as_str(),
-            "voice_evolution_proposed"
+            "searched"
+                | "voice_evolution_proposed"
                 | "voice_test_started"
                 | "voice_evolution_abandoned"
                 | "voice_test_concluded"
@@ -104,6 +123,19 @@ impl Projection for Evolution {
                     "outcome_reason" => c.reason, "concluded_at" => json!(c.at), "position" => pos,
                 },
             ),
+            DomainEvent::Searched(q) => {
+                let term = search_term(&q.query);
+                if term.is_empty() {
+                    return Vec::new();
+                }
+                let zero = if q.result_ids.is_empty() { 1.0 } else { 0.0 };
+                Change::upsert(
+                    SEARCH_TERMS,
+                    term,
+                    row! { "last_at" => q.at },
+                    vec![("searches", 1.0), ("zero_results", zero)],
+                )
+            }
             DomainEvent::CategoriesSuggested(s) => Change::set(
                 DISTRICT_SUGGESTIONS,
                 s.slug.as_str(),

@@ -27,7 +27,7 @@ use mall_events::ids::DistrictSlug;
 use mall_events::{ExpectedVersion, NewEvent};
 use mall_projections::catalog::PRODUCTS;
 use mall_projections::change::Row;
-use mall_projections::evolution::DISTRICT_PERSONALITIES;
+use mall_projections::evolution::{DISTRICT_PERSONALITIES, SEARCH_TERMS};
 use mall_projections::personalization::{SHOPPER_INTERESTS, interest_at};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -226,8 +226,54 @@ impl Evolution {
         }
     }
 
+    /// The words a district is about: its name's, its products' titles' and tags'.
+    async fn vocabulary(&self, slug: &DistrictSlug, name: &str) -> Result<HashSet<String>, String> {
+        let rows = self
+            .read
+            .rows("catalog", PRODUCTS, Filter::Eq("district", slug.as_str()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut words: HashSet<String> = words_of(name).collect();
+        for r in &rows {
+            words.extend(words_of(&text(r, "title")));
+            for t in r.get("tags").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                words.extend(words_of(t));
+            }
+        }
+        Ok(words)
+    }
+
+    /// Searches that found nothing and that are about the district (a word of the query is one
+    /// of its words): each query with its searches and those that found nothing, most first.
+    pub async fn unmet_searches(&self, slug: &DistrictSlug, name: &str) -> Result<Vec<UnmetSearch>, String> {
+        let vocabulary = self.vocabulary(slug, name).await?;
+        let terms = self.read.rows("evolution", SEARCH_TERMS, Filter::All).await.map_err(|e| e.to_string())?;
+        let n = |r: &Row, k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let mut unmet: Vec<UnmetSearch> = terms
+            .iter()
+            .filter(|r| n(r, "zero_results") >= MIN_UNMET)
+            .filter_map(|r| {
+                let query = text(r, "query");
+                let words: Vec<String> = words_of(&query).collect();
+                if !words.iter().any(|w| vocabulary.contains(w)) {
+                    return None;
+                }
+                let lacking: Vec<String> = words.into_iter().filter(|w| !vocabulary.contains(w)).collect();
+                Some(UnmetSearch {
+                    searches: n(r, "searches"),
+                    zero_results: n(r, "zero_results"),
+                    lacking: lacking.join(" "),
+                    query,
+                })
+            })
+            .collect();
+        unmet.sort_by(|a, b| b.zero_results.cmp(&a.zero_results).then(a.query.cmp(&b.query)));
+        unmet.truncate(MAX_UNMET);
+        Ok(unmet)
+    }
+
     /// Categories the district does not carry that its shoppers show interest in elsewhere
-    /// (carts and purchases weigh most), recorded when they changed.
+    /// (carts and purchases weigh most) or search for in vain, recorded when they changed.
     pub async fn suggest(&self, slug: &DistrictSlug) -> Result<Vec<CategorySuggestion>, String> {
         let err = |e: mall_projections::runner::SinkError| e.to_string();
         let products = self.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(err)?;
@@ -282,15 +328,43 @@ impl Evolution {
                 shoppers: who.len() as u64,
                 score: (score * 100.0).round() / 100.0,
                 examples: examples.into_iter().take(3).collect(),
+                searches: 0,
             })
             .collect();
+        let state = self.state(slug).await?;
+        // What its shoppers looked for here and found nothing of.
+        let mut asked: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
+        for u in self.unmet_searches(slug, &state.name).await? {
+            if u.lacking.is_empty() {
+                continue;
+            }
+            let e = asked.entry(u.lacking.clone()).or_default();
+            e.0 += u.zero_results;
+            e.1.push(u.query.clone());
+        }
+        for (category, (searches, queries)) in asked {
+            match suggestions.iter_mut().find(|s| s.category == category) {
+                Some(s) => s.searches += searches,
+                None => suggestions.push(CategorySuggestion {
+                    category,
+                    shoppers: 0,
+                    score: 0.0,
+                    examples: queries.into_iter().take(3).collect(),
+                    searches,
+                }),
+            }
+        }
         suggestions.sort_by(|a, b| {
-            b.shoppers.cmp(&a.shoppers).then(b.score.total_cmp(&a.score)).then(a.category.cmp(&b.category))
+            (b.shoppers + b.searches)
+                .cmp(&(a.shoppers + a.searches))
+                .then(b.score.total_cmp(&a.score))
+                .then(a.category.cmp(&b.category))
         });
         suggestions.truncate(MAX_SUGGESTIONS);
-        let state = self.state(slug).await?;
-        let known: Vec<(&str, u64)> = state.suggestions.iter().map(|s| (s.category.as_str(), s.shoppers)).collect();
-        let now_seen: Vec<(&str, u64)> = suggestions.iter().map(|s| (s.category.as_str(), s.shoppers)).collect();
+        let known: Vec<(&str, u64, u64)> =
+            state.suggestions.iter().map(|s| (s.category.as_str(), s.shoppers, s.searches)).collect();
+        let now_seen: Vec<(&str, u64, u64)> =
+            suggestions.iter().map(|s| (s.category.as_str(), s.shoppers, s.searches)).collect();
         if known != now_seen {
             let e = CategoriesSuggested { slug: slug.clone(), suggestions: suggestions.clone(), at: now };
             self.append(DomainEvent::CategoriesSuggested(e), Uuid::now_v7()).await?;
@@ -320,6 +394,33 @@ impl Evolution {
             }
         }
     }
+}
+
+/// A search about a district that found nothing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UnmetSearch {
+    pub query: String,
+    pub searches: u64,
+    pub zero_results: u64,
+    /// Its words the district has nothing about.
+    pub lacking: String,
+}
+
+/// Searches that found nothing at least this often count.
+const MIN_UNMET: u64 = 2;
+/// The most unmet searches shown.
+const MAX_UNMET: usize = 10;
+
+/// A text's words as the vocabulary compares them: lowercase letters and digits, at least three
+/// characters, a plural's `s` left off.
+fn words_of(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() >= 3).map(|w| {
+        let w = w.to_lowercase();
+        match w.strip_suffix('s') {
+            Some(stem) if stem.chars().count() >= 3 && !stem.ends_with('s') => stem.to_string(),
+            _ => w,
+        }
+    })
 }
 
 fn district_of(task: &Task) -> Result<DistrictSlug, String> {
@@ -470,12 +571,15 @@ pub async fn show(state: web::Data<AppState>, path: web::Path<String>) -> Result
         })
     });
     let job = state.jobs.status().await.into_iter().find(|j| j.name == "district_evolution");
+    let unmet = state.evolution.unmet_searches(&slug, &s.name).await.map_err(ApiError::unavailable)?;
+    let mut analysis = serde_json::to_value(evolution::analyse(&s.evolution, now)).unwrap_or(Value::Null);
+    analysis["searches_without_results"] = json!(unmet);
     Ok(HttpResponse::Ok().json(json!({
         "slug": slug,
         "name": s.name,
         "personality": s.personality,
         "copy": s.evolution.copy,
-        "analysis": evolution::analyse(&s.evolution, now),
+        "analysis": analysis,
         "proposed": s.evolution.proposed,
         "test": test,
         "evolutions": evolutions,
