@@ -79,6 +79,12 @@ pub struct VoiceTestStarted {
     pub personality: Personality,
     pub generator: String,
     pub verdicts: Vec<Verdict>,
+    /// What a model was asked for the new voice's copy, and what it answered (empty for the
+    /// built-in writer).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub raw_output: String,
     pub at: DateTime<Utc>,
 }
 
@@ -90,6 +96,13 @@ pub struct VoiceEvolutionAbandoned {
     pub slug: DistrictSlug,
     pub reason: String,
     pub verdicts: Vec<Verdict>,
+    /// The generator, what it was asked and what it answered (empty for the built-in writer).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub generator: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub raw_output: String,
     pub at: DateTime<Utc>,
 }
 

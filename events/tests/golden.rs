@@ -322,6 +322,8 @@ fn samples() -> Vec<DomainEvent> {
             personality: personality("warm"),
             generator: "offline/1".into(),
             verdicts: vec![Verdict { check: "claims".into(), passed: true, detail: String::new() }],
+            prompt: String::new(),
+            raw_output: String::new(),
             at,
         }),
         DomainEvent::VoiceEvolutionAbandoned(VoiceEvolutionAbandoned {
@@ -329,6 +331,9 @@ fn samples() -> Vec<DomainEvent> {
             slug: DistrictSlug::parse("toys").unwrap(),
             reason: "the guardrails refused the new voice's copy".into(),
             verdicts: Vec::new(),
+            generator: String::new(),
+            prompt: String::new(),
+            raw_output: String::new(),
             at,
         }),
         DomainEvent::VoiceTestConcluded(VoiceTestConcluded {

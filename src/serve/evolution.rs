@@ -118,19 +118,26 @@ impl Evolution {
         let peers = if state.evolution.test.is_some() { Vec::new() } else { self.peers(slug, now).await };
         let input = EvolutionInput { now, peers, trigger: trigger.into() };
         let decision = District::decide(&state, &input).pop().ok_or_else(|| format!("{slug} is not open"))?;
+        let write = |reason: String, metrics: BTreeMap<String, f64>| Request {
+            system: "district_evolution".into(),
+            subject: format!("district:{slug}"),
+            action: "write_voice".into(),
+            priority: priority::ADMIN,
+            reason,
+            metrics,
+            generations: 0,
+        };
         match &decision {
             Decision::Propose(p) => {
                 self.append(DomainEvent::VoiceEvolutionProposed(p.clone()), p.evolution_id).await?;
-                let request = Request {
-                    system: "district_evolution".into(),
-                    subject: format!("district:{slug}"),
-                    action: "write_voice".into(),
-                    priority: priority::ADMIN,
-                    reason: format!("{} ({}): {}", p.attribute, p.rule, p.reasons.join("; ")),
-                    metrics: p.metrics.clone(),
-                    generations: 0,
-                };
-                self.scheduler()?.queue(vec![request]).await.map_err(|e| e.to_string())?;
+                let reason = format!("{} ({}): {}", p.attribute, p.rule, p.reasons.join("; "));
+                self.scheduler()?.queue(vec![write(reason, p.metrics.clone())]).await.map_err(|e| e.to_string())?;
+            }
+            // A proposal still waiting for its copy (its task lost in a crash, say) is written
+            // again: asking twice merges in the queue.
+            Decision::Hold { .. } if state.evolution.proposed.is_some() && state.evolution.test.is_none() => {
+                let reason = "a proposed voice is still waiting for its copy".to_string();
+                self.scheduler()?.queue(vec![write(reason, BTreeMap::new())]).await.map_err(|e| e.to_string())?;
             }
             Decision::Conclude(c) => {
                 self.append(DomainEvent::VoiceTestConcluded(c.clone()), Uuid::new_v5(&c.test_id, b"concluded")).await?;
@@ -180,50 +187,106 @@ impl Evolution {
         }
         let current = state.personality.clone().ok_or("the district has no voice")?;
         let categories = self.categories(slug, 3).await?;
-        let control = state.evolution.copy.clone().unwrap_or_else(|| copy::write(&state.name, &current, &categories));
-        let challenger = copy::write(&state.name, &p.personality, &categories);
-        let (control_verdicts, control) = copy::check(&control, &state.name, &categories);
-        let (verdicts, challenger) = copy::check(&challenger, &state.name, &categories);
         let now = Utc::now();
-        match (control, challenger) {
-            (Some(control), Some(challenger)) => {
+        let abandon = |reason: String, verdicts: Vec<mall_events::domain::Verdict>, w: Option<Written>| {
+            let w = w.unwrap_or_default();
+            VoiceEvolutionAbandoned {
+                evolution_id: p.evolution_id,
+                slug: slug.clone(),
+                reason,
+                verdicts,
+                generator: w.generator,
+                prompt: w.prompt,
+                raw_output: w.raw_output,
+                at: now,
+            }
+        };
+        let abandoned = |e: VoiceEvolutionAbandoned| async move {
+            let why = e.reason.clone();
+            self.append(DomainEvent::VoiceEvolutionAbandoned(e), Uuid::new_v5(&p.evolution_id, b"abandoned")).await?;
+            Ok::<String, String>(format!("abandoned: {why}"))
+        };
+        // The copy in force is the control; a district without any gets it written now, by the
+        // same writer as the new voice's, so that the test compares voices and not writers.
+        let control = match state.evolution.copy.clone() {
+            Some(c) => Ok(Written { copy: Some(c), ..Written::default() }),
+            None => self.written(slug, &state.name, &current, &categories).await,
+        };
+        let challenger = self.written(slug, &state.name, &p.personality, &categories).await;
+        let (control, challenger) = match (control, challenger) {
+            (Ok(c), Ok(n)) => (c, n),
+            (Err(e), _) | (_, Err(e)) => return abandoned(abandon(e, Vec::new(), None)).await,
+        };
+        let (Some(control_copy), Some(challenger_copy)) = (control.copy.clone(), challenger.copy.clone()) else {
+            let w = if challenger.copy.is_none() { challenger } else { control };
+            return abandoned(abandon(w.error.clone().unwrap_or_default(), Vec::new(), Some(w))).await;
+        };
+        let (control_verdicts, control_checked) = copy::check(&control_copy, &state.name, &categories);
+        let (verdicts, challenger_checked) = copy::check(&challenger_copy, &state.name, &categories);
+        match (control_checked, challenger_checked) {
+            (Some(control_copy), Some(challenger_copy)) => {
                 let test_id = evolution::test_id(p.evolution_id);
                 let started = VoiceTestStarted {
                     evolution_id: p.evolution_id,
                     test_id,
                     slug: slug.clone(),
-                    control,
-                    challenger,
+                    control: control_copy,
+                    challenger: challenger_copy,
                     personality: p.personality.clone(),
-                    generator: copy::WRITER.into(),
+                    generator: challenger.generator,
                     verdicts,
+                    prompt: challenger.prompt,
+                    raw_output: challenger.raw_output,
                     at: now,
                 };
                 self.append(DomainEvent::VoiceTestStarted(started), Uuid::new_v5(&test_id, b"started")).await?;
                 Ok(format!("the {} {:?} is under test against {:?}", p.attribute, p.to, p.from))
             }
-            (control, _) => {
-                let failed: Vec<String> = verdicts
-                    .iter()
-                    .chain(if control.is_none() { control_verdicts.iter() } else { [].iter() })
-                    .filter(|v| !v.passed)
-                    .map(|v| format!("{}: {}", v.check, v.detail))
-                    .collect();
-                let abandoned = VoiceEvolutionAbandoned {
-                    evolution_id: p.evolution_id,
-                    slug: slug.clone(),
-                    reason: format!("the guardrails refused the copy: {}", failed.join("; ")),
-                    verdicts,
-                    at: now,
-                };
-                self.append(
-                    DomainEvent::VoiceEvolutionAbandoned(abandoned),
-                    Uuid::new_v5(&p.evolution_id, b"abandoned"),
-                )
-                .await?;
-                Ok("abandoned: the guardrails refused the copy".into())
+            (control_checked, _) => {
+                let refused = if control_checked.is_none() { control_verdicts } else { verdicts };
+                let failed: Vec<String> =
+                    refused.iter().filter(|v| !v.passed).map(|v| format!("{}: {}", v.check, v.detail)).collect();
+                let reason = format!("the guardrails refused the copy: {}", failed.join("; "));
+                let w = if control_checked.is_none() { control } else { challenger };
+                abandoned(abandon(reason, refused, Some(w))).await
             }
         }
+    }
+
+    /// The district's copy in `voice`: by the configured model when there is one and the hourly
+    /// budget has a call for the district (one call, never retried here: a model that fails or
+    /// answers something else abandons the proposal), else by the built-in writer.
+    async fn written(
+        &self,
+        slug: &DistrictSlug,
+        name: &str,
+        voice: &mall_events::domain::Personality,
+        categories: &[String],
+    ) -> Result<Written, String> {
+        let rt = &self.actors.rt;
+        let subject = format!("district:{slug}");
+        if !rt.generator.completes() || !rt.budget.take(&subject) {
+            return Ok(Written {
+                copy: Some(copy::write(name, voice, categories)),
+                generator: copy::WRITER.into(),
+                ..Written::default()
+            });
+        }
+        let (prompt, answer) = rt.generator.complete(copy::prompt(name, voice, categories)).await;
+        let generator = rt.generator.id();
+        Ok(match answer {
+            Ok(raw) => match copy::parse(&raw) {
+                Ok(c) => Written { copy: Some(c), generator, prompt, raw_output: raw, error: None },
+                Err(e) => Written { copy: None, generator, prompt, raw_output: raw, error: Some(e) },
+            },
+            Err(e) => Written {
+                copy: None,
+                generator,
+                prompt,
+                raw_output: String::new(),
+                error: Some(format!("the model failed: {e}")),
+            },
+        })
     }
 
     /// The words a district is about: its name's, its products' titles' and tags'.
@@ -276,6 +339,9 @@ impl Evolution {
     /// (carts and purchases weigh most) or search for in vain, recorded when they changed.
     pub async fn suggest(&self, slug: &DistrictSlug) -> Result<Vec<CategorySuggestion>, String> {
         let err = |e: mall_projections::runner::SinkError| e.to_string();
+        // The read tables as of now (waiting a little for them to catch up with the log).
+        let head = self.actors.rt.store.stats().await.map_err(|e| e.to_string())?.last_position;
+        self.read.wait_for(head, Duration::from_secs(5)).await;
         let products = self.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(err)?;
         let tags_of = |r: &Row| -> Vec<String> {
             r.get("tags")
@@ -394,6 +460,16 @@ impl Evolution {
             }
         }
     }
+}
+
+/// Copy as a writer wrote it, or why not.
+#[derive(Debug, Default)]
+struct Written {
+    copy: Option<mall_events::domain::DistrictCopy>,
+    generator: String,
+    prompt: String,
+    raw_output: String,
+    error: Option<String>,
 }
 
 /// A search about a district that found nothing.

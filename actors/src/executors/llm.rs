@@ -285,6 +285,15 @@ impl Generator for LlmGenerator {
         let result = self.ask(user.clone()).await;
         (format!("[system]\n{SYSTEM}\n[user]\n{user}"), result)
     }
+
+    fn completes(&self) -> bool {
+        true
+    }
+
+    async fn complete(&self, task: String) -> (String, Result<String, GenerationError>) {
+        let result = self.ask(task.clone()).await;
+        (format!("[system]\n{SYSTEM}\n[user]\n{task}"), result)
+    }
 }
 
 /// An embedder backed by a model server's embedding model.

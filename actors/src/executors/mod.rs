@@ -106,6 +106,15 @@ pub trait Generator: Send + Sync + 'static {
     fn id(&self) -> String;
     /// Writes raw text for `command` from `facts`; the prompt is returned with it.
     async fn generate(&self, command: CommandKind, facts: &Facts) -> (String, Result<String, GenerationError>);
+    /// Whether it answers tasks given whole ([`complete`](Self::complete)): a model does; the
+    /// built-in generator writes product copy only (its callers write the rest themselves).
+    fn completes(&self) -> bool {
+        false
+    }
+    /// Answers a task given whole (a district's copy, say), with the prompt as sent.
+    async fn complete(&self, _task: String) -> (String, Result<String, GenerationError>) {
+        (String::new(), Err(GenerationError::Failed("this generator writes product copy only".into())))
+    }
 }
 
 /// Something that embeds text for search.
