@@ -142,6 +142,18 @@ async fn evolves(store: Store) {
     let kites = suggested["suggestions"].as_array().unwrap().iter().find(|x| x["category"] == "kite");
     let kites = kites.unwrap_or_else(|| panic!("what shoppers searched for in vain is suggested: {suggested:#}"));
     assert_eq!((kites["searches"].as_u64(), kites["examples"][0].as_str()), (Some(3), Some("wooden kites")), "{kites}");
+    // Its last 30 days: which products and which categories convert.
+    let top = &suggested["analysis"]["products"][0];
+    assert_eq!(
+        (top["product_id"].as_str(), top["views"].as_u64(), top["conversions"].as_u64()),
+        (Some("toys-1"), Some(400), Some(16)),
+        "{suggested:#}"
+    );
+    let categories = suggested["analysis"]["categories"].as_array().unwrap();
+    assert!(
+        categories.iter().any(|c| c["category"] == "toy" && c["views"] == 400 && c["conversion_rate"] == 0.04),
+        "{categories:?}"
+    );
     let unmet = &suggested["analysis"]["searches_without_results"][0];
     assert_eq!(
         (unmet["query"].as_str(), unmet["zero_results"].as_u64()),

@@ -51,6 +51,8 @@ pub struct Evolution {
     looks: tokio::sync::Mutex<()>,
     /// The last decision for each district, as the API shows it.
     last: std::sync::Mutex<HashMap<String, Value>>,
+    /// Each district's last window report and when it was read.
+    windows: std::sync::Mutex<HashMap<String, (Instant, Value)>>,
 }
 
 fn text(r: &Row, k: &str) -> String {
@@ -65,6 +67,7 @@ impl Evolution {
             scheduler: OnceLock::new(),
             looks: tokio::sync::Mutex::new(()),
             last: std::sync::Mutex::new(HashMap::new()),
+            windows: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -289,6 +292,92 @@ impl Evolution {
         })
     }
 
+    /// What converted in the district's last 30 days: its products (the best, and the weakest
+    /// with enough views), its categories (tags), read from the log from the window's first
+    /// day (at most [`MAX_WINDOW_EVENTS`] events; kept for a minute); and how its copy changes
+    /// fared (the learning cycle's insights for the district).
+    pub async fn window(&self, slug: &DistrictSlug, state: &DistrictState) -> Result<Value, String> {
+        if let Some((at, v)) = self.windows.lock().expect("windows").get(slug.as_str())
+            && at.elapsed() < WINDOW_KEPT
+        {
+            return Ok(v.clone());
+        }
+        let now = Utc::now();
+        let start = now - chrono::Duration::days(evolution::WINDOW_DAYS);
+        let tag = mall_events::ids::tag::district(slug);
+        let mut per_product: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        let (mut from, mut read) = (state.evolution.window_start(now).unwrap_or(u64::MAX), 0usize);
+        while read < MAX_WINDOW_EVENTS {
+            let batch = self.actors.rt.store.read_by_tag(&tag, from, 1_000).await.map_err(|e| e.to_string())?;
+            let Some(last) = batch.last() else { break };
+            from = last.position + 1;
+            read += batch.len();
+            for e in batch
+                .iter()
+                .filter(|e| matches!(e.event_type.as_str(), "product_viewed" | "added_to_cart" | "purchased"))
+            {
+                let Ok(d) = e.decode() else { continue };
+                let (Some(at), Some(p)) = (d.signal_at(), d.product_id()) else { continue };
+                if at < start || at > now {
+                    continue;
+                }
+                let c = per_product.entry(p.as_str().to_string()).or_default();
+                match &d {
+                    DomainEvent::ProductViewed(_) => c.0 += 1,
+                    DomainEvent::AddedToCart(_) => c.1 += 1,
+                    DomainEvent::Purchased(x) => {
+                        c.2 += x.unit_price.ten_thousandths().saturating_mul(x.quantity as u64)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let conversions = |(views, carts, _): (u64, u64, u64)| carts.min(views);
+        let rate = |v: u64, c: u64| if v == 0 { 0.0 } else { (c as f64 / v as f64 * 10_000.0).round() / 10_000.0 };
+        let shown = |id: &String, c: (u64, u64, u64)| json!({"product_id": id, "views": c.0, "conversions": conversions(c), "conversion_rate": rate(c.0, conversions(c)), "revenue": c.2 as f64 / 10_000.0});
+        let mut best: Vec<(&String, (u64, u64, u64))> = per_product.iter().map(|(k, v)| (k, *v)).collect();
+        best.sort_by(|a, b| conversions(b.1).cmp(&conversions(a.1)).then(a.0.cmp(b.0)));
+        let mut weakest: Vec<(&String, (u64, u64, u64))> =
+            best.iter().filter(|(_, c)| c.0 >= MIN_PRODUCT_VIEWS).copied().collect();
+        weakest
+            .sort_by(|a, b| rate(a.1.0, conversions(a.1)).total_cmp(&rate(b.1.0, conversions(b.1))).then(a.0.cmp(b.0)));
+        let mut by_tag: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        {
+            let catalog = self.actors.rt.catalog.read().expect("catalog");
+            for (id, c) in &per_product {
+                for t in catalog.product(id).map(|p| p.tags()).unwrap_or_default() {
+                    let e = by_tag.entry(t.clone()).or_default();
+                    e.0 += c.0;
+                    e.1 += conversions(*c);
+                }
+            }
+        }
+        let mut tags: Vec<(String, (u64, u64))> = by_tag.into_iter().collect();
+        tags.sort_by(|a, b| b.1.1.cmp(&a.1.1).then(a.0.cmp(&b.0)));
+        let copy: Vec<Value> = match self.scheduler() {
+            Ok(s) => {
+                s.with_queue(|q| {
+                    q.insights()
+                        .values()
+                        .filter(|i| i.district == slug.as_str())
+                        .map(|i| json!({"action": i.action, "diagnosis": i.diagnosis, "tried": i.tried, "kept": i.helped, "mean_lift": i.lift}))
+                        .collect()
+                })
+                .await
+            }
+            Err(_) => Vec::new(),
+        };
+        let report = json!({
+            "products": best.iter().take(5).map(|(k, c)| shown(k, *c)).collect::<Vec<_>>(),
+            "weakest_products": weakest.iter().take(5).map(|(k, c)| shown(k, *c)).collect::<Vec<_>>(),
+            "categories": tags.iter().take(5).map(|(t, (v, c))| json!({"category": t, "views": v, "conversions": c, "conversion_rate": rate(*v, *c)})).collect::<Vec<_>>(),
+            "copy": copy,
+            "events_read": read,
+        });
+        self.windows.lock().expect("windows").insert(slug.to_string(), (Instant::now(), report.clone()));
+        Ok(report)
+    }
+
     /// The words a district is about: its name's, its products' titles' and tags'.
     async fn vocabulary(&self, slug: &DistrictSlug, name: &str) -> Result<HashSet<String>, String> {
         let rows = self
@@ -482,6 +571,13 @@ pub struct UnmetSearch {
     pub lacking: String,
 }
 
+/// The most events a window report reads.
+const MAX_WINDOW_EVENTS: usize = 500_000;
+/// How long a window report is kept.
+const WINDOW_KEPT: Duration = Duration::from_secs(60);
+/// Views a product needs to be called weak.
+const MIN_PRODUCT_VIEWS: u64 = 30;
+
 /// Searches that found nothing at least this often count.
 const MIN_UNMET: u64 = 2;
 /// The most unmet searches shown.
@@ -650,6 +746,10 @@ pub async fn show(state: web::Data<AppState>, path: web::Path<String>) -> Result
     let unmet = state.evolution.unmet_searches(&slug, &s.name).await.map_err(ApiError::unavailable)?;
     let mut analysis = serde_json::to_value(evolution::analyse(&s.evolution, now)).unwrap_or(Value::Null);
     analysis["searches_without_results"] = json!(unmet);
+    let window = state.evolution.window(&slug, &s).await.map_err(ApiError::unavailable)?;
+    for k in ["products", "weakest_products", "categories", "copy"] {
+        analysis[k] = window[k].clone();
+    }
     Ok(HttpResponse::Ok().json(json!({
         "slug": slug,
         "name": s.name,

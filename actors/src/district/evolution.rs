@@ -111,6 +111,10 @@ pub struct Record {
 pub struct Evolution {
     /// Signals by day (days since the epoch, UTC), the last [`WINDOW_DAYS`] + 5.
     pub days: BTreeMap<i64, Day>,
+    /// The first log position folded with a signal of each day: where a reader of the window's
+    /// signals starts.
+    #[serde(default)]
+    pub day_starts: BTreeMap<i64, mall_events::ids::Position>,
     /// The district's copy in force (none until a first test wrote it).
     pub copy: Option<DistrictCopy>,
     pub proposed: Option<Proposed>,
@@ -131,7 +135,14 @@ impl Evolution {
         if let Some(&last) = self.days.keys().next_back() {
             let keep_from = last - WINDOW_DAYS - 5;
             self.days.retain(|d, _| *d >= keep_from);
+            self.day_starts.retain(|d, _| *d >= keep_from);
         }
+    }
+
+    /// The first position to read the signals of the window ending at `now` from.
+    pub fn window_start(&self, now: DateTime<Utc>) -> Option<mall_events::ids::Position> {
+        let today = day_of(now);
+        self.day_starts.range(today - WINDOW_DAYS + 1..=today).map(|(_, p)| *p).min()
     }
 
     pub fn proposed(&mut self, p: &VoiceEvolutionProposed, current: &Personality) {

@@ -90,7 +90,10 @@ impl DistrictState {
     /// Counts a signal in its day and, while a voice is under test, in its shopper's arm.
     fn day_add(&mut self, e: &DomainEvent) {
         let (Some(at), Some(shopper)) = (e.signal_at(), e.shopper_id()) else { return };
-        let day = self.evolution.days.entry(evolution::day_of(at)).or_default();
+        let day_number = evolution::day_of(at);
+        let position = self.position;
+        self.evolution.day_starts.entry(day_number).and_modify(|p| *p = (*p).min(position)).or_insert(position);
+        let day = self.evolution.days.entry(day_number).or_default();
         let one = |n: &mut u64| *n = n.saturating_add(1);
         let (mut view, mut conversion) = (false, false);
         match e {

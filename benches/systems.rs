@@ -1,0 +1,195 @@
+//! Benchmarks of self-healing's and district evolution's pure parts, at catalog sizes:
+//! - `health/detect_10k`: the detection rules over 10,000 products (states, rows, images);
+//! - `health/decide_2k`: a check's 2,000 findings against 1,000 open issues;
+//! - `evolution/decide`: a district's look (30 days of days, 12 peers);
+//! - `evolution/fold_signal`: what district evolution adds to each signal a district folds;
+//! - `district_copy/write_check`: a district's copy written and checked by the guardrails;
+//! - `fetch/refused`: the image fetcher refusing a private address (no connection).
+//!
+//! `cargo bench --bench systems` runs them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{Duration, TimeZone, Utc};
+use criterion::{Criterion, Throughput};
+use mall_actors::district::evolution::{self, Policy};
+use mall_actors::district::{DistrictState, copy};
+use mall_actors::health::fetch::Fetcher;
+use mall_actors::health::{self, Facts, HealthState, ImageCheck, Lag, ProductFacts, ProductView, RowView, Thresholds};
+use mall_events::RecordedEvent;
+use mall_events::domain::*;
+use mall_events::ids::*;
+use uuid::Uuid;
+
+fn product(i: usize) -> ProductFacts {
+    let state = ProductView {
+        product_id: ProductId::parse(format!("p{i}")).unwrap(),
+        district: DistrictSlug::parse(format!("d{}", i % 10)).unwrap(),
+        title: format!("Wooden train {}", i % 7_000),
+        description: if i % 13 == 0 { String::new() } else { "A train of beech wood, sanded smooth.".into() },
+        has_tags: i % 11 != 0,
+        has_seo: i % 17 != 0,
+        has_embedding: true,
+        price: Price::parse(if i % 101 == 0 { "0" } else { "19.90" }).unwrap(),
+        currency: Currency::parse("EUR").unwrap(),
+        stock: 4,
+        image_url: Some(format!("https://img.example.com/{i}.jpg")),
+        attributes: BTreeMap::from([("material".to_string(), AttributeValue::Text("beech".into()))]),
+        version: 10,
+        position: i as u64,
+        rejections: (i % 29 == 0).then(|| ("rewrite_description".to_string(), 4)),
+    };
+    let mut row = RowView {
+        district: state.district.as_str().into(),
+        title: state.title.clone(),
+        description: state.description.clone(),
+        price: state.price.as_str().into(),
+        currency: "EUR".into(),
+        stock: 4,
+        image_url: state.image_url.clone(),
+        listed_position: i as u64,
+    };
+    if i % 31 == 0 {
+        row.title = "tampered".into();
+    }
+    let image = Some(if i % 19 == 0 { ImageCheck::Broken("404".into()) } else { ImageCheck::Works });
+    ProductFacts { state, row: Some(row), image }
+}
+
+fn facts(n: usize) -> Facts {
+    Facts {
+        products: (0..n).map(product).collect(),
+        districts: (0..9).map(|d| format!("d{d}")).collect::<BTreeSet<_>>(),
+        rows_position: u64::MAX,
+        images_checked: true,
+        lags: vec![Lag { projection: "catalog".into(), positions: 12, seconds: 0.1 }],
+        failed_calls: 0,
+        last_call_error: None,
+        read_ms: Some(3.0),
+    }
+}
+
+fn recorded(position: u64, d: &DomainEvent) -> RecordedEvent {
+    RecordedEvent {
+        event_id: Uuid::from_u128(position as u128),
+        stream_id: d.stream_id(),
+        stream_version: position,
+        position,
+        event_type: d.event_type().into(),
+        schema_version: 1,
+        recorded_at: Utc::now(),
+        tags: Vec::new(),
+        correlation_id: None,
+        causation_id: None,
+        payload: Vec::new(),
+    }
+}
+
+fn voice(tone: &str) -> Personality {
+    Personality { tone: tone.into(), style: "storytelling".into(), audience: "families".into() }
+}
+
+fn signal(i: u64, at: chrono::DateTime<Utc>) -> DomainEvent {
+    let shopper = ShopperId::parse(format!("s{}", i % 5_000)).unwrap();
+    let session_id = SessionId::parse("s").unwrap();
+    let product_id = ProductId::parse("p1").unwrap();
+    if i % 10 == 0 {
+        DomainEvent::AddedToCart(AddedToCart {
+            id: Uuid::from_u128(i as u128 + 1),
+            shopper_id: shopper,
+            session_id,
+            at,
+            product_id,
+            quantity: 1,
+        })
+    } else {
+        DomainEvent::ProductViewed(ProductViewed {
+            id: Uuid::from_u128(i as u128 + 1),
+            shopper_id: shopper,
+            session_id,
+            at,
+            product_id,
+            dwell_ms: 4_000,
+        })
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let mut g = c.benchmark_group("health");
+    let f = facts(10_000);
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("detect_10k", |b| b.iter(|| health::detect(&f, &Thresholds::default())));
+    let findings = health::detect(&f, &Thresholds::default());
+    // Half of what the check finds is open already.
+    let mut state = HealthState::default();
+    let first = HealthChecked {
+        check_id: Uuid::from_u128(1),
+        trigger: "job".into(),
+        checked: health::checked(&f),
+        findings: findings.iter().step_by(2).cloned().collect(),
+        at: Utc::now(),
+    };
+    for (i, e) in health::events(&first, &health::decide(&state, &first), &BTreeMap::new()).iter().enumerate() {
+        state.evolve(&recorded(i as u64 + 1, e), e);
+    }
+    let check = HealthChecked { check_id: Uuid::from_u128(2), findings: findings.clone(), ..first.clone() };
+    g.throughput(Throughput::Elements(findings.len() as u64));
+    g.bench_function("decide_2k", |b| b.iter(|| health::decide(&state, &check)));
+    g.finish();
+    eprintln!("health: {} findings over 10,000 products, {} open before the check", findings.len(), state.open.len());
+
+    let mut g = c.benchmark_group("evolution");
+    let now = Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0).unwrap();
+    let mut d = DistrictState::default();
+    let opened = DomainEvent::DistrictOpened(DistrictOpened {
+        slug: DistrictSlug::parse("toys").unwrap(),
+        name: "Toys".into(),
+        personality: voice("technical"),
+    });
+    d.evolve(&opened, 1);
+    for i in 0..60_000u64 {
+        d.evolve(&signal(i, now - Duration::minutes((i % 43_200) as i64)), i + 2);
+    }
+    let peers: Vec<Peer> = (0..12)
+        .map(|k| Peer {
+            slug: DistrictSlug::parse(format!("d{k}")).unwrap(),
+            personality: voice(if k % 2 == 0 { "warm" } else { "playful" }),
+            views: 10_000,
+            conversions: 1_000 + 100 * k,
+        })
+        .collect();
+    let input = EvolutionInput { now, peers, trigger: "job".into() };
+    let (slug, personality) = (d.slug.clone().unwrap(), d.personality.clone().unwrap());
+    g.bench_function("decide", |b| {
+        b.iter(|| evolution::decide(&slug, &personality, &d.evolution, d.position, &input, &Policy::default()))
+    });
+    let mut next = 70_000u64;
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("fold_signal", |b| {
+        b.iter(|| {
+            next += 1;
+            d.evolve(&signal(next, now), next);
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("district_copy");
+    let categories = vec!["wooden toys".to_string(), "puzzles".to_string(), "kites".to_string()];
+    g.bench_function("write_check", |b| {
+        b.iter(|| {
+            let written = copy::write("Toy Town", &voice("warm"), &categories);
+            assert!(copy::check(&written, "Toy Town", &categories).1.is_some());
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("fetch");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let fetcher = Fetcher::default();
+    g.bench_function("refused", |b| {
+        b.iter(|| assert!(rt.block_on(fetcher.image("http://0x7f.1/latest/meta-data")).is_err()))
+    });
+    g.finish();
+    c.final_summary();
+}
