@@ -128,6 +128,7 @@ fn main() {
         trigger: "job".into(),
         checked: health::checked(&f),
         findings: findings.iter().step_by(2).cloned().collect(),
+        truncated: false,
         at: Utc::now(),
     };
     for (i, e) in health::events(&first, &health::decide(&state, &first), &BTreeMap::new()).iter().enumerate() {

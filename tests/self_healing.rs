@@ -29,21 +29,29 @@ struct Host {
     hooks: Arc<Mutex<Vec<(String, Value)>>>,
     /// Webhook requests answered 503 before the first 2xx.
     failures: Arc<AtomicUsize>,
+    /// Every webhook request, answered or not.
+    attempts: Arc<AtomicUsize>,
 }
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
 async fn host() -> Host {
+    host_failing(2).await
+}
+
+/// A host whose webhook fails `failures` times before it takes anything.
+async fn host_failing(failures: usize) -> Host {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let flaky_ok = Arc::new(AtomicBool::new(false));
     let hooks: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-    let failures = Arc::new(AtomicUsize::new(2));
-    let (ok, seen, fail) = (flaky_ok.clone(), hooks.clone(), failures.clone());
+    let failures = Arc::new(AtomicUsize::new(failures));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let (ok, seen, fail, tried) = (flaky_ok.clone(), hooks.clone(), failures.clone(), attempts.clone());
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else { return };
-            let (ok, seen, fail) = (ok.clone(), seen.clone(), fail.clone());
+            let (ok, seen, fail, tried) = (ok.clone(), seen.clone(), fail.clone(), tried.clone());
             tokio::spawn(async move {
                 let Some((head, path, body)) = model::read_request_with_head(&mut sock).await else { return };
                 let (status, kind, bytes): (u16, &str, Vec<u8>) = match path.as_str() {
@@ -51,7 +59,8 @@ async fn host() -> Host {
                     "/flaky.png" if ok.load(Ordering::SeqCst) => (200, "image/png", PNG.to_vec()),
                     "/page" => (200, "text/html", b"<html>not an image</html>".to_vec()),
                     "/hook" => {
-                        // The webhook fails twice before it takes anything.
+                        tried.fetch_add(1, Ordering::SeqCst);
+                        // The webhook fails a number of times before it takes anything.
                         if fail.load(Ordering::SeqCst) > 0 {
                             fail.fetch_sub(1, Ordering::SeqCst);
                             (503, "text/plain", b"busy".to_vec())
@@ -79,7 +88,7 @@ async fn host() -> Host {
             });
         }
     });
-    Host { addr, flaky_ok, hooks, failures }
+    Host { addr, flaky_ok, hooks, failures, attempts }
 }
 
 fn with_image(mut p: Value, url: &str) -> Value {
@@ -304,4 +313,38 @@ async fn a_seeded_catalog_is_healed_on_the_embedded_store() {
 async fn a_seeded_catalog_is_healed_on_postgres() {
     let (store, dir) = Store::postgres().await;
     heals(store, dir.path()).await;
+}
+
+/// A webhook that never takes anything costs one attempt per wait — the notifications behind the
+/// first wait with it, in order — and nothing is marked delivered.
+#[tokio::test]
+async fn a_webhook_that_is_always_down_is_tried_sparingly_and_nothing_is_lost() {
+    let (store, _dir) = Store::embedded();
+    let c = client();
+    let h = host_failing(usize::MAX).await;
+    let base = format!("http://{}", h.addr);
+    let hook = format!("{base}/hook");
+    let env = [
+        ("MALL_FETCH_ALLOW", h.addr.as_str()),
+        ("MALL_HEALTH_WEBHOOK", hook.as_str()),
+        ("MALL_JOBS", "health_check=0"),
+    ];
+    let s = Server::start(&store, &env);
+    post(&c, s.url("/api/districts"), ADMIN, &district("toys", "playful")).await;
+    for i in 0..4 {
+        let p = with_image(
+            product(&format!("b{i}"), "toys", &format!("Top {i}"), "A top."),
+            &format!("{base}/missing.png"),
+        );
+        let (code, _) = post(&c, s.url("/api/products"), ADMIN, &p).await;
+        assert_eq!(code, StatusCode::CREATED);
+    }
+    let report = check(&c, &s).await;
+    assert_eq!(report["notifications"].as_array().unwrap().len(), 4, "{report:#}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Tries at about 0, 1 and 3 s (then 7 s): a handful, not one per notification per wait.
+    let tried = h.attempts.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&tried), "{tried} attempts in 6 s");
+    let (_, r) = get_as(&c, s.url("/api/autonomous/health"), ADMIN).await;
+    assert!(r["notifications"].as_array().unwrap().iter().all(|n| n["delivered_at"].is_null()), "{r:#}");
 }

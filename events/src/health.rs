@@ -119,6 +119,10 @@ pub struct HealthChecked {
     /// scope not examined stays as it is.
     pub checked: BTreeMap<String, u64>,
     pub findings: Vec<Finding>,
+    /// Whether it found more than [`MAX_FINDINGS`] and recorded the most severe: then no issue is
+    /// closed for want of a finding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
     pub at: DateTime<Utc>,
 }
 

@@ -255,6 +255,7 @@ fn samples() -> Vec<DomainEvent> {
                     placeholder: "/api/products/sku-42/placeholder.svg".into(),
                 }),
             }],
+            truncated: false,
             at,
         }),
         DomainEvent::HealthIssueOpened(HealthIssueOpened {

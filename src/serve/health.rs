@@ -184,7 +184,7 @@ impl SelfHealing {
     /// check and its decisions.
     pub async fn check(&self, trigger: &str) -> Result<(HealthChecked, Vec<Decision>), String> {
         let facts = self.facts().await?;
-        let findings = health::detect(&facts, &health::Thresholds::default());
+        let (findings, truncated) = health::recorded(health::detect(&facts, &health::Thresholds::default()));
         let mut state = self.state.lock().await;
         catch_up_health(&self.actors.rt, &mut state).await.map_err(|e| e.to_string())?;
         let check = HealthChecked {
@@ -192,6 +192,7 @@ impl SelfHealing {
             trigger: trigger.into(),
             checked: health::checked(&facts),
             findings,
+            truncated,
             at: Utc::now(),
         };
         let decisions = health::decide(&state, &check);
@@ -303,7 +304,9 @@ impl SelfHealing {
 
     /// Delivers the outbox to the webhook until shutdown: each notification in log order, with
     /// its event id as the idempotency key, tried again with a doubling wait (at most
-    /// [`MAX_BACKOFF`]) until the webhook acknowledges it with a 2xx — at least once.
+    /// [`MAX_BACKOFF`]) until the webhook acknowledges it with a 2xx — at least once. While one
+    /// waits for its next try the later ones wait behind it: a webhook that is down costs one
+    /// attempt per wait, not one per notification.
     pub async fn deliver(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let Some(url) = self.webhook.clone() else { return };
         let mut tries: HashMap<Uuid, (u32, Instant)> = HashMap::new();
@@ -327,8 +330,9 @@ impl SelfHealing {
                 }
                 let (attempts, not_before) = tries.get(&id).copied().unwrap_or((0, now));
                 if not_before > now {
+                    // In log order: nothing passes a notification waiting for its next try.
                     next_wake = next_wake.min(not_before - now);
-                    continue;
+                    break;
                 }
                 let attempts = attempts + 1;
                 match self.send(&url, id, position).await {
@@ -371,6 +375,9 @@ impl SelfHealing {
                         tracing::warn!(notification = %id, attempts, error = %e, ?wait, "the admin webhook did not take a notification");
                         tries.insert(id, (attempts, Instant::now() + wait));
                         next_wake = next_wake.min(wait);
+                        // The webhook is down or refusing: the later notifications wait too (in
+                        // order, and without one slow attempt each).
+                        break;
                     }
                 }
             }

@@ -393,8 +393,21 @@ pub fn detect(facts: &Facts, t: &Thresholds) -> Vec<Finding> {
             None,
         ));
     }
-    out.truncate(mall_events::health::MAX_FINDINGS);
     out
+}
+
+/// The findings a check records: all of them, or — past [`MAX_FINDINGS`] — the most severe
+/// (then `true`: the check closes nothing for want of a finding).
+///
+/// [`MAX_FINDINGS`]: mall_events::health::MAX_FINDINGS
+pub fn recorded(mut findings: Vec<Finding>) -> (Vec<Finding>, bool) {
+    let max = mall_events::health::MAX_FINDINGS;
+    if findings.len() <= max {
+        return (findings, false);
+    }
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    findings.truncate(max);
+    (findings, true)
 }
 
 /// The scopes a check examined, for its `checked` field.
@@ -557,7 +570,7 @@ pub fn decide(state: &HealthState, check: &HealthChecked) -> Vec<Decision> {
         }
     }
     for (k, i) in &state.open {
-        if found.contains(k) || !check.checked.contains_key(scope(&i.kind)) {
+        if check.truncated || found.contains(k) || !check.checked.contains_key(scope(&i.kind)) {
             continue;
         }
         let reason = match (i.kind.as_str(), &i.repair) {

@@ -246,6 +246,7 @@ fn check(n: u128, findings: Vec<Finding>, scopes: &[&str]) -> HealthChecked {
         trigger: "job".into(),
         checked: scopes.iter().map(|s| (s.to_string(), 1)).collect(),
         findings,
+        truncated: false,
         at: t0(),
     }
 }
@@ -420,4 +421,29 @@ fn given_a_recorded_history_then_the_verifier_reproduces_every_check_and_catches
     let (_, mismatches) = verify(&log);
     assert_eq!(mismatches.len(), 1);
     assert_eq!(mismatches[0].check_id, Uuid::from_u128(2));
+}
+
+#[test]
+fn given_more_findings_than_a_check_records_then_the_most_severe_are_kept_and_nothing_is_closed() {
+    let max = mall_events::health::MAX_FINDINGS;
+    let mut all: Vec<Finding> = (0..max)
+        .map(|i| {
+            let mut f = person(&format!("p{i}"));
+            f.severity = Severity::Low;
+            f
+        })
+        .collect();
+    all.push(broken("x", "https://x/1.jpg"));
+    let (kept, truncated) = recorded(all);
+    assert!(truncated);
+    assert_eq!(kept.len(), max);
+    assert_eq!(kept[0].kind, "broken_image", "the most severe first");
+    let mut s = HealthState::default();
+    let mut log = Vec::new();
+    run(&mut s, &mut log, check(1, vec![person("open-one")], ALL));
+    let mut c = check(2, kept, ALL);
+    c.truncated = true;
+    let d = decide(&s, &c);
+    assert!(!d.iter().any(|d| matches!(d, Decision::Close { .. })), "an issue past the cut is not closed");
+    assert_eq!(recorded(vec![person("a")]), (vec![person("a")], false));
 }
