@@ -433,3 +433,26 @@ pub async fn control(
         other => Err(ApiError::invalid("action", format!("{other:?} is not one of start, stop, optimize"))),
     }
 }
+
+/// Queues an admin's `request` and waits (up to a minute) for its task: `Ok(id)` once it
+/// succeeded; otherwise the answer to give — 202 with the task while it waits (its system
+/// stopped, say), 500 with its error when it failed. `what` names it in the error.
+pub async fn run_now(state: &AppState, request: Request, what: &str) -> Result<Result<Uuid, HttpResponse>, ApiError> {
+    let ids = state.core.queue(vec![request]).await?;
+    let id = ids.first().copied().ok_or_else(|| ApiError::unavailable(format!("the {what} was not queued")))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let task = state.core.with_queue(|q| q.task(&id).cloned()).await;
+        match task {
+            Some(t) if t.status == Status::Succeeded => return Ok(Ok(id)),
+            Some(t) if t.status == Status::Failed || t.status == Status::Cancelled => {
+                let message = format!("the {what} failed: {}", t.outcome.unwrap_or_default());
+                return Ok(Err(HttpResponse::InternalServerError().json(json!({"message": message, "task": id}))));
+            }
+            _ if std::time::Instant::now() > deadline => {
+                return Ok(Err(HttpResponse::Accepted().json(json!({"task": id, "status": "queued"}))));
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mall_actors::autonomous::jobs::JobWork;
 use mall_actors::autonomous::priority;
-use mall_actors::autonomous::queue::{Status, Task};
+use mall_actors::autonomous::queue::Task;
 use mall_actors::autonomous::scheduler::{Executor, Request, Scheduler};
 use mall_actors::district::evolution::{self, Decision};
 use mall_actors::district::{DistrictState, copy};
@@ -294,11 +294,12 @@ impl Evolution {
 
     /// What converted in the district's last 30 days: its products (the best, and the weakest
     /// with enough views), its categories (tags), read from the log from the window's first
-    /// day (at most [`MAX_WINDOW_EVENTS`] events; kept for a minute); and how its copy changes
-    /// fared (the learning cycle's insights for the district).
-    pub async fn window(&self, slug: &DistrictSlug, state: &DistrictState) -> Result<Value, String> {
+    /// day (at most [`MAX_WINDOW_EVENTS`] events; kept for a minute unless `fresh`); and how its
+    /// copy changes fared (the learning cycle's insights for the district).
+    pub async fn window(&self, slug: &DistrictSlug, state: &DistrictState, fresh: bool) -> Result<Value, String> {
         if let Some((at, v)) = self.windows.lock().expect("windows").get(slug.as_str())
             && at.elapsed() < WINDOW_KEPT
+            && !fresh
         {
             return Ok(v.clone());
         }
@@ -612,6 +613,9 @@ impl Executor for Evolve {
         let trigger = if task.reason.starts_with(ADMIN_REASON) { "admin" } else { "job" };
         let decision = self.0.look(&slug, trigger).await?;
         let suggestions = self.0.suggest(&slug).await?;
+        // The analysis a look shows is read afresh (a read between looks reuses it for a minute).
+        let state = self.0.state(&slug).await?;
+        self.0.window(&slug, &state, true).await?;
         let said = match &decision {
             Decision::Propose(p) => format!("proposed the {} {:?} (was {:?})", p.attribute, p.to, p.from),
             Decision::Conclude(c) => format!("concluded its voice test: {:?}", c.outcome),
@@ -691,24 +695,13 @@ pub async fn evolve(
 ) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
     let slug = open_slug(&state, path.into_inner())?;
-    let ids = state.core.queue(vec![evolve_request(&slug, ADMIN_REASON.into(), priority::ADMIN)]).await?;
-    let id = ids.first().copied().ok_or_else(|| ApiError::unavailable("the look was not queued"))?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let task = state.core.with_queue(|q| q.task(&id).cloned()).await;
-        match task {
-            Some(t) if t.status == Status::Succeeded => break,
-            Some(t) if t.status == Status::Failed || t.status == Status::Cancelled => {
-                return Ok(HttpResponse::InternalServerError().json(
-                    json!({"message": format!("the look failed: {}", t.outcome.unwrap_or_default()), "task": id}),
-                ));
-            }
-            _ if Instant::now() > deadline => {
-                return Ok(HttpResponse::Accepted().json(json!({"task": id, "status": "queued"})));
-            }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    let id =
+        match super::autonomous::run_now(&state, evolve_request(&slug, ADMIN_REASON.into(), priority::ADMIN), "look")
+            .await?
+        {
+            Ok(id) => id,
+            Err(answer) => return Ok(answer),
+        };
     let mut body = state.evolution.last.lock().expect("last").get(slug.as_str()).cloned().unwrap_or(json!({}));
     body["slug"] = json!(slug);
     body["task"] = json!(id);
@@ -727,7 +720,6 @@ pub async fn evolve(
 /// category suggestions, the last decision and the next run.
 pub async fn show(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let slug = open_slug(&state, path.into_inner())?;
-    let s = state.evolution.state(&slug).await.map_err(ApiError::unavailable)?;
     let now = Utc::now();
     let mut evolutions = state
         .read
@@ -735,6 +727,17 @@ pub async fn show(state: web::Data<AppState>, path: web::Path<String>) -> Result
         .await
         .map_err(super::storefront::sink_error)?;
     evolutions.sort_by_key(|r| r.get("position").and_then(Value::as_u64).unwrap_or(0));
+    // One answer, one moment: the district's actor is asked again (for a little while) until it
+    // has folded as far as the history table shows.
+    let shown = evolutions.last().and_then(|r| r.get("position")).and_then(Value::as_u64).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let s = loop {
+        let s = state.evolution.state(&slug).await.map_err(ApiError::unavailable)?;
+        if s.position >= shown || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let test = s.evolution.test.as_ref().map(|t| {
         json!({
             "evolution_id": t.evolution_id, "test_id": t.test_id, "started_at": t.started_at,
@@ -746,7 +749,7 @@ pub async fn show(state: web::Data<AppState>, path: web::Path<String>) -> Result
     let unmet = state.evolution.unmet_searches(&slug, &s.name).await.map_err(ApiError::unavailable)?;
     let mut analysis = serde_json::to_value(evolution::analyse(&s.evolution, now)).unwrap_or(Value::Null);
     analysis["searches_without_results"] = json!(unmet);
-    let window = state.evolution.window(&slug, &s).await.map_err(ApiError::unavailable)?;
+    let window = state.evolution.window(&slug, &s, false).await.map_err(ApiError::unavailable)?;
     for k in ["products", "weakest_products", "categories", "copy"] {
         analysis[k] = window[k].clone();
     }

@@ -579,24 +579,11 @@ pub async fn get_report(
 /// system stopped, say).
 pub async fn run_check(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
-    let ids = state.core.queue(vec![check_request(ADMIN_REASON.into(), priority::ADMIN)]).await?;
-    let id = ids.first().copied().ok_or_else(|| ApiError::unavailable("the check was not queued"))?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let task = state.core.with_queue(|q| q.task(&id).cloned()).await;
-        match task {
-            Some(t) if t.status == Status::Succeeded => break,
-            Some(t) if t.status == Status::Failed || t.status == Status::Cancelled => {
-                return Ok(HttpResponse::InternalServerError().json(
-                    json!({"message": format!("the check failed: {}", t.outcome.unwrap_or_default()), "task": id}),
-                ));
-            }
-            _ if Instant::now() > deadline => {
-                return Ok(HttpResponse::Accepted().json(json!({"task": id, "status": "queued"})));
-            }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    let id =
+        match super::autonomous::run_now(&state, check_request(ADMIN_REASON.into(), priority::ADMIN), "check").await? {
+            Ok(id) => id,
+            Err(answer) => return Ok(answer),
+        };
     let head = state.store.stats().await?.last_position;
     let position = state.read.wait_for(head, Duration::from_secs(5)).await;
     let mut body = report(&state, None).await?;

@@ -59,14 +59,9 @@ impl Default for Policy {
 /// One day's signals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Day {
-    pub impressions: u64,
-    pub views: u64,
-    pub clicks: u64,
-    pub carts: u64,
-    pub purchases: u64,
-    pub bounces: u64,
+    pub counts: crate::product::Counts,
+    /// The views' dwell, summed.
     pub dwell_ms: u64,
-    pub revenue: u64,
 }
 
 /// A proposal waiting for its copy.
@@ -253,18 +248,15 @@ pub struct Analysis {
 pub fn analyse(e: &Evolution, now: DateTime<Utc>) -> Analysis {
     let today = day_of(now);
     let mut a = Analysis::default();
+    let mut c = crate::product::Counts::default();
     let mut dwell = 0u64;
-    let mut revenue = 0u64;
     for (_, d) in e.days.range(today - WINDOW_DAYS + 1..=today) {
-        a.impressions += d.impressions;
-        a.views += d.views;
-        a.clicks += d.clicks;
-        a.carts += d.carts;
-        a.purchases += d.purchases;
-        a.bounces += d.bounces;
+        c.merge(&d.counts);
         dwell = dwell.saturating_add(d.dwell_ms);
-        revenue = revenue.saturating_add(d.revenue);
     }
+    let revenue = c.revenue;
+    (a.impressions, a.views, a.clicks, a.carts, a.purchases, a.bounces) =
+        (c.impressions, c.views, c.clicks, c.carts, c.purchases, c.bounces);
     a.revenue = revenue as f64 / 10_000.0;
     a.conversions = mall_events::measures::conversions(a.views, a.carts, a.purchases);
     let rate = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };

@@ -56,7 +56,7 @@ impl DistrictState {
                 }
             }
             e if e.is_signal() => {
-                self.counts_add(e);
+                self.counts.add(e);
                 self.day_add(e);
             }
             DomainEvent::VoiceEvolutionProposed(p) => {
@@ -94,46 +94,14 @@ impl DistrictState {
         let position = self.position;
         self.evolution.day_starts.entry(day_number).and_modify(|p| *p = (*p).min(position)).or_insert(position);
         let day = self.evolution.days.entry(day_number).or_default();
-        let one = |n: &mut u64| *n = n.saturating_add(1);
-        let (mut view, mut conversion) = (false, false);
-        match e {
-            DomainEvent::ImpressionServed(_) => one(&mut day.impressions),
-            DomainEvent::ProductViewed(v) => {
-                one(&mut day.views);
-                day.dwell_ms = day.dwell_ms.saturating_add(v.dwell_ms);
-                view = true;
-            }
-            DomainEvent::ProductClicked(_) => one(&mut day.clicks),
-            DomainEvent::AddedToCart(_) => {
-                one(&mut day.carts);
-                conversion = true;
-            }
-            DomainEvent::Purchased(p) => {
-                one(&mut day.purchases);
-                day.revenue =
-                    day.revenue.saturating_add(p.unit_price.ten_thousandths().saturating_mul(p.quantity as u64));
-            }
-            DomainEvent::Bounced(_) => one(&mut day.bounces),
-            _ => {}
+        day.counts.add(e);
+        if let DomainEvent::ProductViewed(v) = e {
+            day.dwell_ms = day.dwell_ms.saturating_add(v.dwell_ms);
         }
+        let view = matches!(e, DomainEvent::ProductViewed(_));
+        let conversion = matches!(e, DomainEvent::AddedToCart(_));
         self.evolution.prune();
         self.evolution.arm_count(shopper, view, conversion);
-    }
-
-    fn counts_add(&mut self, e: &DomainEvent) {
-        let c = &mut self.counts;
-        match e {
-            DomainEvent::ImpressionServed(_) => c.impressions += 1,
-            DomainEvent::ProductViewed(_) => c.views += 1,
-            DomainEvent::ProductClicked(_) => c.clicks += 1,
-            DomainEvent::AddedToCart(_) => c.carts += 1,
-            DomainEvent::Purchased(p) => {
-                c.purchases += 1;
-                c.revenue += p.unit_price.ten_thousandths().saturating_mul(p.quantity as u64);
-            }
-            DomainEvent::Bounced(_) => c.bounces += 1,
-            _ => {}
-        }
     }
 
     /// The prior its products' conversion is judged against: the district's own conversion,

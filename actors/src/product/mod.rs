@@ -37,7 +37,7 @@ pub struct Counts {
 impl Counts {
     /// Counts one signal. Counters saturate rather than wrap: a sum of accepted values may
     /// exceed any bound, a counter must never go down.
-    fn add(&mut self, e: &DomainEvent) {
+    pub(crate) fn add(&mut self, e: &DomainEvent) {
         let one = |n: &mut u64| *n = n.saturating_add(1);
         match e {
             DomainEvent::ImpressionServed(_) => one(&mut self.impressions),
@@ -51,6 +51,21 @@ impl Counts {
             }
             DomainEvent::Bounced(_) => one(&mut self.bounces),
             _ => {}
+        }
+    }
+
+    /// Adds another window's counts (saturating).
+    pub fn merge(&mut self, o: &Counts) {
+        for (a, b) in [
+            (&mut self.impressions, o.impressions),
+            (&mut self.views, o.views),
+            (&mut self.clicks, o.clicks),
+            (&mut self.carts, o.carts),
+            (&mut self.purchases, o.purchases),
+            (&mut self.bounces, o.bounces),
+            (&mut self.revenue, o.revenue),
+        ] {
+            *a = a.saturating_add(b);
         }
     }
 
