@@ -92,6 +92,7 @@ impl DistrictState {
         let (Some(at), Some(shopper)) = (e.signal_at(), e.shopper_id()) else { return };
         let day_number = evolution::day_of(at);
         let position = self.position;
+        let new_day = !self.evolution.days.contains_key(&day_number);
         self.evolution.day_starts.entry(day_number).and_modify(|p| *p = (*p).min(position)).or_insert(position);
         let day = self.evolution.days.entry(day_number).or_default();
         day.counts.add(e);
@@ -100,7 +101,9 @@ impl DistrictState {
         }
         let view = matches!(e, DomainEvent::ProductViewed(_));
         let conversion = matches!(e, DomainEvent::AddedToCart(_));
-        self.evolution.prune();
+        if new_day {
+            self.evolution.prune();
+        }
         self.evolution.arm_count(shopper, view, conversion);
     }
 
