@@ -30,6 +30,7 @@ pub mod guardrails;
 pub mod health;
 /// The experiments product intelligence runs (kept at its old path).
 pub use product::experiment;
+pub mod personalization;
 pub mod product;
 pub mod runtime;
 pub mod shopper;
