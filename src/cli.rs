@@ -46,6 +46,9 @@ pub enum Command {
     Tasks(commands::autonomous::CoreArgs),
     /// The autonomous core's jobs: cadence, last and next run.
     Jobs(commands::autonomous::CoreArgs),
+    /// Offline evaluation: `mall eval recommendations` on the log or an NDJSON file.
+    #[command(subcommand)]
+    Eval(commands::eval::EvalCommand),
     /// The model that writes copy: `mall llm check` calls it once and says what is wrong.
     #[command(subcommand)]
     Llm(commands::llm::LlmCommand),
@@ -162,6 +165,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         Command::Replay(args) => commands::audit::replay(&cli.store, &args).await,
         Command::Projections(cmd) => commands::projections::run(&cli.store, cmd).await,
         Command::Llm(cmd) => commands::llm::run(cmd).await,
+        Command::Eval(cmd) => commands::eval::run(&cli.store, cmd).await,
         Command::Tasks(args) => commands::autonomous::tasks(&args).await,
         Command::Jobs(args) => commands::autonomous::jobs(&args).await,
         Command::Serve(_) | Command::Demo(_) => unreachable!("run in an actix system"),

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod autonomous;
 pub mod debug;
 pub mod demo;
+pub mod eval;
 pub mod events;
 pub mod import;
 pub mod llm;
