@@ -40,13 +40,20 @@ fn the_baselines_figures_are_the_ones_computed_by_hand() {
         mall(&store, &["eval", "recommendations", "--file", file.to_str().unwrap(), "--k", "10", "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
-    let popularity = &v["rankers"][0];
-    assert_eq!((popularity["ranker"].as_str(), popularity["shoppers"].as_u64()), (Some("popularity"), Some(3)));
+    let popularity = &v["models"][0];
+    assert_eq!((popularity["name"].as_str(), popularity["shoppers"].as_u64()), (Some("popularity"), Some(3)));
     // Held out: a→z at rank 2, b→z at rank 3, c→x at rank 1 (seen products left out).
     let ndcg = (1.0 / 3f64.log2() + 0.5 + 1.0) / 3.0;
-    assert!((popularity["ndcg"].as_f64().unwrap() - ndcg).abs() < 1e-9, "{v}");
-    assert_eq!(popularity["hit_rate"], 1.0);
+    assert!((popularity["ndcg_at_10"].as_f64().unwrap() - ndcg).abs() < 1e-9, "{v}");
+    assert_eq!(popularity["hr_at_10"], 1.0);
     assert_eq!(v["products"], 4);
+    // mall's model, from the file given as the positional FILE: c's y → x transition (a went
+    // from x to y) puts x first for c; a and b fall back to popularity, as popularity ranks.
+    let (code, out, err) = mall(&store, &["eval", "recommendations", file.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let model = v["models"].as_array().unwrap().iter().find(|m| m["name"] == "mall").expect("mall's model");
+    assert!((model["ndcg_at_10"].as_f64().unwrap() - ndcg).abs() < 1e-9, "{v}");
     let (code, out, _) = mall(&store, &["eval", "recommendations", "--file", file.to_str().unwrap(), "--k", "1"]);
     assert_eq!(code, 0);
     assert!(out.contains("HR@1") && out.contains("item-kNN") && out.contains("decayed popularity"), "{out}");

@@ -17,6 +17,8 @@ pub struct Interaction {
     pub product: String,
     pub at: DateTime<Utc>,
     pub weight: f64,
+    /// A purchase (a repeat purchase may be recommended again; other seen products are not).
+    pub purchase: bool,
 }
 
 /// The split: each shopper's training interactions and held-out product.
@@ -228,6 +230,7 @@ mod tests {
             product: product.into(),
             at: Utc.with_ymd_and_hms(2026, 1, 1, 0, minute, 0).unwrap(),
             weight: 1.0,
+            purchase: false,
         }
     }
 
