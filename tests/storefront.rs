@@ -99,7 +99,7 @@ async fn storefront(store: Store) {
     assert_eq!(r.status(), StatusCode::OK);
     let profile: Value = r.json().await.unwrap();
     assert_eq!(profile["profile"]["district_affinity"][0]["district"], "toys", "{profile}");
-    assert_eq!(profile["profile"]["product_interest"][0]["product_id"], "t4");
+    assert_eq!(profile["profile"]["interests"][0]["product_id"], "t4");
     let anonymous = items.iter().find(|p| p["product_id"] == "t4").unwrap();
     assert!(t4["score"].as_f64() > anonymous["score"].as_f64(), "the fan's score for t4 is higher than anyone's");
     let personal_t4 = profile["ranking"].as_array().unwrap().iter().find(|p| p["product_id"] == "t4").unwrap();
@@ -107,6 +107,18 @@ async fn storefront(store: Store) {
 
     assert_eq!(profile["profile"]["signals"]["views"], 30, "{profile}");
     assert_eq!(profile["profile"]["signals"]["carts"], 1, "{profile}");
+    // The fan carted and did not buy: the pattern, its layout and the predicted next action.
+    assert_eq!(profile["pattern"], "cart waiting", "{profile}");
+    assert_eq!(profile["layout"][0], "cart", "{profile}");
+    assert_eq!(profile["next_action"]["action"], "purchase", "{profile}");
+    assert_eq!(profile["profile"]["segment"], "shopper", "{profile}");
+    assert_eq!(profile["districts"][0], "toys", "{profile}");
+    // Top picks follow what others did after the fan's rocking horse (the skillet, by its
+    // reason), never the fan's own product first, and only what is in stock.
+    let picks = profile["top_picks"].as_array().unwrap();
+    assert!(picks.iter().all(|p| p["product_id"] != "t3"), "{profile}");
+    assert_eq!(picks[0]["product_id"], "k1", "{profile}");
+    assert!(picks[0]["reason"].as_str().unwrap().contains("t4"), "{profile}");
 
     // The district rankings table (beside PostgreSQL) holds the anonymous ranking.
     if let Store::Postgres { url, .. } = &store {
@@ -128,6 +140,34 @@ async fn storefront(store: Store) {
         }
         assert_eq!(table, ids, "district_rankings matches the API");
     }
+
+    // Personalization changes what a shopper sees after a few signals: a new shopper gets
+    // popular picks; after looking at the train, what others went on to from it.
+    let profile_of = |who: &'static str, min: u64| {
+        let c = c.clone();
+        let url = s.url(&format!("/api/autonomous/personalize?userId={who}&min_position={min}"));
+        async move { c.get(url).bearer_auth(INGEST).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let before = profile_of("newbie", pos).await;
+    assert_eq!(
+        (before["pattern"].as_str(), before["top_picks"][0]["reason"].as_str()),
+        (Some("new"), Some("popular lately")),
+        "{before}"
+    );
+    let r: Value = post("/api/signals", INGEST, json!({"signals": [signal("product_viewed", "t1", "newbie")]}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let after = profile_of("newbie", r["position"].as_u64().unwrap()).await;
+    assert_eq!(after["top_picks"][0]["product_id"], "t2", "{after}");
+    assert!(after["top_picks"][0]["reason"].as_str().unwrap().contains("t1"), "{after}");
+    assert_ne!(before["top_picks"], after["top_picks"]);
+    let (_, _, listing) =
+        get(&c, s.url(&format!("/api/districts/toys/products?shopper=newbie&min_position={}", r["position"]))).await;
+    let t2 = listing["products"].as_array().unwrap().iter().find(|p| p["product_id"] == "t2").unwrap();
+    assert!(t2["parts"]["personalization"].as_f64().unwrap() > 0.5, "{listing}");
 
     // Read-your-writes: a product out of stock leaves the ranking at once.
     let r = c.put(s.url("/api/products/t2")).bearer_auth(ADMIN).json(&json!({"stock": 0})).send().await.unwrap();

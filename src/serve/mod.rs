@@ -21,6 +21,7 @@ pub mod intelligence;
 pub mod query;
 pub mod ranking;
 pub mod reads;
+pub mod recommend;
 pub mod search;
 pub mod storefront;
 
@@ -127,6 +128,8 @@ pub struct AppState {
     pub health: Arc<health::SelfHealing>,
     /// District evolution's shell.
     pub evolution: Arc<evolution::Evolution>,
+    /// The live recommender (personalization).
+    pub recommender: Arc<recommend::Recommender>,
 }
 
 /// Every route: its path and methods (what `routes` serves; the API tests walk this list).
@@ -357,6 +360,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         jobs: runner,
         health: healing,
         evolution: evolving,
+        recommender: recommend::Recommender::start(store.clone(), shutdown_rx.clone()),
     });
 
     let mut server = HttpServer::new(move || {

@@ -69,6 +69,8 @@ pub struct Rankings {
     pub position: Position,
     /// Each district's in-stock products, best first.
     pub ranked: HashMap<String, Arc<Vec<Ranked>>>,
+    /// Where each in-stock product is: its district and place in `ranked`.
+    pub index: HashMap<String, (String, usize)>,
     /// Anonymous pages, serialized on first use: (district, page, limit) → body.
     pub pages: Mutex<HashMap<(String, usize, usize), Bytes>>,
 }
@@ -139,14 +141,20 @@ async fn build(read: &ReadSide) -> Result<Rankings, mall_projections::runner::Si
     for p in tables.pop().unwrap_or_default() {
         by_district.entry(s(&p, "district").to_string()).or_default().push(p);
     }
-    let ranked = by_district
+    let ranked: HashMap<String, Arc<Vec<Ranked>>> = by_district
         .into_iter()
         .map(|(d, products)| {
             let r = rank(products, &metrics, districts.get(&d));
             (d, Arc::new(r))
         })
         .collect();
-    Ok(Rankings { position, ranked, pages: Mutex::default() })
+    let index = ranked
+        .iter()
+        .flat_map(|(d, r)| {
+            r.iter().enumerate().map(move |(k, x)| (s(&x.product, "product_id").to_string(), (d.clone(), k)))
+        })
+        .collect();
+    Ok(Rankings { position, ranked, index, pages: Mutex::default() })
 }
 
 /// The latest rankings, kept current by a background task.

@@ -7,9 +7,12 @@
 //!   rate by a Beta prior of strength 20, divided by the best in the list;
 //! - merchandising rules: a quarter each for copy of at least 40 characters, tags, SEO fields and
 //!   a search embedding;
-//! - personalization: half the shopper's share of interest in the product's district, half their
-//!   interest in the product itself relative to their strongest product interest (0 without a
-//!   shopper);
+//! - personalization: three quarters the larger of mall's recommender score (`recommend`: what
+//!   shoppers went on to from what this one looked at, likeness for products with thin history,
+//!   decayed popularity for a new shopper) relative to the best in the result set and the
+//!   shopper's own interest in the product relative to their strongest (what they keep coming
+//!   back to), a quarter their share of interest in the product's district (0 without a
+//!   shopper); search results add the same part as a fifth of their score;
 //! - recency: how late in the log the product was listed, relative to the newest listing.
 //!
 //! Out-of-stock products are hidden. A product under test shows each shopper the copy of their
@@ -157,25 +160,63 @@ struct Interests {
 }
 
 impl Interests {
-    /// The personalization part of `product`'s score: half the shopper's share of interest in
-    /// its district, half their interest in it relative to their strongest product interest.
-    fn part(&self, product: &Row) -> f64 {
-        let share = |m: &HashMap<String, f64>, k: &str, of: f64| {
-            if of > 0.0 { m.get(k).copied().unwrap_or(0.0) / of } else { 0.0 }
-        };
-        0.5 * share(&self.districts, s(product, "district"), self.district_total)
-            + 0.5 * share(&self.products, s(product, "product_id"), self.product_best)
+    /// The shopper's share of interest in a district.
+    fn share(&self, district: &str) -> f64 {
+        if self.district_total > 0.0 {
+            self.districts.get(district).copied().unwrap_or(0.0) / self.district_total
+        } else {
+            0.0
+        }
+    }
+
+    /// The shopper's interest in a product relative to their strongest.
+    fn own(&self, product: &str) -> f64 {
+        if self.product_best > 0.0 {
+            self.products.get(product).copied().unwrap_or(0.0) / self.product_best
+        } else {
+            0.0
+        }
     }
 }
 
-/// The shopper's interests (after waiting for `min`, up to a bound) and the position they
-/// reflect.
+/// The personalization part of a shopper's scores, over one result set (see the module's
+/// documentation): `0.75 × max(recommender / best in the set, own interest) + 0.25 × district
+/// share`.
+fn personal_parts<'a>(
+    state: &AppState,
+    shopper: &ShopperId,
+    interests: &Interests,
+    set: impl Iterator<Item = &'a Ranked>,
+) -> Vec<(f64, &'a Ranked)> {
+    let raw: Vec<(f64, &Ranked)> = state.recommender.with(|m| {
+        let scores = m.scores(shopper.as_str());
+        set.map(|r| {
+            let rec = m.id_of(s(&r.product, "product_id")).and_then(|id| scores.get(&id)).map_or(0.0, |x| x.0);
+            (rec, r)
+        })
+        .collect()
+    });
+    let best = raw.iter().map(|x| x.0).fold(0.0, f64::max);
+    raw.into_iter()
+        .map(|(rec, r)| {
+            let rec = if best > 0.0 { rec / best } else { 0.0 };
+            let (product, district) = (s(&r.product, "product_id"), s(&r.product, "district"));
+            (0.75 * rec.max(interests.own(product)) + 0.25 * interests.share(district), r)
+        })
+        .collect()
+}
+
+/// The shopper's interests (after waiting for `min`, up to a bound, for the read side and the
+/// recommender) and the position they reflect.
 async fn interests(
     state: &AppState,
     shopper: &ShopperId,
     min: Option<Position>,
 ) -> Result<(Interests, Position), ApiError> {
     let at = position(state, min).await;
+    if let Some(m) = min {
+        state.recommender.wait_for(m, MAX_WAIT).await;
+    }
     let rows = state.read.interests(shopper.as_str()).await.map_err(sink_error)?;
     // As of the shopper's latest signal: shares and ratios decay alike, and a shopper last seen
     // years ago (an imported data set) keeps interests that can be compared.
@@ -362,15 +403,19 @@ async fn rankings(state: &AppState, min: Option<Position>) -> Arc<Rankings> {
     }
 }
 
-/// Sorts a shopper's ranking: their score, best first; ties by product id.
-fn personal_order<'a>(ranked: impl Iterator<Item = &'a Ranked>, interests: &Interests) -> Vec<(f64, &'a Ranked)> {
-    let mut out: Vec<(f64, &Ranked)> = ranked.map(|r| (interests.part(&r.product), r)).collect();
-    out.sort_by(|a, b| {
+/// A shopper's ranking, best first (ties by product id), down to `top` products.
+fn personal_order<'a>(mut scored: Vec<(f64, &'a Ranked)>, top: usize) -> Vec<(f64, &'a Ranked)> {
+    let order = |a: &(f64, &Ranked), b: &(f64, &Ranked)| {
         (b.1.score + 0.2 * b.0)
             .total_cmp(&(a.1.score + 0.2 * a.0))
             .then_with(|| s(&a.1.product, "product_id").cmp(s(&b.1.product, "product_id")))
-    });
-    out
+    };
+    if top < scored.len() {
+        scored.select_nth_unstable_by(top, order);
+        scored.truncate(top);
+    }
+    scored.sort_by(order);
+    scored
 }
 
 /// `GET /api/districts/{slug}/products?shopper=&page=&limit=`.
@@ -410,7 +455,7 @@ pub async fn district_products(
         return Ok(reply(r.position, body));
     };
     let (interests, at) = interests(&state, sh, q.min_position).await?;
-    let order = personal_order(base.iter(), &interests);
+    let order = personal_order(personal_parts(&state, sh, &interests, base.iter()), page * limit);
     let items = order.into_iter().skip((page - 1) * limit).take(limit).map(|(pers, x)| (x, Some(pers)));
     Ok(reply(r.position.min(at), page_body(&slug, page, limit, total, items, Some(sh))))
 }
@@ -442,7 +487,7 @@ pub async fn search(state: web::Data<AppState>, q: super::query::Query<SearchQue
     let terms = words(query);
     // Never waits on the model: see `search::QueryEmbedder`.
     let vector = state.search.vector(query).await;
-    let mut hits: Vec<(f64, Value)> = r
+    let hits: Vec<(f64, f64, f64, &Ranked)> = r
         .all()
         .filter_map(|ranked| {
             let p = &ranked.product;
@@ -486,13 +531,28 @@ pub async fn search(state: web::Data<AppState>, q: super::query::Query<SearchQue
                     cosine(v, &pv).max(0.0) as f64
                 }
             };
-            let score = 0.6 * keyword + 0.4 * semantic;
-            (score > 0.05).then(|| {
-                let mut v = product_json(ranked, shopper.as_ref(), None);
-                v["score"] = json!(score);
-                v["parts"] = json!({"keyword": keyword, "semantic": semantic});
-                (score, v)
-            })
+            let relevance = 0.6 * keyword + 0.4 * semantic;
+            (relevance > 0.05).then_some((relevance, keyword, semantic, ranked))
+        })
+        .collect();
+    // For a shopper, the same personalization part as their listings: a fifth of the score.
+    let personal: Vec<f64> = match &shopper {
+        Some(sh) => {
+            let (i, _) = interests(&state, sh, q.min_position).await?;
+            personal_parts(&state, sh, &i, hits.iter().map(|h| h.3)).into_iter().map(|x| x.0).collect()
+        }
+        None => Vec::new(),
+    };
+    let mut hits: Vec<(f64, Value)> = hits
+        .into_iter()
+        .enumerate()
+        .map(|(k, (relevance, keyword, semantic, ranked))| {
+            let pers = personal.get(k).copied();
+            let score = pers.map_or(relevance, |p| 0.8 * relevance + 0.2 * p);
+            let mut v = product_json(ranked, shopper.as_ref(), pers);
+            v["score"] = json!(score);
+            v["parts"] = json!({"keyword": keyword, "semantic": semantic, "personalization": pers.unwrap_or(0.0)});
+            (score, v)
         })
         .collect();
     hits.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1["product_id"].as_str().cmp(&b.1["product_id"].as_str())));
@@ -515,7 +575,75 @@ pub struct PersonalizeQuery {
     min_position: Option<Position>,
 }
 
-/// `GET /api/autonomous/personalize?userId=`: the shopper's interests and personal ranking.
+/// A shopper's activity as the profile counts it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Activity {
+    signals: i64,
+    views: i64,
+    carts: i64,
+    purchases: i64,
+}
+
+/// The shopper's segment, the pattern detected in what they do, the layout that follows from
+/// it, and the predicted next action with its reason. The order is the documented one: the
+/// first that holds wins.
+///
+/// | pattern | when | layout | next action |
+/// |---|---|---|---|
+/// | `new` | no signal yet | trending, districts | view |
+/// | `cart waiting` | more carts than purchases | cart, top picks, districts | purchase |
+/// | `browsing heavily` | 8+ views, nothing carted | top picks, districts, trending | add_to_cart |
+/// | `loyal` | 3+ purchases | top picks, new arrivals, districts | purchase |
+/// | `focused` | 5+ signals, 70%+ of the interest in one district | that district, top picks, districts | view |
+/// | `exploring` | otherwise | top picks, districts, trending | view |
+fn pattern(
+    a: Activity,
+    focus: Option<(&str, f64)>,
+) -> (&'static str, &'static str, Vec<String>, (&'static str, String)) {
+    let segment = match a {
+        a if a.purchases >= 3 => "loyal",
+        a if a.purchases >= 1 => "buyer",
+        a if a.carts >= 1 => "shopper",
+        a if a.signals >= 3 => "browser",
+        _ => "new",
+    };
+    let l = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (pattern, layout, next) = if a.signals == 0 {
+        ("new", l(&["trending", "districts"]), ("view", "no signal yet: popular products first".to_string()))
+    } else if a.carts > a.purchases {
+        let waiting = a.carts - a.purchases;
+        ("cart waiting", l(&["cart", "top_picks", "districts"]), ("purchase", format!("{waiting} carted, not bought")))
+    } else if a.views >= 8 && a.carts == 0 {
+        (
+            "browsing heavily",
+            l(&["top_picks", "districts", "trending"]),
+            ("add_to_cart", format!("{} views without a cart: top picks first", a.views)),
+        )
+    } else if a.purchases >= 3 {
+        (
+            "loyal",
+            l(&["top_picks", "new_arrivals", "districts"]),
+            ("purchase", format!("{} purchases so far", a.purchases)),
+        )
+    } else if let Some((district, share)) = focus.filter(|(_, share)| a.signals >= 5 && *share >= 0.7) {
+        (
+            "focused",
+            vec![format!("district:{district}"), "top_picks".into(), "districts".into()],
+            ("view", format!("{:.0}% of their interest is in {district}", share * 100.0)),
+        )
+    } else {
+        (
+            "exploring",
+            l(&["top_picks", "districts", "trending"]),
+            ("view", "interest spread across districts".to_string()),
+        )
+    };
+    (segment, pattern, layout, next)
+}
+
+/// `GET /api/autonomous/personalize?userId=`: the shopper's profile (interests, district
+/// affinity, segment), their districts in order, top picks with reasons, the predicted next
+/// action, the detected pattern with its layout, and their personal ranking.
 pub async fn personalize(
     state: web::Data<AppState>,
     req: actix_web::HttpRequest,
@@ -532,22 +660,55 @@ pub async fn personalize(
         .rows("personalization", SHOPPER_PROFILES, Filter::Key(shopper.as_str()))
         .await
         .map_err(sink_error)?;
-    let ranked = personal_order(r.all(), &i);
+    let counts = profile.first().map_or_else(Activity::default, |p| Activity {
+        signals: count(p, "signals"),
+        views: count(p, "views"),
+        carts: count(p, "carts"),
+        purchases: count(p, "purchases"),
+    });
+    let ranked = personal_order(personal_parts(&state, &shopper, &i, r.all()), limit);
     let mut affinity: Vec<(&String, &f64)> = i.districts.iter().collect();
     affinity.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
     let mut favourites: Vec<(&String, &f64)> = i.products.iter().collect();
     favourites.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
-    let share = |v: f64| if i.district_total > 0.0 { v / i.district_total } else { 0.0 };
+    // Their districts first, by affinity; then the others, by name.
+    let mut districts: Vec<&str> =
+        affinity.iter().map(|(d, _)| d.as_str()).filter(|d| r.ranked.contains_key(*d)).collect();
+    let mut rest: Vec<&str> = r.ranked.keys().map(String::as_str).filter(|d| !districts.contains(d)).collect();
+    rest.sort();
+    districts.extend(rest);
+    let focus = affinity.first().map(|(d, _)| (d.as_str(), i.share(d)));
+    let (segment, pattern, layout, (action, why)) = pattern(counts, focus);
+    // Top picks: in stock (in the rankings), with the recommender's reason.
+    let picks: Vec<Value> = state.recommender.with(|m| {
+        m.recommend(shopper.as_str(), limit, |p| r.index.contains_key(p))
+            .into_iter()
+            .filter_map(|pick| {
+                let (d, k) = r.index.get(&pick.product)?;
+                let ranked = r.ranked.get(d)?.get(*k)?;
+                let mut v = product_json(ranked, Some(&shopper), None);
+                v["reason"] = json!(pick.reason.text());
+                v["recommendation_score"] = json!(pick.score);
+                Some(v)
+            })
+            .collect()
+    });
     Ok(answer(
         at.min(r.position),
         json!({
             "user_id": shopper,
             "profile": {
                 "signals": profile.first(),
-                "district_affinity": affinity.iter().map(|(d, v)| json!({"district": d, "interest": v, "share": share(**v)})).collect::<Vec<_>>(),
-                "product_interest": favourites.iter().take(10).map(|(p, v)| json!({"product_id": p, "interest": v})).collect::<Vec<_>>(),
+                "segment": segment,
+                "interests": favourites.iter().take(10).map(|(p, v)| json!({"product_id": p, "interest": v})).collect::<Vec<_>>(),
+                "district_affinity": affinity.iter().map(|(d, v)| json!({"district": d, "interest": v, "share": i.share(d)})).collect::<Vec<_>>(),
             },
-            "ranking": ranked.iter().take(limit).map(|(pers, x)| product_json(x, Some(&shopper), Some(*pers))).collect::<Vec<_>>(),
+            "districts": districts,
+            "top_picks": picks,
+            "next_action": {"action": action, "reason": why},
+            "pattern": pattern,
+            "layout": layout,
+            "ranking": ranked.iter().map(|(pers, x)| product_json(x, Some(&shopper), Some(*pers))).collect::<Vec<_>>(),
         }),
     ))
 }

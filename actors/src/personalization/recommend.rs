@@ -307,6 +307,16 @@ impl Model {
         picks
     }
 
+    /// A product's id in [`Model::scores`].
+    pub fn id_of(&self, product: &str) -> Option<u32> {
+        self.ids.get(product).copied()
+    }
+
+    /// The product of an id.
+    pub fn name_of(&self, id: u32) -> &str {
+        &self.items[id as usize].name
+    }
+
     /// The products a shopper interacted with lately, the latest first.
     pub fn recent(&self, shopper: &str) -> Vec<&str> {
         self.shoppers
