@@ -9,6 +9,10 @@
 //!   whole log folded) and restarts (the tables' images and the tail), until the actors and
 //!   every projection have caught up with the log; seconds and peak RSS printed (the restarts'
 //!   median).
+//! - `personalized_page`: `GET /api/autonomous/personalize?userId=` (profile, top picks with
+//!   reasons, pattern, the personal ranking of 20) against `mall serve` on the embedded store and
+//!   read side with a synthetic log of 10,000 products, 100,000 shoppers and 1,000,000 signals,
+//!   one client then 16: p50 and p99 printed.
 //!
 //! `DATABASE_URL` names the server (default `postgres://postgres@127.0.0.1:5432/postgres`); the
 //! 1M-event log is kept in the database `mall_bench_rebuild_1m` and reused by later runs.
@@ -281,8 +285,13 @@ async fn seed(client: &reqwest::Client, base: &str) -> u64 {
 /// One GET over a kept-alive connection, HTTP/1.1 by hand (what `wrk` does: the client must
 /// cost little, since it shares the two cores with the server); returns the status.
 async fn request(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, path: &str) -> u16 {
+    request_as(conn, buf, path, "").await
+}
+
+/// [`request`] with extra header lines (each ending in CRLF).
+async fn request_as(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, path: &str, headers: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n");
     conn.write_all(req.as_bytes()).await.unwrap();
     buf.clear();
     let mut chunk = [0u8; 16 * 1024];
@@ -439,9 +448,83 @@ fn restart() {
     println!("restart/restart (images and the tail): median {took:.2} s, peak RSS {rss:.0} MB; log {}", events.trim());
 }
 
+fn personalized_page() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("synth.ndjson");
+    let mall = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mall"))
+            .args(["--data-dir", &data.display().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let synth = ["debug", "synth", "--products", "10000", "--shoppers", "100000", "--signals", "1000000"];
+    std::fs::write(&file, mall(&synth)).unwrap();
+    mall(&["import", &file.display().to_string()]);
+    let (first, _) = start_until_caught_up(&rt, &data);
+    println!("personalized_page: 10k products, 100k shoppers, 1M signals folded in {first:.1} s");
+    let (mut child, base) = spawn_serve(
+        &["--data-dir".to_string(), data.display().to_string()],
+        &[("MALL_GENERATIONS_PER_HOUR", "0"), ("MALL_INGEST_TOKEN", "ingest")],
+    );
+    let addr = base.strip_prefix("http://").unwrap().to_string();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let stats: Value = client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
+        let log = stats["log_position"].as_u64().unwrap();
+        // Wait for the read side and the recommender to have folded the log.
+        let url = format!("{base}/api/autonomous/personalize?userId=s1&min_position={log}");
+        let first: Value = client.get(url).bearer_auth("ingest").send().await.unwrap().json().await.unwrap();
+        assert!(first["top_picks"].as_array().is_some_and(|p| !p.is_empty()), "{first}");
+        for clients in [1usize, 16] {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut tasks = Vec::new();
+            for c in 0..clients {
+                let addr = addr.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                    conn.set_nodelay(true).unwrap();
+                    let mut buf = Vec::with_capacity(64 * 1024);
+                    let mut lat = Vec::new();
+                    let mut i = c * 7919;
+                    while Instant::now() < deadline {
+                        let path = format!("/api/autonomous/personalize?userId=s{}", (i * 31) % 100_000);
+                        let started = Instant::now();
+                        let status = request_as(&mut conn, &mut buf, &path, "Authorization: Bearer ingest\r\n").await;
+                        assert_eq!(status, 200);
+                        lat.push(started.elapsed());
+                        i += 1;
+                    }
+                    lat
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all.sort();
+            println!(
+                "personalized_page/{clients} client(s): {:.0} requests/s, p50 {:?}, p99 {:?}",
+                all.len() as f64 / 10.0,
+                all[all.len() / 2],
+                all[(all.len() as f64 * 0.99) as usize]
+            );
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn main() {
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    if wanted("personalized_page") {
+        personalized_page();
+    }
     if wanted("rebuild_pg") {
         rebuild_pg();
     }

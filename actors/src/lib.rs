@@ -28,6 +28,7 @@ pub mod district;
 pub mod executors;
 pub mod guardrails;
 pub mod health;
+pub mod merchandising;
 /// The experiments product intelligence runs (kept at its old path).
 pub use product::experiment;
 pub mod personalization;

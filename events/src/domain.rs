@@ -28,6 +28,7 @@ pub use crate::health::{
 use crate::ids::{
     Currency, DistrictSlug, InvalidValue, ListName, OrderId, Price, ProductId, SessionId, ShopperId, StreamId, tag,
 };
+pub use crate::merchandising::{Condition, MerchandisingRuleExpired, MerchandisingRuleSet, RuleAction};
 
 /// The bounds every accepted value keeps, chosen so that every backend and read side can store it
 /// and no sum of accepted values can wrap: money up to 999,999,999.9999 (see
@@ -305,6 +306,8 @@ domain_events! {
     VoiceEvolutionAbandoned => "voice_evolution_abandoned",
     VoiceTestConcluded => "voice_test_concluded",
     CategoriesSuggested => "categories_suggested",
+    MerchandisingRuleSet => "merchandising_rule_set",
+    MerchandisingRuleExpired => "merchandising_rule_expired",
 }
 
 /// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
@@ -330,6 +333,7 @@ impl DomainEvent {
             | VoiceEvolutionAbandoned(_)
             | VoiceTestConcluded(_)
             | CategoriesSuggested(_) => return None,
+            MerchandisingRuleSet(_) | MerchandisingRuleExpired(_) => return None,
             ProductRepaired(e) => &e.product_id,
             ProductListed(e) => &e.product_id,
             ProductEdited(e) => &e.product_id,
@@ -393,6 +397,7 @@ impl DomainEvent {
             | VoiceEvolutionAbandoned(_)
             | VoiceTestConcluded(_)
             | CategoriesSuggested(_) => None,
+            MerchandisingRuleSet(_) | MerchandisingRuleExpired(_) => None,
             ProductViewed(e) => meta!(e),
             ProductClicked(e) => meta!(e),
             ImpressionServed(e) => meta!(e),
@@ -450,6 +455,12 @@ impl DomainEvent {
         )
     }
 
+    /// Whether this is an event of merchandising (every one carries
+    /// [`crate::merchandising::TAG`]).
+    pub fn is_merchandising(&self) -> bool {
+        matches!(self, DomainEvent::MerchandisingRuleSet(_) | DomainEvent::MerchandisingRuleExpired(_))
+    }
+
     /// The district of an event of district evolution.
     pub fn evolution_district(&self) -> Option<&DistrictSlug> {
         use DomainEvent::*;
@@ -480,6 +491,9 @@ impl DomainEvent {
             core if core.is_core() => StreamId::parse(crate::autonomous::STREAM).expect("a valid stream id"),
             DomainEvent::ProductRepaired(e) => StreamId::product(&e.product_id),
             health if health.is_health() => StreamId::parse(crate::health::STREAM).expect("a valid stream id"),
+            merch if merch.is_merchandising() => {
+                StreamId::parse(crate::merchandising::STREAM).expect("a valid stream id")
+            }
             other => StreamId::product(other.product_id().expect("every other event concerns one product")),
         }
     }
@@ -492,6 +506,7 @@ impl DomainEvent {
             DomainEvent::ProductListed(e) => vec![tag::district(&e.district)],
             DomainEvent::ProductEdited(e) => e.district.iter().map(tag::district).collect(),
             health if health.is_health() => vec![crate::health::TAG.to_string()],
+            merch if merch.is_merchandising() => vec![crate::merchandising::TAG.to_string()],
             evolution if evolution.evolution_district().is_some() => {
                 evolution.evolution_district().map(tag::district).into_iter().collect()
             }
@@ -762,6 +777,51 @@ impl DomainEvent {
                 }
                 Ok(())
             }
+            DomainEvent::MerchandisingRuleSet(e) => {
+                use crate::merchandising::MAX_ITEMS;
+                if !(e.strength.is_finite() && (0.0..=1.0).contains(&e.strength)) {
+                    return err("strength", "a number from 0 to 1".into());
+                }
+                if e.priority.abs() > 1_000 {
+                    return err("priority", "from -1000 to 1000".into());
+                }
+                match (e.action, e.position) {
+                    (RuleAction::Pin, Some(1..=1_000)) => {}
+                    (RuleAction::Pin, _) => return err("position", "a pin needs a position from 1 to 1000".into()),
+                    (_, Some(_)) => return err("position", "only a pin has a position".into()),
+                    _ => {}
+                }
+                if e.valid_until.is_some_and(|u| u <= e.valid_from) {
+                    return err("until", "the end of a rule's window must come after its start".into());
+                }
+                let c = &e.condition;
+                if c.tags.len() > MAX_ITEMS {
+                    return err("tags", format!("at most {MAX_ITEMS} tags"));
+                }
+                for (i, t) in c.tags.iter().enumerate() {
+                    text(&format!("tags[{i}]"), t, 1, 64)?;
+                }
+                for (field, v) in [("price_min", c.price_min), ("price_max", c.price_max)] {
+                    if v.is_some_and(|v| !(v.is_finite() && (0.0..=1e12).contains(&v))) {
+                        return err(field, "a price from 0".into());
+                    }
+                }
+                for (field, v) in [("percentile_min", c.percentile_min), ("percentile_max", c.percentile_max)] {
+                    if v.is_some_and(|v| !(v.is_finite() && (0.0..=100.0).contains(&v))) {
+                        return err(field, "a percentile from 0 to 100".into());
+                    }
+                }
+                if matches!((c.price_min, c.price_max), (Some(a), Some(b)) if a > b)
+                    || matches!((c.stock_min, c.stock_max), (Some(a), Some(b)) if a > b)
+                    || matches!((c.percentile_min, c.percentile_max), (Some(a), Some(b)) if a > b)
+                {
+                    return err("condition", "a lower bound above its upper bound".into());
+                }
+                text("rule", &e.rule, 1, crate::autonomous::MAX_NAME_LEN)?;
+                prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN)?;
+                metrics(&e.evidence)
+            }
+            DomainEvent::MerchandisingRuleExpired(e) => prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN),
             DomainEvent::JobRan(e) => {
                 text("job", &e.job, 1, crate::autonomous::MAX_NAME_LEN)?;
                 text("system", &e.system, 1, crate::autonomous::MAX_NAME_LEN)?;

@@ -34,6 +34,7 @@ pub mod ids;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrent;
 pub mod measures;
+pub mod merchandising;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod records;

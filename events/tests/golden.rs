@@ -363,6 +363,31 @@ fn samples() -> Vec<DomainEvent> {
             }],
             at,
         }),
+        DomainEvent::MerchandisingRuleSet(MerchandisingRuleSet {
+            rule_id: id,
+            action: RuleAction::Boost,
+            condition: Condition {
+                tags: vec!["wood".into()],
+                district: Some(DistrictSlug::parse("toys").unwrap()),
+                percentile_min: Some(90.0),
+                ..Condition::default()
+            },
+            strength: 0.5,
+            position: None,
+            priority: 10,
+            valid_from: at,
+            valid_until: Some(at + chrono::Duration::hours(24)),
+            auto: true,
+            rule: "high_converter".into(),
+            reason: "converts at 9.1% against the district's 3.0% over 400 views".into(),
+            evidence: [("views".to_string(), 400.0), ("conversion".to_string(), 0.091)].into(),
+            at,
+        }),
+        DomainEvent::MerchandisingRuleExpired(MerchandisingRuleExpired {
+            rule_id: id,
+            reason: "its window closed".into(),
+            at,
+        }),
     ]
 }
 

@@ -15,6 +15,7 @@
 //! - [`optimization`]: the `optimization_log`, `experiments` and `copy_history` tables;
 //! - [`autonomous`]: the `autonomous_tasks` and `job_runs` tables;
 //! - [`evolution`]: the `district_personalities` and `district_suggestions` tables;
+//! - [`merchandising`]: the `merchandising_rules` table;
 //! - [`health`]: the `health_issues`, `health_checks` and `health_notifications` tables.
 
 pub mod autonomous;
@@ -23,6 +24,7 @@ pub mod change;
 pub mod evolution;
 pub mod health;
 pub mod memory;
+pub mod merchandising;
 pub mod optimization;
 pub mod personalization;
 #[cfg(feature = "postgres")]

@@ -325,7 +325,9 @@ impl ProductState {
             | DomainEvent::VoiceTestStarted(_)
             | DomainEvent::VoiceEvolutionAbandoned(_)
             | DomainEvent::VoiceTestConcluded(_)
-            | DomainEvent::CategoriesSuggested(_) => {}
+            | DomainEvent::CategoriesSuggested(_)
+            | DomainEvent::MerchandisingRuleSet(_)
+            | DomainEvent::MerchandisingRuleExpired(_) => {}
         }
     }
 
