@@ -123,9 +123,10 @@ pub fn performance(facts: &[Facts]) -> Performance {
         posts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
         let n = posts.len();
         for (post, id) in &posts {
-            // The share of the district's products below or level with it.
-            let below = posts.iter().filter(|(p, _)| p <= post).count();
-            let pct = if n <= 1 { 50.0 } else { 100.0 * (below - 1) as f64 / (n - 1) as f64 };
+            // Its mid-rank among the district's products (ties share the middle of their ranks).
+            let below = posts.iter().filter(|(p, _)| p < post).count() as f64;
+            let level = posts.iter().filter(|(p, _)| p == post).count() as f64;
+            let pct = if n <= 1 { 50.0 } else { 100.0 * (below + (level - 1.0) / 2.0) / (n - 1) as f64 };
             percentile.insert(id.to_string(), pct);
             rate.insert(id.to_string(), *post);
         }

@@ -18,6 +18,7 @@ pub mod evolution;
 pub mod health;
 pub mod ingest;
 pub mod intelligence;
+pub mod merchandising;
 pub mod query;
 pub mod ranking;
 pub mod reads;
@@ -93,8 +94,36 @@ pub struct ServeArgs {
     /// refused.
     #[arg(long = "fetch-allow", env = "MALL_FETCH_ALLOW", value_delimiter = ',')]
     pub fetch_allow: Vec<std::net::SocketAddr>,
+    /// The score's weights, `[DISTRICT=]PERFORMANCE,RULES,PERSONALIZATION,RECENCY` (repeatable;
+    /// without a district, every district's; scaled to sum 1). Default 0.4,0.3,0.2,0.1.
+    #[arg(long = "score-weights", env = "MALL_SCORE_WEIGHTS", value_delimiter = ';', value_parser = parse_weights)]
+    pub score_weights: Vec<(Option<String>, ranking::Weights)>,
     #[command(flatten)]
     pub llm: crate::model::LlmArgs,
+}
+
+fn parse_weights(s: &str) -> Result<(Option<String>, ranking::Weights), String> {
+    match s.split_once('=') {
+        Some((district, w)) => {
+            let slug = mall_events::ids::DistrictSlug::parse(district.to_string()).map_err(|e| e.0)?;
+            Ok((Some(slug.as_str().to_string()), ranking::Weights::parse(w)?))
+        }
+        None => Ok((None, ranking::Weights::parse(s)?)),
+    }
+}
+
+/// The score's weights as configured.
+fn score_config(given: &[(Option<String>, ranking::Weights)]) -> ranking::ScoreConfig {
+    let mut config = ranking::ScoreConfig::default();
+    for (district, w) in given {
+        match district {
+            Some(d) => {
+                config.districts.insert(d.clone(), *w);
+            }
+            None => config.default = *w,
+        }
+    }
+    config
 }
 
 fn parse_job(s: &str) -> Result<(String, i64), String> {
@@ -130,6 +159,8 @@ pub struct AppState {
     pub evolution: Arc<evolution::Evolution>,
     /// The live recommender (personalization).
     pub recommender: Arc<recommend::Recommender>,
+    /// Merchandising's shell.
+    pub merchandising: Arc<merchandising::Merchandising>,
 }
 
 /// Every route: its path and methods (what `routes` serves; the API tests walk this list).
@@ -149,6 +180,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/districts/{slug}/products", &["GET"]),
     ("/api/search", &["GET"]),
     ("/api/autonomous/personalize", &["GET"]),
+    ("/api/autonomous/merchandising", &["GET"]),
+    ("/api/autonomous/merchandising/rules", &["POST"]),
     ("/api/admin/projections", &["GET"]),
     ("/api/admin/projections/rebuild", &["POST"]),
     ("/api/admin/projections/retry", &["POST"]),
@@ -210,6 +243,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/districts/{slug}/products", vec![get(web::get().to(storefront::district_products))]))
             .service(resource("/search", vec![get(web::get().to(storefront::search))]))
             .service(resource("/autonomous/personalize", vec![get(web::get().to(storefront::personalize))]))
+            .service(resource("/autonomous/merchandising", vec![get(web::get().to(merchandising::overview))]))
+            .service(resource(
+                "/autonomous/merchandising/rules",
+                vec![post(web::post().to(merchandising::create_rule))],
+            ))
             .service(resource("/admin/projections", vec![get(web::get().to(admin::projections))]))
             .service(resource("/admin/projections/rebuild", vec![post(web::post().to(admin::rebuild))]))
             .service(resource("/admin/projections/retry", vec![post(web::post().to(admin::retry))])),
@@ -328,12 +366,15 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     core.register("district_evolution", "write_voice", Arc::new(evolution::WriteVoice(evolving.clone())));
     core.register("district_evolution", "sweep", Arc::new(evolution::Sweep(evolving.clone())));
     core.register("self_healing", "sweep", Arc::new(health::Check(healing.clone())));
+    let merchandise = merchandising::Merchandising::new(store.clone(), read.clone());
+    core.register("merchandising", "sweep", Arc::new(merchandising::Sweep(merchandise.clone())));
     // The actors start once their decisions have somewhere to go.
     let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
     let every: std::collections::BTreeMap<String, i64> = args.jobs.iter().filter(|(_, s)| *s > 0).cloned().collect();
     let off: Vec<String> = args.jobs.iter().filter(|(_, s)| *s == 0).map(|(n, _)| n.clone()).collect();
     let mut work = autonomous::job_work(&read);
     work.insert("health_check", Arc::new(health::HealthJob));
+    work.insert("merchandising", Arc::new(merchandising::MerchandisingJob));
     work.insert("district_evolution", Arc::new(evolution::EvolutionJob(evolving.clone())));
     let runner = Arc::new(jobs::Runner::new(core.clone(), clock, &every, &off, work));
     let core_tasks = vec![
@@ -352,7 +393,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         store: store.clone(),
         actors: actors.clone(),
         read: read.clone(),
-        ranker: ranking::Ranker::start(read.clone(), shutdown_rx.clone()),
+        ranker: ranking::Ranker::start(read.clone(), score_config(&args.score_weights), shutdown_rx.clone()),
         tokens,
         search,
         body_timeout: Duration::from_secs(args.body_timeout.clamp(1, 3_600)),
@@ -361,6 +402,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         health: healing,
         evolution: evolving,
         recommender: recommend::Recommender::start(store.clone(), shutdown_rx.clone()),
+        merchandising: merchandise,
     });
 
     let mut server = HttpServer::new(move || {

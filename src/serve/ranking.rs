@@ -8,24 +8,35 @@
 //! Under a stream of writes the ranker recomputes at most every few tens of milliseconds, and
 //! never spends more than about a third of its time doing so.
 //!
-//! Scores (`0.4 × performance + 0.3 × rules + 0.1 × recency` here; `0.2 × personalization` per
-//! shopper, in `storefront`):
-//! - performance: the conversion rate (carts or purchases per view) shrunk towards the district's
-//!   prior — the same measures the product actors decide with (`mall_events::measures`) —
-//!   divided by the best in the district;
-//! - merchandising rules: a quarter each for copy of at least 40 characters, tags, SEO fields and
-//!   a search embedding;
-//! - recency: how late in the log the product was listed, relative to the district's newest.
+//! Scores (`w_p × performance + w_r × rules + w_t × recency` here; `w_s × personalization` per
+//! shopper, in `storefront`), the weights 0.4, 0.3, 0.2 and 0.1 unless configured
+//! (`--score-weights`, for every district or one), each part in [0, 1] over the district:
+//! - performance: seven tenths the conversion rate (carts or purchases per view) shrunk towards
+//!   the district's prior — the same measures the product actors decide with
+//!   (`mall_events::measures`), so one view and one purchase cannot top a listing — divided by
+//!   the best in the district; three tenths popularity, `ln(1 + views + carts + purchases)`
+//!   relative to the district's most popular;
+//! - merchandising rules: the active rules of `merchandising_rules` applied in their conflict
+//!   order (`mall_actors::merchandising`): hidden and filtered products leave the listing, the
+//!   winning boost or bury sets the part (normalized over the district), pins place products
+//!   after sorting; each product names the rules that acted on it;
+//! - recency: half how late in the log the product was listed, relative to the district's
+//!   newest; half the recency of its demand, halving for every week between its last signal and
+//!   the district's latest.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
+use chrono::{DateTime, Utc};
+use mall_actors::merchandising::{self, Facts};
+use mall_events::domain::MerchandisingRuleSet;
 use mall_events::ids::Position;
 use mall_events::measures::{self, Prior};
 use mall_projections::catalog::{DISTRICTS, PRODUCT_METRICS, PRODUCTS};
 use mall_projections::change::Row;
+use mall_projections::merchandising::MERCHANDISING_RULES;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -47,19 +58,74 @@ pub fn s<'a>(r: &'a Row, k: &str) -> &'a str {
     r.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// The weights of the score's parts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weights {
+    pub performance: f64,
+    pub rules: f64,
+    pub personalization: f64,
+    pub recency: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights { performance: 0.4, rules: 0.3, personalization: 0.2, recency: 0.1 }
+    }
+}
+
+impl Weights {
+    /// `P,R,S,T` (performance, rules, personalization, recency): non-negative, scaled to sum 1.
+    pub fn parse(s: &str) -> Result<Weights, String> {
+        let v: Vec<f64> = s
+            .split(',')
+            .map(|x| x.trim().parse::<f64>().map_err(|_| format!("{x:?} is not a number")))
+            .collect::<Result<_, _>>()?;
+        let [p, r, pe, t] = v[..] else { return Err("four weights: performance,rules,personalization,recency".into()) };
+        if v.iter().any(|x| !x.is_finite() || *x < 0.0) || v.iter().sum::<f64>() <= 0.0 {
+            return Err("weights are non-negative numbers, not all zero".into());
+        }
+        let sum = p + r + pe + t;
+        Ok(Weights { performance: p / sum, rules: r / sum, personalization: pe / sum, recency: t / sum })
+    }
+}
+
+/// The score's weights: every district's, and those of districts configured apart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScoreConfig {
+    pub default: Weights,
+    pub districts: HashMap<String, Weights>,
+}
+
+impl ScoreConfig {
+    pub fn of(&self, district: &str) -> Weights {
+        self.districts.get(district).copied().unwrap_or(self.default)
+    }
+}
+
 /// One in-stock product with the parts of its score that do not depend on the shopper.
 pub struct Ranked {
     pub product: Row,
+    /// Its id and district (read often: the row is a map).
+    pub id: String,
+    pub district: String,
+    /// Its id in the recommender's model, once known (ids there never change).
+    pub model_id: std::sync::OnceLock<u32>,
     /// The product's fields as every shopper sees them, serialized once: the inside of a JSON
     /// object, without braces (see `storefront::write_product`).
     pub fields: String,
     /// The experiment under way and its challenger copy.
     pub experiment: Option<(uuid::Uuid, String)>,
-    /// `0.4 × performance + 0.3 × rules + 0.1 × recency`.
+    /// `w_p × performance + w_r × rules + w_t × recency`.
     pub score: f64,
     pub performance: f64,
     pub rules: f64,
     pub recency: f64,
+    /// The district's weights.
+    pub weights: Weights,
+    /// The merchandising rules that acted on it.
+    pub applied: Vec<uuid::Uuid>,
+    /// The position a pin gives it, from 1.
+    pub pin: Option<u32>,
 }
 
 /// The rankings at one position of the catalog projection.
@@ -73,6 +139,8 @@ pub struct Rankings {
     pub index: HashMap<String, (String, usize)>,
     /// Anonymous pages, serialized on first use: (district, page, limit) → body.
     pub pages: Mutex<HashMap<(String, usize, usize), Bytes>>,
+    /// When a rule's window opens or closes next (the rankings are made again then).
+    pub next_change: Option<DateTime<Utc>>,
 }
 
 impl Rankings {
@@ -82,8 +150,15 @@ impl Rankings {
     }
 }
 
-/// Ranks one district's products.
-fn rank(products: Vec<Row>, metrics: &HashMap<String, Row>, district: Option<&Row>) -> Vec<Ranked> {
+/// Ranks one district's products under the active `rules`.
+fn rank(
+    slug: &str,
+    products: Vec<Row>,
+    metrics: &HashMap<String, Row>,
+    district: Option<&Row>,
+    rules: &[&MerchandisingRuleSet],
+    weights: Weights,
+) -> Vec<Ranked> {
     let newest = products.iter().map(|p| n(p, "listed_position")).fold(1.0, f64::max);
     // The counts of a row, as the shared measures take them.
     let counts = |r: Option<&Row>| r.map_or((0, 0, 0), |r| (c(r, "views"), c(r, "carts"), c(r, "purchases")));
@@ -93,24 +168,46 @@ fn rank(products: Vec<Row>, metrics: &HashMap<String, Row>, district: Option<&Ro
         let (views, carts, purchases) = counts(metrics.get(s(p, "product_id")));
         prior.update(measures::conversions(views, carts, purchases), views).mean()
     };
+    let demand = |p: &Row| {
+        let (views, carts, purchases) = counts(metrics.get(s(p, "product_id")));
+        ((views + carts + purchases) as f64).ln_1p()
+    };
+    let last_signal = |p: &Row| {
+        metrics
+            .get(s(p, "product_id"))
+            .and_then(|m| m.get("last_signal_at"))
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+    };
+    let products: Vec<Row> = products.into_iter().filter(|p| s(p, "status") == "in_stock").collect();
     let posts: Vec<f64> = products.iter().map(posterior).collect();
     let best = posts.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
+    let demands: Vec<f64> = products.iter().map(demand).collect();
+    let most = demands.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
+    let latest = products.iter().filter_map(last_signal).max();
+    let facts: Vec<Facts> =
+        products.iter().map(|p| super::merchandising::facts_of(p, metrics.get(s(p, "product_id")))).collect();
+    let perf = merchandising::performance(&facts);
+    let shaped = merchandising::shape(slug, &facts.iter().collect::<Vec<_>>(), rules, &perf.percentile);
     let mut ranked: Vec<Ranked> = products
         .into_iter()
         .zip(posts)
-        .filter(|(p, _)| s(p, "status") == "in_stock")
-        .map(|(p, post)| {
-            let performance = post / best;
-            let rules = 0.25 * (s(&p, "description").chars().count() >= 40) as u8 as f64
-                + 0.25 * p.get("tags").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) as u8 as f64
-                + 0.25 * p.get("seo_title").is_some_and(|v| !v.is_null()) as u8 as f64
-                + 0.25 * p.get("embedding").is_some_and(|v| !v.is_null()) as u8 as f64;
-            let recency = n(&p, "listed_position") / newest;
-            let score = 0.4 * performance + 0.3 * rules + 0.1 * recency;
+        .zip(demands)
+        .zip(shaped)
+        .filter_map(|(((p, post), demand), shaping)| {
+            let shaping = shaping?;
+            let performance = 0.7 * post / best + 0.3 * demand / most;
+            let rules = shaping.part;
+            let demand_recency = match (last_signal(&p), latest) {
+                (Some(at), Some(latest)) => ((at - latest).num_milliseconds() as f64 / (7.0 * 86_400_000.0)).exp2(),
+                _ => 0.0,
+            };
+            let recency = 0.5 * n(&p, "listed_position") / newest + 0.5 * demand_recency;
+            let score = weights.performance * performance + weights.rules * rules + weights.recency * recency;
             let fields = serde_json::json!({
                 "product_id": s(&p, "product_id"), "district": s(&p, "district"), "title": s(&p, "title"),
                 "tags": p.get("tags"), "price": s(&p, "price"), "currency": s(&p, "currency"), "stock": p.get("stock"),
-                "image_url": p.get("image_url"), "seo_title": p.get("seo_title"),
+                "image_url": p.get("image_url"), "seo_title": p.get("seo_title"), "rules": shaping.rules,
             })
             .to_string();
             let fields = fields[1..fields.len() - 1].to_string();
@@ -121,17 +218,47 @@ fn rank(products: Vec<Row>, metrics: &HashMap<String, Row>, district: Option<&Ro
                 (Some(x), Some(c)) => Some((x, c.to_string())),
                 _ => None,
             };
-            Ranked { product: p, fields, experiment, score, performance, rules, recency }
+            Some(Ranked {
+                id: s(&p, "product_id").to_string(),
+                district: s(&p, "district").to_string(),
+                model_id: std::sync::OnceLock::new(),
+                product: p,
+                fields,
+                experiment,
+                score,
+                performance,
+                rules,
+                recency,
+                weights,
+                applied: shaping.rules,
+                pin: shaping.pin,
+            })
         })
         .collect();
-    ranked.sort_by(|a, b| {
-        b.score.total_cmp(&a.score).then_with(|| s(&a.product, "product_id").cmp(s(&b.product, "product_id")))
-    });
-    ranked
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    merchandising::place_pins(ranked, |r| r.pin)
+}
+
+/// The active rules (and when the next window opens or closes), from `merchandising_rules`.
+async fn active_rules(
+    read: &ReadSide,
+    now: DateTime<Utc>,
+) -> Result<(Vec<MerchandisingRuleSet>, Option<DateTime<Utc>>), mall_projections::runner::SinkError> {
+    let rows = match read.get("merchandising") {
+        Some(_) => read.rows("merchandising", MERCHANDISING_RULES, crate::readside::Filter::All).await?,
+        None => Vec::new(),
+    };
+    let rules: Vec<MerchandisingRuleSet> =
+        rows.iter().filter(|r| s(r, "status") == "active").filter_map(super::merchandising::rule_of_row).collect();
+    let next = rules.iter().flat_map(|r| [Some(r.valid_from), r.valid_until]).flatten().filter(|t| *t > now).min();
+    let active = rules.into_iter().filter(|r| r.valid_from <= now && r.valid_until.is_none_or(|u| now < u)).collect();
+    Ok((active, next))
 }
 
 /// Reads the catalog at one position and ranks every district.
-async fn build(read: &ReadSide) -> Result<Rankings, mall_projections::runner::SinkError> {
+async fn build(read: &ReadSide, config: &ScoreConfig) -> Result<Rankings, mall_projections::runner::SinkError> {
+    let now = Utc::now();
+    let (rules, next_change) = active_rules(read, now).await?;
     let (mut tables, position) = read.snapshot("catalog", &[PRODUCTS, PRODUCT_METRICS, DISTRICTS]).await?;
     let districts: HashMap<String, Row> =
         tables.pop().unwrap_or_default().into_iter().map(|d| (s(&d, "slug").to_string(), d)).collect();
@@ -144,7 +271,9 @@ async fn build(read: &ReadSide) -> Result<Rankings, mall_projections::runner::Si
     let ranked: HashMap<String, Arc<Vec<Ranked>>> = by_district
         .into_iter()
         .map(|(d, products)| {
-            let r = rank(products, &metrics, districts.get(&d));
+            let scoped: Vec<&MerchandisingRuleSet> =
+                rules.iter().filter(|r| r.condition.district.as_ref().is_none_or(|x| x.as_str() == d)).collect();
+            let r = rank(&d, products, &metrics, districts.get(&d), &scoped, config.of(&d));
             (d, Arc::new(r))
         })
         .collect();
@@ -154,7 +283,7 @@ async fn build(read: &ReadSide) -> Result<Rankings, mall_projections::runner::Si
             r.iter().enumerate().map(move |(k, x)| (s(&x.product, "product_id").to_string(), (d.clone(), k)))
         })
         .collect();
-    Ok(Rankings { position, ranked, index, pages: Mutex::default() })
+    Ok(Rankings { position, ranked, index, pages: Mutex::default(), next_change })
 }
 
 /// The latest rankings, kept current by a background task.
@@ -164,12 +293,19 @@ pub struct Ranker {
 
 impl Ranker {
     /// Starts ranking on the current actix runtime; stops when `shutdown` fires.
-    pub fn start(read: Arc<ReadSide>, mut shutdown: watch::Receiver<bool>) -> Arc<Self> {
+    pub fn start(read: Arc<ReadSide>, config: ScoreConfig, mut shutdown: watch::Receiver<bool>) -> Arc<Self> {
         let ranker = Arc::new(Self { latest: watch::channel(Arc::new(Rankings::default())).0 });
         let r = ranker.clone();
         actix_web::rt::spawn(async move {
             let Some(catalog) = read.get("catalog") else { return };
             let mut applied = catalog.applied.subscribe();
+            // The merchandising rules' table moving makes the rankings again too.
+            let mut rules_applied = match read.get("merchandising") {
+                Some(m) => m.applied.subscribe(),
+                None => watch::channel(0).1,
+            };
+            let mut rules_at: Option<Position> = None;
+            let mut next_change: Option<DateTime<Utc>> = None;
             let mut written: HashMap<String, Vec<(String, u64)>> = HashMap::new();
             let mut last_write = Instant::now() - Duration::from_secs(60);
             let mut ranked_at = None;
@@ -186,6 +322,25 @@ impl Ranker {
                         }
                     }
                 };
+                let rules_moved = async {
+                    loop {
+                        if Some(*rules_applied.borrow_and_update()) != rules_at {
+                            return;
+                        }
+                        if rules_applied.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                };
+                let window = async {
+                    match next_change {
+                        Some(at) => {
+                            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                            tokio::time::sleep(wait + Duration::from_millis(5)).await
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
                 let write_due = async {
                     match &unwritten {
                         Some(_) => tokio::time::sleep_until((last_write + Duration::from_secs(1)).into()).await,
@@ -194,6 +349,8 @@ impl Ranker {
                 };
                 tokio::select! {
                     _ = moved => {}
+                    _ = rules_moved => {}
+                    _ = window => {}
                     _ = write_due => {
                         if let Some(rankings) = unwritten.take() {
                             if let Some(Err(e)) = write_table(&read, &rankings, &mut written).await {
@@ -207,9 +364,12 @@ impl Ranker {
                     _ = shutdown.changed() => return,
                 }
                 let started = Instant::now();
-                match build(&read).await {
+                let rules_position = *rules_applied.borrow();
+                match build(&read, &config).await {
                     Ok(rankings) => {
                         ranked_at = Some(rankings.position);
+                        rules_at = Some(rules_position);
+                        next_change = rankings.next_change;
                         let rankings = Arc::new(rankings);
                         r.latest.send_replace(rankings.clone());
                         if read.database_url.is_some() {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use actix_web::{HttpResponse, web};
 use mall_actors::executors::embedder::cosine;
 use mall_actors::experiment::{self, Arm};
+use mall_actors::personalization::recommend::{Model, Scores};
 use mall_events::ids::{DistrictSlug, Position, ProductId, ShopperId};
 use mall_projections::catalog::{DISTRICTS, PRODUCT_METRICS, PRODUCTS};
 use mall_projections::change::Row;
@@ -188,20 +189,37 @@ fn personal_parts<'a>(
     interests: &Interests,
     set: impl Iterator<Item = &'a Ranked>,
 ) -> Vec<(f64, &'a Ranked)> {
-    let raw: Vec<(f64, &Ranked)> = state.recommender.with(|m| {
-        let scores = m.scores(shopper.as_str());
-        set.map(|r| {
-            let rec = m.id_of(s(&r.product, "product_id")).and_then(|id| scores.get(&id)).map_or(0.0, |x| x.0);
-            (rec, r)
+    state.recommender.with(|m| parts_from(m, &m.scores(shopper.as_str()), interests, set))
+}
+
+/// [`personal_parts`] from the recommender's scores for the shopper.
+fn parts_from<'a>(
+    m: &Model,
+    scores: &Scores,
+    interests: &Interests,
+    set: impl Iterator<Item = &'a Ranked>,
+) -> Vec<(f64, &'a Ranked)> {
+    // The shopper's own interests by the recommender's ids (a few; looked up once each).
+    let own: HashMap<u32, f64> =
+        interests.products.keys().filter_map(|p| Some((m.id_of(p)?, interests.own(p)))).collect();
+    let raw: Vec<(f64, &Ranked)> = set
+        .map(|r| {
+            let id = r.model_id.get().copied().or_else(|| {
+                let id = m.id_of(&r.id)?;
+                let _ = r.model_id.set(id);
+                Some(id)
+            });
+            (id.and_then(|id| scores.score.get(id as usize).copied()).unwrap_or(0.0), r)
         })
-        .collect()
-    });
+        .collect();
     let best = raw.iter().map(|x| x.0).fold(0.0, f64::max);
+    let mut shares: HashMap<&str, f64> = HashMap::new();
     raw.into_iter()
         .map(|(rec, r)| {
             let rec = if best > 0.0 { rec / best } else { 0.0 };
-            let (product, district) = (s(&r.product, "product_id"), s(&r.product, "district"));
-            (0.75 * rec.max(interests.own(product)) + 0.25 * interests.share(district), r)
+            let mine = r.model_id.get().and_then(|id| own.get(id)).copied().unwrap_or(0.0);
+            let share = *shares.entry(r.district.as_str()).or_insert_with(|| interests.share(&r.district));
+            (0.75 * rec.max(mine) + 0.25 * share, r)
         })
         .collect()
 }
@@ -256,7 +274,7 @@ fn write_product(out: &mut String, r: &Ranked, shopper: Option<&ShopperId>, pers
         out,
         ",\"description\":{},\"experiment_arm\":{arm},\"score\":{},\"parts\":{{\"performance\":{},\"rules\":{},\"personalization\":{},\"recency\":{}}}}}",
         Value::from(description),
-        number(r.score + 0.2 * pers),
+        number(r.score + r.weights.personalization * pers),
         number(r.performance),
         number(r.rules),
         number(pers),
@@ -403,19 +421,24 @@ async fn rankings(state: &AppState, min: Option<Position>) -> Arc<Rankings> {
     }
 }
 
-/// A shopper's ranking, best first (ties by product id), down to `top` products.
-fn personal_order<'a>(mut scored: Vec<(f64, &'a Ranked)>, top: usize) -> Vec<(f64, &'a Ranked)> {
+/// A shopper's ranking, best first (ties by product id), down to `top` products; pinned
+/// products at their pins' positions.
+fn personal_order<'a>(scored: Vec<(f64, &'a Ranked)>, top: usize) -> Vec<(f64, &'a Ranked)> {
     let order = |a: &(f64, &Ranked), b: &(f64, &Ranked)| {
-        (b.1.score + 0.2 * b.0)
-            .total_cmp(&(a.1.score + 0.2 * a.0))
-            .then_with(|| s(&a.1.product, "product_id").cmp(s(&b.1.product, "product_id")))
+        (b.1.score + b.1.weights.personalization * b.0)
+            .total_cmp(&(a.1.score + a.1.weights.personalization * a.0))
+            .then_with(|| a.1.id.cmp(&b.1.id))
     };
-    if top < scored.len() {
-        scored.select_nth_unstable_by(top, order);
-        scored.truncate(top);
+    let (pinned, mut rest): (Vec<_>, Vec<_>) = scored.into_iter().partition(|x| x.1.pin.is_some());
+    if top < rest.len() {
+        rest.select_nth_unstable_by(top, order);
+        rest.truncate(top);
     }
-    scored.sort_by(order);
-    scored
+    rest.sort_by(order);
+    rest.extend(pinned);
+    let mut out = mall_actors::merchandising::place_pins(rest, |x| x.1.pin);
+    out.truncate(top.max(1));
+    out
 }
 
 /// `GET /api/districts/{slug}/products?shopper=&page=&limit=`.
@@ -666,7 +689,12 @@ pub async fn personalize(
         carts: count(p, "carts"),
         purchases: count(p, "purchases"),
     });
-    let ranked = personal_order(personal_parts(&state, &shopper, &i, r.all()), limit);
+    // One look at the recommender for the ranking and the top picks alike.
+    let (ranked, picks) = state.recommender.with(|m| {
+        let scores = m.scores(shopper.as_str());
+        let ranked = personal_order(parts_from(m, &scores, &i, r.all()), limit);
+        (ranked, m.picks(&scores, limit, |p| r.index.contains_key(p)))
+    });
     let mut affinity: Vec<(&String, &f64)> = i.districts.iter().collect();
     affinity.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
     let mut favourites: Vec<(&String, &f64)> = i.products.iter().collect();
@@ -680,19 +708,17 @@ pub async fn personalize(
     let focus = affinity.first().map(|(d, _)| (d.as_str(), i.share(d)));
     let (segment, pattern, layout, (action, why)) = pattern(counts, focus);
     // Top picks: in stock (in the rankings), with the recommender's reason.
-    let picks: Vec<Value> = state.recommender.with(|m| {
-        m.recommend(shopper.as_str(), limit, |p| r.index.contains_key(p))
-            .into_iter()
-            .filter_map(|pick| {
-                let (d, k) = r.index.get(&pick.product)?;
-                let ranked = r.ranked.get(d)?.get(*k)?;
-                let mut v = product_json(ranked, Some(&shopper), None);
-                v["reason"] = json!(pick.reason.text());
-                v["recommendation_score"] = json!(pick.score);
-                Some(v)
-            })
-            .collect()
-    });
+    let picks: Vec<Value> = picks
+        .into_iter()
+        .filter_map(|pick| {
+            let (d, k) = r.index.get(&pick.product)?;
+            let ranked = r.ranked.get(d)?.get(*k)?;
+            let mut v = product_json(ranked, Some(&shopper), None);
+            v["reason"] = json!(pick.reason.text());
+            v["recommendation_score"] = json!(pick.score);
+            Some(v)
+        })
+        .collect();
     Ok(answer(
         at.min(r.position),
         json!({

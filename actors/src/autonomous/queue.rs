@@ -63,6 +63,12 @@ pub struct Task {
 /// A sort key: higher standing first, then the earlier queued (by fold order).
 type Key = (std::cmp::Reverse<i64>, u64);
 
+/// The key of a task that later requests merge into: the same work is the same system's action
+/// on the same subject (two systems' sweeps of the mall are different work).
+fn open_key(system: &str, subject: &str, action: &str) -> (String, String) {
+    (format!("{system}/{subject}"), action.to_string())
+}
+
 /// The queue: every task folded from the log, the queued ones indexed for the pick.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -135,7 +141,7 @@ impl Queue {
         let key = self.key(&t);
         self.ready.entry((t.system.clone(), t.generations > 0)).or_default().insert(key, id);
         self.place.insert(id, key);
-        self.open.insert((t.subject, t.action), id);
+        self.open.insert(open_key(&t.system, &t.subject, &t.action), id);
     }
 
     /// Takes a queued task out of the indexes (it starts, or is cancelled).
@@ -149,7 +155,7 @@ impl Queue {
         if let Some(at) = t.retry_at {
             self.delayed.remove(&(at, id));
         }
-        let k = (t.subject.clone(), t.action.clone());
+        let k = open_key(&t.system, &t.subject, &t.action);
         if self.open.get(&k) == Some(&id) {
             self.open.remove(&k);
         }
@@ -194,9 +200,9 @@ impl Queue {
                 t.metrics = e.metrics.clone();
                 t.updated_at = e.at;
                 if delayed {
-                    let (at, s, a) = (t.retry_at.expect("delayed"), t.subject.clone(), t.action.clone());
+                    let (at, k) = (t.retry_at.expect("delayed"), open_key(&t.system, &t.subject, &t.action));
                     self.delayed.insert((at, e.task_id));
-                    self.open.insert((s, a), e.task_id);
+                    self.open.insert(k, e.task_id);
                 } else {
                     self.enqueue(e.task_id);
                 }
@@ -232,7 +238,7 @@ impl Queue {
                     Some(at) => {
                         t.status = Status::Queued;
                         t.retry_at = Some(at);
-                        let k = (t.subject.clone(), t.action.clone());
+                        let k = open_key(&t.system, &t.subject, &t.action);
                         self.delayed.insert((at, e.task_id));
                         self.open.insert(k, e.task_id);
                     }
@@ -306,7 +312,7 @@ impl Queue {
             match (t.status, t.retry_at) {
                 (Status::Queued, Some(at)) => {
                     q.delayed.insert((at, id));
-                    q.open.insert((t.subject.clone(), t.action.clone()), id);
+                    q.open.insert(open_key(&t.system, &t.subject, &t.action), id);
                 }
                 (Status::Running, _) => *q.running.entry(t.system.clone()).or_default() += 1,
                 _ => {}
@@ -380,8 +386,8 @@ impl Queue {
     }
 
     /// The queued task of this subject and action, which a new request merges into.
-    pub fn merge_target(&self, subject: &str, action: &str) -> Option<&Task> {
-        self.open.get(&(subject.to_string(), action.to_string())).and_then(|id| self.tasks.get(id))
+    pub fn merge_target(&self, system: &str, subject: &str, action: &str) -> Option<&Task> {
+        self.open.get(&open_key(system, subject, action)).and_then(|id| self.tasks.get(id))
     }
 
     /// The earliest retry time of a waiting failed task.
@@ -563,7 +569,8 @@ mod tests {
     #[test]
     fn one_queued_task_per_subject_and_action() {
         let mut q = given(&[queued(1, "a", "p1", 30, 0, t0())]);
-        assert_eq!(q.merge_target("p1", "nudge").map(|t| t.id), Some(id(1)));
+        assert_eq!(q.merge_target("a", "p1", "nudge").map(|t| t.id), Some(id(1)));
+        assert!(q.merge_target("b", "p1", "nudge").is_none(), "another system's work is other work");
         q.evolve(&DomainEvent::TaskReprioritized(TaskReprioritized {
             task_id: id(1),
             priority: 70,
@@ -574,7 +581,7 @@ mod tests {
         assert_eq!(q.task(&id(1)).unwrap().priority, 70);
         assert_eq!(q.queued(), 1);
         q.evolve(&started(1));
-        assert!(q.merge_target("p1", "nudge").is_none(), "a running task takes no merges");
+        assert!(q.merge_target("a", "p1", "nudge").is_none(), "a running task takes no merges");
     }
 
     #[test]
@@ -650,7 +657,7 @@ mod tests {
                     match s {
                         Step::Queue { subject, system, priority, generations } => {
                             let subject = format!("s{subject}");
-                            if let Some(t) = q.merge_target(&subject, "nudge") {
+                            if let Some(t) = q.merge_target(&format!("sys{system}"), &subject, "nudge") {
                                 if priority > t.priority {
                                     let e = DomainEvent::TaskReprioritized(TaskReprioritized {
                                         task_id: t.id, priority, reason: String::new(), metrics: BTreeMap::new(), at: now,
@@ -697,7 +704,7 @@ mod tests {
                             } else {
                                 let t = q.task(&i).unwrap();
                                 // The scheduler retries only when no other task took the subject.
-                                let free = q.merge_target(&t.subject, &t.action).is_none();
+                                let free = q.merge_target(&t.system, &t.subject, &t.action).is_none();
                                 let retry_at = (retry && free).then(|| now + Duration::seconds(90));
                                 DomainEvent::TaskFailed(TaskFailed { task_id: i, attempt: 1, error: "x".into(), retry_at, at: now })
                             };
@@ -711,11 +718,11 @@ mod tests {
                     prop_assert_eq!(q.running(), running.len());
                     let queued = all.iter().filter(|i| q.task(i).unwrap().status == Status::Queued).count();
                     prop_assert_eq!(q.queued(), queued, "every queued task is indexed once");
-                    let mut open: Vec<(&str, &str)> = q.tasks().filter(|t| t.status == Status::Queued).map(|t| (t.subject.as_str(), t.action.as_str())).collect();
+                    let mut open: Vec<(&str, &str, &str)> = q.tasks().filter(|t| t.status == Status::Queued).map(|t| (t.system.as_str(), t.subject.as_str(), t.action.as_str())).collect();
                     let n = open.len();
                     open.sort();
                     open.dedup();
-                    prop_assert_eq!(open.len(), n, "one queued task per subject and action");
+                    prop_assert_eq!(open.len(), n, "one queued task per system, subject and action");
                 }
             }
         }

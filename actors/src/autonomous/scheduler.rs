@@ -327,7 +327,7 @@ impl Scheduler {
             let priority = r.priority.min(100);
             let key = (r.subject.clone(), r.action.clone());
             // Merged into a task queued before, or into one queued by this same call.
-            let existing = state.queue.merge_target(&r.subject, &r.action).map(|t| (t.id, t.priority));
+            let existing = state.queue.merge_target(&r.system, &r.subject, &r.action).map(|t| (t.id, t.priority));
             if let Some((id, had)) = existing {
                 if priority > had {
                     events.push(DomainEvent::TaskReprioritized(TaskReprioritized {
@@ -474,7 +474,7 @@ impl Scheduler {
                 Err(error) => {
                     let t = state.queue.task(&task_id);
                     // Retried unless out of attempts or the subject has a newer task queued.
-                    let free = t.is_some_and(|t| state.queue.merge_target(&t.subject, &t.action).is_none());
+                    let free = t.is_some_and(|t| state.queue.merge_target(&t.system, &t.subject, &t.action).is_none());
                     let retry_at = (attempt < self.config.max_attempts && free).then(|| now + self.backoff(attempt));
                     let error: String = error.chars().take(mall_events::autonomous::MAX_TEXT_LEN / 4).collect();
                     DomainEvent::TaskFailed(TaskFailed { task_id, attempt, error, retry_at, at: now })
@@ -681,7 +681,7 @@ mod tests {
         let mut tasks: Vec<Task> = q.tasks().cloned().collect();
         tasks.sort_by_key(|t| t.id);
         let merge: Vec<Option<Uuid>> =
-            tasks.iter().map(|t| q.merge_target(&t.subject, &t.action).map(|m| m.id)).collect();
+            tasks.iter().map(|t| q.merge_target(&t.system, &t.subject, &t.action).map(|m| m.id)).collect();
         let standing: Vec<i64> = tasks.iter().map(|t| (q.standing(t, now) * 1000.0) as i64).collect();
         (
             tasks,

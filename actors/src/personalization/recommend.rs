@@ -81,6 +81,27 @@ impl Reason {
     }
 }
 
+/// How many of the shopper's latest products are compared by likeness with products of thin
+/// history.
+const CONTENT_HISTORY: usize = 3;
+
+/// Why a product scored, by item id (see [`Model::reason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    Popular,
+    After(u32),
+    Similar(u32),
+    /// Bought already, and not a repeat purchase: never picked.
+    Bought,
+}
+
+/// Every product's score for one shopper, by item id.
+#[derive(Debug, Clone)]
+pub struct Scores {
+    pub score: Vec<f64>,
+    pub why: Vec<Why>,
+}
+
 /// One recommended product.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pick {
@@ -97,6 +118,9 @@ struct Item {
     /// Decayed popularity as of `popularity_at`.
     popularity: f64,
     popularity_at: Option<DateTime<Utc>>,
+    /// `mass^α` and `mass^(1-α)`, kept with the mass (read on every score).
+    norm_from: f64,
+    norm_to: f64,
     /// Forward and backward transitions to other items.
     next: HashMap<u32, f32>,
     purchases: u32,
@@ -120,6 +144,10 @@ pub struct Model {
     shoppers: HashMap<String, Shopper>,
     latest: Option<DateTime<Utc>>,
     thin_with_vector: HashSet<u32>,
+    /// Interactions folded (the popularity cache's version).
+    folded: u64,
+    /// Every item's decayed popularity relative to the most popular, as of `folded`.
+    popularity_cache: std::sync::Mutex<(u64, std::sync::Arc<Vec<f64>>)>,
 }
 
 fn hours(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
@@ -185,8 +213,11 @@ impl Model {
         let p = self.params.clone();
         self.latest = Some(self.latest.map_or(i.at, |l| l.max(i.at)));
         // Decayed popularity, relative to the later of the two times.
+        self.folded += 1;
         let item = &mut self.items[b as usize];
         item.mass += i.weight;
+        item.norm_from = item.mass.powf(p.alpha);
+        item.norm_to = item.mass.powf(1.0 - p.alpha);
         let half = p.popularity_half_life_days * 24.0;
         item.popularity = match item.popularity_at {
             Some(at) if at > i.at => item.popularity + i.weight * (-hours(at, i.at) / half).exp2(),
@@ -237,74 +268,127 @@ impl Model {
         })
     }
 
-    /// Every product with a score for `shopper`, its reason and score (sparse: products that
-    /// neither follow, resemble nor are popular are absent).
-    pub fn scores(&self, shopper: &str) -> HashMap<u32, (f64, Reason)> {
+    /// Every item's decayed popularity relative to the most popular (computed once per change).
+    fn relative_popularity(&self) -> std::sync::Arc<Vec<f64>> {
+        let mut cache = self.popularity_cache.lock().expect("popularity cache");
+        if cache.0 != self.folded || cache.1.len() != self.items.len() {
+            let now = self.latest.unwrap_or_default();
+            let mut pops: Vec<f64> = (0..self.items.len() as u32).map(|i| self.popularity_at(i, now)).collect();
+            let max = pops.iter().copied().fold(0.0, f64::max);
+            if max > 0.0 {
+                pops.iter_mut().for_each(|x| *x /= max);
+            }
+            *cache = (self.folded, std::sync::Arc::new(pops));
+        }
+        cache.1.clone()
+    }
+
+    /// Every product's score for `shopper`, by the product's id ([`Model::id_of`]), with the
+    /// reason that contributed most (0 and [`Why::Popular`] for products that neither follow,
+    /// resemble nor are popular).
+    pub fn scores(&self, shopper: &str) -> Scores {
         let p = &self.params;
-        let mut out: HashMap<u32, (f64, Reason, f64)> = HashMap::new();
-        let now = self.latest.unwrap_or_default();
-        let max_pop = (0..self.items.len() as u32).map(|i| self.popularity_at(i, now)).fold(0.0, f64::max);
-        if max_pop > 0.0 {
-            for id in 0..self.items.len() as u32 {
-                let pop = self.popularity_at(id, now);
-                if pop > 0.0 {
-                    out.insert(id, (p.fallback_weight * pop / max_pop, Reason::Popular, 0.0));
+        let n = self.items.len();
+        let mut out = Scores { score: vec![0.0; n], why: vec![Why::Popular; n] };
+        let mut top = vec![0.0f64; n];
+        for (score, pop) in out.score.iter_mut().zip(self.relative_popularity().iter()) {
+            *score = p.fallback_weight * pop;
+        }
+        let Some(s) = self.shoppers.get(shopper) else { return out };
+        let mut h = 1.0;
+        for (k, (a, _, w)) in s.recent.iter().rev().enumerate() {
+            let item = &self.items[*a as usize];
+            let mass_a = item.norm_from.max(1e-9);
+            for (q, co) in &item.next {
+                let q = *q as usize;
+                let mass_q = self.items[q].norm_to.max(1e-9);
+                let add = h * w * f64::from(*co) / (mass_a * mass_q);
+                out.score[q] += add;
+                if add > top[q] {
+                    out.why[q] = Why::After(*a);
+                    top[q] = add;
                 }
             }
-        }
-        if let Some(s) = self.shoppers.get(shopper) {
-            let mut h = 1.0;
-            for (a, _, w) in s.recent.iter().rev() {
-                let item = &self.items[*a as usize];
-                let mass_a = item.mass.max(1e-9).powf(p.alpha);
-                for (q, co) in &item.next {
-                    let mass_q = self.items[*q as usize].mass.max(1e-9).powf(1.0 - p.alpha);
-                    let add = h * w * f64::from(*co) / (mass_a * mass_q);
-                    let e = out.entry(*q).or_insert((0.0, Reason::Popular, 0.0));
-                    e.0 += add;
-                    if add > e.2 {
-                        e.1 = Reason::After { product: item.name.clone() };
-                        e.2 = add;
+            // Likeness, from the latest few products only (each costs a pass over the thin ones).
+            if k < CONTENT_HISTORY
+                && let Some(va) = &item.vector
+            {
+                for q in &self.thin_with_vector {
+                    let Some(vq) = &self.items[*q as usize].vector else { continue };
+                    let add = h * w * p.content_weight * f64::from(cosine(va, vq)).max(0.0);
+                    if add <= 0.0 || q == a {
+                        continue;
+                    }
+                    let q = *q as usize;
+                    out.score[q] += add;
+                    if add > top[q] {
+                        out.why[q] = Why::Similar(*a);
+                        top[q] = add;
                     }
                 }
-                if let Some(va) = &item.vector {
-                    for q in &self.thin_with_vector {
-                        let Some(vq) = &self.items[*q as usize].vector else { continue };
-                        let add = h * w * p.content_weight * f64::from(cosine(va, vq)).max(0.0);
-                        if add <= 0.0 || q == a {
-                            continue;
-                        }
-                        let e = out.entry(*q).or_insert((0.0, Reason::Popular, 0.0));
-                        e.0 += add;
-                        if add > e.2 {
-                            e.1 = Reason::Similar { product: item.name.clone() };
-                            e.2 = add;
-                        }
-                    }
-                }
-                h *= p.history_decay;
             }
-            for b in &s.bought {
-                if !self.repeatable(*b) {
-                    out.remove(b);
-                }
+            h *= p.history_decay;
+        }
+        for b in &s.bought {
+            if !self.repeatable(*b) {
+                out.score[*b as usize] = 0.0;
+                out.why[*b as usize] = Why::Bought;
             }
         }
-        out.into_iter().map(|(id, (score, reason, _))| (id, (score, reason))).collect()
+        out
+    }
+
+    /// The reason of a pick, in full.
+    pub fn reason(&self, why: Why) -> Reason {
+        match why {
+            Why::After(a) => Reason::After { product: self.items[a as usize].name.clone() },
+            Why::Similar(a) => Reason::Similar { product: self.items[a as usize].name.clone() },
+            Why::Popular | Why::Bought => Reason::Popular,
+        }
     }
 
     /// The shopper's top `k` products among those `allowed` (in stock, say), best first.
     pub fn recommend(&self, shopper: &str, k: usize, allowed: impl Fn(&str) -> bool) -> Vec<Pick> {
-        let mut picks: Vec<Pick> = self
-            .scores(shopper)
-            .into_iter()
-            .map(|(id, (score, reason))| (self.items[id as usize].name.as_str(), score, reason))
-            .filter(|(name, _, _)| allowed(name))
-            .map(|(product, score, reason)| Pick { product: product.to_string(), score, reason })
+        self.picks(&self.scores(shopper), k, allowed)
+    }
+
+    /// [`Model::recommend`] from scores already computed.
+    pub fn picks(&self, scores: &Scores, k: usize, allowed: impl Fn(&str) -> bool) -> Vec<Pick> {
+        let mut ranked: Vec<(u32, f64)> = scores
+            .score
+            .iter()
+            .enumerate()
+            .filter(|(id, s)| **s > 0.0 && scores.why[*id] != Why::Bought)
+            .map(|(id, s)| (id as u32, *s))
             .collect();
-        picks.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.product.cmp(&b.product)));
-        picks.truncate(k);
-        picks
+        let order = |a: &(u32, f64), b: &(u32, f64)| {
+            b.1.total_cmp(&a.1).then_with(|| self.items[a.0 as usize].name.cmp(&self.items[b.0 as usize].name))
+        };
+        // The best few first; the whole list only when too few of them are allowed.
+        let mut picks = Vec::with_capacity(k);
+        let mut head = (4 * k).max(32);
+        loop {
+            let partial = head < ranked.len();
+            if partial {
+                ranked.select_nth_unstable_by(head, order);
+            }
+            let mut first: Vec<(u32, f64)> = ranked[..head.min(ranked.len())].to_vec();
+            first.sort_by(order);
+            picks.clear();
+            for (id, score) in first {
+                let name = &self.items[id as usize].name;
+                if allowed(name) {
+                    picks.push(Pick { product: name.clone(), score, reason: self.reason(scores.why[id as usize]) });
+                    if picks.len() == k {
+                        return picks;
+                    }
+                }
+            }
+            if !partial {
+                return picks;
+            }
+            head = ranked.len();
+        }
     }
 
     /// A product's id in [`Model::scores`].
@@ -331,7 +415,14 @@ impl Ranker for Model {
         "mall"
     }
     fn scores(&self, shopper: &str) -> HashMap<String, f64> {
-        Model::scores(self, shopper).into_iter().map(|(id, (s, _))| (self.items[id as usize].name.clone(), s)).collect()
+        let scores = Model::scores(self, shopper);
+        scores
+            .score
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s > 0.0)
+            .map(|(id, s)| (self.items[id].name.clone(), *s))
+            .collect()
     }
 }
 

@@ -1,0 +1,243 @@
+//! Merchandising rules end to end over HTTP, on both stores: the engine's sweep writes rules by
+//! itself with reasons — a featured product pinned, a high converter boosted, an empty shelf
+//! hidden — and district listings name the rules that acted on each product; an admin's rules
+//! (validated field by field) boost, hide and expire with their window; the weights of the score
+//! are configuration.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::http::*;
+use support::server::*;
+
+async fn listing(c: &reqwest::Client, s: &Server, min: u64) -> Vec<Value> {
+    let (code, body) = get(c, s.url(&format!("/api/districts/toys/products?limit=100&min_position={min}"))).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    body["products"].as_array().unwrap().clone()
+}
+
+fn ids(list: &[Value]) -> Vec<&str> {
+    list.iter().map(|p| p["product_id"].as_str().unwrap()).collect()
+}
+
+fn rules_of<'a>(list: &'a [Value], id: &str) -> Vec<&'a str> {
+    let p = list.iter().find(|p| p["product_id"] == id).unwrap_or_else(|| panic!("{id} listed"));
+    p["rules"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect()
+}
+
+async fn overview(c: &reqwest::Client, s: &Server) -> Value {
+    let (code, body) = get_as(c, s.url("/api/autonomous/merchandising"), ADMIN).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    body
+}
+
+/// Waits until the listing satisfies `ok`.
+async fn until(c: &reqwest::Client, s: &Server, what: &str, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = listing(c, s, 0).await;
+        if ok(&list) {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "{what}: {list:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn merchandising(store: Store) {
+    let c = client();
+    let s = Server::start(&store, &[("MALL_JOBS", "merchandising=0")]);
+    let (code, _) =
+        post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "stop", "system": "product_intelligence"})).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(post(&c, s.url("/api/districts"), ADMIN, &district("toys", "playful")).await.0, StatusCode::CREATED);
+    for i in 0..12 {
+        let mut p = product(&format!("t{i:02}"), "toys", &format!("Toy {i}"), "Made of oiled beech.");
+        p["tags"] = match i {
+            11 => json!(["featured"]),
+            6..=10 => json!(["plastic"]),
+            _ => json!(["wood"]),
+        };
+        assert_eq!(post(&c, s.url("/api/products"), ADMIN, &p).await.0, StatusCode::CREATED);
+    }
+    // t00 converts at 30%, the others at 5% — 200 views each.
+    let mut signals = Vec::new();
+    for i in 0..12 {
+        let carts = if i == 0 { 60 } else { 10 };
+        for v in 0..200 {
+            let shopper = format!("s{i}-{v}");
+            signals.push(signal("product_viewed", &format!("t{i:02}"), &shopper));
+            if v < carts {
+                signals.push(signal("added_to_cart", &format!("t{i:02}"), &shopper));
+            }
+        }
+    }
+    let mut pos = 0;
+    for chunk in signals.chunks(1_000) {
+        let (code, body) = post(&c, s.url("/api/signals"), INGEST, &json!({"signals": chunk})).await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+        pos = body["position"].as_u64().unwrap();
+    }
+    let before = listing(&c, &s, pos).await;
+    assert!(before.iter().all(|p| p["rules"].as_array().unwrap().is_empty()), "no rule yet");
+
+    // Bad rules are refused, naming the field; rules need the admin token.
+    for (body, field) in [
+        (json!({"action": "shove", "product_id": "t01"}), "action"),
+        (json!({"action": "pin", "product_id": "t01"}), "position"),
+        (json!({"action": "boost"}), "product_id"),
+        (json!({"action": "boost", "tags": ["wood"], "strength": 3}), "strength"),
+        (json!({"action": "boost", "tags": ["wood"], "until": "2001-01-01T00:00:00Z"}), "until"),
+        (json!({"action": "boost", "tags": ["wood"], "price_min": 30, "price_max": 10}), "condition"),
+        (json!({"action": "boost", "tags": ["wood"], "colour": "red"}), "colour"),
+    ] {
+        let (code, err) = post(&c, s.url("/api/autonomous/merchandising/rules"), ADMIN, &body).await;
+        assert_eq!((code, err["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {err}");
+    }
+    let rule = json!({"action": "boost", "tags": ["plastic"], "strength": 0.8});
+    let (code, _) = post(&c, s.url("/api/autonomous/merchandising/rules"), INGEST, &rule).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert_eq!(get(&c, s.url("/api/autonomous/merchandising")).await.0, StatusCode::UNAUTHORIZED);
+
+    // The engine's sweep: t11 (featured) pinned first, t00 (the high converter) boosted; t05
+    // sold out is hidden by a rule (besides being out of stock).
+    let r = c.put(s.url("/api/products/t05")).bearer_auth(ADMIN).json(&json!({"stock": 0})).send().await.unwrap();
+    assert!(r.status().is_success());
+    let at = r.json::<Value>().await.unwrap()["position"].as_u64().unwrap();
+    assert!(!ids(&listing(&c, &s, at).await).contains(&"t05"), "the read side has the empty shelf");
+    let (code, body) =
+        post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "optimize", "system": "merchandising"})).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rules = loop {
+        let o = overview(&c, &s).await;
+        let rules = o["rules"].as_array().unwrap().clone();
+        if rules.len() >= 3 {
+            break rules;
+        }
+        if Instant::now() > deadline {
+            let (_, core) = get_as(&c, s.url("/api/autonomous"), ADMIN).await;
+            panic!("the engine wrote no rules: {o}\n{core}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let by = |name: &str| rules.iter().find(|r| r["rule"] == name).unwrap_or_else(|| panic!("{name}: {rules:?}"));
+    let (featured, converter, sold_out) = (by("featured"), by("high_converter"), by("out_of_stock"));
+    assert_eq!((featured["action"].as_str(), featured["pin_position"].as_u64()), (Some("pin"), Some(1)));
+    assert_eq!(featured["condition"]["product_id"], "t11");
+    assert_eq!(
+        (converter["action"].as_str(), converter["condition"]["product_id"].as_str()),
+        (Some("boost"), Some("t00"))
+    );
+    assert!(converter["reason"].as_str().unwrap().contains("top decile"), "{converter}");
+    assert_eq!(converter["evidence"]["views"], 200.0, "{converter}");
+    assert_eq!((converter["auto"].as_bool(), converter["status"].as_str()), (Some(true), Some("active")));
+    assert_eq!(
+        (sold_out["action"].as_str(), sold_out["condition"]["product_id"].as_str()),
+        (Some("hide"), Some("t05"))
+    );
+    assert!(rules.iter().all(|r| r["rule"] != "low_performer"), "nothing converts below half the district's rate");
+    let (pin_id, boost_id) = (featured["id"].as_str().unwrap(), converter["id"].as_str().unwrap());
+    let list = until(&c, &s, "the engine's rules act", |l| !l.is_empty() && l[0]["product_id"] == "t11").await;
+    assert_eq!(rules_of(&list, "t11"), [pin_id]);
+    assert_eq!(rules_of(&list, "t00"), [boost_id]);
+    assert_eq!(list[1]["product_id"], "t00", "the boosted converter leads the unpinned: {:?}", ids(&list));
+    assert_eq!(list[1]["parts"]["rules"], 1.0);
+    assert!(!ids(&list).contains(&"t05"));
+    // A second sweep with the same evidence changes nothing.
+    let (code, _) =
+        post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "optimize", "system": "merchandising"})).await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = overview(&c, &s).await;
+    assert_eq!(again["rules"].as_array().unwrap().len(), rules.len(), "{again}");
+    assert!(again["rules"].as_array().unwrap().iter().all(|r| r["revisions"] == 1), "{again}");
+
+    // An admin's boost of the plastic toys (priority 30) beats the engine's boost of nothing
+    // else; the listing names it on each plastic toy.
+    let (code, created) = post(&c, s.url("/api/autonomous/merchandising/rules"), ADMIN, &rule).await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let plastic = created["id"].as_str().unwrap().to_string();
+    let list = until(&c, &s, "the admin's boost acts", |l| {
+        l.iter().find(|p| p["product_id"] == "t06").is_some_and(|p| p["rules"].as_array().unwrap().len() == 1)
+    })
+    .await;
+    assert_eq!(rules_of(&list, "t06"), [plastic.as_str()]);
+    assert_eq!(list[0]["product_id"], "t11", "the pin holds");
+    // A hide takes a product out of listings and search at once.
+    let (code, _) = post(
+        &c,
+        s.url("/api/autonomous/merchandising/rules"),
+        ADMIN,
+        &json!({"action": "hide", "product_id": "t03", "reason": "recalled"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+    until(&c, &s, "the hide acts", |l| !ids(l).contains(&"t03")).await;
+    let (_, found) = get(&c, s.url("/api/search?q=toy&limit=100")).await;
+    let found: Vec<&str> =
+        found["results"].as_array().unwrap().iter().map(|p| p["product_id"].as_str().unwrap()).collect();
+    assert!(found.contains(&"t02") && !found.contains(&"t03"), "{found:?}");
+    // A rule whose window closes stops acting then, and the engine's next sweep records it expired.
+    let until_soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let (code, created) = post(
+        &c,
+        s.url("/api/autonomous/merchandising/rules"),
+        ADMIN,
+        &json!({"action": "pin", "product_id": "t04", "position": 1, "priority": 90, "until": until_soon}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let brief = created["id"].as_str().unwrap().to_string();
+    until(&c, &s, "the brief pin acts", |l| l[0]["product_id"] == "t04").await;
+    until(&c, &s, "the brief pin's window closes", |l| l[0]["product_id"] == "t11").await;
+    let (code, _) =
+        post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "optimize", "system": "merchandising"})).await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = overview(&c, &s).await;
+        let r = o["rules"].as_array().unwrap().iter().find(|r| r["id"] == brief.as_str()).cloned().unwrap();
+        if r["status"] == "expired" {
+            assert_eq!(r["expired_reason"], "its window closed");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+support::on_both_stores!(merchandising);
+
+/// The score's weights are configuration: with rules weighing nothing in one district, a boost
+/// changes no order there.
+#[tokio::test]
+async fn weights_are_configuration() {
+    let (store, _dir) = Store::embedded();
+    let (code, _, err) = mall(&store, &["serve", "--score-weights", "0.4,0.3,x,0.1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--score-weights"), "{err}");
+    let c = client();
+    let s = Server::start(&store, &[("MALL_SCORE_WEIGHTS", "toys=1,0,0,0")]);
+    assert_eq!(post(&c, s.url("/api/districts"), ADMIN, &district("toys", "playful")).await.0, StatusCode::CREATED);
+    for i in 0..3 {
+        let p = product(&format!("t{i:02}"), "toys", &format!("Toy {i}"), "Made of oiled beech.");
+        assert_eq!(post(&c, s.url("/api/products"), ADMIN, &p).await.0, StatusCode::CREATED);
+    }
+    let (code, _) = post(
+        &c,
+        s.url("/api/autonomous/merchandising/rules"),
+        ADMIN,
+        &json!({"action": "boost", "product_id": "t02", "strength": 1}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let list = until(&c, &s, "the boost is named", |l| l.len() == 3 && !rules_of(l, "t02").is_empty()).await;
+    for p in &list {
+        let score = p["score"].as_f64().unwrap();
+        assert!((score - p["parts"]["performance"].as_f64().unwrap()).abs() < 1e-9, "{p}");
+    }
+}
