@@ -76,6 +76,7 @@ fn signal(i: u64) -> DomainEvent {
             product_id: p,
             list: ListName::parse("home").unwrap(),
             position: (i % 30) as u32,
+            policy: None,
         }),
         3 | 4 => DomainEvent::AddedToCart(AddedToCart {
             id,

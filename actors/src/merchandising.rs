@@ -32,6 +32,8 @@
 //! reason; any rule whose window closed expires. Rule ids are derived from the rule and the
 //! product, so a revision keeps its id.
 
+pub mod ordering;
+
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};

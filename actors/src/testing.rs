@@ -102,7 +102,7 @@ pub fn bounced(p: &str, s: &str) -> DomainEvent {
     sig!(Bounced, p, s, {})
 }
 pub fn impression(p: &str, s: &str) -> DomainEvent {
-    sig!(ImpressionServed, p, s, { list: ListName::parse("home").unwrap(), position: 1 })
+    sig!(ImpressionServed, p, s, { list: ListName::parse("home").unwrap(), position: 1, policy: None })
 }
 pub fn bought(p: &str, s: &str) -> DomainEvent {
     sig!(Purchased, p, s, {

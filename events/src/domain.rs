@@ -28,7 +28,10 @@ pub use crate::health::{
 use crate::ids::{
     Currency, DistrictSlug, InvalidValue, ListName, OrderId, Price, ProductId, SessionId, ShopperId, StreamId, tag,
 };
-pub use crate::merchandising::{Condition, MerchandisingRuleExpired, MerchandisingRuleSet, RuleAction};
+pub use crate::merchandising::{
+    Condition, MerchandisingRuleExpired, MerchandisingRuleSet, OrderingTestConcluded, OrderingTestStarted,
+    OrderingWeights, RuleAction,
+};
 
 /// The bounds every accepted value keeps, chosen so that every backend and read side can store it
 /// and no sum of accepted values can wrap: money up to 999,999,999.9999 (see
@@ -198,8 +201,15 @@ signal!(
     ProductClicked { product_id: ProductId, list: ListName, position: u32 }
 );
 signal!(
-    /// `impression_served`: a product was shown to a shopper in a list.
-    ImpressionServed { product_id: ProductId, list: ListName, position: u32 }
+    /// `impression_served`: a product was shown to a shopper in a list, at a position (from 1),
+    /// under a ranking policy (the listing's `policy`: its layout or an ordering test's arm).
+    ImpressionServed {
+        product_id: ProductId,
+        list: ListName,
+        position: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<ListName>,
+    }
 );
 signal!(
     /// `added_to_cart`.
@@ -308,6 +318,8 @@ domain_events! {
     CategoriesSuggested => "categories_suggested",
     MerchandisingRuleSet => "merchandising_rule_set",
     MerchandisingRuleExpired => "merchandising_rule_expired",
+    OrderingTestStarted => "ordering_test_started",
+    OrderingTestConcluded => "ordering_test_concluded",
 }
 
 /// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
@@ -334,6 +346,7 @@ impl DomainEvent {
             | VoiceTestConcluded(_)
             | CategoriesSuggested(_) => return None,
             MerchandisingRuleSet(_) | MerchandisingRuleExpired(_) => return None,
+            OrderingTestStarted(_) | OrderingTestConcluded(_) => return None,
             ProductRepaired(e) => &e.product_id,
             ProductListed(e) => &e.product_id,
             ProductEdited(e) => &e.product_id,
@@ -398,6 +411,7 @@ impl DomainEvent {
             | VoiceTestConcluded(_)
             | CategoriesSuggested(_) => None,
             MerchandisingRuleSet(_) | MerchandisingRuleExpired(_) => None,
+            OrderingTestStarted(_) | OrderingTestConcluded(_) => None,
             ProductViewed(e) => meta!(e),
             ProductClicked(e) => meta!(e),
             ImpressionServed(e) => meta!(e),
@@ -458,7 +472,13 @@ impl DomainEvent {
     /// Whether this is an event of merchandising (every one carries
     /// [`crate::merchandising::TAG`]).
     pub fn is_merchandising(&self) -> bool {
-        matches!(self, DomainEvent::MerchandisingRuleSet(_) | DomainEvent::MerchandisingRuleExpired(_))
+        matches!(
+            self,
+            DomainEvent::MerchandisingRuleSet(_)
+                | DomainEvent::MerchandisingRuleExpired(_)
+                | DomainEvent::OrderingTestStarted(_)
+                | DomainEvent::OrderingTestConcluded(_)
+        )
     }
 
     /// The district of an event of district evolution.
@@ -822,6 +842,21 @@ impl DomainEvent {
                 metrics(&e.evidence)
             }
             DomainEvent::MerchandisingRuleExpired(e) => prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN),
+            DomainEvent::OrderingTestStarted(e) => {
+                for (field, w) in [("control", &e.control), ("challenger", &e.challenger)] {
+                    if !w.valid() {
+                        return err(field, "weights are finite, non-negative and not all zero".into());
+                    }
+                }
+                text("name", &e.name, 1, crate::autonomous::MAX_NAME_LEN)?;
+                prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN)
+            }
+            DomainEvent::OrderingTestConcluded(e) => {
+                if !e.layout.valid() {
+                    return err("layout", "weights are finite, non-negative and not all zero".into());
+                }
+                prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN)
+            }
             DomainEvent::JobRan(e) => {
                 text("job", &e.job, 1, crate::autonomous::MAX_NAME_LEN)?;
                 text("system", &e.system, 1, crate::autonomous::MAX_NAME_LEN)?;

@@ -1,6 +1,7 @@
 //! The events of merchandising: rules that shape district listings — set (created or revised)
 //! by an admin or by the engine, with their reason and evidence, and expired when their window
-//! closes or their evidence is gone.
+//! closes or their evidence is gone — and tests of a district's ordering (the weights of its
+//! score) against another, whose winner becomes the district's layout.
 //!
 //! All live in one stream (`merchandising-mall`) and carry [`TAG`].
 
@@ -10,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::decisions::{ArmStats, Outcome};
 use crate::ids::{DistrictSlug, ProductId};
 
 /// The stream of merchandising's events.
@@ -106,5 +108,58 @@ pub struct MerchandisingRuleSet {
 pub struct MerchandisingRuleExpired {
     pub rule_id: Uuid,
     pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The weights of a listing's score parts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OrderingWeights {
+    pub performance: f64,
+    pub rules: f64,
+    pub personalization: f64,
+    pub recency: f64,
+}
+
+impl OrderingWeights {
+    /// Finite, non-negative, not all zero.
+    pub fn valid(&self) -> bool {
+        let all = [self.performance, self.rules, self.personalization, self.recency];
+        all.iter().all(|w| w.is_finite() && *w >= 0.0) && all.iter().sum::<f64>() > 0.0
+    }
+}
+
+/// `ordering_test_started`: a district's shoppers are split between its ordering (control) and
+/// another (challenger).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderingTestStarted {
+    pub test_id: Uuid,
+    pub district: DistrictSlug,
+    pub control: OrderingWeights,
+    pub challenger: OrderingWeights,
+    /// The challenger's name (`performance_first`, ...).
+    pub name: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// `ordering_test_concluded`: the test's outcome; the layout in force after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderingTestConcluded {
+    pub test_id: Uuid,
+    pub district: DistrictSlug,
+    pub outcome: Outcome,
+    /// Impressions (trials) and the clicks, carts and purchases that followed them (successes).
+    pub control: ArmStats,
+    pub challenger: ArmStats,
+    /// Shoppers in each arm, and the sample ratio mismatch check's p-value.
+    pub control_shoppers: u64,
+    pub challenger_shoppers: u64,
+    pub srm_p: f64,
+    /// Stopped as invalid (a sample ratio mismatch): nothing is concluded from it.
+    pub invalid: bool,
+    pub prob_challenger_better: f64,
+    pub likelihood_ratio: f64,
+    pub reason: String,
+    pub layout: OrderingWeights,
     pub at: DateTime<Utc>,
 }

@@ -86,6 +86,7 @@ fn samples() -> Vec<DomainEvent> {
             product_id: p(),
             list: list(),
             position: 3,
+            policy: None,
         }),
         DomainEvent::AddedToCart(AddedToCart {
             id,
@@ -388,7 +389,36 @@ fn samples() -> Vec<DomainEvent> {
             reason: "its window closed".into(),
             at,
         }),
+        DomainEvent::OrderingTestStarted(OrderingTestStarted {
+            test_id: id,
+            district: DistrictSlug::parse("toys").unwrap(),
+            control: weights(0.4),
+            challenger: weights(0.7),
+            name: "performance_first".into(),
+            reason: "does performance first convert better?".into(),
+            at,
+        }),
+        DomainEvent::OrderingTestConcluded(OrderingTestConcluded {
+            test_id: id,
+            district: DistrictSlug::parse("toys").unwrap(),
+            outcome: Outcome::ChallengerWon,
+            control: ArmStats { views: 900, conversions: 30 },
+            challenger: ArmStats { views: 910, conversions: 70 },
+            control_shoppers: 300,
+            challenger_shoppers: 310,
+            srm_p: 0.68,
+            invalid: false,
+            prob_challenger_better: 0.999,
+            likelihood_ratio: 44.0,
+            reason: "the challenger converts better".into(),
+            layout: weights(0.7),
+            at,
+        }),
     ]
+}
+
+fn weights(performance: f64) -> OrderingWeights {
+    OrderingWeights { performance, rules: 0.3, personalization: 0.2, recency: 0.1 }
 }
 
 fn personality(tone: &str) -> Personality {

@@ -327,7 +327,9 @@ impl ProductState {
             | DomainEvent::VoiceTestConcluded(_)
             | DomainEvent::CategoriesSuggested(_)
             | DomainEvent::MerchandisingRuleSet(_)
-            | DomainEvent::MerchandisingRuleExpired(_) => {}
+            | DomainEvent::MerchandisingRuleExpired(_)
+            | DomainEvent::OrderingTestStarted(_)
+            | DomainEvent::OrderingTestConcluded(_) => {}
         }
     }
 
