@@ -638,7 +638,7 @@ async fn a_restart_reads_the_tables_from_their_images_and_ignores_those_of_anoth
         "autonomous.v1.image",
         "health.v1.image",
         "evolution.v2.image",
-        "merchandising.v1.image",
+        "merchandising.v2.image",
     ] {
         assert!(images.join(name).exists(), "{name} saved at shutdown");
     }

@@ -241,3 +241,119 @@ async fn weights_are_configuration() {
         assert!((score - p["parts"]["performance"].as_f64().unwrap()).abs() < 1e-9, "{p}");
     }
 }
+
+/// A district whose shoppers prefer another ordering gets a test of it and adopts the winner:
+/// an admin's boost puts a popular, poorly converting product first; shoppers only ever look at
+/// the first product and click it when it is the one they want (the best converter), which the
+/// engine's `performance_first` candidate puts first.
+async fn ordering_tests(store: Store) {
+    let c = client();
+    let s = Server::start(&store, &[("MALL_JOBS", "merchandising=0")]);
+    let (code, _) =
+        post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "stop", "system": "product_intelligence"})).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(post(&c, s.url("/api/districts"), ADMIN, &district("toys", "playful")).await.0, StatusCode::CREATED);
+    for (id, title) in [("t-a", "Wooden ark"), ("t-b", "Plastic bus"), ("t-c", "Clay cat"), ("t-d", "Dice set")] {
+        assert_eq!(
+            post(&c, s.url("/api/products"), ADMIN, &product(id, "toys", title, "Made well.")).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let mut history = Vec::new();
+    for (id, views, carts) in [("t-a", 60, 30), ("t-b", 500, 10), ("t-c", 100, 5), ("t-d", 100, 5)] {
+        for v in 0..views {
+            let shopper = format!("h-{id}-{v}");
+            history.push(signal("product_viewed", id, &shopper));
+            if v < carts {
+                history.push(signal("added_to_cart", id, &shopper));
+            }
+        }
+    }
+    for chunk in history.chunks(1_000) {
+        assert_eq!(post(&c, s.url("/api/signals"), INGEST, &json!({"signals": chunk})).await.0, StatusCode::ACCEPTED);
+    }
+    let boost = json!({"action": "boost", "product_id": "t-b", "strength": 1, "reason": "clearance"});
+    assert_eq!(post(&c, s.url("/api/autonomous/merchandising/rules"), ADMIN, &boost).await.0, StatusCode::CREATED);
+    until(&c, &s, "the boost leads", |l| !l.is_empty() && l[0]["product_id"] == "t-b").await;
+
+    // The engine's sweep proposes a test of the next candidate ordering.
+    let (code, _) =
+        post(&c, s.url("/api/autonomous"), ADMIN, &json!({"action": "optimize", "system": "merchandising"})).await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let test = loop {
+        let (_, o) = get_as(&c, s.url("/api/autonomous/merchandising?kind=ordering"), ADMIN).await;
+        if let Some(t) = o["tests"].as_array().and_then(|t| t.first()).cloned() {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no ordering test: {o}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((test["kind"].as_str(), test["status"].as_str()), (Some("ordering"), Some("running")), "{test}");
+    assert_eq!((test["name"].as_str(), test["subject"].as_str()), (Some("performance_first"), Some("district:toys")));
+    let test_id = test["test_id"].as_str().unwrap().to_string();
+
+    // Shoppers arrive: each sees the listing of their arm, looks at the first product and
+    // clicks it when it is the best converter; impressions carry the policy and position.
+    let mut arms = [0, 0];
+    let mut concluded = None;
+    'shoppers: for batch in 0..12 {
+        let mut signals = Vec::new();
+        for k in 0..50 {
+            let shopper = format!("v{batch}-{k}");
+            let (code, page) = get(&c, s.url(&format!("/api/districts/toys/products?shopper={shopper}"))).await;
+            assert_eq!(code, StatusCode::OK, "{page}");
+            let policy = page["policy"].as_str().unwrap().to_string();
+            if !policy.starts_with("test:") {
+                break 'shoppers;
+            }
+            assert!(policy.starts_with(&format!("test:{test_id}:")), "{policy}");
+            let challenger = policy.ends_with(":challenger");
+            arms[usize::from(challenger)] += 1;
+            let first = &page["products"][0];
+            assert_eq!(first["position"], 1);
+            let top = first["product_id"].as_str().unwrap();
+            assert_eq!(top, if challenger { "t-a" } else { "t-b" }, "{page}");
+            let mut impression = signal("impression_served", top, &shopper);
+            impression["list"] = json!("district");
+            impression["position"] = json!(1);
+            impression["policy"] = json!(policy);
+            signals.push(impression);
+            if top == "t-a" {
+                let mut click = signal("product_clicked", top, &shopper);
+                click["list"] = json!("district");
+                click["position"] = json!(1);
+                signals.push(click);
+            }
+        }
+        let (code, body) = post(&c, s.url("/api/signals"), INGEST, &json!({"signals": signals})).await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+        if batch >= 8 {
+            // Let the watcher look (every 2 s) before more shoppers come.
+            let deadline = Instant::now() + Duration::from_secs(6);
+            while Instant::now() < deadline {
+                let (_, o) = get_as(&c, s.url("/api/autonomous/merchandising?kind=ordering"), ADMIN).await;
+                let t = o["tests"][0].clone();
+                if t["status"] != "running" {
+                    concluded = Some(t);
+                    break 'shoppers;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let t = concluded.expect("the test concluded");
+    assert_eq!((t["status"].as_str(), t["outcome"].as_str()), (Some("concluded"), Some("challenger_won")), "{t}");
+    assert!(t["srm_p"].as_f64().unwrap() > 0.001, "{t}");
+    assert!(t["challenger_stats"]["successes"].as_u64().unwrap() > 100, "{t}");
+    assert_eq!(t["control_stats"]["successes"], 0, "{t}");
+    assert!(arms[0] > 150 && arms[1] > 150, "{arms:?}");
+    // The winner is the district's layout: every listing, anonymous too, ranks by it.
+    let list = until(&c, &s, "the layout is adopted", |l| !l.is_empty() && l[0]["product_id"] == "t-a").await;
+    assert_eq!(list[0]["product_id"], "t-a");
+    let (_, page) = get(&c, s.url("/api/districts/toys/products?shopper=later")).await;
+    assert_eq!(page["policy"], "layout:toys");
+    assert_eq!(page["products"][0]["product_id"], "t-a", "{page}");
+}
+
+support::on_both_stores!(ordering_tests);

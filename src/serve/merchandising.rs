@@ -17,12 +17,14 @@ use mall_actors::autonomous::jobs::JobWork;
 use mall_actors::autonomous::priority;
 use mall_actors::autonomous::queue::Task;
 use mall_actors::autonomous::scheduler::{Executor, Request, Scheduler};
+use mall_actors::merchandising::ordering::{self, Tally, Tests};
 use mall_actors::merchandising::{self, Change, Facts, Rules};
+use mall_actors::product::experiment::ExperimentPolicy;
 use mall_events::domain::{Condition, DomainEvent, MerchandisingRuleSet, RuleAction};
 use mall_events::ids::{DistrictSlug, Position, ProductId, StreamId};
 use mall_events::{Direction, EventStore, ExpectedVersion, NewEvent};
-use mall_projections::catalog::{PRODUCT_METRICS, PRODUCTS};
-use mall_projections::merchandising::MERCHANDISING_RULES;
+use mall_projections::catalog::{DISTRICTS, PRODUCT_METRICS, PRODUCTS};
+use mall_projections::merchandising::{AB_TESTS, MERCHANDISING_RULES};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -42,9 +44,9 @@ fn stream() -> StreamId {
     StreamId::parse(mall_events::merchandising::STREAM).expect("a valid stream id")
 }
 
-/// Every rule, folded from the stream, and the stream's version.
-pub async fn rules(store: &dyn EventStore) -> Result<(Rules, u64), String> {
-    let mut rules = Rules::default();
+/// Every rule and ordering test, folded from the stream, and the stream's version.
+pub async fn rules(store: &dyn EventStore) -> Result<(Rules, Tests, u64), String> {
+    let (mut rules, mut tests) = (Rules::default(), Tests::default());
     let (mut from, mut version) = (1, 0);
     loop {
         let batch = store.read_stream(&stream(), from, Direction::Forward, 1_000).await.map_err(|e| e.to_string())?;
@@ -54,10 +56,11 @@ pub async fn rules(store: &dyn EventStore) -> Result<(Rules, u64), String> {
         for e in &batch {
             if let Ok(d) = e.decode() {
                 rules.apply(&d);
+                tests.apply(&d, e.position);
             }
         }
     }
-    Ok((rules, version))
+    Ok((rules, tests, version))
 }
 
 /// The rule a `merchandising_rules` row holds (as the ranker applies it).
@@ -107,32 +110,63 @@ pub fn facts_of(p: &mall_projections::change::Row, m: Option<&mall_projections::
 pub struct Merchandising {
     pub store: Arc<dyn EventStore>,
     pub read: Arc<ReadSide>,
+    /// The configured weights (a district's layout, once a test adopted one, is used instead).
+    pub config: super::ranking::ScoreConfig,
+    /// The stopping rule of ordering tests.
+    pub policy: ExperimentPolicy,
     sweeps: tokio::sync::Mutex<()>,
+    /// Each running ordering test's tally, kept between looks.
+    tallies: tokio::sync::Mutex<std::collections::HashMap<Uuid, Tally>>,
 }
 
 impl Merchandising {
-    pub fn new(store: Arc<dyn EventStore>, read: Arc<ReadSide>) -> Arc<Self> {
-        Arc::new(Merchandising { store, read, sweeps: tokio::sync::Mutex::new(()) })
+    pub fn new(store: Arc<dyn EventStore>, read: Arc<ReadSide>, config: super::ranking::ScoreConfig) -> Arc<Self> {
+        Arc::new(Merchandising {
+            store,
+            read,
+            config,
+            policy: ExperimentPolicy::default(),
+            sweeps: tokio::sync::Mutex::new(()),
+            tallies: tokio::sync::Mutex::default(),
+        })
+    }
+
+    /// The ordering tests the engine starts now: one per busy district without one.
+    async fn proposals(&self, tests: &Tests, now: DateTime<Utc>) -> Result<Vec<DomainEvent>, String> {
+        let districts = self.read.rows("catalog", DISTRICTS, Filter::All).await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for d in &districts {
+            let Ok(slug) = DistrictSlug::parse(s(d, "slug").to_string()) else { continue };
+            let current = tests.layout(slug.as_str()).unwrap_or_else(|| self.config.of(slug.as_str()).into());
+            let views = n(d, "views").max(0.0) as u64;
+            if let Some(t) = ordering::propose(&slug, views, current, tests, now) {
+                out.push(DomainEvent::OrderingTestStarted(t));
+            }
+        }
+        Ok(out)
     }
 
     /// One sweep: the engine's decisions, appended. Returns them.
     pub async fn sweep(&self) -> Result<Vec<Change>, String> {
         let _one = self.sweeps.lock().await;
         let facts = facts(&self.read).await?;
-        let (rules, version) = rules(self.store.as_ref()).await?;
-        let changes = merchandising::generate(&facts, &rules, Utc::now());
-        if changes.is_empty() {
+        let (rules, tests, version) = rules(self.store.as_ref()).await?;
+        let now = Utc::now();
+        let changes = merchandising::generate(&facts, &rules, now);
+        let mut decided: Vec<DomainEvent> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Set(s) => DomainEvent::MerchandisingRuleSet(s.clone()),
+                Change::Expire(x) => DomainEvent::MerchandisingRuleExpired(x.clone()),
+            })
+            .collect();
+        decided.extend(self.proposals(&tests, now).await?);
+        if decided.is_empty() {
             return Ok(changes);
         }
-        let events = changes
+        let events = decided
             .iter()
-            .map(|c| {
-                let d = match c {
-                    Change::Set(s) => DomainEvent::MerchandisingRuleSet(s.clone()),
-                    Change::Expire(x) => DomainEvent::MerchandisingRuleExpired(x.clone()),
-                };
-                NewEvent::from_domain(&d, Uuid::now_v7(), Vec::new()).map_err(|e| e.to_string())
-            })
+            .map(|d| NewEvent::from_domain(d, Uuid::now_v7(), Vec::new()).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         // A long sweep's decisions go in batches; each on the version the previous one left.
         let mut expected = version;
@@ -145,6 +179,63 @@ impl Merchandising {
             expected = r.stream_version;
         }
         Ok(changes)
+    }
+
+    /// Looks at every ordering test under way: folds the district's signals since the last look
+    /// and concludes the tests that are done. Returns the conclusions.
+    pub async fn look_at_tests(&self) -> Result<Vec<mall_events::domain::OrderingTestConcluded>, String> {
+        let _one = self.sweeps.lock().await;
+        let (_, tests, version) = rules(self.store.as_ref()).await?;
+        let mut tallies = self.tallies.lock().await;
+        tallies.retain(|id, _| tests.0.get(id).is_some_and(|t| t.concluded.is_none()));
+        let now = Utc::now();
+        let mut done = Vec::new();
+        for test in tests.all_running() {
+            let id = test.started.test_id;
+            let tally = tallies.entry(id).or_insert_with(|| Tally::from(test.position));
+            let tag = mall_events::ids::tag::district(&test.started.district);
+            loop {
+                let batch = self.store.read_by_tag(&tag, tally.position + 1, 1_000).await.map_err(|e| e.to_string())?;
+                let Some(last) = batch.last().map(|e| e.position) else { break };
+                for e in &batch {
+                    if matches!(
+                        e.event_type.as_str(),
+                        "impression_served" | "product_clicked" | "added_to_cart" | "purchased"
+                    ) && let Ok(d) = e.decode()
+                    {
+                        tally.observe(id, &d, e.position);
+                    }
+                }
+                tally.position = last;
+            }
+            if let Some(c) = ordering::decide(&test.started, tally, now, &self.policy) {
+                done.push(c);
+            }
+        }
+        if !done.is_empty() {
+            let events = done
+                .iter()
+                .map(|c| {
+                    NewEvent::from_domain(&DomainEvent::OrderingTestConcluded(c.clone()), Uuid::now_v7(), Vec::new())
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.store.append(&stream(), ExpectedVersion::Exact(version), events).await.map_err(|e| e.to_string())?;
+        }
+        Ok(done)
+    }
+
+    /// Looks at the ordering tests every two seconds until `shutdown`.
+    pub async fn watch_tests(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = self.look_at_tests().await {
+                tracing::warn!(error = %e, "ordering tests not looked at; trying again");
+            }
+        }
     }
 
     /// Appends an admin's rule; returns its position.
@@ -283,6 +374,8 @@ pub async fn create_rule(
 pub struct OverviewQuery {
     #[serde(alias = "minPosition")]
     min_position: Option<Position>,
+    /// Only tests of a kind: `copy`, `voice` or `ordering`.
+    kind: Option<String>,
 }
 
 /// `GET /api/autonomous/merchandising` (admin): every rule (active first, by priority), the
@@ -313,10 +406,23 @@ pub async fn overview(
             Value::Object(r)
         })
         .collect();
+    let mut tests =
+        state.read.rows("merchandising", AB_TESTS, Filter::All).await.map_err(super::storefront::sink_error)?;
+    tests.sort_by(|a, b| {
+        (s(a, "status") != "running")
+            .cmp(&(s(b, "status") != "running"))
+            .then(n(b, "position").total_cmp(&n(a, "position")))
+    });
+    let kind = q.kind.as_deref();
+    if let Some(k) = kind.filter(|k| !matches!(*k, "copy" | "voice" | "ordering")) {
+        return Err(ApiError::invalid("kind", format!("{k:?} is not one of copy, voice, ordering")));
+    }
+    let tests: Vec<mall_projections::change::Row> =
+        tests.into_iter().filter(|t| kind.is_none_or(|k| s(t, "kind") == k)).collect();
     let job = state.jobs.status().await.into_iter().find(|j| j.name == "merchandising");
     Ok(HttpResponse::Ok().insert_header((super::reads::POSITION_HEADER, position.to_string())).json(json!({
         "rules": rules,
-        "tests": [],
+        "tests": tests,
         "last_run": job.as_ref().and_then(|j| j.last_run.clone()),
         "next_run": job.as_ref().filter(|j| j.enabled && j.running).map(|j| j.next_run),
     })))

@@ -366,7 +366,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     core.register("district_evolution", "write_voice", Arc::new(evolution::WriteVoice(evolving.clone())));
     core.register("district_evolution", "sweep", Arc::new(evolution::Sweep(evolving.clone())));
     core.register("self_healing", "sweep", Arc::new(health::Check(healing.clone())));
-    let merchandise = merchandising::Merchandising::new(store.clone(), read.clone());
+    let merchandise = merchandising::Merchandising::new(store.clone(), read.clone(), score_config(&args.score_weights));
     core.register("merchandising", "sweep", Arc::new(merchandising::Sweep(merchandise.clone())));
     // The actors start once their decisions have somewhere to go.
     let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
@@ -382,6 +382,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         actix_web::rt::spawn(runner.clone().run(shutdown_rx.clone())),
         actix_web::rt::spawn(healing.clone().deliver(shutdown_rx.clone())),
         actix_web::rt::spawn(evolving.clone().watch_tests(shutdown_rx.clone())),
+        actix_web::rt::spawn(merchandise.clone().watch_tests(shutdown_rx.clone())),
     ];
 
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());

@@ -36,7 +36,7 @@ use mall_events::ids::Position;
 use mall_events::measures::{self, Prior};
 use mall_projections::catalog::{DISTRICTS, PRODUCT_METRICS, PRODUCTS};
 use mall_projections::change::Row;
-use mall_projections::merchandising::MERCHANDISING_RULES;
+use mall_projections::merchandising::{DISTRICT_ORDERINGS, MERCHANDISING_RULES};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -87,6 +87,41 @@ impl Weights {
         let sum = p + r + pe + t;
         Ok(Weights { performance: p / sum, rules: r / sum, personalization: pe / sum, recency: t / sum })
     }
+}
+
+impl From<mall_events::domain::OrderingWeights> for Weights {
+    fn from(w: mall_events::domain::OrderingWeights) -> Self {
+        Weights { performance: w.performance, rules: w.rules, personalization: w.personalization, recency: w.recency }
+    }
+}
+
+impl From<Weights> for mall_events::domain::OrderingWeights {
+    fn from(w: Weights) -> Self {
+        mall_events::domain::OrderingWeights {
+            performance: w.performance,
+            rules: w.rules,
+            personalization: w.personalization,
+            recency: w.recency,
+        }
+    }
+}
+
+impl Weights {
+    /// A product's score under these weights, from its parts.
+    pub fn score(&self, r: &Ranked, personalization: f64) -> f64 {
+        self.performance * r.performance
+            + self.rules * r.rules
+            + self.personalization * personalization
+            + self.recency * r.recency
+    }
+}
+
+/// A district's ordering test under way: its id, name and the challenger's weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderingTest {
+    pub test_id: uuid::Uuid,
+    pub name: String,
+    pub challenger: Weights,
 }
 
 /// The score's weights: every district's, and those of districts configured apart.
@@ -141,6 +176,8 @@ pub struct Rankings {
     pub pages: Mutex<HashMap<(String, usize, usize), Bytes>>,
     /// When a rule's window opens or closes next (the rankings are made again then).
     pub next_change: Option<DateTime<Utc>>,
+    /// Each district's ordering test under way.
+    pub tests: HashMap<String, OrderingTest>,
 }
 
 impl Rankings {
@@ -259,6 +296,31 @@ async fn active_rules(
 async fn build(read: &ReadSide, config: &ScoreConfig) -> Result<Rankings, mall_projections::runner::SinkError> {
     let now = Utc::now();
     let (rules, next_change) = active_rules(read, now).await?;
+    // Layouts adopted by ordering tests (over the configured weights), and tests under way.
+    let orderings = match read.get("merchandising") {
+        Some(_) => read.rows("merchandising", DISTRICT_ORDERINGS, crate::readside::Filter::All).await?,
+        None => Vec::new(),
+    };
+    let weights_of = |v: Option<&Value>| {
+        v.filter(|v| !v.is_null())
+            .and_then(|v| serde_json::from_value::<mall_events::domain::OrderingWeights>(v.clone()).ok())
+            .filter(|w| w.valid())
+            .map(Weights::from)
+    };
+    let mut config = config.clone();
+    let mut tests = HashMap::new();
+    for o in &orderings {
+        let district = s(o, "district").to_string();
+        if let Some(layout) = weights_of(o.get("layout")) {
+            config.districts.insert(district.clone(), layout);
+        }
+        if let (Some(id), Some(challenger)) =
+            (o.get("test_id").and_then(Value::as_str).and_then(|t| t.parse().ok()), weights_of(o.get("challenger")))
+        {
+            tests.insert(district, OrderingTest { test_id: id, name: s(o, "test_name").to_string(), challenger });
+        }
+    }
+    let config = &config;
     let (mut tables, position) = read.snapshot("catalog", &[PRODUCTS, PRODUCT_METRICS, DISTRICTS]).await?;
     let districts: HashMap<String, Row> =
         tables.pop().unwrap_or_default().into_iter().map(|d| (s(&d, "slug").to_string(), d)).collect();
@@ -283,7 +345,7 @@ async fn build(read: &ReadSide, config: &ScoreConfig) -> Result<Rankings, mall_p
             r.iter().enumerate().map(move |(k, x)| (s(&x.product, "product_id").to_string(), (d.clone(), k)))
         })
         .collect();
-    Ok(Rankings { position, ranked, index, pages: Mutex::default(), next_change })
+    Ok(Rankings { position, ranked, index, pages: Mutex::default(), next_change, tests })
 }
 
 /// The latest rankings, kept current by a background task.

@@ -254,8 +254,16 @@ async fn interests(
 }
 
 /// Writes a product as a shopper sees it: their arm's copy when it is under test, the score
-/// with their personalization part (`None`: an anonymous read, whose part is 0).
-fn write_product(out: &mut String, r: &Ranked, shopper: Option<&ShopperId>, personalization: Option<f64>) {
+/// with their personalization part (`None`: an anonymous read, whose part is 0) under `weights`
+/// (the district's, or an ordering test's challenger's).
+fn write_product(
+    out: &mut String,
+    r: &Ranked,
+    shopper: Option<&ShopperId>,
+    personalization: Option<f64>,
+    weights: &super::ranking::Weights,
+    position: Option<usize>,
+) {
     use std::fmt::Write;
     let mut description = s(&r.product, "description");
     let mut arm = "null";
@@ -270,11 +278,14 @@ fn write_product(out: &mut String, r: &Ranked, shopper: Option<&ShopperId>, pers
     let number = |x: f64| Value::from(x);
     out.push('{');
     out.push_str(&r.fields);
+    if let Some(p) = position {
+        let _ = write!(out, ",\"position\":{p}");
+    }
     let _ = write!(
         out,
         ",\"description\":{},\"experiment_arm\":{arm},\"score\":{},\"parts\":{{\"performance\":{},\"rules\":{},\"personalization\":{},\"recency\":{}}}}}",
         Value::from(description),
-        number(r.score + r.weights.personalization * pers),
+        number(weights.score(r, pers)),
         number(r.performance),
         number(r.rules),
         number(pers),
@@ -285,28 +296,36 @@ fn write_product(out: &mut String, r: &Ranked, shopper: Option<&ShopperId>, pers
 /// [`write_product`] as a JSON value.
 fn product_json(r: &Ranked, shopper: Option<&ShopperId>, personalization: Option<f64>) -> Value {
     let mut out = String::new();
-    write_product(&mut out, r, shopper, personalization);
+    write_product(&mut out, r, shopper, personalization, &r.weights, None);
     serde_json::from_str(&out).expect("valid json")
 }
 
 /// A page of a district's ranking, serialized.
+/// The ranking policy a listing was served under — `layout:SLUG`, or an ordering test's arm
+/// `test:ID:control|challenger` — with the weights it ranked by. Impressions carry it back.
+struct Policy<'a> {
+    name: String,
+    weights: Option<&'a super::ranking::Weights>,
+}
+
 fn page_body<'a>(
     slug: &DistrictSlug,
-    page: usize,
-    limit: usize,
-    total: usize,
+    (page, limit, total): (usize, usize, usize),
     items: impl Iterator<Item = (&'a Ranked, Option<f64>)>,
     shopper: Option<&ShopperId>,
+    policy: &Policy,
 ) -> web::Bytes {
     let mut out = format!(
-        "{{\"district\":{},\"page\":{page},\"limit\":{limit},\"total\":{total},\"products\":[",
-        Value::from(slug.as_str())
+        "{{\"district\":{},\"page\":{page},\"limit\":{limit},\"total\":{total},\"policy\":{},\"products\":[",
+        Value::from(slug.as_str()),
+        Value::from(policy.name.as_str()),
     );
     for (i, (r, pers)) in items.enumerate() {
         if i > 0 {
             out.push(',');
         }
-        write_product(&mut out, r, shopper, pers);
+        let position = (page - 1) * limit + i + 1;
+        write_product(&mut out, r, shopper, pers, policy.weights.unwrap_or(&r.weights), Some(position));
     }
     out.push_str("]}");
     web::Bytes::from(out)
@@ -423,12 +442,14 @@ async fn rankings(state: &AppState, min: Option<Position>) -> Arc<Rankings> {
 
 /// A shopper's ranking, best first (ties by product id), down to `top` products; pinned
 /// products at their pins' positions.
-fn personal_order<'a>(scored: Vec<(f64, &'a Ranked)>, top: usize) -> Vec<(f64, &'a Ranked)> {
-    let order = |a: &(f64, &Ranked), b: &(f64, &Ranked)| {
-        (b.1.score + b.1.weights.personalization * b.0)
-            .total_cmp(&(a.1.score + a.1.weights.personalization * a.0))
-            .then_with(|| a.1.id.cmp(&b.1.id))
-    };
+fn personal_order<'a>(
+    scored: Vec<(f64, &'a Ranked)>,
+    top: usize,
+    weights: Option<&super::ranking::Weights>,
+) -> Vec<(f64, &'a Ranked)> {
+    let score = |x: &(f64, &Ranked)| weights.unwrap_or(&x.1.weights).score(x.1, x.0);
+    let order =
+        |a: &(f64, &Ranked), b: &(f64, &Ranked)| score(b).total_cmp(&score(a)).then_with(|| a.1.id.cmp(&b.1.id));
     let (pinned, mut rest): (Vec<_>, Vec<_>) = scored.into_iter().partition(|x| x.1.pin.is_some());
     if top < rest.len() {
         rest.select_nth_unstable_by(top, order);
@@ -466,21 +487,31 @@ pub async fn district_products(
     let reply = |at: Position, body: web::Bytes| {
         HttpResponse::Ok().insert_header((POSITION_HEADER, at.to_string())).content_type("application/json").body(body)
     };
+    let layout = Policy { name: format!("layout:{slug}"), weights: None };
     let Some(sh) = &shopper else {
-        // Anonymous pages are serialized once per ranking.
+        // Anonymous pages are serialized once per ranking (and never under test).
         let key = (slug.as_str().to_string(), page, limit);
         if let Some(body) = r.pages.lock().expect("pages").get(&key).cloned() {
             return Ok(reply(r.position, body));
         }
         let items = base.iter().skip((page - 1) * limit).take(limit).map(|x| (x, None));
-        let body = page_body(&slug, page, limit, total, items, None);
+        let body = page_body(&slug, (page, limit, total), items, None, &layout);
         r.pages.lock().expect("pages").insert(key, body.clone());
         return Ok(reply(r.position, body));
     };
+    // During an ordering test, the shopper's arm decides the weights (the same arm every time).
+    let policy = match r.tests.get(slug.as_str()) {
+        Some(t) => {
+            let arm = experiment::arm(t.test_id, sh);
+            let weights = (arm == Arm::Challenger).then_some(&t.challenger);
+            Policy { name: mall_actors::merchandising::ordering::policy(t.test_id, arm), weights }
+        }
+        None => layout,
+    };
     let (interests, at) = interests(&state, sh, q.min_position).await?;
-    let order = personal_order(personal_parts(&state, sh, &interests, base.iter()), page * limit);
+    let order = personal_order(personal_parts(&state, sh, &interests, base.iter()), page * limit, policy.weights);
     let items = order.into_iter().skip((page - 1) * limit).take(limit).map(|(pers, x)| (x, Some(pers)));
-    Ok(reply(r.position.min(at), page_body(&slug, page, limit, total, items, Some(sh))))
+    Ok(reply(r.position.min(at), page_body(&slug, (page, limit, total), items, Some(sh), &policy)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -692,7 +723,7 @@ pub async fn personalize(
     // One look at the recommender for the ranking and the top picks alike.
     let (ranked, picks) = state.recommender.with(|m| {
         let scores = m.scores(shopper.as_str());
-        let ranked = personal_order(parts_from(m, &scores, &i, r.all()), limit);
+        let ranked = personal_order(parts_from(m, &scores, &i, r.all()), limit, None);
         (ranked, m.picks(&scores, limit, |p| r.index.contains_key(p)))
     });
     let mut affinity: Vec<(&String, &f64)> = i.districts.iter().collect();

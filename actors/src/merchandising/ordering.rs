@@ -163,6 +163,11 @@ fn band(position: u32) -> usize {
 }
 
 impl Tally {
+    /// An empty tally of a test started at `position`.
+    pub fn from(position: Position) -> Tally {
+        Tally { position, ..Tally::default() }
+    }
+
     /// Folds one of the district's events (at `position`) into the test's tally.
     pub fn observe(&mut self, test_id: Uuid, d: &DomainEvent, position: Position) {
         self.position = self.position.max(position);
