@@ -284,12 +284,8 @@ async fn seed(client: &reqwest::Client, base: &str) -> u64 {
 }
 
 /// One GET over a kept-alive connection, HTTP/1.1 by hand (what `wrk` does: the client must
-/// cost little, since it shares the two cores with the server); returns the status.
-async fn request(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, path: &str) -> u16 {
-    request_as(conn, buf, path, "").await
-}
-
-/// [`request`] with extra header lines (each ending in CRLF).
+/// cost little, since it shares the two cores with the server), with extra header lines (each
+/// ending in CRLF); returns the status.
 async fn request_as(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, path: &str, headers: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n");
@@ -318,9 +314,15 @@ async fn request_as(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, path: &
     std::str::from_utf8(&buf[9..12]).unwrap().parse().unwrap()
 }
 
-/// `clients` connections, each asking for rankings back to back for `seconds`: half anonymous,
-/// half for one of 2,000 shoppers; returns (requests/s, p50, p99).
-async fn load(base: &str, seconds: u64, clients: usize) -> (f64, Duration, Duration) {
+/// `clients` connections, each asking for `path(client, request)` back to back for `seconds`
+/// with extra `headers` (each line ending in CRLF); returns (requests/s, p50, p99).
+async fn load_paths(
+    base: &str,
+    seconds: u64,
+    clients: usize,
+    headers: &'static str,
+    path: fn(usize, usize) -> String,
+) -> (f64, Duration, Duration) {
     let addr = base.strip_prefix("http://").unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -331,16 +333,11 @@ async fn load(base: &str, seconds: u64, clients: usize) -> (f64, Duration, Durat
             conn.set_nodelay(true).unwrap();
             let mut buf = Vec::with_capacity(64 * 1024);
             let mut lat = Vec::new();
-            let mut i = c;
+            let mut i = 0;
             while Instant::now() < deadline {
-                // Every other request is a shopper's.
-                let path = if i % 2 == 0 {
-                    format!("/api/districts/d{}/products", i % 8)
-                } else {
-                    format!("/api/districts/d{}/products?shopper=s{}", i % 8, (i * 7 + c) % 2_000)
-                };
+                let path = path(c, i);
                 let started = Instant::now();
-                assert_eq!(request(&mut conn, &mut buf, &path).await, 200);
+                assert_eq!(request_as(&mut conn, &mut buf, &path, headers).await, 200);
                 lat.push(started.elapsed());
                 i += 1;
             }
@@ -354,6 +351,19 @@ async fn load(base: &str, seconds: u64, clients: usize) -> (f64, Duration, Durat
     all.sort();
     let rps = all.len() as f64 / seconds as f64;
     (rps, all[all.len() / 2], all[(all.len() as f64 * 0.99) as usize])
+}
+
+/// Rankings, half anonymous, half for one of 2,000 shoppers.
+async fn load(base: &str, seconds: u64, clients: usize) -> (f64, Duration, Duration) {
+    load_paths(base, seconds, clients, "", |c, n| {
+        let i = c + n;
+        if i % 2 == 0 {
+            format!("/api/districts/d{}/products", i % 8)
+        } else {
+            format!("/api/districts/d{}/products?shopper=s{}", i % 8, (i * 7 + c) % 2_000)
+        }
+    })
+    .await
 }
 
 fn storefront_reads() {
@@ -424,22 +434,31 @@ fn start_until_caught_up(rt: &tokio::runtime::Runtime, data: &std::path::Path) -
     (took, peak_kb / 1024.0)
 }
 
+/// `mall --data-dir DATA ARGS...`, which must succeed; its output.
+fn mall_in(data: &std::path::Path, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mall"))
+        .args(["--data-dir", &data.display().to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// An embedded store in `dir` holding `mall debug synth SYNTH...`; its data directory.
+fn synthetic_store(dir: &std::path::Path, synth: &[&str]) -> std::path::PathBuf {
+    let (data, file) = (dir.join("data"), dir.join("synth.ndjson"));
+    let args: Vec<&str> = ["debug", "synth"].into_iter().chain(synth.iter().copied()).collect();
+    std::fs::write(&file, mall_in(&data, &args)).unwrap();
+    mall_in(&data, &["import", &file.display().to_string()]);
+    data
+}
+
 fn restart() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let file = dir.path().join("synth.ndjson");
-    let mall = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mall"))
-            .args(["--data-dir", &data.display().to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    };
-    std::fs::write(&file, mall(&["debug", "synth", "--signals", "1000000"])).unwrap();
-    mall(&["import", &file.display().to_string()]);
+    let data = synthetic_store(dir.path(), &["--signals", "1000000"]);
+    let mall = |args: &[&str]| mall_in(&data, args);
     let (first, first_rss) = start_until_caught_up(&rt, &data);
     println!("restart/first start (the whole log folded): {first:.2} s, peak RSS {first_rss:.0} MB");
     let mut runs: Vec<(f64, f64)> = (0..5).map(|_| start_until_caught_up(&rt, &data)).collect();
@@ -452,27 +471,14 @@ fn restart() {
 fn personalized_page() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let file = dir.path().join("synth.ndjson");
-    let mall = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mall"))
-            .args(["--data-dir", &data.display().to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    };
-    let synth = ["debug", "synth", "--products", "10000", "--shoppers", "100000", "--signals", "1000000"];
-    std::fs::write(&file, mall(&synth)).unwrap();
-    mall(&["import", &file.display().to_string()]);
+    let synth = ["--products", "10000", "--shoppers", "100000", "--signals", "1000000"];
+    let data = synthetic_store(dir.path(), &synth);
     let (first, _) = start_until_caught_up(&rt, &data);
     println!("personalized_page: 10k products, 100k shoppers, 1M signals folded in {first:.1} s");
     let (mut child, base) = spawn_serve(
         &["--data-dir".to_string(), data.display().to_string()],
         &[("MALL_GENERATIONS_PER_HOUR", "0"), ("MALL_INGEST_TOKEN", "ingest")],
     );
-    let addr = base.strip_prefix("http://").unwrap().to_string();
     rt.block_on(async {
         let client = reqwest::Client::new();
         let stats: Value = client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
@@ -482,38 +488,11 @@ fn personalized_page() {
         let first: Value = client.get(url).bearer_auth("ingest").send().await.unwrap().json().await.unwrap();
         assert!(first["top_picks"].as_array().is_some_and(|p| !p.is_empty()), "{first}");
         for clients in [1usize, 16] {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut tasks = Vec::new();
-            for c in 0..clients {
-                let addr = addr.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-                    conn.set_nodelay(true).unwrap();
-                    let mut buf = Vec::with_capacity(64 * 1024);
-                    let mut lat = Vec::new();
-                    let mut i = c * 7919;
-                    while Instant::now() < deadline {
-                        let path = format!("/api/autonomous/personalize?userId=s{}", (i * 31) % 100_000);
-                        let started = Instant::now();
-                        let status = request_as(&mut conn, &mut buf, &path, "Authorization: Bearer ingest\r\n").await;
-                        assert_eq!(status, 200);
-                        lat.push(started.elapsed());
-                        i += 1;
-                    }
-                    lat
-                }));
-            }
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await.unwrap());
-            }
-            all.sort();
-            println!(
-                "personalized_page/{clients} client(s): {:.0} requests/s, p50 {:?}, p99 {:?}",
-                all.len() as f64 / 10.0,
-                all[all.len() / 2],
-                all[(all.len() as f64 * 0.99) as usize]
-            );
+            let (rps, p50, p99) = load_paths(&base, 10, clients, "Authorization: Bearer ingest\r\n", |c, n| {
+                format!("/api/autonomous/personalize?userId=s{}", ((c * 7919 + n) * 31) % 100_000)
+            })
+            .await;
+            println!("personalized_page/{clients} client(s): {rps:.0} requests/s, p50 {p50:?}, p99 {p99:?}");
         }
     });
     let _ = child.kill();

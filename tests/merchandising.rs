@@ -292,6 +292,16 @@ async fn ordering_tests(store: Store) {
     assert_eq!((test["kind"].as_str(), test["status"].as_str()), (Some("ordering"), Some("running")), "{test}");
     assert_eq!((test["name"].as_str(), test["subject"].as_str()), (Some("performance_first"), Some("district:toys")));
     let test_id = test["test_id"].as_str().unwrap().to_string();
+    // The listings serve it once the ranker has the test.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, page) = get(&c, s.url("/api/districts/toys/products?shopper=probe")).await;
+        if page["policy"].as_str().is_some_and(|p| p.starts_with("test:")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "listings never served the test: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Shoppers arrive: each sees the listing of their arm, looks at the first product and
     // clicks it when it is the best converter; impressions carry the policy and position.
@@ -354,6 +364,13 @@ async fn ordering_tests(store: Store) {
     let (_, page) = get(&c, s.url("/api/districts/toys/products?shopper=later")).await;
     assert_eq!(page["policy"], "layout:toys");
     assert_eq!(page["products"][0]["product_id"], "t-a", "{page}");
+    // Replay recounts the test from the log and reaches the same conclusion.
+    let (code, out, err) = mall(&store, &["replay", "merchandising-mall", "--verify", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let replayed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(replayed["verification"]["checked"], 1, "{replayed}");
+    assert_eq!(replayed["verification"]["mismatches"], json!([]), "{replayed}");
+    assert_eq!(replayed["state"]["ordering_tests"][0]["concluded"]["outcome"], "challenger_won");
 }
 
 support::on_both_stores!(ordering_tests);

@@ -161,5 +161,7 @@ pub struct OrderingTestConcluded {
     pub likelihood_ratio: f64,
     pub reason: String,
     pub layout: OrderingWeights,
+    /// The last position of the district's log the tally had folded (replay recounts up to it).
+    pub as_of: crate::ids::Position,
     pub at: DateTime<Utc>,
 }

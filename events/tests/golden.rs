@@ -412,6 +412,7 @@ fn samples() -> Vec<DomainEvent> {
             likelihood_ratio: 44.0,
             reason: "the challenger converts better".into(),
             layout: weights(0.7),
+            as_of: 2_048,
             at,
         }),
     ]

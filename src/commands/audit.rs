@@ -212,6 +212,86 @@ async fn fold<K: Kind>(
 }
 
 /// Runs `mall replay`.
+/// The merchandising stream as it was: every rule and ordering test; with `verify`, each ordering
+/// test's conclusion recounted from the district's events up to the position it recorded and
+/// decided again at its time. (A rule records its evidence; the catalog facts a sweep saw are not
+/// in the log, so rules are shown, not re-decided.)
+async fn replay_merchandising(
+    store: Arc<dyn EventStore>,
+    until: Until,
+    verify: bool,
+) -> Result<(serde_json::Value, Option<audit::Verification>), Exit> {
+    use mall_actors::merchandising::Rules;
+    use mall_actors::merchandising::ordering::{self, Tests};
+    use mall_events::Direction;
+    let stream = StreamId::parse(mall_events::merchandising::STREAM).expect("a valid stream id");
+    let (mut rules, mut tests) = (Rules::default(), Tests::default());
+    let mut from = 1;
+    'read: loop {
+        let batch = store.read_stream(&stream, from, Direction::Forward, 1_000).await.map_err(anyhow::Error::from)?;
+        let Some(last) = batch.last() else { break };
+        from = last.stream_version + 1;
+        for e in &batch {
+            if !until.includes(e) {
+                break 'read;
+            }
+            let d = e.decode().map_err(|err| anyhow!("position {}: {err}", e.position))?;
+            rules.apply(&d);
+            tests.apply(&d, e.position);
+        }
+    }
+    let verification = if verify {
+        let mut events: std::collections::HashMap<uuid::Uuid, Vec<(u64, mall_events::domain::DomainEvent)>> =
+            std::collections::HashMap::new();
+        for t in tests.0.values() {
+            let Some(c) = &t.concluded else { continue };
+            let tag = mall_events::ids::tag::district(&t.started.district);
+            let mut at = t.position + 1;
+            let mut folded = Vec::new();
+            'tag: loop {
+                let batch = store.read_by_tag(&tag, at, 1_000).await.map_err(anyhow::Error::from)?;
+                let Some(last) = batch.last() else { break };
+                at = last.position + 1;
+                for e in batch {
+                    if e.position > c.as_of {
+                        break 'tag;
+                    }
+                    if let Ok(d) = e.decode() {
+                        folded.push((e.position, d));
+                    }
+                }
+            }
+            events.insert(t.started.test_id, folded);
+        }
+        let policy = mall_actors::product::experiment::ExperimentPolicy::default();
+        let (checked, mismatches) = ordering::verify(
+            &tests,
+            |t| events.get(&t.started.test_id).map(|v| v.iter().map(|(p, d)| (*p, d)).collect()).unwrap_or_default(),
+            &policy,
+        );
+        Some(audit::Verification {
+            checked,
+            mismatches: mismatches
+                .into_iter()
+                .map(|(recorded, reproduced)| audit::Mismatch {
+                    position: recorded.as_of,
+                    stream_version: 0,
+                    event_type: "ordering_test_concluded".into(),
+                    recorded: serde_json::to_value(&recorded).expect("json"),
+                    reproduced: serde_json::to_value(&reproduced).expect("json"),
+                })
+                .collect(),
+        })
+    } else {
+        None
+    };
+    let state = serde_json::json!({
+        "rules": rules.0.values().map(|r| serde_json::json!({"rule": r.set, "expired": r.expired})).collect::<Vec<_>>(),
+        "ordering_tests": tests.0.values().map(|t| serde_json::json!({"started": t.started, "concluded": t.concluded})).collect::<Vec<_>>(),
+    });
+    Ok((state, verification))
+}
+
 pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exit> {
     let stream = StreamId::parse(args.stream.clone()).map_err(|e| anyhow!("stream: {}", e.0))?;
     let until = args.until.as_deref().map(parse_until).transpose()?.unwrap_or(Until::Head);
@@ -299,9 +379,13 @@ pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exi
             });
             (serde_json::to_value(&s).expect("state serializes"), v)
         }
+        "merchandising" => {
+            let (state, v) = replay_merchandising(store, until, args.verify).await?;
+            (state, v)
+        }
         other => {
             return Err(anyhow!(
-                "stream: replay knows product-, district-, shopper- and health- streams, not {other}-"
+                "stream: replay knows product-, district-, shopper-, health- and merchandising- streams, not {other}-"
             )
             .into());
         }

@@ -239,6 +239,7 @@ pub fn decide(
         likelihood_ratio: lr,
         reason,
         layout,
+        as_of: tally.position,
         at: now,
     };
     // The split is checked when the test would conclude (a verdict or its maximum duration):
@@ -258,6 +259,32 @@ pub fn decide(
     }
     let layout = if v.outcome == Outcome::ChallengerWon { test.challenger } else { test.control };
     Some(conclude(v.outcome, false, v.prob_challenger_better, v.likelihood_ratio, v.reason, layout))
+}
+
+/// Re-runs recorded conclusions: for each, the tally recounted from the district's events
+/// between the test's start and the position it recorded, decided at its time. Returns the
+/// (recorded, reproduced) pairs that differ, and how many were checked.
+pub fn verify<'a>(
+    tests: &Tests,
+    events_of: impl Fn(&Test) -> Vec<(Position, &'a DomainEvent)>,
+    policy: &ExperimentPolicy,
+) -> (usize, Vec<(OrderingTestConcluded, Option<OrderingTestConcluded>)>) {
+    let mut checked = 0;
+    let mut mismatches = Vec::new();
+    for t in tests.0.values() {
+        let Some(recorded) = &t.concluded else { continue };
+        checked += 1;
+        let mut tally = Tally::from(t.position);
+        for (position, d) in events_of(t).into_iter().filter(|(p, _)| *p > t.position && *p <= recorded.as_of) {
+            tally.observe(t.started.test_id, d, position);
+        }
+        tally.position = recorded.as_of;
+        let again = decide(&t.started, &tally, recorded.at, policy);
+        if again.as_ref() != Some(recorded) {
+            mismatches.push((recorded.clone(), again));
+        }
+    }
+    (checked, mismatches)
 }
 
 /// A shopper's arm of a test.
