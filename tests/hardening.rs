@@ -407,7 +407,7 @@ async fn interests_at_both_ends_of_the_time_range_stay_finite_and_comparable() {
         let url = s.url(&format!("/api/autonomous/personalize?userId={shopper}&min_position={position}"));
         let (status, _, profile) = send(&c, reqwest::Method::GET, url, Some(INGEST), None).await;
         assert_eq!(status, StatusCode::OK, "{profile}");
-        let interests = profile["profile"]["product_interest"].as_array().unwrap();
+        let interests = profile["profile"]["interests"].as_array().unwrap();
         assert_eq!(interests[0]["product_id"], "p1", "{profile}");
         let (first, second) = (interests[0]["interest"].as_f64().unwrap(), interests[1]["interest"].as_f64().unwrap());
         assert!(first.is_finite() && first > 1.0 && second > 0.1 && first > second, "{year}: {profile}");
@@ -613,7 +613,7 @@ async fn rebuild_differences(c: &reqwest::Client, s: &Server) -> Vec<Value> {
     let (status, body) = post(c, s.url("/api/admin/projections/rebuild"), ADMIN, &json!({"verify": true})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let rebuilt = body["rebuilt"].as_array().unwrap();
-    assert_eq!(rebuilt.len(), 6, "{body}");
+    assert_eq!(rebuilt.len(), 7, "{body}");
     rebuilt.iter().flat_map(|r| r["differences"].as_array().unwrap().clone()).collect()
 }
 

@@ -253,6 +253,7 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     println!("        curl {base}/api/products/{example}/history");
     println!("        curl {base}/api/districts/{}/products?limit=5", DISTRICTS[0].slug);
     println!("        curl -H 'Authorization: Bearer {admin}' '{base}/api/autonomous/personalize?userId=shopper-1'");
+    println!("        curl -H 'Authorization: Bearer {admin}' {base}/api/autonomous/merchandising");
     println!("        curl '{base}/api/autonomous/products?limit=10'");
     println!("        curl -H 'Authorization: Bearer {admin}' {base}/api/autonomous");
     println!("        curl -H 'Authorization: Bearer {admin}' '{base}/api/autonomous/health?status=open'");
