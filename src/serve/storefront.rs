@@ -213,13 +213,17 @@ fn parts_from<'a>(
         })
         .collect();
     let best = raw.iter().map(|x| x.0).fold(0.0, f64::max);
-    let mut shares: HashMap<&str, f64> = HashMap::new();
+    // Sets come district by district: the share is looked up when the district changes.
+    let mut last: (&str, f64) = ("", 0.0);
     raw.into_iter()
         .map(|(rec, r)| {
             let rec = if best > 0.0 { rec / best } else { 0.0 };
-            let mine = r.model_id.get().and_then(|id| own.get(id)).copied().unwrap_or(0.0);
-            let share = *shares.entry(r.district.as_str()).or_insert_with(|| interests.share(&r.district));
-            (0.75 * rec.max(mine) + 0.25 * share, r)
+            let mine =
+                if own.is_empty() { 0.0 } else { r.model_id.get().and_then(|id| own.get(id)).copied().unwrap_or(0.0) };
+            if last.0 != r.district {
+                last = (r.district.as_str(), interests.share(&r.district));
+            }
+            (0.75 * rec.max(mine) + 0.25 * last.1, r)
         })
         .collect()
 }
@@ -447,17 +451,23 @@ fn personal_order<'a>(
     top: usize,
     weights: Option<&super::ranking::Weights>,
 ) -> Vec<(f64, &'a Ranked)> {
-    let score = |x: &(f64, &Ranked)| weights.unwrap_or(&x.1.weights).score(x.1, x.0);
+    // Each score once: (score, personalization part, product).
     let order =
-        |a: &(f64, &Ranked), b: &(f64, &Ranked)| score(b).total_cmp(&score(a)).then_with(|| a.1.id.cmp(&b.1.id));
-    let (pinned, mut rest): (Vec<_>, Vec<_>) = scored.into_iter().partition(|x| x.1.pin.is_some());
+        |a: &(f64, f64, &Ranked), b: &(f64, f64, &Ranked)| b.0.total_cmp(&a.0).then_with(|| a.2.id.cmp(&b.2.id));
+    let mut pinned = Vec::new();
+    let mut rest = Vec::with_capacity(scored.len());
+    for (pers, r) in scored {
+        let x = (weights.unwrap_or(&r.weights).score(r, pers), pers, r);
+        if r.pin.is_some() { pinned.push(x) } else { rest.push(x) }
+    }
     if top < rest.len() {
         rest.select_nth_unstable_by(top, order);
         rest.truncate(top);
     }
     rest.sort_by(order);
     rest.extend(pinned);
-    let mut out = mall_actors::merchandising::place_pins(rest, |x| x.1.pin);
+    let mut out: Vec<(f64, &Ranked)> =
+        mall_actors::merchandising::place_pins(rest, |x| x.2.pin).into_iter().map(|(_, pers, r)| (pers, r)).collect();
     out.truncate(top.max(1));
     out
 }

@@ -22,7 +22,8 @@
 //! Every pick carries its reason: the product it follows, the product it resembles, or its
 //! popularity. Deterministic: ties go to the smaller product id.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 
@@ -100,6 +101,30 @@ pub enum Why {
 pub struct Scores {
     pub score: Vec<f64>,
     pub why: Vec<Why>,
+}
+
+/// A candidate pick, ordered best first: the higher score, then the smaller name ("less" is
+/// better, so a max-heap's top is the worst kept).
+struct Candidate<'a>(f64, u32, &'a str);
+
+impl PartialEq for Candidate<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+
+impl Eq for Candidate<'_> {}
+
+impl PartialOrd for Candidate<'_> {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Candidate<'_> {
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.0.total_cmp(&self.0).then_with(|| self.2.cmp(o.2))
+    }
 }
 
 /// One recommended product.
@@ -354,41 +379,29 @@ impl Model {
 
     /// [`Model::recommend`] from scores already computed.
     pub fn picks(&self, scores: &Scores, k: usize, allowed: impl Fn(&str) -> bool) -> Vec<Pick> {
-        let mut ranked: Vec<(u32, f64)> = scores
-            .score
-            .iter()
-            .enumerate()
-            .filter(|(id, s)| **s > 0.0 && scores.why[*id] != Why::Bought)
-            .map(|(id, s)| (id as u32, *s))
-            .collect();
-        let order = |a: &(u32, f64), b: &(u32, f64)| {
-            b.1.total_cmp(&a.1).then_with(|| self.items[a.0 as usize].name.cmp(&self.items[b.0 as usize].name))
-        };
-        // The best few first; the whole list only when too few of them are allowed.
-        let mut picks = Vec::with_capacity(k);
-        let mut head = (4 * k).max(32);
-        loop {
-            let partial = head < ranked.len();
-            if partial {
-                ranked.select_nth_unstable_by(head, order);
+        // The best `k` allowed in one pass: a heap of the best so far, its top the worst kept;
+        // `allowed` is asked only of candidates that would enter it.
+        let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
+        for (id, (score, why)) in scores.score.iter().zip(&scores.why).enumerate() {
+            if *score <= 0.0 || *why == Why::Bought || k == 0 {
+                continue;
             }
-            let mut first: Vec<(u32, f64)> = ranked[..head.min(ranked.len())].to_vec();
-            first.sort_by(order);
-            picks.clear();
-            for (id, score) in first {
-                let name = &self.items[id as usize].name;
-                if allowed(name) {
-                    picks.push(Pick { product: name.clone(), score, reason: self.reason(scores.why[id as usize]) });
-                    if picks.len() == k {
-                        return picks;
-                    }
-                }
+            let c = Candidate(*score, id as u32, &self.items[id].name);
+            if heap.len() == k && heap.peek().is_some_and(|worst| c >= *worst) {
+                continue;
             }
-            if !partial {
-                return picks;
+            if !allowed(c.2) {
+                continue;
             }
-            head = ranked.len();
+            heap.push(c);
+            if heap.len() > k {
+                heap.pop();
+            }
         }
+        heap.into_sorted_vec()
+            .into_iter()
+            .map(|c| Pick { product: c.2.to_string(), score: c.0, reason: self.reason(scores.why[c.1 as usize]) })
+            .collect()
     }
 
     /// A product's id in [`Model::scores`].
