@@ -181,6 +181,26 @@ async fn merchandising(store: Store) {
     let found: Vec<&str> =
         found["results"].as_array().unwrap().iter().map(|p| p["product_id"].as_str().unwrap()).collect();
     assert!(found.contains(&"t02") && !found.contains(&"t03"), "{found:?}");
+    // An admin ends a rule: it stops acting at once; ending it again is a conflict.
+    let end = |id: String| {
+        let c = c.clone();
+        let url = s.url(&format!("/api/autonomous/merchandising/rules/{id}"));
+        async move {
+            let r = c.delete(url).bearer_auth(ADMIN).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, ended) = end(plastic.clone()).await;
+    assert_eq!(code, StatusCode::OK, "{ended}");
+    let list = until(&c, &s, "the ended boost stops acting", |l| {
+        l.iter().find(|p| p["product_id"] == "t06").is_some_and(|p| p["rules"].as_array().unwrap().is_empty())
+    })
+    .await;
+    assert!(rules_of(&list, "t07").is_empty());
+    assert_eq!(end(plastic.clone()).await.0, StatusCode::CONFLICT);
+    assert_eq!(end(uuid::Uuid::now_v7().to_string()).await.0, StatusCode::NOT_FOUND);
+    let (code, err) = end("nope".into()).await;
+    assert_eq!((code, err["field"].as_str()), (StatusCode::BAD_REQUEST, Some("id")));
     // A rule whose window closes stops acting then, and the engine's next sweep records it expired.
     let until_soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     let (code, created) = post(

@@ -369,6 +369,36 @@ pub async fn create_rule(
     Ok(HttpResponse::Created().json(json!({"id": id, "position": position})))
 }
 
+/// `DELETE /api/autonomous/merchandising/rules/{id}` (admin): the rule stops acting now → 200
+/// `{"id", "position"}` (404 for a rule that does not exist, 409 for one already expired).
+pub async fn end_rule(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let id: Uuid = path.into_inner().parse().map_err(|_| ApiError::invalid("id", "a rule id (a UUID)"))?;
+    let _one = state.merchandising.sweeps.lock().await;
+    let (rules, _, version) = rules(state.merchandising.store.as_ref()).await.map_err(ApiError::unavailable)?;
+    match rules.0.get(&id) {
+        None => return Err(ApiError::not_found(format!("no rule {id}"))),
+        Some(r) if r.expired => {
+            return Err(ApiError::new(actix_web::http::StatusCode::CONFLICT, format!("rule {id} has expired already")));
+        }
+        Some(_) => {}
+    }
+    let d = DomainEvent::MerchandisingRuleExpired(mall_events::domain::MerchandisingRuleExpired {
+        rule_id: id,
+        reason: "an admin ended it".into(),
+        at: Utc::now(),
+    });
+    let e =
+        NewEvent::from_domain(&d, Uuid::now_v7(), Vec::new()).map_err(|e| ApiError::invalid("id", e.to_string()))?;
+    let position =
+        state.merchandising.store.append(&stream(), ExpectedVersion::Exact(version), vec![e]).await?.last_position;
+    Ok(HttpResponse::Ok().json(json!({"id": id, "position": position})))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverviewQuery {

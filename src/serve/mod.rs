@@ -182,6 +182,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/autonomous/personalize", &["GET"]),
     ("/api/autonomous/merchandising", &["GET"]),
     ("/api/autonomous/merchandising/rules", &["POST"]),
+    ("/api/autonomous/merchandising/rules/{id}", &["DELETE"]),
     ("/api/admin/projections", &["GET"]),
     ("/api/admin/projections/rebuild", &["POST"]),
     ("/api/admin/projections/retry", &["POST"]),
@@ -247,6 +248,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource(
                 "/autonomous/merchandising/rules",
                 vec![post(web::post().to(merchandising::create_rule))],
+            ))
+            .service(resource(
+                "/autonomous/merchandising/rules/{id}",
+                vec![(Method::DELETE, web::delete().to(merchandising::end_rule))],
             ))
             .service(resource("/admin/projections", vec![get(web::get().to(admin::projections))]))
             .service(resource("/admin/projections/rebuild", vec![post(web::post().to(admin::rebuild))]))
