@@ -21,6 +21,7 @@
 //! - [`shopper`]: shopper profiles, interests, predicted next action, and its actor;
 //! - [`testing`] (tests only): event constructors and the given/when/then harness.
 
+pub mod analytics;
 pub mod audit;
 pub mod autonomous;
 pub mod catalog;
