@@ -1,5 +1,9 @@
 //! Analytics (issue 15, under way).
 //!
 //! - [`anomaly`]: anomalies in hourly series, seasonal and robust.
+//! - [`demand`]: demand forecasts for intermittent sellers (Croston, SBA), days of cover.
+//! - [`segments`]: purchase histories as lifetime models read them, RFM, lifecycle segments.
 
 pub mod anomaly;
+pub mod demand;
+pub mod segments;
