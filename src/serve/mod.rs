@@ -466,11 +466,23 @@ impl Started {
         Ok(())
     }
 
-    /// Stops the server (gracefully) on SIGINT or SIGTERM.
+    /// Stops the server (gracefully) on SIGINT or SIGTERM. The handlers are in place when this
+    /// returns: a signal that arrives right after the server says it serves is not lost to the
+    /// default action (which would end the process without saving anything).
     pub fn stop_on_signal(&self) {
+        use tokio::signal::unix::{SignalKind, signal};
         let handle = self.handle.clone();
+        let (int, term) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
         actix_web::rt::spawn(async move {
-            stop_signal().await;
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                _ => stop_signal().await,
+            }
             tracing::info!("stopping: draining requests");
             handle.stop(true).await;
         });
@@ -480,12 +492,12 @@ impl Started {
 /// Runs the server until SIGINT or SIGTERM (inside an actix system).
 pub async fn run(store_args: &StoreArgs, args: &ServeArgs) -> Result<(), Exit> {
     let started = start(store_args, args).await?;
+    started.stop_on_signal();
     println!("mall: serving on {}", started.base);
     if started.generated_token {
         println!("mall: no MALL_ADMIN_TOKEN set; this run's admin token is {}", started.admin);
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    started.stop_on_signal();
     started.finish().await
 }
