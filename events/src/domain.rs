@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use crate::analytics::{AnalyticsReported, AnomalyDetected, ProductFigures};
 pub use crate::autonomous::{
     InsightRecorded, JobRan, SystemSwitched, TaskCancelled, TaskFailed, TaskQueued, TaskReprioritized, TaskStarted,
     TaskSucceeded,
@@ -320,6 +321,8 @@ domain_events! {
     MerchandisingRuleExpired => "merchandising_rule_expired",
     OrderingTestStarted => "ordering_test_started",
     OrderingTestConcluded => "ordering_test_concluded",
+    AnomalyDetected => "anomaly_detected",
+    AnalyticsReported => "analytics_reported",
 }
 
 /// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
@@ -347,6 +350,7 @@ impl DomainEvent {
             | CategoriesSuggested(_) => return None,
             MerchandisingRuleSet(_) | MerchandisingRuleExpired(_) => return None,
             OrderingTestStarted(_) | OrderingTestConcluded(_) => return None,
+            AnomalyDetected(_) | AnalyticsReported(_) => return None,
             ProductRepaired(e) => &e.product_id,
             ProductListed(e) => &e.product_id,
             ProductEdited(e) => &e.product_id,
@@ -412,6 +416,7 @@ impl DomainEvent {
             | CategoriesSuggested(_) => None,
             MerchandisingRuleSet(_) | MerchandisingRuleExpired(_) => None,
             OrderingTestStarted(_) | OrderingTestConcluded(_) => None,
+            AnomalyDetected(_) | AnalyticsReported(_) => None,
             ProductViewed(e) => meta!(e),
             ProductClicked(e) => meta!(e),
             ImpressionServed(e) => meta!(e),
@@ -481,6 +486,11 @@ impl DomainEvent {
         )
     }
 
+    /// Whether this is an event of analytics (every one carries [`crate::analytics::TAG`]).
+    pub fn is_analytics(&self) -> bool {
+        matches!(self, DomainEvent::AnomalyDetected(_) | DomainEvent::AnalyticsReported(_))
+    }
+
     /// The district of an event of district evolution.
     pub fn evolution_district(&self) -> Option<&DistrictSlug> {
         use DomainEvent::*;
@@ -514,6 +524,9 @@ impl DomainEvent {
             merch if merch.is_merchandising() => {
                 StreamId::parse(crate::merchandising::STREAM).expect("a valid stream id")
             }
+            analytics if analytics.is_analytics() => {
+                StreamId::parse(crate::analytics::STREAM).expect("a valid stream id")
+            }
             other => StreamId::product(other.product_id().expect("every other event concerns one product")),
         }
     }
@@ -527,6 +540,7 @@ impl DomainEvent {
             DomainEvent::ProductEdited(e) => e.district.iter().map(tag::district).collect(),
             health if health.is_health() => vec![crate::health::TAG.to_string()],
             merch if merch.is_merchandising() => vec![crate::merchandising::TAG.to_string()],
+            analytics if analytics.is_analytics() => vec![crate::analytics::TAG.to_string()],
             evolution if evolution.evolution_district().is_some() => {
                 evolution.evolution_district().map(tag::district).into_iter().collect()
             }
@@ -856,6 +870,63 @@ impl DomainEvent {
                     return err("layout", "weights are finite, non-negative and not all zero".into());
                 }
                 prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN)
+            }
+            DomainEvent::AnomalyDetected(e) => {
+                use crate::autonomous::MAX_NAME_LEN;
+                text("microstore", &e.microstore, 1, MAX_NAME_LEN)?;
+                text("metric", &e.metric, 1, MAX_NAME_LEN)?;
+                text("kind", &e.kind, 1, MAX_NAME_LEN)?;
+                if e.end <= e.start {
+                    return err("end", "an anomaly ends after it starts".into());
+                }
+                for (field, v) in [("expected", e.expected), ("observed", e.observed), ("score", e.score)] {
+                    if !v.is_finite() {
+                        return err(field, format!("{field} must be a finite number"));
+                    }
+                }
+                Ok(())
+            }
+            DomainEvent::AnalyticsReported(e) => {
+                use crate::analytics::{MAX_ITEMS, MAX_NARRATIVE};
+                use crate::autonomous::{MAX_NAME_LEN, MAX_TEXT_LEN};
+                text("microstore", &e.microstore, 1, MAX_NAME_LEN)?;
+                text("period", &e.period, 1, MAX_NAME_LEN)?;
+                text("written_by", &e.written_by, 1, MAX_NAME_LEN)?;
+                if e.to <= e.from {
+                    return err("to", "a period ends after it starts".into());
+                }
+                if e.facts.len() > MAX_ITEMS {
+                    return err("facts", format!("at most {MAX_ITEMS} facts"));
+                }
+                for (k, v) in &e.facts {
+                    text("facts", k, 1, 64)?;
+                    if !v.is_finite() {
+                        return err(&format!("facts.{k}"), "facts must be finite numbers".into());
+                    }
+                }
+                let lists = [
+                    ("top_products", e.top_products.len()),
+                    ("bottom_products", e.bottom_products.len()),
+                    ("search_terms", e.search_terms.len()),
+                    ("anomalies", e.anomalies.len()),
+                    ("suggestions", e.suggestions.len()),
+                ];
+                for (field, n) in lists {
+                    if n > MAX_ITEMS {
+                        return err(field, format!("at most {MAX_ITEMS} {field}"));
+                    }
+                }
+                for p in e.top_products.iter().chain(&e.bottom_products) {
+                    text("products.product_id", &p.product_id, 1, MAX_NAME_LEN)?;
+                    text("products.title", &p.title, 1, MAX_TITLE_LEN)?;
+                }
+                for (t, _) in &e.search_terms {
+                    text("search_terms", t, 1, 500)?;
+                }
+                for s in &e.suggestions {
+                    prose("suggestions", s, 1, MAX_TEXT_LEN)?;
+                }
+                prose("narrative", &e.narrative, 1, MAX_NARRATIVE)
             }
             DomainEvent::JobRan(e) => {
                 text("job", &e.job, 1, crate::autonomous::MAX_NAME_LEN)?;

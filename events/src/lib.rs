@@ -20,6 +20,7 @@
 //! - `postgres` (feature `postgres`): the PostgreSQL backend;
 //! - `kurrent` (feature `kurrentdb`): the KurrentDB adapter.
 
+pub mod analytics;
 pub mod autonomous;
 pub mod codec;
 pub mod decisions;

@@ -16,8 +16,11 @@
 //! - [`autonomous`]: the `autonomous_tasks` and `job_runs` tables;
 //! - [`evolution`]: the `district_personalities` and `district_suggestions` tables;
 //! - [`merchandising`]: the `merchandising_rules` table;
-//! - [`health`]: the `health_issues`, `health_checks` and `health_notifications` tables.
+//! - [`health`]: the `health_issues`, `health_checks` and `health_notifications` tables;
+//! - [`analytics`]: the `district_hours`, `product_days`, `search_days`, `anomalies` and
+//!   `analytics_narratives` tables.
 
+pub mod analytics;
 pub mod autonomous;
 pub mod catalog;
 pub mod change;

@@ -11,6 +11,7 @@
 //! (product intelligence's tables and actors), [`reads`] (history, health), [`admin`] (projections).
 
 pub mod admin;
+pub mod analytics;
 pub mod auth;
 pub mod autonomous;
 pub mod error;
@@ -161,6 +162,8 @@ pub struct AppState {
     pub recommender: Arc<recommend::Recommender>,
     /// Merchandising's shell.
     pub merchandising: Arc<merchandising::Merchandising>,
+    /// Analytics' shell.
+    pub analytics: Arc<analytics::Analytics>,
 }
 
 /// Every route: its path and methods (what `routes` serves; the API tests walk this list).
@@ -183,6 +186,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/autonomous/merchandising", &["GET"]),
     ("/api/autonomous/merchandising/rules", &["POST"]),
     ("/api/autonomous/merchandising/rules/{id}", &["DELETE"]),
+    ("/api/autonomous/analytics", &["GET"]),
     ("/api/admin/projections", &["GET"]),
     ("/api/admin/projections/rebuild", &["POST"]),
     ("/api/admin/projections/retry", &["POST"]),
@@ -253,6 +257,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/autonomous/merchandising/rules/{id}",
                 vec![(Method::DELETE, web::delete().to(merchandising::end_rule))],
             ))
+            .service(resource("/autonomous/analytics", vec![get(web::get().to(analytics::get))]))
             .service(resource("/admin/projections", vec![get(web::get().to(admin::projections))]))
             .service(resource("/admin/projections/rebuild", vec![post(web::post().to(admin::rebuild))]))
             .service(resource("/admin/projections/retry", vec![post(web::post().to(admin::retry))])),
@@ -373,6 +378,11 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     core.register("self_healing", "sweep", Arc::new(health::Check(healing.clone())));
     let merchandise = merchandising::Merchandising::new(store.clone(), read.clone(), score_config(&args.score_weights));
     core.register("merchandising", "sweep", Arc::new(merchandising::Sweep(merchandise.clone())));
+    let analysing = analytics::Analytics::new(actors.clone(), read.clone());
+    let _ = analysing.scheduler.set(Arc::downgrade(&core));
+    core.register("analytics", "detect", Arc::new(analytics::Detect(analysing.clone())));
+    core.register("analytics", "report", Arc::new(analytics::WriteReport(analysing.clone())));
+    core.register("analytics", "sweep", Arc::new(analytics::Sweep(analysing.clone())));
     // The actors start once their decisions have somewhere to go.
     let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
     let every: std::collections::BTreeMap<String, i64> = args.jobs.iter().filter(|(_, s)| *s > 0).cloned().collect();
@@ -381,6 +391,8 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     work.insert("health_check", Arc::new(health::HealthJob));
     work.insert("merchandising", Arc::new(merchandising::MerchandisingJob));
     work.insert("district_evolution", Arc::new(evolution::EvolutionJob(evolving.clone())));
+    work.insert("anomaly_detection", Arc::new(analytics::AnomalyJob));
+    work.insert("analytics_narratives", Arc::new(analytics::NarrativesJob(analysing.clone())));
     let runner = Arc::new(jobs::Runner::new(core.clone(), clock, &every, &off, work));
     let core_tasks = vec![
         actix_web::rt::spawn(core.clone().run(shutdown_rx.clone())),
@@ -409,6 +421,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         evolution: evolving,
         recommender: recommend::Recommender::start(store.clone(), shutdown_rx.clone()),
         merchandising: merchandise,
+        analytics: analysing,
     });
 
     let mut server = HttpServer::new(move || {

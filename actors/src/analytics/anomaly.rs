@@ -83,6 +83,14 @@ pub fn expected(series: &[f64]) -> Vec<Option<f64>> {
 /// Anomalies among the hours `from..` of `series` (the hours before are history only).
 /// `counts`: the values are counts, whose noise grows as the square root of their level.
 pub fn detect(series: &[f64], from: usize, counts: bool) -> Vec<Anomaly> {
+    detect_with(series, from, counts, if counts { 1.0 } else { 1e-9 })
+}
+
+/// [`detect`] with the smallest deviation that counts as a unit of noise (`floor`, in the
+/// series' units, or in √-units for counts): a sparse series — revenue from a few orders, a rate
+/// over few views — has a median deviation of zero, and without a floor any order at all would
+/// be an anomaly. Revenue's floor is an order's value; a rate's, a point.
+pub fn detect_with(series: &[f64], from: usize, counts: bool, floor: f64) -> Vec<Anomaly> {
     let base = expected(series);
     // Residuals; counts standardized by their Poisson noise (√expected), so that quiet night
     // hours and busy evenings are measured on one scale.
@@ -100,7 +108,6 @@ pub fn detect(series: &[f64], from: usize, counts: bool) -> Vec<Anomaly> {
         let centre = median(&mut past.clone());
         let mut dev: Vec<f64> = past.iter_mut().map(|x| (*x - centre).abs()).collect();
         let mad = 1.4826 * median(&mut dev);
-        let floor = if counts { 1.0 } else { 1e-9 };
         z.push((t, (r - centre) / mad.max(floor)));
     }
     let mut flagged: Vec<(usize, f64)> = Vec::new();
@@ -135,7 +142,9 @@ pub fn detect(series: &[f64], from: usize, counts: bool) -> Vec<Anomaly> {
         let mut vals: Vec<f64> = rest.iter().map(|x| x.1).collect();
         let centre = median(&mut vals);
         let mut dev: Vec<f64> = rest.iter().map(|x| (x.1 - centre).abs()).collect();
-        let mad = (1.4826 * median(&mut dev)).max(1e-9);
+        // The scaled residuals are in units of noise already: their spread is about 1, and a
+        // window of identical values (a quiet series) must not make every other one extreme.
+        let mad = (1.4826 * median(&mut dev)).max(1.0);
         let (k, (t, v)) = rest
             .iter()
             .copied()

@@ -166,6 +166,14 @@ impl EvidenceBuilder {
         self
     }
 
+    /// Words that the facts of a kind of text support by what that text is: a report on what
+    /// shoppers did may say "shoppers" and "best seller" (the figures are the evidence), where
+    /// product copy may not. No numbers come with them.
+    pub fn vocabulary(mut self, words: &str) -> Self {
+        self.texts.push(words.to_string());
+        self
+    }
+
     /// The language copy must be in (English unless set).
     pub fn language(mut self, lang: whatlang::Lang) -> Self {
         self.language = Some(lang);

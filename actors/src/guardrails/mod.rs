@@ -35,7 +35,7 @@ use mall_events::domain::{Content, Seo, Verdict};
 use unicode_security::MixedScript;
 
 pub use evidence::{Evidence, EvidenceBuilder, MAX_FACT_CHARS, MAX_FACT_WORDS};
-pub use shape::{DESCRIPTION, SEO_META, SEO_TITLE, Shape, TAG, TAGS_ALLOWED, TAGS_ASKED};
+pub use shape::{DESCRIPTION, NARRATIVE, SEO_META, SEO_TITLE, Shape, TAG, TAGS_ALLOWED, TAGS_ASKED};
 pub use text::normalize;
 
 /// Whether a character is invisible, direction-changing, a control or private-use character:
@@ -144,6 +144,63 @@ pub fn check(fields: &[Field], evidence: &Evidence) -> Outcome {
         })
         .collect();
     Outcome { verdicts, texts: reads.into_iter().map(|r| r.normalized).collect() }
+}
+
+/// Checks a text about figures (an analytics narrative): every check as for copy, except
+/// `numbers`, which here lets a number through only when it is one of `figures` — as stated, or
+/// rounded to fewer decimals — wherever it stands, money included. Numbers inside `names` (a
+/// product's title quoted as a name) are not figures and are passed over; nothing else is.
+pub fn check_figures(
+    text: &str,
+    shape: &'static Shape,
+    evidence: &Evidence,
+    figures: &[f64],
+    names: &[&str],
+) -> Outcome {
+    let field = Field { name: shape.name.into(), text, shape };
+    let read = Read::new(&field);
+    // The numbers are read from the text with the names blanked out.
+    let mut unnamed = normalize(text);
+    let mut names: Vec<&str> = names.iter().copied().filter(|n| !n.trim().is_empty()).collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    for n in names {
+        unnamed = unnamed.replace(&normalize(n), " ");
+    }
+    let numbers_field = Field { name: shape.name.into(), text: &unnamed, shape };
+    let numbers_read = Read::new(&numbers_field);
+    let verdicts = CHECK_FNS
+        .iter()
+        .map(|(name, f, ok)| {
+            let result =
+                if *name == "numbers" { figures_supported(&numbers_read, figures) } else { f(&read, evidence) };
+            let ok = if *name == "numbers" { "every number is one of the figures" } else { ok };
+            Verdict {
+                check: (*name).to_string(),
+                passed: result.is_ok(),
+                detail: result.err().unwrap_or_else(|| ok.into()),
+            }
+        })
+        .collect();
+    Outcome { verdicts, texts: vec![read.normalized] }
+}
+
+/// Whether a number stated in a text is one of the figures (as given, or rounded to fewer
+/// decimals: 23.46 may be said as 23.5 or 23).
+pub fn is_figure(value: f64, figures: &[f64]) -> bool {
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    figures.iter().map(|f| f.abs()).any(|f| {
+        close(value, f)
+            || close(value, (f * 100.0).round() / 100.0)
+            || close(value, (f * 10.0).round() / 10.0)
+            || close(value, f.round())
+    })
+}
+
+fn figures_supported(r: &Read, figures: &[f64]) -> Result<(), String> {
+    match r.tokens.iter().find(|t| t.number().is_some_and(|v| !is_figure(v, figures))) {
+        Some(t) => r.fail(format!("the number {} is not one of the figures", t.text)),
+        None => Ok(()),
+    }
 }
 
 /// Whether one piece of text (a sentence, a tag) passes every check but shape on its own: what

@@ -82,6 +82,18 @@ pub const TAG: Shape = Shape {
     emoji: false,
 };
 
+/// An analytics narrative: a few short paragraphs about a period's figures.
+pub const NARRATIVE: Shape = Shape {
+    name: "narrative",
+    asked: Bounds { words: (50, 220), sentences: Some((4, 14)), chars: (250, 1_600) },
+    allowed: Bounds { words: (20, 320), sentences: Some((2, 20)), chars: (100, 2_400) },
+    max_sentence_words: 50,
+    max_word_chars: 40,
+    max_lines: 8,
+    lowercase: false,
+    emoji: false,
+};
+
 /// How many tags are asked for, and allowed.
 pub const TAGS_ASKED: Range = (5, 10);
 pub const TAGS_ALLOWED: Range = (3, 12);

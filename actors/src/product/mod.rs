@@ -329,7 +329,9 @@ impl ProductState {
             | DomainEvent::MerchandisingRuleSet(_)
             | DomainEvent::MerchandisingRuleExpired(_)
             | DomainEvent::OrderingTestStarted(_)
-            | DomainEvent::OrderingTestConcluded(_) => {}
+            | DomainEvent::OrderingTestConcluded(_)
+            | DomainEvent::AnomalyDetected(_)
+            | DomainEvent::AnalyticsReported(_) => {}
         }
     }
 
