@@ -49,6 +49,7 @@ fn listed(p: &str) -> DomainEvent {
 
 fn viewed(p: &str, i: u64) -> DomainEvent {
     DomainEvent::ProductViewed(ProductViewed {
+        campaign: None,
         id: Uuid::now_v7(),
         shopper_id: ShopperId::parse(format!("s{}", i % 20_000)).unwrap(),
         session_id: SessionId::parse(format!("sess{}", i % 20_000)).unwrap(),

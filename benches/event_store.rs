@@ -21,6 +21,7 @@ const REPLAY_EVENTS: usize = 200_000;
 fn viewed(i: u64) -> (StreamId, NewEvent) {
     let product = ProductId::parse(format!("p{}", i % 1_000)).unwrap();
     let e = DomainEvent::ProductViewed(ProductViewed {
+        campaign: None,
         id: Uuid::now_v7(),
         shopper_id: ShopperId::parse(format!("s{}", i % 5_000)).unwrap(),
         session_id: SessionId::parse(format!("sess{}", i % 20_000)).unwrap(),

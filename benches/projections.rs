@@ -70,6 +70,7 @@ fn signal(i: u64) -> DomainEvent {
     match i % 20 {
         0..=2 => DomainEvent::ImpressionServed(ImpressionServed {
             id,
+            campaign: None,
             shopper_id: shopper,
             session_id: session,
             at,
@@ -80,6 +81,7 @@ fn signal(i: u64) -> DomainEvent {
         }),
         3 | 4 => DomainEvent::AddedToCart(AddedToCart {
             id,
+            campaign: None,
             shopper_id: shopper,
             session_id: session,
             at,
@@ -88,6 +90,7 @@ fn signal(i: u64) -> DomainEvent {
         }),
         5 => DomainEvent::Purchased(Purchased {
             id,
+            campaign: None,
             shopper_id: shopper,
             session_id: session,
             at,
@@ -99,6 +102,7 @@ fn signal(i: u64) -> DomainEvent {
         }),
         _ => DomainEvent::ProductViewed(ProductViewed {
             id,
+            campaign: None,
             shopper_id: shopper,
             session_id: session,
             at,

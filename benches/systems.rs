@@ -96,6 +96,7 @@ fn signal(i: u64, at: chrono::DateTime<Utc>) -> DomainEvent {
     let product_id = ProductId::parse("p1").unwrap();
     if i % 10 == 0 {
         DomainEvent::AddedToCart(AddedToCart {
+            campaign: None,
             id: Uuid::from_u128(i as u128 + 1),
             shopper_id: shopper,
             session_id,
@@ -105,6 +106,7 @@ fn signal(i: u64, at: chrono::DateTime<Utc>) -> DomainEvent {
         })
     } else {
         DomainEvent::ProductViewed(ProductViewed {
+            campaign: None,
             id: Uuid::from_u128(i as u128 + 1),
             shopper_id: shopper,
             session_id,

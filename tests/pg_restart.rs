@@ -124,6 +124,7 @@ async fn a_projection_survives_a_postgresql_restart() {
     }
     let view = |i: u64| {
         DomainEvent::ProductViewed(ProductViewed {
+            campaign: None,
             id: uuid::Uuid::now_v7(),
             shopper_id: ShopperId::parse("s").unwrap(),
             session_id: SessionId::parse("x").unwrap(),

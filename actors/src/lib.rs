@@ -36,6 +36,7 @@ pub mod personalization;
 pub mod product;
 pub mod runtime;
 pub mod shopper;
+pub mod social;
 pub mod stats;
 #[cfg(test)]
 pub mod testing;

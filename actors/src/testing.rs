@@ -87,6 +87,7 @@ macro_rules! sig {
             session_id: SessionId::parse("sess").unwrap(),
             at: t0(),
             product_id: pid($p),
+            campaign: None,
             $($f: $v),*
         })
     };

@@ -33,6 +33,7 @@ pub use crate::merchandising::{
     Condition, MerchandisingRuleExpired, MerchandisingRuleSet, OrderingTestConcluded, OrderingTestStarted,
     OrderingWeights, RuleAction,
 };
+pub use crate::social::{SocialCalendarPlanned, SocialPost, SocialPostFailed, SocialPostPublished};
 
 /// The bounds every accepted value keeps, chosen so that every backend and read side can store it
 /// and no sum of accepted values can wrap: money up to 999,999,999.9999 (see
@@ -189,6 +190,10 @@ macro_rules! signal {
             pub session_id: SessionId,
             pub at: DateTime<Utc>,
             $($(#[$fdoc])* pub $field: $ty,)*
+            /// The campaign the shopper came from (`social:POST_ID` for a social post's link,
+            /// or the client's own), for attribution.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub campaign: Option<String>,
         }
     };
 }
@@ -323,6 +328,9 @@ domain_events! {
     OrderingTestConcluded => "ordering_test_concluded",
     AnomalyDetected => "anomaly_detected",
     AnalyticsReported => "analytics_reported",
+    SocialCalendarPlanned => "social_calendar_planned",
+    SocialPostPublished => "social_post_published",
+    SocialPostFailed => "social_post_failed",
 }
 
 /// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
@@ -351,6 +359,7 @@ impl DomainEvent {
             MerchandisingRuleSet(_) | MerchandisingRuleExpired(_) => return None,
             OrderingTestStarted(_) | OrderingTestConcluded(_) => return None,
             AnomalyDetected(_) | AnalyticsReported(_) => return None,
+            SocialCalendarPlanned(_) | SocialPostPublished(_) | SocialPostFailed(_) => return None,
             ProductRepaired(e) => &e.product_id,
             ProductListed(e) => &e.product_id,
             ProductEdited(e) => &e.product_id,
@@ -380,6 +389,22 @@ impl DomainEvent {
     /// The id a client chose for a learning signal; `None` for catalog events.
     pub fn signal_id(&self) -> Option<Uuid> {
         self.signal_meta().map(|(id, _, _)| id)
+    }
+
+    /// The campaign a learning signal names, if any.
+    pub fn campaign(&self) -> Option<&str> {
+        use DomainEvent::*;
+        match self {
+            ProductViewed(e) => e.campaign.as_deref(),
+            ProductClicked(e) => e.campaign.as_deref(),
+            ImpressionServed(e) => e.campaign.as_deref(),
+            AddedToCart(e) => e.campaign.as_deref(),
+            RemovedFromCart(e) => e.campaign.as_deref(),
+            Purchased(e) => e.campaign.as_deref(),
+            Searched(e) => e.campaign.as_deref(),
+            Bounced(e) => e.campaign.as_deref(),
+            _ => None,
+        }
     }
 
     /// When a learning signal happened; `None` for catalog events.
@@ -417,6 +442,7 @@ impl DomainEvent {
             MerchandisingRuleSet(_) | MerchandisingRuleExpired(_) => None,
             OrderingTestStarted(_) | OrderingTestConcluded(_) => None,
             AnomalyDetected(_) | AnalyticsReported(_) => None,
+            SocialCalendarPlanned(_) | SocialPostPublished(_) | SocialPostFailed(_) => None,
             ProductViewed(e) => meta!(e),
             ProductClicked(e) => meta!(e),
             ImpressionServed(e) => meta!(e),
@@ -491,6 +517,17 @@ impl DomainEvent {
         matches!(self, DomainEvent::AnomalyDetected(_) | DomainEvent::AnalyticsReported(_))
     }
 
+    /// Whether this is an event of the social media engine (every one carries
+    /// [`crate::social::TAG`]).
+    pub fn is_social(&self) -> bool {
+        matches!(
+            self,
+            DomainEvent::SocialCalendarPlanned(_)
+                | DomainEvent::SocialPostPublished(_)
+                | DomainEvent::SocialPostFailed(_)
+        )
+    }
+
     /// The district of an event of district evolution.
     pub fn evolution_district(&self) -> Option<&DistrictSlug> {
         use DomainEvent::*;
@@ -527,6 +564,7 @@ impl DomainEvent {
             analytics if analytics.is_analytics() => {
                 StreamId::parse(crate::analytics::STREAM).expect("a valid stream id")
             }
+            social if social.is_social() => StreamId::parse(crate::social::STREAM).expect("a valid stream id"),
             other => StreamId::product(other.product_id().expect("every other event concerns one product")),
         }
     }
@@ -541,6 +579,7 @@ impl DomainEvent {
             health if health.is_health() => vec![crate::health::TAG.to_string()],
             merch if merch.is_merchandising() => vec![crate::merchandising::TAG.to_string()],
             analytics if analytics.is_analytics() => vec![crate::analytics::TAG.to_string()],
+            social if social.is_social() => vec![crate::social::TAG.to_string()],
             evolution if evolution.evolution_district().is_some() => {
                 evolution.evolution_district().map(tag::district).into_iter().collect()
             }
@@ -667,6 +706,9 @@ impl DomainEvent {
         };
         if self.signal_id().is_some_and(|id| id.is_nil()) {
             return err("id", "id must be a UUID other than the nil UUID".into());
+        }
+        if let Some(c) = self.campaign() {
+            text("campaign", c, 1, crate::social::MAX_CAMPAIGN_LEN)?;
         }
         if let Some(at) = self.signal_at() {
             if at < bounds::earliest() || at > bounds::latest() {
@@ -927,6 +969,42 @@ impl DomainEvent {
                     prose("suggestions", s, 1, MAX_TEXT_LEN)?;
                 }
                 prose("narrative", &e.narrative, 1, MAX_NARRATIVE)
+            }
+            DomainEvent::SocialCalendarPlanned(e) => {
+                use crate::social::{MAX_HASHTAGS, MAX_POSTS, MAX_TWEETS};
+                if e.posts.len() > MAX_POSTS || e.products.len() > MAX_POSTS || e.hours.len() > 24 {
+                    return err("posts", format!("at most {MAX_POSTS} posts and products, 24 hours"));
+                }
+                if e.hours.iter().any(|h| *h > 23) {
+                    return err("hours", "hours are 0 to 23".into());
+                }
+                for (i, p) in e.posts.iter().enumerate() {
+                    text(&format!("posts[{i}].platform"), &p.platform, 1, crate::autonomous::MAX_NAME_LEN)?;
+                    if let Some(t) = &p.text {
+                        prose(&format!("posts[{i}].text"), t, 1, 2_200)?;
+                    }
+                    if p.tweets.len() > MAX_TWEETS || p.hashtags.len() > MAX_HASHTAGS {
+                        return err(
+                            &format!("posts[{i}]"),
+                            format!("at most {MAX_TWEETS} tweets, {MAX_HASHTAGS} hashtags"),
+                        );
+                    }
+                    for t in &p.tweets {
+                        prose(&format!("posts[{i}].tweets"), t, 1, 280 * 4)?;
+                    }
+                    for h in &p.hashtags {
+                        text(&format!("posts[{i}].hashtags"), h, 1, 100)?;
+                    }
+                }
+                Ok(())
+            }
+            DomainEvent::SocialPostPublished(e) => {
+                text("platform_post_id", &e.platform_post_id, 1, 200)?;
+                text("by", &e.by, 1, crate::autonomous::MAX_NAME_LEN)
+            }
+            DomainEvent::SocialPostFailed(e) => {
+                prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN)?;
+                text("by", &e.by, 1, crate::autonomous::MAX_NAME_LEN)
             }
             DomainEvent::JobRan(e) => {
                 text("job", &e.job, 1, crate::autonomous::MAX_NAME_LEN)?;

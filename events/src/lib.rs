@@ -39,6 +39,7 @@ pub mod merchandising;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod records;
+pub mod social;
 pub mod store;
 pub mod text;
 

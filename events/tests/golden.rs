@@ -62,6 +62,7 @@ fn samples() -> Vec<DomainEvent> {
             currency: Currency::parse("EUR").unwrap(),
         }),
         DomainEvent::ProductViewed(ProductViewed {
+            campaign: None,
             id,
             shopper_id: shopper(),
             session_id: session(),
@@ -70,6 +71,7 @@ fn samples() -> Vec<DomainEvent> {
             dwell_ms: 4200,
         }),
         DomainEvent::ProductClicked(ProductClicked {
+            campaign: None,
             id,
             shopper_id: shopper(),
             session_id: session(),
@@ -79,6 +81,7 @@ fn samples() -> Vec<DomainEvent> {
             position: 3,
         }),
         DomainEvent::ImpressionServed(ImpressionServed {
+            campaign: None,
             id,
             shopper_id: shopper(),
             session_id: session(),
@@ -89,6 +92,7 @@ fn samples() -> Vec<DomainEvent> {
             policy: None,
         }),
         DomainEvent::AddedToCart(AddedToCart {
+            campaign: None,
             id,
             shopper_id: shopper(),
             session_id: session(),
@@ -97,6 +101,7 @@ fn samples() -> Vec<DomainEvent> {
             quantity: 2,
         }),
         DomainEvent::RemovedFromCart(RemovedFromCart {
+            campaign: None,
             id,
             shopper_id: shopper(),
             session_id: session(),
@@ -105,6 +110,7 @@ fn samples() -> Vec<DomainEvent> {
             quantity: 1,
         }),
         DomainEvent::Purchased(Purchased {
+            campaign: None,
             id,
             shopper_id: shopper(),
             session_id: session(),
@@ -116,6 +122,7 @@ fn samples() -> Vec<DomainEvent> {
             currency: Currency::parse("EUR").unwrap(),
         }),
         DomainEvent::Searched(Searched {
+            campaign: None,
             id,
             shopper_id: shopper(),
             session_id: session(),
@@ -123,7 +130,14 @@ fn samples() -> Vec<DomainEvent> {
             query: "wooden toys".into(),
             result_ids: vec![p()],
         }),
-        DomainEvent::Bounced(Bounced { id, shopper_id: shopper(), session_id: session(), at, product_id: p() }),
+        DomainEvent::Bounced(Bounced {
+            id,
+            shopper_id: shopper(),
+            session_id: session(),
+            at,
+            product_id: p(),
+            campaign: None,
+        }),
         DomainEvent::OptimizationDecided(OptimizationDecided {
             decision_id: id,
             product_id: p(),
@@ -450,6 +464,39 @@ fn samples() -> Vec<DomainEvent> {
             written_by: "facts/1".into(),
             generation: Some(generation()),
             as_of: 4_096,
+            at,
+        }),
+        DomainEvent::SocialCalendarPlanned(SocialCalendarPlanned {
+            calendar_id: id,
+            district: DistrictSlug::parse("toys").unwrap(),
+            week_of: at,
+            hours: vec![9, 13, 19],
+            learned: false,
+            products: vec![p()],
+            posts: vec![SocialPost {
+                post_id: id,
+                platform: "twitter".into(),
+                product_id: p(),
+                text: None,
+                tweets: vec!["Meet the wooden train.".into(), "Beech, red.".into()],
+                hashtags: vec!["woodentrain".into()],
+                scheduled_at: at,
+                generation: generation(),
+                refused: Some(generation()),
+            }],
+            supersedes: vec![id],
+            at,
+        }),
+        DomainEvent::SocialPostPublished(SocialPostPublished {
+            post_id: id,
+            platform_post_id: "tw-1".into(),
+            by: "api".into(),
+            at,
+        }),
+        DomainEvent::SocialPostFailed(SocialPostFailed {
+            post_id: id,
+            reason: "the platform refused it".into(),
+            by: "webhook".into(),
             at,
         }),
     ]

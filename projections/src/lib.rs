@@ -18,7 +18,8 @@
 //! - [`merchandising`]: the `merchandising_rules` table;
 //! - [`health`]: the `health_issues`, `health_checks` and `health_notifications` tables;
 //! - [`analytics`]: the `district_hours`, `product_days`, `search_days`, `anomalies` and
-//!   `analytics_narratives` tables.
+//!   `analytics_narratives` tables;
+//! - [`social`]: the `social_calendars` and `campaigns` tables.
 
 pub mod analytics;
 pub mod autonomous;
@@ -33,6 +34,7 @@ pub mod personalization;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod runner;
+pub mod social;
 
 /// A global log position: a projection's checkpoint is the last position it applied.
 pub use mall_events::Position;

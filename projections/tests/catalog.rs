@@ -38,6 +38,7 @@ fn listed(p: &str, stock: u32) -> DomainEvent {
 
 fn viewed(p: &str) -> DomainEvent {
     DomainEvent::ProductViewed(ProductViewed {
+        campaign: None,
         id: Uuid::now_v7(),
         shopper_id: ShopperId::parse("s1").unwrap(),
         session_id: SessionId::parse("x").unwrap(),
@@ -49,6 +50,7 @@ fn viewed(p: &str) -> DomainEvent {
 
 fn bought(p: &str, qty: u32) -> DomainEvent {
     DomainEvent::Purchased(Purchased {
+        campaign: None,
         id: Uuid::now_v7(),
         shopper_id: ShopperId::parse("s1").unwrap(),
         session_id: SessionId::parse("x").unwrap(),

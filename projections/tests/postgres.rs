@@ -55,6 +55,7 @@ fn event(rng: &mut rand::rngs::StdRng, p: &str, listed: bool) -> DomainEvent {
         }),
         1 => DomainEvent::StockChanged(StockChanged { product_id: pid(p), stock: rng.random_range(0..4) }),
         2 => DomainEvent::Purchased(Purchased {
+            campaign: None,
             id: meta.0,
             shopper_id: meta.1,
             session_id: meta.2,
@@ -66,6 +67,7 @@ fn event(rng: &mut rand::rngs::StdRng, p: &str, listed: bool) -> DomainEvent {
             currency: Currency::parse("EUR").unwrap(),
         }),
         _ => DomainEvent::ProductViewed(ProductViewed {
+            campaign: None,
             id: meta.0,
             shopper_id: meta.1,
             session_id: meta.2,

@@ -446,6 +446,33 @@ impl Analytics {
     }
 }
 
+/// Content ideas: the search terms of the last seven days searched more than in the seven days
+/// before (at least twice), most risen first, with both counts.
+pub async fn rising_terms(read: &ReadSide, now: DateTime<Utc>) -> Result<Vec<Value>, String> {
+    let today = now.date_naive();
+    let mut terms: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for back in 0..14 {
+        let day = (today - chrono::Duration::days(back)).format("%Y-%m-%d").to_string();
+        let prefix = format!("{day}|");
+        let rows = read
+            .rows("analytics", SEARCH_DAYS, Filter::Group { column: "day", value: &day, prefix: &prefix })
+            .await
+            .map_err(|e| e.to_string())?;
+        for r in rows {
+            let t = terms.entry(text(&r, "term")).or_default();
+            if back < 7 {
+                t.0 += int(&r, "searches");
+            } else {
+                t.1 += int(&r, "searches");
+            }
+        }
+    }
+    let mut rising: Vec<(String, i64, i64)> =
+        terms.into_iter().filter(|(_, (now, before))| *now >= 2 && now > before).map(|(t, (a, b))| (t, a, b)).collect();
+    rising.sort_by(|a, b| (b.1 - b.2).cmp(&(a.1 - a.2)).then(a.0.cmp(&b.0)));
+    Ok(rising.into_iter().take(10).map(|(t, a, b)| json!({"term": t, "searches": a, "before": b})).collect())
+}
+
 /// The model's task: reword the narrative, stating no number but the facts'. Names and search
 /// terms are quoted as data.
 pub fn prompt(name: &str, r: &Report) -> String {

@@ -25,6 +25,7 @@ pub mod ranking;
 pub mod reads;
 pub mod recommend;
 pub mod search;
+pub mod social;
 pub mod storefront;
 
 use std::path::PathBuf;
@@ -90,6 +91,11 @@ pub struct ServeArgs {
     /// listed in `GET /api/autonomous/health`.
     #[arg(long, env = "MALL_HEALTH_WEBHOOK")]
     pub health_webhook: Option<String>,
+    /// Where social posts go when they are due (a publisher's webhook; each POSTed as JSON with
+    /// an `Idempotency-Key` header; a 2xx answer's `id` is the platform's post id). Without one,
+    /// publishers take them from `GET /api/autonomous/social/ready`.
+    #[arg(long, env = "MALL_SOCIAL_WEBHOOK")]
+    pub social_webhook: Option<String>,
     /// Addresses (`IP:PORT`) the image checker may fetch from although they are private or
     /// loopback — an intranet image host, or a test's server. Every other private address is
     /// refused.
@@ -164,6 +170,8 @@ pub struct AppState {
     pub merchandising: Arc<merchandising::Merchandising>,
     /// Analytics' shell.
     pub analytics: Arc<analytics::Analytics>,
+    /// The social media engine's shell.
+    pub social: Arc<social::SocialMedia>,
 }
 
 /// Every route: its path and methods (what `routes` serves; the API tests walk this list).
@@ -187,6 +195,9 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/autonomous/merchandising/rules", &["POST"]),
     ("/api/autonomous/merchandising/rules/{id}", &["DELETE"]),
     ("/api/autonomous/analytics", &["GET"]),
+    ("/api/autonomous/social/calendar", &["GET", "POST"]),
+    ("/api/autonomous/social/ready", &["GET"]),
+    ("/api/autonomous/social/posts/{id}", &["POST"]),
     ("/api/admin/projections", &["GET"]),
     ("/api/admin/projections/rebuild", &["POST"]),
     ("/api/admin/projections/retry", &["POST"]),
@@ -258,6 +269,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 vec![(Method::DELETE, web::delete().to(merchandising::end_rule))],
             ))
             .service(resource("/autonomous/analytics", vec![get(web::get().to(analytics::get))]))
+            .service(resource(
+                "/autonomous/social/calendar",
+                vec![get(web::get().to(social::calendar)), post(web::post().to(social::plan))],
+            ))
+            .service(resource("/autonomous/social/ready", vec![get(web::get().to(social::ready))]))
+            .service(resource("/autonomous/social/posts/{id}", vec![post(web::post().to(social::mark))]))
             .service(resource("/admin/projections", vec![get(web::get().to(admin::projections))]))
             .service(resource("/admin/projections/rebuild", vec![post(web::post().to(admin::rebuild))]))
             .service(resource("/admin/projections/retry", vec![post(web::post().to(admin::retry))])),
@@ -383,6 +400,10 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     core.register("analytics", "detect", Arc::new(analytics::Detect(analysing.clone())));
     core.register("analytics", "report", Arc::new(analytics::WriteReport(analysing.clone())));
     core.register("analytics", "sweep", Arc::new(analytics::Sweep(analysing.clone())));
+    let posting = social::SocialMedia::new(actors.clone(), read.clone(), args.social_webhook.clone());
+    let _ = posting.scheduler.set(Arc::downgrade(&core));
+    core.register("social_media", "plan", Arc::new(social::Plan(posting.clone())));
+    core.register("social_media", "sweep", Arc::new(social::Plan(posting.clone())));
     // The actors start once their decisions have somewhere to go.
     let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
     let every: std::collections::BTreeMap<String, i64> = args.jobs.iter().filter(|(_, s)| *s > 0).cloned().collect();
@@ -392,6 +413,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     work.insert("merchandising", Arc::new(merchandising::MerchandisingJob));
     work.insert("district_evolution", Arc::new(evolution::EvolutionJob(evolving.clone())));
     work.insert("anomaly_detection", Arc::new(analytics::AnomalyJob));
+    work.insert("social_calendar", Arc::new(social::CalendarJob));
     work.insert("analytics_narratives", Arc::new(analytics::NarrativesJob(analysing.clone())));
     let runner = Arc::new(jobs::Runner::new(core.clone(), clock, &every, &off, work));
     let core_tasks = vec![
@@ -400,6 +422,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         actix_web::rt::spawn(healing.clone().deliver(shutdown_rx.clone())),
         actix_web::rt::spawn(evolving.clone().watch_tests(shutdown_rx.clone())),
         actix_web::rt::spawn(merchandise.clone().watch_tests(shutdown_rx.clone())),
+        actix_web::rt::spawn(posting.clone().publish(shutdown_rx.clone())),
     ];
 
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
@@ -422,6 +445,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         recommender: recommend::Recommender::start(store.clone(), shutdown_rx.clone()),
         merchandising: merchandise,
         analytics: analysing,
+        social: posting,
     });
 
     let mut server = HttpServer::new(move || {

@@ -102,7 +102,7 @@ pub fn keywords(facts: &Facts, evidence: &Evidence) -> Vec<String> {
 }
 
 /// Sentences a voice may add to reach the length asked for: plain, with no claim or number.
-fn voice_lines(tone: &str) -> &'static [&'static str] {
+pub(crate) fn voice_lines(tone: &str) -> &'static [&'static str] {
     if tone.contains("playful") || tone.contains("fun") {
         &[
             "Pick it up and see where the fun goes.",
@@ -201,7 +201,7 @@ impl OfflineGenerator {
     }
 
     /// The attributes as facts ("Weight: 250 g"), each passing the guardrails on its own.
-    fn fact_items(f: &Facts, evidence: &Evidence) -> Vec<String> {
+    pub(crate) fn fact_items(f: &Facts, evidence: &Evidence) -> Vec<String> {
         f.attributes
             .iter()
             .filter_map(|(k, v)| {
@@ -216,7 +216,7 @@ impl OfflineGenerator {
     }
 
     /// The opening sentence, which carries the voice.
-    fn opening(f: &Facts, tone: &str) -> String {
+    pub(crate) fn opening(f: &Facts, tone: &str) -> String {
         let title = f.title.trim();
         // After "the", a capitalized common title reads as a noun ("the stacking rings"); names
         // with more capitals ("the iPad", "the USB hub") stay as they are. Char-safe: a title
@@ -316,7 +316,7 @@ impl OfflineGenerator {
 }
 
 /// `s` cut at a word boundary to at most `max` characters.
-fn cut_words(s: &str, max: usize) -> String {
+pub(crate) fn cut_words(s: &str, max: usize) -> String {
     let mut out = String::new();
     for w in s.split_whitespace() {
         if out.chars().count() + w.chars().count() + 1 > max {

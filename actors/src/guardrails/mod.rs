@@ -35,7 +35,10 @@ use mall_events::domain::{Content, Seo, Verdict};
 use unicode_security::MixedScript;
 
 pub use evidence::{Evidence, EvidenceBuilder, MAX_FACT_CHARS, MAX_FACT_WORDS};
-pub use shape::{DESCRIPTION, NARRATIVE, SEO_META, SEO_TITLE, Shape, TAG, TAGS_ALLOWED, TAGS_ASKED};
+pub use shape::{
+    DESCRIPTION, HASHTAG, INSTAGRAM_CAPTION, NARRATIVE, SEO_META, SEO_TITLE, Shape, TAG, TAGS_ALLOWED, TAGS_ASKED,
+    TIKTOK_HOOK, TWEET,
+};
 pub use text::normalize;
 
 /// Whether a character is invisible, direction-changing, a control or private-use character:

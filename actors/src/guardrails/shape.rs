@@ -94,6 +94,54 @@ pub const NARRATIVE: Shape = Shape {
     emoji: false,
 };
 
+/// A TikTok hook: what is said in a video's first three seconds (about eight spoken words).
+pub const TIKTOK_HOOK: Shape = Shape {
+    name: "TikTok hook",
+    asked: Bounds { words: (4, 12), sentences: Some((1, 2)), chars: (15, 90) },
+    allowed: Bounds { words: (3, 15), sentences: Some((1, 2)), chars: (10, 110) },
+    max_sentence_words: 15,
+    max_word_chars: 30,
+    max_lines: 1,
+    lowercase: false,
+    emoji: true,
+};
+
+/// An Instagram caption (the platform allows 2,200 characters; the hashtags are apart).
+pub const INSTAGRAM_CAPTION: Shape = Shape {
+    name: "Instagram caption",
+    asked: Bounds { words: (15, 80), sentences: Some((2, 6)), chars: (80, 500) },
+    allowed: Bounds { words: (8, 120), sentences: Some((1, 8)), chars: (40, 2_200) },
+    max_sentence_words: 35,
+    max_word_chars: 30,
+    max_lines: 6,
+    lowercase: false,
+    emoji: true,
+};
+
+/// One tweet of a thread (the platform's limit: 280 characters).
+pub const TWEET: Shape = Shape {
+    name: "tweet",
+    asked: Bounds { words: (4, 40), sentences: Some((1, 3)), chars: (20, 260) },
+    allowed: Bounds { words: (2, 50), sentences: Some((1, 4)), chars: (8, 280) },
+    max_sentence_words: 35,
+    max_word_chars: 30,
+    max_lines: 2,
+    lowercase: false,
+    emoji: true,
+};
+
+/// A hashtag's word (without `#`): one lowercase word.
+pub const HASHTAG: Shape = Shape {
+    name: "hashtag",
+    asked: Bounds { words: (1, 1), sentences: None, chars: (3, 24) },
+    allowed: Bounds { words: (1, 1), sentences: None, chars: (2, 30) },
+    max_sentence_words: 1,
+    max_word_chars: 30,
+    max_lines: 1,
+    lowercase: true,
+    emoji: false,
+};
+
 /// How many tags are asked for, and allowed.
 pub const TAGS_ASKED: Range = (5, 10);
 pub const TAGS_ALLOWED: Range = (3, 12);

@@ -347,6 +347,7 @@ mod tests {
 
     fn impression(s: &ShopperId, product: &str, position: u32, policy: &str) -> DomainEvent {
         DomainEvent::ImpressionServed(ImpressionServed {
+            campaign: None,
             id: Uuid::now_v7(),
             shopper_id: s.clone(),
             session_id: SessionId::parse("x".to_string()).unwrap(),
@@ -360,6 +361,7 @@ mod tests {
 
     fn cart(s: &ShopperId, product: &str) -> DomainEvent {
         DomainEvent::AddedToCart(AddedToCart {
+            campaign: None,
             id: Uuid::now_v7(),
             shopper_id: s.clone(),
             session_id: SessionId::parse("x".to_string()).unwrap(),

@@ -331,7 +331,10 @@ impl ProductState {
             | DomainEvent::OrderingTestStarted(_)
             | DomainEvent::OrderingTestConcluded(_)
             | DomainEvent::AnomalyDetected(_)
-            | DomainEvent::AnalyticsReported(_) => {}
+            | DomainEvent::AnalyticsReported(_)
+            | DomainEvent::SocialCalendarPlanned(_)
+            | DomainEvent::SocialPostPublished(_)
+            | DomainEvent::SocialPostFailed(_) => {}
         }
     }
 
