@@ -36,6 +36,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(mall_projections::merchandising::Merchandising),
         Arc::new(mall_projections::analytics::Analytics),
         Arc::new(mall_projections::social::Social),
+        Arc::new(mall_projections::plugins::Plugins),
     ]
 }
 

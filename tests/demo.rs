@@ -95,4 +95,11 @@ fn the_demo_shows_the_mall_improving_itself() {
         assert!(out.status.success(), "{id}: {}", String::from_utf8_lossy(&out.stdout));
     }
     assert!(concluded > 0, "an experiment concluded within the demo: {stdout}");
+    // The scheduled systems, asked during the demo: a social calendar, a narrative, plugins.
+    let planned = stdout.lines().find(|l| l.starts_with("  social: ")).expect("a social calendar");
+    assert!(planned.contains("18 posts planned for"), "{planned}");
+    let narrative = stdout.lines().find(|l| l.starts_with("  analytics: ")).expect("a narrative");
+    assert!(narrative.contains("traffic") && narrative.contains("views"), "{narrative}");
+    let plugins = stdout.lines().rev().find(|l| l.starts_with("  plugins: ")).expect("plugins at work");
+    assert!(plugins.contains("inventory_prediction ok") && plugins.contains("image_generation ok"), "{plugins}");
 }

@@ -645,6 +645,7 @@ async fn a_restart_reads_the_tables_from_their_images_and_ignores_those_of_anoth
         "merchandising.v2.image",
         "analytics.v1.image",
         "social.v1.image",
+        "plugins.v1.image",
     ] {
         assert!(images.join(name).exists(), "{name} saved at shutdown");
     }

@@ -33,6 +33,7 @@ pub mod merchandising;
 /// The experiments product intelligence runs (kept at its old path).
 pub use product::experiment;
 pub mod personalization;
+pub mod plugins;
 pub mod product;
 pub mod runtime;
 pub mod shopper;
@@ -40,6 +41,7 @@ pub mod social;
 pub mod stats;
 #[cfg(test)]
 pub mod testing;
+pub mod voice;
 
 /// The event vocabulary the actors fold, re-exported so that callers name one crate.
 pub use mall_events::domain;

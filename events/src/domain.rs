@@ -33,6 +33,7 @@ pub use crate::merchandising::{
     Condition, MerchandisingRuleExpired, MerchandisingRuleSet, OrderingTestConcluded, OrderingTestStarted,
     OrderingWeights, RuleAction,
 };
+pub use crate::plugins::{PluginConfigured, PluginProposed, PluginRan};
 pub use crate::social::{SocialCalendarPlanned, SocialPost, SocialPostFailed, SocialPostPublished};
 
 /// The bounds every accepted value keeps, chosen so that every backend and read side can store it
@@ -331,6 +332,9 @@ domain_events! {
     SocialCalendarPlanned => "social_calendar_planned",
     SocialPostPublished => "social_post_published",
     SocialPostFailed => "social_post_failed",
+    PluginConfigured => "plugin_configured",
+    PluginRan => "plugin_ran",
+    PluginProposed => "plugin_proposed",
 }
 
 /// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
@@ -360,6 +364,7 @@ impl DomainEvent {
             OrderingTestStarted(_) | OrderingTestConcluded(_) => return None,
             AnomalyDetected(_) | AnalyticsReported(_) => return None,
             SocialCalendarPlanned(_) | SocialPostPublished(_) | SocialPostFailed(_) => return None,
+            PluginConfigured(_) | PluginRan(_) | PluginProposed(_) => return None,
             ProductRepaired(e) => &e.product_id,
             ProductListed(e) => &e.product_id,
             ProductEdited(e) => &e.product_id,
@@ -443,6 +448,7 @@ impl DomainEvent {
             OrderingTestStarted(_) | OrderingTestConcluded(_) => None,
             AnomalyDetected(_) | AnalyticsReported(_) => None,
             SocialCalendarPlanned(_) | SocialPostPublished(_) | SocialPostFailed(_) => None,
+            PluginConfigured(_) | PluginRan(_) | PluginProposed(_) => None,
             ProductViewed(e) => meta!(e),
             ProductClicked(e) => meta!(e),
             ImpressionServed(e) => meta!(e),
@@ -528,6 +534,11 @@ impl DomainEvent {
         )
     }
 
+    /// Whether this is an event of plugins (every one carries [`crate::plugins::TAG`]).
+    pub fn is_plugin(&self) -> bool {
+        matches!(self, DomainEvent::PluginConfigured(_) | DomainEvent::PluginRan(_) | DomainEvent::PluginProposed(_))
+    }
+
     /// The district of an event of district evolution.
     pub fn evolution_district(&self) -> Option<&DistrictSlug> {
         use DomainEvent::*;
@@ -565,6 +576,7 @@ impl DomainEvent {
                 StreamId::parse(crate::analytics::STREAM).expect("a valid stream id")
             }
             social if social.is_social() => StreamId::parse(crate::social::STREAM).expect("a valid stream id"),
+            plugin if plugin.is_plugin() => StreamId::parse(crate::plugins::STREAM).expect("a valid stream id"),
             other => StreamId::product(other.product_id().expect("every other event concerns one product")),
         }
     }
@@ -580,6 +592,7 @@ impl DomainEvent {
             merch if merch.is_merchandising() => vec![crate::merchandising::TAG.to_string()],
             analytics if analytics.is_analytics() => vec![crate::analytics::TAG.to_string()],
             social if social.is_social() => vec![crate::social::TAG.to_string()],
+            plugin if plugin.is_plugin() => vec![crate::plugins::TAG.to_string()],
             evolution if evolution.evolution_district().is_some() => {
                 evolution.evolution_district().map(tag::district).into_iter().collect()
             }
@@ -1005,6 +1018,46 @@ impl DomainEvent {
             DomainEvent::SocialPostFailed(e) => {
                 prose("reason", &e.reason, 1, crate::autonomous::MAX_TEXT_LEN)?;
                 text("by", &e.by, 1, crate::autonomous::MAX_NAME_LEN)
+            }
+            DomainEvent::PluginConfigured(e) => {
+                use crate::autonomous::{MAX_NAME_LEN, MAX_TEXT_LEN};
+                text("id", &e.plugin_id, 1, MAX_NAME_LEN)?;
+                text("by", &e.by, 1, MAX_NAME_LEN)?;
+                prose("reason", &e.reason, 0, MAX_TEXT_LEN)?;
+                if e.config.len() > crate::plugins::MAX_ITEMS {
+                    return err("config", format!("at most {} settings", crate::plugins::MAX_ITEMS));
+                }
+                for (k, v) in &e.config {
+                    text("config", k, 1, 64)?;
+                    if !v.is_finite() {
+                        return err(&format!("config.{k}"), "settings are finite numbers".into());
+                    }
+                }
+                Ok(())
+            }
+            DomainEvent::PluginRan(e) => {
+                use crate::autonomous::{MAX_NAME_LEN, MAX_TEXT_LEN};
+                text("plugin_id", &e.plugin_id, 1, MAX_NAME_LEN)?;
+                text("hook", &e.hook, 1, MAX_NAME_LEN)?;
+                text("outcome", &e.outcome, 1, MAX_NAME_LEN)?;
+                prose("detail", &e.detail, 0, MAX_TEXT_LEN)
+            }
+            DomainEvent::PluginProposed(e) => {
+                use crate::autonomous::{MAX_NAME_LEN, MAX_SUBJECT_LEN, MAX_TEXT_LEN};
+                text("plugin_id", &e.plugin_id, 1, MAX_NAME_LEN)?;
+                text("subject", &e.subject, 1, MAX_SUBJECT_LEN)?;
+                text("kind", &e.kind, 1, MAX_NAME_LEN)?;
+                prose("note", &e.note, 0, MAX_TEXT_LEN)?;
+                if e.figures.len() > crate::plugins::MAX_ITEMS {
+                    return err("figures", format!("at most {} figures", crate::plugins::MAX_ITEMS));
+                }
+                for (k, v) in &e.figures {
+                    text("figures", k, 1, 64)?;
+                    if !v.is_finite() {
+                        return err(&format!("figures.{k}"), "figures are finite numbers".into());
+                    }
+                }
+                Ok(())
             }
             DomainEvent::JobRan(e) => {
                 text("job", &e.job, 1, crate::autonomous::MAX_NAME_LEN)?;

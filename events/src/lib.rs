@@ -36,6 +36,7 @@ pub mod ids;
 pub mod kurrent;
 pub mod measures;
 pub mod merchandising;
+pub mod plugins;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod records;

@@ -499,6 +499,34 @@ fn samples() -> Vec<DomainEvent> {
             by: "webhook".into(),
             at,
         }),
+        DomainEvent::PluginConfigured(PluginConfigured {
+            plugin_id: "inventory_prediction".into(),
+            enabled: Some(false),
+            config: BTreeMap::from([("lead_time_days".to_string(), 10.0)]),
+            by: "admin".into(),
+            reason: "paused for the sale".into(),
+            at,
+        }),
+        DomainEvent::PluginRan(PluginRan {
+            run_id: id,
+            plugin_id: "inventory_prediction".into(),
+            hook: "schedule".into(),
+            outcome: "ok".into(),
+            detail: "2 proposals".into(),
+            proposals: 2,
+            duration_ms: 12,
+            at,
+        }),
+        DomainEvent::PluginProposed(PluginProposed {
+            proposal_id: id,
+            plugin_id: "inventory_prediction".into(),
+            run_id: id,
+            subject: "product:sku-42".into(),
+            kind: "reorder".into(),
+            figures: BTreeMap::from([("days_of_cover".to_string(), 3.5)]),
+            note: "3.5 days of cover against a 7-day lead time".into(),
+            at,
+        }),
     ]
 }
 

@@ -19,7 +19,8 @@
 //! - [`health`]: the `health_issues`, `health_checks` and `health_notifications` tables;
 //! - [`analytics`]: the `district_hours`, `product_days`, `search_days`, `anomalies` and
 //!   `analytics_narratives` tables;
-//! - [`social`]: the `social_calendars` and `campaigns` tables.
+//! - [`social`]: the `social_calendars` and `campaigns` tables;
+//! - [`plugins`]: the `ai_plugins` and `plugin_proposals` tables.
 
 pub mod analytics;
 pub mod autonomous;
@@ -31,6 +32,7 @@ pub mod memory;
 pub mod merchandising;
 pub mod optimization;
 pub mod personalization;
+pub mod plugins;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod runner;

@@ -210,6 +210,12 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
         }
     }
     let (records, products) = catalog(args.seed, args.products);
+    let prices: HashMap<String, String> = records
+        .iter()
+        .map(|r| {
+            (r["product_id"].as_str().unwrap_or("").to_string(), r["price"].as_str().unwrap_or("1.00").to_string())
+        })
+        .collect();
     for r in &records {
         let resp = client.post(format!("{base}/api/products")).bearer_auth(admin).json(r).send().await?;
         if !(resp.status().is_success() || resp.status() == reqwest::StatusCode::CONFLICT) {
@@ -258,6 +264,11 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     println!("        curl -H 'Authorization: Bearer {admin}' {base}/api/autonomous");
     println!("        curl -H 'Authorization: Bearer {admin}' '{base}/api/autonomous/health?status=open'");
     println!("        curl {base}/api/autonomous/districts/{}", UNLOVED.0);
+    println!(
+        "        curl -H 'Authorization: Bearer {admin}' '{base}/api/autonomous/analytics?microstoreId=all&period=day'"
+    );
+    println!("        curl -H 'Authorization: Bearer {admin}' {base}/api/autonomous/social/calendar");
+    println!("        curl -H 'Authorization: Bearer {admin}' {base}/api/autonomous/plugins");
     println!("        curl {base}/healthz");
     println!("        mall events stats     (beside the running demo; read-only)");
     println!("        MALL_SERVER={base} MALL_ADMIN_TOKEN={admin} mall projections status");
@@ -281,6 +292,7 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     let mut tops: HashMap<String, Vec<String>> = HashMap::new();
     let mut voices: HashMap<String, Voice> = HashMap::new();
     let mut evolutions: HashMap<String, usize> = HashMap::new();
+    let mut showcased = false;
     let tick = Duration::from_millis(250);
     loop {
         if args.duration.is_some_and(|d| started.elapsed() >= Duration::from_secs(d)) {
@@ -341,6 +353,14 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
                 * if k.tags.iter().any(|t| fav_tags.contains(&t.as_str())) { 1.4 } else { 1.0 };
             if rng.random_bool((0.12 * taste * quality).min(0.95)) {
                 signals.push(signal("added_to_cart", json!({"quantity": 1})));
+                // Two carts in five are bought.
+                if rng.random_bool(0.4) {
+                    let price = prices.get(id).cloned().unwrap_or_else(|| "1.00".into());
+                    signals.push(signal(
+                        "purchased",
+                        json!({"quantity": 1, "unit_price": price, "currency": "EUR", "order_id": format!("o-{}", Uuid::now_v7().simple())}),
+                    ));
+                }
             }
         }
         for chunk in signals.chunks(2_000) {
@@ -361,6 +381,10 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
             rankings(&client, base, &mut tops).await;
             core(&client, base, admin).await;
             evolve(&client, base, admin, &voices, &mut evolutions).await;
+            if !showcased && started.elapsed() >= Duration::from_secs(20) {
+                showcase(&client, base, admin).await;
+                showcased = true;
+            }
         }
         if let Some(rest) = tick.checked_sub(tick_started.elapsed()) {
             tokio::time::sleep(rest).await;
@@ -373,7 +397,60 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
     let voices = district_voices(&client, base).await;
     evolve(&client, base, admin, &voices, &mut evolutions).await;
     health(&client, base, admin).await;
+    showcase(&client, base, admin).await;
     Ok(())
+}
+
+/// The systems that work on a schedule, asked now: the first district's social calendar, the
+/// mall's narrative, the plugins' proposals.
+async fn showcase(client: &reqwest::Client, base: &str, admin: &str) {
+    let post = |path: &str, body: Value| client.post(format!("{base}{path}")).bearer_auth(admin).json(&body).send();
+    let get = |path: &str| client.get(format!("{base}{path}")).bearer_auth(admin).send();
+    if let Ok(r) = post("/api/autonomous/social/calendar", json!({"district": DISTRICTS[0].slug})).await
+        && let Ok(v) = r.json::<Value>().await
+    {
+        let posts = v["posts"].as_array().cloned().unwrap_or_default();
+        println!("  social: {} posts planned for {}", posts.len(), DISTRICTS[0].slug);
+        for p in posts.iter().take(3) {
+            let words = p["text"].as_str().map(str::to_string).unwrap_or_else(|| {
+                p["tweets"].as_array().and_then(|t| t.first()).and_then(Value::as_str).unwrap_or("").to_string()
+            });
+            println!(
+                "    {} {:<9} {}",
+                p["scheduled_at"].as_str().unwrap_or("?"),
+                p["platform"].as_str().unwrap_or("?"),
+                words.replace('\n', " / ")
+            );
+        }
+    }
+    if let Ok(r) = get("/api/autonomous/analytics?microstoreId=all&period=day").await
+        && let Ok(v) = r.json::<Value>().await
+    {
+        println!("  analytics: {}", v["narrative"].as_str().unwrap_or("(no narrative)"));
+        if let Some(s) = v["executive_summary"].as_str() {
+            println!("  analytics, by district: {s}");
+        }
+    }
+    let _ = post("/api/autonomous", json!({"action": "optimize", "system": "plugins"})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Ok(r) = get("/api/autonomous/plugins").await
+        && let Ok(v) = r.json::<Value>().await
+    {
+        let runs: Vec<String> = (v["plugins"].as_array().into_iter().flatten())
+            .map(|p| {
+                format!(
+                    "{} {} ({} proposals)",
+                    p["id"].as_str().unwrap_or("?"),
+                    p["last_outcome"].as_str().unwrap_or("not run"),
+                    p["proposals"]
+                )
+            })
+            .collect();
+        println!("  plugins: {}", runs.join(", "));
+        for p in v["proposals"].as_array().into_iter().flatten().filter(|p| p["kind"] == "reorder").take(3) {
+            println!("    reorder {}: {}", p["subject"].as_str().unwrap_or("?"), p["note"].as_str().unwrap_or(""));
+        }
+    }
 }
 
 /// A district's voice as the simulator sees it.

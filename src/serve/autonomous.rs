@@ -29,8 +29,15 @@ use super::ingest::{MAX_CATALOG_BODY, body};
 use crate::readside::{Filter, ReadSide};
 
 /// The systems whose work exists in this build (the others are listed as not yet available).
-pub const AVAILABLE: &[&str] =
-    &["product_intelligence", "merchandising", "self_healing", "district_evolution", "analytics", "social_media"];
+pub const AVAILABLE: &[&str] = &[
+    "product_intelligence",
+    "merchandising",
+    "self_healing",
+    "district_evolution",
+    "analytics",
+    "social_media",
+    "plugins",
+];
 
 /// The runtime's hourly generation budget, as the scheduler sees it.
 pub struct RuntimeBudget(pub Arc<Runtime>);

@@ -20,6 +20,7 @@ pub mod health;
 pub mod ingest;
 pub mod intelligence;
 pub mod merchandising;
+pub mod plugins;
 pub mod query;
 pub mod ranking;
 pub mod reads;
@@ -172,6 +173,8 @@ pub struct AppState {
     pub analytics: Arc<analytics::Analytics>,
     /// The social media engine's shell.
     pub social: Arc<social::SocialMedia>,
+    /// The plugins' shell.
+    pub plugins: Arc<plugins::Plugins>,
 }
 
 /// Every route: its path and methods (what `routes` serves; the API tests walk this list).
@@ -198,6 +201,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/autonomous/social/calendar", &["GET", "POST"]),
     ("/api/autonomous/social/ready", &["GET"]),
     ("/api/autonomous/social/posts/{id}", &["POST"]),
+    ("/api/autonomous/plugins", &["GET", "POST"]),
+    ("/api/autonomous/voice", &["POST"]),
     ("/api/admin/projections", &["GET"]),
     ("/api/admin/projections/rebuild", &["POST"]),
     ("/api/admin/projections/retry", &["POST"]),
@@ -275,6 +280,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             ))
             .service(resource("/autonomous/social/ready", vec![get(web::get().to(social::ready))]))
             .service(resource("/autonomous/social/posts/{id}", vec![post(web::post().to(social::mark))]))
+            .service(resource(
+                "/autonomous/plugins",
+                vec![get(web::get().to(plugins::list)), post(web::post().to(plugins::configure))],
+            ))
+            .service(resource("/autonomous/voice", vec![post(web::post().to(plugins::voice))]))
             .service(resource("/admin/projections", vec![get(web::get().to(admin::projections))]))
             .service(resource("/admin/projections/rebuild", vec![post(web::post().to(admin::rebuild))]))
             .service(resource("/admin/projections/retry", vec![post(web::post().to(admin::retry))])),
@@ -404,6 +414,14 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let _ = posting.scheduler.set(Arc::downgrade(&core));
     core.register("social_media", "plan", Arc::new(social::Plan(posting.clone())));
     core.register("social_media", "sweep", Arc::new(social::Plan(posting.clone())));
+    let extensions = plugins::Plugins::new(
+        actors.clone(),
+        read.clone(),
+        mall_actors::plugins::builtin(),
+        mall_actors::plugins::TIMEOUT,
+    );
+    let _ = extensions.scheduler.set(Arc::downgrade(&core));
+    core.register("plugins", "sweep", Arc::new(plugins::Sweep(extensions.clone())));
     // The actors start once their decisions have somewhere to go.
     let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
     let every: std::collections::BTreeMap<String, i64> = args.jobs.iter().filter(|(_, s)| *s > 0).cloned().collect();
@@ -414,6 +432,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     work.insert("district_evolution", Arc::new(evolution::EvolutionJob(evolving.clone())));
     work.insert("anomaly_detection", Arc::new(analytics::AnomalyJob));
     work.insert("social_calendar", Arc::new(social::CalendarJob));
+    work.insert("plugin_hooks", Arc::new(plugins::HooksJob));
     work.insert("analytics_narratives", Arc::new(analytics::NarrativesJob(analysing.clone())));
     let runner = Arc::new(jobs::Runner::new(core.clone(), clock, &every, &off, work));
     let core_tasks = vec![
@@ -423,6 +442,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         actix_web::rt::spawn(evolving.clone().watch_tests(shutdown_rx.clone())),
         actix_web::rt::spawn(merchandise.clone().watch_tests(shutdown_rx.clone())),
         actix_web::rt::spawn(posting.clone().publish(shutdown_rx.clone())),
+        actix_web::rt::spawn(extensions.clone().watch(shutdown_rx.clone())),
     ];
 
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
@@ -446,6 +466,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         merchandising: merchandise,
         analytics: analysing,
         social: posting,
+        plugins: extensions,
     });
 
     let mut server = HttpServer::new(move || {

@@ -21,23 +21,33 @@ pub struct Forecast {
 }
 
 /// Croston's forecast of `daily` quantities (oldest first); `sba` applies the bias correction.
-/// `None` before the first sale.
+/// The days before the first sale are not history (a product not yet listed, or not yet found):
+/// the size starts at the first sale, the interval at the days between the first two. `None`
+/// before the second sale.
 pub fn croston(daily: &[f64], alpha: f64, sba: bool) -> Option<Forecast> {
-    let mut state: Option<(f64, f64)> = None;
-    let (mut since, mut sale_days) = (1.0, 0);
+    let mut size: Option<f64> = None;
+    let mut interval: Option<f64> = None;
+    let (mut since, mut sale_days) = (0.0, 0);
     for q in daily {
-        if *q > 0.0 {
-            sale_days += 1;
-            state = Some(match state {
-                None => (*q, since),
-                Some((z, p)) => (z + alpha * (q - z), p + alpha * (since - p)),
-            });
-            since = 1.0;
-        } else {
-            since += 1.0;
+        since += 1.0;
+        if *q <= 0.0 {
+            continue;
         }
+        sale_days += 1;
+        match (size, interval) {
+            (None, _) => size = Some(*q),
+            (Some(z), None) => {
+                size = Some(z + alpha * (q - z));
+                interval = Some(since);
+            }
+            (Some(z), Some(p)) => {
+                size = Some(z + alpha * (q - z));
+                interval = Some(p + alpha * (since - p));
+            }
+        }
+        since = 0.0;
     }
-    let (size, interval) = state?;
+    let (size, interval) = (size?, interval?);
     let factor = if sba { 1.0 - alpha / 2.0 } else { 1.0 };
     Some(Forecast { per_day: factor * size / interval, size, interval, sale_days })
 }
@@ -60,13 +70,20 @@ mod tests {
 
     #[test]
     fn the_forecast_follows_sizes_and_intervals_by_hand() {
-        // Sales of 4 on day 2 and 6 on day 5: size 4 → 4 + 0.1·2 = 4.2, interval 2 → 2 + 0.1·1 = 2.1.
-        let f = croston(&[0.0, 4.0, 0.0, 0.0, 6.0], 0.1, false).unwrap();
-        assert!((f.size - 4.2).abs() < 1e-12 && (f.interval - 2.1).abs() < 1e-12, "{f:?}");
-        assert!((f.per_day - 2.0).abs() < 1e-12);
-        let sba = croston(&[0.0, 4.0, 0.0, 0.0, 6.0], 0.1, true).unwrap();
-        assert!((sba.per_day - 1.9).abs() < 1e-12);
+        // Sales of 4 on day 2, 6 on day 5 and 2 on day 7 (the first day is before any sale, not
+        // history): size 4 → 4 + 0.1·2 = 4.2 → 4.2 + 0.1·(2 − 4.2) = 3.98; interval 3 (days 2 to
+        // 5) → 3 + 0.1·(2 − 3) = 2.9.
+        let days = [0.0, 4.0, 0.0, 0.0, 6.0, 0.0, 2.0];
+        let f = croston(&days, 0.1, false).unwrap();
+        assert!((f.size - 3.98).abs() < 1e-12 && (f.interval - 2.9).abs() < 1e-12, "{f:?}");
+        assert!((f.per_day - 3.98 / 2.9).abs() < 1e-12);
+        let sba = croston(&days, 0.1, true).unwrap();
+        assert!((sba.per_day - 0.95 * 3.98 / 2.9).abs() < 1e-12);
         assert_eq!(croston(&[0.0, 0.0], 0.1, true), None, "no sale, no forecast");
+        assert_eq!(croston(&[0.0, 0.0, 5.0], 0.1, true), None, "one sale says nothing of the interval");
+        // Leading days without a sale do not stretch the interval.
+        let late = croston(&[vec![0.0; 50], days.to_vec()].concat(), 0.1, false).unwrap();
+        assert_eq!(late, f);
     }
 
     #[test]

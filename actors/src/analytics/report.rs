@@ -484,23 +484,36 @@ pub fn narrative(name: &str, period: Period, r: &Report, anomalies: &[AnomalyDet
         out.push(format!("{name} had no product views {this}, nor in {before}."));
         return out.join(" ");
     }
-    let mut first = format!("{name} {this}: traffic {} views", moved(f("traffic_change_pct"), &count(f("traffic"))));
-    if f("traffic_previous") > 0.0 {
-        first.push_str(&format!(" ({} in {before})", count(f("traffic_previous"))));
-    }
-    first.push('.');
-    out.push(first);
-    out.push(format!(
-        "Conversion was {}% ({}), and cart abandonment {}% ({}).",
-        one(f("conversion_pct")),
-        points(f("conversion_change_pts")),
-        one(f("abandonment_pct")),
-        points(f("abandonment_change_pts")),
-    ));
+    // Against a period with no traffic there is no change to speak of.
+    let compared = f("traffic_previous") > 0.0;
+    out.push(if compared {
+        format!(
+            "{name} {this}: traffic {} views ({} in {before}).",
+            moved(f("traffic_change_pct"), &count(f("traffic"))),
+            count(f("traffic_previous"))
+        )
+    } else {
+        format!("{name} {this}: traffic was {} views, with none in {before}.", count(f("traffic")))
+    });
+    out.push(if compared {
+        format!(
+            "Conversion was {}% ({}), and cart abandonment {}% ({}).",
+            one(f("conversion_pct")),
+            points(f("conversion_change_pts")),
+            one(f("abandonment_pct")),
+            points(f("abandonment_change_pts")),
+        )
+    } else {
+        format!("Conversion was {}%, and cart abandonment {}%.", one(f("conversion_pct")), one(f("abandonment_pct")))
+    });
     if f("purchases") > 0.0 {
+        let revenue = if f("revenue_previous") > 0.0 {
+            moved(f("revenue_change_pct"), &money(f("revenue")))
+        } else {
+            format!("was {}", money(f("revenue")))
+        };
         out.push(format!(
-            "Revenue {} from {} order lines, an average of {} each.",
-            moved(f("revenue_change_pct"), &money(f("revenue"))),
+            "Revenue {revenue} from {} order lines, an average of {} each.",
             count(f("purchases")),
             money(f("average_order")),
         ));
@@ -561,23 +574,25 @@ pub fn drivers_and_actions(r: &Report) -> (Vec<String>, Vec<String>) {
     let f = |k: &str| r.facts.get(k).copied().unwrap_or(0.0);
     let mut drivers = Vec::new();
     let mut actions = Vec::new();
+    // Changes mean something only against a period with traffic.
+    let compared = f("traffic_previous") > 0.0;
     // Given more traffic, when conversion fell, then new visitors are converting less.
-    if f("traffic_change_pct") >= 10.0 && f("conversion_change_pts") <= -0.5 {
+    if compared && f("traffic_change_pct") >= 10.0 && f("conversion_change_pts") <= -0.5 {
         drivers.push("more visitors arrived but fewer of them bought".to_string());
         actions.push("review the copy of the most viewed products".to_string());
     }
     // Given abandonment up by 5 points or more, then something stops shoppers at the cart.
-    if f("abandonment_change_pts") >= 5.0 {
+    if compared && f("abandonment_change_pts") >= 5.0 {
         drivers.push("more carts were left without a purchase".to_string());
         actions.push("check the prices and stock of the products shoppers put in carts".to_string());
     }
     // Given traffic down by a fifth or more, then fewer shoppers found the district.
-    if f("traffic_change_pct") <= -20.0 && f("traffic_previous") > 0.0 {
+    if compared && f("traffic_change_pct") <= -20.0 {
         drivers.push("fewer shoppers reached these products".to_string());
         actions.push("feature the top sellers in listings and posts".to_string());
     }
     // Given revenue up with conversion up, then the products on offer are working.
-    if f("revenue_change_pct") >= 10.0 && f("conversion_change_pts") > 0.0 {
+    if compared && f("revenue_previous") > 0.0 && f("revenue_change_pct") >= 10.0 && f("conversion_change_pts") > 0.0 {
         drivers.push("more of the visitors bought".to_string());
     }
     // Given one product brings half the revenue or more, then the period rests on it.
@@ -607,17 +622,24 @@ pub fn drivers_and_actions(r: &Report) -> (Vec<String>, Vec<String>) {
 pub fn executive_summary(mall: &Report, districts: &[(String, Report)], period: Period) -> String {
     let f = |r: &Report, k: &str| r.facts.get(k).copied().unwrap_or(0.0);
     let (this, _) = period.this();
+    let change = |r: &Report, k: &str, shown: String| {
+        if f(r, &format!("{k}_previous")) > 0.0 {
+            moved(f(r, &format!("{k}_change_pct")), &shown)
+        } else {
+            format!("was {shown}")
+        }
+    };
     let mut out = vec![format!(
         "Across the mall {this}, traffic {} views and revenue {}.",
-        moved(f(mall, "traffic_change_pct"), &count(f(mall, "traffic"))),
-        moved(f(mall, "revenue_change_pct"), &money(f(mall, "revenue"))),
+        change(mall, "traffic", count(f(mall, "traffic"))),
+        change(mall, "revenue", money(f(mall, "revenue"))),
     )];
     let mut ds: Vec<&(String, Report)> = districts.iter().filter(|(_, r)| f(r, "traffic") > 0.0).collect();
     ds.sort_by(|a, b| f(&b.1, "revenue").total_cmp(&f(&a.1, "revenue")).then(a.0.cmp(&b.0)));
     for (name, r) in ds {
         out.push(format!(
             "{name}: traffic {} views, conversion {}%, revenue {}.",
-            moved(f(r, "traffic_change_pct"), &count(f(r, "traffic"))),
+            change(r, "traffic", count(f(r, "traffic"))),
             one(f(r, "conversion_pct")),
             money(f(r, "revenue")),
         ));
@@ -825,6 +847,17 @@ mod tests {
     }
 
     #[test]
+    fn against_a_period_without_traffic_nothing_is_said_to_have_moved() {
+        let mut g = Given::new();
+        g.hours.push(hour(1, 10, 1_000, 100, 30, 900));
+        let r = g.week();
+        let start = "Toy Town over the last seven days: traffic was 1,000 views, with none in the seven days before. \
+                     Conversion was 3.0%, and cart abandonment 70.0%. Revenue was 900.00";
+        assert!(r.narrative.starts_with(start), "{}", r.narrative);
+        assert!(r.drivers.is_empty(), "{:?}", r.drivers);
+    }
+
+    #[test]
     fn a_quiet_period_says_so_and_nothing_else() {
         let r = Given::new().week();
         assert_eq!(
@@ -873,6 +906,6 @@ mod tests {
         let s = executive_summary(&all.week(), &[("Toy Town".into(), toys), ("Book Nook".into(), books)], Period::Week);
         let (b, t) = (s.find("Book Nook").unwrap(), s.find("Toy Town").unwrap());
         assert!(b < t, "largest revenue first: {s}");
-        assert!(s.starts_with("Across the mall over the last seven days, traffic held at 400 views"), "{s}");
+        assert!(s.starts_with("Across the mall over the last seven days, traffic was 400 views"), "{s}");
     }
 }

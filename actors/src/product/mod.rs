@@ -334,7 +334,10 @@ impl ProductState {
             | DomainEvent::AnalyticsReported(_)
             | DomainEvent::SocialCalendarPlanned(_)
             | DomainEvent::SocialPostPublished(_)
-            | DomainEvent::SocialPostFailed(_) => {}
+            | DomainEvent::SocialPostFailed(_)
+            | DomainEvent::PluginConfigured(_)
+            | DomainEvent::PluginRan(_)
+            | DomainEvent::PluginProposed(_) => {}
         }
     }
 

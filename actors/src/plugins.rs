@@ -1,0 +1,480 @@
+//! Plugins: a trait, the built-in plugins, the isolation every run goes through, and the
+//! settings folded from the plugin events.
+//!
+//! A plugin declares what it does (its capabilities), when it runs (its hooks: on a batch of
+//! signals, on a catalog change, on the 20-minute `plugin_hooks` schedule) and its settings with
+//! their defaults. It is given facts, never a handle to write: it returns **proposals** (a subject,
+//! a kind, figures, a note), which become `plugin_proposed` events through the same validation as
+//! every event. Each run goes through [`run_isolated`]: on a thread of its own, within a timeout,
+//! with a panic caught — a plugin that panics, hangs or fails is recorded (`plugin_ran`) and,
+//! after [`MAX_FAILURES`] failures in a row, disabled (`plugin_configured`, by `isolation`); the
+//! others run on regardless. (A plugin spinning on the CPU keeps its thread; it is disabled after
+//! [`MAX_FAILURES`] timeouts, so at most that many threads are lost to it.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use mall_events::domain::DomainEvent;
+
+use crate::analytics::demand;
+
+/// Failures in a row after which a plugin is disabled.
+pub const MAX_FAILURES: u32 = 3;
+/// The longest a run may take.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// Days of daily sales the facts hold.
+pub const DAYS: usize = 56;
+
+/// When a plugin runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// After a batch of signals.
+    Signals,
+    /// After a catalog change.
+    Catalog,
+    /// On the `plugin_hooks` job (every 20 minutes).
+    Schedule,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Signals => "signals",
+            Hook::Catalog => "catalog",
+            Hook::Schedule => "schedule",
+        }
+    }
+}
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Info {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub capabilities: &'static [&'static str],
+    pub hooks: &'static [Hook],
+    /// Its settings and their defaults.
+    pub defaults: &'static [(&'static str, f64)],
+    pub enabled_by_default: bool,
+}
+
+/// A product as plugins see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductFacts {
+    pub product_id: String,
+    pub title: String,
+    pub district: String,
+    pub price: f64,
+    pub currency: String,
+    pub stock: u32,
+    pub image_url: Option<String>,
+    /// Units sold each day, oldest first, [`DAYS`] days to yesterday... today included.
+    pub units_by_day: Vec<f64>,
+}
+
+/// What a run is given.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub now: DateTime<Utc>,
+    /// The plugin's settings (defaults overlaid with what was configured).
+    pub config: BTreeMap<String, f64>,
+    pub products: Vec<ProductFacts>,
+}
+
+impl Context {
+    pub fn setting(&self, key: &str, default: f64) -> f64 {
+        self.config.get(key).copied().unwrap_or(default)
+    }
+}
+
+/// What a plugin proposes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    /// `product:ID` or `shopper:ID`.
+    pub subject: String,
+    pub kind: String,
+    pub figures: BTreeMap<String, f64>,
+    pub note: String,
+}
+
+/// A plugin.
+pub trait Plugin: Send + Sync + 'static {
+    fn info(&self) -> Info;
+    /// Runs on `hook` over the facts; proposals or why not.
+    fn run(&self, hook: Hook, ctx: &Context) -> Result<Vec<Proposal>, String>;
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Ok(Vec<Proposal>),
+    Failed(String),
+    Panicked(String),
+    TimedOut,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Ok(_) => "ok",
+            Outcome::Failed(_) => "failed",
+            Outcome::Panicked(_) => "panicked",
+            Outcome::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, Outcome::Ok(_))
+    }
+}
+
+/// Runs a plugin apart: on a thread of its own, within `timeout`, its panic caught. A run that
+/// does not end in time is left behind on its thread (detached: nothing waits for it, not even
+/// the server's shutdown).
+pub async fn run_isolated(
+    plugin: Arc<dyn Plugin>,
+    hook: Hook,
+    ctx: Arc<Context>,
+    timeout: Duration,
+) -> (Outcome, Duration) {
+    let started = Instant::now();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let id = plugin.info().id;
+    let spawned = std::thread::Builder::new().name(format!("plugin-{id}")).spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plugin.run(hook, &ctx)));
+        let _ = tx.send(r);
+    });
+    let outcome = match spawned {
+        Err(e) => Outcome::Failed(format!("no thread for the plugin: {e}")),
+        Ok(_) => match tokio::time::timeout(timeout, rx).await {
+            Err(_) => Outcome::TimedOut,
+            Ok(Err(_)) => Outcome::Failed("the plugin's thread ended without an answer".into()),
+            Ok(Ok(Err(p))) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                Outcome::Panicked(crate::executors::log_safe(&msg, 200))
+            }
+            Ok(Ok(Ok(Ok(p)))) => Outcome::Ok(p),
+            Ok(Ok(Ok(Err(e)))) => Outcome::Failed(crate::executors::log_safe(&e, 500)),
+        },
+    };
+    (outcome, started.elapsed())
+}
+
+/// A plugin's settings as the events left them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    /// `None`: as its default.
+    pub enabled: Option<bool>,
+    pub config: BTreeMap<String, f64>,
+    pub failures_in_a_row: u32,
+    /// Why it was last disabled, and by whom.
+    pub disabled: Option<(String, String)>,
+}
+
+/// Every plugin's settings, folded from the log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Registry {
+    pub plugins: BTreeMap<String, Settings>,
+    /// The figures of each plugin's last proposal per subject and kind (a proposal that says
+    /// the same again is not recorded again).
+    pub last: BTreeMap<(String, String, String), BTreeMap<String, f64>>,
+}
+
+impl Registry {
+    pub fn evolve(&mut self, e: &DomainEvent) {
+        match e {
+            DomainEvent::PluginConfigured(c) => {
+                let s = self.plugins.entry(c.plugin_id.clone()).or_default();
+                if let Some(on) = c.enabled {
+                    s.enabled = Some(on);
+                    s.disabled = (!on).then(|| (c.by.clone(), c.reason.clone()));
+                    if on {
+                        s.failures_in_a_row = 0;
+                    }
+                }
+                s.config = c.config.clone();
+            }
+            DomainEvent::PluginProposed(p) => {
+                self.last.insert((p.plugin_id.clone(), p.subject.clone(), p.kind.clone()), p.figures.clone());
+            }
+            DomainEvent::PluginRan(r) => {
+                let s = self.plugins.entry(r.plugin_id.clone()).or_default();
+                s.failures_in_a_row = if r.outcome == "ok" { 0 } else { s.failures_in_a_row + 1 };
+            }
+            _ => {}
+        }
+    }
+
+    pub fn enabled(&self, info: &Info) -> bool {
+        self.plugins.get(info.id).and_then(|s| s.enabled).unwrap_or(info.enabled_by_default)
+    }
+
+    /// The plugin's settings: its defaults overlaid with what was configured.
+    pub fn config(&self, info: &Info) -> BTreeMap<String, f64> {
+        let mut c: BTreeMap<String, f64> = info.defaults.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        if let Some(s) = self.plugins.get(info.id) {
+            c.extend(s.config.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        c
+    }
+
+    /// Whether `p` says nothing new: the plugin's last proposal on its subject and kind had the
+    /// same figures.
+    pub fn repeats(&self, plugin: &str, p: &Proposal) -> bool {
+        self.last.get(&(plugin.to_string(), p.subject.clone(), p.kind.clone())) == Some(&p.figures)
+    }
+
+    /// Whether a run that ended in `outcome` disables the plugin: the [`MAX_FAILURES`]th failure
+    /// in a row.
+    pub fn disables(&self, id: &str, outcome: &Outcome) -> bool {
+        outcome.is_failure() && self.plugins.get(id).map_or(0, |s| s.failures_in_a_row) + 1 >= MAX_FAILURES
+    }
+}
+
+/// Inventory prediction: daily demand per product by Croston's method with the Syntetos–Boylan
+/// correction (sales are intermittent), the days the stock covers, and a reorder proposal when
+/// that is less than the lead time plus the safety days.
+pub struct InventoryPrediction;
+
+impl Plugin for InventoryPrediction {
+    fn info(&self) -> Info {
+        Info {
+            id: "inventory_prediction",
+            name: "Inventory prediction",
+            description: "Forecasts demand (Croston/SBA), days of cover, reorder alerts",
+            capabilities: &["forecast", "reorder_alert"],
+            hooks: &[Hook::Schedule, Hook::Catalog],
+            defaults: &[("lead_time_days", 7.0), ("safety_days", 3.0)],
+            enabled_by_default: true,
+        }
+    }
+
+    fn run(&self, _hook: Hook, ctx: &Context) -> Result<Vec<Proposal>, String> {
+        let lead = ctx.setting("lead_time_days", 7.0);
+        let safety = ctx.setting("safety_days", 3.0);
+        if !(lead >= 0.0 && safety >= 0.0) {
+            return Err("lead_time_days and safety_days are not negative".into());
+        }
+        let mut out = Vec::new();
+        for p in &ctx.products {
+            let Some(f) = demand::croston(&p.units_by_day, demand::ALPHA, true) else { continue };
+            let Some(cover) = demand::days_of_cover(p.stock, &f) else { continue };
+            if !demand::reorder(p.stock, &f, lead, safety) {
+                continue;
+            }
+            // Enough for the lead time, the safety days and as long again.
+            let target = (f.per_day * 2.0 * (lead + safety)).ceil();
+            let quantity = (target - f64::from(p.stock)).max(1.0);
+            let round = |x: f64| (x * 100.0).round() / 100.0;
+            out.push(Proposal {
+                subject: format!("product:{}", p.product_id),
+                kind: "reorder".into(),
+                figures: BTreeMap::from([
+                    ("days_of_cover".to_string(), round(cover)),
+                    ("units_per_day".to_string(), round(f.per_day)),
+                    ("stock".to_string(), f64::from(p.stock)),
+                    ("reorder_quantity".to_string(), quantity),
+                    ("lead_time_days".to_string(), lead),
+                ]),
+                note: format!(
+                    "{} days of cover at {} units a day, against a lead time of {lead} days and {safety} safety days",
+                    round(cover),
+                    round(f.per_day)
+                ),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Image generation: for a product without an image, a prompt from its facts to the image
+/// backend; offline, the placeholder generator (the product's title in its district's colours).
+pub struct ImageGeneration;
+
+/// The prompt an image backend is given: the product's facts only.
+pub fn image_prompt(p: &ProductFacts) -> String {
+    format!("A clean product photograph of \"{}\" on a plain background, for the {} district.", p.title, p.district)
+}
+
+impl Plugin for ImageGeneration {
+    fn info(&self) -> Info {
+        Info {
+            id: "image_generation",
+            name: "Image generation",
+            description: "Images for products without one: a prompt from the facts; offline, the placeholder",
+            capabilities: &["image"],
+            hooks: &[Hook::Catalog, Hook::Schedule],
+            defaults: &[("width", 600.0), ("height", 600.0)],
+            enabled_by_default: true,
+        }
+    }
+
+    fn run(&self, _hook: Hook, ctx: &Context) -> Result<Vec<Proposal>, String> {
+        let (w, h) = (ctx.setting("width", 600.0), ctx.setting("height", 600.0));
+        if !((16.0..=4096.0).contains(&w) && (16.0..=4096.0).contains(&h)) {
+            return Err("width and height are 16 to 4096".into());
+        }
+        Ok(ctx
+            .products
+            .iter()
+            .filter(|p| p.image_url.is_none())
+            .map(|p| Proposal {
+                subject: format!("product:{}", p.product_id),
+                kind: "image".into(),
+                figures: BTreeMap::from([("width".to_string(), w), ("height".to_string(), h)]),
+                note: image_prompt(p),
+            })
+            .collect())
+    }
+}
+
+/// Voice commerce: answered by `POST /api/autonomous/voice`; the plugin holds its switch.
+pub struct VoiceCommerce;
+
+impl Plugin for VoiceCommerce {
+    fn info(&self) -> Info {
+        Info {
+            id: "voice_commerce",
+            name: "Voice commerce",
+            description: "Transcripts to intents, products and a reply to speak (POST /api/autonomous/voice)",
+            capabilities: &["voice"],
+            hooks: &[],
+            defaults: &[("max_results", 5.0)],
+            enabled_by_default: true,
+        }
+    }
+
+    fn run(&self, _hook: Hook, _ctx: &Context) -> Result<Vec<Proposal>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// The built-in plugins.
+pub fn builtin() -> Vec<Arc<dyn Plugin>> {
+    vec![Arc::new(InventoryPrediction), Arc::new(ImageGeneration), Arc::new(VoiceCommerce)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Panics;
+    impl Plugin for Panics {
+        fn info(&self) -> Info {
+            Info { id: "panics", ..InventoryPrediction.info() }
+        }
+        fn run(&self, _: Hook, _: &Context) -> Result<Vec<Proposal>, String> {
+            panic!("boom")
+        }
+    }
+
+    struct Hangs;
+    impl Plugin for Hangs {
+        fn info(&self) -> Info {
+            Info { id: "hangs", ..InventoryPrediction.info() }
+        }
+        fn run(&self, _: Hook, _: &Context) -> Result<Vec<Proposal>, String> {
+            std::thread::sleep(Duration::from_secs(3_600));
+            Ok(Vec::new())
+        }
+    }
+
+    fn product(id: &str, stock: u32, units: &[f64]) -> ProductFacts {
+        let mut units_by_day = vec![0.0; DAYS - units.len()];
+        units_by_day.extend_from_slice(units);
+        ProductFacts {
+            product_id: id.into(),
+            title: "Wooden train".into(),
+            district: "toys".into(),
+            price: 24.5,
+            currency: "EUR".into(),
+            stock,
+            image_url: None,
+            units_by_day,
+        }
+    }
+
+    fn ctx(products: Vec<ProductFacts>) -> Arc<Context> {
+        Arc::new(Context { now: Utc::now(), config: BTreeMap::new(), products })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_plugin_that_panics_or_hangs_is_contained_and_the_others_run() {
+        let c = ctx(vec![product("p1", 2, &[1.0, 0.0, 1.0, 1.0, 0.0, 2.0, 1.0])]);
+        let plugins: Vec<Arc<dyn Plugin>> = vec![Arc::new(Panics), Arc::new(Hangs), Arc::new(InventoryPrediction)];
+        let runs = futures_util::future::join_all(
+            plugins.iter().map(|p| run_isolated(p.clone(), Hook::Schedule, c.clone(), Duration::from_millis(300))),
+        )
+        .await;
+        assert!(matches!(&runs[0].0, Outcome::Panicked(m) if m.contains("boom")), "{:?}", runs[0]);
+        assert_eq!(runs[1].0, Outcome::TimedOut);
+        assert!(runs[1].1 < Duration::from_secs(2), "the hang cost the timeout, not an hour");
+        let Outcome::Ok(p) = &runs[2].0 else { panic!("{:?}", runs[2]) };
+        assert_eq!(p.len(), 1, "the others ran: {p:?}");
+    }
+
+    #[test]
+    fn the_third_failure_in_a_row_disables_and_a_success_resets_the_count() {
+        use mall_events::domain::PluginRan;
+        let info = InventoryPrediction.info();
+        let mut r = Registry::default();
+        let ran = |outcome: &str| {
+            DomainEvent::PluginRan(PluginRan {
+                run_id: uuid::Uuid::nil(),
+                plugin_id: info.id.into(),
+                hook: "schedule".into(),
+                outcome: outcome.into(),
+                detail: String::new(),
+                proposals: 0,
+                duration_ms: 1,
+                at: Utc::now(),
+            })
+        };
+        assert!(!r.disables(info.id, &Outcome::TimedOut));
+        r.evolve(&ran("timed_out"));
+        r.evolve(&ran("ok"));
+        r.evolve(&ran("failed"));
+        assert!(!r.disables(info.id, &Outcome::Failed("x".into())), "one failure since the success");
+        r.evolve(&ran("panicked"));
+        assert!(r.disables(info.id, &Outcome::Failed("x".into())), "the third in a row");
+        assert!(!r.disables(info.id, &Outcome::Ok(Vec::new())));
+        assert!(r.enabled(&info));
+    }
+
+    #[test]
+    fn given_intermittent_sales_and_low_stock_then_a_reorder_is_proposed_with_its_figures() {
+        // About one unit every other day: 3 in stock is 6 days of cover, under 7 + 3.
+        let sales: Vec<f64> = (0..28).map(|d| if d % 2 == 0 { 1.0 } else { 0.0 }).collect();
+        let c = ctx(vec![product("low", 3, &sales), product("plenty", 200, &sales), product("never", 1, &[])]);
+        let p = InventoryPrediction.run(Hook::Schedule, &c).unwrap();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].subject, "product:low");
+        let cover = p[0].figures["days_of_cover"];
+        assert!((4.0..9.0).contains(&cover), "{p:?}");
+        assert!(p[0].figures["reorder_quantity"] >= 1.0);
+        // A longer lead time is configuration.
+        let mut long = (*c).clone();
+        long.config.insert("lead_time_days".into(), 500.0);
+        assert_eq!(InventoryPrediction.run(Hook::Schedule, &long).unwrap().len(), 2);
+        long.config.insert("lead_time_days".into(), -1.0);
+        assert!(InventoryPrediction.run(Hook::Schedule, &long).is_err());
+    }
+
+    #[test]
+    fn given_a_product_without_an_image_then_an_image_is_proposed_from_its_facts() {
+        let mut with = product("with", 1, &[]);
+        with.image_url = Some("https://img.example/a.png".into());
+        let c = ctx(vec![product("without", 1, &[]), with]);
+        let p = ImageGeneration.run(Hook::Catalog, &c).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].subject, "product:without");
+        assert!(p[0].note.contains("Wooden train"), "{p:?}");
+    }
+}

@@ -1,0 +1,589 @@
+//! Plugins inside `mall serve`: the registry's shell (settings folded from the `plugins-mall`
+//! stream), the runs of every enabled plugin on its hooks — the `plugin_hooks` job and an admin's
+//! optimize (`schedule`), a watcher of the log (`catalog` after a catalog change, `signals` after
+//! signals) — each isolated (`mall_actors::plugins::run_isolated`), recorded, and its proposals
+//! validated into events; and the routes `GET|POST /api/autonomous/plugins` and
+//! `POST /api/autonomous/voice`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mall_actors::autonomous::jobs::JobWork;
+use mall_actors::autonomous::priority;
+use mall_actors::autonomous::queue::Task;
+use mall_actors::autonomous::scheduler::{Executor, Request, Scheduler};
+use mall_actors::plugins::{self, Context, Hook, Outcome, Plugin, ProductFacts, Registry};
+use mall_actors::runtime::router::Actors;
+use mall_actors::voice;
+use mall_events::domain::{DomainEvent, PluginConfigured, PluginProposed, PluginRan};
+use mall_events::ids::StreamId;
+use mall_events::{ExpectedVersion, NewEvent, Position};
+use mall_projections::analytics::PRODUCT_DAYS;
+use mall_projections::catalog::PRODUCTS;
+use mall_projections::change::Row;
+use mall_projections::plugins::{AI_PLUGINS, PLUGIN_PROPOSALS};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Scope;
+use super::error::ApiError;
+use crate::readside::{Filter, ReadSide};
+
+/// How often the watcher looks at the log for catalog changes and signals.
+const WATCH_EVERY: Duration = Duration::from_secs(5);
+/// Shoppers whose last voice results are remembered (the oldest are forgotten).
+const VOICE_MEMORY: usize = 10_000;
+
+/// The plugins' shell: one per server.
+pub struct Plugins {
+    pub actors: Arc<Actors>,
+    pub read: Arc<ReadSide>,
+    pub scheduler: OnceLock<Weak<Scheduler>>,
+    pub plugins: Vec<Arc<dyn Plugin>>,
+    /// The settings and the stream version folded.
+    registry: tokio::sync::Mutex<(Registry, u64)>,
+    /// Runs one hook at a time.
+    running: tokio::sync::Mutex<()>,
+    pub timeout: Duration,
+    /// Each shopper's last voice results (product ids), for "add two of those".
+    voice: Mutex<VoiceMemory>,
+}
+
+/// Each shopper's last voice results, and the shoppers in the order they were first seen.
+type VoiceMemory = (HashMap<String, Vec<String>>, std::collections::VecDeque<String>);
+
+fn text(r: &Row, k: &str) -> String {
+    r.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+fn int(r: &Row, k: &str) -> i64 {
+    match r.get(k) {
+        Some(v) => v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)).unwrap_or(0),
+        None => 0,
+    }
+}
+
+fn price(r: &Row) -> f64 {
+    match r.get("price") {
+        Some(Value::String(s)) => s.parse().unwrap_or(0.0),
+        Some(v) => v.as_f64().unwrap_or(0.0),
+        None => 0.0,
+    }
+}
+
+impl Plugins {
+    pub fn new(
+        actors: Arc<Actors>,
+        read: Arc<ReadSide>,
+        plugins: Vec<Arc<dyn Plugin>>,
+        timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Plugins {
+            actors,
+            read,
+            scheduler: OnceLock::new(),
+            plugins,
+            registry: tokio::sync::Mutex::new((Registry::default(), 0)),
+            running: tokio::sync::Mutex::new(()),
+            timeout,
+            voice: Mutex::new((HashMap::new(), std::collections::VecDeque::new())),
+        })
+    }
+
+    fn stream() -> StreamId {
+        StreamId::parse(mall_events::plugins::STREAM).expect("a valid stream id")
+    }
+
+    /// The registry, up to date with the log.
+    async fn registry(&self) -> Result<tokio::sync::MutexGuard<'_, (Registry, u64)>, String> {
+        let mut g = self.registry.lock().await;
+        loop {
+            let from = g.1 + 1;
+            let events = self
+                .actors
+                .rt
+                .store
+                .read_stream(&Self::stream(), from, mall_events::Direction::Forward, 1_000)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = events.last() else { break };
+            let version = last.stream_version;
+            for e in &events {
+                if let Ok(d) = e.decode() {
+                    g.0.evolve(&d);
+                }
+            }
+            g.1 = version;
+        }
+        Ok(g)
+    }
+
+    async fn append(&self, events: Vec<DomainEvent>) -> Result<(), String> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let batch = events
+            .iter()
+            .map(|d| NewEvent::from_domain(d, Uuid::now_v7(), Vec::new()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        self.actors
+            .rt
+            .store
+            .append(&Self::stream(), ExpectedVersion::Any, batch)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The facts plugins are given: every listed product with its daily units sold.
+    async fn facts(&self, now: DateTime<Utc>) -> Result<Vec<ProductFacts>, String> {
+        let err = |e: mall_projections::runner::SinkError| e.to_string();
+        let today = now.date_naive();
+        let mut units: HashMap<String, Vec<f64>> = HashMap::new();
+        for back in 0..plugins::DAYS {
+            let day = (today - chrono::Duration::days(back as i64)).format("%Y-%m-%d").to_string();
+            let prefix = format!("{day}|");
+            for r in self
+                .read
+                .rows("analytics", PRODUCT_DAYS, Filter::Group { column: "day", value: &day, prefix: &prefix })
+                .await
+                .map_err(err)?
+            {
+                let v = units.entry(text(&r, "product_id")).or_insert_with(|| vec![0.0; plugins::DAYS]);
+                v[plugins::DAYS - 1 - back] += int(&r, "units").max(0) as f64;
+            }
+        }
+        let mut out: Vec<ProductFacts> = self
+            .read
+            .rows("catalog", PRODUCTS, Filter::All)
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| {
+                let id = text(r, "product_id");
+                ProductFacts {
+                    units_by_day: units.remove(&id).unwrap_or_else(|| vec![0.0; plugins::DAYS]),
+                    title: text(r, "title"),
+                    district: text(r, "district"),
+                    price: price(r),
+                    currency: text(r, "currency"),
+                    stock: int(r, "stock").clamp(0, u32::MAX as i64) as u32,
+                    image_url: r.get("image_url").and_then(Value::as_str).map(str::to_string),
+                    product_id: id,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.product_id.cmp(&b.product_id));
+        Ok(out)
+    }
+
+    /// Runs every enabled plugin that has `hook`, each isolated; records each run, its new
+    /// proposals (validated like every event), and the isolation of a plugin that failed
+    /// [`plugins::MAX_FAILURES`] times in a row. Returns (plugin, outcome) per run.
+    pub async fn run(&self, hook: Hook) -> Result<Vec<(String, String)>, String> {
+        let _one = self.running.lock().await;
+        let head = self.actors.rt.store.stats().await.map_err(|e| e.to_string())?.last_position;
+        self.read.wait_for(head, Duration::from_secs(5)).await;
+        let now = Utc::now();
+        let products = self.facts(now).await?;
+        let known: std::collections::HashSet<String> =
+            products.iter().map(|p| format!("product:{}", p.product_id)).collect();
+        let todo: Vec<(Arc<dyn Plugin>, BTreeMap<String, f64>)> = {
+            let g = self.registry().await?;
+            self.plugins
+                .iter()
+                .filter(|p| {
+                    let info = p.info();
+                    info.hooks.contains(&hook) && g.0.enabled(&info)
+                })
+                .map(|p| (p.clone(), g.0.config(&p.info())))
+                .collect()
+        };
+        // All run at once, each apart.
+        let runs = futures_util::future::join_all(todo.iter().map(|(p, config)| {
+            let ctx = Arc::new(Context { now, config: config.clone(), products: products.clone() });
+            plugins::run_isolated(p.clone(), hook, ctx, self.timeout)
+        }))
+        .await;
+        let mut summary = Vec::new();
+        for ((p, _), (outcome, took)) in todo.iter().zip(runs) {
+            let info = p.info();
+            let run_id = Uuid::now_v7();
+            let at = Utc::now();
+            let g = self.registry().await?;
+            // Proposals become events only when each validates and names something that exists.
+            let (outcome, proposals): (Outcome, Vec<DomainEvent>) = match outcome {
+                Outcome::Ok(list) => {
+                    let mut events = Vec::new();
+                    let mut refused = None;
+                    for x in list.iter().filter(|x| !g.0.repeats(info.id, x)) {
+                        let d = DomainEvent::PluginProposed(PluginProposed {
+                            proposal_id: Uuid::now_v7(),
+                            plugin_id: info.id.into(),
+                            run_id,
+                            subject: x.subject.clone(),
+                            kind: x.kind.clone(),
+                            figures: x.figures.clone(),
+                            note: x.note.clone(),
+                            at,
+                        });
+                        if let Err((field, e)) = d.validate() {
+                            refused = Some(format!("a proposal's {field}: {}", e.0));
+                            break;
+                        }
+                        if x.subject.starts_with("product:") && !known.contains(&x.subject) {
+                            refused = Some(format!("a proposal about {}, which is not listed", x.subject));
+                            break;
+                        }
+                        events.push(d);
+                    }
+                    match refused {
+                        Some(why) => (Outcome::Failed(why), Vec::new()),
+                        None => (Outcome::Ok(list), events),
+                    }
+                }
+                other => (other, Vec::new()),
+            };
+            let detail = match &outcome {
+                Outcome::Ok(list) => format!("{} proposals, {} new", list.len(), proposals.len()),
+                Outcome::Failed(e) => e.clone(),
+                Outcome::Panicked(e) => format!("panicked: {e}"),
+                Outcome::TimedOut => format!("no answer within {} ms", self.timeout.as_millis()),
+            };
+            let disable = g.0.disables(info.id, &outcome).then(|| g.0.config(&info));
+            drop(g);
+            let mut events = vec![DomainEvent::PluginRan(PluginRan {
+                run_id,
+                plugin_id: info.id.into(),
+                hook: hook.as_str().into(),
+                outcome: outcome.as_str().into(),
+                detail: mall_actors::executors::log_safe(&detail, 500),
+                proposals: proposals.len() as u32,
+                duration_ms: took.as_millis() as u64,
+                at,
+            })];
+            events.extend(proposals);
+            if let Some(config) = disable {
+                tracing::warn!(
+                    plugin = info.id,
+                    outcome = outcome.as_str(),
+                    "a plugin failed {} times in a row; disabled",
+                    plugins::MAX_FAILURES
+                );
+                events.push(DomainEvent::PluginConfigured(PluginConfigured {
+                    plugin_id: info.id.into(),
+                    enabled: Some(false),
+                    config,
+                    by: "isolation".into(),
+                    reason: format!(
+                        "{} failures in a row, the last: {}",
+                        plugins::MAX_FAILURES,
+                        mall_actors::executors::log_safe(&detail, 300)
+                    ),
+                    at,
+                }));
+            }
+            self.append(events).await?;
+            summary.push((info.id.to_string(), outcome.as_str().to_string()));
+        }
+        Ok(summary)
+    }
+
+    /// Watches the log until shutdown: a catalog change runs the `catalog` hook, signals the
+    /// `signals` hook (at most once per [`WATCH_EVERY`]).
+    pub async fn watch(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut seen: Position = match self.actors.rt.store.stats().await {
+            Ok(s) => s.last_position,
+            Err(_) => 0,
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+            let Ok(events) = self.actors.rt.store.read_all(seen + 1, 10_000).await else { continue };
+            let Some(last) = events.last() else { continue };
+            seen = last.position;
+            let catalog = events.iter().any(|e| {
+                matches!(e.event_type.as_str(), "product_listed" | "product_edited" | "stock_changed" | "price_changed")
+            });
+            let signals =
+                events.iter().any(|e| mall_events::domain::RECORD_TYPES[5..].contains(&e.event_type.as_str()));
+            for (hook, happened) in [(Hook::Catalog, catalog), (Hook::Signals, signals)] {
+                if happened && let Err(e) = self.run(hook).await {
+                    tracing::warn!(error = %e, hook = hook.as_str(), "plugins did not run");
+                }
+            }
+        }
+    }
+
+    fn remember(&self, shopper: &str, ids: Vec<String>) {
+        let mut g = self.voice.lock().expect("voice");
+        let (map, order) = &mut *g;
+        if map.insert(shopper.to_string(), ids).is_none() {
+            order.push_back(shopper.to_string());
+            while order.len() > VOICE_MEMORY {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn recall(&self, shopper: &str) -> Vec<String> {
+        self.voice.lock().expect("voice").0.get(shopper).cloned().unwrap_or_default()
+    }
+}
+
+fn run_request(reason: String, priority: u8) -> Request {
+    Request {
+        system: "plugins".into(),
+        subject: "mall".into(),
+        action: "sweep".into(),
+        priority,
+        reason,
+        metrics: BTreeMap::new(),
+        generations: 0,
+    }
+}
+
+/// `plugins` `sweep`: every enabled plugin on its schedule.
+pub struct Sweep(pub Arc<Plugins>);
+
+#[async_trait]
+impl Executor for Sweep {
+    async fn run(&self, _task: &Task) -> Result<String, String> {
+        let runs = self.0.run(Hook::Schedule).await?;
+        Ok(runs.iter().map(|(p, o)| format!("{p}: {o}")).collect::<Vec<_>>().join(", "))
+    }
+}
+
+/// The `plugin_hooks` job: queues a run of every plugin on its schedule.
+pub struct HooksJob;
+
+#[async_trait]
+impl JobWork for HooksJob {
+    async fn run(&self, scheduler: &Scheduler, due: DateTime<Utc>) -> Result<Vec<Uuid>, String> {
+        scheduler
+            .queue(vec![run_request(format!("the plugin hooks (tick {due})"), priority::SWEEP)])
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Every plugin with its declaration, switch, settings and record.
+async fn listing(state: &AppState) -> Result<Value, ApiError> {
+    let p = &state.plugins;
+    let rows: HashMap<String, Row> = state
+        .read
+        .rows("plugins", AI_PLUGINS, Filter::All)
+        .await
+        .map_err(super::storefront::sink_error)?
+        .into_iter()
+        .map(|r| (text(&r, "plugin_id"), r))
+        .collect();
+    let g = p.registry().await.map_err(ApiError::unavailable)?;
+    let plugins: Vec<Value> = p
+        .plugins
+        .iter()
+        .map(|x| {
+            let info = x.info();
+            let row = rows.get(info.id);
+            let n = |k: &str| row.map_or(0, |r| int(r, k));
+            json!({
+                "id": info.id, "name": info.name, "description": info.description,
+                "capabilities": info.capabilities, "hooks": info.hooks.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+                "enabled": g.0.enabled(&info), "config": g.0.config(&info),
+                "defaults": info.defaults.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<String, f64>>(),
+                "runs": n("runs"), "failures": n("failures"), "failures_in_a_row": n("failures_in_a_row"),
+                "proposals": n("proposals"),
+                "last_outcome": row.and_then(|r| r.get("last_outcome").cloned()),
+                "last_detail": row.and_then(|r| r.get("last_detail").cloned()),
+                "last_run_at": row.and_then(|r| r.get("last_run_at").cloned()),
+                "disabled_by": row.and_then(|r| r.get("disabled_by").cloned()),
+                "disabled_reason": row.and_then(|r| r.get("disabled_reason").cloned()),
+            })
+        })
+        .collect();
+    drop(g);
+    let mut proposals =
+        state.read.rows("plugins", PLUGIN_PROPOSALS, Filter::All).await.map_err(super::storefront::sink_error)?;
+    proposals.sort_by_key(|r| std::cmp::Reverse(int(r, "position")));
+    proposals.truncate(100);
+    Ok(json!({"plugins": plugins, "proposals": proposals}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(alias = "minPosition")]
+    min_position: Option<Position>,
+}
+
+/// `GET /api/autonomous/plugins` (admin): every plugin (declaration, `enabled`, `config`, runs,
+/// failures, last outcome, who disabled it and why) and the latest proposals.
+pub async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: super::query::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let position = super::storefront::position(&state, q.min_position).await;
+    let body = listing(&state).await?;
+    Ok(HttpResponse::Ok().insert_header((super::reads::POSITION_HEADER, position.to_string())).json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigureBody {
+    id: String,
+    enabled: Option<bool>,
+    config: Option<BTreeMap<String, Value>>,
+    reason: Option<String>,
+}
+
+/// `POST /api/autonomous/plugins` (admin) `{"id", "enabled"?, "config"?: {SETTING: NUMBER},
+/// "reason"?}`: enables, disables or configures a plugin (a `plugin_configured` event) → 200
+/// with the listing; unknown plugin 404; an unknown setting or a value that is not a finite
+/// number 400 naming `config.SETTING`.
+pub async fn configure(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let b: ConfigureBody = mall_events::records::from_json(&super::ingest::body(&state, payload, 16_384).await?)?;
+    let p = &state.plugins;
+    let plugin = p
+        .plugins
+        .iter()
+        .find(|x| x.info().id == b.id)
+        .ok_or_else(|| ApiError::not_found(format!("no plugin {:?}", b.id)))?;
+    let info = plugin.info();
+    if b.enabled.is_none() && b.config.is_none() {
+        return Err(ApiError::invalid("enabled", "say enabled, config or both"));
+    }
+    let mut config = p.registry().await.map_err(ApiError::unavailable)?.0.config(&info);
+    for (k, v) in b.config.unwrap_or_default() {
+        if !info.defaults.iter().any(|(d, _)| *d == k) {
+            let known: Vec<&str> = info.defaults.iter().map(|(d, _)| *d).collect();
+            return Err(ApiError::invalid(
+                format!("config.{k}"),
+                format!("{} has no setting {k:?}; it has {}", info.id, known.join(", ")),
+            ));
+        }
+        let n = v
+            .as_f64()
+            .filter(|n| n.is_finite() && n.abs() <= 1e9)
+            .ok_or_else(|| ApiError::invalid(format!("config.{k}"), "a setting is a finite number"))?;
+        config.insert(k, n);
+    }
+    let event = DomainEvent::PluginConfigured(PluginConfigured {
+        plugin_id: info.id.into(),
+        enabled: b.enabled,
+        config,
+        by: "admin".into(),
+        reason: b.reason.unwrap_or_default(),
+        at: Utc::now(),
+    });
+    event.validate().map_err(|(f, e)| ApiError::invalid(f, e.0))?;
+    p.append(vec![event]).await.map_err(ApiError::unavailable)?;
+    let head = state.store.stats().await?.last_position;
+    let position = state.read.wait_for(head, Duration::from_secs(5)).await;
+    let body = listing(&state).await?;
+    Ok(HttpResponse::Ok().insert_header((super::reads::POSITION_HEADER, position.to_string())).json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoiceBody {
+    text: String,
+    shopper_id: Option<String>,
+}
+
+/// `POST /api/autonomous/voice` (public, like search) `{"text", "shopper_id"?}` → `{"intent",
+/// "products", "reply", ...}`: a transcript read as an intent, the products that match, and a
+/// reply to speak. "Add two of those" refers to the shopper's last results (the client adds to
+/// its cart; nothing is written here). 409 while the `voice_commerce` plugin is disabled.
+pub async fn voice(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let b: VoiceBody = mall_events::records::from_json(&super::ingest::body(&state, payload, 4_096).await?)?;
+    if b.text.trim().is_empty() || b.text.chars().count() > 500 {
+        return Err(ApiError::invalid("text", "a transcript of 1 to 500 characters"));
+    }
+    let shopper = match b.shopper_id {
+        Some(s) => Some(mall_events::ids::ShopperId::parse(s).map_err(|e| ApiError::invalid("shopper_id", e.0))?),
+        None => None,
+    };
+    let p = &state.plugins;
+    let info = plugins::VoiceCommerce.info();
+    let (enabled, limit) = {
+        let g = p.registry().await.map_err(ApiError::unavailable)?;
+        (g.0.enabled(&info), g.0.config(&info).get("max_results").copied().unwrap_or(5.0).clamp(1.0, 50.0) as usize)
+    };
+    if !enabled {
+        return Err(ApiError::new(actix_web::http::StatusCode::CONFLICT, "voice commerce is disabled"));
+    }
+    let rows = state.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(super::storefront::sink_error)?;
+    let items: Vec<voice::Item> = rows
+        .iter()
+        .map(|r| {
+            let mut t = text(r, "title");
+            for tag in r.get("tags").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                t.push(' ');
+                t.push_str(tag);
+            }
+            for v in r.get("attributes").and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+                if let Some(s) = v.as_str().filter(|s| s.len() <= 80) {
+                    t.push(' ');
+                    t.push_str(s);
+                }
+            }
+            voice::Item {
+                product_id: text(r, "product_id"),
+                title: text(r, "title"),
+                text: t.to_lowercase(),
+                price: price(r),
+                currency: text(r, "currency"),
+                in_stock: int(r, "stock") > 0,
+            }
+        })
+        .collect();
+    let intent = voice::intent(&b.text);
+    let found: Vec<&voice::Item> = match &intent {
+        voice::Intent::Search { words, max_price, min_price } => {
+            let found = voice::search(&items, words, *max_price, *min_price, limit);
+            if let Some(s) = &shopper {
+                p.remember(s.as_str(), found.iter().map(|i| i.product_id.clone()).collect());
+            }
+            found
+        }
+        voice::Intent::AddToCart { .. } => {
+            let last = shopper.as_ref().map(|s| p.recall(s.as_str())).unwrap_or_default();
+            last.first().and_then(|id| items.iter().find(|i| &i.product_id == id)).into_iter().collect()
+        }
+        voice::Intent::Unknown => Vec::new(),
+    };
+    let reply = voice::reply(&intent, &found);
+    let mut body = json!({
+        "intent": intent.name(),
+        "products": found.iter().map(|i| json!({"product_id": i.product_id, "title": i.title, "price": i.price, "currency": i.currency})).collect::<Vec<_>>(),
+        "reply": reply,
+    });
+    match intent {
+        voice::Intent::Search { words, max_price, min_price } => {
+            body["query"] = json!(words.join(" "));
+            body["max_price"] = json!(max_price);
+            body["min_price"] = json!(min_price);
+        }
+        voice::Intent::AddToCart { quantity } => body["quantity"] = json!(quantity),
+        voice::Intent::Unknown => {}
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
