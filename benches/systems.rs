@@ -5,7 +5,14 @@
 //! - `evolution/decide`: a district's look (30 days of days, 12 peers);
 //! - `evolution/fold_signal`: what district evolution adds to each signal a district folds;
 //! - `district_copy/write_check`: a district's copy written and checked by the guardrails;
-//! - `fetch/refused`: the image fetcher refusing a private address (no connection).
+//! - `fetch/refused`: the image fetcher refusing a private address (no connection);
+//! - `analytics/detect_4_metrics`: anomaly detection on one district's four hourly series (five
+//!   weeks, the last looked at);
+//! - `analytics/report_month`: a month's report of a district with 500 products (the facts, the
+//!   narrative, the drivers) from its rows;
+//! - `analytics/narrative_guardrail`: a narrative checked (every number one of the facts);
+//! - `social/week`: a district's week of posts written and checked by the built-in writer;
+//! - `plugins/inventory_10k`: inventory prediction over 10,000 products' 56 days.
 //!
 //! `cargo bench --bench systems` runs them.
 
@@ -186,6 +193,121 @@ fn main() {
             assert!(copy::check(&written, "Toy Town", &categories).1.is_some());
         })
     });
+    g.finish();
+
+    let mut g = c.benchmark_group("analytics");
+    let hours = 35 * 24;
+    let series: Vec<f64> = (0..hours)
+        .map(|t| 20.0 + 15.0 * ((t % 24) as f64 / 24.0 * std::f64::consts::TAU).sin() + (t % 7) as f64)
+        .collect();
+    g.bench_function("detect_4_metrics", |b| {
+        b.iter(|| {
+            for (counts, floor) in [(true, 1.0), (false, 24.5), (false, 1.0), (false, 1.0)] {
+                mall_actors::analytics::anomaly::detect_with(&series, hours - 168, counts, floor);
+            }
+        })
+    });
+    use mall_actors::analytics::report::{self, HourRow, Period, ProductDay};
+    let rows: Vec<HourRow> = (0..60 * 24)
+        .map(|h| HourRow {
+            district: "toys".into(),
+            hour: now - Duration::hours(h),
+            views: 40 + (h % 24) as u64,
+            clicks: 10,
+            carts: 5,
+            purchases: 2,
+            units: 2,
+            bounces: 3,
+            revenue_e4: 490_000,
+        })
+        .collect();
+    let days: Vec<ProductDay> = (0..30)
+        .flat_map(|d| {
+            (0..500).map(move |p| ProductDay {
+                day: (now - Duration::days(d)).date_naive(),
+                product_id: format!("p{p}"),
+                district: "toys".into(),
+                views: 10 + p % 7,
+                carts: p % 3,
+                purchases: p % 2,
+                revenue_e4: (p % 2) as i64 * 245_000,
+            })
+        })
+        .collect();
+    let titles: std::collections::HashMap<String, String> =
+        (0..500).map(|p| (format!("p{p}"), format!("Toy {p}"))).collect();
+    let input = report::Input {
+        microstore: "toys",
+        name: "Toy Town",
+        period: Period::Month,
+        now,
+        hours: &rows,
+        products: &days,
+        titles: &titles,
+        terms: &[],
+        anomalies: &[],
+    };
+    g.bench_function("report_month", |b| b.iter(|| report::report(&input)));
+    let r = report::report(&input);
+    let evidence = report::evidence("Toy Town");
+    g.bench_function("narrative_guardrail", |b| {
+        b.iter(|| {
+            let o = mall_actors::guardrails::check_figures(
+                &r.narrative,
+                &mall_actors::guardrails::NARRATIVE,
+                &evidence,
+                &r.figures(),
+                &r.names(),
+            );
+            assert!(o.passed());
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("social");
+    let facts = mall_actors::executors::Facts {
+        product_id: "p1".into(),
+        title: "Wooden train".into(),
+        description: String::new(),
+        tags: vec!["wood".into()],
+        attributes: BTreeMap::from([("material".to_string(), AttributeValue::Text("beech".into()))]),
+        price: "24.50".into(),
+        currency: "EUR".into(),
+        stock: 5,
+        district: "Toy Town".into(),
+        personality: Some(voice("playful")),
+        diagnosis: "social_post".into(),
+        reason: "bench".into(),
+    };
+    let week = mall_actors::social::slots(mall_actors::social::week_of(now), &[9, 13, 19]);
+    g.throughput(Throughput::Elements(week.len() as u64));
+    g.bench_function("week", |b| {
+        b.iter(|| {
+            for slot in &week {
+                let d = mall_actors::social::write(slot.platform, &facts);
+                assert!(mall_actors::social::check(&d, &facts).1.is_some());
+            }
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("plugins");
+    use mall_actors::plugins::{Context, Hook, InventoryPrediction, Plugin};
+    let products: Vec<mall_actors::plugins::ProductFacts> = (0..10_000)
+        .map(|i| mall_actors::plugins::ProductFacts {
+            product_id: format!("p{i}"),
+            title: format!("Toy {i}"),
+            district: "toys".into(),
+            price: 24.5,
+            currency: "EUR".into(),
+            stock: (i % 40) as u32,
+            image_url: None,
+            units_by_day: (0..mall_actors::plugins::DAYS).map(|d| if (d + i) % 3 == 0 { 1.0 } else { 0.0 }).collect(),
+        })
+        .collect();
+    let ctx = Context { now, config: BTreeMap::new(), products, reviews: Vec::new() };
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("inventory_10k", |b| b.iter(|| InventoryPrediction.run(Hook::Schedule, &ctx).unwrap()));
     g.finish();
 
     let mut g = c.benchmark_group("fetch");

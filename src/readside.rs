@@ -37,6 +37,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(mall_projections::analytics::Analytics),
         Arc::new(mall_projections::social::Social),
         Arc::new(mall_projections::plugins::Plugins),
+        Arc::new(mall_projections::customers::Customers),
     ]
 }
 
@@ -461,36 +462,51 @@ impl ReadSide {
         if let Some(s) = f.stop.lock().expect("stop").take() {
             let _ = s.send(true);
         }
-        runner::catch_up(&*self.store, &*f.projection, &**live, 5_000, |_| {}).await?;
-        let at = live.checkpoint().await?;
-        runner::catch_up_until(&*self.store, &*f.projection, &*shadow, 5_000, Some(at), |_| {}).await?;
-        let differences = verify.then(|| {
-            let mut diffs = Vec::new();
-            for t in f.projection.tables() {
-                let (a, _) = live.table(t.name);
-                let (b, _) = shadow.table(t.name);
-                let key = |r: &mall_projections::change::Row| {
-                    r.get(t.key).and_then(|v| v.as_str()).unwrap_or_default().to_string()
-                };
-                let left: std::collections::BTreeMap<String, _> = a.iter().map(|r| (key(r), r)).collect();
-                let right: std::collections::BTreeMap<String, _> = b.iter().map(|r| (key(r), r)).collect();
-                for (k, r) in &left {
-                    match right.get(k) {
-                        None => diffs.push(format!("{}: {k} only in the live table", t.name)),
-                        Some(s) if s != r => diffs.push(format!("{}: {k} differs", t.name)),
-                        _ => {}
-                    }
-                }
-                for k in right.keys().filter(|k| !left.contains_key(*k)) {
-                    diffs.push(format!("{}: {k} only in the rebuilt table", t.name));
-                }
+        // The stopped follower may still be applying the batch it had in hand: compare only
+        // once the live checkpoint held still across the comparison (a batch it applies later
+        // goes to the old sink, which the swap drops; the new follower starts at the shadow's).
+        let mut rounds = 0;
+        let differences = loop {
+            runner::catch_up(&*self.store, &*f.projection, &**live, 5_000, |_| {}).await?;
+            let at = live.checkpoint().await?;
+            runner::catch_up_until(&*self.store, &*f.projection, &*shadow, 5_000, Some(at), |_| {}).await?;
+            let differences = compare(f, live, &shadow, verify);
+            rounds += 1;
+            if live.checkpoint().await? == at || rounds >= 10 {
+                break differences;
             }
-            diffs
-        });
+        };
         *f.sink.write().expect("sink") = LiveSink::Memory(shadow);
         spawn_follower(&self.store, f);
         Ok(differences)
     }
+}
+
+/// The rows of `live` and `shadow` that differ, table by table (when `verify`).
+fn compare(f: &Followed, live: &MemorySink, shadow: &MemorySink, verify: bool) -> Option<Vec<String>> {
+    verify.then(|| {
+        let mut diffs = Vec::new();
+        for t in f.projection.tables() {
+            let (a, _) = live.table(t.name);
+            let (b, _) = shadow.table(t.name);
+            let key = |r: &mall_projections::change::Row| {
+                r.get(t.key).and_then(|v| v.as_str()).unwrap_or_default().to_string()
+            };
+            let left: std::collections::BTreeMap<String, _> = a.iter().map(|r| (key(r), r)).collect();
+            let right: std::collections::BTreeMap<String, _> = b.iter().map(|r| (key(r), r)).collect();
+            for (k, r) in &left {
+                match right.get(k) {
+                    None => diffs.push(format!("{}: {k} only in the live table", t.name)),
+                    Some(s) if s != r => diffs.push(format!("{}: {k} differs", t.name)),
+                    _ => {}
+                }
+            }
+            for k in right.keys().filter(|k| !left.contains_key(*k)) {
+                diffs.push(format!("{}: {k} only in the rebuilt table", t.name));
+            }
+        }
+        diffs
+    })
 }
 
 fn image_path(dir: &std::path::Path, p: &dyn Projection) -> PathBuf {

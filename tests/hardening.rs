@@ -646,6 +646,7 @@ async fn a_restart_reads_the_tables_from_their_images_and_ignores_those_of_anoth
         "analytics.v1.image",
         "social.v1.image",
         "plugins.v1.image",
+        "customers.v1.image",
     ] {
         assert!(images.join(name).exists(), "{name} saved at shutdown");
     }

@@ -77,6 +77,8 @@ pub mod bounds {
 
 /// The longest product title, in bytes.
 pub const MAX_TITLE_LEN: usize = 300;
+/// The longest review text (bytes).
+pub const MAX_REVIEW_LEN: usize = 5_000;
 /// The longest description, in bytes (Google Merchant Center's cap is 5,000 characters).
 pub const MAX_DESCRIPTION_LEN: usize = 5_000;
 /// The most tags a product may carry.
@@ -238,6 +240,11 @@ signal!(
     /// `bounced`: a shopper left from a product page at once.
     Bounced { product_id: ProductId }
 );
+signal!(
+    /// `review_submitted`: a shopper rated a product (1 to 5) and may have written about it. The
+    /// text is data: it is scored, never followed, and never evidence for copy.
+    ReviewSubmitted { product_id: ProductId, rating: u8, #[serde(default)] text: String }
+);
 
 /// Declares every event type once — its variant, payload type and stable type string — and
 /// derives from that one list the enum, [`EVENT_TYPES`], [`DomainEvent::event_type`] and the
@@ -298,6 +305,7 @@ domain_events! {
     Purchased => "purchased",
     Searched => "searched",
     Bounced => "bounced",
+    ReviewSubmitted => "review_submitted",
     OptimizationDecided => "optimization_decided",
     CopyGenerated => "copy_generated",
     GenerationRejected => "generation_rejected",
@@ -339,7 +347,7 @@ domain_events! {
 
 /// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
 /// The other event types are mall's own and are only ever written by its actors.
-pub const RECORD_TYPES: &[&str] = EVENT_TYPES.split_at(13).0;
+pub const RECORD_TYPES: &[&str] = EVENT_TYPES.split_at(14).0;
 
 impl DomainEvent {
     /// The schema version this build writes for the event's type.
@@ -377,6 +385,7 @@ impl DomainEvent {
             RemovedFromCart(e) => &e.product_id,
             Purchased(e) => &e.product_id,
             Bounced(e) => &e.product_id,
+            ReviewSubmitted(e) => &e.product_id,
             OptimizationDecided(e) => &e.product_id,
             CopyGenerated(e) => &e.product_id,
             GenerationRejected(e) => &e.product_id,
@@ -408,6 +417,7 @@ impl DomainEvent {
             Purchased(e) => e.campaign.as_deref(),
             Searched(e) => e.campaign.as_deref(),
             Bounced(e) => e.campaign.as_deref(),
+            ReviewSubmitted(e) => e.campaign.as_deref(),
             _ => None,
         }
     }
@@ -457,6 +467,7 @@ impl DomainEvent {
             Purchased(e) => meta!(e),
             Searched(e) => meta!(e),
             Bounced(e) => meta!(e),
+            ReviewSubmitted(e) => meta!(e),
         }
     }
 
@@ -773,6 +784,12 @@ impl DomainEvent {
             DomainEvent::AddedToCart(e) => quantity(e.quantity),
             DomainEvent::RemovedFromCart(e) => quantity(e.quantity),
             DomainEvent::Purchased(e) => quantity(e.quantity),
+            DomainEvent::ReviewSubmitted(e) => {
+                if !(1..=5).contains(&e.rating) {
+                    return err("rating", "rating must be 1 to 5".into());
+                }
+                prose("text", &e.text, 0, MAX_REVIEW_LEN)
+            }
             DomainEvent::Searched(e) => {
                 text("query", &e.query, 1, 500)?;
                 if e.result_ids.len() > 1_000 {

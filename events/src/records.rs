@@ -148,6 +148,7 @@ pub fn parse_typed(event_type: &str, fields: serde_json::Value) -> Result<Domain
         "purchased" => E::Purchased(from_value(fields)?),
         "searched" => E::Searched(from_value(fields)?),
         "bounced" => E::Bounced(from_value(fields)?),
+        "review_submitted" => E::ReviewSubmitted(from_value(fields)?),
         other => {
             return Err(RecordError {
                 field: Some("type".into()),

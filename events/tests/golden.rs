@@ -138,6 +138,16 @@ fn samples() -> Vec<DomainEvent> {
             product_id: p(),
             campaign: None,
         }),
+        DomainEvent::ReviewSubmitted(ReviewSubmitted {
+            id,
+            shopper_id: shopper(),
+            session_id: session(),
+            at,
+            product_id: p(),
+            rating: 4,
+            text: "Sturdy and the kids love it.".into(),
+            campaign: Some("social:abc".into()),
+        }),
         DomainEvent::OptimizationDecided(OptimizationDecided {
             decision_id: id,
             product_id: p(),

@@ -20,12 +20,14 @@
 //! - [`analytics`]: the `district_hours`, `product_days`, `search_days`, `anomalies` and
 //!   `analytics_narratives` tables;
 //! - [`social`]: the `social_calendars` and `campaigns` tables;
-//! - [`plugins`]: the `ai_plugins` and `plugin_proposals` tables.
+//! - [`plugins`]: the `ai_plugins` and `plugin_proposals` tables;
+//! - [`customers`]: the `shopper_days` and `reviews` tables.
 
 pub mod analytics;
 pub mod autonomous;
 pub mod catalog;
 pub mod change;
+pub mod customers;
 pub mod evolution;
 pub mod health;
 pub mod memory;

@@ -203,6 +203,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/autonomous/social/posts/{id}", &["POST"]),
     ("/api/autonomous/plugins", &["GET", "POST"]),
     ("/api/autonomous/voice", &["POST"]),
+    ("/api/autonomous/segments", &["GET"]),
     ("/api/admin/projections", &["GET"]),
     ("/api/admin/projections/rebuild", &["POST"]),
     ("/api/admin/projections/retry", &["POST"]),
@@ -285,6 +286,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 vec![get(web::get().to(plugins::list)), post(web::post().to(plugins::configure))],
             ))
             .service(resource("/autonomous/voice", vec![post(web::post().to(plugins::voice))]))
+            .service(resource("/autonomous/segments", vec![get(web::get().to(plugins::segments_list))]))
             .service(resource("/admin/projections", vec![get(web::get().to(admin::projections))]))
             .service(resource("/admin/projections/rebuild", vec![post(web::post().to(admin::rebuild))]))
             .service(resource("/admin/projections/retry", vec![post(web::post().to(admin::retry))])),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use mall_actors::analytics::segments;
 use mall_actors::autonomous::jobs::JobWork;
 use mall_actors::autonomous::priority;
 use mall_actors::autonomous::queue::Task;
@@ -25,6 +26,8 @@ use mall_events::{ExpectedVersion, NewEvent, Position};
 use mall_projections::analytics::PRODUCT_DAYS;
 use mall_projections::catalog::PRODUCTS;
 use mall_projections::change::Row;
+use mall_projections::customers::{REVIEWS, SHOPPER_DAYS};
+use mall_projections::personalization::SHOPPER_PROFILES;
 use mall_projections::plugins::{AI_PLUGINS, PLUGIN_PROPOSALS};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -184,6 +187,30 @@ impl Plugins {
         Ok(out)
     }
 
+    /// Reviews of the last [`plugins::REVIEW_DAYS`] days, oldest first.
+    async fn reviews(&self, now: DateTime<Utc>) -> Result<Vec<plugins::Review>, String> {
+        let since = now - chrono::Duration::days(plugins::REVIEW_DAYS);
+        let mut out: Vec<plugins::Review> = self
+            .read
+            .rows("customers", REVIEWS, Filter::All)
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter_map(|r| {
+                let at = r.get("at").and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok())?;
+                Some(plugins::Review {
+                    product_id: text(r, "product_id"),
+                    rating: int(r, "rating").clamp(1, 5) as u8,
+                    text: text(r, "text"),
+                    at: at.with_timezone(&Utc),
+                })
+            })
+            .filter(|r| r.at >= since)
+            .collect();
+        out.sort_by_key(|r| r.at);
+        Ok(out)
+    }
+
     /// Runs every enabled plugin that has `hook`, each isolated; records each run, its new
     /// proposals (validated like every event), and the isolation of a plugin that failed
     /// [`plugins::MAX_FAILURES`] times in a row. Returns (plugin, outcome) per run.
@@ -193,6 +220,7 @@ impl Plugins {
         self.read.wait_for(head, Duration::from_secs(5)).await;
         let now = Utc::now();
         let products = self.facts(now).await?;
+        let reviews = self.reviews(now).await?;
         let known: std::collections::HashSet<String> =
             products.iter().map(|p| format!("product:{}", p.product_id)).collect();
         let todo: Vec<(Arc<dyn Plugin>, BTreeMap<String, f64>)> = {
@@ -208,7 +236,8 @@ impl Plugins {
         };
         // All run at once, each apart.
         let runs = futures_util::future::join_all(todo.iter().map(|(p, config)| {
-            let ctx = Arc::new(Context { now, config: config.clone(), products: products.clone() });
+            let ctx =
+                Arc::new(Context { now, config: config.clone(), products: products.clone(), reviews: reviews.clone() });
             plugins::run_isolated(p.clone(), hook, ctx, self.timeout)
         }))
         .await;
@@ -586,4 +615,132 @@ pub async fn voice(state: web::Data<AppState>, payload: web::Payload) -> Result<
         voice::Intent::Unknown => {}
     }
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// A shopper's purchase history from `shopper_days` rows.
+fn purchases_of<'a>(rows: impl IntoIterator<Item = &'a Row>) -> BTreeMap<String, segments::Purchases> {
+    let mut out: BTreeMap<String, segments::Purchases> = BTreeMap::new();
+    for r in rows {
+        let Ok(day) = chrono::NaiveDate::parse_from_str(&text(r, "day"), "%Y-%m-%d") else { continue };
+        out.entry(text(r, "shopper_id")).or_default().observe(day, int(r, "spend_e4").max(0) as u64);
+    }
+    out
+}
+
+/// A shopper's figures as lifetime models read them, as of a date.
+pub fn customer_json(p: &segments::Purchases, as_of: chrono::NaiveDate) -> Value {
+    let f = segments::figures(p, as_of);
+    let days: Vec<&chrono::NaiveDate> = p.0.range(..=as_of).map(|(d, _)| d).collect();
+    json!({
+        "as_of": as_of,
+        "segment": segments::lifecycle(f.as_ref()),
+        "first_purchase": days.first(),
+        "last_purchase": days.last(),
+        "purchase_days": days.len(),
+        "frequency": f.map(|f| f.frequency),
+        "recency": f.map(|f| f.recency),
+        "age": f.map(|f| f.age),
+        "monetary_value": f.map(|f| f.monetary_e4 / 10_000.0),
+    })
+}
+
+/// The customer block of a shopper's profile: their figures as of today (`None` while the
+/// segmentation plugin is disabled).
+pub async fn customer(state: &AppState, shopper: &str) -> Result<Option<Value>, ApiError> {
+    let info = plugins::Segmentation.info();
+    if !state.plugins.registry().await.map_err(ApiError::unavailable)?.0.enabled(&info) {
+        return Ok(None);
+    }
+    let prefix = format!("{shopper}|");
+    let rows = state
+        .read
+        .rows("customers", SHOPPER_DAYS, Filter::Group { column: "shopper_id", value: shopper, prefix: &prefix })
+        .await
+        .map_err(super::storefront::sink_error)?;
+    let p = purchases_of(&rows).remove(shopper).unwrap_or_default();
+    Ok(Some(customer_json(&p, Utc::now().date_naive())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentsQuery {
+    segment: Option<String>,
+    as_of: Option<String>,
+    limit: Option<usize>,
+    #[serde(alias = "minPosition")]
+    min_position: Option<Position>,
+}
+
+/// `GET /api/autonomous/segments?segment=&as_of=&limit=` (admin): shoppers by lifecycle segment
+/// (`prospect`, `new`, `active`, `at_risk`, `lost`) as of a business date (default today), with
+/// their purchase figures and RFM scores (quintiles within the shoppers who bought), and the
+/// count of each segment. 409 while the segmentation plugin is disabled.
+pub async fn segments_list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: super::query::Query<SegmentsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.check(&req, Scope::Admin)?;
+    let info = plugins::Segmentation.info();
+    if !state.plugins.registry().await.map_err(ApiError::unavailable)?.0.enabled(&info) {
+        return Err(ApiError::new(actix_web::http::StatusCode::CONFLICT, "customer segmentation is disabled"));
+    }
+    let as_of = match q.as_of.as_deref() {
+        None => Utc::now().date_naive(),
+        Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map_err(|_| ApiError::invalid("as_of", format!("{d:?} is not a date (YYYY-MM-DD)")))?,
+    };
+    const SEGMENTS: [&str; 5] = ["prospect", "new", "active", "at_risk", "lost"];
+    if let Some(s) = q.segment.as_deref()
+        && !SEGMENTS.contains(&s)
+    {
+        return Err(ApiError::invalid("segment", format!("{s:?} is not one of {}", SEGMENTS.join(", "))));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "1 to 10000"));
+    }
+    let position = super::storefront::position(&state, q.min_position).await;
+    let err = super::storefront::sink_error;
+    let mut histories = purchases_of(&state.read.rows("customers", SHOPPER_DAYS, Filter::All).await.map_err(err)?);
+    for r in state.read.rows("personalization", SHOPPER_PROFILES, Filter::All).await.map_err(err)? {
+        histories.entry(text(&r, "shopper_id")).or_default();
+    }
+    let figures: Vec<(String, Option<segments::Figures>)> =
+        histories.iter().map(|(s, p)| (s.clone(), segments::figures(p, as_of))).collect();
+    let bought: Vec<segments::Figures> = figures.iter().filter_map(|(_, f)| *f).collect();
+    let scores = segments::rfm(&bought);
+    let mut rfm_of: HashMap<&str, (u8, u8, u8)> = HashMap::new();
+    let mut k = 0;
+    for (s, f) in &figures {
+        if f.is_some() {
+            rfm_of.insert(s.as_str(), scores[k]);
+            k += 1;
+        }
+    }
+    let mut counts: BTreeMap<&str, u64> = SEGMENTS.iter().map(|s| (*s, 0)).collect();
+    let mut listed: Vec<(u16, String, Value)> = Vec::new();
+    for (s, f) in &figures {
+        let seg = serde_json::to_value(segments::lifecycle(f.as_ref())).unwrap_or(Value::Null);
+        let name = seg.as_str().unwrap_or("").to_string();
+        if let Some(c) = counts.get_mut(name.as_str()) {
+            *c += 1;
+        }
+        if q.segment.as_deref().is_some_and(|x| x != name) {
+            continue;
+        }
+        let mut v = customer_json(&histories[s], as_of);
+        v["shopper_id"] = json!(s);
+        let total = rfm_of.get(s.as_str()).map_or(0, |(r, f, m)| u16::from(*r) + u16::from(*f) + u16::from(*m));
+        if let Some((r, f, m)) = rfm_of.get(s.as_str()) {
+            v["rfm"] = json!({"recency": r, "frequency": f, "monetary": m, "code": format!("{r}{f}{m}")});
+        }
+        listed.push((total, s.clone(), v));
+    }
+    listed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let total = listed.len();
+    let shoppers: Vec<Value> = listed.into_iter().take(limit).map(|(_, _, v)| v).collect();
+    Ok(HttpResponse::Ok().insert_header((super::reads::POSITION_HEADER, position.to_string())).json(json!({
+        "as_of": as_of, "counts": counts, "segment": q.segment, "total": total, "shoppers": shoppers,
+    })))
 }

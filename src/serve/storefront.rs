@@ -760,6 +760,7 @@ pub async fn personalize(
             Some(v)
         })
         .collect();
+    let customer = super::plugins::customer(&state, shopper.as_str()).await?;
     Ok(answer(
         at.min(r.position),
         json!({
@@ -767,6 +768,7 @@ pub async fn personalize(
             "profile": {
                 "signals": profile.first(),
                 "segment": segment,
+                "customer": customer,
                 "interests": favourites.iter().take(10).map(|(p, v)| json!({"product_id": p, "interest": v})).collect::<Vec<_>>(),
                 "district_affinity": affinity.iter().map(|(d, v)| json!({"district": d, "interest": v, "share": i.share(d)})).collect::<Vec<_>>(),
             },

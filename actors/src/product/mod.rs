@@ -299,6 +299,7 @@ impl ProductState {
             }
             DomainEvent::DistrictOpened(_)
             | DomainEvent::RemovedFromCart(_)
+            | DomainEvent::ReviewSubmitted(_)
             | DomainEvent::Searched(_)
             | DomainEvent::CopyGenerated(_) => {}
             // The core's events are never in a product's stream.
