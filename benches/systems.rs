@@ -303,6 +303,8 @@ fn main() {
             stock: (i % 40) as u32,
             image_url: None,
             units_by_day: (0..mall_actors::plugins::DAYS).map(|d| if (d + i) % 3 == 0 { 1.0 } else { 0.0 }).collect(),
+            views_by_day: vec![10.0; mall_actors::plugins::DAYS],
+            numbers: BTreeMap::new(),
         })
         .collect();
     let ctx = Context { now, config: BTreeMap::new(), products, reviews: Vec::new() };

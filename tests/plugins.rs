@@ -112,6 +112,10 @@ async fn plugins_at_work(store: Store) {
         m.insert("text".into(), json!(text));
         signals.push(r);
     }
+    // `idle` is looked at and not bought.
+    for v in 0..200 {
+        signals.push(signal("product_viewed", "idle", &format!("w{v}")));
+    }
     let (code, body) = post(&c, s.url("/api/signals"), INGEST, &json!({"signals": signals})).await;
     assert_eq!(code, StatusCode::ACCEPTED, "{body}");
     let mut bad = signal("review_submitted", "low", "r9");
@@ -122,7 +126,11 @@ async fn plugins_at_work(store: Store) {
     // Listed, enabled, never run.
     let listed = plugins(&c, &s).await;
     let ids: Vec<&str> = listed["plugins"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["sentiment", "inventory_prediction", "segmentation", "image_generation", "voice_commerce"]);
+    assert_eq!(
+        ids,
+        ["sentiment", "dynamic_pricing", "inventory_prediction", "segmentation", "image_generation", "voice_commerce"]
+    );
+    assert_eq!(plugin(&listed, "dynamic_pricing")["enabled"], false, "a merchant turns pricing on");
     let inv = plugin(&listed, "inventory_prediction");
     assert_eq!((inv["enabled"].as_bool(), inv["runs"].as_i64()), (Some(true), Some(0)), "{inv}");
     assert_eq!(inv["capabilities"], json!(["forecast", "reorder_alert"]));
@@ -211,6 +219,16 @@ async fn plugins_at_work(store: Store) {
     assert_eq!(plugin(&after, "inventory_prediction")["runs"], runs, "not run once disabled");
     assert_eq!(plugin(&after, "image_generation")["runs"], 6);
 
+    // Dynamic pricing, once a merchant turns it on: the product looked at and not bought goes
+    // down by the daily change at most.
+    let (code, _) = configure(&c, &s, json!({"id": "dynamic_pricing", "enabled": true})).await;
+    assert_eq!(code, StatusCode::OK);
+    let after = run(&c, &s).await;
+    let prices = proposals(&after, "price");
+    assert_eq!(prices.len(), 1, "{after:#}");
+    assert_eq!(prices[0]["subject"], "product:idle");
+    assert_eq!((prices[0]["figures"]["from"].as_f64(), prices[0]["figures"]["to"].as_f64()), (Some(24.5), Some(23.28)));
+
     // Customer segmentation: lifecycle segments and RFM scores as of a date; in the profile too.
     let segments = |q: &str| {
         let (c, s) = (&c, &s);
@@ -221,8 +239,8 @@ async fn plugins_at_work(store: Store) {
     assert_eq!(code, StatusCode::OK, "{seg}");
     assert_eq!(
         seg["counts"],
-        json!({"prospect": 4, "new": 14, "active": 1, "at_risk": 1, "lost": 1}),
-        "reviewers are prospects; each one-off buyer of the last four weeks is new: {seg:#}"
+        json!({"prospect": 204, "new": 14, "active": 1, "at_risk": 1, "lost": 1}),
+        "the reviewers and idle's viewers are prospects; each one-off buyer of the last four weeks is new: {seg:#}"
     );
     let (_, active) = segments("?segment=active").await;
     let loyal = &active["shoppers"][0];

@@ -34,6 +34,7 @@ pub mod merchandising;
 pub use product::experiment;
 pub mod personalization;
 pub mod plugins;
+pub mod pricing;
 pub mod product;
 pub mod runtime;
 pub mod shopper;

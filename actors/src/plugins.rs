@@ -71,8 +71,12 @@ pub struct ProductFacts {
     pub currency: String,
     pub stock: u32,
     pub image_url: Option<String>,
-    /// Units sold each day, oldest first, [`DAYS`] days to yesterday... today included.
+    /// Units sold each day, oldest first, [`DAYS`] days to today.
     pub units_by_day: Vec<f64>,
+    /// Product views each day, the same days.
+    pub views_by_day: Vec<f64>,
+    /// The product's numeric attributes (`cost`, `price_floor`, `price_ceiling`, ...).
+    pub numbers: BTreeMap<String, f64>,
 }
 
 /// A review as plugins see it (its text is data to score, never instructions).
@@ -349,6 +353,72 @@ impl Plugin for ImageGeneration {
     }
 }
 
+/// Dynamic pricing: a price move per product within today's band (the daily change, the
+/// merchant's floor and ceiling, never under cost) when its figures call for one
+/// (`crate::pricing`); proposals only — a price experiment would keep a move only if it won
+/// (not built yet). Off until a merchant turns it on.
+pub struct DynamicPricing;
+
+impl Plugin for DynamicPricing {
+    fn info(&self) -> Info {
+        Info {
+            id: "dynamic_pricing",
+            name: "Dynamic pricing",
+            description: "Price moves within the merchant's floor and ceiling, the daily change and the cost",
+            capabilities: &["price_proposal"],
+            hooks: &[Hook::Schedule],
+            defaults: &[
+                ("max_daily_change", 0.05),
+                ("min_views", 100.0),
+                ("high_conversion", 0.05),
+                ("low_conversion", 0.01),
+            ],
+            enabled_by_default: false,
+        }
+    }
+
+    fn run(&self, _hook: Hook, ctx: &Context) -> Result<Vec<Proposal>, String> {
+        use crate::pricing::{PriceFacts, Settings, propose};
+        let s = Settings {
+            max_daily_change: ctx.setting("max_daily_change", 0.05),
+            min_views: ctx.setting("min_views", 100.0).max(0.0) as u64,
+            high_conversion: ctx.setting("high_conversion", 0.05),
+            low_conversion: ctx.setting("low_conversion", 0.01),
+        };
+        if !(0.0..0.5).contains(&s.max_daily_change) {
+            return Err("max_daily_change is a fraction under 0.5".into());
+        }
+        let last = |v: &[f64]| v.iter().rev().take(14).sum::<f64>();
+        let mut out = Vec::new();
+        for p in &ctx.products {
+            let units = last(&p.units_by_day);
+            let f = PriceFacts {
+                price: p.price,
+                cost: p.numbers.get("cost").copied(),
+                floor: p.numbers.get("price_floor").copied(),
+                ceiling: p.numbers.get("price_ceiling").copied(),
+                stock: p.stock,
+                views: last(&p.views_by_day) as u64,
+                purchases: units as u64,
+                units,
+            };
+            if let Some((to, why)) = propose(&f, &s) {
+                out.push(Proposal {
+                    subject: format!("product:{}", p.product_id),
+                    kind: "price".into(),
+                    figures: BTreeMap::from([
+                        ("from".to_string(), p.price),
+                        ("to".to_string(), to),
+                        ("change_pct".to_string(), ((to / p.price - 1.0) * 1_000.0).round() / 10.0),
+                    ]),
+                    note: format!("{:.2} → {to:.2} {}: {why}", p.price, p.currency),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Sentiment analysis: each reviewed product's reviews scored by the offline lexicon scorer
 /// (negation, intensifiers, "but"), blended half and half with the ratings, into a `sentiment`
 /// proposal (mean score in [-1, 1], reviews, mean rating, share negative).
@@ -466,6 +536,7 @@ impl Plugin for VoiceCommerce {
 pub fn builtin() -> Vec<Arc<dyn Plugin>> {
     vec![
         Arc::new(Sentiment),
+        Arc::new(DynamicPricing),
         Arc::new(InventoryPrediction),
         Arc::new(Segmentation),
         Arc::new(ImageGeneration),
@@ -509,7 +580,9 @@ mod tests {
             currency: "EUR".into(),
             stock,
             image_url: None,
+            views_by_day: vec![0.0; units_by_day.len()],
             units_by_day,
+            numbers: BTreeMap::new(),
         }
     }
 
@@ -605,6 +678,18 @@ mod tests {
         assert!(get("odd").figures["sentiment"] <= 0.5 + 1e-9, "{p:?}");
         c.config.insert("min_reviews".into(), 2.0);
         assert_eq!(Sentiment.run(Hook::Schedule, &c).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn given_a_poor_converter_then_a_lower_price_within_its_bounds_is_proposed() {
+        let mut p = product("slow", 50, &[1.0]);
+        p.views_by_day = vec![20.0; DAYS];
+        p.numbers.insert("cost".into(), 23.9);
+        let c = ctx(vec![p]);
+        let out = DynamicPricing.run(Hook::Schedule, &c).unwrap();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].figures["to"], 23.9, "5% down would be 23.28: the cost holds: {out:?}");
+        assert!(!DynamicPricing.info().enabled_by_default, "a merchant turns pricing on");
     }
 
     #[test]

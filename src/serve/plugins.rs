@@ -150,6 +150,7 @@ impl Plugins {
         let err = |e: mall_projections::runner::SinkError| e.to_string();
         let today = now.date_naive();
         let mut units: HashMap<String, Vec<f64>> = HashMap::new();
+        let mut views: HashMap<String, Vec<f64>> = HashMap::new();
         for back in 0..plugins::DAYS {
             let day = (today - chrono::Duration::days(back as i64)).format("%Y-%m-%d").to_string();
             let prefix = format!("{day}|");
@@ -161,6 +162,8 @@ impl Plugins {
             {
                 let v = units.entry(text(&r, "product_id")).or_insert_with(|| vec![0.0; plugins::DAYS]);
                 v[plugins::DAYS - 1 - back] += int(&r, "units").max(0) as f64;
+                let v = views.entry(text(&r, "product_id")).or_insert_with(|| vec![0.0; plugins::DAYS]);
+                v[plugins::DAYS - 1 - back] += int(&r, "views").max(0) as f64;
             }
         }
         let mut out: Vec<ProductFacts> = self
@@ -173,6 +176,14 @@ impl Plugins {
                 let id = text(r, "product_id");
                 ProductFacts {
                     units_by_day: units.remove(&id).unwrap_or_else(|| vec![0.0; plugins::DAYS]),
+                    views_by_day: views.remove(&id).unwrap_or_else(|| vec![0.0; plugins::DAYS]),
+                    numbers: r
+                        .get("attributes")
+                        .and_then(Value::as_object)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|(k, v)| v.as_f64().filter(|x| x.is_finite()).map(|x| (k.clone(), x)))
+                        .collect(),
                     title: text(r, "title"),
                     district: text(r, "district"),
                     price: price(r),
