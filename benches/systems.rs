@@ -259,7 +259,7 @@ fn main() {
                 &r.figures(),
                 &r.names(),
             );
-            assert!(o.passed());
+            assert!(o.passed(), "{:?}\n{}", o.verdicts.iter().filter(|v| !v.passed).collect::<Vec<_>>(), r.narrative);
         })
     });
     g.finish();

@@ -232,6 +232,15 @@ impl ReadSide {
         self.position()
     }
 
+    /// Waits (up to `bound`) until `projection` has applied `min`; returns its position (0 for
+    /// a projection this build does not have).
+    pub async fn wait_for_projection(&self, projection: &str, min: Position, bound: std::time::Duration) -> Position {
+        let Some(f) = self.get(projection) else { return 0 };
+        let mut rx = f.applied.subscribe();
+        let _ = tokio::time::timeout(bound, rx.wait_for(|p| *p >= min)).await;
+        *f.applied.borrow()
+    }
+
     /// Rows of `table` (written by `projection`).
     pub async fn rows(&self, projection: &str, table: &str, filter: Filter<'_>) -> Result<Vec<Row>, SinkError> {
         let f = self.get(projection).ok_or_else(|| SinkError::Backend(format!("no projection {projection}")))?;

@@ -289,3 +289,81 @@ async fn a_models_posts_are_guarded(store: Store) {
 }
 
 support::on_both_stores!(a_models_posts_are_guarded);
+
+/// The webhook publisher: with posts sent a week ahead, every post of a calendar goes to the
+/// publisher's webhook once acknowledged (the webhook refuses the first two tries), each with its
+/// idempotency key, and is marked published with the id the webhook answered.
+async fn the_webhook_publishes_every_post(store: Store) {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/posts", listener.local_addr().unwrap());
+    let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(2));
+    let (record, fail) = (seen.clone(), failures.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let (record, fail) = (record.clone(), fail.clone());
+            tokio::spawn(async move {
+                let Some((head, _path, body)) = model::read_request_with_head(&mut sock).await else { return };
+                let key = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("idempotency-key").then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let (status, answer) = if fail.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    fail.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    ("503 Service Unavailable", String::from("{}"))
+                } else {
+                    let n = {
+                        let mut r = record.lock().unwrap();
+                        r.push((key, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+                        r.len()
+                    };
+                    ("200 OK", format!("{{\"id\": \"pl-{n}\"}}"))
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    let c = client();
+    let env =
+        [("MALL_JOBS", "social_calendar=0"), ("MALL_SOCIAL_WEBHOOK", hook.as_str()), ("MALL_SOCIAL_AHEAD", "691200")];
+    let s = Server::start(&store, &env);
+    setup(&c, &s).await;
+    let posts = plan(&c, &s).await;
+    assert_eq!(posts.len(), 18);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let published = calendar(&c, &s, "?status=published").await;
+        if published["posts"].as_array().unwrap().len() == 18 {
+            let ids: BTreeSet<&str> = published["posts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["platform_post_id"].as_str().unwrap())
+                .collect();
+            assert_eq!(ids.len(), 18, "each its own platform id: {ids:?}");
+            assert!(ids.iter().all(|i| i.starts_with("pl-")));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{published:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    let keys: BTreeSet<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!((seen.len(), keys.len()), (18, 18), "each post acknowledged once, under its own key");
+    let planned: BTreeSet<&str> = posts.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(keys, planned);
+    assert!(seen.iter().all(|(_, b)| b["scheduled_at"].is_string() && b["platform"].is_string()), "{seen:?}");
+    assert_eq!(failures.load(std::sync::atomic::Ordering::SeqCst), 0, "the refusals were tried again");
+}
+
+support::on_both_stores!(the_webhook_publishes_every_post);

@@ -36,6 +36,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Scope;
 use super::error::ApiError;
+use super::rows::{int, text, time};
 use crate::readside::{Filter, ReadSide};
 
 /// Hours of history the detector reads (five weeks: four of seasonal baseline and the window).
@@ -57,21 +58,6 @@ pub struct Analytics {
     pub scheduler: OnceLock<Weak<Scheduler>>,
     /// Detections one at a time (two would record the same anomaly twice).
     detecting: tokio::sync::Mutex<()>,
-}
-
-fn text(r: &Row, k: &str) -> String {
-    r.get(k).and_then(Value::as_str).unwrap_or("").to_string()
-}
-
-fn int(r: &Row, k: &str) -> i64 {
-    match r.get(k) {
-        Some(v) => v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)).unwrap_or(0),
-        None => 0,
-    }
-}
-
-fn time(r: &Row, k: &str) -> Option<DateTime<Utc>> {
-    r.get(k).and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
 }
 
 fn day(r: &Row) -> Option<NaiveDate> {

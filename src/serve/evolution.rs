@@ -35,6 +35,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Scope;
 use super::error::ApiError;
+use super::rows::text;
 use crate::readside::{Filter, ReadSide};
 
 /// How often the running voice tests are looked at.
@@ -53,10 +54,6 @@ pub struct Evolution {
     last: std::sync::Mutex<HashMap<String, Value>>,
     /// Each district's last window report and when it was read.
     windows: std::sync::Mutex<HashMap<String, (Instant, Value)>>,
-}
-
-fn text(r: &Row, k: &str) -> String {
-    r.get(k).and_then(Value::as_str).unwrap_or("").to_string()
 }
 
 impl Evolution {

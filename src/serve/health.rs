@@ -36,6 +36,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Scope;
 use super::error::ApiError;
+use super::rows::text;
 use crate::readside::{Filter, ReadSide};
 
 /// Products whose state is gathered at once, and images fetched at once.
@@ -98,7 +99,8 @@ impl SelfHealing {
         let err = |e: mall_projections::runner::SinkError| e.to_string();
         // Rows are compared only with states the read side had caught up with when read.
         let head = self.actors.rt.store.stats().await.map_err(|e| e.to_string())?.last_position;
-        let rows_position = self.read.wait_for(head, Duration::from_secs(5)).await;
+        // Only the catalog projection writes the rows compared: its position is what counts.
+        let rows_position = self.read.wait_for_projection("catalog", head, Duration::from_secs(5)).await;
         let rows = self.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(err)?;
         let rows: HashMap<String, Row> = rows.into_iter().map(|r| (text(&r, "product_id"), r)).collect();
         let (districts, mut ids): (BTreeSet<String>, BTreeSet<String>) = {
@@ -412,10 +414,6 @@ impl SelfHealing {
 /// The wait before the next try of a notification tried `attempts` times: 1 s, 2 s, 4 s, ...
 fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.saturating_sub(1).min(16)).min(MAX_BACKOFF)
-}
-
-fn text(r: &Row, k: &str) -> String {
-    r.get(k).and_then(Value::as_str).unwrap_or("").to_string()
 }
 
 /// A listed product's state as the rules see it.

@@ -25,6 +25,7 @@ pub mod query;
 pub mod ranking;
 pub mod reads;
 pub mod recommend;
+pub mod rows;
 pub mod search;
 pub mod social;
 pub mod storefront;
@@ -97,6 +98,10 @@ pub struct ServeArgs {
     /// publishers take them from `GET /api/autonomous/social/ready`.
     #[arg(long, env = "MALL_SOCIAL_WEBHOOK")]
     pub social_webhook: Option<String>,
+    /// How far ahead of their time posts go to the social webhook, in seconds (a platform that
+    /// schedules posts itself takes them early, each with its `scheduled_at`). Default 0: when due.
+    #[arg(long, env = "MALL_SOCIAL_AHEAD", default_value_t = 0)]
+    pub social_ahead: u64,
     /// Addresses (`IP:PORT`) the image checker may fetch from although they are private or
     /// loopback — an intranet image host, or a test's server. Every other private address is
     /// refused.
@@ -412,7 +417,12 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     core.register("analytics", "detect", Arc::new(analytics::Detect(analysing.clone())));
     core.register("analytics", "report", Arc::new(analytics::WriteReport(analysing.clone())));
     core.register("analytics", "sweep", Arc::new(analytics::Sweep(analysing.clone())));
-    let posting = social::SocialMedia::new(actors.clone(), read.clone(), args.social_webhook.clone());
+    let posting = social::SocialMedia::new(
+        actors.clone(),
+        read.clone(),
+        args.social_webhook.clone(),
+        Duration::from_secs(args.social_ahead.min(86_400 * 30)),
+    );
     let _ = posting.scheduler.set(Arc::downgrade(&core));
     core.register("social_media", "plan", Arc::new(social::Plan(posting.clone())));
     core.register("social_media", "sweep", Arc::new(social::Plan(posting.clone())));

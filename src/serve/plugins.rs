@@ -36,10 +36,13 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Scope;
 use super::error::ApiError;
+use super::rows::{int, price, text};
 use crate::readside::{Filter, ReadSide};
 
 /// How often the watcher looks at the log for catalog changes and signals.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
+/// The least time between two runs of the `catalog` (or `signals`) hook.
+const HOOK_EVERY: Duration = Duration::from_secs(30);
 /// Shoppers whose last voice results are remembered (the oldest are forgotten).
 const VOICE_MEMORY: usize = 10_000;
 
@@ -60,25 +63,6 @@ pub struct Plugins {
 
 /// Each shopper's last voice results, and the shoppers in the order they were first seen.
 type VoiceMemory = (HashMap<String, Vec<String>>, std::collections::VecDeque<String>);
-
-fn text(r: &Row, k: &str) -> String {
-    r.get(k).and_then(Value::as_str).unwrap_or("").to_string()
-}
-
-fn int(r: &Row, k: &str) -> i64 {
-    match r.get(k) {
-        Some(v) => v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)).unwrap_or(0),
-        None => 0,
-    }
-}
-
-fn price(r: &Row) -> f64 {
-    match r.get("price") {
-        Some(Value::String(s)) => s.parse().unwrap_or(0.0),
-        Some(v) => v.as_f64().unwrap_or(0.0),
-        None => 0.0,
-    }
-}
 
 impl Plugins {
     pub fn new(
@@ -337,28 +321,40 @@ impl Plugins {
     }
 
     /// Watches the log until shutdown: a catalog change runs the `catalog` hook, signals the
-    /// `signals` hook (at most once per [`WATCH_EVERY`]).
+    /// `signals` hook (each at most once per [`HOOK_EVERY`]).
     pub async fn watch(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut seen: Position = match self.actors.rt.store.stats().await {
             Ok(s) => s.last_position,
             Err(_) => 0,
         };
+        // What happened since each hook last ran, and when that was: a hook runs at most once
+        // per HOOK_EVERY, so a burst of listings or signals costs one run, not one per batch.
+        let mut pending = [false, false];
+        let mut last_run = [tokio::time::Instant::now() - HOOK_EVERY; 2];
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(WATCH_EVERY) => {}
                 _ = shutdown.changed() => return,
             }
-            let Ok(events) = self.actors.rt.store.read_all(seen + 1, 10_000).await else { continue };
-            let Some(last) = events.last() else { continue };
-            seen = last.position;
-            let catalog = events.iter().any(|e| {
-                matches!(e.event_type.as_str(), "product_listed" | "product_edited" | "stock_changed" | "price_changed")
-            });
-            let signals =
-                events.iter().any(|e| mall_events::domain::RECORD_TYPES[5..].contains(&e.event_type.as_str()));
-            for (hook, happened) in [(Hook::Catalog, catalog), (Hook::Signals, signals)] {
-                if happened && let Err(e) = self.run(hook).await {
-                    tracing::warn!(error = %e, hook = hook.as_str(), "plugins did not run");
+            if let Ok(events) = self.actors.rt.store.read_all(seen + 1, 10_000).await
+                && let Some(last) = events.last()
+            {
+                seen = last.position;
+                pending[0] |= events.iter().any(|e| {
+                    matches!(
+                        e.event_type.as_str(),
+                        "product_listed" | "product_edited" | "stock_changed" | "price_changed"
+                    )
+                });
+                pending[1] |=
+                    events.iter().any(|e| mall_events::domain::RECORD_TYPES[5..].contains(&e.event_type.as_str()));
+            }
+            for (i, hook) in [Hook::Catalog, Hook::Signals].into_iter().enumerate() {
+                if pending[i] && last_run[i].elapsed() >= HOOK_EVERY {
+                    (pending[i], last_run[i]) = (false, tokio::time::Instant::now());
+                    if let Err(e) = self.run(hook).await {
+                        tracing::warn!(error = %e, hook = hook.as_str(), "plugins did not run");
+                    }
                 }
             }
         }

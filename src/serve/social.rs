@@ -37,6 +37,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Scope;
 use super::error::ApiError;
+use super::rows::{int, text, time};
 use crate::readside::{Filter, ReadSide};
 
 /// Tries a webhook delivery gets before the post is marked failed.
@@ -49,33 +50,21 @@ pub struct SocialMedia {
     pub scheduler: OnceLock<Weak<Scheduler>>,
     /// Where due posts go (none: publishers take them from `/social/ready`).
     pub webhook: Option<String>,
+    /// How far ahead of their time posts go to the webhook.
+    pub ahead: Duration,
     /// Plans one at a time (two would supersede each other's posts).
     planning: tokio::sync::Mutex<()>,
     client: reqwest::Client,
 }
 
-fn text(r: &Row, k: &str) -> String {
-    r.get(k).and_then(Value::as_str).unwrap_or("").to_string()
-}
-
-fn int(r: &Row, k: &str) -> i64 {
-    match r.get(k) {
-        Some(v) => v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)).unwrap_or(0),
-        None => 0,
-    }
-}
-
-fn time(r: &Row, k: &str) -> Option<DateTime<Utc>> {
-    r.get(k).and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
-}
-
 impl SocialMedia {
-    pub fn new(actors: Arc<Actors>, read: Arc<ReadSide>, webhook: Option<String>) -> Arc<Self> {
+    pub fn new(actors: Arc<Actors>, read: Arc<ReadSide>, webhook: Option<String>, ahead: Duration) -> Arc<Self> {
         Arc::new(SocialMedia {
             actors,
             read,
             scheduler: OnceLock::new(),
             webhook,
+            ahead,
             planning: tokio::sync::Mutex::new(()),
             client: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
@@ -313,16 +302,25 @@ impl SocialMedia {
         self.append(vec![event]).await
     }
 
-    /// Sends due posts to the webhook until shutdown: each once acknowledged with a 2xx (its
-    /// `id` in the answer is the platform's post id), tried again with a doubling wait, failed
-    /// after [`WEBHOOK_ATTEMPTS`] tries.
+    /// Sends due posts (or due within [`Self::ahead`]) to the webhook until shutdown: each once
+    /// acknowledged with a 2xx (its `id` in the answer is the platform's post id), tried again
+    /// with a doubling wait, failed after [`WEBHOOK_ATTEMPTS`] tries.
     pub async fn publish(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let Some(url) = self.webhook.clone() else { return };
         let mut tries: HashMap<String, (u32, Instant)> = HashMap::new();
+        // Posts this publisher settled, until the read side shows them settled (it follows the
+        // log a moment behind): none is sent twice.
+        let mut settled: std::collections::HashSet<String> = std::collections::HashSet::new();
         loop {
-            if let Ok(due) = self.due(Utc::now()).await {
+            let until = Utc::now() + chrono::Duration::from_std(self.ahead).unwrap_or_default();
+            if let Ok(due) = self.due(until).await {
+                let scheduled: std::collections::HashSet<String> = due.iter().map(|r| text(r, "post_id")).collect();
+                settled.retain(|id| scheduled.contains(id));
                 for r in due {
                     let id = text(&r, "post_id");
+                    if settled.contains(&id) {
+                        continue;
+                    }
                     let Ok(post_id) = Uuid::parse_str(&id) else { continue };
                     let (attempts, not_before) = tries.get(&id).copied().unwrap_or((0, Instant::now()));
                     if not_before > Instant::now() {
@@ -349,13 +347,22 @@ impl SocialMedia {
                     };
                     match outcome {
                         Ok(platform_id) => {
-                            if let Err(e) = self.mark(post_id, Ok(platform_id), "webhook").await {
-                                tracing::warn!(error = %e, "cannot record a published post");
+                            match self.mark(post_id, Ok(platform_id), "webhook").await {
+                                Ok(()) => {
+                                    settled.insert(id.clone());
+                                }
+                                Err(e) => tracing::warn!(error = %e, "cannot record a published post"),
                             }
                             tries.remove(&id);
                         }
                         Err(e) if attempts + 1 >= WEBHOOK_ATTEMPTS => {
-                            let _ = self.mark(post_id, Err(format!("{e} ({WEBHOOK_ATTEMPTS} tries)")), "webhook").await;
+                            if self
+                                .mark(post_id, Err(format!("{e} ({WEBHOOK_ATTEMPTS} tries)")), "webhook")
+                                .await
+                                .is_ok()
+                            {
+                                settled.insert(id.clone());
+                            }
                             tries.remove(&id);
                         }
                         Err(e) => {

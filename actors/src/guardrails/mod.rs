@@ -171,11 +171,19 @@ pub fn check_figures(
     }
     let numbers_field = Field { name: shape.name.into(), text: &unnamed, shape };
     let numbers_read = Read::new(&numbers_field);
+    // A figure is not a phone number (revenue of 34,692.00 has seven digits): contact details are
+    // looked for with the figures masked.
+    let masked = mask_figures(&unnamed, figures);
+    let contact_field = Field { name: shape.name.into(), text: &masked, shape };
+    let contact_read = Read::new(&contact_field);
     let verdicts = CHECK_FNS
         .iter()
         .map(|(name, f, ok)| {
-            let result =
-                if *name == "numbers" { figures_supported(&numbers_read, figures) } else { f(&read, evidence) };
+            let result = match *name {
+                "numbers" => figures_supported(&numbers_read, figures),
+                "contact" => f(&contact_read, evidence),
+                _ => f(&read, evidence),
+            };
             let ok = if *name == "numbers" { "every number is one of the figures" } else { ok };
             Verdict {
                 check: (*name).to_string(),
@@ -185,6 +193,33 @@ pub fn check_figures(
         })
         .collect();
     Outcome { verdicts, texts: vec![read.normalized] }
+}
+
+/// `text` with every number written in digits that is one of `figures` replaced by a word.
+fn mask_figures(text: &str, figures: &[f64]) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len()
+            && (chars[i].is_ascii_digit()
+                || (matches!(chars[i], ',' | '.') && chars.get(i + 1).is_some_and(char::is_ascii_digit)))
+        {
+            i += 1;
+        }
+        let run: String = chars[start..i].iter().collect();
+        match run.replace(',', "").parse::<f64>() {
+            Ok(v) if is_figure(v, figures) => out.push_str("figure"),
+            _ => out.push_str(&run),
+        }
+    }
+    out
 }
 
 /// Whether a number stated in a text is one of the figures (as given, or rounded to fewer
