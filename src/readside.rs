@@ -100,6 +100,8 @@ pub enum Filter<'a> {
     All,
     /// The row with this key.
     Key(&'a str),
+    /// The rows with any of these keys (one query, however many).
+    Keys(&'a [String]),
     /// The rows whose text column equals the value.
     Eq(&'static str, &'a str),
     /// The rows whose key starts with `prefix` (in memory, a range of the ordered keys), which
@@ -255,6 +257,7 @@ impl ReadSide {
             LiveSink::Memory(m) => Ok(m.with_table(table, |rows, _| match filter {
                 Filter::All => rows.iter().map(|r| r.to_row()).collect(),
                 Filter::Key(k) => rows.get(k).map(|r| r.to_row()).into_iter().collect(),
+                Filter::Keys(ks) => ks.iter().filter_map(|k| rows.get(k)).map(|r| r.to_row()).collect(),
                 Filter::Eq(col, v) => {
                     rows.iter().filter(|r| r.get(col).and_then(|x| x.as_str()) == Some(v)).map(|r| r.to_row()).collect()
                 }
@@ -266,19 +269,21 @@ impl ReadSide {
                 // Statements are prepared once per connection; every one returns one text column,
                 // so a swapped-in table of another shape never changes a cached plan's result.
                 let json = format!("SELECT row_to_json(t)::text FROM \"{table}\" t");
-                let (sql, param): (String, Option<String>) = match filter {
-                    Filter::All => (json, None),
-                    Filter::Key(k) => (format!("{json} WHERE \"{}\" = $1", def.key), Some(k.to_string())),
-                    Filter::Eq(col, v) | Filter::Group { column: col, value: v, .. } => {
-                        (format!("{json} WHERE \"{col}\" = $1"), Some(v.to_string()))
-                    }
-                    Filter::Last(_) => (format!("{json} ORDER BY \"{}\" DESC LIMIT $1", def.key), None),
+                let sql = match filter {
+                    Filter::All => json,
+                    Filter::Key(_) => format!("{json} WHERE \"{}\" = $1", def.key),
+                    Filter::Keys(_) => format!("{json} WHERE \"{}\" = ANY($1)", def.key),
+                    Filter::Eq(col, _) | Filter::Group { column: col, .. } => format!("{json} WHERE \"{col}\" = $1"),
+                    Filter::Last(_) => format!("{json} ORDER BY \"{}\" DESC LIMIT $1", def.key),
                 };
                 let statement = client.prepare_cached(&sql).await.map_err(|e| SinkError::Backend(e.to_string()))?;
-                let rows = match (&param, filter) {
-                    (Some(p), _) => client.query(&statement, &[p]).await,
-                    (None, Filter::Last(n)) => client.query(&statement, &[&(n as i64)]).await,
-                    (None, _) => client.query(&statement, &[]).await,
+                let rows = match filter {
+                    Filter::All => client.query(&statement, &[]).await,
+                    Filter::Key(v) | Filter::Eq(_, v) | Filter::Group { value: v, .. } => {
+                        client.query(&statement, &[&v]).await
+                    }
+                    Filter::Keys(ks) => client.query(&statement, &[&ks]).await,
+                    Filter::Last(n) => client.query(&statement, &[&(n as i64)]).await,
                 }
                 .map_err(|e| SinkError::Backend(e.to_string()))?;
                 Ok(rows.iter().filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()).collect())

@@ -178,6 +178,7 @@ async fn reports_and_anomalies(store: Store) {
     assert!(bought(from, to) > bought(pfrom, pto), "more purchases this week");
     assert!(m["revenue"]["change"].as_f64().unwrap() > 0.0, "{m}");
     assert_eq!(a["top_products"][0]["product_id"], "t1", "{a:#}");
+    assert_eq!(a["top_products"][0]["title"], "Wooden train", "the title from the catalog: {a:#}");
 
     // The spike was found, once, with its evidence; the ordinary rhythm was not flagged.
     let spikes: Vec<&Value> = a["anomalies"]

@@ -94,6 +94,37 @@ fn anomaly_of(r: &Row) -> Option<AnomalyDetected> {
     })
 }
 
+/// The rows behind a period's reports.
+struct Loaded {
+    period: Period,
+    now: DateTime<Utc>,
+    /// Hourly rows by microstore (`all` included).
+    hours: BTreeMap<String, Vec<HourRow>>,
+    products: Vec<ProductDay>,
+    terms: Vec<TermDay>,
+    titles: HashMap<String, String>,
+    anomalies: Vec<AnomalyDetected>,
+}
+
+impl Loaded {
+    fn report(&self, microstore: &str, name: &str) -> Report {
+        let all = microstore == MICROSTORE_ALL;
+        let products: Vec<ProductDay> =
+            self.products.iter().filter(|p| all || p.district == microstore).cloned().collect();
+        report::report(&report::Input {
+            microstore,
+            name,
+            period: self.period,
+            now: self.now,
+            hours: self.hours.get(microstore).map_or(&[], Vec::as_slice),
+            products: &products,
+            titles: &self.titles,
+            terms: if all { &self.terms } else { &[] },
+            anomalies: &self.anomalies,
+        })
+    }
+}
+
 /// The hourly rows of every microstore: each district's, and the mall's (`all`, their sums).
 fn by_microstore(rows: Vec<HourRow>) -> BTreeMap<String, Vec<HourRow>> {
     let mut out: BTreeMap<String, Vec<HourRow>> = BTreeMap::new();
@@ -159,22 +190,6 @@ impl Analytics {
         out
     }
 
-    /// The hourly rows of one microstore (`all`: summed over districts) since `since`.
-    async fn hours(&self, microstore: &str, since: DateTime<Utc>) -> Result<Vec<HourRow>, String> {
-        let rows = if microstore == MICROSTORE_ALL {
-            self.rows(DISTRICT_HOURS, Filter::All).await?
-        } else {
-            let prefix = format!("{microstore}|");
-            self.rows(DISTRICT_HOURS, Filter::Group { column: "district", value: microstore, prefix: &prefix }).await?
-        };
-        let rows: Vec<HourRow> = rows.iter().filter_map(hour_row).filter(|r| r.hour >= since).collect();
-        Ok(if microstore == MICROSTORE_ALL {
-            by_microstore(rows).remove(MICROSTORE_ALL).unwrap_or_default()
-        } else {
-            rows
-        })
-    }
-
     /// Rows of a per-day table for the days from `from` to `to`.
     async fn days(&self, table: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<Row>, String> {
         let mut out = Vec::new();
@@ -192,21 +207,23 @@ impl Analytics {
         Ok(self.rows(ANOMALIES, Filter::All).await?.iter().filter_map(anomaly_of).collect())
     }
 
-    /// The report of one microstore and period, as of `now`, from the tables as they are.
-    pub async fn report(
-        &self,
-        microstore: &str,
-        name: &str,
-        period: Period,
-        now: DateTime<Utc>,
-    ) -> Result<Report, String> {
+    /// What the reports of a period need, read once: one district's rows (`only`), or every
+    /// district's and the mall's.
+    async fn load(&self, only: Option<&str>, period: Period, now: DateTime<Utc>) -> Result<Loaded, String> {
         let (window, previous) = period.windows(now);
-        let hours = self.hours(microstore, previous.from).await?;
+        let hour_rows = match only {
+            Some(d) if d != MICROSTORE_ALL => {
+                let prefix = format!("{d}|");
+                self.rows(DISTRICT_HOURS, Filter::Group { column: "district", value: d, prefix: &prefix }).await?
+            }
+            _ => self.rows(DISTRICT_HOURS, Filter::All).await?,
+        };
+        let hours = by_microstore(hour_rows.iter().filter_map(hour_row).filter(|r| r.hour >= previous.from).collect());
         let products: Vec<ProductDay> = self
             .days(PRODUCT_DAYS, window.from.date_naive(), now.date_naive())
             .await?
             .iter()
-            .filter(|r| microstore == MICROSTORE_ALL || text(r, "district") == microstore)
+            .filter(|r| only.is_none_or(|d| d == MICROSTORE_ALL || text(r, "district") == d))
             .filter_map(|r| {
                 Some(ProductDay {
                     day: day(r)?,
@@ -220,7 +237,7 @@ impl Analytics {
             })
             .collect();
         // Searches name no district: they are the mall's.
-        let terms: Vec<TermDay> = if microstore == MICROSTORE_ALL {
+        let terms: Vec<TermDay> = if only.is_none_or(|d| d == MICROSTORE_ALL) {
             self.days(SEARCH_DAYS, window.from.date_naive(), now.date_naive())
                 .await?
                 .iter()
@@ -236,26 +253,36 @@ impl Analytics {
         } else {
             Vec::new()
         };
-        let ids: BTreeSet<&str> = products.iter().map(|p| p.product_id.as_str()).collect();
-        let mut titles = HashMap::new();
-        for id in ids {
-            let rows = self.read.rows("catalog", PRODUCTS, Filter::Key(id)).await.map_err(|e| e.to_string())?;
-            if let Some(r) = rows.first() {
-                titles.insert(id.to_string(), text(r, "title"));
-            }
+        let ids: Vec<String> =
+            products.iter().map(|p| p.product_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let titles: HashMap<String, String> = self
+            .read
+            .rows("catalog", PRODUCTS, Filter::Keys(&ids))
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|r| (text(r, "product_id"), text(r, "title")))
+            .collect();
+        let anomalies: Vec<AnomalyDetected> = match only {
+            Some(m) => self.rows(ANOMALIES, Filter::Eq("microstore", m)).await?,
+            None => self.rows(ANOMALIES, Filter::All).await?,
         }
-        let anomalies = self.anomalies().await?;
-        Ok(report::report(&report::Input {
-            microstore,
-            name,
-            period,
-            now,
-            hours: &hours,
-            products: &products,
-            titles: &titles,
-            terms: &terms,
-            anomalies: &anomalies,
-        }))
+        .iter()
+        .filter_map(anomaly_of)
+        .filter(|a| a.start >= window.from)
+        .collect();
+        Ok(Loaded { period, now, hours, products, terms, titles, anomalies })
+    }
+
+    /// The report of one microstore and period, as of `now`, from the tables as they are.
+    pub async fn report(
+        &self,
+        microstore: &str,
+        name: &str,
+        period: Period,
+        now: DateTime<Utc>,
+    ) -> Result<Report, String> {
+        Ok(self.load(Some(microstore), period, now).await?.report(microstore, name))
     }
 
     /// Finds the anomalies of the last week in every microstore's hourly series, and records
@@ -624,30 +651,27 @@ pub async fn get(
         tracing::error!(error = %e, "analytics tables unavailable");
         ApiError::unavailable("the read tables are unavailable")
     };
-    let r = a.report(&microstore, &name, period, now).await.map_err(unavailable)?;
-    let executive_summary = if microstore == MICROSTORE_ALL {
-        let mut districts = Vec::new();
-        for (slug, n) in stores.iter().filter(|(s, _)| s != MICROSTORE_ALL) {
-            districts.push((n.clone(), a.report(slug, n, period, now).await.map_err(unavailable)?));
-        }
-        Some(report::executive_summary(&r, &districts, period))
-    } else {
-        None
-    };
-    let anomalies: Vec<Value> = a
-        .rows(ANOMALIES, Filter::All)
-        .await
-        .map_err(unavailable)?
-        .into_iter()
-        .filter(|row| r.anomalies.iter().any(|id| id.to_string() == text(row, "anomaly_id")))
-        .map(Value::Object)
-        .collect();
+    let all = microstore == MICROSTORE_ALL;
+    // For the mall, every district's report from one read of the tables.
+    let loaded = a.load(if all { None } else { Some(&microstore) }, period, now).await.map_err(unavailable)?;
+    let r = loaded.report(&microstore, &name);
+    let executive_summary = all.then(|| {
+        let districts: Vec<(String, Report)> = stores
+            .iter()
+            .filter(|(s, _)| s != MICROSTORE_ALL)
+            .map(|(slug, n)| (n.clone(), loaded.report(slug, n)))
+            .collect();
+        report::executive_summary(&r, &districts, period)
+    });
+    let ids: Vec<String> = r.anomalies.iter().map(Uuid::to_string).collect();
+    let anomalies: Vec<Value> =
+        a.rows(ANOMALIES, Filter::Keys(&ids)).await.map_err(unavailable)?.into_iter().map(Value::Object).collect();
     let latest = a
-        .rows(ANALYTICS_NARRATIVES, Filter::All)
+        .rows(ANALYTICS_NARRATIVES, Filter::Eq("microstore", &microstore))
         .await
         .map_err(unavailable)?
         .into_iter()
-        .filter(|row| text(row, "microstore") == microstore && text(row, "period") == period.as_str())
+        .filter(|row| text(row, "period") == period.as_str())
         .max_by_key(|row| int(row, "position"))
         .map(Value::Object);
     let body = json!({

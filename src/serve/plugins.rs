@@ -59,6 +59,8 @@ pub struct Plugins {
     pub timeout: Duration,
     /// Each shopper's last voice results (product ids), for "add two of those".
     voice: Mutex<VoiceMemory>,
+    /// What voice searches match against: the in-stock products of the rankings at a position.
+    voice_items: Mutex<(Option<mall_events::Position>, Arc<Vec<voice::Item>>)>,
 }
 
 /// Each shopper's last voice results, and the shoppers in the order they were first seen.
@@ -80,6 +82,7 @@ impl Plugins {
             running: tokio::sync::Mutex::new(()),
             timeout,
             voice: Mutex::new((HashMap::new(), std::collections::VecDeque::new())),
+            voice_items: Mutex::new((None, Arc::new(Vec::new()))),
         })
     }
 
@@ -360,6 +363,43 @@ impl Plugins {
         }
     }
 
+    /// The items voice searches match, made once per rankings (in memory: a voice request reads
+    /// no table).
+    fn voice_items(&self, r: &super::ranking::Rankings) -> Arc<Vec<voice::Item>> {
+        let mut g = self.voice_items.lock().expect("voice items");
+        if g.0 != Some(r.position) {
+            let items = r
+                .all()
+                .map(|ranked| {
+                    let row = &ranked.product;
+                    let mut t = text(row, "title");
+                    for tag in row.get("tags").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+                    {
+                        t.push(' ');
+                        t.push_str(tag);
+                    }
+                    for v in row.get("attributes").and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+                        if let Some(s) = v.as_str().filter(|s| s.len() <= 80) {
+                            t.push(' ');
+                            t.push_str(s);
+                        }
+                    }
+                    voice::Item {
+                        product_id: ranked.id.clone(),
+                        title: text(row, "title"),
+                        text: t.to_lowercase(),
+                        price: price(row),
+                        currency: text(row, "currency"),
+                        // The rankings hold only what is in stock.
+                        in_stock: true,
+                    }
+                })
+                .collect();
+            *g = (Some(r.position), Arc::new(items));
+        }
+        g.1.clone()
+    }
+
     fn remember(&self, shopper: &str, ids: Vec<String>) {
         let mut g = self.voice.lock().expect("voice");
         let (map, order) = &mut *g;
@@ -542,6 +582,9 @@ pub async fn configure(
 struct VoiceBody {
     text: String,
     shopper_id: Option<String>,
+    /// As on every read: the products as of this log position or later.
+    #[serde(alias = "minPosition")]
+    min_position: Option<mall_events::Position>,
 }
 
 /// `POST /api/autonomous/voice` (public, like search) `{"text", "shopper_id"?}` → `{"intent",
@@ -566,31 +609,7 @@ pub async fn voice(state: web::Data<AppState>, payload: web::Payload) -> Result<
     if !enabled {
         return Err(ApiError::new(actix_web::http::StatusCode::CONFLICT, "voice commerce is disabled"));
     }
-    let rows = state.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(super::storefront::sink_error)?;
-    let items: Vec<voice::Item> = rows
-        .iter()
-        .map(|r| {
-            let mut t = text(r, "title");
-            for tag in r.get("tags").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
-                t.push(' ');
-                t.push_str(tag);
-            }
-            for v in r.get("attributes").and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
-                if let Some(s) = v.as_str().filter(|s| s.len() <= 80) {
-                    t.push(' ');
-                    t.push_str(s);
-                }
-            }
-            voice::Item {
-                product_id: text(r, "product_id"),
-                title: text(r, "title"),
-                text: t.to_lowercase(),
-                price: price(r),
-                currency: text(r, "currency"),
-                in_stock: int(r, "stock") > 0,
-            }
-        })
-        .collect();
+    let items = p.voice_items(&*super::storefront::rankings(&state, b.min_position).await);
     let intent = voice::intent(&b.text);
     let found: Vec<&voice::Item> = match &intent {
         voice::Intent::Search { words, max_price, min_price } => {

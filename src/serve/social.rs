@@ -7,7 +7,7 @@
 //! `POST|GET /api/autonomous/social/calendar`, `GET /api/autonomous/social/ready` and
 //! `POST /api/autonomous/social/posts/{id}`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -195,11 +195,11 @@ impl SocialMedia {
         }
         let supersedes: Vec<Uuid> = self
             .read
-            .rows("social", SOCIAL_CALENDARS, Filter::All)
+            .rows("social", SOCIAL_CALENDARS, Filter::Eq("status", "scheduled"))
             .await
             .map_err(err)?
             .iter()
-            .filter(|r| text(r, "district") == slug && text(r, "status") == "scheduled")
+            .filter(|r| text(r, "district") == slug)
             .filter_map(|r| Uuid::parse_str(&text(r, "post_id")).ok())
             .collect();
         let planned = SocialCalendarPlanned {
@@ -272,17 +272,17 @@ impl SocialMedia {
         self.actors.rt.store.append(&stream, ExpectedVersion::Any, events).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
-    async fn posts(&self) -> Result<Vec<Row>, ApiError> {
-        self.read.rows("social", SOCIAL_CALENDARS, Filter::All).await.map_err(super::storefront::sink_error)
+    async fn posts(&self, filter: Filter<'_>) -> Result<Vec<Row>, ApiError> {
+        self.read.rows("social", SOCIAL_CALENDARS, filter).await.map_err(super::storefront::sink_error)
     }
 
     /// Posts scheduled and due at `now`, earliest first.
     async fn due(&self, now: DateTime<Utc>) -> Result<Vec<Row>, ApiError> {
         let mut due: Vec<Row> = self
-            .posts()
+            .posts(Filter::Eq("status", "scheduled"))
             .await?
             .into_iter()
-            .filter(|r| text(r, "status") == "scheduled" && time(r, "scheduled_at").is_some_and(|t| t <= now))
+            .filter(|r| time(r, "scheduled_at").is_some_and(|t| t <= now))
             .collect();
         due.sort_by_key(|r| (time(r, "scheduled_at"), text(r, "post_id")));
         Ok(due)
@@ -503,7 +503,7 @@ pub async fn plan(
     let head = state.store.stats().await?.last_position;
     let position = state.read.wait_for(head, Duration::from_secs(5)).await;
     let mut rows: Vec<Row> =
-        state.social.posts().await?.into_iter().filter(|r| int(r, "position") as u64 > before).collect();
+        state.social.posts(Filter::All).await?.into_iter().filter(|r| int(r, "position") as u64 > before).collect();
     rows.sort_by_key(|r| (time(r, "scheduled_at"), text(r, "post_id")));
     let mut calendars: Vec<String> = rows.iter().map(|r| text(r, "calendar_id")).collect();
     calendars.dedup();
@@ -542,23 +542,29 @@ pub async fn calendar(
         ));
     }
     let position = super::storefront::position(&state, q.min_position).await;
-    let campaigns: HashMap<String, Row> = state
-        .read
-        .rows("social", CAMPAIGNS, Filter::All)
-        .await
-        .map_err(super::storefront::sink_error)?
-        .into_iter()
-        .map(|r| (text(&r, "campaign"), r))
-        .collect();
+    let filter = match (q.district.as_deref(), q.status.as_deref()) {
+        (Some(d), _) => Filter::Eq("district", d),
+        (None, Some(s)) => Filter::Eq("status", s),
+        (None, None) => Filter::All,
+    };
     let mut rows: Vec<Row> = state
         .social
-        .posts()
+        .posts(filter)
         .await?
         .into_iter()
         .filter(|r| q.district.as_deref().is_none_or(|d| text(r, "district") == d))
         .filter(|r| q.status.as_deref().is_none_or(|s| text(r, "status") == s))
         .collect();
     rows.sort_by_key(|r| (time(r, "scheduled_at"), text(r, "post_id")));
+    let names: Vec<String> = rows.iter().map(|r| text(r, "campaign")).collect::<BTreeSet<_>>().into_iter().collect();
+    let campaigns: HashMap<String, Row> = state
+        .read
+        .rows("social", CAMPAIGNS, Filter::Keys(&names))
+        .await
+        .map_err(super::storefront::sink_error)?
+        .into_iter()
+        .map(|r| (text(&r, "campaign"), r))
+        .collect();
     let posts: Vec<Value> = rows.iter().map(|r| post_json(r, campaigns.get(&text(r, "campaign")))).collect();
     let ideas = super::analytics::rising_terms(&state.read, Utc::now()).await.map_err(|e| {
         tracing::error!(error = %e, "analytics tables unavailable");

@@ -437,7 +437,7 @@ fn paging(page: Option<usize>, limit: Option<usize>) -> Result<(usize, usize), A
 }
 
 /// The rankings at `min` or later (waiting up to a bound), else the latest.
-async fn rankings(state: &AppState, min: Option<Position>) -> Arc<Rankings> {
+pub(super) async fn rankings(state: &AppState, min: Option<Position>) -> Arc<Rankings> {
     match min {
         Some(m) => state.ranker.at_least(m, MAX_WAIT).await,
         None => state.ranker.current(),
