@@ -215,15 +215,6 @@ async fn seo_writer(stalled: std::sync::Arc<std::sync::atomic::AtomicBool>) -> m
 }
 
 /// The environment of a server whose model is `stand_in`.
-fn model_env(stand_in: &model::ModelServer) -> Vec<(&'static str, &str)> {
-    vec![
-        ("MALL_LLM", "openai-compatible"),
-        ("MALL_LLM_URL", stand_in.base.as_str()),
-        ("MALL_LLM_MODEL", "m"),
-        ("MALL_LLM_EMBEDDING_MODEL", "e"),
-    ]
-}
-
 /// kill -9 while a generation task is running (the model has the request and has not answered):
 /// after the restart the task runs again, and its effect — the SEO the product decided on — is
 /// applied once, by events that carry the task's id as their cause.
@@ -232,8 +223,7 @@ async fn a_task_killed_mid_run_runs_again_and_applies_once(store: Store) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stalled = Arc::new(AtomicBool::new(true));
     let stand_in = seo_writer(stalled.clone()).await;
-    let mut env = model_env(&stand_in);
-    env.push(("MALL_LLM_RETRIES", "0"));
+    let env = stand_in.env();
     let c = client();
     let mut s = Server::start(&store, &env);
     post(&c, s.url("/api/districts"), ADMIN, &district("toys", "warm")).await;
@@ -283,7 +273,7 @@ support::on_both_stores!(a_task_killed_mid_run_runs_again_and_applies_once);
 /// stays whole; started, the tasks run and pay for their calls as they do.
 async fn a_queued_generation_spends_no_budget_until_it_runs(store: Store) {
     let stand_in = seo_writer(Default::default()).await;
-    let mut env = model_env(&stand_in);
+    let mut env = stand_in.env();
     env.push(("MALL_GENERATIONS_PER_HOUR", "500"));
     let c = client();
     let s = Server::start(&store, &env);

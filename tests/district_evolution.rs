@@ -280,14 +280,8 @@ async fn a_models_district_copy_is_guarded(store: Store) {
         }),
     )
     .await;
-    let env = [
-        ("MALL_LLM", "openai-compatible"),
-        ("MALL_LLM_URL", stand_in.base.as_str()),
-        ("MALL_LLM_MODEL", "m"),
-        ("MALL_LLM_EMBEDDING_MODEL", "e"),
-        ("MALL_LLM_RETRIES", "0"),
-        ("MALL_JOBS", "district_evolution=0"),
-    ];
+    let mut env = stand_in.env();
+    env.extend([("MALL_JOBS", "district_evolution=0")]);
     let c = client();
     let s = Server::start(&store, &env);
     let (code, _) =

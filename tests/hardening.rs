@@ -636,7 +636,7 @@ async fn a_restart_reads_the_tables_from_their_images_and_ignores_those_of_anoth
     s.stop();
     let images = dir.path().join("data/snapshots/readside");
     for name in [
-        "catalog.v1.image",
+        "catalog.v2.image",
         "optimization.v1.image",
         "personalization.v2.image",
         "autonomous.v1.image",
@@ -645,7 +645,7 @@ async fn a_restart_reads_the_tables_from_their_images_and_ignores_those_of_anoth
         "merchandising.v2.image",
         "analytics.v1.image",
         "social.v1.image",
-        "plugins.v1.image",
+        "plugins.v2.image",
         "customers.v1.image",
     ] {
         assert!(images.join(name).exists(), "{name} saved at shutdown");

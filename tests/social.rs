@@ -238,17 +238,13 @@ async fn a_models_posts_are_guarded(store: Store) {
         }),
     )
     .await;
-    let env = [
-        ("MALL_LLM", "openai-compatible"),
-        ("MALL_LLM_URL", stand_in.base.as_str()),
-        ("MALL_LLM_MODEL", "m"),
-        ("MALL_LLM_EMBEDDING_MODEL", "e"),
-        ("MALL_LLM_RETRIES", "0"),
+    let mut env = stand_in.env();
+    env.extend([
         ("MALL_JOBS", "social_calendar=0"),
         // One subject (the district's calendar) may spend this many calls an hour; beyond it the
         // built-in writer writes.
         ("MALL_GENERATIONS_PER_PRODUCT", "12"),
-    ];
+    ]);
     let c = client();
     let s = Server::start(&store, &env);
     setup(&c, &s).await;

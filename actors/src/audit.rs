@@ -426,6 +426,16 @@ impl Verifier {
                 };
                 Some(product::decide(state, &input))
             }
+            DomainEvent::PriceTestConcluded(x) => {
+                let input = DecideInput {
+                    prior: Prior::DEFAULT,
+                    budget_available: true,
+                    policy: Policy::from_map(&x.policy),
+                    decision_id: Uuid::nil(),
+                    now: x.at,
+                };
+                Some(product::decide(state, &input))
+            }
             DomainEvent::ExperimentConcluded(x) => {
                 let input = DecideInput {
                     prior: Prior::DEFAULT,
@@ -443,6 +453,7 @@ impl Verifier {
             let same = commands.iter().any(|c| match c {
                 Command::Optimize(o) => *d == DomainEvent::OptimizationDecided(o.clone()),
                 Command::ConcludeExperiment(x) => *d == DomainEvent::ExperimentConcluded(x.clone()),
+                Command::ConcludePriceTest(x) => *d == DomainEvent::PriceTestConcluded(x.clone()),
             });
             if !same {
                 out.mismatches.push(Mismatch {

@@ -86,6 +86,8 @@ pub struct Review {
     pub rating: u8,
     pub text: String,
     pub at: DateTime<Utc>,
+    /// The configured model's score of the text, when it gave one that passed its checks.
+    pub model_score: Option<f64>,
 }
 
 /// What a run is given.
@@ -454,18 +456,15 @@ impl Plugin for Sentiment {
             .map(|(id, rs)| {
                 let scores: Vec<f64> = rs
                     .iter()
-                    .map(|r| {
-                        let rating = (f64::from(r.rating.clamp(1, 5)) - 3.0) / 2.0;
-                        if r.text.trim().is_empty() {
-                            rating
-                        } else {
-                            w * crate::analytics::sentiment::score(&r.text) + (1.0 - w) * rating
-                        }
+                    .map(|r| match r.model_score {
+                        Some(m) => crate::analytics::sentiment::blend(r.rating, Some(m), w),
+                        None => crate::analytics::sentiment::review_score(r.rating, &r.text, w),
                     })
                     .collect();
+                let by_model = rs.iter().filter(|r| r.model_score.is_some()).count();
                 let n = scores.len() as f64;
                 let mean = scores.iter().sum::<f64>() / n;
-                let negative = scores.iter().filter(|s| **s < -0.05).count() as f64 / n;
+                let negative = scores.iter().filter(|s| **s < crate::analytics::sentiment::NEGATIVE).count() as f64 / n;
                 let rating = rs.iter().map(|r| f64::from(r.rating)).sum::<f64>() / n;
                 Proposal {
                     subject: format!("product:{id}"),
@@ -475,6 +474,7 @@ impl Plugin for Sentiment {
                         ("reviews".to_string(), n),
                         ("rating_mean".to_string(), round(rating)),
                         ("negative_share".to_string(), round(negative)),
+                        ("scored_by_model".to_string(), by_model as f64),
                     ]),
                     note: format!(
                         "{} reviews, mean rating {:.1}, sentiment {:+.2}{}",
@@ -659,6 +659,7 @@ mod tests {
             rating,
             text: text.into(),
             at: Utc::now(),
+            model_score: None,
         };
         let mut c = (*ctx(Vec::new())).clone();
         c.reviews = vec![
@@ -678,6 +679,15 @@ mod tests {
         assert!(get("odd").figures["sentiment"] <= 0.5 + 1e-9, "{p:?}");
         c.config.insert("min_reviews".into(), 2.0);
         assert_eq!(Sentiment.run(Hook::Schedule, &c).unwrap().len(), 2);
+        // A model's score of the text, where it gave one, takes the lexicon's place.
+        for r in c.reviews.iter_mut().filter(|r| r.product_id == "good") {
+            r.model_score = Some(-1.0);
+        }
+        let p = Sentiment.run(Hook::Schedule, &c).unwrap();
+        let good = p.iter().find(|x| x.subject == "product:good").unwrap();
+        assert_eq!(good.figures["scored_by_model"], 2.0);
+        // (5 → 1 and -1 blended: 0; 4 → 0.5 and -1: -0.25.)
+        assert!((good.figures["sentiment"] - (-0.125)).abs() < 1e-9, "{good:?}");
     }
 
     #[test]

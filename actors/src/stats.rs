@@ -42,7 +42,16 @@ pub fn mixture_likelihood_ratio(conv_a: u64, views_a: u64, conv_b: u64, views_b:
     // vanish and the ratio explode.
     let pooled = ((ca + cb) / (na + nb)).clamp(0.5 / (na + nb), 1.0 - 0.5 / (na + nb));
     let v = pooled * (1.0 - pooled) * (1.0 / na + 1.0 / nb);
-    let diff = cb / nb - ca / na;
+    normal_mixture_likelihood_ratio(cb / nb - ca / na, v, tau)
+}
+
+/// The mixture likelihood ratio for an estimated difference `diff` of two means with variance
+/// `v` (normal approximation), against "no difference", with a N(0, tau^2) mixing distribution
+/// over the true difference; 1 (no evidence) while the variance is not known.
+pub fn normal_mixture_likelihood_ratio(diff: f64, v: f64, tau: f64) -> f64 {
+    if !(v > 0.0 && v.is_finite() && diff.is_finite() && tau > 0.0) {
+        return 1.0;
+    }
     let t2 = tau * tau;
     (v / (v + t2)).sqrt() * (diff * diff * t2 / (2.0 * v * (v + t2))).exp()
 }

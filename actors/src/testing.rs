@@ -99,6 +99,9 @@ pub fn viewed(p: &str, s: &str) -> DomainEvent {
 pub fn carted(p: &str, s: &str) -> DomainEvent {
     sig!(AddedToCart, p, s, { quantity: 1 })
 }
+pub fn reviewed(p: &str, s: &str, rating: u8, text: &str) -> DomainEvent {
+    sig!(ReviewSubmitted, p, s, { rating: rating, text: text.into() })
+}
 pub fn bounced(p: &str, s: &str) -> DomainEvent {
     sig!(Bounced, p, s, {})
 }

@@ -34,6 +34,7 @@ pub use crate::merchandising::{
     OrderingWeights, RuleAction,
 };
 pub use crate::plugins::{PluginConfigured, PluginProposed, PluginRan};
+pub use crate::pricing::{PriceArm, PriceTestConcluded, PriceTestStarted};
 pub use crate::social::{SocialCalendarPlanned, SocialPost, SocialPostFailed, SocialPostPublished};
 
 /// The bounds every accepted value keeps, chosen so that every backend and read side can store it
@@ -343,6 +344,8 @@ domain_events! {
     PluginConfigured => "plugin_configured",
     PluginRan => "plugin_ran",
     PluginProposed => "plugin_proposed",
+    PriceTestStarted => "price_test_started",
+    PriceTestConcluded => "price_test_concluded",
 }
 
 /// The record types users send (HTTP, `mall import`): the catalog and the learning signals.
@@ -392,6 +395,8 @@ impl DomainEvent {
             CopyApplied(e) => &e.product_id,
             ExperimentStarted(e) => &e.product_id,
             ExperimentConcluded(e) => &e.product_id,
+            PriceTestStarted(e) => &e.product_id,
+            PriceTestConcluded(e) => &e.product_id,
         })
     }
 
@@ -441,7 +446,9 @@ impl DomainEvent {
             | GenerationRejected(_)
             | CopyApplied(_)
             | ExperimentStarted(_)
-            | ExperimentConcluded(_) => None,
+            | ExperimentConcluded(_)
+            | PriceTestStarted(_)
+            | PriceTestConcluded(_) => None,
             TaskQueued(_) | TaskReprioritized(_) | TaskStarted(_) | TaskSucceeded(_) | TaskFailed(_)
             | TaskCancelled(_) | SystemSwitched(_) | JobRan(_) | InsightRecorded(_) => None,
             HealthChecked(_)
@@ -1075,6 +1082,25 @@ impl DomainEvent {
                     }
                 }
                 Ok(())
+            }
+            DomainEvent::PriceTestStarted(e) => {
+                if e.challenger == e.control {
+                    return err("challenger", "the challenger price equals the control".into());
+                }
+                prose("reason", &e.reason, 0, crate::autonomous::MAX_TEXT_LEN)
+            }
+            DomainEvent::PriceTestConcluded(e) => {
+                for (field, x) in [
+                    ("prob_challenger_better", e.prob_challenger_better),
+                    ("likelihood_ratio", e.likelihood_ratio),
+                    ("control.revenue_sq", e.control.revenue_sq),
+                    ("challenger.revenue_sq", e.challenger.revenue_sq),
+                ] {
+                    if !x.is_finite() {
+                        return err(field, "a finite number".into());
+                    }
+                }
+                prose("reason", &e.reason, 0, crate::autonomous::MAX_TEXT_LEN)
             }
             DomainEvent::JobRan(e) => {
                 text("job", &e.job, 1, crate::autonomous::MAX_NAME_LEN)?;

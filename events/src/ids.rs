@@ -233,6 +233,12 @@ impl Price {
     }
 }
 
+impl std::fmt::Display for Price {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl TryFrom<String> for Price {
     type Error = InvalidValue;
     fn try_from(s: String) -> Result<Self, InvalidValue> {

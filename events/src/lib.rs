@@ -39,6 +39,7 @@ pub mod merchandising;
 pub mod plugins;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod pricing;
 pub mod records;
 pub mod social;
 pub mod store;

@@ -537,6 +537,29 @@ fn samples() -> Vec<DomainEvent> {
             note: "3.5 days of cover against a 7-day lead time".into(),
             at,
         }),
+        DomainEvent::PriceTestStarted(PriceTestStarted {
+            test_id: id,
+            product_id: p(),
+            proposal_id: id,
+            control: Price::parse("24.50").unwrap(),
+            challenger: Price::parse("25.72").unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            reason: "converts at 6.0% and sells out in 9 days".into(),
+            at,
+        }),
+        DomainEvent::PriceTestConcluded(PriceTestConcluded {
+            test_id: id,
+            product_id: p(),
+            outcome: Outcome::ChallengerWon,
+            control: PriceArm { views: 400, orders: 20, revenue_e4: 4_900_000, revenue_sq: 12_005.0 },
+            challenger: PriceArm { views: 410, orders: 22, revenue_e4: 5_658_400, revenue_sq: 14_553.0 },
+            prob_challenger_better: 0.97,
+            likelihood_ratio: 21.5,
+            price: Price::parse("25.72").unwrap(),
+            policy: BTreeMap::from([("experiment_min_per_arm".to_string(), 200.0)]),
+            reason: "the challenger earns more per view".into(),
+            at,
+        }),
     ]
 }
 

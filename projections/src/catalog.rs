@@ -28,7 +28,8 @@ const TABLES: &[TableDef] = &[
                 "original_image_url" => Value::Null, "status" => "out_of_stock",
                 "seo_title" => Value::Null, "seo_meta_description" => Value::Null, "embedding" => Value::Null,
                 "embedding_hash" => Value::Null, "copy_version" => 0, "experiment_id" => Value::Null,
-                "challenger" => Value::Null, "listed_position" => 0, "updated_position" => 0,
+                "challenger" => Value::Null, "price_test_id" => Value::Null, "challenger_price" => Value::Null,
+                "listed_position" => 0, "updated_position" => 0,
             }
         },
     },
@@ -70,7 +71,8 @@ impl Projection for Catalog {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: price tests (`price_test_id`, `challenger_price`).
+        2
     }
 
     fn tables(&self) -> &'static [TableDef] {
@@ -197,6 +199,13 @@ impl Projection for Catalog {
                     "title" => title, "description" => description, "price" => price, "currency" => currency,
                     "stock" => stock, "status" => status(*stock), "district" => district, "updated_position" => pos,
                 },
+            })),
+            DomainEvent::PriceTestStarted(x) => out.push(set(row! {
+                "price_test_id" => x.test_id, "challenger_price" => x.challenger, "updated_position" => pos,
+            })),
+            DomainEvent::PriceTestConcluded(x) => out.push(set(row! {
+                "price" => x.price, "price_test_id" => Value::Null, "challenger_price" => Value::Null,
+                "updated_position" => pos,
             })),
             DomainEvent::ExperimentStarted(x) => out.push(set(row! {
                 "experiment_id" => x.experiment_id, "challenger" => x.challenger, "updated_position" => pos,

@@ -3,7 +3,9 @@
 //! - `ai_plugins`: each plugin that was configured or ran — whether it is enabled (null: as its
 //!   default), its settings, runs, failures (all, and in a row), the last run's outcome, who
 //!   disabled it and why, proposals made;
-//! - `plugin_proposals`: every proposal — plugin, run, subject, kind, figures, note.
+//! - `plugin_proposals`: every proposal — plugin, run, subject, kind, figures, note;
+//! - `price_tests`: every test of a proposed price — the prices, each arm's views, order lines
+//!   and revenue, the outcome with its statistics and reason, the price kept.
 
 use mall_events::RecordedEvent;
 use mall_events::domain::DomainEvent;
@@ -15,6 +17,7 @@ use crate::runner::Projection;
 
 pub const AI_PLUGINS: &str = "ai_plugins";
 pub const PLUGIN_PROPOSALS: &str = "plugin_proposals";
+pub const PRICE_TESTS: &str = "price_tests";
 
 const TABLES: &[TableDef] = &[
     TableDef {
@@ -39,6 +42,19 @@ const TABLES: &[TableDef] = &[
             }
         },
     },
+    TableDef {
+        name: PRICE_TESTS,
+        key: "test_id",
+        defaults: || {
+            row! {
+                "product_id" => "", "proposal_id" => "", "control_price" => "", "challenger_price" => "",
+                "currency" => "", "reason" => "", "status" => "running", "control" => Value::Null,
+                "challenger" => Value::Null, "prob_challenger_better" => Value::Null,
+                "likelihood_ratio" => Value::Null, "price_kept" => Value::Null, "outcome_reason" => Value::Null,
+                "started_at" => Value::Null, "concluded_at" => Value::Null, "position" => 0,
+            }
+        },
+    },
 ];
 
 /// Plugins and their proposals.
@@ -50,7 +66,8 @@ impl Projection for Plugins {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: `price_tests`.
+        2
     }
 
     fn tables(&self) -> &'static [TableDef] {
@@ -58,7 +75,10 @@ impl Projection for Plugins {
     }
 
     fn concerns(&self, e: &RecordedEvent) -> bool {
-        matches!(e.event_type.as_str(), "plugin_configured" | "plugin_ran" | "plugin_proposed")
+        matches!(
+            e.event_type.as_str(),
+            "plugin_configured" | "plugin_ran" | "plugin_proposed" | "price_test_started" | "price_test_concluded"
+        )
     }
 
     fn apply(&self, e: &RecordedEvent, d: &DomainEvent) -> Vec<Change> {
@@ -101,6 +121,25 @@ impl Projection for Plugins {
                 row! {
                     "plugin_id" => p.plugin_id, "run_id" => p.run_id.to_string(), "subject" => p.subject,
                     "kind" => p.kind, "figures" => json!(p.figures), "note" => p.note, "at" => json!(p.at),
+                    "position" => pos,
+                },
+            )],
+            DomainEvent::PriceTestStarted(t) => vec![Change::set(
+                PRICE_TESTS,
+                t.test_id.to_string(),
+                row! {
+                    "product_id" => t.product_id, "proposal_id" => t.proposal_id.to_string(),
+                    "control_price" => t.control, "challenger_price" => t.challenger, "currency" => t.currency,
+                    "reason" => t.reason, "status" => "running", "started_at" => json!(t.at), "position" => pos,
+                },
+            )],
+            DomainEvent::PriceTestConcluded(t) => vec![Change::set(
+                PRICE_TESTS,
+                t.test_id.to_string(),
+                row! {
+                    "status" => json!(t.outcome), "control" => json!(t.control), "challenger" => json!(t.challenger),
+                    "prob_challenger_better" => t.prob_challenger_better, "likelihood_ratio" => t.likelihood_ratio,
+                    "price_kept" => t.price, "outcome_reason" => t.reason, "concluded_at" => json!(t.at),
                     "position" => pos,
                 },
             )],

@@ -674,6 +674,8 @@ pub async fn get(
         .filter(|row| text(row, "period") == period.as_str())
         .max_by_key(|row| int(row, "position"))
         .map(Value::Object);
+    // Shoppers belong to the mall, not to a district: their segments in the mall's report.
+    let segments = if all { super::plugins::segment_counts(&state, now.date_naive()).await? } else { None };
     let body = json!({
         "microstore": microstore,
         "name": name,
@@ -702,6 +704,7 @@ pub async fn get(
         "suggestions": r.suggestions,
         "executive_summary": executive_summary,
         "latest_report": latest,
+        "segments": segments,
     });
     Ok(HttpResponse::Ok().insert_header((super::reads::POSITION_HEADER, position.to_string())).json(body))
 }

@@ -13,22 +13,26 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mall_actors::analytics::segments;
+use mall_actors::analytics::sentiment;
 use mall_actors::autonomous::jobs::JobWork;
 use mall_actors::autonomous::priority;
 use mall_actors::autonomous::queue::Task;
 use mall_actors::autonomous::scheduler::{Executor, Request, Scheduler};
 use mall_actors::plugins::{self, Context, Hook, Outcome, Plugin, ProductFacts, Registry};
+use mall_actors::product::PriceProposal;
+use mall_actors::product::actor::StartPriceTest;
 use mall_actors::runtime::router::Actors;
 use mall_actors::voice;
 use mall_events::domain::{DomainEvent, PluginConfigured, PluginProposed, PluginRan};
 use mall_events::ids::StreamId;
+use mall_events::ids::{Price, ProductId};
 use mall_events::{ExpectedVersion, NewEvent, Position};
 use mall_projections::analytics::PRODUCT_DAYS;
 use mall_projections::catalog::PRODUCTS;
 use mall_projections::change::Row;
 use mall_projections::customers::{REVIEWS, SHOPPER_DAYS};
 use mall_projections::personalization::SHOPPER_PROFILES;
-use mall_projections::plugins::{AI_PLUGINS, PLUGIN_PROPOSALS};
+use mall_projections::plugins::{AI_PLUGINS, PLUGIN_PROPOSALS, PRICE_TESTS};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -43,6 +47,11 @@ use crate::readside::{Filter, ReadSide};
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 /// The least time between two runs of the `catalog` (or `signals`) hook.
 const HOOK_EVERY: Duration = Duration::from_secs(30);
+/// Review texts the model scores in one call, calls in one run.
+const SCORED_PER_CALL: usize = 20;
+const CALLS_PER_RUN: usize = 3;
+/// The model's review scores kept (the least recently used are asked again).
+const SCORES_KEPT: usize = 100_000;
 /// Shoppers whose last voice results are remembered (the oldest are forgotten).
 const VOICE_MEMORY: usize = 10_000;
 
@@ -59,6 +68,8 @@ pub struct Plugins {
     pub timeout: Duration,
     /// Each shopper's last voice results (product ids), for "add two of those".
     voice: Mutex<VoiceMemory>,
+    /// The model's sentiment scores of review texts, by review id.
+    scores: Mutex<lru::LruCache<String, f64>>,
     /// What voice searches match against: the in-stock products of the rankings at a position.
     voice_items: Mutex<(Option<mall_events::Position>, Arc<Vec<voice::Item>>)>,
 }
@@ -83,6 +94,7 @@ impl Plugins {
             timeout,
             voice: Mutex::new((HashMap::new(), std::collections::VecDeque::new())),
             voice_items: Mutex::new((None, Arc::new(Vec::new()))),
+            scores: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(SCORES_KEPT).expect("non-zero"))),
         })
     }
 
@@ -186,9 +198,9 @@ impl Plugins {
     }
 
     /// Reviews of the last [`plugins::REVIEW_DAYS`] days, oldest first.
-    async fn reviews(&self, now: DateTime<Utc>) -> Result<Vec<plugins::Review>, String> {
+    async fn reviews(&self, now: DateTime<Utc>) -> Result<Vec<(String, plugins::Review)>, String> {
         let since = now - chrono::Duration::days(plugins::REVIEW_DAYS);
-        let mut out: Vec<plugins::Review> = self
+        let mut out: Vec<(String, plugins::Review)> = self
             .read
             .rows("customers", REVIEWS, Filter::All)
             .await
@@ -196,17 +208,60 @@ impl Plugins {
             .iter()
             .filter_map(|r| {
                 let at = r.get("at").and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok())?;
-                Some(plugins::Review {
-                    product_id: text(r, "product_id"),
-                    rating: int(r, "rating").clamp(1, 5) as u8,
-                    text: text(r, "text"),
-                    at: at.with_timezone(&Utc),
-                })
+                Some((
+                    text(r, "review_id"),
+                    plugins::Review {
+                        product_id: text(r, "product_id"),
+                        rating: int(r, "rating").clamp(1, 5) as u8,
+                        text: text(r, "text"),
+                        at: at.with_timezone(&Utc),
+                        model_score: None,
+                    },
+                ))
             })
-            .filter(|r| r.at >= since)
+            .filter(|(_, r)| r.at >= since)
             .collect();
-        out.sort_by_key(|r| r.at);
+        out.sort_by_key(|(_, r)| r.at);
         Ok(out)
+    }
+
+    /// Has the configured model score the review texts it has not scored (within the budget,
+    /// [`SCORED_PER_CALL`] a call, [`CALLS_PER_RUN`] calls a run); a score is kept only when
+    /// the answer passes [`sentiment::parse_scores`], else the lexicon scores those reviews.
+    async fn model_scores(&self, reviews: &mut [(String, plugins::Review)]) {
+        let rt = &self.actors.rt;
+        if !rt.generator.completes() {
+            return;
+        }
+        let todo: Vec<usize> = {
+            let mut known = self.scores.lock().expect("scores");
+            for (id, r) in reviews.iter_mut() {
+                r.model_score = known.get(id.as_str()).copied();
+            }
+            (0..reviews.len())
+                .filter(|i| reviews[*i].1.model_score.is_none() && !reviews[*i].1.text.trim().is_empty())
+                .collect()
+        };
+        for chunk in todo.chunks(SCORED_PER_CALL).take(CALLS_PER_RUN) {
+            if !rt.budget.take("plugins:sentiment") {
+                break;
+            }
+            let texts: Vec<&str> = chunk.iter().map(|i| reviews[*i].1.text.as_str()).collect();
+            let (_, answer) = rt.generator.complete(sentiment::prompt(&texts)).await;
+            match answer.map(|raw| sentiment::parse_scores(&raw, texts.len())) {
+                Ok(Some(scores)) => {
+                    let mut known = self.scores.lock().expect("scores");
+                    for (i, x) in chunk.iter().zip(scores) {
+                        reviews[*i].1.model_score = Some(x);
+                        known.put(reviews[*i].0.clone(), x);
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!("the model's sentiment scores were refused; the lexicon scores those reviews")
+                }
+                Err(e) => tracing::warn!(error = %e, "the model did not score the reviews; the lexicon does"),
+            }
+        }
     }
 
     /// Runs every enabled plugin that has `hook`, each isolated; records each run, its new
@@ -218,7 +273,7 @@ impl Plugins {
         self.read.wait_for(head, Duration::from_secs(5)).await;
         let now = Utc::now();
         let products = self.facts(now).await?;
-        let reviews = self.reviews(now).await?;
+        let mut reviews = self.reviews(now).await?;
         let known: std::collections::HashSet<String> =
             products.iter().map(|p| format!("product:{}", p.product_id)).collect();
         let todo: Vec<(Arc<dyn Plugin>, BTreeMap<String, f64>)> = {
@@ -232,6 +287,10 @@ impl Plugins {
                 .map(|p| (p.clone(), g.0.config(&p.info())))
                 .collect()
         };
+        if todo.iter().any(|(p, _)| p.info().id == plugins::Sentiment.info().id) {
+            self.model_scores(&mut reviews).await;
+        }
+        let reviews: Vec<plugins::Review> = reviews.into_iter().map(|(_, r)| r).collect();
         // All run at once, each apart.
         let runs = futures_util::future::join_all(todo.iter().map(|(p, config)| {
             let ctx =
@@ -296,6 +355,8 @@ impl Plugins {
                 duration_ms: took.as_millis() as u64,
                 at,
             })];
+            // Dynamic pricing's proposals are put to price tests by their products.
+            let prices: Vec<(ProductId, PriceProposal)> = proposals.iter().filter_map(price_proposal).collect();
             events.extend(proposals);
             if let Some(config) = disable {
                 tracing::warn!(
@@ -318,6 +379,13 @@ impl Plugins {
                 }));
             }
             self.append(events).await?;
+            for (id, p) in prices {
+                match self.actors.products.send(&id, StartPriceTest(p)).await {
+                    Ok(Ok(test)) => tracing::info!(product = %id, %test, "a price test started"),
+                    Ok(Err(why)) => tracing::info!(product = %id, %why, "no price test"),
+                    Err(e) => tracing::warn!(product = %id, error = %e, "the product did not answer"),
+                }
+            }
             summary.push((info.id.to_string(), outcome.as_str().to_string()));
         }
         Ok(summary)
@@ -418,6 +486,19 @@ impl Plugins {
     }
 }
 
+/// A `price` proposal of dynamic pricing as the proposal its product puts to a test.
+fn price_proposal(d: &DomainEvent) -> Option<(ProductId, PriceProposal)> {
+    let DomainEvent::PluginProposed(p) = d else { return None };
+    if p.plugin_id != plugins::DynamicPricing.info().id || p.kind != "price" {
+        return None;
+    }
+    // `from` is today's price to the ten-thousandth; `to` is in cents.
+    let price = |k: &str, digits: usize| p.figures.get(k).and_then(|x| Price::parse(format!("{x:.digits$}")).ok());
+    let id = ProductId::parse(p.subject.strip_prefix("product:")?).ok()?;
+    let (from, to) = (price("from", 4)?, price("to", 2)?);
+    Some((id, PriceProposal { proposal_id: p.proposal_id, from, to, reason: p.note.clone() }))
+}
+
 fn run_request(reason: String, priority: u8) -> Request {
     Request {
         system: "plugins".into(),
@@ -489,11 +570,13 @@ async fn listing(state: &AppState) -> Result<Value, ApiError> {
         })
         .collect();
     drop(g);
-    let mut proposals =
-        state.read.rows("plugins", PLUGIN_PROPOSALS, Filter::All).await.map_err(super::storefront::sink_error)?;
+    // Ids are UUIDv7: the greatest keys are the latest.
+    let latest = |table| state.read.rows("plugins", table, Filter::Last(100));
+    let err = super::storefront::sink_error;
+    let mut proposals = latest(PLUGIN_PROPOSALS).await.map_err(err)?;
     proposals.sort_by_key(|r| std::cmp::Reverse(int(r, "position")));
-    proposals.truncate(100);
-    Ok(json!({"plugins": plugins, "proposals": proposals}))
+    let price_tests = latest(PRICE_TESTS).await.map_err(err)?;
+    Ok(json!({"plugins": plugins, "proposals": proposals, "price_tests": price_tests}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -643,6 +726,48 @@ pub async fn voice(state: web::Data<AppState>, payload: web::Payload) -> Result<
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// The lifecycle segments, in order.
+const SEGMENTS: [&str; 5] = ["prospect", "new", "active", "at_risk", "lost"];
+
+/// Every shopper's purchase history (a shopper with a profile and no purchase has an empty one).
+async fn histories(state: &AppState) -> Result<BTreeMap<String, segments::Purchases>, ApiError> {
+    let err = super::storefront::sink_error;
+    let mut histories = purchases_of(&state.read.rows("customers", SHOPPER_DAYS, Filter::All).await.map_err(err)?);
+    for r in state.read.rows("personalization", SHOPPER_PROFILES, Filter::All).await.map_err(err)? {
+        histories.entry(text(&r, "shopper_id")).or_default();
+    }
+    Ok(histories)
+}
+
+fn segment_name(f: Option<&segments::Figures>) -> String {
+    serde_json::to_value(segments::lifecycle(f)).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// How many shoppers each segment holds.
+fn counts<'a>(figures: impl Iterator<Item = Option<&'a segments::Figures>>) -> BTreeMap<&'static str, u64> {
+    let mut counts: BTreeMap<&str, u64> = SEGMENTS.iter().map(|s| (*s, 0)).collect();
+    for f in figures {
+        if let Some(c) = SEGMENTS.iter().find(|s| **s == segment_name(f)).and_then(|s| counts.get_mut(s)) {
+            *c += 1;
+        }
+    }
+    counts
+}
+
+/// The count of each segment as of `as_of` (for analytics); `None` while segmentation is off.
+pub async fn segment_counts(
+    state: &AppState,
+    as_of: chrono::NaiveDate,
+) -> Result<Option<BTreeMap<&'static str, u64>>, ApiError> {
+    let info = plugins::Segmentation.info();
+    if !state.plugins.registry().await.map_err(ApiError::unavailable)?.0.enabled(&info) {
+        return Ok(None);
+    }
+    let histories = histories(state).await?;
+    let figures: Vec<Option<segments::Figures>> = histories.values().map(|p| segments::figures(p, as_of)).collect();
+    Ok(Some(counts(figures.iter().map(Option::as_ref))))
+}
+
 /// A shopper's purchase history from `shopper_days` rows.
 fn purchases_of<'a>(rows: impl IntoIterator<Item = &'a Row>) -> BTreeMap<String, segments::Purchases> {
     let mut out: BTreeMap<String, segments::Purchases> = BTreeMap::new();
@@ -716,7 +841,6 @@ pub async fn segments_list(
         Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
             .map_err(|_| ApiError::invalid("as_of", format!("{d:?} is not a date (YYYY-MM-DD)")))?,
     };
-    const SEGMENTS: [&str; 5] = ["prospect", "new", "active", "at_risk", "lost"];
     if let Some(s) = q.segment.as_deref()
         && !SEGMENTS.contains(&s)
     {
@@ -727,11 +851,7 @@ pub async fn segments_list(
         return Err(ApiError::invalid("limit", "1 to 10000"));
     }
     let position = super::storefront::position(&state, q.min_position).await;
-    let err = super::storefront::sink_error;
-    let mut histories = purchases_of(&state.read.rows("customers", SHOPPER_DAYS, Filter::All).await.map_err(err)?);
-    for r in state.read.rows("personalization", SHOPPER_PROFILES, Filter::All).await.map_err(err)? {
-        histories.entry(text(&r, "shopper_id")).or_default();
-    }
+    let histories = histories(&state).await?;
     let figures: Vec<(String, Option<segments::Figures>)> =
         histories.iter().map(|(s, p)| (s.clone(), segments::figures(p, as_of))).collect();
     let bought: Vec<segments::Figures> = figures.iter().filter_map(|(_, f)| *f).collect();
@@ -744,14 +864,10 @@ pub async fn segments_list(
             k += 1;
         }
     }
-    let mut counts: BTreeMap<&str, u64> = SEGMENTS.iter().map(|s| (*s, 0)).collect();
+    let counts = counts(figures.iter().map(|(_, f)| f.as_ref()));
     let mut listed: Vec<(u16, String, Value)> = Vec::new();
     for (s, f) in &figures {
-        let seg = serde_json::to_value(segments::lifecycle(f.as_ref())).unwrap_or(Value::Null);
-        let name = seg.as_str().unwrap_or("").to_string();
-        if let Some(c) = counts.get_mut(name.as_str()) {
-            *c += 1;
-        }
+        let name = segment_name(f.as_ref());
         if q.segment.as_deref().is_some_and(|x| x != name) {
             continue;
         }

@@ -150,6 +150,8 @@ pub struct Ranked {
     pub fields: String,
     /// The experiment under way and its challenger copy.
     pub experiment: Option<(uuid::Uuid, String)>,
+    /// The price test under way and its challenger price.
+    pub price_test: Option<(uuid::Uuid, String)>,
     /// `w_p × performance + w_r × rules + w_t × recency`.
     pub score: f64,
     pub performance: f64,
@@ -243,7 +245,7 @@ fn rank(
             let score = weights.performance * performance + weights.rules * rules + weights.recency * recency;
             let fields = serde_json::json!({
                 "product_id": s(&p, "product_id"), "district": s(&p, "district"), "title": s(&p, "title"),
-                "tags": p.get("tags"), "price": s(&p, "price"), "currency": s(&p, "currency"), "stock": p.get("stock"),
+                "tags": p.get("tags"), "currency": s(&p, "currency"), "stock": p.get("stock"),
                 "image_url": p.get("image_url"), "seo_title": p.get("seo_title"), "rules": shaping.rules,
             })
             .to_string();
@@ -255,6 +257,13 @@ fn rank(
                 (Some(x), Some(c)) => Some((x, c.to_string())),
                 _ => None,
             };
+            let price_test = match (
+                p.get("price_test_id").and_then(Value::as_str).and_then(|x| x.parse().ok()),
+                p.get("challenger_price").and_then(Value::as_str),
+            ) {
+                (Some(x), Some(c)) => Some((x, c.to_string())),
+                _ => None,
+            };
             Some(Ranked {
                 id: s(&p, "product_id").to_string(),
                 district: s(&p, "district").to_string(),
@@ -262,6 +271,7 @@ fn rank(
                 product: p,
                 fields,
                 experiment,
+                price_test,
                 score,
                 performance,
                 rules,

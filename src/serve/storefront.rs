@@ -278,10 +278,21 @@ fn write_product(
         }
         arm = if a == Arm::Challenger { "\"challenger\"" } else { "\"control\"" };
     }
+    // The shopper's arm's price while one is under test.
+    let mut price = s(&r.product, "price");
+    let mut price_arm = "null";
+    if let (Some((x, challenger)), Some(sh)) = (&r.price_test, shopper) {
+        let a = experiment::arm(*x, sh);
+        if a == Arm::Challenger {
+            price = challenger;
+        }
+        price_arm = if a == Arm::Challenger { "\"challenger\"" } else { "\"control\"" };
+    }
     let pers = personalization.unwrap_or(0.0);
     let number = |x: f64| Value::from(x);
     out.push('{');
     out.push_str(&r.fields);
+    let _ = write!(out, ",\"price\":{},\"price_test_arm\":{price_arm}", Value::from(price));
     if let Some(p) = position {
         let _ = write!(out, ",\"position\":{p}");
     }
@@ -386,6 +397,22 @@ pub async fn product(
         }
         _ => Value::Null,
     };
+    // A price test: the shopper's arm's price.
+    let mut price = s(&p, "price").to_string();
+    let price_test =
+        match (p.get("price_test_id").and_then(Value::as_str), p.get("challenger_price").and_then(Value::as_str)) {
+            (Some(x), Some(challenger)) => {
+                let arm = match (x.parse::<Uuid>(), &shopper) {
+                    (Ok(x), Some(sh)) => Some(experiment::arm(x, sh)),
+                    _ => None,
+                };
+                if arm == Some(Arm::Challenger) {
+                    price = challenger.to_string();
+                }
+                json!({"test_id": x, "arm": arm})
+            }
+            _ => Value::Null,
+        };
     let seo = match (p.get("seo_title").and_then(Value::as_str), p.get("seo_meta_description").and_then(Value::as_str))
     {
         (Some(t), Some(d)) => json!({"title": t, "meta_description": d}),
@@ -395,11 +422,12 @@ pub async fn product(
         at,
         json!({
             "product_id": id, "district": s(&p, "district"), "title": s(&p, "title"), "description": description,
-            "tags": p.get("tags"), "seo": seo, "price": s(&p, "price"), "currency": s(&p, "currency"),
+            "tags": p.get("tags"), "seo": seo, "price": price, "currency": s(&p, "currency"),
             "stock": p.get("stock"), "status": s(&p, "status"), "image_url": p.get("image_url"),
             "attributes": p.get("attributes"), "copy_version": p.get("copy_version"),
             "has_embedding": p.get("embedding").is_some_and(|e| !e.is_null()),
             "experiment": experiment,
+            "price_test": price_test,
             "metrics": {
                 "total": {
                     "impressions": count(&m, "impressions"), "views": count(&m, "views"), "clicks": count(&m, "clicks"),

@@ -108,6 +108,18 @@ pub struct ModelServer {
 }
 
 impl ModelServer {
+    /// The environment that points `mall serve` at this server as an OpenAI-compatible model
+    /// (chat model `m`, embedding model `e`), with no retries; add a test's own settings.
+    pub fn env(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("MALL_LLM", "openai-compatible"),
+            ("MALL_LLM_URL", self.base.as_str()),
+            ("MALL_LLM_MODEL", "m"),
+            ("MALL_LLM_EMBEDDING_MODEL", "e"),
+            ("MALL_LLM_RETRIES", "0"),
+        ]
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Request> {
         self.seen.lock().unwrap().clone()

@@ -261,7 +261,8 @@ impl OfflineGenerator {
             .filter(|s| *s != sentence(title) && word_count(s) <= 30 && passes(s))
             .take(3)
             .collect();
-        let lead_with_facts = f.diagnosis == "high_bounce";
+        // Shoppers who leave at once, or are unhappy once they have it, get the facts first.
+        let lead_with_facts = matches!(f.diagnosis.as_str(), "high_bounce" | "unhappy_reviews");
         if lead_with_facts {
             out.extend(facts_sentence.clone());
         }

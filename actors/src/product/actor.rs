@@ -262,6 +262,61 @@ impl Handler<Execute> for EntityActor<Product> {
     }
 }
 
+/// Put a proposed price to a test (dynamic pricing's proposals): the product decides from its
+/// state whether it can ([`product::price_test`]) and records the test's start; the answer is
+/// the test's id or why not.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Uuid, String>")]
+pub struct StartPriceTest(pub product::PriceProposal);
+
+impl Handler<StartPriceTest> for EntityActor<Product> {
+    type Result = ResponseFuture<Result<Uuid, String>>;
+
+    fn handle(&mut self, msg: StartPriceTest, ctx: &mut Context<Self>) -> Self::Result {
+        self.last_active = Instant::now();
+        let Some(state) = self.state.clone() else {
+            return Box::pin(std::future::ready(Err("the product is loading".to_string())));
+        };
+        let (rt, id) = (self.rt.clone(), self.id.clone());
+        let fut = async move {
+            let mut state = state;
+            let mut answer = Err("the test could not be recorded".to_string());
+            for _attempt in 0..APPEND_ATTEMPTS {
+                let started = match product::price_test(&state, &msg.0, Uuid::now_v7(), Utc::now()) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        answer = Err(why);
+                        break;
+                    }
+                };
+                let test_id = started.test_id;
+                match append(&rt, &id, &state, &[DomainEvent::PriceTestStarted(started)], None).await {
+                    Ok(()) => {
+                        answer = Ok(test_id);
+                        break;
+                    }
+                    Err(StoreError::WrongExpectedVersion { .. }) => {
+                        let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
+                    }
+                    Err(e) => {
+                        answer = Err(format!("cannot record the test: {e}"));
+                        break;
+                    }
+                }
+            }
+            let _ = catch_up::<Product>(&rt, &id, &mut state, Until::Head).await;
+            (state, answer)
+        };
+        // `wait`: no other message changes the state between the decision and its append.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ctx.wait(fut.into_actor(self).map(|(state, answer), act, _| {
+            act.state = Some(state);
+            let _ = tx.send(answer);
+        }));
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err("the product's actor stopped".to_string())) })
+    }
+}
+
 impl Handler<Generated> for EntityActor<Product> {
     type Result = ();
 

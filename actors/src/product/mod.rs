@@ -32,6 +32,14 @@ pub struct Counts {
     pub bounces: u64,
     /// Revenue in ten-thousandths of the currency unit.
     pub revenue: u64,
+    /// Reviews, the sum of their ratings and of their sentiment scores (see
+    /// [`crate::analytics::sentiment::review_score`]).
+    #[serde(default)]
+    pub reviews: u64,
+    #[serde(default)]
+    pub rating_sum: u64,
+    #[serde(default)]
+    pub sentiment_sum: f64,
 }
 
 impl Counts {
@@ -50,6 +58,12 @@ impl Counts {
                 self.revenue = self.revenue.saturating_add(amount);
             }
             DomainEvent::Bounced(_) => one(&mut self.bounces),
+            DomainEvent::ReviewSubmitted(r) => {
+                use crate::analytics::sentiment;
+                one(&mut self.reviews);
+                self.rating_sum = self.rating_sum.saturating_add(u64::from(r.rating));
+                self.sentiment_sum += sentiment::review_score(r.rating, &r.text, sentiment::TEXT_WEIGHT);
+            }
             _ => {}
         }
     }
@@ -67,6 +81,14 @@ impl Counts {
         ] {
             *a = a.saturating_add(b);
         }
+        self.reviews = self.reviews.saturating_add(o.reviews);
+        self.rating_sum = self.rating_sum.saturating_add(o.rating_sum);
+        self.sentiment_sum += o.sentiment_sum;
+    }
+
+    /// The reviews' mean sentiment in [-1, 1] (0 without reviews).
+    pub fn sentiment(&self) -> f64 {
+        if self.reviews == 0 { 0.0 } else { self.sentiment_sum / self.reviews as f64 }
     }
 
     /// Views that converted (a cart or a purchase), at most one per view.
@@ -111,6 +133,37 @@ impl RunningExperiment {
     }
 }
 
+/// A running price test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningPriceTest {
+    pub test_id: Uuid,
+    pub proposal_id: Uuid,
+    pub control: Price,
+    pub challenger: Price,
+    pub started_at: DateTime<Utc>,
+    pub arms: [PriceArm; 2],
+}
+
+impl RunningPriceTest {
+    /// The price a shopper in `arm` sees.
+    pub fn price(&self, arm: Arm) -> &Price {
+        match arm {
+            Arm::Control => &self.control,
+            Arm::Challenger => &self.challenger,
+        }
+    }
+}
+
+/// A proposed price, to be put to a test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceProposal {
+    pub proposal_id: Uuid,
+    /// The price the proposal was made from.
+    pub from: Price,
+    pub to: Price,
+    pub reason: String,
+}
+
 /// Everything a product actor knows, folded from its stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProductState {
@@ -137,6 +190,9 @@ pub struct ProductState {
     pub copy_version: u32,
     pub in_flight: Option<InFlight>,
     pub experiment: Option<RunningExperiment>,
+    /// The price test under way.
+    #[serde(default)]
+    pub price_test: Option<RunningPriceTest>,
     /// When each command was last decided (for cooldowns).
     pub last_decided: BTreeMap<CommandKind, DateTime<Utc>>,
     /// Failed or rejected generations in a row, per command (for backoff and the fallback).
@@ -217,7 +273,9 @@ impl ProductState {
                     self.attributes = a.clone();
                 }
                 if let Some(p) = &e.price {
+                    // A vendor's own price ends any test of another.
                     self.price = Some(p.clone());
+                    self.price_test = None;
                 }
                 if let Some(c) = &e.currency {
                     self.currency = Some(c.clone());
@@ -233,15 +291,30 @@ impl ProductState {
             DomainEvent::PriceChanged(e) => {
                 self.price = Some(e.price.clone());
                 self.currency = Some(e.currency.clone());
+                self.price_test = None;
             }
             DomainEvent::ProductViewed(_)
             | DomainEvent::ProductClicked(_)
             | DomainEvent::ImpressionServed(_)
             | DomainEvent::AddedToCart(_)
             | DomainEvent::Purchased(_)
-            | DomainEvent::Bounced(_) => {
+            | DomainEvent::Bounced(_)
+            | DomainEvent::ReviewSubmitted(_) => {
                 self.total.add(event);
                 self.window.add(event);
+                if let (Some(t), Some(shopper)) = (&mut self.price_test, event.shopper_id()) {
+                    let arm = &mut t.arms[experiment::arm(t.test_id, shopper) as usize];
+                    match event {
+                        DomainEvent::ProductViewed(_) => arm.views = arm.views.saturating_add(1),
+                        DomainEvent::Purchased(p) => {
+                            let amount = p.unit_price.ten_thousandths().saturating_mul(u64::from(p.quantity));
+                            arm.orders = arm.orders.saturating_add(1);
+                            arm.revenue_e4 = arm.revenue_e4.saturating_add(amount);
+                            arm.revenue_sq += (amount as f64 / 10_000.0).powi(2);
+                        }
+                        _ => {}
+                    }
+                }
                 if let (Some(x), Some(shopper)) = (&mut self.experiment, event.shopper_id()) {
                     let arm = &mut x.arms[experiment::arm(x.experiment_id, shopper) as usize];
                     match event {
@@ -297,9 +370,24 @@ impl ProductState {
                     self.reset_window(position);
                 }
             }
+            DomainEvent::PriceTestStarted(e) => {
+                self.price_test = Some(RunningPriceTest {
+                    test_id: e.test_id,
+                    proposal_id: e.proposal_id,
+                    control: e.control.clone(),
+                    challenger: e.challenger.clone(),
+                    started_at: e.at,
+                    arms: [PriceArm::default(); 2],
+                });
+            }
+            DomainEvent::PriceTestConcluded(e) => {
+                if self.price_test.as_ref().is_some_and(|t| t.test_id == e.test_id) {
+                    self.price = Some(e.price.clone());
+                    self.price_test = None;
+                }
+            }
             DomainEvent::DistrictOpened(_)
             | DomainEvent::RemovedFromCart(_)
-            | DomainEvent::ReviewSubmitted(_)
             | DomainEvent::Searched(_)
             | DomainEvent::CopyGenerated(_) => {}
             // The core's events are never in a product's stream.
@@ -380,6 +468,11 @@ pub struct Policy {
     pub give_up_after: u32,
     /// The weight, in views, of the district prior.
     pub prior_strength: f64,
+    /// Reviews since the copy last changed before their sentiment may be judged (0: never) ...
+    pub unhappy_reviews: u64,
+    /// ... and the mean sentiment at or under which shoppers are unhappy with the product: the
+    /// copy may promise what the product does not deliver, and is rewritten.
+    pub unhappy_sentiment: f64,
     pub experiment: ExperimentPolicy,
 }
 
@@ -398,6 +491,8 @@ impl Default for Policy {
             fallback_after: 3,
             give_up_after: 6,
             prior_strength: mall_events::measures::PRIOR_STRENGTH,
+            unhappy_reviews: 3,
+            unhappy_sentiment: -0.2,
             experiment: ExperimentPolicy::default(),
         }
     }
@@ -406,7 +501,7 @@ impl Default for Policy {
 impl Policy {
     /// The policy as named numbers, as a decision records it.
     pub fn to_map(&self) -> BTreeMap<String, f64> {
-        BTreeMap::from([
+        let mut m = BTreeMap::from([
             ("min_views".into(), self.min_views as f64),
             ("weak_ratio".into(), self.weak_ratio),
             ("high_bounce_rate".into(), self.high_bounce_rate),
@@ -424,7 +519,14 @@ impl Policy {
             ("experiment_alpha".into(), self.experiment.alpha),
             ("experiment_tau".into(), self.experiment.tau),
             ("experiment_min_probability".into(), self.experiment.min_probability),
-        ])
+        ]);
+        // A rule that is off is not recorded: decisions made before it existed read back as
+        // they were written.
+        if self.unhappy_reviews > 0 {
+            m.insert("unhappy_reviews".into(), self.unhappy_reviews as f64);
+            m.insert("unhappy_sentiment".into(), self.unhappy_sentiment);
+        }
+        m
     }
 
     /// The policy a decision recorded: defaults for anything it did not record, except the rules
@@ -447,6 +549,8 @@ impl Policy {
             fallback_after: get("fallback_after_failures", 0.0) as u32,
             give_up_after: get("give_up_after_failures", 0.0) as u32,
             prior_strength: get("prior_strength", d.prior_strength),
+            unhappy_reviews: get("unhappy_reviews", 0.0) as u64,
+            unhappy_sentiment: get("unhappy_sentiment", d.unhappy_sentiment),
             experiment: ExperimentPolicy {
                 min_per_arm: get("experiment_min_per_arm", d.experiment.min_per_arm as f64) as u64,
                 max_duration: Duration::seconds(get(
@@ -482,6 +586,8 @@ pub enum Command {
     Optimize(OptimizationDecided),
     /// End the running experiment.
     ConcludeExperiment(ExperimentConcluded),
+    /// End the running price test.
+    ConcludePriceTest(PriceTestConcluded),
 }
 
 impl Command {
@@ -490,8 +596,42 @@ impl Command {
         match self {
             Command::Optimize(e) => DomainEvent::OptimizationDecided(e),
             Command::ConcludeExperiment(e) => DomainEvent::ExperimentConcluded(e),
+            Command::ConcludePriceTest(e) => DomainEvent::PriceTestConcluded(e),
         }
     }
+}
+
+/// Puts a proposed price to a test, or says why not: the product is listed and has no price
+/// test under way, its price is still the one the proposal was made from, and the proposal
+/// changes it.
+pub fn price_test(
+    state: &ProductState,
+    p: &PriceProposal,
+    test_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<PriceTestStarted, String> {
+    let (Some(product_id), Some(price), Some(currency)) = (&state.product_id, &state.price, &state.currency) else {
+        return Err("the product is not listed".into());
+    };
+    if let Some(t) = &state.price_test {
+        return Err(format!("price test {} is under way", t.test_id));
+    }
+    if price.ten_thousandths() != p.from.ten_thousandths() {
+        return Err(format!("the price is {price} now, not the {} it was proposed from", p.from));
+    }
+    if p.to.ten_thousandths() == p.from.ten_thousandths() || p.to.ten_thousandths() == 0 {
+        return Err(format!("{} is no new price", p.to));
+    }
+    Ok(PriceTestStarted {
+        test_id,
+        product_id: product_id.clone(),
+        proposal_id: p.proposal_id,
+        control: price.clone(),
+        challenger: p.to.clone(),
+        currency: currency.clone(),
+        reason: p.reason.clone(),
+        at: now,
+    })
 }
 
 /// The rules, in priority order: the first that fires is decided (at most one generation per
@@ -520,6 +660,26 @@ pub fn decide(state: &ProductState, input: &DecideInput) -> Vec<Command> {
         ("click_through_rate".into(), ratio(w.clicks, w.impressions)),
     ]);
 
+    // A price test is judged apart from the copy's work.
+    if let Some(t) = &state.price_test
+        && let Some(v) =
+            crate::pricing::evaluate_test(&t.arms[0], &t.arms[1], input.now - t.started_at, &policy.experiment)
+    {
+        let kept = if v.outcome == Outcome::ChallengerWon { &t.challenger } else { &t.control };
+        commands.push(Command::ConcludePriceTest(PriceTestConcluded {
+            test_id: t.test_id,
+            product_id: product_id.clone(),
+            outcome: v.outcome,
+            control: t.arms[0],
+            challenger: t.arms[1],
+            prob_challenger_better: v.prob_challenger_better,
+            likelihood_ratio: v.likelihood_ratio,
+            price: kept.clone(),
+            policy: policy.to_map(),
+            reason: v.reason,
+            at: input.now,
+        }));
+    }
     if let Some(x) = &state.experiment {
         let elapsed = input.now - x.started_at;
         if let Some(v) = experiment::evaluate(x.arms[0], x.arms[1], elapsed, &policy.experiment) {
@@ -558,6 +718,15 @@ pub fn decide(state: &ProductState, input: &DecideInput) -> Vec<Command> {
     let weak = judged && posterior.mean() < policy.weak_ratio * input.prior.mean();
     let bouncy = judged && ratio(w.bounces, w.views) >= policy.high_bounce_rate;
     let hidden = w.impressions >= policy.min_impressions && ratio(w.clicks, w.impressions) < policy.low_ctr;
+    let unhappy =
+        policy.unhappy_reviews > 0 && w.reviews >= policy.unhappy_reviews && w.sentiment() <= policy.unhappy_sentiment;
+    // Reviews are part of the diagnosis once there are any (decisions made before reviews
+    // existed recorded none).
+    if w.reviews > 0 {
+        metrics.insert("window_reviews".into(), w.reviews as f64);
+        metrics.insert("review_rating_mean".into(), w.rating_sum as f64 / w.reviews as f64);
+        metrics.insert("review_sentiment_mean".into(), w.sentiment());
+    }
 
     // The rules, in priority order: (command, rule, finding, whether it fills missing copy).
     let mut rules: Vec<(CommandKind, &str, String, bool)> = Vec::new();
@@ -590,6 +759,18 @@ pub fn decide(state: &ProductState, input: &DecideInput) -> Vec<Command> {
             CommandKind::RewriteDescription,
             "high_bounce",
             format!("{:.0}% of {} views bounced", 100.0 * ratio(w.bounces, w.views), w.views),
+            false,
+        ));
+    } else if !state.description.trim().is_empty() && unhappy && cooled(CommandKind::RewriteDescription) {
+        rules.push((
+            CommandKind::RewriteDescription,
+            "unhappy_reviews",
+            format!(
+                "{} reviews since the copy last changed average a sentiment of {:+.2} (mean rating {:.1}): the copy may promise what the product does not deliver",
+                w.reviews,
+                w.sentiment(),
+                w.rating_sum as f64 / w.reviews as f64
+            ),
             false,
         ));
     }
@@ -1070,6 +1251,134 @@ mod tests {
         state.evolve(&cmds[0].clone().into_event(), 5_000, 5_000);
         assert_eq!(state.description, "Wooden train, made well.");
         assert!(state.experiment.is_none());
+    }
+
+    /// Reviews of `p` by distinct shoppers.
+    fn reviews(p: &str, list: &[(u8, &str)]) -> Vec<DomainEvent> {
+        list.iter()
+            .enumerate()
+            .map(|(i, (rating, text))| reviewed(p, &format!("reviewer-{i}"), *rating, text))
+            .collect()
+    }
+
+    #[test]
+    fn given_shoppers_unhappy_in_their_reviews_then_the_description_is_rewritten_with_the_figures() {
+        let unhappy =
+            reviews("p1", &[(1, "Broke after a day, terrible."), (2, "Flimsy and disappointing."), (2, "Not good.")]);
+        let cmds = given(with(healthy("p1"), unhappy.clone())).when(input());
+        let [Command::Optimize(d)] = &cmds[..] else { panic!("{cmds:?}") };
+        assert_eq!((d.command, d.rule.as_str()), (CommandKind::RewriteDescription, "unhappy_reviews"), "{}", d.reason);
+        assert_eq!(d.evidence.metrics["window_reviews"], 3.0);
+        assert!((d.evidence.metrics["review_rating_mean"] - 5.0 / 3.0).abs() < 1e-9);
+        assert!(d.evidence.metrics["review_sentiment_mean"] < -0.5, "{:?}", d.evidence.metrics);
+        assert!(d.reason.contains("3 reviews"), "{}", d.reason);
+        // The review text is data: it is in no part of the decision.
+        assert!(!serde_json::to_string(d).unwrap().contains("Flimsy"));
+    }
+
+    #[test]
+    fn given_too_few_or_happy_reviews_or_a_policy_from_before_reviews_then_no_rewrite_for_them() {
+        let two = reviews("p1", &[(1, "Terrible."), (1, "Awful.")]);
+        assert!(given(with(healthy("p1"), two)).when(input()).is_empty());
+        let happy = reviews("p1", &[(5, "Lovely."), (4, "Sturdy and nice."), (5, "")]);
+        let g = given(with(healthy("p1"), happy));
+        assert!(g.when(input()).is_empty());
+        assert!(g.state.window.sentiment() > 0.5);
+        let unhappy = reviews("p1", &[(1, "Terrible."), (1, "Awful."), (1, "Bad.")]);
+        let old = Policy::from_map(&BTreeMap::new());
+        assert_eq!(old.unhappy_reviews, 0, "decisions recorded before reviews replay without the rule");
+        assert!(!old.to_map().contains_key("unhappy_reviews"), "and record it as they did");
+        assert!(given(with(healthy("p1"), unhappy)).when(DecideInput { policy: old, ..input() }).is_empty());
+    }
+
+    fn proposal(from: &str, to: &str) -> PriceProposal {
+        PriceProposal {
+            proposal_id: Uuid::from_u128(9),
+            from: Price::parse(from).unwrap(),
+            to: Price::parse(to).unwrap(),
+            reason: "converts at 6.0% and sells out in 9 days".into(),
+        }
+    }
+
+    fn price_testing() -> ProductState {
+        let mut state = given([listed("p1", "toys", "Wooden train")]).state;
+        let started = price_test(&state, &proposal("19.9000", "20.90"), Uuid::from_u128(10), t0()).unwrap();
+        assert_eq!((started.control.as_str(), started.challenger.as_str()), ("19.90", "20.90"));
+        state.evolve(&DomainEvent::PriceTestStarted(started), 10, 10);
+        state
+    }
+
+    /// A purchase of `p` by `s` at `price`.
+    fn bought_at(p: &str, s: &str, price: &str) -> DomainEvent {
+        let mut e = bought(p, s);
+        if let DomainEvent::Purchased(x) = &mut e {
+            x.unit_price = Price::parse(price).unwrap();
+        }
+        e
+    }
+
+    #[test]
+    fn given_a_price_proposal_then_a_test_starts_only_from_the_price_it_was_made_from_and_one_at_a_time() {
+        let state = given([listed("p1", "toys", "Wooden train")]).state;
+        let now = t0();
+        assert!(price_test(&state, &proposal("18.00", "19.00"), Uuid::nil(), now).unwrap_err().contains("19.90 now"));
+        assert!(
+            price_test(&state, &proposal("19.90", "19.90"), Uuid::nil(), now).unwrap_err().contains("no new price")
+        );
+        assert!(price_test(&ProductState::default(), &proposal("19.90", "20.90"), Uuid::nil(), now).is_err());
+        let testing = price_testing();
+        assert!(price_test(&testing, &proposal("19.90", "18.90"), Uuid::nil(), now).unwrap_err().contains("under way"));
+    }
+
+    #[test]
+    fn given_a_price_test_then_each_arm_gets_its_views_and_orders_and_the_better_earner_is_kept() {
+        let mut state = price_testing();
+        let t = state.price_test.clone().unwrap();
+        let mut pos = 100;
+        // The challenger (20.90) sells to one view in 5, the control (19.90) to one in 25.
+        for i in 0..1_000 {
+            let s = format!("shopper-{i}");
+            let arm = experiment::arm(t.test_id, &mall_events::ids::ShopperId::parse(s.clone()).unwrap());
+            pos += 1;
+            state.evolve(&viewed("p1", &s), pos, pos);
+            let every = if arm == Arm::Challenger { 5 } else { 25 };
+            if i % every == 0 {
+                pos += 1;
+                state.evolve(&bought_at("p1", &s, t.price(arm).as_str()), pos, pos);
+            }
+        }
+        let arms = state.price_test.as_ref().unwrap().arms;
+        assert_eq!(arms[0].views + arms[1].views, 1_000);
+        assert!(arms[1].per_view() > 3.0 * arms[0].per_view(), "{arms:?}");
+        let cmds = Given { state: state.clone() }.when(DecideInput { now: t0() + Duration::hours(3), ..input() });
+        let Some(Command::ConcludePriceTest(c)) = cmds.first() else { panic!("{cmds:?}") };
+        assert_eq!((c.outcome, c.price.as_str()), (Outcome::ChallengerWon, "20.90"), "{}", c.reason);
+        assert!(c.likelihood_ratio >= 20.0 && c.prob_challenger_better >= 0.95);
+        state.evolve(&cmds[0].clone().into_event(), pos + 1, pos + 1);
+        assert_eq!(state.price.as_ref().unwrap().as_str(), "20.90");
+        assert!(state.price_test.is_none());
+    }
+
+    #[test]
+    fn given_no_winner_by_the_maximum_duration_then_today_s_price_stays() {
+        let mut state = price_testing();
+        let cmds = Given { state: state.clone() }.when(DecideInput { now: t0() + Duration::days(15), ..input() });
+        let Some(Command::ConcludePriceTest(c)) = cmds.first() else { panic!("{cmds:?}") };
+        assert_eq!((c.outcome, c.price.as_str()), (Outcome::Inconclusive, "19.90"));
+        state.evolve(&cmds[0].clone().into_event(), 50, 50);
+        assert_eq!(state.price.as_ref().unwrap().as_str(), "19.90");
+    }
+
+    #[test]
+    fn given_the_vendor_sets_a_price_during_a_test_then_the_test_ends_and_theirs_holds() {
+        let mut state = price_testing();
+        state.evolve(
+            &DomainEvent::ProductEdited(ProductEdited { price: Some(Price::parse("17.00").unwrap()), ..edit("p1") }),
+            20,
+            20,
+        );
+        assert!(state.price_test.is_none());
+        assert_eq!(state.price.as_ref().unwrap().as_str(), "17.00");
     }
 
     #[test]
