@@ -62,39 +62,18 @@ pub fn evaluate_test(
         / (control.views + challenger.views).max(1) as f64;
     let lr = stats::normal_mixture_likelihood_ratio(diff, v, TAU_SHARE * pooled);
     let prob = if v > 0.0 { stats::normal_cdf(diff / v.sqrt()) } else { 0.5 };
-    let threshold = 1.0 / policy.alpha;
     let enough = control.views >= policy.min_per_arm
         && challenger.views >= policy.min_per_arm
         && control.orders + challenger.orders >= MIN_ORDERS;
     let figures =
         format!("{mb:.3} against {ma:.3} per view (likelihood ratio {lr:.1}, P(challenger better) = {prob:.3})");
-    if enough && lr >= threshold {
-        if prob >= policy.min_probability {
-            return Some(Verdict {
-                outcome: Outcome::ChallengerWon,
-                prob_challenger_better: prob,
-                likelihood_ratio: lr,
-                reason: format!("the proposed price earns more: {figures}, past {threshold:.0}"),
-            });
+    crate::product::experiment::stop(enough, lr, prob, elapsed, policy, |outcome, threshold| match outcome {
+        Outcome::ChallengerWon => format!("the proposed price earns more: {figures}, past {threshold:.0}"),
+        Outcome::ControlWon => format!("today's price earns more: {figures}, past {threshold:.0}"),
+        Outcome::Inconclusive => {
+            format!("no clear winner after {} hours: {figures}; today's price kept", elapsed.num_hours())
         }
-        if 1.0 - prob >= policy.min_probability {
-            return Some(Verdict {
-                outcome: Outcome::ControlWon,
-                prob_challenger_better: prob,
-                likelihood_ratio: lr,
-                reason: format!("today's price earns more: {figures}, past {threshold:.0}"),
-            });
-        }
-    }
-    if elapsed >= policy.max_duration {
-        return Some(Verdict {
-            outcome: Outcome::Inconclusive,
-            prob_challenger_better: prob,
-            likelihood_ratio: lr,
-            reason: format!("no clear winner after {} hours: {figures}; today's price kept", elapsed.num_hours()),
-        });
-    }
-    None
+    })
 }
 
 /// What a move is decided from.

@@ -74,42 +74,43 @@ pub fn evaluate(
         challenger.views,
         policy.tau,
     );
-    let threshold = 1.0 / policy.alpha;
     let enough = control.views >= policy.min_per_arm && challenger.views >= policy.min_per_arm;
-    if enough && lr >= threshold {
-        if prob >= policy.min_probability {
-            return Some(Verdict {
-                outcome: Outcome::ChallengerWon,
-                prob_challenger_better: prob,
-                likelihood_ratio: lr,
-                reason: format!(
-                    "challenger converts better: likelihood ratio {lr:.1} passed {threshold:.0}, P(challenger better) = {prob:.3}"
-                ),
-            });
-        }
-        if 1.0 - prob >= policy.min_probability {
-            return Some(Verdict {
-                outcome: Outcome::ControlWon,
-                prob_challenger_better: prob,
-                likelihood_ratio: lr,
-                reason: format!(
-                    "control converts better: likelihood ratio {lr:.1} passed {threshold:.0}, P(challenger better) = {prob:.3}"
-                ),
-            });
-        }
-    }
-    if elapsed >= policy.max_duration {
-        return Some(Verdict {
-            outcome: Outcome::Inconclusive,
-            prob_challenger_better: prob,
-            likelihood_ratio: lr,
-            reason: format!(
-                "no clear winner after {} hours (likelihood ratio {lr:.1}, P(challenger better) = {prob:.3}): challenger rolled back",
-                elapsed.num_hours()
-            ),
-        });
-    }
-    None
+    stop(enough, lr, prob, elapsed, policy, |outcome, threshold| match outcome {
+        Outcome::ChallengerWon => format!(
+            "challenger converts better: likelihood ratio {lr:.1} passed {threshold:.0}, P(challenger better) = {prob:.3}"
+        ),
+        Outcome::ControlWon => format!(
+            "control converts better: likelihood ratio {lr:.1} passed {threshold:.0}, P(challenger better) = {prob:.3}"
+        ),
+        Outcome::Inconclusive => format!(
+            "no clear winner after {} hours (likelihood ratio {lr:.1}, P(challenger better) = {prob:.3}): challenger rolled back",
+            elapsed.num_hours()
+        ),
+    })
+}
+
+/// The stopping rule at one look, given its statistics: with `enough` data, a likelihood ratio
+/// past 1/alpha and a posterior probability that agrees, the better arm wins; past the maximum
+/// duration, no winner; else go on. `reason` words the verdict (with the threshold).
+pub fn stop(
+    enough: bool,
+    lr: f64,
+    prob: f64,
+    elapsed: Duration,
+    policy: &ExperimentPolicy,
+    reason: impl Fn(Outcome, f64) -> String,
+) -> Option<Verdict> {
+    let threshold = 1.0 / policy.alpha;
+    let outcome = if enough && lr >= threshold && prob >= policy.min_probability {
+        Outcome::ChallengerWon
+    } else if enough && lr >= threshold && 1.0 - prob >= policy.min_probability {
+        Outcome::ControlWon
+    } else if elapsed >= policy.max_duration {
+        Outcome::Inconclusive
+    } else {
+        return None;
+    };
+    Some(Verdict { outcome, prob_challenger_better: prob, likelihood_ratio: lr, reason: reason(outcome, threshold) })
 }
 
 #[cfg(test)]
