@@ -312,6 +312,28 @@ fn main() {
     g.bench_function("inventory_10k", |b| b.iter(|| InventoryPrediction.run(Hook::Schedule, &ctx).unwrap()));
     g.finish();
 
+    // What every request pays (the public limiter) and what a scrape costs.
+    let mut g = c.benchmark_group("operations");
+    let limits = mall::serve::limits::Limits::new(
+        mall::serve::limits::Limit { per_second: 1_000_000_000, burst: 1_000_000_000 },
+        mall::serve::limits::Limit { per_second: 1_000_000_000, burst: 1_000_000_000 },
+    );
+    let addrs: Vec<std::net::IpAddr> =
+        (0..1_000u32).map(|i| std::net::IpAddr::from((0x0a00_0000 + i).to_be_bytes())).collect();
+    let mut i = 0;
+    g.bench_function("read_limit_check", |b| {
+        b.iter(|| {
+            i = (i + 1) % addrs.len();
+            assert!(limits.read_wait(addrs[i]).is_none());
+        })
+    });
+    let metrics = mall::serve::metrics::Metrics::new();
+    for t in mall_events::domain::EVENT_TYPES {
+        metrics.saw(t);
+    }
+    g.bench_function("metrics_encode", |b| b.iter(|| metrics.encode().unwrap().len()));
+    g.finish();
+
     let mut g = c.benchmark_group("fetch");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let fetcher = Fetcher::default();

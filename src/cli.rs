@@ -16,6 +16,9 @@ use crate::store::StoreArgs;
 #[derive(Debug, Parser)]
 #[command(name = "mall", version, about, propagate_version = true)]
 pub struct Cli {
+    /// A configuration file (TOML) with any setting; environment variables and flags go over it.
+    #[arg(long, global = true, env = "MALL_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(subcommand)]
@@ -52,9 +55,26 @@ pub enum Command {
     /// The model that writes copy: `mall llm check` calls it once and says what is wrong.
     #[command(subcommand)]
     Llm(commands::llm::LlmCommand),
+    /// The configuration: `mall config check` validates the file and prints the effective settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Development and test helpers.
     #[command(subcommand, hide = true)]
     Debug(commands::debug::DebugCommand),
+}
+
+/// `mall config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration (`--config FILE` or `MALL_CONFIG`, the environment, the
+    /// defaults) as `mall serve` would take it, and print every setting with where it comes from,
+    /// secrets hidden. Settings: store, data_dir, database_url, bind, workers, snapshot_dir,
+    /// body_timeout, max_resident, task_concurrency, score_weights, fetch_allow, server,
+    /// tokens.{admin,ingest,shopper}, llm.{backend,url,model,embedding_model,api_key,timeout,retries},
+    /// budget.{generations_per_hour,generations_per_product,search_embeddings_per_hour,retry_backoff,max_backoff},
+    /// limits.{ingest_rate,ingest_burst,read_rate,read_burst}, [jobs] NAME = SECONDS,
+    /// webhooks.{health,social}, social.ahead, log.{level,format}.
+    Check,
 }
 
 /// `mall import`.
@@ -111,16 +131,43 @@ impl<E: Into<anyhow::Error>> From<E> for Exit {
 
 /// Parses the command line, runs the command and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
+    // The configuration file's settings become environment variables (those not set already)
+    // before the command line is read: flags > environment > file > defaults.
+    let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let sources = match crate::config::path_in(&argv).map(|p| crate::config::apply(&p)) {
+        None => crate::config::apply_none(),
+        Some(Ok(sources)) => sources,
+        Some(Err(e)) => {
+            eprintln!("mall: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cli = Cli::parse();
+    if let Command::Config(ConfigCommand::Check) = &cli.command {
+        return config_check(&cli, &sources);
+    }
     // `mall llm check` reports every failure itself; its model calls' warnings would say it twice.
     let default_level = if matches!(cli.command, Command::Llm(_)) { "error" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MALL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("MALL_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
+    };
+    // Logs go to stderr as text, or as one JSON object a line (`MALL_LOG_FORMAT=json`) with the
+    // spans they were written in (a request's or a task's, with its correlation id).
+    match std::env::var("MALL_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("text") => tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr).init(),
+        Ok("json") => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init(),
+        Ok(other) => {
+            eprintln!("mall: MALL_LOG_FORMAT: {other:?} is not one of text, json");
+            return ExitCode::from(2);
+        }
+    }
     // The server and its actors run in an actix system (actix-web's workers, the actors'
     // arbiters); everything else runs on a plain tokio runtime.
     match &cli.command {
@@ -140,6 +187,22 @@ pub fn main() -> ExitCode {
         }
     };
     finish(runtime.block_on(run(cli)))
+}
+
+/// `mall config check`: the settings as `mall serve` would take them.
+fn config_check(cli: &Cli, sources: &std::collections::BTreeMap<&'static str, crate::config::Source>) -> ExitCode {
+    if let Err(e) = Cli::try_parse_from(["mall", "serve"]) {
+        eprintln!("mall: {}", e.to_string().lines().next().unwrap_or("the configuration is not valid"));
+        return ExitCode::from(2);
+    }
+    for line in crate::config::effective(sources) {
+        println!("{line}");
+    }
+    match &cli.config {
+        Some(p) => println!("# ok: {} and the environment", p.display()),
+        None => println!("# ok: the environment (no configuration file)"),
+    }
+    ExitCode::SUCCESS
 }
 
 fn finish(outcome: Result<(), Exit>) -> ExitCode {
@@ -169,6 +232,7 @@ async fn run(cli: Cli) -> Result<(), Exit> {
         Command::Tasks(args) => commands::autonomous::tasks(&args).await,
         Command::Jobs(args) => commands::autonomous::jobs(&args).await,
         Command::Serve(_) | Command::Demo(_) => unreachable!("run in an actix system"),
+        Command::Config(_) => unreachable!("answered before the runtime starts"),
         Command::Debug(cmd) => commands::debug::run(&cli.store, cmd).await,
     }
 }

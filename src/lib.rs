@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod model;
 pub mod readside;
 pub mod serve;

@@ -47,6 +47,24 @@ impl Tokens {
         Self { admin: admin.into_bytes(), ingest: some(ingest), shopper: some(shopper) }
     }
 
+    /// Which configured token the request carries (`admin`, `ingest`, `shopper`), if any.
+    pub fn holder(&self, req: &HttpRequest) -> Option<&'static str> {
+        let bytes = req.headers().get(actix_web::http::header::AUTHORIZATION)?.as_bytes();
+        let i = bytes.iter().position(|b| *b == b' ').filter(|i| bytes[..*i].eq_ignore_ascii_case(b"bearer"))?;
+        let token = bytes[i + 1..].trim_ascii();
+        let (a, n, s) = (
+            same(token, &self.admin),
+            self.ingest.as_deref().is_some_and(|x| same(token, x)),
+            self.shopper.as_deref().is_some_and(|x| same(token, x)),
+        );
+        match (a, n, s) {
+            (true, _, _) => Some("admin"),
+            (_, true, _) => Some("ingest"),
+            (_, _, true) => Some("shopper"),
+            _ => None,
+        }
+    }
+
     /// Checks the request's `Authorization: Bearer` token for `need`: none or unknown → 401,
     /// known but not enough → 403.
     pub fn check(&self, req: &HttpRequest, need: Scope) -> Result<(), ApiError> {

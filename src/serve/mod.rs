@@ -19,7 +19,9 @@ pub mod evolution;
 pub mod health;
 pub mod ingest;
 pub mod intelligence;
+pub mod limits;
 pub mod merchandising;
+pub mod metrics;
 pub mod plugins;
 pub mod query;
 pub mod ranking;
@@ -29,6 +31,7 @@ pub mod rows;
 pub mod search;
 pub mod social;
 pub mod storefront;
+pub mod trace;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,6 +78,20 @@ pub struct ServeArgs {
     /// The most actors of each kind kept resident.
     #[arg(long, env = "MALL_MAX_RESIDENT", default_value_t = 100_000)]
     pub max_resident: usize,
+    /// Signal posts (`POST /api/signals`) a second each token may make, steadily (0: no limit);
+    /// beyond it 429 with `Retry-After`.
+    #[arg(long, env = "MALL_INGEST_RATE", default_value_t = 1_000)]
+    pub ingest_rate: u32,
+    /// The burst of signal posts a token may make above its steady rate.
+    #[arg(long, env = "MALL_INGEST_BURST", default_value_t = 10_000)]
+    pub ingest_burst: u32,
+    /// Requests without a token (storefront reads, voice) a second from one client address,
+    /// steadily (0: no limit); beyond it 429 with `Retry-After`.
+    #[arg(long, env = "MALL_READ_RATE", default_value_t = 1_000)]
+    pub read_rate: u32,
+    /// The burst of requests one address may make above its steady rate.
+    #[arg(long, env = "MALL_READ_BURST", default_value_t = 10_000)]
+    pub read_burst: u32,
     /// Seconds a client may take to send a request body (a slower one is answered 408).
     #[arg(long, env = "MALL_BODY_TIMEOUT", default_value_t = 30)]
     pub body_timeout: u64,
@@ -180,6 +197,10 @@ pub struct AppState {
     pub social: Arc<social::SocialMedia>,
     /// The plugins' shell.
     pub plugins: Arc<plugins::Plugins>,
+    /// What `/metrics` answers.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Rate limits per token and per client address.
+    pub limits: Arc<limits::Limits>,
 }
 
 /// Every route: its path and methods (what `routes` serves; the API tests walk this list).
@@ -213,6 +234,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/admin/projections/rebuild", &["POST"]),
     ("/api/admin/projections/retry", &["POST"]),
     ("/healthz", &["GET"]),
+    ("/metrics", &["GET"]),
 ];
 
 /// The routes, shared by `mall serve` and the tests. Each path is one resource: a method it does
@@ -296,7 +318,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/admin/projections/rebuild", vec![post(web::post().to(admin::rebuild))]))
             .service(resource("/admin/projections/retry", vec![post(web::post().to(admin::retry))])),
     )
-    .service(resource("/healthz", vec![get(web::get().to(reads::health))]));
+    .service(resource("/healthz", vec![get(web::get().to(reads::health))]))
+    .service(resource("/metrics", vec![get(web::get().to(metrics::get))]));
 }
 
 /// SIGINT or SIGTERM.
@@ -341,11 +364,19 @@ pub struct Started {
 /// Opens the store, starts the actors and the router, and binds the HTTP server (inside an actix
 /// system). Nothing is served until [`Started::finish`] is awaited.
 pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, Exit> {
-    let store = crate::store::open(store_args, Access::ReadWrite).await?;
+    let metrics = metrics::Metrics::new();
+    let store: Arc<dyn EventStore> = Arc::new(metrics::MeteredStore {
+        inner: crate::store::open(store_args, Access::ReadWrite).await?,
+        metrics: metrics.clone(),
+    });
     let snapshot_dir = args.snapshot_dir.clone().unwrap_or_else(|| store_args.data_dir.join("snapshots"));
     let snapshots =
         Arc::new(FsSnapshots::open(&snapshot_dir).with_context(|| format!("cannot open {}", snapshot_dir.display()))?);
     let (generator, embedder) = args.llm.executors()?;
+    let generator: Arc<dyn mall_actors::executors::Generator> =
+        Arc::new(metrics::MeteredGenerator { inner: generator, metrics: metrics.clone() });
+    let embedder: Arc<dyn mall_actors::executors::Embedder> =
+        Arc::new(metrics::MeteredEmbedder { inner: embedder, metrics: metrics.clone() });
     let policy = mall_actors::product::Policy {
         retry_backoff: chrono::Duration::seconds(args.retry_backoff.min(86_400 * 30) as i64),
         max_backoff: chrono::Duration::seconds(args.max_backoff.clamp(args.retry_backoff, 86_400 * 30) as i64),
@@ -455,8 +486,19 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         actix_web::rt::spawn(merchandise.clone().watch_tests(shutdown_rx.clone())),
         actix_web::rt::spawn(posting.clone().publish(shutdown_rx.clone())),
         actix_web::rt::spawn(extensions.clone().watch(shutdown_rx.clone())),
+        actix_web::rt::spawn(metrics.clone().follow(
+            store.clone(),
+            store.stats().await?.last_position + 1,
+            shutdown_rx.clone(),
+        )),
     ];
 
+    let limits = limits::Limits::new(
+        limits::Limit { per_second: args.ingest_rate, burst: args.ingest_burst },
+        limits::Limit { per_second: args.read_rate, burst: args.read_burst },
+    );
+    let mut core_tasks = core_tasks;
+    core_tasks.push(actix_web::rt::spawn(limits.clone().tidy(shutdown_rx.clone())));
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let generated_token = admin.is_none();
     let admin = admin.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
@@ -479,10 +521,24 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         analytics: analysing,
         social: posting,
         plugins: extensions,
+        metrics: metrics.clone(),
+        limits: limits.clone(),
     });
+    // Requests by route pattern, method and status (a path no route matches is `UNKNOWN`).
+    let requests = actix_web_prom::PrometheusMetricsBuilder::new("mall")
+        .registry(metrics.registry.clone())
+        .mask_unmatched_patterns("UNKNOWN")
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot set up the request metrics: {e}"))?;
 
     let mut server = HttpServer::new(move || {
-        App::new().app_data(state.clone()).configure(routes).default_service(web::to(not_found))
+        App::new()
+            .wrap(actix_web::middleware::from_fn(limits::limit))
+            .wrap(requests.clone())
+            .wrap(actix_web::middleware::from_fn(trace::span))
+            .app_data(state.clone())
+            .configure(routes)
+            .default_service(web::to(not_found))
     })
     .client_request_timeout(Duration::from_secs(30))
     .shutdown_timeout(10);

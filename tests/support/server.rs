@@ -56,6 +56,16 @@ pub struct Server {
 impl Server {
     /// Starts `mall serve` and waits until it listens.
     pub fn start(store: &Store, extra_env: &[(&str, &str)]) -> Server {
+        Self::spawn(store, extra_env, None)
+    }
+
+    /// [`start`](Self::start), its stderr lines sent to the receiver as they come.
+    pub fn start_capturing(store: &Store, extra_env: &[(&str, &str)]) -> (Server, std::sync::mpsc::Receiver<String>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (Self::spawn(store, extra_env, Some(tx)), rx)
+    }
+
+    fn spawn(store: &Store, extra_env: &[(&str, &str)], stderr: Option<std::sync::mpsc::Sender<String>>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mall"));
         cmd.args(store.args())
             .args(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
@@ -64,11 +74,18 @@ impl Server {
             .env_remove("MALL_STORE")
             .env_remove("DATABASE_URL")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(if stderr.is_some() { Stdio::piped() } else { Stdio::inherit() });
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("mall starts");
+        if let (Some(tx), Some(err)) = (stderr, child.stderr.take()) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -506,22 +506,38 @@ impl Scheduler {
             let done = done.clone();
             let attempt = task.attempt;
             let limit = self.config.task_timeout;
-            tokio::spawn(async move {
-                let outcome = match executor {
-                    Some(x) => {
-                        // A panicking executor fails its task, and one that never answers fails
-                        // at the time limit: neither takes the queue down or holds a slot.
-                        let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(x.run(&task)));
-                        match tokio::time::timeout(limit, run).await {
-                            Ok(Ok(r)) => r,
-                            Ok(Err(_)) => Err("the executor panicked".into()),
-                            Err(_) => Err(format!("the executor did not answer within {} s", limit.as_secs_f64())),
+            // The task's id is the causation id of every event its run appends: the span carries
+            // it, so that the run's logs and its events are found together.
+            let span = tracing::info_span!(
+                "task",
+                task_id = %task.id,
+                system = %task.system,
+                action = %task.action,
+                subject = %task.subject,
+                attempt
+            );
+            tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    let outcome = match executor {
+                        Some(x) => {
+                            // A panicking executor fails its task, and one that never answers fails
+                            // at the time limit: neither takes the queue down or holds a slot.
+                            let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(x.run(&task)));
+                            match tokio::time::timeout(limit, run).await {
+                                Ok(Ok(r)) => r,
+                                Ok(Err(_)) => Err("the executor panicked".into()),
+                                Err(_) => Err(format!("the executor did not answer within {} s", limit.as_secs_f64())),
+                            }
                         }
+                        None => Err(format!("no executor for {} {}", task.system, task.action)),
+                    };
+                    if let Err(e) = &outcome {
+                        tracing::info!(error = %e, "the task failed");
                     }
-                    None => Err(format!("no executor for {} {}", task.system, task.action)),
-                };
-                let _ = done.send((task.id, attempt, outcome));
-            });
+                    let _ = done.send((task.id, attempt, outcome));
+                },
+                span,
+            ));
         }
         Ok(())
     }
