@@ -22,6 +22,7 @@ pub mod intelligence;
 pub mod limits;
 pub mod merchandising;
 pub mod metrics;
+pub mod openapi;
 pub mod plugins;
 pub mod query;
 pub mod ranking;
@@ -233,6 +234,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/api/admin/projections", &["GET"]),
     ("/api/admin/projections/rebuild", &["POST"]),
     ("/api/admin/projections/retry", &["POST"]),
+    ("/api/openapi.json", &["GET"]),
+    ("/api/docs", &["GET"]),
     ("/healthz", &["GET"]),
     ("/metrics", &["GET"]),
 ];
@@ -316,7 +319,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/autonomous/segments", vec![get(web::get().to(plugins::segments_list))]))
             .service(resource("/admin/projections", vec![get(web::get().to(admin::projections))]))
             .service(resource("/admin/projections/rebuild", vec![post(web::post().to(admin::rebuild))]))
-            .service(resource("/admin/projections/retry", vec![post(web::post().to(admin::retry))])),
+            .service(resource("/admin/projections/retry", vec![post(web::post().to(admin::retry))]))
+            .service(resource("/openapi.json", vec![get(web::get().to(openapi::json))]))
+            .service(resource("/docs", vec![get(web::get().to(openapi::docs))])),
     )
     .service(resource("/healthz", vec![get(web::get().to(reads::health))]))
     .service(resource("/metrics", vec![get(web::get().to(metrics::get))]));
