@@ -47,6 +47,11 @@ impl Tokens {
         Self { admin: admin.into_bytes(), ingest: some(ingest), shopper: some(shopper) }
     }
 
+    /// Whether `token` is the admin token (in constant time).
+    pub fn is_admin(&self, token: &[u8]) -> bool {
+        same(token, &self.admin)
+    }
+
     /// Which configured token the request carries (`admin`, `ingest`, `shopper`), if any.
     pub fn holder(&self, req: &HttpRequest) -> Option<&'static str> {
         let bytes = req.headers().get(actix_web::http::header::AUTHORIZATION)?.as_bytes();

@@ -427,19 +427,26 @@ pub async fn control(
             Ok(HttpResponse::Ok().json(json!({"action": b.action, "systems": systems})))
         }
         "optimize" => {
-            let running: Vec<&str> = state
-                .core
-                .with_queue(|q| systems.iter().copied().filter(|s| AVAILABLE.contains(s) && !q.is_stopped(s)).collect())
-                .await;
-            let requests: Vec<Request> = running
-                .iter()
-                .map(|s| Request { priority: priority::ADMIN, ..sweep_request(s, "an admin asked to optimize now") })
-                .collect();
-            let tasks = state.core.queue(requests).await?;
+            let (running, tasks) = optimize(&state, &systems).await?;
             Ok(HttpResponse::Accepted().json(json!({"action": "optimize", "systems": running, "tasks": tasks})))
         }
         other => Err(ApiError::invalid("action", format!("{other:?} is not one of start, stop, optimize"))),
     }
+}
+
+/// Queues a sweep of each of `systems` that runs and has work in this build, at an admin's
+/// priority: the systems swept and their tasks.
+pub async fn optimize<'a>(state: &AppState, systems: &[&'a str]) -> Result<(Vec<&'a str>, Vec<Uuid>), ApiError> {
+    let running: Vec<&str> = state
+        .core
+        .with_queue(|q| systems.iter().copied().filter(|s| AVAILABLE.contains(s) && !q.is_stopped(s)).collect())
+        .await;
+    let requests: Vec<Request> = running
+        .iter()
+        .map(|s| Request { priority: priority::ADMIN, ..sweep_request(s, "an admin asked to optimize now") })
+        .collect();
+    let tasks = state.core.queue(requests).await?;
+    Ok((running, tasks))
 }
 
 /// Queues an admin's `request` and waits (up to a minute) for its task: `Ok(id)` once it

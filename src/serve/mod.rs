@@ -14,6 +14,7 @@ pub mod admin;
 pub mod analytics;
 pub mod auth;
 pub mod autonomous;
+pub mod dashboard;
 pub mod error;
 pub mod evolution;
 pub mod health;
@@ -202,6 +203,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Rate limits per token and per client address.
     pub limits: Arc<limits::Limits>,
+    /// The dashboard's signed-in sessions.
+    pub sessions: dashboard::Sessions,
 }
 
 /// Every route: its path and methods (what `routes` serves; the API tests walk this list).
@@ -324,7 +327,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/docs", vec![get(web::get().to(openapi::docs))])),
     )
     .service(resource("/healthz", vec![get(web::get().to(reads::health))]))
-    .service(resource("/metrics", vec![get(web::get().to(metrics::get))]));
+    .service(resource("/metrics", vec![get(web::get().to(metrics::get))]))
+    // The dashboard (HTML, not the API: not in `ROUTES`).
+    .service(resource("/admin/autonomous", vec![get(web::get().to(dashboard::home))]))
+    .service(resource(
+        "/admin/autonomous/login",
+        vec![get(web::get().to(dashboard::login_form)), post(web::post().to(dashboard::login))],
+    ))
+    .service(resource("/admin/autonomous/control", vec![post(web::post().to(dashboard::control))]));
 }
 
 /// SIGINT or SIGTERM.
@@ -528,6 +538,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         plugins: extensions,
         metrics: metrics.clone(),
         limits: limits.clone(),
+        sessions: dashboard::Sessions::default(),
     });
     // Requests by route pattern, method and status (a path no route matches is `UNKNOWN`).
     let requests = actix_web_prom::PrometheusMetricsBuilder::new("mall")
