@@ -67,7 +67,8 @@ impl Sessions {
     }
 }
 
-fn escape(s: &str) -> String {
+/// Text as HTML text or attribute value.
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 

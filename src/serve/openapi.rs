@@ -364,9 +364,7 @@ pub async fn json(_: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(document())
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
+use super::dashboard::escape;
 
 /// `GET /api/docs`: the description as a page, rendered here.
 pub async fn docs(_: web::Data<AppState>) -> HttpResponse {
