@@ -113,7 +113,7 @@ async fn the_dashboard_in_chromium() {
     b.find(Locator::Css("#token")).await.unwrap().send_keys(ADMIN).await.unwrap();
     click(&b, "button[type=submit]").await;
     assert_eq!(text(&b, "header h1").await, "mall: the autonomous core");
-    for id in ["systems", "jobs", "queue", "decisions", "engine"] {
+    for id in ["systems", "jobs", "queue", "plugins", "decisions", "engine"] {
         text(&b, &format!("#{id}")).await;
     }
     assert!(!b.source().await.unwrap().contains(ADMIN), "the token is not on the page");
@@ -127,6 +127,14 @@ async fn the_dashboard_in_chromium() {
     click(&b, "button[aria-label='Start analytics']").await;
     text(&b, "button[aria-label='Stop analytics']").await;
     assert!(running(&s, "analytics").await);
+
+    // Toggle a plugin.
+    click(&b, "button[aria-label='Enable dynamic_pricing']").await;
+    text(&b, "button[aria-label='Disable dynamic_pricing']").await;
+    let (_, p) = get_as(&client(), s.url("/api/autonomous/plugins"), ADMIN).await;
+    let pricing = p["plugins"].as_array().unwrap().iter().find(|x| x["id"] == "dynamic_pricing").unwrap().clone();
+    assert_eq!(pricing["enabled"], true, "{pricing}");
+    shot(&b, "plugin-enabled").await;
 
     // Sign out: the session ends.
     click(&b, "header button[type=submit]").await;

@@ -64,6 +64,8 @@ async fn the_operator_signs_in_and_controls_the_mall(store: Store) {
         "id=\"systems\"",
         "id=\"jobs\"",
         "id=\"queue\"",
+        "id=\"plugins\"",
+        "Voice commerce",
         "id=\"decisions\"",
         "id=\"engine\"",
         "analytics",

@@ -145,6 +145,7 @@ pub struct ControlForm {
     csrf: String,
     action: String,
     system: Option<String>,
+    plugin: Option<String>,
 }
 
 /// The session of a form's request whose CSRF token matches; else the answer to give.
@@ -196,6 +197,14 @@ pub async fn control(
         }
         "optimize" => {
             super::autonomous::optimize(&state, &systems).await?;
+        }
+        "enable_plugin" | "disable_plugin" => {
+            let id = form.plugin.as_deref().ok_or_else(|| ApiError::invalid("plugin", "which plugin"))?;
+            state
+                .plugins
+                .switch(id, form.action == "enable_plugin", "admin")
+                .await
+                .map_err(|e| ApiError::invalid("plugin", e))?;
         }
         other => {
             return Err(ApiError::invalid("action", format!("{other:?} is not one of start, stop, optimize, logout")));
@@ -308,6 +317,22 @@ pub async fn home(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             escape(&text(&get("product_id"))),
             escape(&text(&get("kind"))),
             escape(&text(&get("summary")))
+        ));
+    }
+    body.push_str("</tbody></table>");
+
+    body.push_str("<h2 id=\"plugins\">Plugins</h2><table><thead><tr><th scope=\"col\">Plugin</th><th scope=\"col\">State</th><th scope=\"col\">Switch</th></tr></thead><tbody>");
+    for (id, name, on) in state.plugins.switches().await.map_err(ApiError::unavailable)? {
+        let (cell, action, label) = if on {
+            ("<span class=\"on\">enabled</span>", "disable_plugin", "Disable")
+        } else {
+            ("<span class=\"off\">disabled</span>", "enable_plugin", "Enable")
+        };
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{cell}</td><td><form method=\"post\" action=\"{HOME}/control\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"action\" value=\"{action}\">\
+             <input type=\"hidden\" name=\"plugin\" value=\"{id}\"><button type=\"submit\" aria-label=\"{label} {id}\">{label}</button></form></td></tr>",
+            escape(name)
         ));
     }
     body.push_str("</tbody></table>");

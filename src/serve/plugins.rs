@@ -468,6 +468,29 @@ impl Plugins {
         g.1.clone()
     }
 
+    /// Every plugin: its id, name and whether it is enabled now.
+    pub async fn switches(&self) -> Result<Vec<(&'static str, &'static str, bool)>, String> {
+        let g = self.registry().await?;
+        Ok(self.plugins.iter().map(|p| p.info()).map(|i| (i.id, i.name, g.0.enabled(&i))).collect())
+    }
+
+    /// Turns a plugin on or off (a `plugin_configured` event by `by`), its settings as they are.
+    pub async fn switch(&self, id: &str, enabled: bool, by: &str) -> Result<(), String> {
+        let info =
+            self.plugins.iter().map(|p| p.info()).find(|i| i.id == id).ok_or_else(|| format!("no plugin {id:?}"))?;
+        let config = self.registry().await?.0.config(&info);
+        let event = DomainEvent::PluginConfigured(PluginConfigured {
+            plugin_id: info.id.into(),
+            enabled: Some(enabled),
+            config,
+            by: by.into(),
+            reason: format!("{by} turned it {}", if enabled { "on" } else { "off" }),
+            at: Utc::now(),
+        });
+        event.validate().map_err(|(f, e)| format!("{f}: {}", e.0))?;
+        self.append(vec![event]).await
+    }
+
     fn remember(&self, shopper: &str, ids: Vec<String>) {
         let mut g = self.voice.lock().expect("voice");
         let (map, order) = &mut *g;
