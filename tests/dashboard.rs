@@ -8,7 +8,9 @@ mod support;
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::Value;
 use support::http::*;
+use support::scenario::*;
 use support::server::*;
 
 fn browser() -> reqwest::Client {
@@ -64,8 +66,6 @@ async fn the_operator_signs_in_and_controls_the_mall(store: Store) {
         "id=\"systems\"",
         "id=\"jobs\"",
         "id=\"queue\"",
-        "id=\"plugins\"",
-        "Voice commerce",
         "id=\"decisions\"",
         "id=\"engine\"",
         "analytics",
@@ -117,3 +117,182 @@ async fn the_operator_signs_in_and_controls_the_mall(store: Store) {
 }
 
 support::on_both_stores!(the_operator_signs_in_and_controls_the_mall);
+
+/// Signs in; the session cookie.
+async fn sign_in(c: &reqwest::Client, s: &Server) -> String {
+    let r = form(c, s.url("/admin/autonomous/login"), None, &format!("token={ADMIN}")).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    r.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string()
+}
+
+async fn html_of(c: &reqwest::Client, s: &Server, path: &str, cookie: &str) -> (StatusCode, String) {
+    let r = c.get(s.url(path)).header(COOKIE, cookie).send().await.unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+/// Reads the live stream until an event `pred` accepts arrives; every event read.
+async fn read_events(live: &mut reqwest::Response, pred: impl Fn(&str, &Value) -> bool) -> Vec<(String, Value)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let (mut buf, mut seen) = (String::new(), Vec::new());
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let chunk = tokio::time::timeout(left, live.chunk()).await.expect("the awaited event in time").unwrap();
+        buf.push_str(std::str::from_utf8(&chunk.expect("the stream goes on")).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let mut event = "message".to_string();
+            let mut data = None;
+            for line in frame.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = e.to_string();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str::<Value>(d).unwrap());
+                }
+            }
+            if let Some(d) = data {
+                let done = pred(&event, &d);
+                seen.push((event, d));
+                if done {
+                    return seen;
+                }
+            }
+        }
+    }
+}
+
+/// The operator watches product intelligence at work: the live stream brings the rewrite's
+/// decision as signals flow; its page shows the copy as a word diff with the rule, the metrics,
+/// the generator and every guardrail's verdict; the experiment's page shows its arms, sample
+/// sizes, outcome and the statistic over time as charts; every system has its page.
+async fn the_operator_watches_a_rewrite_live_and_reads_its_diff(store: Store) {
+    let s = Server::start(&store, &[]);
+    let c = browser();
+    catalog(&c, &s).await;
+    let cookie = sign_in(&c, &s).await;
+
+    // The live stream: a session's only.
+    let r = c.get(s.url("/admin/autonomous/live")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c.get(s.url("/admin/autonomous/live.js")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (_, home) = html_of(&c, &s, "/admin/autonomous", &cookie).await;
+    let since: u64 = home.split("data-since=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+    assert!(home.contains("<script src=\"/admin/autonomous/live.js\" defer></script>"), "{home}");
+    let (status, js) = html_of(&c, &s, "/admin/autonomous/live.js", &cookie).await;
+    assert!(status == StatusCode::OK && js.contains("new EventSource(url)"), "{js}");
+    let mut live =
+        c.get(s.url(&format!("/admin/autonomous/live?since={since}"))).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(live.headers()[CONTENT_TYPE], "text/event-stream");
+    let first = read_events(&mut live, |e, _| e == "counts").await;
+    let at_start = first.last().unwrap().1["position"].as_u64().unwrap();
+
+    // Signals flow: the weak product's rewrite arrives on the stream, with the way to its diff.
+    signals(&c, &s, weak_traffic()).await;
+    let seen = read_events(&mut live, |e, d| {
+        e == "decision" && d["product_id"] == "weak" && d["summary"].as_str().unwrap().starts_with("weak_description")
+    })
+    .await;
+    let counts: Vec<&Value> = seen.iter().filter(|(e, _)| e == "counts").map(|(_, d)| d).collect();
+    assert!(counts.iter().any(|d| d["position"].as_u64().unwrap() > at_start), "the counts move: {counts:?}");
+    let decided = &seen.last().unwrap().1;
+    assert!(decided["summary"].as_str().unwrap().starts_with("weak_description"), "{decided}");
+    let href = decided["href"].as_str().unwrap().to_string();
+    assert!(href.starts_with("/admin/autonomous/decisions/weak/"), "{href}");
+    assert!(
+        seen.iter().filter(|(e, _)| e == "decision").all(|(_, d)| d["position"].as_u64().unwrap() > since),
+        "only decisions the page did not show"
+    );
+
+    // The diff, once the challenger is generated and under test.
+    let h = until(&c, &s, "/api/products/weak/history", "the rewrite under test", |h| {
+        h["changes"].as_array().unwrap().iter().any(|c| c["status"] == "testing")
+    })
+    .await;
+    let change = h["changes"].as_array().unwrap().iter().find(|c| c["status"] == "testing").unwrap().clone();
+    let (status, diff) = html_of(&c, &s, &href, &cookie).await;
+    assert_eq!(status, StatusCode::OK, "{diff}");
+    assert!(diff.contains("<h4>Before</h4><blockquote>Rings.</blockquote>"), "the old copy: {diff}");
+    let first_new_word = change["new"]["text"].as_str().unwrap().split_whitespace().next().unwrap().to_string();
+    assert!(diff.contains(&format!("<ins>{first_new_word}")), "the new copy underlined: {diff}");
+    assert!(diff.contains("<dd id=\"rule\">weak_description</dd>"), "{diff}");
+    assert!(diff.contains(&format!(
+        "<strong id=\"generator\">{}</strong>",
+        change["generation"]["generator"].as_str().unwrap()
+    )));
+    for v in change["generation"]["verdicts"].as_array().unwrap() {
+        assert!(
+            diff.contains(&format!(
+                "<tr><td>{}</td><td><span class=\"on\">passed</span>",
+                v["check"].as_str().unwrap()
+            )),
+            "{v}: {diff}"
+        );
+    }
+    assert!(diff.contains("<td>window_views</td>"), "the metrics: {diff}");
+    assert!(diff.contains("<summary>The model's raw output</summary>"), "{diff}");
+    let experiment_id = change["experiment"]["experiment_id"].as_str().unwrap().to_string();
+    let x_href = format!("/admin/autonomous/experiments/weak/{experiment_id}");
+    assert!(diff.contains(&format!("href=\"{x_href}\"")), "the experiment is linked: {diff}");
+    let (_, x) = html_of(&c, &s, &x_href, &cookie).await;
+    assert!(x.contains("<dd id=\"outcome\">running</dd>") && x.contains("<caption>Arms</caption>"), "{x}");
+
+    // The experiment runs to its end: its page shows the outcome, the samples and the chart.
+    signals(&c, &s, experiment_traffic(&c, &s).await).await;
+    let h = until(&c, &s, "/api/products/weak/history", "the experiment's end", |h| {
+        h["changes"].as_array().unwrap().iter().any(|c| c["status"] == "kept")
+    })
+    .await;
+    let kept = h["changes"].as_array().unwrap().iter().find(|c| c["status"] == "kept").unwrap();
+    let concluded = &kept["experiment"]["concluded"];
+    let (_, x) = html_of(&c, &s, &x_href, &cookie).await;
+    assert!(x.contains("<dd id=\"outcome\">challenger won: "), "{x}");
+    for arm in ["control", "challenger"] {
+        let (views, conversions) = (&concluded[arm]["views"], &concluded[arm]["conversions"]);
+        assert!(x.contains(&format!("<td>{views}</td><td>{conversions}</td>")), "{arm} {views}/{conversions}: {x}");
+    }
+    assert!(
+        x.contains("aria-labelledby=\"lr-title lr-desc\"") && x.contains("aria-labelledby=\"prob-title prob-desc\"")
+    );
+    let points = x.split("<polyline").nth(1).unwrap().split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+    assert!(points.split(' ').count() > 100, "a look after each signal: {points}");
+    let (_, list) = html_of(&c, &s, "/admin/autonomous/experiments", &cookie).await;
+    assert!(list.contains(&format!("href=\"{x_href}\"")) && list.contains("challenger won"), "{list}");
+
+    // Every system's page; an unknown one is not there; none without a session.
+    for (panel, heading) in [
+        ("districts", "District evolution"),
+        ("health", "Self-healing"),
+        ("merchandising", "Merchandising"),
+        ("social", "Social media"),
+        ("analytics", "Analytics"),
+        ("plugins", "Plugins"),
+    ] {
+        let (status, html) = html_of(&c, &s, &format!("/admin/autonomous/{panel}"), &cookie).await;
+        assert_eq!(status, StatusCode::OK, "{panel}: {html}");
+        assert!(html.contains(&format!(">{heading}</h2>")), "{panel}: {html}");
+        assert!(html.contains(&format!("href=\"/admin/autonomous/{panel}\" aria-current=\"page\"")), "{panel}");
+        let r = c.get(s.url(&format!("/admin/autonomous/{panel}"))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{panel} without a session");
+    }
+    let (_, plugins) = html_of(&c, &s, "/admin/autonomous/plugins", &cookie).await;
+    assert!(plugins.contains("Voice commerce") && plugins.contains("max_daily_change"), "{plugins}");
+    assert_eq!(html_of(&c, &s, "/admin/autonomous/nowhere", &cookie).await.0, StatusCode::NOT_FOUND);
+    let r = c.get(s.url("/admin/autonomous/decisions/weak/not-a-uuid")).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "decision");
+    let r = c.get(s.url(&href.replace("/weak/", "/nope/"))).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Signing out ends the stream.
+    let (_, home) = html_of(&c, &s, "/admin/autonomous", &cookie).await;
+    let csrf = home.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    form(&c, s.url("/admin/autonomous/control"), Some(&cookie), &format!("csrf={csrf}&action=logout")).await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(_)) = live.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends with the session");
+}
+
+support::on_both_stores!(the_operator_watches_a_rewrite_live_and_reads_its_diff);

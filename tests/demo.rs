@@ -2,15 +2,35 @@
 //! rewritten and tested, experiments conclude and rankings change — all visible through `mall
 //! audit` afterwards.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
+
+/// Signs in to the dashboard at `url` with `token`; whether the overview then showed.
+fn sign_in_and_look(url: &str, token: &str) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let r = c
+            .post(format!("{url}/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER, "the demo's admin token signs in");
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+        let page = c.get(url).header("cookie", cookie).send().await.unwrap().text().await.unwrap();
+        page.contains("<h2 id=\"decisions\">Latest decisions</h2>") && page.contains("product_intelligence")
+    })
+}
 
 #[test]
 fn the_demo_shows_the_mall_improving_itself() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").display().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_mall"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mall"))
         .args([
             "--data-dir",
             &data,
@@ -28,10 +48,32 @@ fn the_demo_shows_the_mall_improving_itself() {
         ])
         .env_remove("MALL_STORE")
         .env_remove("MALL_ADMIN_TOKEN")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut err = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    // While the demo runs, the operator signs in to the dashboard it names.
+    let mut lines = Vec::new();
+    let mut signed_in = false;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("  watch: ") {
+            let url = rest.split_whitespace().next().unwrap().to_string();
+            let token = rest.rsplit(' ').next().unwrap().trim_end_matches(')').to_string();
+            signed_in = sign_in_and_look(&url, &token);
+        }
+        lines.push(line);
+    }
+    let status = child.wait().unwrap();
+    let stdout = lines.join("\n");
+    assert!(status.success(), "{stdout}\n{}", stderr.join().unwrap());
+    assert!(signed_in, "the dashboard during the demo: {stdout}");
     assert!(stdout.contains("serving on http://127.0.0.1:"), "{stdout}");
     let last =
         stdout.lines().filter(|l| l.starts_with("mall demo:") && l.contains("signals")).last().expect("progress lines");

@@ -179,7 +179,7 @@ pub async fn run(store_args: &StoreArgs, args: &DemoArgs) -> Result<(), Exit> {
     let started = serve::start(store_args, &args.serve).await?;
     let base = started.base.clone();
     let admin = started.admin.clone();
-    let handle = started.handle.clone();
+    let stopper = started.stopper();
     let finished = actix_web::rt::spawn(started.finish());
     // Ctrl-C ends the simulation and then the server, which saves the actors' snapshots.
     let outcome = tokio::select! {
@@ -189,7 +189,7 @@ pub async fn run(store_args: &StoreArgs, args: &DemoArgs) -> Result<(), Exit> {
             Ok(())
         }
     };
-    handle.stop(true).await;
+    stopper.stop().await;
     finished.await.context("the server task failed")??;
     outcome?;
     Ok(())
@@ -255,6 +255,7 @@ async fn simulate(base: &str, admin: &str, args: &DemoArgs) -> anyhow::Result<()
         args.shoppers,
         args.rate
     );
+    println!("  watch: {base}/admin/autonomous in a browser (sign in with the admin token {admin})");
     println!("  try:  curl {base}/api/products/{example}");
     println!("        curl {base}/api/products/{example}/history");
     println!("        curl {base}/api/districts/{}/products?limit=5", DISTRICTS[0].slug);

@@ -312,13 +312,38 @@ pub fn job_work(read: &Arc<ReadSide>) -> BTreeMap<&'static str, Arc<dyn JobWork>
     ])
 }
 
-/// The queue's depth by priority band.
-fn bands(tasks: &[&Task]) -> Value {
-    let mut b = [0usize; 4];
-    for t in tasks {
-        b[(t.priority as usize / 25).min(3)] += 1;
+/// The queue as an operator reads it (the API and the dashboard): the queued tasks by priority
+/// band; the next 20 by standing (not those waiting to retry); the running ones, oldest first;
+/// the 20 that ended last, newest first.
+pub struct QueueView {
+    pub bands: Value,
+    pub next: Vec<(Task, f64)>,
+    pub running: Vec<Task>,
+    pub recent: Vec<Task>,
+}
+
+impl QueueView {
+    pub fn of(q: &mall_actors::autonomous::queue::Queue, now: DateTime<Utc>) -> QueueView {
+        let mut b = [0usize; 4];
+        for t in q.tasks().filter(|t| t.status == Status::Queued) {
+            b[(t.priority as usize / 25).min(3)] += 1;
+        }
+        let mut next: Vec<(Task, f64)> = q
+            .tasks()
+            .filter(|t| t.status == Status::Queued && t.retry_at.is_none())
+            .map(|t| (t.clone(), q.standing(t, now)))
+            .collect();
+        next.sort_by(|a, b| b.1.total_cmp(&a.1));
+        next.truncate(20);
+        let mut running: Vec<Task> = q.tasks().filter(|t| t.status == Status::Running).cloned().collect();
+        running.sort_by_key(|t| t.updated_at);
+        running.truncate(20);
+        let mut recent: Vec<&Task> =
+            q.tasks().filter(|t| !matches!(t.status, Status::Queued | Status::Running)).collect();
+        recent.sort_by_key(|t| std::cmp::Reverse(t.updated_at));
+        let recent = recent.into_iter().take(20).cloned().collect();
+        QueueView { bands: json!({"0-24": b[0], "25-49": b[1], "50-74": b[2], "75-100": b[3]}), next, running, recent }
     }
-    json!({"0-24": b[0], "25-49": b[1], "50-74": b[2], "75-100": b[3]})
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,21 +371,14 @@ pub async fn status(
                 .iter()
                 .map(|s| json!({"name": s, "running": !q.is_stopped(s), "available": AVAILABLE.contains(s)}))
                 .collect();
-            let queued: Vec<&Task> = q.tasks().filter(|t| t.status == Status::Queued).collect();
-            let mut running: Vec<&Task> = q.tasks().filter(|t| t.status == Status::Running).collect();
-            running.sort_by_key(|t| t.updated_at);
-            let mut next: Vec<&Task> = queued.iter().copied().filter(|t| t.retry_at.is_none()).collect();
-            next.sort_by(|a, b| q.standing(b, now).total_cmp(&q.standing(a, now)));
-            let mut recent: Vec<&Task> =
-                q.tasks().filter(|t| !matches!(t.status, Status::Queued | Status::Running)).collect();
-            recent.sort_by_key(|t| std::cmp::Reverse(t.updated_at));
+            let v = QueueView::of(q, now);
             let queue = json!({
                 "queued": q.queued(),
                 "running": q.running(),
-                "by_priority": bands(&queued),
-                "next": next.iter().take(20).map(|t| task_json(t, Some(q.standing(t, now)))).collect::<Vec<_>>(),
-                "running_tasks": running.iter().take(20).map(|t| task_json(t, None)).collect::<Vec<_>>(),
-                "recent": recent.iter().take(20).map(|t| task_json(t, None)).collect::<Vec<_>>(),
+                "by_priority": v.bands,
+                "next": v.next.iter().map(|(t, standing)| task_json(t, Some(*standing))).collect::<Vec<_>>(),
+                "running_tasks": v.running.iter().map(|t| task_json(t, None)).collect::<Vec<_>>(),
+                "recent": v.recent.iter().map(|t| task_json(t, None)).collect::<Vec<_>>(),
             });
             let insights: Vec<Value> = q.insights().values().map(|i| json!(i)).collect();
             (systems, queue, insights)

@@ -152,6 +152,28 @@ impl Metrics {
         self.events.with_label_values(&[event_type]).inc();
     }
 
+    /// Events of a type the log took since the server started.
+    pub fn events_of(&self, event_type: &str) -> u64 {
+        self.events.with_label_values(&[event_type]).get()
+    }
+
+    /// Model calls since the server started: (answered, failed).
+    pub fn model_call_counts(&self) -> (u64, u64) {
+        use prometheus::core::Collector;
+        let (mut ok, mut failed) = (0, 0);
+        for family in self.model_calls.collect() {
+            for m in family.get_metric() {
+                let n = m.get_counter().get_value() as u64;
+                if m.get_label().iter().any(|l| l.name() == "outcome" && l.value() == "ok") {
+                    ok += n;
+                } else {
+                    failed += n;
+                }
+            }
+        }
+        (ok, failed)
+    }
+
     fn model_call(&self, kind: &str, generator: &str, ok: bool, started: Instant) {
         self.model_calls.with_label_values(&[kind, generator, if ok { "ok" } else { "error" }]).inc();
         self.model_seconds.with_label_values(&[kind]).observe(started.elapsed().as_secs_f64());

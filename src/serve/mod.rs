@@ -205,6 +205,8 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     /// The dashboard's signed-in sessions.
     pub sessions: dashboard::Sessions,
+    /// Turns true when the server begins to stop (long-lived streams end then).
+    pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Every route: its path and methods (what `routes` serves; the API tests walk this list).
@@ -334,7 +336,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/admin/autonomous/login",
         vec![get(web::get().to(dashboard::login_form)), post(web::post().to(dashboard::login))],
     ))
-    .service(resource("/admin/autonomous/control", vec![post(web::post().to(dashboard::control))]));
+    .service(resource("/admin/autonomous/control", vec![post(web::post().to(dashboard::control))]))
+    .service(resource("/admin/autonomous/live", vec![get(web::get().to(dashboard::live))]))
+    .service(resource("/admin/autonomous/live.js", vec![get(web::get().to(dashboard::script))]))
+    .service(resource(
+        "/admin/autonomous/decisions/{product}/{decision}",
+        vec![get(web::get().to(dashboard::decision))],
+    ))
+    .service(resource(
+        "/admin/autonomous/experiments/{product}/{experiment}",
+        vec![get(web::get().to(dashboard::experiment))],
+    ))
+    .service(resource("/admin/autonomous/{panel}", vec![get(web::get().to(dashboard::panel))]));
 }
 
 /// SIGINT or SIGTERM.
@@ -365,9 +378,10 @@ pub struct Started {
     pub admin: String,
     /// Whether the admin token was generated for this run.
     pub generated_token: bool,
-    pub handle: actix_web::dev::ServerHandle,
+    handle: actix_web::dev::ServerHandle,
     server: actix_web::dev::Server,
     shutdown: tokio::sync::watch::Sender<bool>,
+    draining: Arc<tokio::sync::watch::Sender<bool>>,
     router: actix_web::rt::task::JoinHandle<()>,
     core_tasks: Vec<actix_web::rt::task::JoinHandle<()>>,
     actors: Arc<Actors>,
@@ -519,6 +533,8 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let admin = admin.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let tokens =
         Tokens::new(admin.clone(), std::env::var("MALL_INGEST_TOKEN").ok(), std::env::var("MALL_SHOPPER_TOKEN").ok());
+    let (draining, draining_rx) = tokio::sync::watch::channel(false);
+    let draining = Arc::new(draining);
     let state = web::Data::new(AppState {
         store: store.clone(),
         actors: actors.clone(),
@@ -539,6 +555,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         metrics: metrics.clone(),
         limits: limits.clone(),
         sessions: dashboard::Sessions::default(),
+        draining: draining_rx,
     });
     // Requests by route pattern, method and status (a path no route matches is `UNKNOWN`).
     let requests = actix_web_prom::PrometheusMetricsBuilder::new("mall")
@@ -574,6 +591,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         handle,
         server,
         shutdown,
+        draining,
         router,
         core_tasks,
         actors,
@@ -583,7 +601,26 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     })
 }
 
+/// Stops a started server: long-lived streams end, then requests drain.
+#[derive(Clone)]
+pub struct Stopper {
+    handle: actix_web::dev::ServerHandle,
+    draining: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Stopper {
+    pub async fn stop(&self) {
+        let _ = self.draining.send(true);
+        self.handle.stop(true).await;
+    }
+}
+
 impl Started {
+    /// What stops the server from elsewhere.
+    pub fn stopper(&self) -> Stopper {
+        Stopper { handle: self.handle.clone(), draining: self.draining.clone() }
+    }
+
     /// Serves until the handle stops the server, then stops the router, passivates every actor
     /// (saving its snapshot) and closes the store.
     pub async fn finish(self) -> Result<(), Exit> {
@@ -613,7 +650,7 @@ impl Started {
     /// default action (which would end the process without saving anything).
     pub fn stop_on_signal(&self) {
         use tokio::signal::unix::{SignalKind, signal};
-        let handle = self.handle.clone();
+        let stopper = self.stopper();
         let (int, term) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
         actix_web::rt::spawn(async move {
             match (int, term) {
@@ -626,7 +663,7 @@ impl Started {
                 _ => stop_signal().await,
             }
             tracing::info!("stopping: draining requests");
-            handle.stop(true).await;
+            stopper.stop().await;
         });
     }
 }

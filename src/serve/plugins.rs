@@ -468,27 +468,59 @@ impl Plugins {
         g.1.clone()
     }
 
-    /// Every plugin: its id, name and whether it is enabled now.
-    pub async fn switches(&self) -> Result<Vec<(&'static str, &'static str, bool)>, String> {
+    /// Every plugin: its id, name, whether it is enabled now and its settings.
+    pub async fn switches(&self) -> Result<Vec<(&'static str, &'static str, bool, BTreeMap<String, f64>)>, String> {
         let g = self.registry().await?;
-        Ok(self.plugins.iter().map(|p| p.info()).map(|i| (i.id, i.name, g.0.enabled(&i))).collect())
+        Ok(self.plugins.iter().map(|p| p.info()).map(|i| (i.id, i.name, g.0.enabled(&i), g.0.config(&i))).collect())
     }
 
-    /// Turns a plugin on or off (a `plugin_configured` event by `by`), its settings as they are.
-    pub async fn switch(&self, id: &str, enabled: bool, by: &str) -> Result<(), String> {
-        let info =
-            self.plugins.iter().map(|p| p.info()).find(|i| i.id == id).ok_or_else(|| format!("no plugin {id:?}"))?;
-        let config = self.registry().await?.0.config(&info);
+    /// Turns a plugin on or off, its settings as they are.
+    pub async fn switch(&self, id: &str, enabled: bool, by: &str) -> Result<(), ApiError> {
+        let reason = format!("{by} turned it {}", if enabled { "on" } else { "off" });
+        self.configure(id, Some(enabled), BTreeMap::new(), by, reason).await
+    }
+
+    /// A `plugin_configured` event by `by`: enabled or not (`None`: as it is), and the settings
+    /// given over the current ones — each one the plugin has, a finite number.
+    pub async fn configure(
+        &self,
+        id: &str,
+        enabled: Option<bool>,
+        settings: BTreeMap<String, Value>,
+        by: &str,
+        reason: String,
+    ) -> Result<(), ApiError> {
+        let info = self
+            .plugins
+            .iter()
+            .map(|p| p.info())
+            .find(|i| i.id == id)
+            .ok_or_else(|| ApiError::not_found(format!("no plugin {id:?}")))?;
+        let mut config = self.registry().await.map_err(ApiError::unavailable)?.0.config(&info);
+        for (k, v) in settings {
+            if !info.defaults.iter().any(|(d, _)| *d == k) {
+                let known: Vec<&str> = info.defaults.iter().map(|(d, _)| *d).collect();
+                return Err(ApiError::invalid(
+                    format!("config.{k}"),
+                    format!("{} has no setting {k:?}; it has {}", info.id, known.join(", ")),
+                ));
+            }
+            let n = v
+                .as_f64()
+                .filter(|n| n.is_finite() && n.abs() <= 1e9)
+                .ok_or_else(|| ApiError::invalid(format!("config.{k}"), "a setting is a finite number"))?;
+            config.insert(k, n);
+        }
         let event = DomainEvent::PluginConfigured(PluginConfigured {
             plugin_id: info.id.into(),
-            enabled: Some(enabled),
+            enabled,
             config,
             by: by.into(),
-            reason: format!("{by} turned it {}", if enabled { "on" } else { "off" }),
+            reason,
             at: Utc::now(),
         });
-        event.validate().map_err(|(f, e)| format!("{f}: {}", e.0))?;
-        self.append(vec![event]).await
+        event.validate().map_err(|(f, e)| ApiError::invalid(f, e.0))?;
+        self.append(vec![event]).await.map_err(ApiError::unavailable)
     }
 
     fn remember(&self, shopper: &str, ids: Vec<String>) {
@@ -642,41 +674,13 @@ pub async fn configure(
 ) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
     let b: ConfigureBody = mall_events::records::from_json(&super::ingest::body(&state, payload, 16_384).await?)?;
-    let p = &state.plugins;
-    let plugin = p
-        .plugins
-        .iter()
-        .find(|x| x.info().id == b.id)
-        .ok_or_else(|| ApiError::not_found(format!("no plugin {:?}", b.id)))?;
-    let info = plugin.info();
     if b.enabled.is_none() && b.config.is_none() {
         return Err(ApiError::invalid("enabled", "say enabled, config or both"));
     }
-    let mut config = p.registry().await.map_err(ApiError::unavailable)?.0.config(&info);
-    for (k, v) in b.config.unwrap_or_default() {
-        if !info.defaults.iter().any(|(d, _)| *d == k) {
-            let known: Vec<&str> = info.defaults.iter().map(|(d, _)| *d).collect();
-            return Err(ApiError::invalid(
-                format!("config.{k}"),
-                format!("{} has no setting {k:?}; it has {}", info.id, known.join(", ")),
-            ));
-        }
-        let n = v
-            .as_f64()
-            .filter(|n| n.is_finite() && n.abs() <= 1e9)
-            .ok_or_else(|| ApiError::invalid(format!("config.{k}"), "a setting is a finite number"))?;
-        config.insert(k, n);
-    }
-    let event = DomainEvent::PluginConfigured(PluginConfigured {
-        plugin_id: info.id.into(),
-        enabled: b.enabled,
-        config,
-        by: "admin".into(),
-        reason: b.reason.unwrap_or_default(),
-        at: Utc::now(),
-    });
-    event.validate().map_err(|(f, e)| ApiError::invalid(f, e.0))?;
-    p.append(vec![event]).await.map_err(ApiError::unavailable)?;
+    state
+        .plugins
+        .configure(&b.id, b.enabled, b.config.unwrap_or_default(), "admin", b.reason.unwrap_or_default())
+        .await?;
     let head = state.store.stats().await?.last_position;
     let position = state.read.wait_for(head, Duration::from_secs(5)).await;
     let body = listing(&state).await?;

@@ -39,7 +39,7 @@ async fn reached(state: &AppState, min: Option<Position>) -> Position {
     *rx.borrow()
 }
 
-fn parse_product(id: String) -> Result<ProductId, ApiError> {
+pub(super) fn parse_product(id: String) -> Result<ProductId, ApiError> {
     ProductId::parse(id).map_err(|e| ApiError::invalid("id", e.0))
 }
 
@@ -58,6 +58,20 @@ pub async fn read_stream(
         }
         out.extend(batch);
     }
+}
+
+/// A product's stream and its history folded from it; 404 for a product the log does not know.
+pub(super) async fn product_history(
+    state: &AppState,
+    id: &ProductId,
+) -> Result<(Vec<mall_events::RecordedEvent>, mall_actors::audit::History), ApiError> {
+    let events = read_stream(&*state.store, &StreamId::product(id), MAX_HISTORY_EVENTS).await?;
+    if events.is_empty() {
+        return Err(ApiError::not_found(format!("no product {id}")));
+    }
+    let history = mall_actors::audit::history(&events)
+        .map_err(|e| ApiError::unavailable(format!("cannot decode the product's stream: {e}")))?;
+    Ok((events, history))
 }
 
 /// Whether a read asks for decision internals: with no `Authorization` header, no; with one, it
@@ -82,12 +96,7 @@ pub async fn get_history(
     let internals = internals(&state, &req)?;
     let id = parse_product(path.into_inner())?;
     let position = reached(&state, query.min_position).await;
-    let events = read_stream(&*state.store, &StreamId::product(&id), MAX_HISTORY_EVENTS).await?;
-    if events.is_empty() {
-        return Err(ApiError::not_found(format!("no product {id}")));
-    }
-    let history = mall_actors::audit::history(&events)
-        .map_err(|e| ApiError::unavailable(format!("cannot decode the product's stream: {e}")))?;
+    let (_, history) = product_history(&state, &id).await?;
     let mut answer = HttpResponse::Ok();
     answer.insert_header((POSITION_HEADER, position.max(history.position).to_string()));
     Ok(if internals { answer.json(&history) } else { answer.json(history.public()) })

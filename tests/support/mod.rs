@@ -10,6 +10,7 @@ pub mod http;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrent;
 pub mod pg;
+pub mod scenario;
 pub mod server;
 
 /// One scenario (`async fn scenario(store: Store)`) as two tests, `scenario::embedded` and

@@ -113,6 +113,49 @@ pub fn stop(
     Some(Verdict { outcome, prob_challenger_better: prob, likelihood_ratio: lr, reason: reason(outcome, threshold) })
 }
 
+/// An experiment's statistics at one signal: the arms so far, the likelihood ratio the stopping
+/// rule compares with 1/alpha, and the probability that the challenger converts better.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Look {
+    pub position: u64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub control: ArmStats,
+    pub challenger: ArmStats,
+    pub likelihood_ratio: f64,
+    pub prob_challenger_better: f64,
+}
+
+/// The statistic over time: an experiment's look after every signal that moved one of its arms,
+/// folded from the product's stream exactly as its actor folded it (`tau` is the mixing spread of
+/// the policy the experiment ran under).
+pub fn trajectory(
+    events: &[mall_events::RecordedEvent],
+    experiment_id: Uuid,
+    tau: f64,
+) -> Result<Vec<Look>, mall_events::codec::CodecError> {
+    let mut state = super::ProductState::default();
+    let mut looks = Vec::new();
+    let mut last = [ArmStats::default(); 2];
+    for e in events {
+        let d = e.decode()?;
+        state.evolve(&d, e.position, e.stream_version);
+        let Some(x) = state.experiment.as_ref().filter(|x| x.experiment_id == experiment_id) else { continue };
+        if x.arms != last {
+            last = x.arms;
+            let [a, b] = x.arms;
+            looks.push(Look {
+                position: e.position,
+                at: e.recorded_at,
+                control: a,
+                challenger: b,
+                likelihood_ratio: stats::mixture_likelihood_ratio(a.conversions, a.views, b.conversions, b.views, tau),
+                prob_challenger_better: stats::prob_b_beats_a(a.conversions, a.views, b.conversions, b.views),
+            });
+        }
+    }
+    Ok(looks)
+}
+
 #[cfg(test)]
 mod tests {
     use rand::{Rng, SeedableRng};
@@ -189,6 +232,81 @@ mod tests {
         sizes.sort_unstable();
         println!("A/B 5% vs 10%: found in {found} of {runs} runs, median {} views per arm", sizes[sizes.len() / 2]);
         assert!(found as f64 / runs as f64 >= 0.9, "{found}");
+    }
+
+    #[test]
+    fn the_trajectory_is_what_the_actor_folded_look_by_look_and_ends_with_the_experiment() {
+        use mall_events::domain::*;
+
+        use crate::testing::*;
+        let exp = Uuid::from_u128(42);
+        let mut log = vec![listed("p1", "toys", "Rings")];
+        log.extend(traffic("p1", 3, 0));
+        log.push(DomainEvent::ExperimentStarted(ExperimentStarted {
+            experiment_id: exp,
+            decision_id: Uuid::from_u128(1),
+            product_id: mall_events::ids::ProductId::parse("p1").unwrap(),
+            control: "Rings.".into(),
+            challenger: "Six beech rings.".into(),
+            at: t0(),
+        }));
+        for i in 0..40 {
+            let s = format!("x{i}");
+            log.push(viewed("p1", &s));
+            if i % 3 == 0 {
+                log.push(carted("p1", &s));
+            }
+        }
+        log.push(DomainEvent::ExperimentConcluded(ExperimentConcluded {
+            experiment_id: exp,
+            product_id: mall_events::ids::ProductId::parse("p1").unwrap(),
+            outcome: Outcome::Inconclusive,
+            control: ArmStats::default(),
+            challenger: ArmStats::default(),
+            prob_challenger_better: 0.5,
+            likelihood_ratio: 1.0,
+            reason: "test".into(),
+            at: t0(),
+        }));
+        log.extend(traffic("p1", 5, 5));
+        let events: Vec<mall_events::RecordedEvent> = log
+            .iter()
+            .enumerate()
+            .map(|(i, d)| mall_events::RecordedEvent {
+                event_id: Uuid::from_u128(i as u128 + 1_000),
+                stream_id: mall_events::StreamId::parse("product-p1").unwrap(),
+                stream_version: i as u64 + 1,
+                position: i as u64 + 1,
+                event_type: d.event_type().into(),
+                schema_version: mall_events::codec::current_version(d.event_type()).unwrap(),
+                recorded_at: t0(),
+                tags: Vec::new(),
+                correlation_id: None,
+                causation_id: None,
+                payload: mall_events::codec::encode(d).unwrap(),
+            })
+            .collect();
+        let looks = trajectory(&events, exp, 0.05).unwrap();
+        // 40 views and 14 carts inside the experiment, each moving one arm; nothing before or after.
+        assert_eq!(looks.len(), 54);
+        let last = looks.last().unwrap();
+        let mut want = [ArmStats::default(); 2];
+        for i in 0..40 {
+            let a = &mut want[arm(exp, &ShopperId::parse(format!("x{i}")).unwrap()) as usize];
+            a.views += 1;
+            a.conversions += u64::from(i % 3 == 0);
+        }
+        assert_eq!((last.control, last.challenger), (want[0], want[1]));
+        assert!(looks.windows(2).all(|w| w[0].position < w[1].position));
+        let lr = stats::mixture_likelihood_ratio(
+            want[0].conversions,
+            want[0].views,
+            want[1].conversions,
+            want[1].views,
+            0.05,
+        );
+        assert_eq!(last.likelihood_ratio, lr);
+        assert!(trajectory(&events, Uuid::from_u128(43), 0.05).unwrap().is_empty(), "another experiment saw nothing");
     }
 
     #[test]
