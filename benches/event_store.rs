@@ -1,5 +1,6 @@
 //! Event-store benchmarks, embedded and PostgreSQL: append one event per call (one writer, and
-//! 64 concurrent writers), append batches of 100, and replay (read all + decode).
+//! 64 concurrent writers), append batches of 100, and replay (read all + decode); and the
+//! PostgreSQL log beside plain INSERTs into PostgreSQL in the same run (`log_vs_raw`).
 //!
 //! Events are real `product_viewed` signals (~150 bytes stored). PostgreSQL runs need
 //! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`); each benchmark gets a
@@ -183,5 +184,134 @@ fn replay(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, appends, replay);
+/// The PostgreSQL log against PostgreSQL itself, in the same run: plain INSERT transactions into
+/// a table of the same shape with no head lock, no version check and no tags (`raw`), beside
+/// mall's appends of the same shapes — one writer appending one event at a time, and batches of
+/// 100 from one writer and from eight stores, each with its own writer connection as eight
+/// processes have.
+fn log_vs_raw(c: &mut Criterion) {
+    const RAW: &str = "CREATE TABLE raw_events (position bigserial PRIMARY KEY, event_id uuid NOT NULL UNIQUE, \
+                       stream_id text NOT NULL, event_type text NOT NULL, recorded_at timestamptz NOT NULL, \
+                       payload bytea NOT NULL)";
+    const INSERT: &str = "INSERT INTO raw_events (event_id, stream_id, event_type, recorded_at, payload) \
+                          SELECT i, s, t, now(), p FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bytea[]) AS u(i, s, t, p)";
+    let rt = runtime(true);
+    let url = rt.block_on(fresh_database());
+    let clients: Vec<tokio_postgres::Client> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..8 {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            v.push(client);
+        }
+        v[0].batch_execute(RAW).await.unwrap();
+        v
+    });
+    let clients = Arc::new(clients);
+    let rows = |from: u64, n: u64| {
+        let evs: Vec<(StreamId, NewEvent)> = (from..from + n).map(viewed).collect();
+        let ids: Vec<Uuid> = evs.iter().map(|(_, e)| e.event_id).collect();
+        let streams: Vec<String> = evs.iter().map(|(s, _)| s.as_str().to_string()).collect();
+        let types: Vec<String> = evs.iter().map(|(_, e)| e.event_type.clone()).collect();
+        let payloads: Vec<Vec<u8>> = evs.into_iter().map(|(_, e)| e.payload).collect();
+        (ids, streams, types, payloads)
+    };
+    let mut g = c.benchmark_group("postgres/log_vs_raw");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for (name, writers, per_txn) in [
+        ("raw/1_client/1_row", 1u64, 1u64),
+        ("raw/1_client/batch_of_100", 1, 100),
+        ("raw/8_clients/batch_of_100", 8, 100),
+    ] {
+        g.throughput(Throughput::Elements(per_txn));
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let per = iters.div_ceil(writers);
+                let batches: Vec<Vec<_>> = (0..writers)
+                    .map(|_| {
+                        (0..per)
+                            .map(|_| rows(next.fetch_add(per_txn, std::sync::atomic::Ordering::Relaxed), per_txn))
+                            .collect()
+                    })
+                    .collect();
+                rt.block_on(async {
+                    let start = Instant::now();
+                    let tasks: Vec<_> = batches
+                        .into_iter()
+                        .enumerate()
+                        .map(|(w, mine)| {
+                            let clients = clients.clone();
+                            tokio::spawn(async move {
+                                let c = &clients[w];
+                                let stmt = c.prepare(INSERT).await.unwrap();
+                                for (ids, streams, types, payloads) in mine {
+                                    c.execute(&stmt, &[&ids, &streams, &types, &payloads]).await.unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                    start.elapsed().mul_f64(iters as f64 / (per * writers) as f64)
+                })
+            })
+        });
+    }
+    // mall: one writer, one event a call; batches of 100 from one store and from eight.
+    let stores: Vec<Arc<dyn EventStore>> = rt.block_on(async {
+        let mut v: Vec<Arc<dyn EventStore>> = Vec::new();
+        for _ in 0..8 {
+            v.push(Arc::new(PgStore::connect(PgConfig::new(url.clone())).await.unwrap()));
+        }
+        v
+    });
+    let stores = Arc::new(stores);
+    for (name, writers, per_call) in [
+        ("mall/1_writer/1_event", 1u64, 1u64),
+        ("mall/1_store/batch_of_100", 1, 100),
+        ("mall/8_stores/batch_of_100", 8, 100),
+    ] {
+        g.throughput(Throughput::Elements(per_call));
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let per = iters.div_ceil(writers);
+                let batches: Vec<Vec<(StreamId, Vec<NewEvent>)>> = (0..writers)
+                    .map(|w| {
+                        (0..per)
+                            .map(|_| {
+                                let from = next.fetch_add(per_call, std::sync::atomic::Ordering::Relaxed);
+                                let s = StreamId::parse(format!("product-w{w}b{}", from % 1_000)).unwrap();
+                                (s, (from..from + per_call).map(|k| viewed(k).1).collect())
+                            })
+                            .collect()
+                    })
+                    .collect();
+                rt.block_on(async {
+                    let start = Instant::now();
+                    let tasks: Vec<_> = batches
+                        .into_iter()
+                        .enumerate()
+                        .map(|(w, mine)| {
+                            let stores = stores.clone();
+                            tokio::spawn(async move {
+                                for (s, events) in mine {
+                                    stores[w].append(&s, ExpectedVersion::Any, events).await.unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                    start.elapsed().mul_f64(iters as f64 / (per * writers) as f64)
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, appends, replay, log_vs_raw);
 criterion_main!(benches);

@@ -113,6 +113,8 @@ pub enum Filter<'a> {
     },
     /// The `n` rows with the greatest keys, greatest first.
     Last(usize),
+    /// The first `n` rows whose keys sort after this one, in key order (a cursor).
+    After(&'a str, usize),
 }
 
 impl ReadSide {
@@ -263,6 +265,7 @@ impl ReadSide {
                 }
                 Filter::Group { prefix, .. } => rows.prefixed(prefix).map(|r| r.to_row()).collect(),
                 Filter::Last(n) => rows.iter().rev().take(n).map(|r| r.to_row()).collect(),
+                Filter::After(k, n) => rows.after(k).take(n).map(|r| r.to_row()).collect(),
             })),
             LiveSink::Postgres(_) => {
                 let client = self.pg().await.expect("a pool beside PostgreSQL sinks")?;
@@ -275,6 +278,7 @@ impl ReadSide {
                     Filter::Keys(_) => format!("{json} WHERE \"{}\" = ANY($1)", def.key),
                     Filter::Eq(col, _) | Filter::Group { column: col, .. } => format!("{json} WHERE \"{col}\" = $1"),
                     Filter::Last(_) => format!("{json} ORDER BY \"{}\" DESC LIMIT $1", def.key),
+                    Filter::After(..) => format!("{json} WHERE \"{0}\" > $1 ORDER BY \"{0}\" LIMIT $2", def.key),
                 };
                 let statement = client.prepare_cached(&sql).await.map_err(|e| SinkError::Backend(e.to_string()))?;
                 let rows = match filter {
@@ -284,6 +288,7 @@ impl ReadSide {
                     }
                     Filter::Keys(ks) => client.query(&statement, &[&ks]).await,
                     Filter::Last(n) => client.query(&statement, &[&(n as i64)]).await,
+                    Filter::After(k, n) => client.query(&statement, &[&k, &(n as i64)]).await,
                 }
                 .map_err(|e| SinkError::Backend(e.to_string()))?;
                 Ok(rows.iter().filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()).collect())

@@ -217,6 +217,22 @@ async fn the_dashboard_in_chromium() {
         no_console_errors(&b, panel).await;
     }
 
+    // On a phone: the overview and a diff fit the screen's width (tables stack).
+    b.set_window_size(390, 844).await.unwrap();
+    for (name, path) in [
+        ("phone-overview", "/admin/autonomous".to_string()),
+        ("phone-experiments", "/admin/autonomous/experiments".to_string()),
+    ] {
+        b.goto(&s.url(&path)).await.unwrap();
+        text(&b, "main h2").await;
+        let fits =
+            b.execute("return document.documentElement.scrollWidth <= window.innerWidth + 1", vec![]).await.unwrap();
+        shot(&b, name).await;
+        assert_eq!(fits, json!(true), "{name} scrolls sideways on a phone");
+    }
+    b.set_window_size(1280, 900).await.unwrap();
+    click(&b, "nav a[href='/admin/autonomous/plugins']").await;
+
     // Toggle a plugin (on the plugins page, where the button brings you back).
     click(&b, "button[aria-label='Enable dynamic_pricing']").await;
     text(&b, "button[aria-label='Disable dynamic_pricing']").await;

@@ -65,8 +65,11 @@ async fn acknowledged_appends_survive_terminated_connections() {
     assert!(all.windows(2).all(|w| w[1].position == w[0].position + 1));
 }
 
-/// A TCP proxy in front of PostgreSQL that, when armed, forwards the next COMMIT to the server
-/// but drops the connection before the server's answer reaches the client.
+/// A TCP proxy in front of PostgreSQL that, when armed, forwards the next message carrying
+/// [`MARKER`] (the append, whose implicit transaction commits with it) to the server but drops
+/// the connection before the server's answer reaches the client.
+const MARKER: &[u8] = b"the-outcome-of-this-append-is-lost";
+
 struct CommitDropper {
     port: u16,
     armed: Arc<AtomicBool>,
@@ -112,7 +115,7 @@ async fn proxy(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, dro
         }
     });
     let mut buf = vec![0u8; 64 * 1024];
-    // The last bytes of the previous read: "COMMIT" may be split across two reads.
+    // The last bytes of the previous read: the marker may be split across two reads.
     let mut tail: Vec<u8> = Vec::new();
     loop {
         let n = match cr.read(&mut buf).await {
@@ -120,15 +123,15 @@ async fn proxy(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, dro
             Ok(n) => n,
         };
         tail.extend_from_slice(&buf[..n]);
-        let commit = tail.windows(6).any(|w| w == b"COMMIT");
-        tail = tail[tail.len().saturating_sub(5)..].to_vec();
+        let commit = tail.windows(MARKER.len()).any(|w| w == MARKER);
+        tail = tail[tail.len().saturating_sub(MARKER.len() - 1)..].to_vec();
         if commit && armed.swap(false, Ordering::SeqCst) {
             blackhole.store(true, Ordering::SeqCst);
             // Set before anything else: the client may see the answer's side close, reconnect
             // and finish its retry before the sleep below is over.
             dropped.store(true, Ordering::SeqCst);
             let _ = sw.write_all(&buf[..n]).await;
-            // Let the server commit, then cut the client off without its answer.
+            // Let the server run and commit it, then cut the client off without its answer.
             tokio::time::sleep(Duration::from_millis(200)).await;
             down.abort();
             return;
@@ -150,7 +153,7 @@ async fn an_append_whose_commit_outcome_is_unknown_is_stored_exactly_once() {
     let s = stream("product-unknown");
     store.append(&s, ExpectedVersion::NoStream, vec![event("e", b"first")]).await.unwrap();
     proxy.armed.store(true, Ordering::SeqCst);
-    let batch = vec![event("e", b"a"), event("e", b"b")];
+    let batch = vec![event("e", MARKER), event("e", b"b")];
     // The exact expected version would conflict if the retry did not recognize its own commit.
     let r = store.append(&s, ExpectedVersion::Exact(1), batch.clone()).await.unwrap();
     assert!(proxy.dropped.load(Ordering::SeqCst), "the COMMIT answer was lost on the way");

@@ -455,3 +455,53 @@ async fn a_models_sentiment_is_checked(store: Store) {
 }
 
 support::on_both_stores!(a_models_sentiment_is_checked);
+
+/// A model that never answers: the sentiment run asks it once (not three times), gives up within
+/// the plugins' time limit, and the lexicon scores every review; the plugin is not disabled and
+/// the next run does the same.
+async fn a_model_that_never_answers_does_not_hold_up_the_plugins(store: Store) {
+    let stand_in = model::always(model::Api::ChatCompletions, model::Reply::Stall).await;
+    let mut env = stand_in.env();
+    env.push(("MALL_JOBS", "plugin_hooks=0"));
+    env.push(("MALL_LLM_TIMEOUT", "60"));
+    let c = client();
+    let s = Server::start(&store, &env);
+    let stop = json!({"action": "stop", "system": "product_intelligence"});
+    assert_eq!(post(&c, s.url("/api/autonomous"), ADMIN, &stop).await.0, StatusCode::OK);
+    assert_eq!(post(&c, s.url("/api/districts"), ADMIN, &district("toys", "playful")).await.0, StatusCode::CREATED);
+    assert_eq!(
+        post(&c, s.url("/api/products"), ADMIN, &product("tea", "toys", "Blue teapot", "Glazed.")).await.0,
+        StatusCode::CREATED
+    );
+    let signals: Vec<Value> = (0..45)
+        .map(|i| {
+            let mut r = signal("review_submitted", "tea", &format!("r{i}"));
+            r["rating"] = json!(2);
+            r["text"] = json!("Cracked and disappointing.");
+            r
+        })
+        .collect();
+    let (code, body) = post(&c, s.url("/api/signals"), INGEST, &json!({"signals": signals})).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    for round in 1..=2 {
+        let started = Instant::now();
+        let body = run(&c, &s).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(15), "round {round}: the run waited {took:?} for a stalled model");
+        let figures: Vec<Value> = proposals(&body, "sentiment").into_iter().map(|p| p["figures"].clone()).collect();
+        let tea = figures.iter().find(|f| f["reviews"] == 45.0).unwrap_or_else(|| panic!("{body:#}"));
+        assert_eq!(tea["scored_by_model"], 0.0, "{tea}");
+        assert!(tea["sentiment"].as_f64().unwrap() < 0.0, "the lexicon scored them: {tea}");
+        // (Reviews arriving also run the plugins, one run at a time: every run counts, and one
+        // may be under way.)
+        let runs = body["plugins"].as_array().unwrap().iter().find(|p| p["id"] == "sentiment").unwrap()["runs"]
+            .as_u64()
+            .unwrap() as usize;
+        let asked = stand_in.requests().iter().filter(|r| r.prompt().contains("<reviews>")).count();
+        assert!(asked <= runs + 1 && runs >= round, "one call a run, not one a chunk: {asked} calls in {runs} runs");
+        let sentiment = body["plugins"].as_array().unwrap().iter().find(|p| p["id"] == "sentiment").unwrap();
+        assert_eq!(sentiment["enabled"], true, "not disabled: {sentiment}");
+    }
+}
+
+support::on_both_stores!(a_model_that_never_answers_does_not_hold_up_the_plugins);

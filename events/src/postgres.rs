@@ -10,7 +10,12 @@
 //! previous transaction is committed and visible, so positions become visible strictly in order
 //! and without gaps, across every process that writes to the database. The cost — one append
 //! transaction at a time — is paid back by group commit: one writer task per process gathers
-//! every append waiting for it into one transaction with one multi-row INSERT.
+//! every append waiting for it into one transaction, and keeps the lock short: the whole group is
+//! one statement, a server-side function (`mall_append`, schema V17) prepared once per connection
+//! that locks the head, checks versions, assigns positions, inserts events, tags and versions,
+//! moves the head and notifies — one round trip. A group with an event id the log already holds
+//! (a retry) takes the careful path instead, a transaction of several statements that tells a
+//! retry from a reused id.
 //!
 //! **Unknown commit outcomes.** When the connection drops during an append, the writer cannot
 //! know whether COMMIT happened. It reconnects and runs the same group again with the same event
@@ -23,7 +28,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::{AsyncMessage, Client, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Statement};
 use uuid::Uuid;
 
 use crate::envelope::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
@@ -217,7 +222,7 @@ async fn connect_listener(url: &str) -> Result<(Client, mpsc::UnboundedReceiver<
 
 /// The one writer of this process: gathers waiting appends into one transaction.
 async fn writer_task(url: String, mut rx: mpsc::Receiver<Request>) {
-    let mut client: Option<Client> = None;
+    let mut client: Option<(Client, Statement)> = None;
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -229,8 +234,12 @@ async fn writer_task(url: String, mut rx: mpsc::Receiver<Request>) {
         let started = Instant::now();
         let mut attempted = false;
         let outcome = loop {
-            if client.as_ref().is_none_or(Client::is_closed) {
-                match connect(&url).await {
+            if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+                let prepared = match connect(&url).await {
+                    Ok(c) => c.prepare(APPEND).await.map(|stmt| (c, stmt)),
+                    Err(e) => Err(e),
+                };
+                match prepared {
                     Ok(c) => client = Some(c),
                     Err(e) if started.elapsed() < RECONNECT_FOR => {
                         tracing::warn!(error = %e, "event store connection lost; reconnecting");
@@ -240,8 +249,14 @@ async fn writer_task(url: String, mut rx: mpsc::Receiver<Request>) {
                     Err(e) => break Err(backend(format!("cannot reach PostgreSQL: {e}"))),
                 }
             }
-            let c = client.as_mut().expect("connected");
-            match commit_group(c, &group, attempted).await {
+            let (c, append) = client.as_mut().expect("connected");
+            let fast = match append_group(c, append, &group).await {
+                Ok(Some(results)) => Ok(results),
+                // An id the log holds (a retry, say): the careful path.
+                Ok(None) => commit_group(c, &group, attempted).await,
+                Err(e) => Err(e),
+            };
+            match fast {
                 Ok(results) => break Ok(results),
                 Err(e) if connection_lost(&e) && started.elapsed() < RECONNECT_FOR => {
                     // The COMMIT may or may not have happened: run the same group again; its
@@ -268,6 +283,88 @@ async fn writer_task(url: String, mut rx: mpsc::Receiver<Request>) {
             }
         }
     }
+}
+
+/// The statement that appends a group in one round trip (`mall_append`, schema V17).
+const APPEND: &str = "SELECT outcome, first_position, last_position, version FROM \
+                      mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// Runs one group as one statement (one round trip): `None` when an event id of the group is in
+/// the log already or twice in the group — the caller then runs [`commit_group`], which tells
+/// retries from reused ids. Per-request refusals are returned, not raised.
+async fn append_group(
+    client: &Client,
+    append: &Statement,
+    group: &[Request],
+) -> Result<Option<Vec<Result<AppendResult, StoreError>>>, tokio_postgres::Error> {
+    let total: usize = group.iter().map(|r| r.events.len()).sum();
+    let mut seen = std::collections::HashSet::with_capacity(total);
+    if !group.iter().flat_map(|r| &r.events).all(|e| seen.insert(e.event_id)) {
+        return Ok(None);
+    }
+    let streams: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
+    let expected: Vec<i64> = group
+        .iter()
+        .map(|r| match r.expected {
+            ExpectedVersion::Any => -1,
+            ExpectedVersion::NoStream => -2,
+            ExpectedVersion::Exact(v) => v as i64,
+        })
+        .collect();
+    let counts: Vec<i32> = group.iter().map(|r| r.events.len() as i32).collect();
+    let events = || group.iter().flat_map(|r| r.events.iter());
+    let ids: Vec<Uuid> = events().map(|e| e.event_id).collect();
+    let types: Vec<&str> = events().map(|e| e.event_type.as_str()).collect();
+    let schemas: Vec<i16> = events().map(|e| e.schema_version as i16).collect();
+    let tags: Vec<String> = events().map(|e| e.tags.join("\u{1f}")).collect();
+    let correlations: Vec<Option<Uuid>> = events().map(|e| e.correlation_id).collect();
+    let causations: Vec<Option<Uuid>> = events().map(|e| e.causation_id).collect();
+    let payloads: Vec<&[u8]> = events().map(|e| e.payload.as_slice()).collect();
+    let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
+    let rows = client
+        .query(
+            append,
+            &[
+                &streams,
+                &expected,
+                &counts,
+                &ids,
+                &types,
+                &schemas,
+                &tags,
+                &correlations,
+                &causations,
+                &payloads,
+                &recorded_at,
+            ],
+        )
+        .await?;
+    if rows.first().is_some_and(|r| r.get::<_, &str>(0) == "known") {
+        return Ok(None);
+    }
+    Ok(Some(
+        group
+            .iter()
+            .zip(&rows)
+            .map(|(req, row)| {
+                let version = row.get::<_, i64>(3) as u64;
+                if row.get::<_, &str>(0) == "ok" {
+                    Ok(AppendResult {
+                        first_position: row.get::<_, i64>(1) as Position,
+                        last_position: row.get::<_, i64>(2) as Position,
+                        stream_version: version,
+                        deduplicated: false,
+                    })
+                } else {
+                    Err(StoreError::WrongExpectedVersion {
+                        stream: req.stream.clone(),
+                        expected: req.expected,
+                        actual: version,
+                    })
+                }
+            })
+            .collect(),
+    ))
 }
 
 /// Runs one group in one transaction; per-request refusals are returned, not raised.

@@ -128,6 +128,14 @@ impl<'a> TableView<'a> {
         self.table.into_iter().flat_map(|t| t.rows.iter()).map(|kv| self.row(kv))
     }
 
+    /// The rows whose key sorts after `key`, in key order.
+    pub fn after(&self, key: &'a str) -> impl Iterator<Item = RowRef<'a>> + '_ {
+        self.table
+            .into_iter()
+            .flat_map(move |t| t.rows.range::<str, _>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)))
+            .map(|kv| self.row(kv))
+    }
+
     /// The rows whose key starts with `prefix`, in key order.
     pub fn prefixed(&self, prefix: &'a str) -> impl Iterator<Item = RowRef<'a>> + '_ {
         self.table

@@ -60,8 +60,8 @@ const TABLES: &[TableDef] = &[
     },
 ];
 
-/// A position as a key that sorts like the number.
-fn pos_key(p: u64) -> String {
+/// A position as a key that sorts like the number (the optimization log's keys).
+pub fn pos_key(p: u64) -> String {
     format!("{p:020}")
 }
 

@@ -242,24 +242,38 @@ impl Plugins {
                 .filter(|i| reviews[*i].1.model_score.is_none() && !reviews[*i].1.text.trim().is_empty())
                 .collect()
         };
+        // The scoring has the plugins' own time limit, all calls together: a model that stalls
+        // never holds up the run (the lexicon scores what it did not).
+        let deadline = tokio::time::Instant::now() + self.timeout;
         for chunk in todo.chunks(SCORED_PER_CALL).take(CALLS_PER_RUN) {
             if !rt.budget.take("plugins:sentiment") {
                 break;
             }
             let texts: Vec<&str> = chunk.iter().map(|i| reviews[*i].1.text.as_str()).collect();
-            let (_, answer) = rt.generator.complete(sentiment::prompt(&texts)).await;
-            match answer.map(|raw| sentiment::parse_scores(&raw, texts.len())) {
-                Ok(Some(scores)) => {
+            let raw = match tokio::time::timeout_at(deadline, rt.generator.complete(sentiment::prompt(&texts))).await {
+                Ok((_, Ok(raw))) => raw,
+                // A model that fails or stalls is not asked again this run (nor charged again).
+                Ok((_, Err(e))) => {
+                    tracing::warn!(error = %e, "the model did not score the reviews; the lexicon does");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "the model did not score the reviews within {} ms; the lexicon does",
+                        self.timeout.as_millis()
+                    );
+                    break;
+                }
+            };
+            match sentiment::parse_scores(&raw, texts.len()) {
+                Some(scores) => {
                     let mut known = self.scores.lock().expect("scores");
                     for (i, x) in chunk.iter().zip(scores) {
                         reviews[*i].1.model_score = Some(x);
                         known.put(reviews[*i].0.clone(), x);
                     }
                 }
-                Ok(None) => {
-                    tracing::warn!("the model's sentiment scores were refused; the lexicon scores those reviews")
-                }
-                Err(e) => tracing::warn!(error = %e, "the model did not score the reviews; the lexicon does"),
+                None => tracing::warn!("the model's sentiment scores were refused; the lexicon scores those reviews"),
             }
         }
     }

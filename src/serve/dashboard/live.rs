@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use mall_projections::optimization::OPTIMIZATION_LOG;
+use mall_projections::optimization::{OPTIMIZATION_LOG, pos_key};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -18,6 +18,8 @@ use crate::readside::Filter;
 /// The page's script: no framework, no build step.
 const SCRIPT: &str = include_str!("live.js");
 const TICK: Duration = Duration::from_secs(1);
+/// The most decisions one tick sends.
+const MAX_A_TICK: usize = 200;
 
 /// `GET /admin/autonomous/live.js`.
 pub async fn script(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -99,14 +101,11 @@ async fn frame(c: &mut Cursor) -> String {
     }
     let counts = counts(&c.state, &mut c.last).await;
     out.push_str(&format!("event: counts\ndata: {counts}\n\n"));
-    match c.state.read.rows("optimization", OPTIMIZATION_LOG, Filter::Last(20)).await {
+    // Every row past the cursor, a page a tick (what does not fit comes the next second).
+    let after = pos_key(c.since);
+    match c.state.read.rows("optimization", OPTIMIZATION_LOG, Filter::After(&after, MAX_A_TICK)).await {
         Ok(rows) => {
-            let mut new: Vec<_> = rows
-                .iter()
-                .filter(|r| r.get("position").and_then(Value::as_u64).is_some_and(|p| p > c.since))
-                .collect();
-            new.sort_by_key(|r| r.get("position").and_then(Value::as_u64));
-            for r in new {
+            for r in &rows {
                 c.since = c.since.max(r.get("position").and_then(Value::as_u64).unwrap_or(0));
                 out.push_str(&format!("event: decision\ndata: {}\n\n", decision_json(r)));
             }
