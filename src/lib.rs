@@ -12,6 +12,7 @@
 //! - [`readside`]: the projections a server follows, and their in-server rebuilds.
 
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod model;

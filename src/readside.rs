@@ -79,6 +79,8 @@ pub struct Followed {
     saved: AtomicU64,
     /// The checkpoint of the image this projection started from, if it did.
     pub started_from_image: Option<Position>,
+    /// Set when the read side stops: no follower starts after.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The read side of one server.
@@ -91,6 +93,9 @@ pub struct ReadSide {
     /// Where images of in-memory tables are kept (none: every start replays the log).
     images: Option<PathBuf>,
 }
+
+/// How often a node reads the checkpoints of projections other nodes follow.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(50);
 
 /// How often in-memory tables are saved as images while the server runs.
 const IMAGE_EVERY: Duration = Duration::from_secs(300);
@@ -120,10 +125,14 @@ pub enum Filter<'a> {
 impl ReadSide {
     /// Opens the sinks (PostgreSQL when `database_url` is given; otherwise in memory, from the
     /// images in `images` where they are of this log) and starts following the log.
+    ///
+    /// With `leases` (several nodes on one PostgreSQL), a projection is followed here only while
+    /// this node holds its lease; the others' progress is read from their checkpoint rows.
     pub async fn start(
         store: Arc<dyn EventStore>,
         database_url: Option<String>,
         images: Option<PathBuf>,
+        leases: Option<Arc<crate::cluster::Leases>>,
     ) -> Result<Arc<Self>, SinkError> {
         if let Some(dir) = &images {
             std::fs::create_dir_all(dir)
@@ -156,8 +165,12 @@ impl ReadSide {
                 rebuild: Mutex::new(Progress::default()),
                 saved: AtomicU64::new(checkpoint),
                 started_from_image,
+                closed: std::sync::atomic::AtomicBool::new(false),
             });
-            spawn_follower(&store, &f);
+            match &leases {
+                Some(l) => spawn_owned(&store, &f, l.lease(&crate::cluster::projection_lease(f.projection.name()))),
+                None => spawn_follower(&store, &f),
+            }
             followed.push(f);
         }
         let pool = match &database_url {
@@ -179,6 +192,18 @@ impl ReadSide {
             None => None,
         };
         let read = Arc::new(Self { store, database_url, followed, pool, images });
+        if leases.is_some() {
+            let weak = Arc::downgrade(&read);
+            actix_web::rt::spawn(async move {
+                loop {
+                    tokio::time::sleep(CHECKPOINT_POLL).await;
+                    let Some(read) = weak.upgrade() else { return };
+                    if let Err(e) = read.poll_checkpoints().await {
+                        tracing::debug!(error = %e, "cannot read the projections' checkpoints");
+                    }
+                }
+            });
+        }
         if read.images.is_some() {
             let weak = Arc::downgrade(&read);
             actix_web::rt::spawn(async move {
@@ -387,9 +412,35 @@ impl ReadSide {
         self.followed.iter().find(|f| f.projection.name() == name).cloned()
     }
 
+    /// Moves each projection's position to its checkpoint row's (written by whichever node
+    /// follows it), so that reads here wait for `min_position` as on the node that writes.
+    async fn poll_checkpoints(&self) -> Result<(), SinkError> {
+        let Some(pool) = &self.pool else { return Ok(()) };
+        let c = pool.get().await.map_err(|e| SinkError::Backend(e.to_string()))?;
+        let names: Vec<&str> = self.followed.iter().map(|f| f.projection.name()).collect();
+        let rows = c
+            .query("SELECT name, position FROM mall_projection_checkpoints WHERE name = ANY($1)", &[&names])
+            .await
+            .map_err(|e| SinkError::Backend(e.to_string()))?;
+        for r in rows {
+            let (name, at): (String, i64) = (r.get(0), r.get(1));
+            if let Some(f) = self.get(&name) {
+                f.applied.send_if_modified(|p| {
+                    let ahead = at as Position > *p;
+                    if ahead {
+                        *p = at as Position;
+                    }
+                    ahead
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Stops every follower.
     pub fn stop(&self) {
         for f in &self.followed {
+            f.closed.store(true, Ordering::Relaxed);
             if let Some(s) = f.stop.lock().expect("stop").take() {
                 let _ = s.send(true);
             }
@@ -574,6 +625,28 @@ async fn load_image(
         "loaded the tables from their image"
     );
     Ok(Some(sink))
+}
+
+/// Follows the projection while this node holds its lease, and stops following when it is lost.
+fn spawn_owned(store: &Arc<dyn EventStore>, f: &Arc<Followed>, lease: Arc<crate::cluster::Lease>) {
+    let (store, f) = (store.clone(), f.clone());
+    actix_web::rt::spawn(async move {
+        let mut held = lease.watch();
+        loop {
+            let mine = held.borrow_and_update().is_some();
+            let following = f.stop.lock().expect("stop").is_some();
+            if mine && !following && !f.closed.load(Ordering::Relaxed) {
+                tracing::info!(projection = f.projection.name(), "following the projection (this node holds it)");
+                spawn_follower(&store, &f);
+            } else if !mine && let Some(s) = f.stop.lock().expect("stop").take() {
+                tracing::info!(projection = f.projection.name(), "no longer following the projection");
+                let _ = s.send(true);
+            }
+            if held.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 fn spawn_follower(store: &Arc<dyn EventStore>, f: &Arc<Followed>) {

@@ -49,4 +49,6 @@ pub use domain::DomainEvent;
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use envelope::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
 pub use ids::{Position, StreamId};
-pub use store::{Direction, EventStore, Limits, StoreError, StoreHealth, StoreStats, Subscription, subscribe_all};
+pub use store::{
+    Direction, EventStore, Fence, Limits, StoreError, StoreHealth, StoreStats, Subscription, subscribe_all,
+};

@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use crate::envelope::{AppendResult, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::ids::{Position, StreamId};
-use crate::store::{Direction, EventStore, KnownEvent, Limits, StoreError, StoreStats, check_retry};
+use crate::store::{Direction, EventStore, Fence, KnownEvent, Limits, StoreError, StoreStats, check_retry};
 
 mod embedded_schema {
     refinery::embed_migrations!("../schema");
@@ -73,6 +73,7 @@ struct Request {
     stream: StreamId,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
+    fence: Option<Fence>,
     reply: oneshot::Sender<Result<AppendResult, StoreError>>,
 }
 
@@ -137,6 +138,23 @@ impl PgStore {
         let notified = watch::Sender::new(head);
         let listener = tokio::spawn(listen_task(config.url.clone(), notified.clone()));
         Ok(Self { config, pool, writer: std::sync::Mutex::new(Some(tx)), notified, listener })
+    }
+
+    /// Hands a request to the writer and waits for its outcome.
+    async fn send(
+        &self,
+        fence: Option<Fence>,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.config.limits.check(&events)?;
+        let tx = self.writer.lock().expect("writer lock").clone().ok_or(StoreError::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Request { stream: stream.clone(), expected, events, fence, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -285,9 +303,9 @@ async fn writer_task(url: String, mut rx: mpsc::Receiver<Request>) {
     }
 }
 
-/// The statement that appends a group in one round trip (`mall_append`, schema V17).
+/// The statement that appends a group in one round trip (`mall_append`, schemas V17 and V18).
 const APPEND: &str = "SELECT outcome, first_position, last_position, version FROM \
-                      mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+                      mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// Runs one group as one statement (one round trip): `None` when an event id of the group is in
 /// the log already or twice in the group — the caller then runs [`commit_group`], which tells
@@ -320,6 +338,8 @@ async fn append_group(
     let correlations: Vec<Option<Uuid>> = events().map(|e| e.correlation_id).collect();
     let causations: Vec<Option<Uuid>> = events().map(|e| e.causation_id).collect();
     let payloads: Vec<&[u8]> = events().map(|e| e.payload.as_slice()).collect();
+    let leases: Vec<Option<&str>> = group.iter().map(|r| r.fence.as_ref().map(|f| f.lease.as_str())).collect();
+    let tokens: Vec<Option<i64>> = group.iter().map(|r| r.fence.as_ref().map(|f| f.token)).collect();
     let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
     let rows = client
         .query(
@@ -336,6 +356,8 @@ async fn append_group(
                 &causations,
                 &payloads,
                 &recorded_at,
+                &leases,
+                &tokens,
             ],
         )
         .await?;
@@ -348,23 +370,29 @@ async fn append_group(
             .zip(&rows)
             .map(|(req, row)| {
                 let version = row.get::<_, i64>(3) as u64;
-                if row.get::<_, &str>(0) == "ok" {
-                    Ok(AppendResult {
+                match row.get::<_, &str>(0) {
+                    "ok" => Ok(AppendResult {
                         first_position: row.get::<_, i64>(1) as Position,
                         last_position: row.get::<_, i64>(2) as Position,
                         stream_version: version,
                         deduplicated: false,
-                    })
-                } else {
-                    Err(StoreError::WrongExpectedVersion {
+                    }),
+                    "fenced" => Err(fenced(req)),
+                    _ => Err(StoreError::WrongExpectedVersion {
                         stream: req.stream.clone(),
                         expected: req.expected,
                         actual: version,
-                    })
+                    }),
                 }
             })
             .collect(),
     ))
+}
+
+/// The refusal of a request whose lease moved on.
+fn fenced(req: &Request) -> StoreError {
+    let f = req.fence.clone().unwrap_or(Fence { lease: String::new(), token: 0 });
+    StoreError::Fenced { lease: f.lease, token: f.token }
 }
 
 /// Runs one group in one transaction; per-request refusals are returned, not raised.
@@ -385,6 +413,21 @@ async fn commit_group(
         .filter_map(|r| row_to_event(r).ok())
         .map(|e| (e.event_id, e))
         .collect();
+    // The leases the group's requests act for, as they stand (read FOR SHARE: a takeover, which
+    // raises the token, waits for this transaction).
+    let lease_names: Vec<&str> = group.iter().filter_map(|r| r.fence.as_ref().map(|f| f.lease.as_str())).collect();
+    let held: Vec<(String, i64)> = if lease_names.is_empty() {
+        Vec::new()
+    } else {
+        tx.query(
+            "SELECT name, token FROM mall_leases WHERE name = ANY($1) AND expires_at > clock_timestamp() FOR SHARE",
+            &[&lease_names],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    };
     let names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
     let mut versions: HashMap<String, u64> = tx
         .query("SELECT stream_id, version FROM mall_streams WHERE stream_id = ANY($1)", &[&names])
@@ -430,6 +473,12 @@ async fn commit_group(
                 results.push(Err(e));
                 continue;
             }
+        }
+        if let Some(f) = &req.fence
+            && !held.iter().any(|(name, token)| *name == f.lease && *token == f.token)
+        {
+            results.push(Err(fenced(req)));
+            continue;
         }
         let actual = versions.get(req.stream.as_str()).copied().unwrap_or(0);
         if !req.expected.accepts(actual) {
@@ -556,11 +605,17 @@ impl EventStore for PgStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        self.config.limits.check(&events)?;
-        let tx = self.writer.lock().expect("writer lock").clone().ok_or(StoreError::Closed)?;
-        let (reply, rx) = oneshot::channel();
-        tx.send(Request { stream: stream.clone(), expected, events, reply }).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.send(None, stream, expected, events).await
+    }
+
+    async fn append_fenced(
+        &self,
+        fence: &Fence,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.send(Some(fence.clone()), stream, expected, events).await
     }
 
     async fn read_stream(

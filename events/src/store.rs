@@ -55,6 +55,18 @@ pub enum StoreError {
     /// A database backend failed.
     #[error("backend: {0}")]
     Backend(String),
+    /// The append was made under a lease that has moved on (another node holds it now) or
+    /// lapsed: this process no longer owns what it acted for, and nothing was written.
+    #[error("lease {lease} (token {token}) is no longer held by this node; nothing was written")]
+    Fenced { lease: String, token: i64 },
+}
+
+/// A lease's fencing token, carried by every append made on behalf of what the lease owns. A
+/// backend that keeps leases refuses the append once the lease has another token or has lapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub lease: String,
+    pub token: i64,
 }
 
 impl StoreError {
@@ -73,6 +85,7 @@ impl StoreError {
                 | StoreError::BatchTooLarge { .. }
                 | StoreError::WrongExpectedVersion { .. }
                 | StoreError::IdConflict { .. }
+                | StoreError::Fenced { .. }
         )
     }
 }
@@ -200,6 +213,21 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError>;
+
+    /// [`append`](Self::append) on behalf of a lease: refused with [`StoreError::Fenced`] when
+    /// the lease is no longer held with `fence.token`. A backend without leases (one process per
+    /// log: the embedded store locks its directory) has no other holder to fence off, and
+    /// appends.
+    async fn append_fenced(
+        &self,
+        fence: &Fence,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let _ = fence;
+        self.append(stream, expected, events).await
+    }
 
     /// Reads up to `limit` events of a stream from `from_version` (inclusive) in `direction`;
     /// `u64::MAX` reading backward means "from the end".

@@ -110,6 +110,9 @@ pub fn apply_op(table: &TableDef, key: &str, row: Option<Row>, op: Op) -> Option
             Some(r)
         }
         Op::Decay { score, at, weight, time, half_life_days } => {
+            // At the precision the tables keep (microseconds): a row read back from PostgreSQL in
+            // a later batch then decays exactly as the row kept in memory within one batch.
+            let time = chrono::SubsecRound::trunc_subsecs(time, 6);
             let mut r = row.unwrap_or_else(fresh);
             let old_score = r.get(score).and_then(Value::as_f64).unwrap_or(0.0);
             let old_at =
@@ -192,5 +195,24 @@ mod tests {
         let b = apply_op(&D, "b", Some(b), decay(1.0, t(2000))).unwrap();
         assert!((a["score"].as_f64().unwrap() - 1.5).abs() < 1e-12);
         assert!((b["score"].as_f64().unwrap() - 1.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_decayed_row_read_back_at_microseconds_decays_as_the_row_kept_in_memory() {
+        use chrono::TimeZone;
+        const D: TableDef =
+            TableDef { name: "d", key: "id", defaults: || crate::row! { "score" => 0.0, "at" => Value::Null } };
+        let decay = |time| Op::Decay { score: "score", at: "at", weight: 1.0, time, half_life_days: 7.0 };
+        // Signal times with nanoseconds, as clients send them.
+        let first = chrono::Utc.timestamp_opt(1_760_000_000, 123_456_789).unwrap();
+        let second = chrono::Utc.timestamp_opt(1_760_003_600, 987_654_321).unwrap();
+        let kept = apply_op(&D, "a", None, decay(first)).unwrap();
+        // What PostgreSQL gives back: the time at microseconds.
+        let mut read_back = kept.clone();
+        let at: chrono::DateTime<chrono::Utc> = kept["at"].as_str().unwrap().parse().unwrap();
+        read_back.insert("at".into(), serde_json::json!(chrono::SubsecRound::trunc_subsecs(at, 6)));
+        let one_batch = apply_op(&D, "a", Some(kept), decay(second)).unwrap();
+        let two_batches = apply_op(&D, "a", Some(read_back), decay(second)).unwrap();
+        assert_eq!(one_batch, two_batches);
     }
 }

@@ -102,6 +102,7 @@ impl From<StoreError> for ApiError {
             StoreError::IdConflict { .. } => {
                 ApiError { field: Some("id".into()), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()) }
             }
+            StoreError::Fenced { .. } => ApiError::unavailable(format!("{e}; another node owns it now: retry")),
             _ => {
                 tracing::error!(error = %e, "event store failure");
                 ApiError::unavailable("the event log is unavailable; nothing of this request was acknowledged")

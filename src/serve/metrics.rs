@@ -186,6 +186,24 @@ pub struct MeteredStore {
     pub metrics: Arc<Metrics>,
 }
 
+impl MeteredStore {
+    /// Counts and times an append of `n` events by its outcome.
+    fn timed(&self, n: u64, started: Instant, r: Result<AppendResult, StoreError>) -> Result<AppendResult, StoreError> {
+        let outcome = match &r {
+            Ok(_) => {
+                self.metrics.appended.inc_by(n);
+                "ok"
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => "conflict",
+            Err(StoreError::Fenced { .. }) => "fenced",
+            Err(e) if e.is_rejection() => "rejected",
+            Err(_) => "error",
+        };
+        self.metrics.append_seconds.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+        r
+    }
+}
+
 #[async_trait]
 impl EventStore for MeteredStore {
     async fn append(
@@ -194,20 +212,21 @@ impl EventStore for MeteredStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        let n = events.len() as u64;
-        let started = Instant::now();
+        let (n, started) = (events.len() as u64, Instant::now());
         let r = self.inner.append(stream, expected, events).await;
-        let outcome = match &r {
-            Ok(_) => {
-                self.metrics.appended.inc_by(n);
-                "ok"
-            }
-            Err(StoreError::WrongExpectedVersion { .. }) => "conflict",
-            Err(e) if e.is_rejection() => "rejected",
-            Err(_) => "error",
-        };
-        self.metrics.append_seconds.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
-        r
+        self.timed(n, started, r)
+    }
+
+    async fn append_fenced(
+        &self,
+        fence: &mall_events::Fence,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let (n, started) = (events.len() as u64, Instant::now());
+        let r = self.inner.append_fenced(fence, stream, expected, events).await;
+        self.timed(n, started, r)
     }
 
     async fn read_stream(

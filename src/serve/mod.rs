@@ -17,6 +17,7 @@ pub mod autonomous;
 pub mod dashboard;
 pub mod error;
 pub mod evolution;
+pub mod forward;
 pub mod health;
 pub mod ingest;
 pub mod intelligence;
@@ -130,8 +131,28 @@ pub struct ServeArgs {
     /// without a district, every district's; scaled to sum 1). Default 0.4,0.3,0.2,0.1.
     #[arg(long = "score-weights", env = "MALL_SCORE_WEIGHTS", value_delimiter = ';', value_parser = parse_weights)]
     pub score_weights: Vec<(Option<String>, ranking::Weights)>,
+    /// This node's name among the nodes sharing one PostgreSQL (default: one kept in the data
+    /// directory, so that a restarted node takes its own leases back at once).
+    #[arg(long, env = "MALL_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The URL other nodes forward requests for the autonomous core to when this node owns it
+    /// (default: `http://` and the address bound).
+    #[arg(long, env = "MALL_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Seconds a lease lasts unless renewed (renewed every fifth of it): a node that dies has its
+    /// share taken over within 1.2 times this.
+    #[arg(long, env = "MALL_LEASE_TTL", default_value_t = 5.0, value_parser = parse_ttl)]
+    pub lease_ttl: f64,
     #[command(flatten)]
     pub llm: crate::model::LlmArgs,
+}
+
+fn parse_ttl(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.5..=300.0).contains(&v) {
+        return Err("a lease lasts 0.5 to 300 seconds".into());
+    }
+    Ok(v)
 }
 
 fn parse_weights(s: &str) -> Result<(Option<String>, ranking::Weights), String> {
@@ -207,6 +228,12 @@ pub struct AppState {
     pub sessions: dashboard::Sessions,
     /// Turns true when the server begins to stop (long-lived streams end then).
     pub draining: tokio::sync::watch::Receiver<bool>,
+    /// This node's leases (on PostgreSQL; none on the embedded store, whose process owns all).
+    pub leases: Option<Arc<crate::cluster::Leases>>,
+    /// The autonomous core's lease: requests for the core go to the node holding it.
+    pub core_lease: Arc<crate::cluster::Lease>,
+    /// Forwards requests for the core to its owner.
+    pub forwarder: reqwest::Client,
 }
 
 /// Every route: its path and methods (what `routes` serves; the API tests walk this list).
@@ -388,6 +415,8 @@ pub struct Started {
     read: Arc<crate::readside::ReadSide>,
     snapshots: Arc<FsSnapshots>,
     store: Arc<dyn EventStore>,
+    /// Held while the node runs (one process per data directory).
+    _node_lock: Option<std::fs::File>,
 }
 
 /// Opens the store, starts the actors and the router, and binds the HTTP server (inside an actix
@@ -401,6 +430,37 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let snapshot_dir = args.snapshot_dir.clone().unwrap_or_else(|| store_args.data_dir.join("snapshots"));
     let snapshots =
         Arc::new(FsSnapshots::open(&snapshot_dir).with_context(|| format!("cannot open {}", snapshot_dir.display()))?);
+    // Bound first: the address is this node's among the nodes sharing the database.
+    let listener =
+        std::net::TcpListener::bind(&args.bind).with_context(|| format!("cannot listen on {}", args.bind))?;
+    let base = format!("http://{}", listener.local_addr().context("bound to no address")?);
+    // On PostgreSQL, what this node owns is leased (several nodes may share the database); the
+    // embedded store is one process's, which owns everything.
+    let (leases, node_lock) = match (&store_args.store, &store_args.database_url) {
+        (crate::store::StoreKind::Postgres, Some(url)) => {
+            let (id, lock) = node_identity(args, &store_args.data_dir)?;
+            let names = std::iter::once(crate::cluster::AUTONOMOUS.to_string())
+                .chain(crate::readside::projections().iter().map(|p| crate::cluster::projection_lease(p.name())))
+                .collect();
+            let config = crate::cluster::NodeConfig {
+                id,
+                url: args.advertise.clone().unwrap_or_else(|| base.clone()),
+                ttl: Duration::from_secs_f64(args.lease_ttl),
+            };
+            let leases = crate::cluster::Leases::join(url, config, names).await.context("cannot join the nodes")?;
+            (Some(leases), Some(lock))
+        }
+        _ => (None, None),
+    };
+    let core_lease = match &leases {
+        Some(l) => l.lease(crate::cluster::AUTONOMOUS),
+        None => crate::cluster::Lease::always(crate::cluster::AUTONOMOUS),
+    };
+    // What the autonomous core writes carries its lease's token.
+    let write_store: Arc<dyn EventStore> = match &leases {
+        Some(_) => Arc::new(crate::cluster::FencedStore { inner: store.clone(), lease: core_lease.clone() }),
+        None => store.clone(),
+    };
     let (generator, embedder) = args.llm.executors()?;
     let generator: Arc<dyn mall_actors::executors::Generator> =
         Arc::new(metrics::MeteredGenerator { inner: generator, metrics: metrics.clone() });
@@ -427,16 +487,17 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
             }
         });
     }
-    let rt = Runtime::new(store.clone(), snapshots.clone(), generator, embedder, config);
+    let rt = Runtime::new(write_store.clone(), snapshots.clone(), generator, embedder, config);
     let arbiters = (0..2).map(|_| actix::Arbiter::new().handle()).collect();
     let actors = Actors::new(rt, arbiters);
     actors.load_catalog().await.context("cannot load the catalog from the log")?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let read_url =
         (store_args.store == crate::store::StoreKind::Postgres).then(|| store_args.database_url.clone()).flatten();
-    let read = crate::readside::ReadSide::start(store.clone(), read_url, Some(snapshot_dir.join("readside")))
-        .await
-        .context("cannot start the read side")?;
+    let read =
+        crate::readside::ReadSide::start(store.clone(), read_url, Some(snapshot_dir.join("readside")), leases.clone())
+            .await
+            .context("cannot start the read side")?;
 
     // The autonomous core: the task queue (folded from the log) and the job runner.
     use mall_actors::autonomous::{jobs, scheduler};
@@ -444,8 +505,8 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let concurrency = args.task_concurrency.clamp(1, 1_024);
     let core_config =
         scheduler::Config { concurrency, per_system: concurrency.div_ceil(2), ..scheduler::Config::default() };
-    let core = scheduler::Scheduler::load_with(
-        store.clone(),
+    let core = scheduler::Scheduler::open(
+        write_store.clone(),
         clock.clone(),
         Arc::new(autonomous::RuntimeBudget(actors.rt.clone())),
         core_config,
@@ -470,7 +531,8 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     core.register("district_evolution", "write_voice", Arc::new(evolution::WriteVoice(evolving.clone())));
     core.register("district_evolution", "sweep", Arc::new(evolution::Sweep(evolving.clone())));
     core.register("self_healing", "sweep", Arc::new(health::Check(healing.clone())));
-    let merchandise = merchandising::Merchandising::new(store.clone(), read.clone(), score_config(&args.score_weights));
+    let merchandise =
+        merchandising::Merchandising::new(write_store.clone(), read.clone(), score_config(&args.score_weights));
     core.register("merchandising", "sweep", Arc::new(merchandising::Sweep(merchandise.clone())));
     let analysing = analytics::Analytics::new(actors.clone(), read.clone());
     let _ = analysing.scheduler.set(Arc::downgrade(&core));
@@ -494,8 +556,9 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     );
     let _ = extensions.scheduler.set(Arc::downgrade(&core));
     core.register("plugins", "sweep", Arc::new(plugins::Sweep(extensions.clone())));
-    // The actors start once their decisions have somewhere to go.
-    let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
+    // The actors start once their decisions have somewhere to go; they decide only on the node
+    // that owns the core (the catalog follows the log on every node).
+    let router = actix_web::rt::spawn(actors.clone().run_owned(shutdown_rx.clone(), core_lease.watch()));
     let every: std::collections::BTreeMap<String, i64> = args.jobs.iter().filter(|(_, s)| *s > 0).cloned().collect();
     let off: Vec<String> = args.jobs.iter().filter(|(_, s)| *s == 0).map(|(n, _)| n.clone()).collect();
     let mut work = autonomous::job_work(&read);
@@ -507,14 +570,31 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     work.insert("plugin_hooks", Arc::new(plugins::HooksJob));
     work.insert("analytics_narratives", Arc::new(analytics::NarrativesJob(analysing.clone())));
     let runner = Arc::new(jobs::Runner::new(core.clone(), clock, &every, &off, work));
-    let core_tasks = vec![
-        actix_web::rt::spawn(core.clone().run(shutdown_rx.clone())),
-        actix_web::rt::spawn(runner.clone().run(shutdown_rx.clone())),
-        actix_web::rt::spawn(healing.clone().deliver(shutdown_rx.clone())),
-        actix_web::rt::spawn(evolving.clone().watch_tests(shutdown_rx.clone())),
-        actix_web::rt::spawn(merchandise.clone().watch_tests(shutdown_rx.clone())),
-        actix_web::rt::spawn(posting.clone().publish(shutdown_rx.clone())),
-        actix_web::rt::spawn(extensions.clone().watch(shutdown_rx.clone())),
+    // The core's loops run while this node holds its lease.
+    let loops = {
+        let (core, runner, healing, evolving) = (core.clone(), runner.clone(), healing.clone(), evolving.clone());
+        let (merchandise, posting, extensions) = (merchandise.clone(), posting.clone(), extensions.clone());
+        move |term: tokio::sync::watch::Receiver<bool>| {
+            vec![
+                actix_web::rt::spawn(core.clone().run(term.clone())),
+                actix_web::rt::spawn(runner.clone().run(term.clone())),
+                actix_web::rt::spawn(healing.clone().deliver(term.clone())),
+                actix_web::rt::spawn(evolving.clone().watch_tests(term.clone())),
+                actix_web::rt::spawn(merchandise.clone().watch_tests(term.clone())),
+                actix_web::rt::spawn(posting.clone().publish(term.clone())),
+                actix_web::rt::spawn(extensions.clone().watch(term)),
+            ]
+        }
+    };
+    let take_over = {
+        let core = core.clone();
+        move || -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+            let core = core.clone();
+            Box::pin(async move { core.take_over().await.map_err(|e| e.to_string()) })
+        }
+    };
+    let mut core_tasks = vec![
+        actix_web::rt::spawn(crate::cluster::own(core_lease.clone(), take_over, loops, shutdown_rx.clone())),
         actix_web::rt::spawn(metrics.clone().follow(
             store.clone(),
             store.stats().await?.last_position + 1,
@@ -526,8 +606,10 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         limits::Limit { per_second: args.ingest_rate, burst: args.ingest_burst },
         limits::Limit { per_second: args.read_rate, burst: args.read_burst },
     );
-    let mut core_tasks = core_tasks;
     core_tasks.push(actix_web::rt::spawn(limits.clone().tidy(shutdown_rx.clone())));
+    if let Some(l) = &leases {
+        core_tasks.push(actix_web::rt::spawn(l.clone().run(shutdown_rx.clone())));
+    }
     let admin = std::env::var("MALL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let generated_token = admin.is_none();
     let admin = admin.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
@@ -556,6 +638,9 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         limits: limits.clone(),
         sessions: dashboard::Sessions::default(),
         draining: draining_rx,
+        leases: leases.clone(),
+        core_lease,
+        forwarder: forward::client(),
     });
     // Requests by route pattern, method and status (a path no route matches is `UNKNOWN`).
     let requests = actix_web_prom::PrometheusMetricsBuilder::new("mall")
@@ -566,6 +651,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
 
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(forward::to_owner))
             .wrap(actix_web::middleware::from_fn(limits::limit))
             .wrap(requests.clone())
             .wrap(actix_web::middleware::from_fn(trace::span))
@@ -578,8 +664,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     if let Some(w) = args.workers {
         server = server.workers(w.max(1));
     }
-    let server = server.bind(&args.bind).with_context(|| format!("cannot listen on {}", args.bind))?;
-    let base = server.addrs().first().map(|a| format!("http://{a}")).context("bound to no address")?;
+    let server = server.listen(listener).with_context(|| format!("cannot listen on {}", args.bind))?;
     // Signals are handled by the caller, not by actix-server, which would stop the whole actix
     // system (and the actors' arbiters with it) before the actors could save their snapshots.
     let server = server.disable_signals().run();
@@ -598,7 +683,43 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         read,
         snapshots,
         store,
+        _node_lock: node_lock,
     })
+}
+
+/// This node's name and the lock that keeps one process per data directory: the name given, or
+/// the one kept in the data directory (made on the first start). One process at a time holds a
+/// name, so a restarted node may take its own leases back from the process it replaces.
+fn node_identity(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Result<(String, std::fs::File)> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let lock_path = data_dir.join("node.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        anyhow::bail!("{} is in use by another mall node (one node per data directory)", data_dir.display());
+    }
+    let id = match &args.node_id {
+        Some(id) => id.clone(),
+        None => {
+            let path = data_dir.join("node-id");
+            match std::fs::read_to_string(&path) {
+                Ok(id) if !id.trim().is_empty() => id.trim().to_string(),
+                _ => {
+                    let id = format!("node-{}", uuid::Uuid::new_v4().simple());
+                    std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+                    id
+                }
+            }
+        }
+    };
+    if id.is_empty() || id.len() > 100 || id.chars().any(char::is_control) {
+        anyhow::bail!("--node-id must be 1-100 characters without control characters");
+    }
+    Ok((id, lock))
 }
 
 /// Stops a started server: long-lived streams end, then requests drain.

@@ -140,5 +140,13 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             "districts": state.actors.districts.resident(),
             "shoppers": state.actors.shoppers.resident(),
         },
+        "node": state.leases.as_ref().map(|l| json!({
+            "id": l.config.id,
+            "url": l.config.url,
+            "holds": l.held(),
+            "owns_core": state.core_lease.token().is_some(),
+            "nodes_alive": l.alive.load(std::sync::atomic::Ordering::Relaxed),
+            "owners": l.owners(),
+        })),
     })))
 }

@@ -208,6 +208,20 @@ impl Scheduler {
         config: Config,
         snapshots: Option<Arc<dyn SnapshotStore>>,
     ) -> Result<Arc<Self>, CoreError> {
+        let core = Self::open(store, clock, budget, config, snapshots).await?;
+        core.take_over().await?;
+        Ok(core)
+    }
+
+    /// Folds the core's stream (from the saved image when it is of this log) without writing:
+    /// the queue as the log has it, for a process that is not (yet) the stream's writer.
+    pub async fn open(
+        store: Arc<dyn EventStore>,
+        clock: Arc<dyn Clock>,
+        budget: Arc<dyn BudgetView>,
+        config: Config,
+        snapshots: Option<Arc<dyn SnapshotStore>>,
+    ) -> Result<Arc<Self>, CoreError> {
         let stream = StreamId::parse(mall_events::autonomous::STREAM).expect("a valid stream id");
         let mut queue = Queue::new(config.aging);
         let (mut version, mut last_event) = (0, None);
@@ -223,20 +237,6 @@ impl Scheduler {
             }
         }
         let saved = version;
-        loop {
-            let batch = store.read_stream(&stream, version + 1, Direction::Forward, 10_000).await?;
-            let Some(last) = batch.last() else { break };
-            version = last.stream_version;
-            last_event = Some(last.event_id);
-            for e in &batch {
-                match e.decode() {
-                    Ok(d) => queue.evolve(&d),
-                    Err(err) => {
-                        tracing::warn!(position = e.position, error = %err, "a core event that does not decode is passed by")
-                    }
-                }
-            }
-        }
         let core = Arc::new(Scheduler {
             store,
             clock,
@@ -248,8 +248,37 @@ impl Scheduler {
             stream,
             snapshots,
         });
-        let now = core.clock.now();
+        core.catch_up(&mut *core.state.lock().await).await?;
+        Ok(core)
+    }
+
+    /// Folds what the core's stream holds after the state's version (written by the process
+    /// that was its writer before this one).
+    async fn catch_up(&self, state: &mut State) -> Result<(), CoreError> {
+        loop {
+            let batch = self.store.read_stream(&self.stream, state.version + 1, Direction::Forward, 10_000).await?;
+            let Some(last) = batch.last() else { return Ok(()) };
+            state.version = last.stream_version;
+            state.last_event = Some(last.event_id);
+            for e in &batch {
+                match e.decode() {
+                    Ok(d) => state.queue.evolve(&d),
+                    Err(err) => {
+                        tracing::warn!(position = e.position, error = %err, "a core event that does not decode is passed by")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Becomes the stream's writer: folds what others wrote since, and fails, to be run again,
+    /// every task that was running when its last writer stopped (or died) — the server's own
+    /// start, or this node taking the core over from another.
+    pub async fn take_over(&self) -> Result<(), CoreError> {
+        let core = self;
         let mut state = core.state.lock().await;
+        core.catch_up(&mut state).await?;
+        let now = core.clock.now();
         let interrupted: Vec<DomainEvent> = state
             .queue
             .running_tasks()
@@ -265,8 +294,7 @@ impl Scheduler {
             })
             .collect();
         core.append(&mut state, interrupted).await?;
-        drop(state);
-        Ok(core)
+        Ok(())
     }
 
     /// Registers the executor of a system's action.

@@ -139,15 +139,52 @@ impl Actors {
     }
 
     /// Follows the log from the saved checkpoint until `shutdown` fires.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let from = self.checkpoint().await;
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        self.run_owned(shutdown, watch::channel(Some(0)).1).await
+    }
+
+    /// Follows the log until `shutdown` fires, delivering to the actors only while `owner` holds
+    /// a token (this node owns the actors); the catalog follows the log always. A node that
+    /// becomes the owner delivers again what the log holds after its own saved checkpoint (the
+    /// actors pass by what they folded); one that stops being it passivates its actors.
+    pub async fn run_owned(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+        mut owner: watch::Receiver<Option<i64>>,
+    ) {
+        let mut owning = *owner.borrow_and_update();
+        let from =
+            if owning.is_some() { self.checkpoint().await } else { self.rt.catalog.read().expect("catalog").seen() };
         // `send_replace` stores the value even while nobody listens (`send` would drop it).
         self.delivered.send_replace(from);
         let mut sub = subscribe_all(self.rt.store.clone(), from + 1);
         let (mut rounds, mut unsaved): (u64, Option<Arc<RecordedEvent>>) = (0, None);
+        let mut followed = from;
         loop {
             let first = tokio::select! {
                 e = sub.next() => e,
+                changed = owner.changed(), if changed_ok(&owner) => {
+                    let now = if changed.is_ok() { *owner.borrow_and_update() } else { None };
+                    if now == owning {
+                        continue;
+                    }
+                    // Another holder may have acted in between: what is resident is passed by.
+                    if owning.is_some() {
+                        tracing::info!("this node no longer owns the actors (as it did): passivating them");
+                        futures_util::future::join3(
+                            self.products.passivate_all(),
+                            self.districts.passivate_all(),
+                            self.shoppers.passivate_all(),
+                        )
+                        .await;
+                    }
+                    if now.is_some() {
+                        tracing::info!("this node owns the actors now: delivering what it has not");
+                        self.catch_up(followed).await;
+                    }
+                    owning = now;
+                    continue;
+                }
                 _ = shutdown.changed() => {
                     if let Some(last) = unsaved {
                         self.save_catalog(&last);
@@ -168,9 +205,16 @@ impl Actors {
             }
             let last_event = round.last().expect("non-empty").clone();
             let last = last_event.position;
-            self.deliver(round).await;
+            followed = last;
+            if owning.is_some() {
+                self.deliver(round).await;
+            } else {
+                self.note_round(&round);
+            }
             self.delivered.send_replace(last);
-            if let Some(bytes) = super::snapshot::encode(&(last, last_event.recorded_at)) {
+            if owning.is_some()
+                && let Some(bytes) = super::snapshot::encode(&(last, last_event.recorded_at))
+            {
                 self.rt.snapshots.save(CHECKPOINT_KEY, &bytes);
             }
             rounds += 1;
@@ -187,12 +231,45 @@ impl Actors {
     /// has applied the whole round first, so that a fold reading facts as of its event's position
     /// finds them.
     async fn deliver(&self, round: Vec<Arc<RecordedEvent>>) {
-        for e in &round {
+        self.note_round(&round);
+        self.send_round(round).await;
+    }
+
+    /// Applies a round to the catalog.
+    fn note_round(&self, round: &[Arc<RecordedEvent>]) {
+        for e in round {
             self.note_recorded(e);
         }
         if let Some(last) = round.last() {
             self.rt.catalog.write().expect("catalog").saw(last.position);
         }
+    }
+
+    /// Delivers again, to the actors only (the catalog has them), the events after the saved
+    /// checkpoint up to `followed`, saving the checkpoint as it goes.
+    async fn catch_up(&self, followed: Position) {
+        let mut from = self.checkpoint().await + 1;
+        while from <= followed {
+            let batch = match self.rt.store.read_all(from, ROUND).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the log to deliver it again");
+                    return;
+                }
+            };
+            let round: Vec<Arc<RecordedEvent>> =
+                batch.into_iter().take_while(|e| e.position <= followed).map(Arc::new).collect();
+            let Some(last) = round.last().cloned() else { return };
+            from = last.position + 1;
+            self.send_round(round).await;
+            if let Some(bytes) = super::snapshot::encode(&(last.position, last.recorded_at)) {
+                self.rt.snapshots.save(CHECKPOINT_KEY, &bytes);
+            }
+        }
+    }
+
+    /// Sends a round to the actors it concerns.
+    async fn send_round(&self, round: Vec<Arc<RecordedEvent>>) {
         // Districts first, so that their priors are shown before products decide.
         let districts = routed::<District>(&round);
         join_all(districts.into_iter().map(|(id, v)| async move { self.districts.send(&id, Deliver(v)).await })).await;
@@ -202,6 +279,11 @@ impl Actors {
         let shoppers = shoppers.into_iter().map(|(id, v)| async move { self.shoppers.send(&id, Deliver(v)).await });
         futures_util::future::join(join_all(products), join_all(shoppers)).await;
     }
+}
+
+/// Whether the owner's channel can still change (a closed one is not polled again).
+fn changed_ok(owner: &watch::Receiver<Option<i64>>) -> bool {
+    owner.has_changed().is_ok()
 }
 
 /// A round's events grouped by the instances of `K` they concern, in log order.

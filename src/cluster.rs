@@ -1,0 +1,470 @@
+//! Several `mall serve` nodes on one PostgreSQL: leases with fencing tokens.
+//!
+//! What one node at a time owns is a lease (`mall_leases`, schema V18): the autonomous core
+//! ([`AUTONOMOUS`]: the actors' decisions, the task queue, the job runner and the systems' loops,
+//! which move together because the queue is one stream with one writer) and each projection.
+//! Every node renews itself in `mall_nodes` and its leases each round; a node takes free or
+//! lapsed leases up to its fair share (the leases over the nodes alive) and hands back what is
+//! over it, so a node that starts takes a share and a node that stops (or dies) gives its share
+//! to the others. A lease that changes hands gets a new fencing token; every append made for
+//! what a lease owns carries the token ([`FencedStore`]) and PostgreSQL refuses it once the lease
+//! has another token or has lapsed — a node that was paused past its lease cannot act on it.
+//!
+//! Takeover bound: a node killed with `kill -9` stops renewing; its leases lapse at most `ttl`
+//! after its last round, and the next round of a live node (every `ttl / 5`) takes them: within
+//! `ttl + ttl / 5` (6 s with the default 5 s).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mall_events::{
+    AppendResult, Direction, EventStore, ExpectedVersion, Fence, NewEvent, Position, RecordedEvent, StoreError,
+    StoreStats, StreamId,
+};
+use tokio::sync::watch;
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+/// The lease of the autonomous core.
+pub const AUTONOMOUS: &str = "autonomous";
+
+/// The lease of a projection.
+pub fn projection_lease(projection: &str) -> String {
+    format!("projection:{projection}")
+}
+
+/// A node's place in the cluster.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's name (stable across restarts: a restarted node takes back its own leases at once).
+    pub id: String,
+    /// Where other nodes reach this node's API.
+    pub url: String,
+    /// How long a lease lasts unless renewed.
+    pub ttl: Duration,
+}
+
+impl NodeConfig {
+    /// How often leases are renewed and shares looked at.
+    pub fn renew(&self) -> Duration {
+        (self.ttl / 5).max(Duration::from_millis(100))
+    }
+}
+
+/// One lease as this process holds it: its token while held, `None` otherwise.
+pub struct Lease {
+    pub name: String,
+    held: watch::Sender<Option<i64>>,
+}
+
+impl Lease {
+    /// A lease this process holds for good (one process per log: the embedded store).
+    pub fn always(name: &str) -> Arc<Self> {
+        Arc::new(Lease { name: name.to_string(), held: watch::channel(Some(0)).0 })
+    }
+
+    /// The token, while held.
+    pub fn token(&self) -> Option<i64> {
+        *self.held.borrow()
+    }
+
+    /// The fence an append made for this lease carries, while held.
+    pub fn fence(&self) -> Option<Fence> {
+        self.token().map(|token| Fence { lease: self.name.clone(), token })
+    }
+
+    /// Follows the lease changing hands.
+    pub fn watch(&self) -> watch::Receiver<Option<i64>> {
+        self.held.subscribe()
+    }
+
+    fn set(&self, token: Option<i64>) {
+        self.held.send_if_modified(|t| {
+            let changed = *t != token;
+            *t = token;
+            changed
+        });
+    }
+}
+
+/// This node's leases, renewed in PostgreSQL.
+pub struct Leases {
+    pub config: NodeConfig,
+    /// This process (a restart of the same node is another instance).
+    pub instance: Uuid,
+    database_url: String,
+    leases: BTreeMap<String, Arc<Lease>>,
+    client: tokio::sync::Mutex<Option<Client>>,
+    /// Who holds each lease (its node's URL), as of the last round.
+    owners: RwLock<HashMap<String, (String, String)>>,
+    /// Until when the leases this process holds are surely its own (the start of the last
+    /// round that renewed them, plus the lease time).
+    valid_until: std::sync::Mutex<Option<Instant>>,
+    /// Nodes alive at the last round.
+    pub alive: std::sync::atomic::AtomicUsize,
+}
+
+/// Why a round failed.
+#[derive(Debug)]
+pub struct LeaseError(String);
+
+impl std::fmt::Display for LeaseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "leases: {}", self.0)
+    }
+}
+
+impl std::error::Error for LeaseError {}
+
+fn db(e: tokio_postgres::Error) -> LeaseError {
+    LeaseError(e.to_string())
+}
+
+impl Leases {
+    /// Joins: registers the node, makes sure every lease has its row, and runs a first round (so
+    /// that a node alone holds everything when this returns).
+    pub async fn join(database_url: &str, config: NodeConfig, names: Vec<String>) -> Result<Arc<Self>, LeaseError> {
+        let leases =
+            names.iter().map(|n| (n.clone(), Arc::new(Lease { name: n.clone(), held: watch::channel(None).0 })));
+        let this = Arc::new(Leases {
+            config,
+            instance: Uuid::new_v4(),
+            database_url: database_url.to_string(),
+            leases: leases.collect(),
+            client: tokio::sync::Mutex::new(None),
+            owners: RwLock::new(HashMap::new()),
+            valid_until: std::sync::Mutex::new(None),
+            alive: std::sync::atomic::AtomicUsize::new(1),
+        });
+        {
+            let mut guard = this.connected().await?;
+            let c = guard.as_mut().expect("connected");
+            c.execute(
+                "INSERT INTO mall_leases (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING",
+                &[&names],
+            )
+            .await
+            .map_err(db)?;
+        }
+        this.round().await?;
+        Ok(this)
+    }
+
+    /// A lease by name (every name given to [`join`](Self::join)).
+    pub fn lease(&self, name: &str) -> Arc<Lease> {
+        self.leases.get(name).cloned().unwrap_or_else(|| panic!("no lease {name}"))
+    }
+
+    /// The names of the leases this process holds.
+    pub fn held(&self) -> Vec<String> {
+        self.leases.values().filter(|l| l.token().is_some()).map(|l| l.name.clone()).collect()
+    }
+
+    /// The URL of the node holding `name`, as of the last round (none while nobody holds it).
+    pub fn owner_url(&self, name: &str) -> Option<String> {
+        self.owners.read().expect("owners").get(name).map(|(_, url)| url.clone())
+    }
+
+    /// Every lease and the node holding it, as of the last round.
+    pub fn owners(&self) -> BTreeMap<String, String> {
+        self.owners.read().expect("owners").iter().map(|(l, (node, _))| (l.clone(), node.clone())).collect()
+    }
+
+    async fn connected(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, LeaseError> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            let (client, conn) = tokio_postgres::connect(&self.database_url, NoTls).await.map_err(db)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            *guard = Some(client);
+        }
+        Ok(guard)
+    }
+
+    /// One round: renew the node and its leases, take free or lapsed ones up to the fair share,
+    /// hand back what is over it, and note who holds what.
+    pub async fn round(&self) -> Result<(), LeaseError> {
+        let started = Instant::now();
+        let mut guard = self.connected().await?;
+        let result = self.round_on(guard.as_mut().expect("connected"), started).await;
+        if result.is_err() {
+            *guard = None;
+        }
+        result
+    }
+
+    async fn round_on(&self, c: &mut Client, started: Instant) -> Result<(), LeaseError> {
+        let (node, instance) = (&self.config.id, &self.instance);
+        let ttl = self.config.ttl.as_secs_f64();
+        let names: Vec<&str> = self.leases.keys().map(String::as_str).collect();
+        c.execute(
+            "INSERT INTO mall_nodes (id, instance, url, expires_at) \
+             VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $4)) \
+             ON CONFLICT (id) DO UPDATE SET instance = EXCLUDED.instance, url = EXCLUDED.url, \
+             expires_at = EXCLUDED.expires_at",
+            &[node, instance, &self.config.url, &ttl],
+        )
+        .await
+        .map_err(db)?;
+        let mut held: BTreeMap<String, i64> = c
+            .query(
+                "UPDATE mall_leases SET expires_at = clock_timestamp() + make_interval(secs => $3) \
+                 WHERE holder = $1 AND instance = $2 AND expires_at > clock_timestamp() RETURNING name, token",
+                &[node, instance, &ttl],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let alive: i64 = c
+            .query_one("SELECT count(*) FROM mall_nodes WHERE expires_at > clock_timestamp()", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        let alive = (alive.max(1)) as usize;
+        self.alive.store(alive, std::sync::atomic::Ordering::Relaxed);
+        let share = names.len().div_ceil(alive);
+        if held.len() < share {
+            let want = (share - held.len()) as i64;
+            let taken = c
+                .query(
+                    "UPDATE mall_leases l SET holder = $1, instance = $2, token = l.token + 1, \
+                     expires_at = clock_timestamp() + make_interval(secs => $3), acquired_at = clock_timestamp() \
+                     FROM (SELECT name FROM mall_leases WHERE name = ANY($4) \
+                           AND (holder IS NULL OR expires_at <= clock_timestamp() OR (holder = $1 AND instance <> $2)) \
+                           ORDER BY name LIMIT $5 FOR UPDATE SKIP LOCKED) f \
+                     WHERE l.name = f.name RETURNING l.name, l.token",
+                    &[node, instance, &ttl, &names, &want],
+                )
+                .await
+                .map_err(db)?;
+            for r in taken {
+                let (name, token): (String, i64) = (r.get(0), r.get(1));
+                tracing::info!(lease = %name, token, "lease taken");
+                held.insert(name, token);
+            }
+        } else if held.len() > share {
+            // Hand back what is over the share: projections first, the core last.
+            let mut over: Vec<String> = held.keys().filter(|n| n.as_str() != AUTONOMOUS).cloned().collect();
+            over.reverse();
+            if held.contains_key(AUTONOMOUS) {
+                over.push(AUTONOMOUS.to_string());
+            }
+            over.truncate(held.len() - share);
+            for name in &over {
+                // Stopped here first; the database then refuses its token.
+                held.remove(name);
+                if let Some(l) = self.leases.get(name) {
+                    l.set(None);
+                }
+                tracing::info!(lease = %name, "lease handed back (over this node's share)");
+            }
+            c.execute(
+                "UPDATE mall_leases SET holder = NULL, instance = NULL, expires_at = '-infinity' \
+                 WHERE name = ANY($3) AND holder = $1 AND instance = $2",
+                &[node, instance, &over],
+            )
+            .await
+            .map_err(db)?;
+        }
+        for (name, lease) in &self.leases {
+            lease.set(held.get(name).copied());
+        }
+        *self.valid_until.lock().expect("valid") = Some(started + self.config.ttl);
+        let owners = c
+            .query(
+                "SELECT l.name, n.id, n.url FROM mall_leases l JOIN mall_nodes n ON n.id = l.holder \
+                 WHERE l.expires_at > clock_timestamp() AND n.expires_at > clock_timestamp()",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        *self.owners.write().expect("owners") =
+            owners.iter().map(|r| (r.get::<_, String>(0), (r.get::<_, String>(1), r.get::<_, String>(2)))).collect();
+        Ok(())
+    }
+
+    /// Drops every lease locally once they may have lapsed (no round renewed them in time).
+    fn expire_if_stale(&self) {
+        let stale = self.valid_until.lock().expect("valid").is_none_or(|t| Instant::now() >= t);
+        if stale && self.leases.values().any(|l| l.token().is_some()) {
+            tracing::warn!("leases not renewed in time: this node stops acting on them");
+            for l in self.leases.values() {
+                l.set(None);
+            }
+        }
+    }
+
+    /// Renews every `renew` until `shutdown`; then hands every lease back and leaves.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let renew = self.config.renew();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(renew) => {}
+                _ = shutdown.changed() => break,
+            }
+            self.expire_if_stale();
+            match tokio::time::timeout(renew.max(Duration::from_secs(1)), self.round()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "lease round failed"),
+                Err(_) => {
+                    *self.client.lock().await = None;
+                    tracing::warn!("lease round timed out");
+                }
+            }
+            self.expire_if_stale();
+        }
+        self.leave().await;
+    }
+
+    /// Hands every lease back (stopped here first) and leaves the node table, so that the other
+    /// nodes take the share at their next round.
+    pub async fn leave(&self) {
+        for l in self.leases.values() {
+            l.set(None);
+        }
+        let Ok(mut guard) = self.connected().await else { return };
+        let Some(c) = guard.as_mut() else { return };
+        let (node, instance) = (&self.config.id, &self.instance);
+        let _ = c
+            .execute(
+                "UPDATE mall_leases SET holder = NULL, instance = NULL, expires_at = '-infinity' \
+                 WHERE holder = $1 AND instance = $2",
+                &[node, instance],
+            )
+            .await;
+        let _ = c.execute("DELETE FROM mall_nodes WHERE id = $1 AND instance = $2", &[node, instance]).await;
+    }
+}
+
+/// Runs what a lease owns while this node holds it: on taking it, `take_over` (catch up with
+/// what the last holder wrote), then `start` the loops with a receiver that fires when the lease
+/// is lost (or changes token) or `shutdown` fires; they are given 10 s to end.
+pub async fn own<T, S>(lease: Arc<Lease>, take_over: T, start: S, mut shutdown: watch::Receiver<bool>)
+where
+    T: Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>>,
+    S: Fn(watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>>,
+{
+    let mut held = lease.watch();
+    loop {
+        let token = loop {
+            if let Some(t) = *held.borrow_and_update() {
+                break t;
+            }
+            tokio::select! {
+                r = held.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+        };
+        if let Err(e) = take_over().await {
+            tracing::warn!(lease = %lease.name, error = %e, "cannot take over; trying again");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                _ = shutdown.changed() => return,
+            }
+        }
+        tracing::info!(lease = %lease.name, token, "this node runs what the lease owns");
+        let (term, term_rx) = watch::channel(false);
+        let tasks = start(term_rx);
+        let stopping = loop {
+            tokio::select! {
+                r = held.changed() => {
+                    if r.is_err() || *held.borrow_and_update() != Some(token) {
+                        break false;
+                    }
+                }
+                _ = shutdown.changed() => break true,
+            }
+        };
+        let _ = term.send(true);
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        if stopping {
+            return;
+        }
+        tracing::warn!(lease = %lease.name, token, "the lease is lost: this node stopped what it owns");
+    }
+}
+
+/// The store as the holder of one lease uses it: every append carries the lease's fencing
+/// token, and none is made while the lease is not held. Reads go straight through.
+pub struct FencedStore {
+    pub inner: Arc<dyn EventStore>,
+    pub lease: Arc<Lease>,
+}
+
+impl FencedStore {
+    fn fence(&self) -> Result<Fence, StoreError> {
+        self.lease.fence().ok_or_else(|| StoreError::Fenced { lease: self.lease.name.clone(), token: -1 })
+    }
+}
+
+#[async_trait]
+impl EventStore for FencedStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let fence = self.fence()?;
+        self.inner.append_fenced(&fence, stream, expected, events).await
+    }
+
+    async fn append_fenced(
+        &self,
+        fence: &Fence,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.inner.append_fenced(fence, stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(stream, from_version, direction, limit).await
+    }
+
+    async fn read_all(&self, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(from, limit).await
+    }
+
+    async fn read_by_tag(&self, tag: &str, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_by_tag(tag, from, limit).await
+    }
+
+    async fn read_events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_events_by_id(ids).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        self.inner.stream_version(stream).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.inner.stats().await
+    }
+
+    async fn wait_for_append(&self, after: Position) {
+        self.inner.wait_for_append(after).await
+    }
+
+    async fn close(&self) {
+        // The store is the server's: closed once, by the server.
+    }
+
+    fn health(&self) -> mall_events::StoreHealth {
+        self.inner.health()
+    }
+}

@@ -1,0 +1,129 @@
+//! Requests for the autonomous core (its API and the dashboard) go to the node that owns it: a
+//! node that does not hold the core's lease forwards them there, body and headers, and answers
+//! with what the owner answered. Storefront reads, ingest and the read side are every node's own.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, web};
+use futures_util::StreamExt;
+
+use super::AppState;
+use crate::cluster::AUTONOMOUS;
+
+/// Set on a forwarded request (naming the node that forwarded it): it is never forwarded again.
+pub const FORWARDED: &str = "x-mall-forwarded-by";
+/// The largest body forwarded.
+const MAX_BODY: usize = 4 << 20;
+/// Headers that belong to one connection, not to the request.
+const HOP: &[&str] = &["host", "connection", "content-length", "transfer-encoding", "keep-alive", "upgrade", "te"];
+
+/// The client requests are forwarded with.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(120))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("an HTTP client")
+}
+
+/// Whether the node owning the core serves `path`.
+pub fn for_core(path: &str) -> bool {
+    (path.starts_with("/api/autonomous") && !path.starts_with("/api/autonomous/personalize"))
+        || path.starts_with("/admin/autonomous")
+}
+
+fn json(status: StatusCode, message: String) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "message": message }))
+}
+
+/// The middleware.
+pub async fn to_owner(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let local = match &state {
+        Some(s) => {
+            s.leases.is_none()
+                || s.core_lease.token().is_some()
+                || !for_core(req.path())
+                || req.headers().contains_key(FORWARDED)
+        }
+        None => true,
+    };
+    if local {
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+    }
+    let state = state.expect("checked");
+    let leases = state.leases.as_ref().expect("checked");
+    let Some(owner) = leases.owner_url(AUTONOMOUS) else {
+        let answer = HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(serde_json::json!({"message": "no node holds the autonomous core right now (one is taking it over); retry"}));
+        return Ok(req.into_response(answer));
+    };
+    let target = format!("{owner}{}", req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    // The dashboard's live stream lasts: the browser is sent to the owner.
+    if req.path() == "/admin/autonomous/live" {
+        let answer = HttpResponse::TemporaryRedirect().insert_header(("Location", target)).finish();
+        return Ok(req.into_response(answer));
+    }
+    let (http, mut payload) = req.into_parts();
+    let mut body = web::BytesMut::new();
+    let read = tokio::time::timeout(state.body_timeout, async {
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| json(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")))?;
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(json(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {MAX_BODY} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(())
+    })
+    .await;
+    match read {
+        Ok(Ok(())) => {}
+        Ok(Err(answer)) => return Ok(ServiceResponse::new(http, answer)),
+        Err(_) => {
+            let answer = json(StatusCode::REQUEST_TIMEOUT, "the body took too long to arrive".into());
+            return Ok(ServiceResponse::new(http, answer));
+        }
+    }
+    let method = reqwest::Method::from_bytes(http.method().as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut out = state.forwarder.request(method, &target);
+    for (name, value) in http.headers() {
+        if !HOP.contains(&name.as_str()) {
+            out = out.header(name.as_str(), value.as_bytes());
+        }
+    }
+    out = out.header(FORWARDED, leases.config.id.as_str());
+    let answer = match out.body(body.freeze()).send().await {
+        Ok(resp) => {
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut answer = HttpResponse::build(status);
+            for (name, value) in resp.headers() {
+                if !HOP.contains(&name.as_str()) {
+                    answer.append_header((name.as_str(), value.as_bytes()));
+                }
+            }
+            match resp.bytes().await {
+                Ok(bytes) => answer.body(bytes),
+                Err(e) => json(StatusCode::BAD_GATEWAY, format!("the node owning the autonomous core broke off: {e}")),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(owner = %owner, error = %e, "cannot forward to the core's owner");
+            let mut answer =
+                json(StatusCode::BAD_GATEWAY, format!("the node owning the autonomous core did not answer: {e}"));
+            answer
+                .headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
+            answer
+        }
+    };
+    Ok(ServiceResponse::new(http, answer))
+}

@@ -1,0 +1,356 @@
+//! Three `mall serve` nodes on one PostgreSQL: leases spread the autonomous core and the
+//! projections over them; a node killed with `kill -9` (20 rounds, at random points, under
+//! continuous ingest, PostgreSQL restarted once on the way) has its share taken over within the
+//! bound, nothing acknowledged is lost, no task runs twice, and every read table equals a rebuild.
+//! A node paused past its lease (SIGSTOP) cannot append for the core when it wakes (SIGCONT).
+//!
+//! The tests here restart nodes and PostgreSQL: one at a time.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mall_events::domain::DomainEvent;
+use mall_events::postgres::{PgConfig, PgStore};
+use mall_events::{Direction, EventStore, ExpectedVersion, Fence, StoreError, StreamId};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::http::*;
+use support::scenario;
+use support::server::*;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Seconds a lease lasts in these tests (the takeover bound is 1.2 times this plus a round).
+const TTL: &str = "2";
+/// The bound this test holds takeovers to.
+const BOUND: Duration = Duration::from_secs(6);
+
+fn node_env() -> Vec<(&'static str, &'static str)> {
+    vec![("MALL_LEASE_TTL", TTL), ("MALL_READ_RATE", "0"), ("MALL_INGEST_RATE", "0")]
+}
+
+struct Cluster {
+    url: String,
+    dir: tempfile::TempDir,
+    nodes: Vec<Option<Server>>,
+}
+
+impl Cluster {
+    async fn new(n: usize) -> Cluster {
+        let pg = support::pg::Postgres::new().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cluster { url: pg.url, dir, nodes: Vec::new() };
+        for i in 0..n {
+            let s = c.start(i);
+            c.nodes.push(Some(s));
+        }
+        c
+    }
+
+    fn store(&self, i: usize) -> Store {
+        Store::Postgres { url: self.url.clone(), snapshots: self.dir.path().join(format!("node{i}")) }
+    }
+
+    fn start(&self, i: usize) -> Server {
+        let env = node_env();
+        Server::start(&self.store(i), &env)
+    }
+
+    fn live(&self) -> Vec<&Server> {
+        self.nodes.iter().flatten().collect()
+    }
+
+    fn node_id(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{i}")).join("node-id")).unwrap().trim().to_string()
+    }
+}
+
+/// Each lease and its holder, among those not lapsed.
+async fn holders(url: &str) -> BTreeMap<String, String> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+        .query("SELECT name, holder FROM mall_leases WHERE holder IS NOT NULL AND expires_at > clock_timestamp()", &[])
+        .await
+        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .unwrap_or_default()
+}
+
+async fn lease_count(url: &str) -> usize {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.query_one("SELECT count(*) FROM mall_leases", &[]).await.unwrap().get::<_, i64>(0) as usize
+}
+
+/// Waits until every lease is held by one of `alive`, each holding at most a fair share; the
+/// time it took.
+async fn settled(url: &str, alive: &HashSet<String>, what: &str) -> Duration {
+    let started = Instant::now();
+    let total = lease_count(url).await;
+    let share = total.div_ceil(alive.len());
+    loop {
+        let h = holders(url).await;
+        let mut per: HashMap<&String, usize> = HashMap::new();
+        for holder in h.values() {
+            *per.entry(holder).or_default() += 1;
+        }
+        let ok = h.len() == total
+            && h.values().all(|holder| alive.contains(holder))
+            && per.values().all(|n| *n <= share)
+            && per.len() == alive.len();
+        if ok {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}: leases never settled on {alive:?}: {h:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every task of the core's stream started at most once per attempt and finished at most once.
+fn no_task_twice(core: &[DomainEvent]) {
+    let mut started: HashSet<(uuid::Uuid, u32)> = HashSet::new();
+    let mut succeeded: HashSet<uuid::Uuid> = HashSet::new();
+    for e in core {
+        match e {
+            DomainEvent::TaskStarted(s) => {
+                assert!(
+                    started.insert((s.task_id, s.attempt)),
+                    "task {} attempt {} started twice",
+                    s.task_id,
+                    s.attempt
+                )
+            }
+            DomainEvent::TaskSucceeded(s) => assert!(succeeded.insert(s.task_id), "task {} succeeded twice", s.task_id),
+            _ => {}
+        }
+    }
+}
+
+async fn read_core(store: &dyn EventStore) -> Vec<DomainEvent> {
+    let stream = StreamId::parse(mall_events::autonomous::STREAM).unwrap();
+    let mut out = Vec::new();
+    let mut from = 1;
+    loop {
+        let batch = store.read_stream(&stream, from, Direction::Forward, 1_000).await.unwrap();
+        let Some(last) = batch.last() else { return out };
+        from = last.stream_version + 1;
+        out.extend(batch.iter().filter_map(|e| e.decode().ok()));
+    }
+}
+
+fn restart_command() -> Option<String> {
+    if let Ok(c) = std::env::var("MALL_PG_RESTART") {
+        return Some(c);
+    }
+    let version = std::fs::read_dir("/etc/postgresql").ok()?.filter_map(|e| e.ok()).next()?.file_name();
+    Some(format!("pg_ctlcluster --skip-systemctl-redirect {} main restart", version.to_string_lossy()))
+}
+
+/// Posts signals to the live nodes in turn until told to stop; the ids acknowledged.
+fn ingest(bases: Arc<std::sync::Mutex<Vec<String>>>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let c = client();
+        let mut acked = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let targets = bases.lock().unwrap().clone();
+            let base = &targets[(i as usize) % targets.len()];
+            let batch: Vec<Value> = (0..20)
+                .map(|k| {
+                    let product = scenario::PEERS[((i + k) % 5) as usize];
+                    scenario_signal(product, &format!("c{}", (i * 20 + k) % 400))
+                })
+                .collect();
+            let ids: Vec<String> = batch.iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+            let r = c
+                .post(format!("{base}/api/signals"))
+                .bearer_auth(INGEST)
+                .json(&json!({ "signals": batch }))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            // Only what was acknowledged counts; a node that died mid-request acknowledged nothing.
+            if let Ok(r) = r
+                && r.status() == StatusCode::ACCEPTED
+            {
+                acked.extend(ids);
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        acked
+    })
+}
+
+fn scenario_signal(product: &str, shopper: &str) -> Value {
+    signal(if shopper.ends_with('7') { "added_to_cart" } else { "product_viewed" }, product, shopper)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_survive_losing_any_one_with_nothing_lost_or_done_twice() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let mut cluster = Cluster::new(3).await;
+    let ids: Vec<String> = (0..3).map(|i| cluster.node_id(i)).collect();
+    let all: HashSet<String> = ids.iter().cloned().collect();
+    let took = settled(&cluster.url, &all, "three nodes starting").await;
+    println!("three nodes share the leases after {took:?}");
+    let c = client();
+
+    // The core is on one node; a request for it on another is forwarded there.
+    let first = cluster.nodes[0].as_ref().unwrap();
+    scenario::catalog(&c, first).await;
+    for s in cluster.live() {
+        let (status, body) = get_as(&c, s.url("/api/autonomous"), ADMIN).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, health) = get(&c, s.url("/healthz")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(health["node"]["nodes_alive"], 3, "{health}");
+    }
+    let owners: Vec<bool> = {
+        let mut v = Vec::new();
+        for s in cluster.live() {
+            v.push(get(&c, s.url("/healthz")).await.1["node"]["owns_core"].as_bool().unwrap());
+        }
+        v
+    };
+    assert_eq!(owners.iter().filter(|o| **o).count(), 1, "exactly one node owns the core: {owners:?}");
+
+    // The weak product's traffic, so that the core has work (a rewrite, its experiment).
+    let pos = scenario::signals(&c, first, scenario::weak_traffic()).await;
+
+    let bases = Arc::new(std::sync::Mutex::new(cluster.live().iter().map(|s| s.base.clone()).collect::<Vec<_>>()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeding = ingest(bases.clone(), stop.clone());
+
+    let restart = restart_command();
+    let mut takeovers = Vec::new();
+    for round in 0..20usize {
+        // A random point: some time into the round, a random node.
+        let pause = 200 + (uuid::Uuid::new_v4().as_u128() % 800) as u64;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let victim = (uuid::Uuid::new_v4().as_u128() % 3) as usize;
+        let mut gone = cluster.nodes[victim].take().unwrap();
+        *bases.lock().unwrap() = cluster.live().iter().map(|s| s.base.clone()).collect();
+        gone.kill9();
+        let alive: HashSet<String> = (0..3).filter(|i| *i != victim).map(|i| ids[i].clone()).collect();
+        let took = settled(&cluster.url, &alive, &format!("round {round}: node {victim} killed")).await;
+        takeovers.push(took);
+        assert!(took <= BOUND, "round {round}: the share of the killed node was taken over in {took:?}");
+        if round == 10
+            && let Some(cmd) = &restart
+        {
+            let status = std::process::Command::new("sh").args(["-c", cmd]).status().unwrap();
+            assert!(status.success(), "PostgreSQL restarted");
+        }
+        cluster.nodes[victim] = Some(cluster.start(victim));
+        *bases.lock().unwrap() = cluster.live().iter().map(|s| s.base.clone()).collect();
+        settled(&cluster.url, &all, &format!("round {round}: node {victim} back")).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let acked = feeding.await.unwrap();
+    takeovers.sort();
+    println!(
+        "20 kill -9 rounds: takeover median {:?}, max {:?}; {} signals acknowledged",
+        takeovers[takeovers.len() / 2],
+        takeovers.last().unwrap(),
+        acked.len()
+    );
+    assert!(acked.len() > 1_000, "ingest kept going: {}", acked.len());
+
+    // Nothing acknowledged is lost.
+    let store = PgStore::connect(PgConfig::new(&cluster.url)).await.unwrap();
+    let wanted: Vec<uuid::Uuid> = acked.iter().map(|s| s.parse().unwrap()).collect();
+    let mut found = HashSet::new();
+    for chunk in wanted.chunks(1_000) {
+        found.extend(store.read_events_by_id(chunk).await.unwrap().into_iter().map(|e| e.event_id));
+    }
+    let lost: Vec<_> = wanted.iter().filter(|id| !found.contains(id)).collect();
+    assert!(lost.is_empty(), "{} acknowledged signals are not in the log, e.g. {:?}", lost.len(), lost.first());
+
+    // Every node's reads see them: the product's counts agree on every node at one position.
+    let head = store.stats().await.unwrap().last_position;
+    let mut views = Vec::new();
+    for s in cluster.live() {
+        let (status, body) = get(&c, s.url(&format!("/api/products/p1?min_position={head}"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        views.push(body["metrics"]["total"]["views"].clone());
+    }
+    assert!(views.windows(2).all(|w| w[0] == w[1]), "the nodes disagree: {views:?}");
+    assert!(pos > 0);
+
+    // No task ran twice.
+    let core = read_core(&store).await;
+    assert!(core.iter().any(|e| matches!(e, DomainEvent::TaskStarted(_))), "the core ran tasks");
+    no_task_twice(&core);
+
+    // Every read table equals a rebuild from the log.
+    let (code, out, err) = mall(&cluster.store(0), &["projections", "rebuild", "--all", "--verify"]);
+    assert_eq!(code, 0, "rebuilds differ from the live tables:\n{out}\n{err}");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_its_lease_cannot_append_for_what_it_lost() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let mut cluster = Cluster::new(2).await;
+    let ids: Vec<String> = (0..2).map(|i| cluster.node_id(i)).collect();
+    settled(&cluster.url, &ids.iter().cloned().collect(), "two nodes starting").await;
+    let c = client();
+    scenario::catalog(&c, cluster.nodes[0].as_ref().unwrap()).await;
+
+    let core_owner = holders(&cluster.url).await["autonomous"].clone();
+    let paused = ids.iter().position(|id| *id == core_owner).unwrap();
+    let other = 1 - paused;
+    let token_before: i64 = {
+        let (client, conn) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client.query_one("SELECT token FROM mall_leases WHERE name = 'autonomous'", &[]).await.unwrap().get(0)
+    };
+    let pid = cluster.nodes[paused].as_ref().unwrap().child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+
+    // The other node takes the core over within the bound and acts on it (forwarded requests
+    // now land there).
+    let alone: HashSet<String> = [ids[other].clone()].into();
+    let took = settled(&cluster.url, &alone, "the paused node's share taken").await;
+    assert!(took <= BOUND, "took {took:?}");
+    let survivor = cluster.nodes[other].as_ref().unwrap();
+    scenario::until(&c, survivor, "/healthz", "the survivor owns the core", |h| h["node"]["owns_core"] == true).await;
+    let pos = scenario::signals(&c, survivor, scenario::weak_traffic()).await;
+    assert!(pos > 0);
+
+    // An append under the paused node's token is refused by the database, whatever that node
+    // still believes.
+    let store = PgStore::connect(PgConfig::new(&cluster.url)).await.unwrap();
+    let stream = StreamId::parse(mall_events::autonomous::STREAM).unwrap();
+    let stale = Fence { lease: "autonomous".into(), token: token_before };
+    let e = support::event("task_failed", b"stale");
+    match store.append_fenced(&stale, &stream, ExpectedVersion::Any, vec![e.clone()]).await {
+        Err(StoreError::Fenced { lease, token }) => assert_eq!((lease.as_str(), token), ("autonomous", token_before)),
+        other => panic!("an append under a lost lease was not refused: {other:?}"),
+    }
+    assert!(store.read_events_by_id(&[e.event_id]).await.unwrap().is_empty(), "nothing of it was written");
+    let before = read_core(&store).await.len();
+
+    // Woken, the paused node finds its leases gone, stops acting on them, and takes a share again.
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let woken = cluster.nodes[paused].as_ref().unwrap();
+    scenario::until(&c, woken, "/healthz", "the woken node knows it lost the core", |h| {
+        h["node"]["owns_core"] == false
+    })
+    .await;
+    settled(&cluster.url, &ids.iter().cloned().collect(), "the woken node back in").await;
+    assert_eq!(holders(&cluster.url).await["autonomous"], ids[other], "the core stays where it was taken");
+    // Its requests for the core are forwarded to the owner, whose queue answers.
+    let (status, body) = get_as(&c, woken.url("/api/autonomous"), ADMIN).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let core = read_core(&store).await;
+    assert!(core.len() >= before);
+    no_task_twice(&core);
+    cluster.nodes.clear();
+    store.close().await;
+}
