@@ -136,7 +136,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MALL_NODE_ID")]
     pub node_id: Option<String>,
     /// The URL other nodes forward requests for the autonomous core to when this node owns it
-    /// (default: `http://` and the address bound).
+    /// (default: `http://` and the address bound; this host's name when bound to every address).
     #[arg(long, env = "MALL_ADVERTISE")]
     pub advertise: Option<String>,
     /// Seconds a lease lasts unless renewed (renewed every fifth of it): a node that dies has its
@@ -433,7 +433,8 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     // Bound first: the address is this node's among the nodes sharing the database.
     let listener =
         std::net::TcpListener::bind(&args.bind).with_context(|| format!("cannot listen on {}", args.bind))?;
-    let base = format!("http://{}", listener.local_addr().context("bound to no address")?);
+    let local = listener.local_addr().context("bound to no address")?;
+    let base = format!("http://{local}");
     // On PostgreSQL, what this node owns is leased (several nodes may share the database); the
     // embedded store is one process's, which owns everything.
     let (leases, node_lock) = match (&store_args.store, &store_args.database_url) {
@@ -444,7 +445,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
                 .collect();
             let config = crate::cluster::NodeConfig {
                 id,
-                url: args.advertise.clone().unwrap_or_else(|| base.clone()),
+                url: args.advertise.clone().unwrap_or_else(|| advertised(local)),
                 ttl: Duration::from_secs_f64(args.lease_ttl),
             };
             let leases = crate::cluster::Leases::join(url, config, names).await.context("cannot join the nodes")?;
@@ -685,6 +686,16 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         store,
         _node_lock: node_lock,
     })
+}
+
+/// Where other nodes reach this one by default: the address bound, or this host's name and the
+/// port when bound to every address (`0.0.0.0:8080` in a container).
+fn advertised(local: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string());
+    match host {
+        Some(h) if local.ip().is_unspecified() && !h.is_empty() => format!("http://{h}:{}", local.port()),
+        _ => format!("http://{local}"),
+    }
 }
 
 /// This node's name and the lock that keeps one process per data directory: the name given, or
