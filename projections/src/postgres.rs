@@ -61,6 +61,10 @@ pub async fn connect(url: &str) -> Result<Client, SinkError> {
             tracing::warn!(error = %e, "read-side connection ended");
         }
     });
+    // A process stopped (SIGSTOP, a frozen VM) in the middle of a batch must not hold the
+    // checkpoint's lock, and with it the node that took the projection over, for as long as it
+    // sleeps: PostgreSQL ends such a session, and the batch, after 10 s.
+    client.batch_execute("SET idle_in_transaction_session_timeout = '10s'").await.map_err(db)?;
     Ok(client)
 }
 

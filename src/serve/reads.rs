@@ -107,17 +107,19 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let stats = state.store.stats().await?;
     let delivered = *state.actors.delivered.borrow();
     // Parked events are a person's to look at: the mall serves, but not everything it holds.
-    let parked: Vec<_> = state
-        .read
-        .parked()
-        .await
+    // A health check answers promptly: a read side that does not (a sink waiting on a lock) is
+    // reported, not waited for.
+    let read_side = tokio::time::timeout(Duration::from_secs(3), state.read.parked()).await;
+    let read_side_answers = read_side.is_ok();
+    let parked: Vec<_> = read_side
+        .unwrap_or_default()
         .into_iter()
         .filter(|(_, p)| !p.is_empty())
         .map(|(name, p)| json!({"projection": name, "events": p.len(), "first": p.first()}))
         .collect();
     let actors_parked = state.actors.rt.parked();
     let store = state.store.health();
-    let (status, mut answer) = match (&store, parked.is_empty() && actors_parked.is_empty()) {
+    let (status, mut answer) = match (&store, parked.is_empty() && actors_parked.is_empty() && read_side_answers) {
         // Fail-stop: the log takes no appends until the server is restarted.
         (StoreHealth::Failed { .. }, _) => ("failed", HttpResponse::ServiceUnavailable()),
         (StoreHealth::DiskFull { .. }, _) | (_, false) => ("degraded", HttpResponse::Ok()),
@@ -127,6 +129,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         "status": status,
         "store": store,
         "parked": parked,
+        "read_side_answers": read_side_answers,
         "actors_parked": {"events": actors_parked.len(), "first": actors_parked.first()},
         "log_position": stats.last_position,
         "actors_position": delivered,
