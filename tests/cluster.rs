@@ -339,6 +339,9 @@ async fn a_node_paused_past_its_lease_cannot_append_for_what_it_lost() {
     // Woken, the paused node finds its leases gone, stops acting on them, and takes a share again.
     assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
     let woken = cluster.nodes[paused].as_ref().unwrap();
+    // A fresh client: the woken node closes the keep-alive connections that went idle while it
+    // slept, and a request sent on one as it closes fails.
+    let c = client();
     scenario::until(&c, woken, "/healthz", "the woken node knows it lost the core", |h| {
         h["node"]["owns_core"] == false
     })
