@@ -400,7 +400,7 @@ pub struct FencedStore {
 
 impl FencedStore {
     fn fence(&self) -> Result<Fence, StoreError> {
-        self.lease.fence().ok_or_else(|| StoreError::Fenced { lease: self.lease.name.clone(), token: -1 })
+        self.lease.fence().ok_or_else(|| StoreError::Fenced { lease: self.lease.name.clone(), token: None })
     }
 }
 

@@ -7,6 +7,7 @@
 //! few minutes and at shutdown; a restart loads the image and folds only the events after it
 //! (an image of another log or version is ignored and the log replayed).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -92,7 +93,23 @@ pub struct ReadSide {
     pool: Option<deadpool_postgres::Pool>,
     /// Where images of in-memory tables are kept (none: every start replays the log).
     images: Option<PathBuf>,
+    /// Shoppers' interests read from PostgreSQL, kept while the personalization projection's
+    /// checkpoint stays where it was when they were read (its tables have not moved since).
+    interests_kept: Mutex<KeptInterests>,
 }
+
+/// A shopper's interests: (facet, score, as of).
+pub type Interests = Vec<(String, f64, DateTime<Utc>)>;
+
+/// Interests read at one checkpoint of the personalization projection.
+#[derive(Default)]
+struct KeptInterests {
+    at: Position,
+    shoppers: HashMap<String, Arc<Interests>>,
+}
+
+/// The most shoppers whose interests are kept at once (beyond it, the next read starts afresh).
+const MAX_KEPT_SHOPPERS: usize = 100_000;
 
 /// How often a node reads the checkpoints of projections other nodes follow.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(50);
@@ -191,14 +208,17 @@ impl ReadSide {
             }
             None => None,
         };
-        let read = Arc::new(Self { store, database_url, followed, pool, images });
-        if leases.is_some() {
+        let read = Arc::new(Self { store, database_url, followed, pool, images, interests_kept: Default::default() });
+        if let Some(leases) = leases {
             let weak = Arc::downgrade(&read);
             actix_web::rt::spawn(async move {
                 loop {
                     tokio::time::sleep(CHECKPOINT_POLL).await;
                     let Some(read) = weak.upgrade() else { return };
-                    if let Err(e) = read.poll_checkpoints().await {
+                    // What this node follows it knows already.
+                    let elsewhere =
+                        |name: &str| leases.lease(&crate::cluster::projection_lease(name)).token().is_none();
+                    if let Err(e) = read.poll_checkpoints(elsewhere).await {
                         tracing::debug!(error = %e, "cannot read the projections' checkpoints");
                     }
                 }
@@ -323,12 +343,12 @@ impl ReadSide {
 
     /// A shopper's interest rows as (facet, score, the time the score is as of): the hot read of
     /// every personalized page, so in PostgreSQL a prepared, typed, indexed query.
-    pub async fn interests(&self, shopper: &str) -> Result<Vec<(String, f64, DateTime<Utc>)>, SinkError> {
+    pub async fn interests(&self, shopper: &str) -> Result<Arc<Interests>, SinkError> {
         use mall_projections::personalization::SHOPPER_INTERESTS;
         let f = self.get("personalization").ok_or_else(|| SinkError::Backend("no personalization".into()))?;
         let sink = f.sink.read().expect("sink").clone();
         match sink {
-            LiveSink::Memory(m) => Ok(m.with_table(SHOPPER_INTERESTS, |rows, _| {
+            LiveSink::Memory(m) => Ok(Arc::new(m.with_table(SHOPPER_INTERESTS, |rows, _| {
                 let prefix = format!("{shopper}/");
                 rows.prefixed(&prefix)
                     .map(|r| {
@@ -337,29 +357,50 @@ impl ReadSide {
                         (facet, r.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0), at.unwrap_or_default())
                     })
                     .collect()
-            })),
+            }))),
             LiveSink::Postgres(_) => {
-                let backend = |e: tokio_postgres::Error| SinkError::Backend(e.to_string());
-                let client = self.pg().await.expect("a pool beside PostgreSQL sinks")?;
-                let sql = "SELECT facet, score, last_at FROM shopper_interests WHERE shopper_id = $1";
-                let mut attempt = 0;
-                loop {
-                    let statement = client.prepare_cached(sql).await.map_err(backend)?;
-                    match client.query(&statement, &[&shopper]).await {
-                        Ok(rows) => {
-                            return Ok(rows
-                                .iter()
-                                .map(|r| (r.get(0), r.get(1), r.get::<_, Option<DateTime<Utc>>>(2).unwrap_or_default()))
-                                .collect());
-                        }
-                        // A table swapped in by a rebuild may invalidate the cached statement.
-                        Err(_) if attempt == 0 => {
-                            client.statement_cache.clear();
-                            attempt += 1;
-                        }
-                        Err(e) => return Err(backend(e)),
+                // Read before the query: rows read later are as new as this or newer.
+                let at = *f.applied.borrow();
+                {
+                    let kept = self.interests_kept.lock().expect("interests kept");
+                    if kept.at == at
+                        && let Some(rows) = kept.shoppers.get(shopper)
+                    {
+                        return Ok(rows.clone());
                     }
                 }
+                let rows = Arc::new(self.read_interests(shopper).await?);
+                let mut kept = self.interests_kept.lock().expect("interests kept");
+                if kept.at != at || kept.shoppers.len() >= MAX_KEPT_SHOPPERS {
+                    *kept = KeptInterests { at, shoppers: HashMap::new() };
+                }
+                kept.shoppers.insert(shopper.to_string(), rows.clone());
+                Ok(rows)
+            }
+        }
+    }
+
+    /// A shopper's interests as the PostgreSQL table has them.
+    async fn read_interests(&self, shopper: &str) -> Result<Interests, SinkError> {
+        let backend = |e: tokio_postgres::Error| SinkError::Backend(e.to_string());
+        let client = self.pg().await.expect("a pool beside PostgreSQL sinks")?;
+        let sql = "SELECT facet, score, last_at FROM shopper_interests WHERE shopper_id = $1";
+        let mut attempt = 0;
+        loop {
+            let statement = client.prepare_cached(sql).await.map_err(backend)?;
+            match client.query(&statement, &[&shopper]).await {
+                Ok(rows) => {
+                    return Ok(rows
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1), r.get::<_, Option<DateTime<Utc>>>(2).unwrap_or_default()))
+                        .collect());
+                }
+                // A table swapped in by a rebuild may invalidate the cached statement.
+                Err(_) if attempt == 0 => {
+                    client.statement_cache.clear();
+                    attempt += 1;
+                }
+                Err(e) => return Err(backend(e)),
             }
         }
     }
@@ -412,12 +453,16 @@ impl ReadSide {
         self.followed.iter().find(|f| f.projection.name() == name).cloned()
     }
 
-    /// Moves each projection's position to its checkpoint row's (written by whichever node
-    /// follows it), so that reads here wait for `min_position` as on the node that writes.
-    async fn poll_checkpoints(&self) -> Result<(), SinkError> {
+    /// Moves the position of each projection followed `elsewhere` to its checkpoint row's
+    /// (written by the node that follows it), so that reads here wait for `min_position` as on
+    /// the node that writes.
+    async fn poll_checkpoints(&self, elsewhere: impl Fn(&str) -> bool) -> Result<(), SinkError> {
         let Some(pool) = &self.pool else { return Ok(()) };
+        let names: Vec<&str> = self.followed.iter().map(|f| f.projection.name()).filter(|n| elsewhere(n)).collect();
+        if names.is_empty() {
+            return Ok(());
+        }
         let c = pool.get().await.map_err(|e| SinkError::Backend(e.to_string()))?;
-        let names: Vec<&str> = self.followed.iter().map(|f| f.projection.name()).collect();
         let rows = c
             .query("SELECT name, position FROM mall_projection_checkpoints WHERE name = ANY($1)", &[&names])
             .await

@@ -392,7 +392,7 @@ async fn append_group(
 /// The refusal of a request whose lease moved on.
 fn fenced(req: &Request) -> StoreError {
     let f = req.fence.clone().unwrap_or(Fence { lease: String::new(), token: 0 });
-    StoreError::Fenced { lease: f.lease, token: f.token }
+    StoreError::Fenced { lease: f.lease, token: Some(f.token) }
 }
 
 /// Runs one group in one transaction; per-request refusals are returned, not raised.

@@ -57,8 +57,14 @@ pub enum StoreError {
     Backend(String),
     /// The append was made under a lease that has moved on (another node holds it now) or
     /// lapsed: this process no longer owns what it acted for, and nothing was written.
-    #[error("lease {lease} (token {token}) is no longer held by this node; nothing was written")]
-    Fenced { lease: String, token: i64 },
+    /// `token` is the one the append carried; `None` when this node knew it did not hold the
+    /// lease and refused the append itself.
+    #[error("lease {lease} ({}) is no longer held by this node; nothing was written", fence_token(.token))]
+    Fenced { lease: String, token: Option<i64> },
+}
+
+fn fence_token(token: &Option<i64>) -> String {
+    token.map_or_else(|| "not held here".to_string(), |t| format!("token {t}"))
 }
 
 /// A lease's fencing token, carried by every append made on behalf of what the lease owns. A

@@ -244,8 +244,8 @@ async fn interests(
     // years ago (an imported data set) keeps interests that can be compared.
     let latest = rows.iter().map(|r| r.2).max().unwrap_or_default();
     let (mut districts, mut products) = (HashMap::new(), HashMap::new());
-    for (facet, score, as_of) in rows {
-        let v = interest_at(score, as_of, latest).max(0.0);
+    for (facet, score, as_of) in rows.iter() {
+        let v = interest_at(*score, *as_of, latest).max(0.0);
         if let Some(d) = facet.strip_prefix("district:") {
             districts.insert(d.to_string(), v);
         } else if let Some(p) = facet.strip_prefix("product:") {
