@@ -149,6 +149,13 @@ async fn storefront(store: Store) {
         async move { c.get(url).bearer_auth(INGEST).send().await.unwrap().json::<Value>().await.unwrap() }
     };
     let before = profile_of("newbie", pos).await;
+    // Read (and kept by the node) before the signal: the new page must not be the kept one.
+    let (_, _, unknown) = get(&c, s.url("/api/districts/toys/products?shopper=newbie")).await;
+    let part = |page: &Value, id: &str| {
+        page["products"].as_array().unwrap().iter().find(|p| p["product_id"] == id).unwrap()["parts"]["personalization"]
+            .as_f64()
+            .unwrap()
+    };
     assert_eq!(
         (before["pattern"].as_str(), before["top_picks"][0]["reason"].as_str()),
         (Some("new"), Some("popular lately")),
@@ -166,8 +173,9 @@ async fn storefront(store: Store) {
     assert_ne!(before["top_picks"], after["top_picks"]);
     let (_, _, listing) =
         get(&c, s.url(&format!("/api/districts/toys/products?shopper=newbie&min_position={}", r["position"]))).await;
-    let t2 = listing["products"].as_array().unwrap().iter().find(|p| p["product_id"] == "t2").unwrap();
-    assert!(t2["parts"]["personalization"].as_f64().unwrap() > 0.5, "{listing}");
+    assert!(part(&listing, "t2") > 0.5, "{listing}");
+    // The train itself is now the shopper's own interest (a page kept from before would not say so).
+    assert!(part(&unknown, "t1") < 0.5 && part(&listing, "t1") > 0.9, "{unknown}\n{listing}");
 
     // Read-your-writes: a product out of stock leaves the ranking at once.
     let r = c.put(s.url("/api/products/t2")).bearer_auth(ADMIN).json(&json!({"stock": 0})).send().await.unwrap();
