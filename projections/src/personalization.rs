@@ -57,7 +57,8 @@ impl Projection for Personalization {
 
     fn version(&self) -> u32 {
         // 2: scores as of each row's `last_at` (they were scaled to a fixed epoch).
-        2
+        // 3: decayed at the tables' microseconds (batch boundaries no longer change a score).
+        3
     }
 
     fn tables(&self) -> &'static [TableDef] {
