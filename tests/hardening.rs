@@ -638,7 +638,7 @@ async fn a_restart_reads_the_tables_from_their_images_and_ignores_those_of_anoth
     for name in [
         "catalog.v2.image",
         "optimization.v1.image",
-        "personalization.v2.image",
+        "personalization.v3.image",
         "autonomous.v1.image",
         "health.v1.image",
         "evolution.v2.image",
