@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -57,12 +57,62 @@ async fn acknowledged_appends_survive_terminated_connections() {
     }
     let all = store.read_all(1, 100_000).await.unwrap();
     assert_eq!(all.len(), 1_200, "every append stored exactly once");
-    let ids: HashSet<_> = all.iter().map(|e| e.event_id).collect();
+    let at: HashMap<_, _> = all.iter().map(|e| (e.position, e.event_id)).collect();
     for (id, position) in &acked {
-        assert!(ids.contains(id), "acknowledged {id} is there");
-        assert_eq!(all[(*position - 1) as usize].event_id, *id, "at the position acknowledged");
+        assert_eq!(at.get(position), Some(id), "acknowledged {id} is there, at the position acknowledged");
     }
-    assert!(all.windows(2).all(|w| w[1].position == w[0].position + 1));
+    // Positions of appends cut off before COMMIT hold gap rows, never returned.
+    assert!(all.windows(2).all(|w| w[1].position > w[0].position));
+}
+
+/// Another process's append, run by hand inside a transaction left open: it takes the next
+/// position and inserts its event, uncommitted.
+async fn append_in_open_transaction(tx: &tokio_postgres::Transaction<'_>, stream: &str) {
+    tx.query(
+        "SELECT * FROM mall_append(ARRAY[$1::text], ARRAY[-1::bigint], ARRAY[1], ARRAY[$2::uuid], ARRAY['e'], \
+         ARRAY[1::smallint], ARRAY[''], ARRAY[NULL::uuid], ARRAY[NULL::uuid], ARRAY['\\x00'::bytea], now(), \
+         ARRAY[NULL::text], ARRAY[NULL::bigint])",
+        &[&stream, &uuid::Uuid::now_v7()],
+    )
+    .await
+    .unwrap();
+}
+
+/// Appends commit in any order: a reader of the global order must wait for a lower position
+/// still in flight (never skip it when it commits late), and pass one whose transaction aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_wait_for_a_position_in_flight_and_pass_an_abandoned_one() {
+    let db = pg::Postgres::new().await;
+    let store = Arc::new(PgStore::connect(PgConfig::new(&db.url)).await.unwrap());
+    let first = store.append(&stream("product-a"), ExpectedVersion::Any, vec![event("e", b"1")]).await.unwrap();
+    assert_eq!(first.first_position, 1);
+
+    let mut other = admin(&db.url).await;
+    let tx = other.transaction().await.unwrap();
+    append_in_open_transaction(&tx, "product-b").await;
+    let late = store.append(&stream("product-c"), ExpectedVersion::Any, vec![event("e", b"3")]).await.unwrap();
+    assert_eq!(late.first_position, 3, "position 2 is held by the open transaction");
+    let reader = tokio::spawn({
+        let store = store.clone();
+        async move { store.read_all(2, 10).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!reader.is_finished(), "a reader passed position 2 while its transaction was in flight");
+    tx.commit().await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader).await.unwrap().unwrap();
+    assert_eq!(read.iter().map(|e| e.position).collect::<Vec<_>>(), vec![2, 3], "the late commit is read in order");
+
+    let tx = other.transaction().await.unwrap();
+    append_in_open_transaction(&tx, "product-d").await;
+    tx.rollback().await.unwrap();
+    let after = store.append(&stream("product-e"), ExpectedVersion::Any, vec![event("e", b"5")]).await.unwrap();
+    assert_eq!(after.first_position, 5);
+    let read = tokio::time::timeout(Duration::from_secs(10), store.read_all(4, 10)).await.unwrap().unwrap();
+    assert_eq!(read.iter().map(|e| e.position).collect::<Vec<_>>(), vec![5], "the abandoned position is passed");
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.last_position, stats.events), (5, 4), "the gap row is settled, not counted");
+    let all = store.read_all(1, 10).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 2, 3, 5]);
 }
 
 /// A TCP proxy in front of PostgreSQL that, when armed, forwards the next message carrying

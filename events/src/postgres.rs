@@ -1,21 +1,32 @@
-//! The PostgreSQL backend: the log in one table, appends serialized by a row lock, group commit,
-//! and live subscribers woken by LISTEN/NOTIFY.
+//! The PostgreSQL backend: the log in one table, appends from every writer in parallel, group
+//! commit, and live subscribers woken by LISTEN/NOTIFY.
 //!
-//! **Global order without skipped events.** A `bigserial` position is assigned when a row is
-//! inserted but becomes visible when its transaction commits, and transactions commit in any
-//! order: a subscriber that has read up to position 10 may never see a position-9 event whose
-//! transaction commits after it looked. mall avoids this by serializing appends: every append
-//! transaction first takes the lock on the single `mall_log_head` row and holds it until COMMIT,
-//! and assigns positions from that row. The next appender can take the lock only once the
-//! previous transaction is committed and visible, so positions become visible strictly in order
-//! and without gaps, across every process that writes to the database. The cost — one append
-//! transaction at a time — is paid back by group commit: one writer task per process gathers
-//! every append waiting for it into one transaction, and keeps the lock short: the whole group is
-//! one statement, a server-side function (`mall_append`, schema V17) prepared once per connection
-//! that locks the head, checks versions, assigns positions, inserts events, tags and versions,
-//! moves the head and notifies — one round trip. A group with an event id the log already holds
-//! (a retry) takes the careful path instead, a transaction of several statements that tells a
-//! retry from a reused id.
+//! **Global order without skipped events.** Positions come from a sequence, taken when a row is
+//! inserted, but rows become visible when their transaction commits, and transactions commit in
+//! any order: a subscriber that has read up to position 10 could miss a position-9 event whose
+//! transaction commits after it looked. Until schema V19 mall serialized every append on one
+//! head row held until COMMIT, which made every writer on the database one queue. Now an append
+//! locks only its streams' rows (in stream order, so groups never deadlock), takes positions
+//! after those locks (so within a stream versions and positions rise together), and commits
+//! alongside other appends. Readers of the global order read only the **settled prefix**: from
+//! their position up to the first position not yet visible. A missing position with visible
+//! positions after it belongs to a transaction in flight, or to one that aborted (a dropped
+//! connection, a lost race on an event id). A reader that has seen the same position missing for
+//! [`GAP_PATIENCE`] fills it with a gap row (stream `$gap`, never returned to callers): the gap
+//! row's INSERT waits on the position's unique key while a writer holds it, so it is written only
+//! where no transaction will ever commit; a writer that took a position a gap row filled first
+//! fails on the key and runs its group again. Positions therefore rise strictly in the order every
+//! reader sees them, with holes where gap rows stand, and no reader ever skips a late commit.
+//!
+//! Group commit: a writer task gathers every append waiting for it into one statement, a
+//! server-side function (`mall_append`, schema V19) prepared once per connection that checks
+//! versions and fences, assigns positions and versions, and inserts events, tags and versions —
+//! one round trip; its transactions and those of other processes commit together
+//! ([`PgConfig::writers`] runs more than one writer in a process). A group with an event id the
+//! log already holds (a retry) takes the careful path instead, a transaction of several
+//! statements that tells a retry from a reused id. Listeners are told after COMMIT, by a NOTIFY
+//! on another connection: a NOTIFY inside the append would hold the notification queue's lock
+//! through every commit and make appends one queue again.
 //!
 //! **Unknown commit outcomes.** When the connection drops during an append, the writer cannot
 //! know whether COMMIT happened. It reconnects and runs the same group again with the same event
@@ -43,6 +54,15 @@ mod embedded_schema {
 const CHANNEL: &str = "mall_events";
 /// How long the writer keeps reconnecting before it fails the appends it holds.
 const RECONNECT_FOR: Duration = Duration::from_secs(60);
+/// How long a reader waits for a missing position (below visible ones) before it fills it with a
+/// gap row. Appends in flight commit within milliseconds; a position still missing after this
+/// is most likely abandoned, and filling it is safe either way (see the module docs).
+pub const GAP_PATIENCE: Duration = Duration::from_millis(50);
+/// The stream of gap rows: positions no transaction will commit. Not a valid [`StreamId`].
+const GAP_STREAM: &str = "$gap";
+/// How many times a group that lost a race on a unique key (an event id, a position a gap row
+/// filled) is run again before its appends fail.
+const RACE_RETRIES: usize = 8;
 /// The most append requests one transaction carries.
 const MAX_GROUP: usize = 1_024;
 /// An advisory-lock key for migrations, so that nodes starting together apply them once.
@@ -60,12 +80,17 @@ pub struct PgConfig {
     pub limits: Limits,
     /// Connections for reads.
     pub pool_size: usize,
+    /// Writer connections of this process: each runs one append group at a time, and their
+    /// groups commit together. With one (the default) appends take positions in the order they
+    /// reach the store, which `mall import` relies on to keep a file's order; with more,
+    /// concurrent appends of one process may take positions in any order.
+    pub writers: usize,
 }
 
 impl PgConfig {
     /// Defaults for `url`.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), limits: Limits::default(), pool_size: 8 }
+        Self { url: url.into(), limits: Limits::default(), pool_size: 8, writers: 1 }
     }
 }
 
@@ -82,9 +107,16 @@ pub struct PgStore {
     config: PgConfig,
     pool: Pool,
     writer: std::sync::Mutex<Option<mpsc::Sender<Request>>>,
-    /// The highest position a NOTIFY announced (or a read found).
+    /// The highest position a NOTIFY announced or this process appended.
     notified: watch::Sender<Position>,
     listener: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
+    /// Every position up to this one is settled (an event or a gap row).
+    settled: std::sync::atomic::AtomicU64,
+    /// The value of `settled` last written to `mall_log_settled`.
+    settled_saved: std::sync::atomic::AtomicU64,
+    /// Missing positions (below visible ones) and when a reader first saw each missing.
+    gaps: std::sync::Mutex<HashMap<Position, Instant>>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -129,15 +161,37 @@ impl PgStore {
         let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(config.pool_size).build().map_err(backend)?;
 
-        let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(writer_task(config.url.clone(), rx));
-        let head = {
+        let (highest, settled) = {
             let c = pool.get().await.map_err(backend)?;
-            c.query_one("SELECT position FROM mall_log_head", &[]).await.map_err(backend)?.get::<_, i64>(0) as Position
+            let row = c
+                .query_one(
+                    "SELECT (SELECT coalesce(max(position), 0) FROM mall_events), (SELECT position FROM mall_log_settled)",
+                    &[],
+                )
+                .await
+                .map_err(backend)?;
+            (row.get::<_, i64>(0) as Position, row.get::<_, i64>(1) as Position)
         };
-        let notified = watch::Sender::new(head);
+        let notified = watch::Sender::new(highest);
+        let appended = watch::Sender::new(highest);
+        let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..config.writers.max(1) {
+            tokio::spawn(writer_task(config.url.clone(), rx.clone(), notified.clone(), appended.clone()));
+        }
         let listener = tokio::spawn(listen_task(config.url.clone(), notified.clone()));
-        Ok(Self { config, pool, writer: std::sync::Mutex::new(Some(tx)), notified, listener })
+        let notifier = tokio::spawn(notify_task(config.url.clone(), appended.subscribe()));
+        Ok(Self {
+            config,
+            pool,
+            writer: std::sync::Mutex::new(Some(tx)),
+            notified,
+            listener,
+            notifier,
+            settled: settled.into(),
+            settled_saved: settled.into(),
+            gaps: std::sync::Mutex::new(HashMap::new()),
+        })
     }
 
     /// Hands a request to the writer and waits for its outcome.
@@ -155,6 +209,93 @@ impl PgStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deals with `missing`, a position not visible while `present` (a higher one) is: waits a
+    /// little (when `wait`) until it has been missing for [`GAP_PATIENCE`], then fills every
+    /// position from `missing` up to `present` that no transaction holds with a gap row. The
+    /// INSERT waits for a writer still holding one of them, so it never takes a position that
+    /// will commit. Returns whether the positions are settled now.
+    async fn settle(
+        &self,
+        client: &deadpool_postgres::ClientWrapper,
+        missing: Position,
+        present: Position,
+        wait: bool,
+    ) -> Result<bool, StoreError> {
+        let first_seen = {
+            let mut gaps = self.gaps.lock().expect("gaps lock");
+            if gaps.len() > 1_024 {
+                gaps.clear();
+            }
+            *gaps.entry(missing).or_insert_with(Instant::now)
+        };
+        let waited = first_seen.elapsed();
+        if waited < GAP_PATIENCE {
+            if wait {
+                tokio::time::sleep((GAP_PATIENCE - waited).min(Duration::from_millis(2))).await;
+            }
+            return Ok(false);
+        }
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO mall_events (position, event_id, stream_id, stream_version, event_type, schema_version, \
+                 recorded_at, payload) \
+                 SELECT p, gen_random_uuid(), $3, p, $3, 0, now(), '' FROM generate_series($1::bigint, $2::bigint) AS p \
+                 ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(backend)?;
+        let filled =
+            client.execute(&stmt, &[&(missing as i64), &(present as i64 - 1), &GAP_STREAM]).await.map_err(backend)?;
+        if filled > 0 {
+            tracing::info!(from = missing, to = present - 1, filled, "filled positions no transaction will commit");
+        }
+        self.gaps.lock().expect("gaps lock").remove(&missing);
+        Ok(true)
+    }
+
+    /// The last position of the settled prefix: every position up to it holds an event or a gap
+    /// row. Does not wait for appends in flight; fills positions missing for longer than
+    /// [`GAP_PATIENCE`].
+    async fn settled_prefix(&self, client: &deadpool_postgres::ClientWrapper) -> Result<Position, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        const PAGE: i64 = 10_000;
+        let stmt = client
+            .prepare_cached("SELECT position FROM mall_events WHERE position > $1 ORDER BY position LIMIT $2")
+            .await
+            .map_err(backend)?;
+        let mut at = self.settled.load(Relaxed);
+        loop {
+            let rows = client.query(&stmt, &[&(at as i64), &PAGE]).await.map_err(backend)?;
+            let mut missing = None;
+            for row in &rows {
+                let position = row.get::<_, i64>(0) as Position;
+                if position != at + 1 {
+                    missing = Some(position);
+                    break;
+                }
+                at = position;
+            }
+            match missing {
+                None if (rows.len() as i64) < PAGE => break,
+                None => {}
+                Some(present) => {
+                    if !self.settle(client, at + 1, present, false).await? {
+                        break;
+                    }
+                }
+            }
+        }
+        let before = self.settled.fetch_max(at, Relaxed);
+        if at >= self.settled_saved.load(Relaxed) + 10_000 && at > before {
+            self.settled_saved.fetch_max(at, Relaxed);
+            client
+                .execute("UPDATE mall_log_settled SET position = $1 WHERE id AND position < $1", &[&(at as i64)])
+                .await
+                .map_err(backend)?;
+        }
+        Ok(at.max(before))
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -238,23 +379,71 @@ async fn connect_listener(url: &str) -> Result<(Client, mpsc::UnboundedReceiver<
     Ok((client, rx))
 }
 
-/// The one writer of this process: gathers waiting appends into one transaction.
-async fn writer_task(url: String, mut rx: mpsc::Receiver<Request>) {
-    let mut client: Option<(Client, Statement)> = None;
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(r) => group.push(r),
-                Err(_) => break,
-            }
+/// Tells other processes' listeners, after COMMIT, the highest position this process appended
+/// (coalesced: one NOTIFY for every append committed while the last one was sent).
+async fn notify_task(url: String, mut appended: watch::Receiver<Position>) {
+    let mut client: Option<Client> = None;
+    while appended.changed().await.is_ok() {
+        let position = *appended.borrow_and_update();
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = connect(&url).await.ok();
         }
+        if let Some(c) = &client
+            && let Err(e) = c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &position.to_string()]).await
+        {
+            // Listeners also look every second on their own; the next append notifies again.
+            tracing::debug!(error = %e, "cannot NOTIFY");
+            client = None;
+        }
+    }
+}
+
+/// Raises a watched position to `p` (waking its waiters) when `p` is higher.
+fn raise(w: &watch::Sender<Position>, p: Position) {
+    w.send_if_modified(|cur| {
+        let higher = p > *cur;
+        if higher {
+            *cur = p;
+        }
+        higher
+    });
+}
+
+/// One writer connection of this process: gathers the appends waiting for it into one
+/// transaction. Several run at once; each takes the queue only to gather a group.
+async fn writer_task(
+    url: String,
+    rx: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Request>>>,
+    notified: watch::Sender<Position>,
+    appended: watch::Sender<Position>,
+) {
+    let mut client: Option<(Client, Statement)> = None;
+    loop {
+        let group = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            group
+        };
         let started = Instant::now();
         let mut attempted = false;
+        let mut careful = false;
+        let mut races = 0;
         let outcome = loop {
             if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
                 let prepared = match connect(&url).await {
-                    Ok(c) => c.prepare(APPEND).await.map(|stmt| (c, stmt)),
+                    // A careful-path transaction left open by a paused process would hold its
+                    // positions, and every reader behind them, until its session ends.
+                    Ok(c) => match c.batch_execute("SET idle_in_transaction_session_timeout = '10s'").await {
+                        Ok(()) => c.prepare(APPEND).await.map(|stmt| (c, stmt)),
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
                 match prepared {
@@ -268,11 +457,15 @@ async fn writer_task(url: String, mut rx: mpsc::Receiver<Request>) {
                 }
             }
             let (c, append) = client.as_mut().expect("connected");
-            let fast = match append_group(c, append, &group).await {
-                Ok(Some(results)) => Ok(results),
-                // An id the log holds (a retry, say): the careful path.
-                Ok(None) => commit_group(c, &group, attempted).await,
-                Err(e) => Err(e),
+            let fast = if careful {
+                commit_group(c, &group, attempted).await
+            } else {
+                match append_group(c, append, &group).await {
+                    Ok(Some(results)) => Ok(results),
+                    // An id the log holds (a retry, say): the careful path.
+                    Ok(None) => commit_group(c, &group, attempted).await,
+                    Err(e) => Err(e),
+                }
             };
             match fast {
                 Ok(results) => break Ok(results),
@@ -284,13 +477,28 @@ async fn writer_task(url: String, mut rx: mpsc::Receiver<Request>) {
                     client = None;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                // Another writer committed one of the group's event ids while this group ran, or
+                // a reader filled one of its positions with a gap row: nothing was written; run
+                // it again on the careful path, which tells a retry from a reused id.
+                Err(e)
+                    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) && races < RACE_RETRIES =>
+                {
+                    tracing::debug!(error = %e, "append lost a race on a unique key; running it again");
+                    races += 1;
+                    careful = true;
+                }
                 Err(e) => break Err(backend(e)),
             }
         };
         match outcome {
             Ok(results) => {
+                let last = results.iter().filter_map(|r| r.as_ref().ok()).map(|r| r.last_position).max();
                 for (req, result) in group.into_iter().zip(results) {
                     let _ = req.reply.send(result);
+                }
+                if let Some(last) = last {
+                    raise(&notified, last);
+                    raise(&appended, last);
                 }
             }
             Err(e) => {
@@ -303,7 +511,7 @@ async fn writer_task(url: String, mut rx: mpsc::Receiver<Request>) {
     }
 }
 
-/// The statement that appends a group in one round trip (`mall_append`, schemas V17 and V18).
+/// The statement that appends a group in one round trip (`mall_append`, schema V19).
 const APPEND: &str = "SELECT outcome, first_position, last_position, version FROM \
                       mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
@@ -402,8 +610,20 @@ async fn commit_group(
     attempted: bool,
 ) -> Result<Vec<Result<AppendResult, StoreError>>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    // The serializing lock: held until COMMIT (see the module docs).
-    let head: i64 = tx.query_one("SELECT position FROM mall_log_head WHERE id FOR UPDATE", &[]).await?.get(0);
+    // Lock the group's streams in one order (see the module docs); a new one starts at 0.
+    let mut names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut versions: HashMap<String, u64> = tx
+        .query(
+            "INSERT INTO mall_streams AS s (stream_id, version) SELECT u.s, 0 FROM unnest($1::text[]) AS u(s) ORDER BY 1 \
+             ON CONFLICT (stream_id) DO UPDATE SET version = s.version RETURNING s.stream_id, s.version",
+            &[&names],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+        .collect();
 
     let ids: Vec<Uuid> = group.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
     let stored: HashMap<Uuid, RecordedEvent> = tx
@@ -428,16 +648,8 @@ async fn commit_group(
         .map(|r| (r.get(0), r.get(1)))
         .collect()
     };
-    let names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
-    let mut versions: HashMap<String, u64> = tx
-        .query("SELECT stream_id, version FROM mall_streams WHERE stream_id = ANY($1)", &[&names])
-        .await?
-        .iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
-        .collect();
 
     let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
-    let mut next = head as Position + 1;
     let mut staged: HashMap<Uuid, KnownEvent> = HashMap::new();
     let mut staged_events: HashMap<Uuid, &NewEvent> = HashMap::new();
     let mut cols = Columns::default();
@@ -489,22 +701,29 @@ async fn commit_group(
             }));
             continue;
         }
-        let first = next;
+        // Positions are taken after the streams' locks, so they rise with the versions.
+        let n = req.events.len() as i64;
+        let positions: Vec<i64> = tx
+            .query("SELECT nextval('mall_positions') FROM generate_series(1, $1::bigint)", &[&n])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         let mut version = actual;
-        for e in &req.events {
+        for (e, &position) in req.events.iter().zip(&positions) {
+            let position = position as Position;
             version += 1;
-            cols.push(next, version, &req.stream, e);
+            cols.push(position, version, &req.stream, e);
             staged.insert(
                 e.event_id,
-                KnownEvent { stream: req.stream.clone(), stream_version: version, position: next, same_content: true },
+                KnownEvent { stream: req.stream.clone(), stream_version: version, position, same_content: true },
             );
             staged_events.insert(e.event_id, e);
-            next += 1;
         }
         versions.insert(req.stream.as_str().to_string(), version);
         results.push(Ok(AppendResult {
-            first_position: first,
-            last_position: next - 1,
+            first_position: positions.first().map_or(0, |&p| p as Position),
+            last_position: positions.last().map_or(0, |&p| p as Position),
             stream_version: version,
             deduplicated: false,
         }));
@@ -550,10 +769,6 @@ async fn commit_group(
             &[&names, &vers],
         )
         .await?;
-        let last = (next - 1) as i64;
-        tx.execute("UPDATE mall_log_head SET position = $1 WHERE id", &[&last]).await?;
-        // Delivered to listeners at COMMIT, never before.
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &last.to_string()]).await?;
     }
     tx.commit().await?;
     Ok(results)
@@ -639,13 +854,43 @@ impl EventStore for PgStore {
     }
 
     async fn read_all(&self, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let from = from.min(i64::MAX as u64) as i64;
-        let limit = limit.min(i64::MAX as usize) as i64;
-        self.query_events(
-            &format!("SELECT {COLUMNS} FROM mall_events WHERE position >= $1 ORDER BY position LIMIT $2"),
-            &[&from, &limit],
-        )
-        .await
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM mall_events WHERE position >= $1 ORDER BY position LIMIT $2"
+            ))
+            .await
+            .map_err(backend)?;
+        let limit = limit.min(i64::MAX as usize);
+        // Positions start at 1. Only settled positions are read past: a missing one is waited
+        // for, or filled when abandoned (see the module docs), so a page is short only at the
+        // end of what is committed.
+        let mut from = from.clamp(1, i64::MAX as u64);
+        let mut events = Vec::new();
+        loop {
+            let want = limit - events.len();
+            let rows = client.query(&stmt, &[&(from as i64), &(want as i64)]).await.map_err(backend)?;
+            let mut missing = None;
+            for row in &rows {
+                let position = row.get::<_, i64>(0) as Position;
+                if position != from {
+                    missing = Some((from, position));
+                    break;
+                }
+                from += 1;
+                if row.get::<_, &str>(2) != GAP_STREAM {
+                    events.push(row_to_event(row)?);
+                }
+            }
+            match missing {
+                None if rows.len() < want || events.len() == limit => return Ok(events),
+                // Gap rows took part of the page: read on.
+                None => {}
+                Some((missing, present)) => {
+                    self.settle(&client, missing, present, true).await?;
+                }
+            }
+        }
     }
 
     async fn read_events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -662,13 +907,15 @@ impl EventStore for PgStore {
     async fn read_by_tag(&self, tag: &str, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let from = from.min(i64::MAX as u64) as i64;
         let limit = limit.min(i64::MAX as usize) as i64;
+        // Only the settled prefix, so that a reader following a tag never skips a late commit.
+        let settled = self.settled_prefix(&*self.client().await?).await? as i64;
         let cols = COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
         self.query_events(
             &format!(
                 "SELECT {cols} FROM mall_event_tags t JOIN mall_events e ON e.position = t.position \
-                 WHERE t.tag = $1 AND t.position >= $2 ORDER BY t.position LIMIT $3"
+                 WHERE t.tag = $1 AND t.position >= $2 AND t.position <= $4 ORDER BY t.position LIMIT $3"
             ),
-            &[&tag, &from, &limit],
+            &[&tag, &from, &limit, &settled],
         )
         .await
     }
@@ -684,19 +931,20 @@ impl EventStore for PgStore {
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let client = self.client().await?;
+        let last = self.settled_prefix(&client).await?;
         let row = client
             .query_one(
-                "SELECT (SELECT position FROM mall_log_head), (SELECT count(*) FROM mall_streams), \
+                "SELECT (SELECT count(*) FROM mall_events WHERE stream_id = $2 AND stream_version <= $1), \
+                 (SELECT count(*) FROM mall_streams WHERE version > 0), \
                  pg_total_relation_size('mall_events') + pg_total_relation_size('mall_event_tags') \
                  + pg_total_relation_size('mall_streams')",
-                &[],
+                &[&(last as i64), &GAP_STREAM],
             )
             .await
             .map_err(backend)?;
-        let last = row.get::<_, i64>(0) as u64;
-        // Positions are gap-free, so the last one is also the count.
+        // Every position up to the settled one holds an event or a gap row.
         Ok(StoreStats {
-            events: last,
+            events: last - row.get::<_, i64>(0) as u64,
             streams: row.get::<_, i64>(1) as u64,
             last_position: last,
             bytes: row.get::<_, i64>(2) as u64,
@@ -711,12 +959,14 @@ impl EventStore for PgStore {
     async fn close(&self) {
         self.writer.lock().expect("writer lock").take();
         self.listener.abort();
+        self.notifier.abort();
     }
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.notifier.abort();
     }
 }
 

@@ -374,7 +374,8 @@ pub struct KnownEvent {
 
 /// Decides whether a batch is a retry, given what each of its event ids is already known as.
 ///
-/// `Ok(Some(result))`: every event is stored, in this stream, consecutively and with the same
+/// `Ok(Some(result))`: every event is stored, in this stream, at consecutive versions (positions
+/// rising; other streams' events may stand between them on PostgreSQL) and with the same
 /// content, so the batch is answered as the first attempt was. `Ok(None)`: none is known.
 /// Anything in between is an [`StoreError::IdConflict`]. Every backend decides retries here.
 pub fn check_retry(
@@ -396,7 +397,7 @@ pub fn check_retry(
         if !k.same_content {
             return Err(StoreError::IdConflict { event_id, reason: "with different content".into() });
         }
-        if i > 0 && (known[i - 1].stream_version + 1 != k.stream_version || known[i - 1].position + 1 != k.position) {
+        if i > 0 && (known[i - 1].stream_version + 1 != k.stream_version || known[i - 1].position >= k.position) {
             return Err(StoreError::IdConflict { event_id, reason: "in a different order or batch".into() });
         }
     }
