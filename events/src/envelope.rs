@@ -75,7 +75,8 @@ pub struct RecordedEvent {
     pub stream_id: StreamId,
     /// 1 for a stream's first event, then +1 per event.
     pub stream_version: u64,
-    /// The event's place in the global order, 1-based and gap-free.
+    /// The event's place in the global order, 1-based and rising (gap-free on the embedded store; on
+    /// PostgreSQL an aborted append leaves a hole, never a skipped event).
     pub position: Position,
     pub event_type: String,
     pub schema_version: u16,

@@ -4,7 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A global log position: 1 for the first event ever appended, then +1 per event, with no gaps.
+/// A global log position: 1 for the first event ever appended, then rising per event (with no gaps
+/// on the embedded store; on PostgreSQL an aborted append leaves a hole).
 pub type Position = u64;
 
 /// Why a value was refused when parsed at the edge.
