@@ -62,14 +62,17 @@ async fn a_restarted_server_is_reconnected_to_and_nothing_acknowledged_is_lost()
     assert!(status.success(), "the restart command failed");
     let acked = writer.await.unwrap();
     let mut seen = HashSet::new();
-    for p in 1..=N as u64 {
+    let mut last = 0;
+    for _ in 0..N {
         let e = tokio::time::timeout(Duration::from_secs(60), sub.next())
             .await
             .expect("the subscriber resumes")
             .unwrap()
             .unwrap();
-        assert_eq!(e.position, p, "no gap, no duplicate across the restart");
-        seen.insert(e.event_id);
+        // An append cut off by the restart leaves a hole (a gap row), never a reordering.
+        assert!(e.position > last, "positions rise across the restart");
+        last = e.position;
+        assert!(seen.insert(e.event_id), "no duplicate across the restart");
     }
     for (id, _) in &acked {
         assert!(seen.contains(id));
