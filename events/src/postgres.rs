@@ -343,13 +343,7 @@ async fn listen_task(url: String, notified: watch::Sender<Position>) {
                 notified.send_modify(|_| {});
                 while let Some(msg) = messages.recv().await {
                     if let Ok(p) = msg.parse::<Position>() {
-                        notified.send_if_modified(|cur| {
-                            let newer = p > *cur;
-                            if newer {
-                                *cur = p;
-                            }
-                            newer
-                        });
+                        raise(&notified, p);
                     }
                 }
                 drop(client);
