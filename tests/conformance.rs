@@ -203,6 +203,31 @@ async fn eight_writers_and_a_live_subscriber_see_every_event_once_in_order(mut b
     assert!(e.position > last);
 }
 
+async fn tag_reads_page_through_concurrent_batches_in_order(mut b: impl Backend) {
+    let store = b.open().await;
+    let mut tasks = Vec::new();
+    for w in 0..8usize {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..60usize {
+                // Batches of 1 to 5 events; a tag every event has, one a writer's, one every third.
+                let events = (0..i % 5 + 1)
+                    .map(|j| {
+                        tagged(
+                            "e",
+                            format!("{w}:{i}:{j}").as_bytes(),
+                            &["all", &format!("w{w}"), &format!("k{}", j % 3)],
+                        )
+                    })
+                    .collect();
+                store.append(&stream(&format!("product-t{w}-{}", i % 4)), ExpectedVersion::Any, events).await.unwrap();
+            }
+        }));
+    }
+    futures_join(tasks).await;
+    support::tag_reads_match_the_log(&*store, &["all", "w3", "k1", "k2", "none"]).await;
+}
+
 async fn reads_after_close_and_reopen_equal_reads_before(mut b: impl Backend) {
     let store = b.open().await;
     for i in 0..300u32 {
@@ -297,6 +322,7 @@ macro_rules! conformance {
             case!(stream_versions_are_contiguous_and_positions_strictly_increase);
             case!(idempotent_retries_neither_duplicate_nor_fail);
             case!(eight_writers_and_a_live_subscriber_see_every_event_once_in_order);
+            case!(tag_reads_page_through_concurrent_batches_in_order);
             case!(reads_after_close_and_reopen_equal_reads_before);
             case!(bad_input_gives_typed_errors_and_writes_nothing);
             case!(subscriptions_start_from_any_position);

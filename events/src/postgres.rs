@@ -19,8 +19,8 @@
 //! reader sees them, with holes where gap rows stand, and no reader ever skips a late commit.
 //!
 //! Group commit: a writer task gathers every append waiting for it into one statement, a
-//! server-side function (`mall_append`, schema V19) prepared once per connection that checks
-//! versions and fences, assigns positions and versions, and inserts events, tags and versions —
+//! server-side function (`mall_append`, schema V20) prepared once per connection that checks
+//! versions and fences, assigns positions and versions, and inserts events and tag runs —
 //! one round trip; its transactions and those of other processes commit together
 //! ([`PgConfig::writers`] runs more than one writer in a process). A group with an event id the
 //! log already holds (a retry) takes the careful path instead, a transaction of several
@@ -387,7 +387,7 @@ async fn notify_task(url: String, mut appended: watch::Receiver<Position>) {
         last = Instant::now();
         let position = *appended.borrow_and_update();
         if client.as_ref().is_none_or(Client::is_closed) {
-            client = connect(&url).await.ok();
+            client = connect_notifier(&url).await.ok();
         }
         if let Some(c) = &client
             && let Err(e) = c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &position.to_string()]).await
@@ -397,6 +397,14 @@ async fn notify_task(url: String, mut appended: watch::Receiver<Position>) {
             client = None;
         }
     }
+}
+
+/// The NOTIFY connection: its transactions only carry a hint (the appends it tells of committed
+/// durably before), so they don't wait for the WAL to reach the disk.
+async fn connect_notifier(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let c = connect(url).await?;
+    c.batch_execute("SET synchronous_commit = off").await?;
+    Ok(c)
 }
 
 /// Raises a watched position to `p` (waking its waiters) when `p` is higher.
@@ -441,7 +449,14 @@ async fn writer_task(
                 let prepared = match connect(&url).await {
                     // A careful-path transaction left open by a paused process would hold its
                     // positions, and every reader behind them, until its session ends.
-                    Ok(c) => match c.batch_execute("SET idle_in_transaction_session_timeout = '10s'").await {
+                    // `mall_append`'s statements are lookups by key, planned once per session.
+                    Ok(c) => match c
+                        .batch_execute(
+                            "SET idle_in_transaction_session_timeout = '10s'; \
+                             SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off",
+                        )
+                        .await
+                    {
                         Ok(()) => c.prepare(APPEND).await.map(|stmt| (c, stmt)),
                         Err(e) => Err(e),
                     },
@@ -512,7 +527,7 @@ async fn writer_task(
     }
 }
 
-/// The statement that appends a group in one round trip (`mall_append`, schema V19).
+/// The statement that appends a group in one round trip (`mall_append`, schema V20).
 const APPEND: &str = "SELECT outcome, first_position, last_position, version FROM \
                       mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
@@ -754,8 +769,10 @@ async fn commit_group(
         .await?;
         if !cols.tag_positions.is_empty() {
             tx.execute(
-                "INSERT INTO mall_event_tags (tag, position) SELECT * FROM UNNEST($1::text[], $2::bigint[])",
-                &[&cols.tag_names, &cols.tag_positions],
+                "INSERT INTO mall_tag_runs (tag, last_position, first_position, positions) \
+                 SELECT tag, max(p), min(p), array_agg(p ORDER BY p) \
+                 FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS u(tag, p, run) GROUP BY tag, run",
+                &[&cols.tag_names, &cols.tag_positions, &cols.tag_runs],
             )
             .await?;
         }
@@ -791,10 +808,15 @@ struct Columns {
     payloads: Vec<Vec<u8>>,
     tag_names: Vec<String>,
     tag_positions: Vec<i64>,
+    /// A tagged position's run: its position minus its rank in the group, the same along a run
+    /// of consecutive positions (one `mall_tag_runs` row a tag and run; schema V20).
+    tag_runs: Vec<i64>,
 }
 
 impl Columns {
+    /// Adds an event; positions rise from one call to the next.
     fn push(&mut self, position: Position, version: u64, stream: &StreamId, e: &NewEvent) {
+        let run = position as i64 - self.positions.len() as i64;
         self.positions.push(position as i64);
         self.ids.push(e.event_id);
         self.streams.push(stream.as_str().to_string());
@@ -808,6 +830,7 @@ impl Columns {
         for t in &e.tags {
             self.tag_names.push(t.clone());
             self.tag_positions.push(position as i64);
+            self.tag_runs.push(run);
         }
     }
 }
@@ -910,11 +933,15 @@ impl EventStore for PgStore {
         let limit = limit.min(i64::MAX as usize) as i64;
         // Only the settled prefix, so that a reader following a tag never skips a late commit.
         let settled = self.settled_prefix(&*self.client().await?).await? as i64;
-        let cols = COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+        // A tag's runs never overlap (schema V20): the first `limit` runs that reach `from` hold
+        // its first `limit` positions from there.
         self.query_events(
             &format!(
-                "SELECT {cols} FROM mall_event_tags t JOIN mall_events e ON e.position = t.position \
-                 WHERE t.tag = $1 AND t.position >= $2 AND t.position <= $4 ORDER BY t.position LIMIT $3"
+                "SELECT {COLUMNS} FROM mall_events WHERE position = ANY(ARRAY( \
+                   SELECT p FROM (SELECT positions FROM mall_tag_runs WHERE tag = $1 AND last_position >= $2 \
+                                   ORDER BY last_position LIMIT $3) r, unnest(r.positions) AS p \
+                    WHERE p >= $2 AND p <= $4)) \
+                 ORDER BY position LIMIT $3"
             ),
             &[&tag, &from, &limit, &settled],
         )
@@ -937,7 +964,7 @@ impl EventStore for PgStore {
             .query_one(
                 "SELECT (SELECT count(*) FROM mall_events WHERE stream_id = $2 AND stream_version <= $1), \
                  (SELECT count(*) FROM mall_streams WHERE version > 0), \
-                 pg_total_relation_size('mall_events') + pg_total_relation_size('mall_event_tags') \
+                 pg_total_relation_size('mall_events') + pg_total_relation_size('mall_tag_runs') \
                  + pg_total_relation_size('mall_streams')",
                 &[&(last as i64), &GAP_STREAM],
             )

@@ -93,6 +93,34 @@ pub fn tagged(kind: &str, payload: &[u8], tags: &[&str]) -> NewEvent {
     NewEvent { tags: tags.iter().map(|t| t.to_string()).collect(), ..event(kind, payload) }
 }
 
+/// Reads each tag in small pages (from the last position read plus one, until a page is empty)
+/// and checks the pages give exactly the log's events with that tag, in the log's order.
+#[allow(dead_code)]
+pub async fn tag_reads_match_the_log(store: &dyn EventStore, tags: &[&str]) {
+    let mut log = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = store.read_all(from, 500).await.unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.position + 1;
+        log.extend(page);
+    }
+    for tag in tags {
+        let expected: Vec<_> = log.iter().filter(|e| e.tags.iter().any(|t| t == tag)).map(|e| e.event_id).collect();
+        let mut got = Vec::new();
+        let mut from = 1;
+        loop {
+            let page = store.read_by_tag(tag, from, 7).await.unwrap();
+            let Some(last) = page.last() else { break };
+            assert!(page.len() <= 7, "a page holds at most its limit");
+            from = last.position + 1;
+            got.extend(page.iter().map(|e| e.event_id));
+        }
+        assert_eq!(got.len(), expected.len(), "tag {tag}: as many events as the log holds with it");
+        assert_eq!(got, expected, "tag {tag}: the log's events with the tag, in order");
+    }
+}
+
 pub fn stream(s: &str) -> StreamId {
     StreamId::parse(s).unwrap()
 }
