@@ -56,6 +56,7 @@ DECLARE
     s_versions bigint[];
     s_bumped bigint[];
     e_req integer[];
+    r_fenced boolean[] := array_fill(false, ARRAY[nreq]);
     r_ok boolean[] := array_fill(false, ARRAY[nreq]);
     r_base bigint[] := array_fill(0::bigint, ARRAY[nreq]);
     r_start integer[] := array_fill(0, ARRAY[nreq]);
@@ -93,16 +94,24 @@ BEGIN
           INTO s_names, s_versions, s_bumped
           FROM locked l JOIN c ON c.s = l.stream_id;
     END IF;
+    -- The leases the requests act for, as they stand (read FOR SHARE: a takeover, which raises
+    -- the token, waits for this transaction), in one statement and only when a request has one.
+    IF cardinality(array_remove(r_leases, NULL)) > 0 THEN
+        r_fenced := ARRAY(
+            SELECT u.n IS NOT NULL AND NOT EXISTS (
+                       SELECT 1 FROM mall_leases l
+                        WHERE l.name = u.n AND l.token = u.t AND l.expires_at > clock_timestamp()
+                          FOR SHARE)
+              FROM unnest(r_leases, r_tokens) WITH ORDINALITY AS u(n, t, o)
+             ORDER BY u.o);
+    END IF;
     FOR i IN 1 .. nreq LOOP
         n := r_counts[i];
         idx := array_position(s_names, r_streams[i]);
         cur := s_versions[idx];
         expected := r_expected[i];
         r_start[i] := k + 1;
-        IF r_leases[i] IS NOT NULL AND NOT EXISTS (
-            SELECT 1 FROM mall_leases l
-             WHERE l.name = r_leases[i] AND l.token = r_tokens[i] AND l.expires_at > clock_timestamp()
-               FOR SHARE) THEN
+        IF r_fenced[i] THEN
             o_outcome[i] := 'fenced';
         ELSIF (expected = -2 AND cur <> 0) OR (expected >= 0 AND expected <> cur) THEN
             o_outcome[i] := 'conflict';
