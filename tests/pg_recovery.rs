@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mall_events::postgres::{PgConfig, PgStore};
-use mall_events::{EventStore, ExpectedVersion};
+use mall_events::{EventStore, ExpectedVersion, Fence, StoreError};
 use support::{event, pg, stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,6 +100,68 @@ async fn tag_reads_stay_in_order_across_parallel_writers() {
     }
     let reader = PgStore::connect(PgConfig::new(&db.url)).await.unwrap();
     support::tag_reads_match_the_log(&reader, &["all", "w2", "k0", "k2"]).await;
+}
+
+/// Appends gathered into one group, some acting for a lease under its current token, some under
+/// an old one, some for none: each is decided on its own — the old token's refused and nothing
+/// of it written, the others stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_refuses_only_the_appends_whose_lease_moved_on() {
+    let db = pg::Postgres::new().await;
+    let store = Arc::new(PgStore::connect(PgConfig::new(&db.url)).await.unwrap());
+    admin(&db.url)
+        .await
+        .execute(
+            "INSERT INTO mall_leases (name, token, expires_at) VALUES ('core', 7, now() + interval '1 hour'), \
+             ('lapsed', 3, now() - interval '1 second')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..60usize {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let fence = match i % 4 {
+                0 => None,
+                1 => Some(Fence { lease: "core".into(), token: 7 }),
+                2 => Some(Fence { lease: "core".into(), token: 6 }),
+                _ => Some(Fence { lease: "lapsed".into(), token: 3 }),
+            };
+            let s = stream(&format!("product-f{}", i % 5));
+            let e = support::tagged("e", format!("{i}").as_bytes(), &["fenced-test"]);
+            let id = e.event_id;
+            let r = match &fence {
+                Some(f) => store.append_fenced(f, &s, ExpectedVersion::Any, vec![e]).await,
+                None => store.append(&s, ExpectedVersion::Any, vec![e]).await,
+            };
+            (i, id, r)
+        }));
+    }
+    let mut stored = Vec::new();
+    for t in tasks {
+        let (i, id, r) = t.await.unwrap();
+        match i % 4 {
+            0 | 1 => {
+                r.unwrap_or_else(|e| panic!("append {i} under a held lease or none was refused: {e}"));
+                stored.push(id);
+            }
+            _ => assert!(matches!(r, Err(StoreError::Fenced { .. })), "append {i} under an old or lapsed token: {r:?}"),
+        }
+    }
+    let tagged: Vec<_> = store.read_by_tag("fenced-test", 1, 1_000).await.unwrap().iter().map(|e| e.event_id).collect();
+    stored.sort();
+    let mut got = tagged.clone();
+    got.sort();
+    assert_eq!(got, stored, "exactly the accepted appends are in the log");
+    let versions: u64 = futures_util::future::join_all((0..5).map(|k| {
+        let store = store.clone();
+        async move { store.stream_version(&stream(&format!("product-f{k}"))).await.unwrap() }
+    }))
+    .await
+    .into_iter()
+    .sum();
+    assert_eq!(versions, 30, "refused appends gave their versions back");
 }
 
 async fn append_in_open_transaction(tx: &tokio_postgres::Transaction<'_>, stream: &str) {
