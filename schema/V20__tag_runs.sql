@@ -55,6 +55,10 @@ DECLARE
     s_names text[];
     s_versions bigint[];
     s_bumped bigint[];
+    -- For each event, its request; for each request: whether its lease moved on, whether it is
+    -- written, its stream's version before it, the index of its first event in the e_ arrays,
+    -- and what turns an event's index there into its index among the written events (and so
+    -- into `positions`).
     e_req integer[];
     r_fenced boolean[] := array_fill(false, ARRAY[nreq]);
     r_ok boolean[] := array_fill(false, ARRAY[nreq]);
