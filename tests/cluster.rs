@@ -353,6 +353,19 @@ async fn a_node_paused_past_its_lease_cannot_append_for_what_it_lost() {
     // Its requests for the core are forwarded to the owner, whose queue answers.
     let (status, body) = get_as(&c, woken.url("/api/autonomous"), ADMIN).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // A request that says it was forwarded already is not answered for the core by a node that
+    // does not hold it, nor forwarded again.
+    let r = c
+        .get(woken.url("/api/autonomous"))
+        .bearer_auth(ADMIN)
+        .header("x-mall-forwarded-by", "elsewhere")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("does not hold the autonomous core"), "{body}");
     let core = read_core(&store).await;
     assert!(core.len() >= before);
     no_task_twice(&core);

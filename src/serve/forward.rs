@@ -12,7 +12,8 @@ use futures_util::StreamExt;
 use super::AppState;
 use crate::cluster::AUTONOMOUS;
 
-/// Set on a forwarded request (naming the node that forwarded it): it is never forwarded again.
+/// Set on a forwarded request (naming the node that forwarded it): it is never forwarded again,
+/// and a node that does not hold the core refuses it (503, retry) rather than answer for the core.
 pub const FORWARDED: &str = "x-mall-forwarded-by";
 /// The largest body forwarded.
 const MAX_BODY: usize = 4 << 20;
@@ -47,16 +48,19 @@ pub async fn to_owner(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let local = match &state {
-        Some(s) => {
-            s.leases.is_none()
-                || s.core_lease.token().is_some()
-                || !for_core(req.path())
-                || req.headers().contains_key(FORWARDED)
-        }
+        Some(s) => s.leases.is_none() || s.core_lease.token().is_some() || !for_core(req.path()),
         None => true,
     };
     if local {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+    }
+    // Forwarded here as the core moved on (or the header came from a client): not forwarded
+    // again, and not answered by a node that does not hold the core.
+    if req.headers().contains_key(FORWARDED) {
+        let answer = HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(serde_json::json!({"message": "this node does not hold the autonomous core (it moved on); retry"}));
+        return Ok(req.into_response(answer));
     }
     let state = state.expect("checked");
     let leases = state.leases.as_ref().expect("checked");
