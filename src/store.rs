@@ -41,6 +41,9 @@ pub enum Access {
     ReadWrite,
     /// Reads up to the last whole record; works beside a running writer.
     ReadOnly,
+    /// Appends that take positions in the order they are handed to the store, whatever their
+    /// streams (`mall import` keeps a file's order so): one writer connection on PostgreSQL.
+    ReadWriteInOrder,
 }
 
 /// Opens the chosen store.
@@ -57,7 +60,11 @@ pub async fn open(args: &StoreArgs, access: Access) -> anyhow::Result<Arc<dyn Ev
         StoreKind::Postgres => {
             let url =
                 args.database_url.as_deref().context("the postgres store needs --database-url or DATABASE_URL")?;
-            let store = mall_events::postgres::PgStore::connect(mall_events::postgres::PgConfig::new(url))
+            let mut config = mall_events::postgres::PgConfig::new(url);
+            if access == Access::ReadWriteInOrder {
+                config.writers = 1;
+            }
+            let store = mall_events::postgres::PgStore::connect(config)
                 .await
                 .context("cannot open the PostgreSQL event store")?;
             Ok(Arc::new(store))

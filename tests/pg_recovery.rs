@@ -172,6 +172,55 @@ async fn append_in_open_transaction(tx: &tokio_postgres::Transaction<'_>, stream
     .unwrap();
 }
 
+/// A lone single-event append (one statement, not `mall_append`) checks versions as a group
+/// does: refusals name the stream's version — also when it waited on another transaction that
+/// moved the stream — write nothing, and a resent id comes back as already stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_event_is_checked_like_a_group() {
+    let db = pg::Postgres::new().await;
+    let store = Arc::new(PgStore::connect(PgConfig::new(&db.url)).await.unwrap());
+    let s = stream("product-lone");
+    let version = |r: Result<mall_events::AppendResult, StoreError>| r.map(|r| r.stream_version);
+    let actual = |r: Result<mall_events::AppendResult, StoreError>| match r {
+        Err(StoreError::WrongExpectedVersion { actual, .. }) => actual,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(version(store.append(&s, ExpectedVersion::NoStream, vec![event("e", b"1")]).await).unwrap(), 1);
+    assert_eq!(actual(store.append(&s, ExpectedVersion::NoStream, vec![event("e", b"x")]).await), 1);
+    assert_eq!(actual(store.append(&s, ExpectedVersion::Exact(5), vec![event("e", b"x")]).await), 1);
+    assert_eq!(actual(store.append(&s, ExpectedVersion::Exact(0), vec![event("e", b"x")]).await), 1);
+    assert_eq!(version(store.append(&s, ExpectedVersion::Exact(1), vec![event("e", b"2")]).await).unwrap(), 2);
+    let again = event("e", b"3");
+    let first = store.append(&s, ExpectedVersion::Any, vec![again.clone()]).await.unwrap();
+    assert_eq!((first.stream_version, first.deduplicated), (3, false));
+    let resent = store.append(&s, ExpectedVersion::Any, vec![again]).await.unwrap();
+    assert_eq!((resent.first_position, resent.stream_version, resent.deduplicated), (first.first_position, 3, true));
+
+    let new = stream("product-never");
+    assert_eq!(actual(store.append(&new, ExpectedVersion::Exact(3), vec![event("e", b"x")]).await), 0);
+    assert_eq!(store.stream_version(&new).await.unwrap(), 0, "a refused append created its stream");
+
+    // Another transaction holds the stream's row (version 4 once it commits): the append waits,
+    // then is refused naming version 4, not the 3 it saw when it started.
+    let mut other = admin(&db.url).await;
+    let tx = other.transaction().await.unwrap();
+    append_in_open_transaction(&tx, s.as_str()).await;
+    let waiting = tokio::spawn({
+        let (store, s) = (store.clone(), s.clone());
+        async move { store.append(&s, ExpectedVersion::Exact(3), vec![event("e", b"x")]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the append did not wait for the stream's lock");
+    tx.commit().await.unwrap();
+    assert_eq!(actual(waiting.await.unwrap()), 4);
+    assert_eq!(version(store.append(&s, ExpectedVersion::Exact(4), vec![event("e", b"5")]).await).unwrap(), 5);
+    let events = store.read_stream(&s, 1, mall_events::Direction::Forward, 100).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    let all = store.read_all(1, 100).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(all.len(), 5, "refused appends wrote nothing");
+}
+
 /// Appends commit in any order: a reader of the global order must wait for a lower position
 /// still in flight (never skip it when it commits late), and pass one whose transaction aborted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

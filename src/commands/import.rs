@@ -48,7 +48,7 @@ pub async fn run(store_args: &StoreArgs, args: &ImportArgs) -> Result<(), Exit> 
         let size = file.metadata().ok().map(|m| m.len());
         (Box::new(file), size)
     };
-    let store = store::open(store_args, Access::ReadWrite).await?;
+    let store = store::open(store_args, Access::ReadWriteInOrder).await?;
     let progress = match size {
         Some(n) => ProgressBar::new(n).with_style(
             ProgressStyle::with_template("{spinner} [{bar:30}] {bytes}/{total_bytes} {msg} ({eta})")
@@ -220,7 +220,8 @@ impl Importer {
     /// Appends everything queued, keeping the file's order in the log: each run of consecutive
     /// records of one stream is one append, and every append is handed to the store in the
     /// file's order before any is awaited — a backend takes appends in the order they reach it
-    /// (the embedded writer's channel, PostgreSQL's writer queue, both first come first served),
+    /// (the embedded writer's channel, PostgreSQL's one writer queue when opened
+    /// [`Access::ReadWriteInOrder`], both first come first served),
     /// so the log's order is the file's while the store's group commit still shares fsyncs
     /// among them.
     async fn flush(&mut self) -> anyhow::Result<()> {
