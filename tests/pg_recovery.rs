@@ -221,6 +221,40 @@ async fn a_lone_event_is_checked_like_a_group() {
     assert_eq!(all.len(), 5, "refused appends wrote nothing");
 }
 
+/// A batch with a stored id that is not its first (looked up only when its key refuses it) writes
+/// nothing, and leaves no position unsettled: the positions it took are gap rows at once, so no
+/// reader waits at them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_for_a_stored_id_leaves_no_hole() {
+    let db = pg::Postgres::new().await;
+    let store = PgStore::connect(PgConfig::new(&db.url)).await.unwrap();
+    let stored = event("e", b"a");
+    store.append(&stream("product-one"), ExpectedVersion::Any, vec![stored.clone()]).await.unwrap();
+    let e = store
+        .append(&stream("product-two"), ExpectedVersion::Any, vec![event("e", b"b"), stored, event("e", b"c")])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::IdConflict { .. }), "{e}");
+    assert_eq!(store.stream_version(&stream("product-two")).await.unwrap(), 0, "nothing of the batch is written");
+    let after = store.append(&stream("product-three"), ExpectedVersion::Any, vec![event("e", b"d")]).await.unwrap();
+    let row = admin(&db.url)
+        .await
+        .query_one("SELECT count(*), max(position), count(*) FILTER (WHERE stream_id <> '$gap') FROM mall_events", &[])
+        .await
+        .unwrap();
+    let (rows, last, events) = (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2));
+    assert_eq!(last as u64, after.last_position);
+    assert_eq!(rows, last, "every position up to the last is an event or a gap row");
+    assert_eq!(events, 2);
+    let started = std::time::Instant::now();
+    let all = store.read_all(1, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(
+        started.elapsed() < mall_events::postgres::GAP_PATIENCE,
+        "a reader waited at the refused batch's positions"
+    );
+}
+
 /// Appends commit in any order: a reader of the global order must wait for a lower position
 /// still in flight (never skip it when it commits late), and pass one whose transaction aborted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
