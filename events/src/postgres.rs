@@ -454,8 +454,8 @@ fn writer_of(stream: &StreamId, writers: usize) -> usize {
     (h.finish() % writers as u64) as usize
 }
 
-/// One writer connection of this process: gathers the appends waiting for it into one
-/// transaction. Several run at once; each takes the queue only to gather a group.
+/// One writer connection of this process: gathers the appends waiting in its queue (those of its
+/// share of the streams) into one transaction.
 async fn writer_task(
     url: String,
     mut rx: mpsc::Receiver<Request>,
@@ -481,26 +481,7 @@ async fn writer_task(
         let mut races = 0;
         let outcome = loop {
             if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
-                let prepared = match connect(&url).await {
-                    // A careful-path transaction left open by a paused process would hold its
-                    // positions, and every reader behind them, until its session ends.
-                    // `mall_append`'s statements are lookups by key, planned once per session.
-                    Ok(c) => match c
-                        .batch_execute(
-                            "SET idle_in_transaction_session_timeout = '10s'; \
-                             SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off",
-                        )
-                        .await
-                    {
-                        Ok(()) => match (c.prepare(APPEND).await, c.prepare(APPEND_ONE).await) {
-                            (Ok(group), Ok(one)) => Ok((c, Statements { group, one })),
-                            (Err(e), _) | (_, Err(e)) => Err(e),
-                        },
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                };
-                match prepared {
+                match connect_writer(&url).await {
                     Ok(c) => client = Some(c),
                     Err(e) if started.elapsed() < RECONNECT_FOR => {
                         tracing::warn!(error = %e, "event store connection lost; reconnecting");
@@ -535,8 +516,9 @@ async fn writer_task(
                     client = None;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                // Another writer committed one of the group's event ids while this group ran, or
-                // a reader filled one of its positions with a gap row: nothing was written; run
+                // Another writer committed one of the event ids while a lone append or the careful
+                // path ran, or a reader filled one of its positions with a gap row (`mall_append`
+                // catches both itself and answers as for a stored id): nothing was written; run
                 // it again on the careful path, which tells a retry from a reused id.
                 Err(e)
                     if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) && races < RACE_RETRIES =>
@@ -575,6 +557,30 @@ struct Statements {
     one: Statement,
 }
 
+/// A writer connection, its session set and its statements prepared.
+async fn connect_writer(url: &str) -> Result<(Client, Statements), tokio_postgres::Error> {
+    let c = connect(url).await?;
+    // A careful-path transaction left open by a paused process would hold its positions, and
+    // every reader behind them, until its session ends. The append statements are lookups by
+    // key, planned once per session.
+    c.batch_execute(
+        "SET idle_in_transaction_session_timeout = '10s'; \
+         SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off",
+    )
+    .await?;
+    let statements = Statements { group: c.prepare(APPEND).await?, one: c.prepare(APPEND_ONE).await? };
+    Ok((c, statements))
+}
+
+/// An expected version as the append statements take it: -1 any, -2 no stream, else the version.
+fn expected_arg(expected: ExpectedVersion) -> i64 {
+    match expected {
+        ExpectedVersion::Any => -1,
+        ExpectedVersion::NoStream => -2,
+        ExpectedVersion::Exact(v) => v as i64,
+    }
+}
+
 /// One event appended on its own, with no lease to check (a lone writer's append): what
 /// `mall_append` does for it, as one statement — a function call costs a lone writer a fifth of
 /// its appends. The stream's row is moved by an UPDATE when it is at the expected version, or
@@ -609,10 +615,10 @@ async fn append_one(
     req: &Request,
 ) -> Result<Option<Vec<Result<AppendResult, StoreError>>>, tokio_postgres::Error> {
     let e = &req.events[0];
-    let expected: i64 = match req.expected {
-        ExpectedVersion::Any => -1,
-        ExpectedVersion::NoStream => 0,
-        ExpectedVersion::Exact(v) => v as i64,
+    // The statement takes a new stream as version 0.
+    let expected = match expected_arg(req.expected) {
+        -2 => 0,
+        v => v,
     };
     let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
     let row = client
@@ -668,14 +674,7 @@ async fn append_group(
         return Ok(None);
     }
     let streams: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
-    let expected: Vec<i64> = group
-        .iter()
-        .map(|r| match r.expected {
-            ExpectedVersion::Any => -1,
-            ExpectedVersion::NoStream => -2,
-            ExpectedVersion::Exact(v) => v as i64,
-        })
-        .collect();
+    let expected: Vec<i64> = group.iter().map(|r| expected_arg(r.expected)).collect();
     let counts: Vec<i32> = group.iter().map(|r| r.events.len() as i32).collect();
     let events = || group.iter().flat_map(|r| r.events.iter());
     let ids: Vec<Uuid> = events().map(|e| e.event_id).collect();
