@@ -44,6 +44,15 @@ async fn racing_writers_on_one_stream_with_an_exact_version_exactly_one_wins(mut
     let e = store.append(&s, ExpectedVersion::NoStream, vec![event("a", b"x")]).await.unwrap_err();
     assert!(matches!(e, StoreError::WrongExpectedVersion { actual: 21, .. }), "{e}");
     assert!(e.to_string().contains("no stream") && e.to_string().contains("21"), "{e}");
+    // Versions past what a signed 64-bit integer holds are refused, alone and in a batch.
+    for v in [u64::MAX, (1 << 63) + 5] {
+        for n in [1, 2] {
+            let events = (0..n).map(|_| event("a", b"x")).collect();
+            let e = store.append(&s, ExpectedVersion::Exact(v), events).await.unwrap_err();
+            assert!(matches!(e, StoreError::WrongExpectedVersion { actual: 21, .. }), "{}: {e}", b.name());
+        }
+    }
+    assert_eq!(store.stream_version(&s).await.unwrap(), 21);
 }
 
 async fn stream_versions_are_contiguous_and_positions_strictly_increase(mut b: impl Backend) {

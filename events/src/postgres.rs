@@ -572,12 +572,14 @@ async fn connect_writer(url: &str) -> Result<(Client, Statements), tokio_postgre
     Ok((c, statements))
 }
 
-/// An expected version as the append statements take it: -1 any, -2 no stream, else the version.
+/// An expected version as the append statements take it: -1 any, -2 no stream, else the version
+/// (one past what a bigint holds, which no stream reaches, as the largest: refused, never taken
+/// for "any").
 fn expected_arg(expected: ExpectedVersion) -> i64 {
     match expected {
         ExpectedVersion::Any => -1,
         ExpectedVersion::NoStream => -2,
-        ExpectedVersion::Exact(v) => v as i64,
+        ExpectedVersion::Exact(v) => i64::try_from(v).unwrap_or(i64::MAX),
     }
 }
 
