@@ -1,8 +1,11 @@
 //! Several `mall serve` nodes on one PostgreSQL: leases with fencing tokens.
 //!
 //! What one node at a time owns is a lease (`mall_leases`, schema V18): the autonomous core
-//! ([`AUTONOMOUS`]: the actors' decisions, the task queue, the job runner and the systems' loops,
-//! which move together because the queue is one stream with one writer) and each projection.
+//! ([`AUTONOMOUS`]: the task queue, the job runner and the systems' loops, which move together
+//! because the queue is one stream with one writer), each projection, and each shard of the
+//! actors ([`shards`](mall_actors::runtime::shards): a hash of the actor's stream; the node holding
+//! a shard delivers to its actors, which decide and append there). A shard's lease keeps how far
+//! its actors were delivered (schema V22), so that its next holder delivers from there.
 //! Every node renews itself in `mall_nodes` and its leases each round; a node takes free or
 //! lapsed leases up to its fair share (the leases over the nodes alive) and hands back what is
 //! over it, so a node that starts takes a share and a node that stops (or dies) gives its share
@@ -19,6 +22,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use mall_actors::runtime::router::Progress;
+use mall_actors::runtime::shards::{self, Held, SHARDS};
 use mall_events::{
     AppendResult, Direction, EventStore, ExpectedVersion, Fence, NewEvent, Position, RecordedEvent, StoreError,
     StoreStats, StreamId,
@@ -29,6 +34,15 @@ use uuid::Uuid;
 
 /// The lease of the autonomous core.
 pub const AUTONOMOUS: &str = "autonomous";
+
+/// Every lease a node shares with the others: the core, each shard of the actors, each
+/// projection.
+pub fn lease_names(projections: impl IntoIterator<Item = String>) -> Vec<String> {
+    std::iter::once(AUTONOMOUS.to_string())
+        .chain((0..SHARDS).map(shards::lease))
+        .chain(projections.into_iter().map(|p| projection_lease(&p)))
+        .collect()
+}
 
 /// The lease of a projection.
 pub fn projection_lease(projection: &str) -> String {
@@ -104,6 +118,44 @@ pub struct Leases {
     valid_until: std::sync::Mutex<Option<Instant>>,
     /// Nodes alive at the last round.
     pub alive: std::sync::atomic::AtomicUsize,
+    /// The actors' shards this process holds, with the checkpoint each was taken at.
+    shards: watch::Sender<Vec<Option<Held>>>,
+    /// The checkpoint each lease had when this process took it under its token.
+    taken: std::sync::Mutex<HashMap<String, (i64, i64)>>,
+    /// How far the router delivered the shards' actors (kept in each shard's lease).
+    progress: std::sync::OnceLock<watch::Receiver<Progress>>,
+    /// What the nodes show one another on internal calls.
+    pub secret: String,
+    /// The leases in the order they are taken (and handed back from the end): the kinds
+    /// interleaved, so that each node's share holds some of each.
+    order: Vec<String>,
+}
+
+/// The leases interleaved by kind (the part of the name before `:`): each at its place within
+/// its kind (the core first), so that a share taken from the front, or handed back from the end,
+/// holds about as many of each kind as every other share.
+fn spread(names: &[String]) -> Vec<String> {
+    let kind = |n: &str| n.split(':').next().unwrap_or(n).to_string();
+    let mut sorted: Vec<String> = names.to_vec();
+    sorted.sort();
+    let mut size: HashMap<String, usize> = HashMap::new();
+    for n in &sorted {
+        *size.entry(kind(n)).or_default() += 1;
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut keyed: Vec<(f64, usize, String)> = sorted
+        .into_iter()
+        .map(|n| {
+            let k = kind(&n);
+            let i = seen.entry(k.clone()).or_default();
+            let key = *i as f64 / size[&k] as f64;
+            *i += 1;
+            (key, size[&k], n)
+        })
+        .collect();
+    // At one place, the smaller kind first (the core before everything); then by name.
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    keyed.into_iter().map(|(_, _, n)| n).collect()
 }
 
 /// Why a round failed.
@@ -128,6 +180,18 @@ impl Leases {
     pub async fn join(database_url: &str, config: NodeConfig, names: Vec<String>) -> Result<Arc<Self>, LeaseError> {
         let leases =
             names.iter().map(|n| (n.clone(), Arc::new(Lease { name: n.clone(), held: watch::channel(None).0 })));
+        let secret = {
+            let (client, conn) = tokio_postgres::connect(database_url, NoTls).await.map_err(db)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let made = Uuid::new_v4().simple().to_string() + &Uuid::new_v4().simple().to_string();
+            client
+                .execute("INSERT INTO mall_cluster (secret) VALUES ($1) ON CONFLICT (id) DO NOTHING", &[&made])
+                .await
+                .map_err(db)?;
+            client.query_one("SELECT secret FROM mall_cluster", &[]).await.map_err(db)?.get(0)
+        };
         let this = Arc::new(Leases {
             config,
             instance: Uuid::new_v4(),
@@ -137,6 +201,11 @@ impl Leases {
             owners: RwLock::new(HashMap::new()),
             valid_until: std::sync::Mutex::new(None),
             alive: std::sync::atomic::AtomicUsize::new(1),
+            shards: watch::channel(vec![None; SHARDS]).0,
+            taken: std::sync::Mutex::new(HashMap::new()),
+            progress: std::sync::OnceLock::new(),
+            secret,
+            order: spread(&names),
         });
         {
             let mut guard = this.connected().await?;
@@ -150,6 +219,34 @@ impl Leases {
         }
         this.round().await?;
         Ok(this)
+    }
+
+    /// The actors' shards as this process holds them.
+    pub fn shards(&self) -> watch::Receiver<Vec<Option<Held>>> {
+        self.shards.subscribe()
+    }
+
+    /// Keeps the router's progress in the shards' leases from now on.
+    pub fn follow(&self, progress: watch::Receiver<Progress>) {
+        let _ = self.progress.set(progress);
+    }
+
+    /// Tells the shards held (after the leases changed here).
+    fn publish_shards(&self) {
+        let taken = self.taken.lock().expect("taken").clone();
+        let now: Vec<Option<Held>> = (0..SHARDS)
+            .map(|k| {
+                let name = shards::lease(k);
+                let token = self.leases.get(&name)?.token()?;
+                let checkpoint = taken.get(&name).filter(|(t, _)| *t == token).map(|(_, c)| (*c).max(0) as u64);
+                Some(Held { token, checkpoint: Some(checkpoint.unwrap_or(0)) })
+            })
+            .collect();
+        self.shards.send_if_modified(|held| {
+            let changed = *held != now;
+            *held = now;
+            changed
+        });
     }
 
     /// A lease by name (every name given to [`join`](Self::join)).
@@ -199,7 +296,7 @@ impl Leases {
     async fn round_on(&self, c: &mut Client, started: Instant) -> Result<(), LeaseError> {
         let (node, instance) = (&self.config.id, &self.instance);
         let ttl = self.config.ttl.as_secs_f64();
-        let names: Vec<&str> = self.leases.keys().map(String::as_str).collect();
+        let names: &[String] = &self.order;
         c.execute(
             "INSERT INTO mall_nodes (id, instance, url, expires_at) \
              VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $4)) \
@@ -209,6 +306,24 @@ impl Leases {
         )
         .await
         .map_err(db)?;
+        // How far the router delivered the shards it holds under their present tokens: kept in
+        // their leases (raised only), for whoever holds them next.
+        if let Some(progress) = self.progress.get() {
+            let p = progress.borrow().clone();
+            let (names, tokens): (Vec<String>, Vec<i64>) =
+                (0..SHARDS).filter_map(|k| Some((shards::lease(k), p.shards.get(k).copied().flatten()?.token))).unzip();
+            if !names.is_empty() {
+                c.execute(
+                    "UPDATE mall_leases l SET checkpoint = greatest(l.checkpoint, $3) \
+                     FROM unnest($4::text[], $5::bigint[]) AS u(name, token) \
+                     WHERE l.name = u.name AND l.token = u.token AND l.holder = $1 AND l.instance = $2 \
+                       AND l.expires_at > clock_timestamp()",
+                    &[node, instance, &(p.position as i64), &names, &tokens],
+                )
+                .await
+                .map_err(db)?;
+            }
+        }
         let mut held: BTreeMap<String, i64> = c
             .query(
                 "UPDATE mall_leases SET expires_at = clock_timestamp() + make_interval(secs => $3) \
@@ -236,24 +351,21 @@ impl Leases {
                      expires_at = clock_timestamp() + make_interval(secs => $3), acquired_at = clock_timestamp() \
                      FROM (SELECT name FROM mall_leases WHERE name = ANY($4) \
                            AND (holder IS NULL OR expires_at <= clock_timestamp() OR (holder = $1 AND instance <> $2)) \
-                           ORDER BY name LIMIT $5 FOR UPDATE SKIP LOCKED) f \
-                     WHERE l.name = f.name RETURNING l.name, l.token",
+                           ORDER BY array_position($4, name) LIMIT $5 FOR UPDATE SKIP LOCKED) f \
+                     WHERE l.name = f.name RETURNING l.name, l.token, l.checkpoint",
                     &[node, instance, &ttl, &names, &want],
                 )
                 .await
                 .map_err(db)?;
             for r in taken {
-                let (name, token): (String, i64) = (r.get(0), r.get(1));
+                let (name, token, checkpoint): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
                 tracing::info!(lease = %name, token, "lease taken");
+                self.taken.lock().expect("taken").insert(name.clone(), (token, checkpoint));
                 held.insert(name, token);
             }
         } else if held.len() > share {
-            // Hand back what is over the share: projections first, the core last.
-            let mut over: Vec<String> = held.keys().filter(|n| n.as_str() != AUTONOMOUS).cloned().collect();
-            over.reverse();
-            if held.contains_key(AUTONOMOUS) {
-                over.push(AUTONOMOUS.to_string());
-            }
+            // Hand back what is over the share, from the end of the order (the core last).
+            let mut over: Vec<String> = self.order.iter().rev().filter(|n| held.contains_key(*n)).cloned().collect();
             over.truncate(held.len() - share);
             for name in &over {
                 // Stopped here first; the database then refuses its token.
@@ -263,6 +375,7 @@ impl Leases {
                 }
                 tracing::info!(lease = %name, "lease handed back (over this node's share)");
             }
+            self.publish_shards();
             c.execute(
                 "UPDATE mall_leases SET holder = NULL, instance = NULL, expires_at = '-infinity' \
                  WHERE name = ANY($3) AND holder = $1 AND instance = $2",
@@ -274,6 +387,7 @@ impl Leases {
         for (name, lease) in &self.leases {
             lease.set(held.get(name).copied());
         }
+        self.publish_shards();
         *self.valid_until.lock().expect("valid") = Some(started + self.config.ttl);
         let owners = c
             .query(
@@ -296,6 +410,7 @@ impl Leases {
             for l in self.leases.values() {
                 l.set(None);
             }
+            self.publish_shards();
         }
     }
 
@@ -327,6 +442,7 @@ impl Leases {
         for l in self.leases.values() {
             l.set(None);
         }
+        self.publish_shards();
         let Ok(mut guard) = self.connected().await else { return };
         let Some(c) = guard.as_mut() else { return };
         let (node, instance) = (&self.config.id, &self.instance);
@@ -401,6 +517,28 @@ pub struct FencedStore {
 impl FencedStore {
     fn fence(&self) -> Result<Fence, StoreError> {
         self.lease.fence().ok_or_else(|| StoreError::Fenced { lease: self.lease.name.clone(), token: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_order_interleaves_the_kinds_with_the_core_first() {
+        let names = lease_names(["a", "b", "c", "d"].map(String::from));
+        let order = spread(&names);
+        assert_eq!(order.len(), names.len());
+        assert_eq!(order[0], AUTONOMOUS);
+        // Any front part of the order holds shards and projections in proportion.
+        for take in [5, 7, 9] {
+            let front = &order[..take];
+            let shards = front.iter().filter(|n| n.starts_with("actors:")).count();
+            let projections = front.iter().filter(|n| n.starts_with("projection:")).count();
+            // Eight shards to four projections: about two shards a projection.
+            assert!((shards as i64 - 2 * projections as i64).abs() <= 3, "{front:?}");
+            assert!(shards > 0 && projections > 0, "{front:?}");
+        }
     }
 }
 

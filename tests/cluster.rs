@@ -2,7 +2,9 @@
 //! projections over them; a node killed with `kill -9` (20 rounds, at random points, under
 //! continuous ingest, PostgreSQL restarted once on the way) has its share taken over within the
 //! bound, nothing acknowledged is lost, no task runs twice, and every read table equals a rebuild.
-//! A node paused past its lease (SIGSTOP) cannot append for the core when it wakes (SIGCONT).
+//! A node paused past its lease (SIGSTOP) cannot append for the core, nor for the actors' shards
+//! it ran, when it wakes (SIGCONT). A product whose actor runs on one node is rewritten through
+//! the task queue on another.
 //!
 //! The tests here restart nodes and PostgreSQL: one at a time.
 
@@ -302,14 +304,22 @@ async fn a_node_paused_past_its_lease_cannot_append_for_what_it_lost() {
     let c = client();
     scenario::catalog(&c, cluster.nodes[0].as_ref().unwrap()).await;
 
-    let core_owner = holders(&cluster.url).await["autonomous"].clone();
+    let before = holders(&cluster.url).await;
+    let core_owner = before["autonomous"].clone();
     let paused = ids.iter().position(|id| *id == core_owner).unwrap();
     let other = 1 - paused;
-    let token_before: i64 = {
-        let (client, conn) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        client.query_one("SELECT token FROM mall_leases WHERE name = 'autonomous'", &[]).await.unwrap().get(0)
+    // A shard of the actors the paused node runs too.
+    let shard = before.iter().find(|(l, h)| l.starts_with("actors:") && **h == core_owner).unwrap().0.clone();
+    let token_of = |name: String| {
+        let url = cluster.url.clone();
+        async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.query_one("SELECT token FROM mall_leases WHERE name = $1", &[&name]).await.unwrap().get::<_, i64>(0)
+        }
     };
+    let token_before = token_of("autonomous".into()).await;
+    let shard_token_before = token_of(shard.clone()).await;
     let pid = cluster.nodes[paused].as_ref().unwrap().child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
 
@@ -334,6 +344,16 @@ async fn a_node_paused_past_its_lease_cannot_append_for_what_it_lost() {
             assert_eq!((lease.as_str(), token), ("autonomous", Some(token_before)))
         }
         other => panic!("an append under a lost lease was not refused: {other:?}"),
+    }
+    assert!(store.read_events_by_id(&[e.event_id]).await.unwrap().is_empty(), "nothing of it was written");
+    // Nor can it append for a product of a shard it ran.
+    let product = (0..).map(|i| format!("q{i}")).find(|p| shard_lease_of(p) == shard).unwrap();
+    let stale = Fence { lease: shard.clone(), token: shard_token_before };
+    let e = support::event("product_viewed", b"stale");
+    let stream = StreamId::parse(&format!("product-{product}")).unwrap();
+    match store.append_fenced(&stale, &stream, ExpectedVersion::Any, vec![e.clone()]).await {
+        Err(StoreError::Fenced { lease, .. }) => assert_eq!(lease, shard),
+        other => panic!("an append under a lost shard was not refused: {other:?}"),
     }
     assert!(store.read_events_by_id(&[e.event_id]).await.unwrap().is_empty(), "nothing of it was written");
     let before = read_core(&store).await.len();
@@ -370,5 +390,116 @@ async fn a_node_paused_past_its_lease_cannot_append_for_what_it_lost() {
     assert!(core.len() >= before);
     no_task_twice(&core);
     cluster.nodes.clear();
+    store.close().await;
+}
+
+/// The lease of the shard running product `id`'s actor.
+fn shard_lease_of(id: &str) -> String {
+    use mall_actors::runtime::shards;
+    shards::lease(shards::shard_of(&format!("product-{id}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_on_one_node_is_rewritten_through_the_queue_on_another() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let cluster = Cluster::new(2).await;
+    let ids: Vec<String> = (0..2).map(|i| cluster.node_id(i)).collect();
+    settled(&cluster.url, &ids.iter().cloned().collect(), "two nodes starting").await;
+    let c = client();
+    let first = cluster.nodes[0].as_ref().unwrap();
+    scenario::catalog(&c, first).await;
+
+    // Each node runs some of the actors' shards; a weak product whose shard is on the node that
+    // does not run the task queue.
+    let holders_before = holders(&cluster.url).await;
+    let core = holders_before["autonomous"].clone();
+    for id in &ids {
+        assert!(
+            holders_before.iter().any(|(l, h)| l.starts_with("actors:") && h == id),
+            "node {id} runs no shard: {holders_before:?}"
+        );
+    }
+    let weak = (0..)
+        .map(|i| format!("weak{i}"))
+        .find(|p| holders_before.get(&shard_lease_of(p)).is_some_and(|h| *h != core))
+        .unwrap();
+    let (status, body) =
+        post(&c, first.url("/api/products"), ADMIN, &product(&weak, "toys", "Stacking rings", "Rings.")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let traffic: Vec<Value> = (0..100)
+        .flat_map(|i| {
+            let shopper = format!("w-s{i}");
+            let mut v = vec![signal("product_viewed", &weak, &shopper)];
+            if i == 0 {
+                v.push(signal("added_to_cart", &weak, &shopper));
+            }
+            v
+        })
+        .collect();
+    scenario::signals(&c, first, traffic).await;
+
+    // Its actor decides on its node, the queue's node runs the generation task, and the
+    // product's node carries it out: the copy, caused by the task, is in its stream.
+    let store = PgStore::connect(PgConfig::new(&cluster.url)).await.unwrap();
+    let stream = StreamId::parse(&format!("product-{weak}")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let generated = loop {
+        let events = store.read_stream(&stream, 1, Direction::Forward, 1_000).await.unwrap();
+        if let Some(g) = events.iter().find(|e| e.event_type == "copy_generated") {
+            break g.clone();
+        }
+        assert!(Instant::now() < deadline, "no copy was generated for {weak}: {:?}", events.last());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // (The task's success is recorded once the product's node answered.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (task, tasks) = loop {
+        let tasks = read_core(&store).await;
+        let done = tasks.iter().find_map(|e| match e {
+            DomainEvent::TaskSucceeded(s) if Some(s.task_id) == generated.causation_id => Some(s.clone()),
+            _ => None,
+        });
+        if let Some(task) = done {
+            break (task, tasks);
+        }
+        assert!(Instant::now() < deadline, "the copy was not made by a task of the queue: {generated:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("{weak}'s copy was generated by task {} on the queue's node", task.task_id);
+    no_task_twice(&tasks);
+    let holders_after = holders(&cluster.url).await;
+    assert_eq!(holders_after["autonomous"], core, "the core stayed where it was");
+    assert_eq!(holders_after[&shard_lease_of(&weak)], holders_before[&shard_lease_of(&weak)], "the shard too");
+
+    // Each shard's lease keeps how far its actors were delivered, for its next holder.
+    let (pg, conn) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let head = store.stats().await.unwrap().last_position as i64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let low: i64 = pg
+            .query_one("SELECT min(checkpoint) FROM mall_leases WHERE name LIKE 'actors:%'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if low >= head {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shards' checkpoints stay at {low} (the log is at {head})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The internal calls answer only a node of the cluster.
+    let other = cluster.nodes.iter().flatten().find(|s| s.base != first.base).unwrap();
+    for (path, secret) in
+        [("/internal/queue", None), ("/internal/queue", Some("guess")), ("/internal/products/p1", None)]
+    {
+        let mut r = c.post(other.url(path)).json(&json!([]));
+        if let Some(s) = secret {
+            r = r.header("x-mall-cluster-secret", s);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} {secret:?}");
+    }
     store.close().await;
 }

@@ -14,7 +14,6 @@ use mall_actors::autonomous::priority;
 use mall_actors::autonomous::queue::{Status, Task};
 use mall_actors::autonomous::scheduler::{BudgetView, Executor, Request, Scheduler};
 use mall_actors::runtime::Runtime;
-use mall_actors::runtime::entity::{Execute, Nudge};
 use mall_actors::runtime::router::Actors;
 use mall_events::ids::ProductId;
 use mall_projections::catalog::PRODUCTS;
@@ -26,6 +25,7 @@ use super::AppState;
 use super::auth::Scope;
 use super::error::ApiError;
 use super::ingest::{MAX_CATALOG_BODY, body};
+use super::placement::{Placement, ProductWork};
 use crate::readside::{Filter, ReadSide};
 
 /// The systems whose work exists in this build (the others are listed as not yet available).
@@ -58,21 +58,15 @@ fn product_of(actors: &Actors, task: &Task) -> Result<ProductId, String> {
     Ok(id)
 }
 
-/// What a task says when the product's actor did not answer.
-fn no_answer(e: actix::MailboxError) -> String {
-    format!("the product's actor did not answer: {e}")
-}
-
 /// `product_intelligence` `nudge`: the product's actor looks at its state and decides now. A
 /// second run (after a crash) decides from the same state: nothing new happens.
-pub struct NudgeProduct(pub Arc<Actors>);
+pub struct NudgeProduct(pub Arc<Placement>);
 
 #[async_trait]
 impl Executor for NudgeProduct {
     async fn run(&self, task: &Task) -> Result<String, String> {
-        let id = product_of(&self.0, task)?;
-        self.0.products.send(&id, Nudge).await.map_err(no_answer)?;
-        Ok(format!("product {id} looked at its state"))
+        let id = product_of(&self.0.actors, task)?;
+        self.0.product(&id, ProductWork::Nudge).await
     }
 }
 
@@ -95,7 +89,9 @@ async fn track_records(scheduler: &Scheduler) -> HashMap<String, (u64, u64)> {
 /// ([`priority::of_decision`]). A generation by the configured model asks the queue for one call
 /// of the hourly budget, taken when the task runs: a decision waiting in the queue (its system
 /// stopped, say) spends nothing.
-pub struct QueueGenerations(pub std::sync::Weak<Scheduler>);
+///
+/// The product's actor may run on another node than the queue: the request goes there.
+pub struct QueueGenerations(pub std::sync::Weak<Scheduler>, pub Arc<Placement>);
 
 #[async_trait]
 impl mall_actors::runtime::Dispatch for QueueGenerations {
@@ -114,7 +110,7 @@ impl mall_actors::runtime::Dispatch for QueueGenerations {
             metrics,
             generations: u32::from(d.generator == mall_events::domain::GeneratorChoice::Configured),
         };
-        match scheduler.queue(vec![request]).await {
+        match self.1.queue(&scheduler, vec![request]).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(product = %d.product_id, error = %e, "cannot queue a generation; running it now");
@@ -127,13 +123,24 @@ impl mall_actors::runtime::Dispatch for QueueGenerations {
 /// `product_intelligence` `generate`: the product's actor carries out its decision in flight,
 /// and the outcome's events carry the task's id as their cause. A second run of the task (after
 /// a crash) finds the outcome recorded and does nothing.
-pub struct GenerateCopy(pub Arc<Actors>);
+pub struct GenerateCopy(pub Arc<Placement>);
 
 #[async_trait]
 impl Executor for GenerateCopy {
     async fn run(&self, task: &Task) -> Result<String, String> {
-        let id = product_of(&self.0, task)?;
-        self.0.products.send(&id, Execute { task: task.id }).await.map_err(no_answer)?
+        let id = product_of(&self.0.actors, task)?;
+        // A call of the model made on another node is paid from this node's budget too, so
+        // that the queue's budget bounds the calls of every node.
+        let budget = &self.0.actors.rt.budget;
+        let charged = task.generations > 0 && !self.0.runs_here(&id);
+        if charged && !budget.take(id.as_str()) {
+            return Err(format!("the generation budget has no call left for product {id} this hour"));
+        }
+        let done = self.0.product(&id, ProductWork::Execute { task: task.id }).await;
+        if charged && done.is_err() {
+            budget.refund(id.as_str());
+        }
+        done
     }
 }
 

@@ -84,6 +84,8 @@ pub async fn limit(
     let over = req.app_data::<web::Data<AppState>>().and_then(|state| {
         let limits = &state.limits;
         match state.tokens.holder(req.request()) {
+            // Calls between nodes (checked by their secret) are the cluster's own traffic.
+            _ if req.path().starts_with("/internal/") => None,
             Some(holder) if req.path() == "/api/signals" => {
                 limits.ingest_wait(holder).map(|w| (w, format!("the {holder} token's signal posts")))
             }

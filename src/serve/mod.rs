@@ -25,6 +25,7 @@ pub mod limits;
 pub mod merchandising;
 pub mod metrics;
 pub mod openapi;
+pub mod placement;
 pub mod plugins;
 pub mod query;
 pub mod ranking;
@@ -232,6 +233,8 @@ pub struct AppState {
     pub leases: Option<Arc<crate::cluster::Leases>>,
     /// The autonomous core's lease: requests for the core go to the node holding it.
     pub core_lease: Arc<crate::cluster::Lease>,
+    /// Where an actor's work and a product's decisions go (the nodes running them).
+    pub placement: Arc<placement::Placement>,
     /// Forwards requests for the core to its owner.
     pub forwarder: reqwest::Client,
 }
@@ -374,7 +377,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/admin/autonomous/experiments/{product}/{experiment}",
         vec![get(web::get().to(dashboard::experiment))],
     ))
-    .service(resource("/admin/autonomous/{panel}", vec![get(web::get().to(dashboard::panel))]));
+    .service(resource("/admin/autonomous/{panel}", vec![get(web::get().to(dashboard::panel))]))
+    // Between nodes sharing a database (their shared secret, never a client's token).
+    .service(resource("/internal/products/{id}", vec![post(web::post().to(placement::product_work))]))
+    .service(resource("/internal/queue", vec![post(web::post().to(placement::queue))]));
 }
 
 /// SIGINT or SIGTERM.
@@ -440,9 +446,8 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let (leases, node_lock) = match (&store_args.store, &store_args.database_url) {
         (crate::store::StoreKind::Postgres, Some(url)) => {
             let (id, lock) = node_identity(args, &store_args.data_dir)?;
-            let names = std::iter::once(crate::cluster::AUTONOMOUS.to_string())
-                .chain(crate::readside::projections().iter().map(|p| crate::cluster::projection_lease(p.name())))
-                .collect();
+            let names =
+                crate::cluster::lease_names(crate::readside::projections().iter().map(|p| p.name().to_string()));
             let config = crate::cluster::NodeConfig {
                 id,
                 url: args.advertise.clone().unwrap_or_else(|| advertised(local)),
@@ -490,7 +495,16 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     }
     let rt = Runtime::new(write_store.clone(), snapshots.clone(), generator, embedder, config);
     let arbiters = (0..2).map(|_| actix::Arbiter::new().handle()).collect();
+    if let Some(l) = &leases {
+        // The actors of the shards this node holds run here; their appends carry the shard's token.
+        rt.set_shards(mall_actors::runtime::shards::Shards::leased(l.shards()));
+    }
     let actors = Actors::new(rt, arbiters);
+    if let Some(l) = &leases {
+        l.follow(actors.progress.subscribe());
+    }
+    let placement =
+        Arc::new(placement::Placement { actors: actors.clone(), leases: leases.clone(), client: forward::client() });
     actors.load_catalog().await.context("cannot load the catalog from the log")?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let read_url =
@@ -515,12 +529,12 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     )
     .await
     .context("cannot load the task queue from the log")?;
-    core.register("product_intelligence", "nudge", Arc::new(autonomous::NudgeProduct(actors.clone())));
+    core.register("product_intelligence", "nudge", Arc::new(autonomous::NudgeProduct(placement.clone())));
     let sweep = Arc::new(autonomous::Sweep { read: read.clone(), scheduler: std::sync::OnceLock::new() });
     let _ = sweep.scheduler.set(Arc::downgrade(&core));
     core.register("product_intelligence", "sweep", sweep);
-    core.register("product_intelligence", "generate", Arc::new(autonomous::GenerateCopy(actors.clone())));
-    actors.rt.set_dispatch(Arc::new(autonomous::QueueGenerations(Arc::downgrade(&core))));
+    core.register("product_intelligence", "generate", Arc::new(autonomous::GenerateCopy(placement.clone())));
+    actors.rt.set_dispatch(Arc::new(autonomous::QueueGenerations(Arc::downgrade(&core), placement.clone())));
     let fetcher =
         args.fetch_allow.iter().fold(mall_actors::health::fetch::Fetcher::default(), |f, addr| f.allowing(*addr));
     let healing = health::SelfHealing::new(actors.clone(), read.clone(), fetcher, args.health_webhook.clone());
@@ -551,15 +565,16 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     core.register("social_media", "sweep", Arc::new(social::Plan(posting.clone())));
     let extensions = plugins::Plugins::new(
         actors.clone(),
+        placement.clone(),
         read.clone(),
         mall_actors::plugins::builtin(),
         mall_actors::plugins::TIMEOUT,
     );
     let _ = extensions.scheduler.set(Arc::downgrade(&core));
     core.register("plugins", "sweep", Arc::new(plugins::Sweep(extensions.clone())));
-    // The actors start once their decisions have somewhere to go; they decide only on the node
-    // that owns the core (the catalog follows the log on every node).
-    let router = actix_web::rt::spawn(actors.clone().run_owned(shutdown_rx.clone(), core_lease.watch()));
+    // The actors start once their decisions have somewhere to go; they run on the node holding
+    // their shard (the catalog follows the log on every node).
+    let router = actix_web::rt::spawn(actors.clone().run(shutdown_rx.clone()));
     let every: std::collections::BTreeMap<String, i64> = args.jobs.iter().filter(|(_, s)| *s > 0).cloned().collect();
     let off: Vec<String> = args.jobs.iter().filter(|(_, s)| *s == 0).map(|(n, _)| n.clone()).collect();
     let mut work = autonomous::job_work(&read);
@@ -642,6 +657,7 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
         leases: leases.clone(),
         core_lease,
         forwarder: forward::client(),
+        placement,
     });
     // Requests by route pattern, method and status (a path no route matches is `UNKNOWN`).
     let requests = actix_web_prom::PrometheusMetricsBuilder::new("mall")

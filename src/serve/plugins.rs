@@ -20,7 +20,6 @@ use mall_actors::autonomous::queue::Task;
 use mall_actors::autonomous::scheduler::{Executor, Request, Scheduler};
 use mall_actors::plugins::{self, Context, Hook, Outcome, Plugin, ProductFacts, Registry};
 use mall_actors::product::PriceProposal;
-use mall_actors::product::actor::StartPriceTest;
 use mall_actors::runtime::router::Actors;
 use mall_actors::voice;
 use mall_events::domain::{DomainEvent, PluginConfigured, PluginProposed, PluginRan};
@@ -58,6 +57,8 @@ const VOICE_MEMORY: usize = 10_000;
 /// The plugins' shell: one per server.
 pub struct Plugins {
     pub actors: Arc<Actors>,
+    /// Where a product's price test is started (the node running its actor).
+    pub placement: Arc<super::placement::Placement>,
     pub read: Arc<ReadSide>,
     pub scheduler: OnceLock<Weak<Scheduler>>,
     pub plugins: Vec<Arc<dyn Plugin>>,
@@ -80,12 +81,14 @@ type VoiceMemory = (HashMap<String, Vec<String>>, std::collections::VecDeque<Str
 impl Plugins {
     pub fn new(
         actors: Arc<Actors>,
+        placement: Arc<super::placement::Placement>,
         read: Arc<ReadSide>,
         plugins: Vec<Arc<dyn Plugin>>,
         timeout: Duration,
     ) -> Arc<Self> {
         Arc::new(Plugins {
             actors,
+            placement,
             read,
             scheduler: OnceLock::new(),
             plugins,
@@ -394,10 +397,10 @@ impl Plugins {
             }
             self.append(events).await?;
             for (id, p) in prices {
-                match self.actors.products.send(&id, StartPriceTest(p)).await {
-                    Ok(Ok(test)) => tracing::info!(product = %id, %test, "a price test started"),
-                    Ok(Err(why)) => tracing::info!(product = %id, %why, "no price test"),
-                    Err(e) => tracing::warn!(product = %id, error = %e, "the product did not answer"),
+                let work = super::placement::ProductWork::PriceTest { proposal: p };
+                match self.placement.product(&id, work).await {
+                    Ok(started) => tracing::info!(product = %id, %started, "a price test"),
+                    Err(why) => tracing::info!(product = %id, %why, "no price test"),
                 }
             }
             summary.push((info.id.to_string(), outcome.as_str().to_string()));

@@ -144,7 +144,7 @@ impl Default for Config {
 }
 
 /// A request to queue a task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     pub system: String,
     pub subject: String,

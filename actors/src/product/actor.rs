@@ -87,6 +87,11 @@ impl Handler<Decide> for EntityActor<Product> {
 
     fn handle(&mut self, _: Decide, ctx: &mut Context<Self>) {
         let Some(state) = self.state.clone() else { return };
+        // Only the node running the product's shard decides for it (another node may hold the
+        // actor to answer what its state is).
+        if !self.rt.shards().holds::<Product>(&self.id) {
+            return;
+        }
         let rt = self.rt.clone();
         let district = state.district.as_ref().map(|d| rt.district(d.as_str()));
         let id = self.id.clone();
@@ -228,6 +233,10 @@ impl Handler<Execute> for EntityActor<Product> {
         let Some(state) = self.state.clone() else {
             return Box::pin(actix::fut::ready(Err("the product is loading; it is tried again".to_string())));
         };
+        if !self.rt.shards().holds::<Product>(&self.id) {
+            let why = format!("product {} is run by another node (its shard moved on); tried again", self.id);
+            return Box::pin(actix::fut::ready(Err(why)));
+        }
         let Some(flight) = state.in_flight.clone() else {
             return Box::pin(actix::fut::ready(Ok("nothing in flight: the outcome is in the log".to_string())));
         };
@@ -381,5 +390,12 @@ async fn append(
         let ne = NewEvent::from_domain(e, Uuid::now_v7(), extra).map_err(|e| StoreError::invalid("payload", e))?;
         batch.push(ne.caused_by(correlation, causation));
     }
-    rt.store.append(&StreamId::product(id), ExpectedVersion::Exact(state.version), batch).await.map(|_| ())
+    // With the actors shared out among nodes, the append carries the shard's fencing token: a
+    // node that lost the shard (paused past its lease, say) cannot append for the product.
+    let stream = StreamId::product(id);
+    let expected = ExpectedVersion::Exact(state.version);
+    match rt.shards().fence::<Product>(id)? {
+        Some(fence) => rt.store.append_fenced(&fence, &stream, expected, batch).await.map(|_| ()),
+        None => rt.store.append(&stream, expected, batch).await.map(|_| ()),
+    }
 }

@@ -155,7 +155,7 @@ impl RunningPriceTest {
 }
 
 /// A proposed price, to be put to a test.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PriceProposal {
     pub proposal_id: Uuid,
     /// The price the proposal was made from.

@@ -13,6 +13,7 @@
 pub mod entity;
 pub mod registry;
 pub mod router;
+pub mod shards;
 pub mod snapshot;
 
 use std::collections::HashMap;
@@ -206,6 +207,8 @@ pub struct Runtime {
     pub priors: RwLock<HashMap<String, Prior>>,
     /// Where decided generations go (none: run at once).
     dispatch: std::sync::OnceLock<Arc<dyn Dispatch>>,
+    /// The shards of actors this process runs (unset: all of them).
+    shards: std::sync::OnceLock<shards::Shards>,
     /// Events an actor could not fold (they do not decode, or its fold panicked): passed by
     /// from then on, and shown to a person.
     parked: Mutex<Vec<ParkedEvent>>,
@@ -248,6 +251,7 @@ impl Runtime {
             catalog: RwLock::default(),
             priors: RwLock::default(),
             dispatch: std::sync::OnceLock::new(),
+            shards: std::sync::OnceLock::new(),
             parked: Mutex::default(),
             any_parked: std::sync::atomic::AtomicBool::new(false),
             poison_position: std::sync::atomic::AtomicU64::new(0),
@@ -260,6 +264,17 @@ impl Runtime {
     }
 
     /// Where decided generations go, if anywhere but the actor.
+    /// The shards this process runs as leases tell them (before the router starts); without
+    /// this, it runs every actor, unfenced.
+    pub fn set_shards(&self, shards: shards::Shards) {
+        let _ = self.shards.set(shards);
+    }
+
+    /// The shards this process runs.
+    pub fn shards(&self) -> &shards::Shards {
+        self.shards.get_or_init(shards::Shards::all)
+    }
+
     pub fn dispatcher(&self) -> Option<&Arc<dyn Dispatch>> {
         self.dispatch.get()
     }

@@ -80,11 +80,16 @@ where
     /// Passivates every resident actor (on shutdown) and waits until they have saved their
     /// snapshots.
     pub async fn passivate_all(&self) {
+        self.passivate_where(|_| true).await
+    }
+
+    /// Passivates the resident actors whose id `which` picks (those of a shard this process no
+    /// longer runs) and waits until they have saved their snapshots.
+    pub async fn passivate_where(&self, which: impl Fn(&K::Id) -> bool) {
         let addrs: Vec<Addr<EntityActor<K>>> = {
             let mut resident = self.resident.lock().expect("registry");
-            let addrs = resident.iter().map(|(_, a)| a.clone()).collect();
-            resident.clear();
-            addrs
+            let ids: Vec<K::Id> = resident.iter().map(|(id, _)| id.clone()).filter(|id| which(id)).collect();
+            ids.iter().filter_map(|id| resident.pop(id)).collect()
         };
         futures_util::future::join_all(addrs.iter().map(|a| a.send(Passivate))).await;
     }

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::Runtime;
 use super::entity::{Deliver, District, Kind, Product, Shopper};
 use super::registry::Registry;
+use super::shards::{Held, SHARDS, shard_of_actor};
 use crate::catalog::Catalog;
 
 const CHECKPOINT_KEY: &str = "router-checkpoint";
@@ -48,6 +49,16 @@ pub struct Actors {
     pub shoppers: Registry<Shopper>,
     /// The last position delivered and acknowledged.
     pub delivered: watch::Sender<Position>,
+    /// How far the actors of the shards held were delivered (leases keep it as each shard's
+    /// checkpoint, for the next holder).
+    pub progress: watch::Sender<Progress>,
+}
+
+/// The router's progress: every shard in `shards` (with its token) delivered up to `position`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    pub position: Position,
+    pub shards: Vec<Option<Held>>,
 }
 
 impl Actors {
@@ -58,6 +69,7 @@ impl Actors {
             districts: Registry::new(rt.clone(), arbiters.clone()),
             shoppers: Registry::new(rt.clone(), arbiters),
             delivered: watch::channel(0).0,
+            progress: watch::channel(Progress::default()).0,
             rt,
         })
     }
@@ -138,51 +150,32 @@ impl Actors {
         }
     }
 
-    /// Follows the log from the saved checkpoint until `shutdown` fires.
-    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
-        self.run_owned(shutdown, watch::channel(Some(0)).1).await
-    }
-
-    /// Follows the log until `shutdown` fires, delivering to the actors only while `owner` holds
-    /// a token (this node owns the actors); the catalog follows the log always. A node that
-    /// becomes the owner delivers again what the log holds after its own saved checkpoint (the
-    /// actors pass by what they folded); one that stops being it passivates its actors.
-    pub async fn run_owned(
-        self: Arc<Self>,
-        mut shutdown: watch::Receiver<bool>,
-        mut owner: watch::Receiver<Option<i64>>,
-    ) {
-        let mut owning = *owner.borrow_and_update();
-        let from =
-            if owning.is_some() { self.checkpoint().await } else { self.rt.catalog.read().expect("catalog").seen() };
+    /// Follows the log until `shutdown` fires, delivering to the actors of the shards this
+    /// process runs ([`Runtime::shards`]: all of them, unless leases share them out); the
+    /// catalog follows the log always. A shard taken is delivered again what the log holds after
+    /// its checkpoint (the last holder's, or this process's own saved one; the actors pass by
+    /// what they folded); the actors of a shard lost are passivated.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut shards = self.rt.shards().watch();
+        let mut open = true;
+        let mut owning: Vec<Option<Held>> = vec![None; SHARDS];
+        let mut followed = self.rt.catalog.read().expect("catalog").seen();
+        let now = shards.borrow_and_update().clone();
+        self.change_shards(&mut owning, now, followed).await;
         // `send_replace` stores the value even while nobody listens (`send` would drop it).
-        self.delivered.send_replace(from);
-        let mut sub = subscribe_all(self.rt.store.clone(), from + 1);
+        self.delivered.send_replace(followed);
+        let mut sub = subscribe_all(self.rt.store.clone(), followed + 1);
         let (mut rounds, mut unsaved): (u64, Option<Arc<RecordedEvent>>) = (0, None);
-        let mut followed = from;
         loop {
             let first = tokio::select! {
                 e = sub.next() => e,
-                changed = owner.changed(), if changed_ok(&owner) => {
-                    let now = if changed.is_ok() { *owner.borrow_and_update() } else { None };
-                    if now == owning {
+                changed = shards.changed(), if open => {
+                    if changed.is_err() {
+                        open = false;
                         continue;
                     }
-                    // Another holder may have acted in between: what is resident is passed by.
-                    if owning.is_some() {
-                        tracing::info!("this node no longer owns the actors (as it did): passivating them");
-                        futures_util::future::join3(
-                            self.products.passivate_all(),
-                            self.districts.passivate_all(),
-                            self.shoppers.passivate_all(),
-                        )
-                        .await;
-                    }
-                    if now.is_some() {
-                        tracing::info!("this node owns the actors now: delivering what it has not");
-                        self.catch_up(followed).await;
-                    }
-                    owning = now;
+                    let now = shards.borrow_and_update().clone();
+                    self.change_shards(&mut owning, now, followed).await;
                     continue;
                 }
                 _ = shutdown.changed() => {
@@ -206,17 +199,16 @@ impl Actors {
             let last_event = round.last().expect("non-empty").clone();
             let last = last_event.position;
             followed = last;
-            if owning.is_some() {
-                self.deliver(round).await;
-            } else {
-                self.note_round(&round);
+            self.note_round(&round);
+            let to: Vec<bool> = owning.iter().map(Option::is_some).collect();
+            if to.iter().any(|h| *h) {
+                self.send_round(round, &to).await;
+                if let Some(bytes) = super::snapshot::encode(&(last, last_event.recorded_at)) {
+                    self.rt.snapshots.save(CHECKPOINT_KEY, &bytes);
+                }
             }
             self.delivered.send_replace(last);
-            if owning.is_some()
-                && let Some(bytes) = super::snapshot::encode(&(last, last_event.recorded_at))
-            {
-                self.rt.snapshots.save(CHECKPOINT_KEY, &bytes);
-            }
+            self.progress.send_replace(Progress { position: last, shards: owning.clone() });
             rounds += 1;
             if rounds % CATALOG_EVERY == 0 {
                 self.save_catalog(&last_event);
@@ -227,12 +219,60 @@ impl Actors {
         }
     }
 
-    /// Delivers one round: every actor gets its events in order, all actors at once. The catalog
-    /// has applied the whole round first, so that a fold reading facts as of its event's position
-    /// finds them.
-    async fn deliver(&self, round: Vec<Arc<RecordedEvent>>) {
-        self.note_round(&round);
-        self.send_round(round).await;
+    /// The shards held change from `owning` to `now`: the actors of each shard lost (or taken
+    /// again under another token: another holder may have acted in between) are passivated, and
+    /// each shard taken is delivered what the log holds after its checkpoint up to `followed`.
+    async fn change_shards(&self, owning: &mut Vec<Option<Held>>, now: Vec<Option<Held>>, followed: Position) {
+        let now: Vec<Option<Held>> = (0..SHARDS).map(|k| now.get(k).copied().flatten()).collect();
+        let token = |h: &Option<Held>| h.map(|h| h.token);
+        let lost: Vec<bool> = (0..SHARDS).map(|k| owning[k].is_some() && token(&owning[k]) != token(&now[k])).collect();
+        if lost.iter().any(|l| *l) {
+            tracing::info!(shards = ?shard_list(&lost), "this node no longer runs these shards' actors: passivating them");
+            let none_left = now.iter().all(Option::is_none);
+            futures_util::future::join3(
+                self.products.passivate_where(|id| lost[shard_of_actor::<Product>(id)]),
+                self.shoppers.passivate_where(|id| lost[shard_of_actor::<Shopper>(id)]),
+                self.districts.passivate_where(|_| none_left),
+            )
+            .await;
+        }
+        let gained: Vec<bool> = (0..SHARDS).map(|k| now[k].is_some() && token(&owning[k]) != token(&now[k])).collect();
+        *owning = now.clone();
+        if gained.iter().any(|g| *g) {
+            tracing::info!(shards = ?shard_list(&gained), "this node runs these shards' actors now: delivering what they have not");
+            // Each shard from its own checkpoint; the earliest first, the others joining as the
+            // delivery passes theirs.
+            let mut from: Vec<Option<Position>> = vec![None; SHARDS];
+            for k in (0..SHARDS).filter(|k| gained[*k]) {
+                from[k] = Some(match now[k].and_then(|h| h.checkpoint) {
+                    Some(p) => p,
+                    None => self.checkpoint().await,
+                });
+            }
+            self.catch_up(&from, followed).await;
+        }
+        self.progress.send_replace(Progress { position: followed, shards: now });
+    }
+
+    /// Delivers again, to the actors only (the catalog has them), the events after each shard's
+    /// checkpoint in `from` up to `followed`.
+    async fn catch_up(&self, from: &[Option<Position>], followed: Position) {
+        let Some(mut at) = from.iter().flatten().min().map(|p| p + 1) else { return };
+        while at <= followed {
+            let batch = match self.rt.store.read_all(at, ROUND).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the log to deliver it again");
+                    return;
+                }
+            };
+            let round: Vec<Arc<RecordedEvent>> =
+                batch.into_iter().take_while(|e| e.position <= followed).map(Arc::new).collect();
+            let Some(last) = round.last().cloned() else { return };
+            at = last.position + 1;
+            let to: Vec<bool> = from.iter().map(|f| f.is_some_and(|f| f < last.position)).collect();
+            self.send_round(round, &to).await;
+        }
     }
 
     /// Applies a round to the catalog.
@@ -245,45 +285,27 @@ impl Actors {
         }
     }
 
-    /// Delivers again, to the actors only (the catalog has them), the events after the saved
-    /// checkpoint up to `followed`, saving the checkpoint as it goes.
-    async fn catch_up(&self, followed: Position) {
-        let mut from = self.checkpoint().await + 1;
-        while from <= followed {
-            let batch = match self.rt.store.read_all(from, ROUND).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the log to deliver it again");
-                    return;
-                }
-            };
-            let round: Vec<Arc<RecordedEvent>> =
-                batch.into_iter().take_while(|e| e.position <= followed).map(Arc::new).collect();
-            let Some(last) = round.last().cloned() else { return };
-            from = last.position + 1;
-            self.send_round(round).await;
-            if let Some(bytes) = super::snapshot::encode(&(last.position, last.recorded_at)) {
-                self.rt.snapshots.save(CHECKPOINT_KEY, &bytes);
-            }
-        }
-    }
-
-    /// Sends a round to the actors it concerns.
-    async fn send_round(&self, round: Vec<Arc<RecordedEvent>>) {
+    /// Sends a round to the actors it concerns, among those of the shards `to` picks (districts,
+    /// which only fold, wherever any shard is).
+    async fn send_round(&self, round: Vec<Arc<RecordedEvent>>, to: &[bool]) {
+        let mine = |k: usize| to.get(k).copied().unwrap_or(false);
         // Districts first, so that their priors are shown before products decide.
-        let districts = routed::<District>(&round);
-        join_all(districts.into_iter().map(|(id, v)| async move { self.districts.send(&id, Deliver(v)).await })).await;
-        let products = routed::<Product>(&round);
-        let products = products.into_iter().map(|(id, v)| async move { self.products.send(&id, Deliver(v)).await });
-        let shoppers = routed::<Shopper>(&round);
-        let shoppers = shoppers.into_iter().map(|(id, v)| async move { self.shoppers.send(&id, Deliver(v)).await });
+        if to.iter().any(|t| *t) {
+            let districts = routed::<District>(&round);
+            join_all(districts.into_iter().map(|(id, v)| async move { self.districts.send(&id, Deliver(v)).await }))
+                .await;
+        }
+        let products = routed::<Product>(&round).into_iter().filter(|(id, _)| mine(shard_of_actor::<Product>(id)));
+        let products = products.map(|(id, v)| async move { self.products.send(&id, Deliver(v)).await });
+        let shoppers = routed::<Shopper>(&round).into_iter().filter(|(id, _)| mine(shard_of_actor::<Shopper>(id)));
+        let shoppers = shoppers.map(|(id, v)| async move { self.shoppers.send(&id, Deliver(v)).await });
         futures_util::future::join(join_all(products), join_all(shoppers)).await;
     }
 }
 
-/// Whether the owner's channel can still change (a closed one is not polled again).
-fn changed_ok(owner: &watch::Receiver<Option<i64>>) -> bool {
-    owner.has_changed().is_ok()
+/// The shards a mask picks, for the log.
+fn shard_list(mask: &[bool]) -> Vec<usize> {
+    (0..mask.len()).filter(|k| mask[*k]).collect()
 }
 
 /// A round's events grouped by the instances of `K` they concern, in log order.
