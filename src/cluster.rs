@@ -174,6 +174,14 @@ fn db(e: tokio_postgres::Error) -> LeaseError {
     LeaseError(e.to_string())
 }
 
+async fn connect(url: &str) -> Result<Client, LeaseError> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(db)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
 impl Leases {
     /// Joins: registers the node, makes sure every lease has its row, and runs a first round (so
     /// that a node alone holds everything when this returns).
@@ -181,10 +189,7 @@ impl Leases {
         let leases =
             names.iter().map(|n| (n.clone(), Arc::new(Lease { name: n.clone(), held: watch::channel(None).0 })));
         let secret = {
-            let (client, conn) = tokio_postgres::connect(database_url, NoTls).await.map_err(db)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            let client = connect(database_url).await?;
             let made = Uuid::new_v4().simple().to_string() + &Uuid::new_v4().simple().to_string();
             client
                 .execute("INSERT INTO mall_cluster (secret) VALUES ($1) ON CONFLICT (id) DO NOTHING", &[&made])
@@ -272,11 +277,7 @@ impl Leases {
     async fn connected(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, LeaseError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            let (client, conn) = tokio_postgres::connect(&self.database_url, NoTls).await.map_err(db)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            *guard = Some(client);
+            *guard = Some(connect(&self.database_url).await?);
         }
         Ok(guard)
     }

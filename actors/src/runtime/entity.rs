@@ -497,10 +497,26 @@ impl<K: Kind> Handler<Get<K>> for EntityActor<K> {
 
     fn handle(&mut self, _: Get<K>, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
-        if self.state.is_some() {
-            return Box::pin(actix::fut::ready(self.state.clone()));
-        }
         let (rt, id) = (self.rt.clone(), self.id.clone());
+        match self.state.clone() {
+            // The router delivers to the actors of the shards this process runs; one of another
+            // shard (held here to answer) folds what the log holds now before it answers.
+            Some(mut state) if !rt.shards().holds::<K>(&id) => {
+                return Box::pin(
+                    async move {
+                        let _ = catch_up::<K>(&rt, &id, &mut state, Until::Head).await;
+                        state
+                    }
+                    .into_actor(self)
+                    .map(|state, act, _| {
+                        act.state = Some(state);
+                        act.state.clone()
+                    }),
+                );
+            }
+            Some(_) => return Box::pin(actix::fut::ready(self.state.clone())),
+            None => {}
+        }
         Box::pin(async move { load_counting::<K>(&rt, &id).await }.into_actor(self).map(|res, act, _| {
             if act.state.is_none() {
                 act.loaded(res);
