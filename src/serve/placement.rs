@@ -141,6 +141,24 @@ fn answer<T: Serialize>(r: Result<T, String>) -> HttpResponse {
     }
 }
 
+/// The body of an internal call, once it is known to come from a node and to be within bounds;
+/// else the answer to give.
+fn internal_body<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    state: &AppState,
+    body: &[u8],
+    field: &str,
+) -> Result<T, HttpResponse> {
+    if !from_a_node(req, state) {
+        return Err(HttpResponse::Unauthorized().json(json!({"message": "an internal call between nodes"})));
+    }
+    if body.len() > MAX_BODY {
+        return Err(HttpResponse::PayloadTooLarge().json(json!({"message": "the body is too large"})));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| HttpResponse::BadRequest().json(json!({"message": format!("{field}: {e}"), "field": field})))
+}
+
 /// `POST /internal/products/{id}`: work for a product's actor, from another node.
 pub async fn product_work(
     req: HttpRequest,
@@ -149,16 +167,12 @@ pub async fn product_work(
     body: web::Bytes,
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
-    if !from_a_node(&req, &state) {
-        return HttpResponse::Unauthorized().json(json!({"message": "an internal call between nodes"}));
-    }
+    let work: ProductWork = match internal_body(&req, &state, &body, "work") {
+        Ok(w) => w,
+        Err(answer) => return answer,
+    };
     let Ok(id) = ProductId::parse(path.into_inner()) else {
         return HttpResponse::BadRequest().json(json!({"message": "id: not a product id", "field": "id"}));
-    };
-    let work: ProductWork = match serde_json::from_slice(&body) {
-        Ok(w) if body.len() <= MAX_BODY => w,
-        Ok(_) => return HttpResponse::PayloadTooLarge().json(json!({"message": "the body is too large"})),
-        Err(e) => return HttpResponse::BadRequest().json(json!({"message": format!("work: {e}"), "field": "work"})),
     };
     if !state.actors.rt.shards().holds::<Product>(&id) {
         return refused(StatusCode::SERVICE_UNAVAILABLE, format!("this node does not run product {id}'s shard"));
@@ -169,15 +183,9 @@ pub async fn product_work(
 /// `POST /internal/queue`: tasks for the queue, from another node's actors.
 pub async fn queue(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     use actix_web::http::StatusCode;
-    if !from_a_node(&req, &state) {
-        return HttpResponse::Unauthorized().json(json!({"message": "an internal call between nodes"}));
-    }
-    let requests: Vec<Request> = match serde_json::from_slice(&body) {
-        Ok(r) if body.len() <= MAX_BODY => r,
-        Ok(_) => return HttpResponse::PayloadTooLarge().json(json!({"message": "the body is too large"})),
-        Err(e) => {
-            return HttpResponse::BadRequest().json(json!({"message": format!("requests: {e}"), "field": "requests"}));
-        }
+    let requests: Vec<Request> = match internal_body(&req, &state, &body, "requests") {
+        Ok(r) => r,
+        Err(answer) => return answer,
     };
     if state.core_lease.token().is_none() {
         return refused(StatusCode::SERVICE_UNAVAILABLE, "this node does not run the task queue".into());
