@@ -269,6 +269,22 @@ impl Leases {
         self.owners.read().expect("owners").get(name).map(|(_, url)| url.clone())
     }
 
+    /// Runs `call` to the node at `url`, which held lease `name` when the call was sent, for as
+    /// long as it still holds it: `None` once the lease has moved on (a node paused or cut off
+    /// loses it within its time to live, and a call to it would otherwise wait out the client's
+    /// whole timeout). What the call did there, if anything, was under the lease it then held.
+    pub async fn while_held<F: std::future::Future>(&self, name: &str, url: &str, call: F) -> Option<F::Output> {
+        let moved = async {
+            while self.owner_url(name).as_deref() == Some(url) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            out = call => Some(out),
+            () = moved => None,
+        }
+    }
+
     /// Every lease and the node holding it, as of the last round.
     pub fn owners(&self) -> BTreeMap<String, String> {
         self.owners.read().expect("owners").iter().map(|(l, (node, _))| (l.clone(), node.clone())).collect()

@@ -3,8 +3,9 @@
 //! continuous ingest, PostgreSQL restarted once on the way) has its share taken over within the
 //! bound, nothing acknowledged is lost, no task runs twice, and every read table equals a rebuild.
 //! A node paused past its lease (SIGSTOP) cannot append for the core, nor for the actors' shards
-//! it ran, when it wakes (SIGCONT). A product whose actor runs on one node is rewritten through
-//! the task queue on another.
+//! it ran, when it wakes (SIGCONT); a request forwarded to it while it sleeps is answered (retry)
+//! once its lease moves on. A product whose actor runs on one node is rewritten through the task
+//! queue on another; internal calls are read up to their own bound.
 //!
 //! The tests here restart nodes and PostgreSQL: one at a time.
 
@@ -322,6 +323,17 @@ async fn a_node_paused_past_its_lease_cannot_append_for_what_it_lost() {
     let shard_token_before = token_of(shard.clone()).await;
     let pid = cluster.nodes[paused].as_ref().unwrap().child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    // A request for the core sent now to the other node is forwarded to the paused owner: it is
+    // answered (retry) once the core moves on, not after the forwarding client's 120 s.
+    let forwarded = {
+        let (c, url) = (client(), cluster.nodes[other].as_ref().unwrap().url("/api/autonomous"));
+        tokio::spawn(async move {
+            let sent = Instant::now();
+            let r = c.get(url).bearer_auth(ADMIN).send().await.unwrap();
+            let retry = r.headers().contains_key("retry-after");
+            (sent.elapsed(), r.status(), retry, r.text().await.unwrap())
+        })
+    };
 
     // The other node takes the core over within the bound and acts on it (forwarded requests
     // now land there).
@@ -332,6 +344,10 @@ async fn a_node_paused_past_its_lease_cannot_append_for_what_it_lost() {
     scenario::until(&c, survivor, "/healthz", "the survivor owns the core", |h| h["node"]["owns_core"] == true).await;
     let pos = scenario::signals(&c, survivor, scenario::weak_traffic()).await;
     assert!(pos > 0);
+    let (waited, status, retry, body) = forwarded.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(retry && body.contains("lost it"), "{body}");
+    assert!(waited <= BOUND + Duration::from_secs(1), "a request forwarded to the paused owner waited {waited:?}");
 
     // An append under the paused node's token is refused by the database, whatever that node
     // still believes.
@@ -500,6 +516,30 @@ async fn a_product_on_one_node_is_rewritten_through_the_queue_on_another() {
         }
         let r = r.send().await.unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} {secret:?}");
+    }
+    // With the secret, a body is read up to the internal bound (1 MiB), past actix's default
+    // 256 KiB, and refused over it with a JSON answer.
+    let secret: String = pg.query_one("SELECT secret FROM mall_cluster", &[]).await.unwrap().get(0);
+    let padded = |len: usize| format!("[{}]", " ".repeat(len - 2));
+    for (len, expected) in [(300 << 10, StatusCode::OK), ((1 << 20) + 1, StatusCode::PAYLOAD_TOO_LARGE)] {
+        let r = c
+            .post(other.url("/internal/products/p1"))
+            .header("x-mall-cluster-secret", &secret)
+            .header("content-type", "application/json")
+            .body(padded(len))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        if expected == StatusCode::OK {
+            // Read whole and parsed: an array is not a product's work.
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{len} bytes: {body}");
+            assert_eq!(body["field"], "work", "{body}");
+        } else {
+            assert_eq!(status, expected, "{len} bytes: {body}");
+            assert!(body["message"].as_str().unwrap().contains("over"), "{body}");
+        }
     }
     store.close().await;
 }

@@ -41,6 +41,35 @@ fn json(status: StatusCode, message: String) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "message": message }))
 }
 
+/// A request's body, read as it arrives up to `max` bytes and within `timeout`; else the answer
+/// to give (413, 400 or 408, as JSON).
+pub async fn bounded_body<S>(
+    payload: &mut S,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<web::Bytes, HttpResponse>
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin,
+{
+    let mut body = web::BytesMut::new();
+    let read = tokio::time::timeout(timeout, async {
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| json(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")))?;
+            if body.len() + chunk.len() > max {
+                return Err(json(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {max} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(())
+    })
+    .await;
+    match read {
+        Ok(Ok(())) => Ok(body.freeze()),
+        Ok(Err(answer)) => Err(answer),
+        Err(_) => Err(json(StatusCode::REQUEST_TIMEOUT, "the body took too long to arrive".into())),
+    }
+}
+
 /// The middleware.
 pub async fn to_owner(
     req: ServiceRequest,
@@ -77,26 +106,10 @@ pub async fn to_owner(
         return Ok(req.into_response(answer));
     }
     let (http, mut payload) = req.into_parts();
-    let mut body = web::BytesMut::new();
-    let read = tokio::time::timeout(state.body_timeout, async {
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| json(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")))?;
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(json(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {MAX_BODY} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(())
-    })
-    .await;
-    match read {
-        Ok(Ok(())) => {}
-        Ok(Err(answer)) => return Ok(ServiceResponse::new(http, answer)),
-        Err(_) => {
-            let answer = json(StatusCode::REQUEST_TIMEOUT, "the body took too long to arrive".into());
-            return Ok(ServiceResponse::new(http, answer));
-        }
-    }
+    let body = match bounded_body(&mut payload, MAX_BODY, state.body_timeout).await {
+        Ok(body) => body,
+        Err(answer) => return Ok(ServiceResponse::new(http, answer)),
+    };
     let method = reqwest::Method::from_bytes(http.method().as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut out = state.forwarder.request(method, &target);
     for (name, value) in http.headers() {
@@ -105,28 +118,39 @@ pub async fn to_owner(
         }
     }
     out = out.header(FORWARDED, leases.config.id.as_str());
-    let answer = match out.body(body.freeze()).send().await {
-        Ok(resp) => {
-            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let mut answer = HttpResponse::build(status);
-            for (name, value) in resp.headers() {
-                if !HOP.contains(&name.as_str()) {
-                    answer.append_header((name.as_str(), value.as_bytes()));
-                }
-            }
-            match resp.bytes().await {
-                Ok(bytes) => answer.body(bytes),
-                Err(e) => json(StatusCode::BAD_GATEWAY, format!("the node owning the autonomous core broke off: {e}")),
+    // Sent while the owner holds the core: a paused or cut-off owner loses it within its time
+    // to live, and the caller is then told to retry (it lands on the new owner) rather than
+    // wait out the client's timeout.
+    let sent = async {
+        let resp = out.body(body).send().await?;
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut answer = HttpResponse::build(status);
+        for (name, value) in resp.headers() {
+            if !HOP.contains(&name.as_str()) {
+                answer.append_header((name.as_str(), value.as_bytes()));
             }
         }
-        Err(e) => {
+        Ok::<_, reqwest::Error>(answer.body(resp.bytes().await?))
+    };
+    let retry = |status: StatusCode, message: String| {
+        let mut answer = json(status, message);
+        answer
+            .headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
+        answer
+    };
+    let answer = match leases.while_held(AUTONOMOUS, &owner, sent).await {
+        Some(Ok(answer)) => answer,
+        Some(Err(e)) => {
             tracing::warn!(owner = %owner, error = %e, "cannot forward to the core's owner");
-            let mut answer =
-                json(StatusCode::BAD_GATEWAY, format!("the node owning the autonomous core did not answer: {e}"));
-            answer
-                .headers_mut()
-                .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
-            answer
+            retry(StatusCode::BAD_GATEWAY, format!("the node owning the autonomous core did not answer: {e}"))
+        }
+        None => {
+            tracing::warn!(owner = %owner, "the core moved on while a request forwarded to its owner waited");
+            retry(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the node owning the autonomous core stopped answering and lost it; retry".into(),
+            )
         }
     };
     Ok(ServiceResponse::new(http, answer))

@@ -61,11 +61,11 @@ impl Placement {
             Some(l) if !self.runs_here(id) => l,
             _ => return self.here(id, work).await,
         };
+        let lease = shards::lease(shard);
         let owner = leases
-            .owner_url(&shards::lease(shard))
+            .owner_url(&lease)
             .ok_or_else(|| format!("no node runs product {id}'s shard right now (one is taking it over)"))?;
-        let url = format!("{owner}/internal/products/{id}");
-        self.call(leases, &url, &work).await
+        self.call(leases, &lease, &owner, &format!("/internal/products/{id}"), &work).await
     }
 
     /// Has the product's actor do `work` here.
@@ -96,22 +96,40 @@ impl Placement {
         let owner = leases
             .owner_url(AUTONOMOUS)
             .ok_or_else(|| "no node runs the task queue right now (one is taking it over)".to_string())?;
-        let answer = self.call(leases, &format!("{owner}/internal/queue"), &requests).await?;
+        let answer = self.call(leases, AUTONOMOUS, &owner, "/internal/queue", &requests).await?;
         serde_json::from_str(&answer).map_err(|e| format!("the queue's node answered what is not task ids: {e}"))
     }
 
-    async fn call<B: Serialize>(&self, leases: &Leases, url: &str, body: &B) -> Result<String, String> {
-        let resp = self
-            .client
-            .post(url)
-            .header(SECRET, leases.secret.as_str())
-            .header(super::forward::FORWARDED, leases.config.id.as_str())
-            .json(body)
-            .send()
+    /// Posts `body` to `path` on `owner`, the node holding `lease`, while it holds it (a paused
+    /// or cut-off holder loses it within its time to live; the caller's task is then tried again
+    /// where the lease went).
+    async fn call<B: Serialize>(
+        &self,
+        leases: &Leases,
+        lease: &str,
+        owner: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<String, String> {
+        let url = format!("{owner}{path}");
+        let sent = async {
+            let resp = self
+                .client
+                .post(&url)
+                .header(SECRET, leases.secret.as_str())
+                .header(super::forward::FORWARDED, leases.config.id.as_str())
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| format!("cannot reach {url}: {e}"))?;
+            let status = resp.status();
+            let answer: serde_json::Value = resp.json().await.map_err(|e| format!("{url} answered {status}: {e}"))?;
+            Ok::<_, String>((status, answer))
+        };
+        let (status, answer) = leases
+            .while_held(lease, owner, sent)
             .await
-            .map_err(|e| format!("cannot reach {url}: {e}"))?;
-        let status = resp.status();
-        let answer: serde_json::Value = resp.json().await.map_err(|e| format!("{url} answered {status}: {e}"))?;
+            .ok_or_else(|| format!("{url} stopped answering and lost lease {lease}"))??;
         match (answer.get("ok"), answer.get("error"), answer.get("message")) {
             (Some(ok), _, _) if status.is_success() => {
                 Ok(ok.as_str().map(str::to_string).unwrap_or_else(|| ok.to_string()))
@@ -141,21 +159,19 @@ fn answer<T: Serialize>(r: Result<T, String>) -> HttpResponse {
     }
 }
 
-/// The body of an internal call, once it is known to come from a node and to be within bounds;
-/// else the answer to give.
-fn internal_body<T: serde::de::DeserializeOwned>(
+/// The body of an internal call, once it is known to come from a node (before it is read) and to
+/// be within bounds; else the answer to give.
+async fn internal_body<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,
     state: &AppState,
-    body: &[u8],
+    payload: &mut web::Payload,
     field: &str,
 ) -> Result<T, HttpResponse> {
     if !from_a_node(req, state) {
         return Err(HttpResponse::Unauthorized().json(json!({"message": "an internal call between nodes"})));
     }
-    if body.len() > MAX_BODY {
-        return Err(HttpResponse::PayloadTooLarge().json(json!({"message": "the body is too large"})));
-    }
-    serde_json::from_slice(body)
+    let body = super::forward::bounded_body(payload, MAX_BODY, state.body_timeout).await?;
+    serde_json::from_slice(&body)
         .map_err(|e| HttpResponse::BadRequest().json(json!({"message": format!("{field}: {e}"), "field": field})))
 }
 
@@ -164,10 +180,10 @@ pub async fn product_work(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    mut body: web::Payload,
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
-    let work: ProductWork = match internal_body(&req, &state, &body, "work") {
+    let work: ProductWork = match internal_body(&req, &state, &mut body, "work").await {
         Ok(w) => w,
         Err(answer) => return answer,
     };
@@ -181,9 +197,9 @@ pub async fn product_work(
 }
 
 /// `POST /internal/queue`: tasks for the queue, from another node's actors.
-pub async fn queue(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+pub async fn queue(req: HttpRequest, state: web::Data<AppState>, mut body: web::Payload) -> HttpResponse {
     use actix_web::http::StatusCode;
-    let requests: Vec<Request> = match internal_body(&req, &state, &body, "requests") {
+    let requests: Vec<Request> = match internal_body(&req, &state, &mut body, "requests").await {
         Ok(r) => r,
         Err(answer) => return answer,
     };
