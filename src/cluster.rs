@@ -21,13 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use mall_actors::runtime::router::Progress;
 use mall_actors::runtime::shards::{self, Held, SHARDS};
-use mall_events::{
-    AppendResult, Direction, EventStore, ExpectedVersion, Fence, NewEvent, Position, RecordedEvent, StoreError,
-    StoreStats, StreamId,
-};
+use mall_events::{AppendResult, EventStore, ExpectedVersion, Fence, NewEvent, StoreError, StreamId};
 use tokio::sync::watch;
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
@@ -537,30 +533,7 @@ impl FencedStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_order_interleaves_the_kinds_with_the_core_first() {
-        let names = lease_names(["a", "b", "c", "d"].map(String::from));
-        let order = spread(&names);
-        assert_eq!(order.len(), names.len());
-        assert_eq!(order[0], AUTONOMOUS);
-        // Any front part of the order holds shards and projections in proportion.
-        for take in [5, 7, 9] {
-            let front = &order[..take];
-            let shards = front.iter().filter(|n| n.starts_with("actors:")).count();
-            let projections = front.iter().filter(|n| n.starts_with("projection:")).count();
-            // Eight shards to four projections: about two shards a projection.
-            assert!((shards as i64 - 2 * projections as i64).abs() <= 3, "{front:?}");
-            assert!(shards > 0 && projections > 0, "{front:?}");
-        }
-    }
-}
-
-#[async_trait]
-impl EventStore for FencedStore {
+crate::store::wrapping_store!(FencedStore, inner, {
     async fn append(
         &self,
         stream: &StreamId,
@@ -581,45 +554,29 @@ impl EventStore for FencedStore {
         self.inner.append_fenced(fence, stream, expected, events).await
     }
 
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, from_version, direction, limit).await
-    }
-
-    async fn read_all(&self, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(from, limit).await
-    }
-
-    async fn read_by_tag(&self, tag: &str, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_by_tag(tag, from, limit).await
-    }
-
-    async fn read_events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_events_by_id(ids).await
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream).await
-    }
-
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.inner.stats().await
-    }
-
-    async fn wait_for_append(&self, after: Position) {
-        self.inner.wait_for_append(after).await
-    }
-
     async fn close(&self) {
         // The store is the server's: closed once, by the server.
     }
+});
 
-    fn health(&self) -> mall_events::StoreHealth {
-        self.inner.health()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_order_interleaves_the_kinds_with_the_core_first() {
+        let names = lease_names(["a", "b", "c", "d"].map(String::from));
+        let order = spread(&names);
+        assert_eq!(order.len(), names.len());
+        assert_eq!(order[0], AUTONOMOUS);
+        // Any front part of the order holds shards and projections in proportion.
+        for take in [5, 7, 9] {
+            let front = &order[..take];
+            let shards = front.iter().filter(|n| n.starts_with("actors:")).count();
+            let projections = front.iter().filter(|n| n.starts_with("projection:")).count();
+            // Eight shards to four projections: about two shards a projection.
+            assert!((shards as i64 - 2 * projections as i64).abs() <= 3, "{front:?}");
+            assert!(shards > 0 && projections > 0, "{front:?}");
+        }
     }
 }

@@ -83,3 +83,65 @@ async fn open_kurrent(args: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
 async fn open_kurrent(_: &StoreArgs) -> anyhow::Result<Arc<dyn EventStore>> {
     anyhow::bail!("this build has no KurrentDB support; rebuild with `cargo build --features kurrentdb`")
 }
+
+/// An [`EventStore`] that wraps another (`self.$inner`) and changes only its appends and
+/// closing: the methods given, then every read handed to the inner store as it is.
+macro_rules! wrapping_store {
+    ($ty:ty, $inner:ident, { $($own:tt)* }) => {
+        #[async_trait::async_trait]
+        impl mall_events::EventStore for $ty {
+            $($own)*
+
+            async fn read_stream(
+                &self,
+                stream: &mall_events::StreamId,
+                from_version: u64,
+                direction: mall_events::Direction,
+                limit: usize,
+            ) -> Result<Vec<mall_events::RecordedEvent>, mall_events::StoreError> {
+                self.$inner.read_stream(stream, from_version, direction, limit).await
+            }
+
+            async fn read_all(
+                &self,
+                from: mall_events::Position,
+                limit: usize,
+            ) -> Result<Vec<mall_events::RecordedEvent>, mall_events::StoreError> {
+                self.$inner.read_all(from, limit).await
+            }
+
+            async fn read_by_tag(
+                &self,
+                tag: &str,
+                from: mall_events::Position,
+                limit: usize,
+            ) -> Result<Vec<mall_events::RecordedEvent>, mall_events::StoreError> {
+                self.$inner.read_by_tag(tag, from, limit).await
+            }
+
+            async fn read_events_by_id(
+                &self,
+                ids: &[uuid::Uuid],
+            ) -> Result<Vec<mall_events::RecordedEvent>, mall_events::StoreError> {
+                self.$inner.read_events_by_id(ids).await
+            }
+
+            async fn stream_version(&self, stream: &mall_events::StreamId) -> Result<u64, mall_events::StoreError> {
+                self.$inner.stream_version(stream).await
+            }
+
+            async fn stats(&self) -> Result<mall_events::StoreStats, mall_events::StoreError> {
+                self.$inner.stats().await
+            }
+
+            async fn wait_for_append(&self, after: mall_events::Position) {
+                self.$inner.wait_for_append(after).await
+            }
+
+            fn health(&self) -> mall_events::StoreHealth {
+                self.$inner.health()
+            }
+        }
+    };
+}
+pub(crate) use wrapping_store;

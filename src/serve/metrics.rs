@@ -19,15 +19,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use async_trait::async_trait;
 use mall_actors::executors::{Embedder, Facts, GenerationError, Generator};
 use mall_events::domain::CommandKind;
-use mall_events::{
-    AppendResult, Direction, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError, StoreHealth,
-    StoreStats, StreamId,
-};
+use mall_events::{AppendResult, EventStore, ExpectedVersion, NewEvent, Position, StoreError, StreamId};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Scope;
@@ -204,8 +200,7 @@ impl MeteredStore {
     }
 }
 
-#[async_trait]
-impl EventStore for MeteredStore {
+crate::store::wrapping_store!(MeteredStore, inner, {
     async fn append(
         &self,
         stream: &StreamId,
@@ -229,48 +224,10 @@ impl EventStore for MeteredStore {
         self.timed(n, started, r)
     }
 
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from_version: u64,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, from_version, direction, limit).await
-    }
-
-    async fn read_all(&self, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(from, limit).await
-    }
-
-    async fn read_by_tag(&self, tag: &str, from: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_by_tag(tag, from, limit).await
-    }
-
-    async fn read_events_by_id(&self, ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_events_by_id(ids).await
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream).await
-    }
-
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.inner.stats().await
-    }
-
-    async fn wait_for_append(&self, after: Position) {
-        self.inner.wait_for_append(after).await
-    }
-
     async fn close(&self) {
         self.inner.close().await
     }
-
-    fn health(&self) -> StoreHealth {
-        self.inner.health()
-    }
-}
+});
 
 /// The generator, its calls counted and timed.
 pub struct MeteredGenerator {
