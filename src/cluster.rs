@@ -40,6 +40,11 @@ pub fn lease_names(projections: impl IntoIterator<Item = String>) -> Vec<String>
         .collect()
 }
 
+/// How long a node tries to take over what a lease owns before it gives the lease up.
+pub const GIVE_UP: Duration = Duration::from_secs(10);
+/// How long a lease given up is not taken again by the node that gave it up.
+pub const COOL_OFF: Duration = Duration::from_secs(30);
+
 /// The lease of a projection.
 pub fn projection_lease(projection: &str) -> String {
     format!("projection:{projection}")
@@ -67,12 +72,14 @@ impl NodeConfig {
 pub struct Lease {
     pub name: String,
     held: watch::Sender<Option<i64>>,
+    /// Set when this node cannot run what the lease owns: the next round hands it back.
+    give_up: std::sync::atomic::AtomicBool,
 }
 
 impl Lease {
     /// A lease this process holds for good (one process per log: the embedded store).
     pub fn always(name: &str) -> Arc<Self> {
-        Arc::new(Lease { name: name.to_string(), held: watch::channel(Some(0)).0 })
+        Arc::new(Lease { name: name.to_string(), held: watch::channel(Some(0)).0, give_up: false.into() })
     }
 
     /// The token, while held.
@@ -88,6 +95,12 @@ impl Lease {
     /// Follows the lease changing hands.
     pub fn watch(&self) -> watch::Receiver<Option<i64>> {
         self.held.subscribe()
+    }
+
+    /// Asks for the lease to be handed back at the next round (and not taken again here for
+    /// [`COOL_OFF`]), so that another node may run what it owns.
+    pub fn give_up(&self) {
+        self.give_up.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn set(&self, token: Option<i64>) {
@@ -125,6 +138,9 @@ pub struct Leases {
     /// The leases in the order they are taken (and handed back from the end): the kinds
     /// interleaved, so that each node's share holds some of each.
     order: Vec<String>,
+    /// Leases given up here (this node could not run what they own), each with when it may be
+    /// taken here again.
+    cooling: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 /// The leases interleaved by kind (the part of the name before `:`): each at its place within
@@ -182,8 +198,9 @@ impl Leases {
     /// Joins: registers the node, makes sure every lease has its row, and runs a first round (so
     /// that a node alone holds everything when this returns).
     pub async fn join(database_url: &str, config: NodeConfig, names: Vec<String>) -> Result<Arc<Self>, LeaseError> {
-        let leases =
-            names.iter().map(|n| (n.clone(), Arc::new(Lease { name: n.clone(), held: watch::channel(None).0 })));
+        let leases = names.iter().map(|n| {
+            (n.clone(), Arc::new(Lease { name: n.clone(), held: watch::channel(None).0, give_up: false.into() }))
+        });
         let secret = {
             let client = connect(database_url).await?;
             let made = Uuid::new_v4().simple().to_string() + &Uuid::new_v4().simple().to_string();
@@ -207,6 +224,7 @@ impl Leases {
             progress: std::sync::OnceLock::new(),
             secret,
             order: spread(&names),
+            cooling: std::sync::Mutex::new(HashMap::new()),
         });
         {
             let mut guard = this.connected().await?;
@@ -348,6 +366,28 @@ impl Leases {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
+        // Leases this node gave up (it could not run what they own): handed back, and not taken
+        // here again until they have cooled off, so that another node may run them.
+        // (A lease given up after it was lost here is forgotten.)
+        let given_up: Vec<String> = self
+            .leases
+            .values()
+            .filter(|l| l.give_up.swap(false, std::sync::atomic::Ordering::Relaxed) && held.contains_key(&l.name))
+            .map(|l| l.name.clone())
+            .collect();
+        if !given_up.is_empty() {
+            let until = Instant::now() + COOL_OFF;
+            for name in &given_up {
+                held.remove(name);
+                if let Some(l) = self.leases.get(name) {
+                    l.set(None);
+                }
+                self.cooling.lock().expect("cooling").insert(name.clone(), until);
+                tracing::warn!(lease = %name, "lease handed back: this node could not take it over");
+            }
+            self.publish_shards();
+            self.hand_back(c, &given_up).await?;
+        }
         let alive: i64 = c
             .query_one("SELECT count(*) FROM mall_nodes WHERE expires_at > clock_timestamp()", &[])
             .await
@@ -356,6 +396,12 @@ impl Leases {
         let alive = (alive.max(1)) as usize;
         self.alive.store(alive, std::sync::atomic::Ordering::Relaxed);
         let share = names.len().div_ceil(alive);
+        // Cooling leases are left to the other nodes (a node alone takes them back at once).
+        let names: Vec<String> = {
+            let mut cooling = self.cooling.lock().expect("cooling");
+            cooling.retain(|_, until| *until > Instant::now() && alive > 1);
+            names.iter().filter(|n| !cooling.contains_key(*n)).cloned().collect()
+        };
         if held.len() < share {
             let want = (share - held.len()) as i64;
             let taken = c
@@ -389,13 +435,7 @@ impl Leases {
                 tracing::info!(lease = %name, "lease handed back (over this node's share)");
             }
             self.publish_shards();
-            c.execute(
-                "UPDATE mall_leases SET holder = NULL, instance = NULL, expires_at = '-infinity' \
-                 WHERE name = ANY($3) AND holder = $1 AND instance = $2",
-                &[node, instance, &over],
-            )
-            .await
-            .map_err(db)?;
+            self.hand_back(c, &over).await?;
         }
         for (name, lease) in &self.leases {
             lease.set(held.get(name).copied());
@@ -412,6 +452,18 @@ impl Leases {
             .map_err(db)?;
         *self.owners.write().expect("owners") =
             owners.iter().map(|r| (r.get::<_, String>(0), (r.get::<_, String>(1), r.get::<_, String>(2)))).collect();
+        Ok(())
+    }
+
+    /// Frees `names` in the database (stopped here first; the database then refuses their tokens).
+    async fn hand_back(&self, c: &Client, names: &[String]) -> Result<(), LeaseError> {
+        c.execute(
+            "UPDATE mall_leases SET holder = NULL, instance = NULL, expires_at = '-infinity' \
+             WHERE name = ANY($3) AND holder = $1 AND instance = $2",
+            &[&self.config.id, &self.instance, &names],
+        )
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
@@ -479,6 +531,8 @@ where
     S: Fn(watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>>,
 {
     let mut held = lease.watch();
+    // Since when taking over under the present token has failed.
+    let mut failing: Option<(i64, Instant)> = None;
     loop {
         let token = loop {
             if let Some(t) = *held.borrow_and_update() {
@@ -490,12 +544,27 @@ where
             }
         };
         if let Err(e) = take_over().await {
+            let since = match failing {
+                Some((t, since)) if t == token => since,
+                _ => Instant::now(),
+            };
+            failing = Some((token, since));
+            if since.elapsed() >= GIVE_UP {
+                // Another node may manage: the lease is handed back at the next round.
+                tracing::warn!(lease = %lease.name, error = %e, "cannot take over; giving the lease up");
+                lease.give_up();
+                tokio::select! {
+                    _ = held.changed() => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
             tracing::warn!(lease = %lease.name, error = %e, "cannot take over; trying again");
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
                 _ = shutdown.changed() => return,
             }
         }
+        failing = None;
         tracing::info!(lease = %lease.name, token, "this node runs what the lease owns");
         let (term, term_rx) = watch::channel(false);
         let tasks = start(term_rx);

@@ -5,7 +5,8 @@
 //! A node paused past its lease (SIGSTOP) cannot append for the core, nor for the actors' shards
 //! it ran, when it wakes (SIGCONT); a request forwarded to it while it sleeps is answered (retry)
 //! once its lease moves on. A product whose actor runs on one node is rewritten through the task
-//! queue on another; internal calls are read up to their own bound.
+//! queue on another; internal calls are read up to their own bound. A lease whose node cannot
+//! take over what it owns goes to another node.
 //!
 //! The tests here restart nodes and PostgreSQL: one at a time.
 
@@ -542,4 +543,68 @@ async fn a_product_on_one_node_is_rewritten_through_the_queue_on_another() {
         }
     }
     store.close().await;
+}
+
+/// A node that cannot take over what a lease owns (its `take_over` fails, and keeps failing)
+/// gives the lease up after `GIVE_UP`; another node takes it and runs it, and the first does not
+/// take it back while it cools off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_its_node_cannot_take_over_goes_to_another() {
+    use mall::cluster::{GIVE_UP, Leases, NodeConfig, own};
+    use std::sync::atomic::AtomicUsize;
+    let _one_at_a_time = SERIAL.lock().await;
+    let pg = support::pg::Postgres::new().await;
+    mall_events::postgres::migrate(&pg.url).await.unwrap();
+    let config =
+        |id: &str| NodeConfig { id: id.to_string(), url: format!("http://{id}.invalid"), ttl: Duration::from_secs(2) };
+    let names = vec!["autonomous".to_string()];
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+
+    let a = Leases::join(&pg.url, config("a"), names.clone()).await.unwrap();
+    assert!(a.lease("autonomous").token().is_some(), "alone, the first node holds the lease");
+    tokio::spawn(a.clone().run(shutdown.clone()));
+    let tries = Arc::new(AtomicUsize::new(0));
+    let counted = tries.clone();
+    tokio::spawn(own(
+        a.lease("autonomous"),
+        move || -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Err("this node's copy of the state is broken".to_string()) })
+        },
+        |_| panic!("the node that cannot take over must not start what the lease owns"),
+        shutdown.clone(),
+    ));
+
+    let b = Leases::join(&pg.url, config("b"), names.clone()).await.unwrap();
+    tokio::spawn(b.clone().run(shutdown.clone()));
+    let ran = Arc::new(AtomicBool::new(false));
+    let started = ran.clone();
+    tokio::spawn(own(
+        b.lease("autonomous"),
+        || -> futures_util::future::BoxFuture<'static, Result<(), String>> { Box::pin(async { Ok(()) }) },
+        move |_| {
+            started.store(true, Ordering::SeqCst);
+            vec![]
+        },
+        shutdown.clone(),
+    ));
+
+    // Two nodes, one lease: a fair share each is the one lease, so only giving it up moves it.
+    let since = Instant::now();
+    while !ran.load(Ordering::SeqCst) {
+        assert!(
+            since.elapsed() < GIVE_UP + Duration::from_secs(8),
+            "the lease stayed with the node that cannot take over ({} tries)",
+            tries.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("handed over after {:?} and {} failed tries", since.elapsed(), tries.load(Ordering::SeqCst));
+    assert!(tries.load(Ordering::SeqCst) > 1, "the first node kept trying before it gave up");
+    assert!(b.lease("autonomous").token().is_some());
+    // It stays there: the first node does not take it back while it cools off.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(holders(&pg.url).await.get("autonomous").map(String::as_str), Some("b"));
+    assert!(a.lease("autonomous").token().is_none());
+    let _ = stop.send(true);
 }
