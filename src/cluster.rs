@@ -377,16 +377,8 @@ impl Leases {
             .collect();
         if !given_up.is_empty() {
             let until = Instant::now() + COOL_OFF;
-            for name in &given_up {
-                held.remove(name);
-                if let Some(l) = self.leases.get(name) {
-                    l.set(None);
-                }
-                self.cooling.lock().expect("cooling").insert(name.clone(), until);
-                tracing::warn!(lease = %name, "lease handed back: this node could not take it over");
-            }
-            self.publish_shards();
-            self.hand_back(c, &given_up).await?;
+            self.cooling.lock().expect("cooling").extend(given_up.iter().map(|n| (n.clone(), until)));
+            self.hand_back(c, &mut held, &given_up, "this node could not take it over").await?;
         }
         let alive: i64 = c
             .query_one("SELECT count(*) FROM mall_nodes WHERE expires_at > clock_timestamp()", &[])
@@ -426,16 +418,7 @@ impl Leases {
             // Hand back what is over the share, from the end of the order (the core last).
             let mut over: Vec<String> = self.order.iter().rev().filter(|n| held.contains_key(*n)).cloned().collect();
             over.truncate(held.len() - share);
-            for name in &over {
-                // Stopped here first; the database then refuses its token.
-                held.remove(name);
-                if let Some(l) = self.leases.get(name) {
-                    l.set(None);
-                }
-                tracing::info!(lease = %name, "lease handed back (over this node's share)");
-            }
-            self.publish_shards();
-            self.hand_back(c, &over).await?;
+            self.hand_back(c, &mut held, &over, "over this node's share").await?;
         }
         for (name, lease) in &self.leases {
             lease.set(held.get(name).copied());
@@ -455,8 +438,23 @@ impl Leases {
         Ok(())
     }
 
-    /// Frees `names` in the database (stopped here first; the database then refuses their tokens).
-    async fn hand_back(&self, c: &Client, names: &[String]) -> Result<(), LeaseError> {
+    /// Hands `names` back, `why`: stopped here first (no longer `held`), then freed in the
+    /// database, which from then on refuses their tokens.
+    async fn hand_back(
+        &self,
+        c: &Client,
+        held: &mut BTreeMap<String, i64>,
+        names: &[String],
+        why: &str,
+    ) -> Result<(), LeaseError> {
+        for name in names {
+            held.remove(name);
+            if let Some(l) = self.leases.get(name) {
+                l.set(None);
+            }
+            tracing::info!(lease = %name, why, "lease handed back");
+        }
+        self.publish_shards();
         c.execute(
             "UPDATE mall_leases SET holder = NULL, instance = NULL, expires_at = '-infinity' \
              WHERE name = ANY($3) AND holder = $1 AND instance = $2",

@@ -41,6 +41,13 @@ fn json(status: StatusCode, message: String) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "message": message }))
 }
 
+/// An answer that asks the caller to try again in a second (`Retry-After: 1`), as JSON.
+pub fn retry_later(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(("Retry-After", "1"))
+        .json(serde_json::json!({ "message": message.into() }))
+}
+
 /// A request's body, read as it arrives up to `max` bytes and within `timeout`; else the answer
 /// to give (413, 400 or 408, as JSON).
 pub async fn bounded_body<S>(
@@ -86,17 +93,19 @@ pub async fn to_owner(
     // Forwarded here as the core moved on (or the header came from a client): not forwarded
     // again, and not answered by a node that does not hold the core.
     if req.headers().contains_key(FORWARDED) {
-        let answer = HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", "1"))
-            .json(serde_json::json!({"message": "this node does not hold the autonomous core (it moved on); retry"}));
+        let answer = retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node does not hold the autonomous core (it moved on); retry",
+        );
         return Ok(req.into_response(answer));
     }
     let state = state.expect("checked");
     let leases = state.leases.as_ref().expect("checked");
     let Some(owner) = leases.owner_url(AUTONOMOUS) else {
-        let answer = HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", "1"))
-            .json(serde_json::json!({"message": "no node holds the autonomous core right now (one is taking it over); retry"}));
+        let answer = retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no node holds the autonomous core right now (one is taking it over); retry",
+        );
         return Ok(req.into_response(answer));
     };
     let target = format!("{owner}{}", req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
@@ -132,24 +141,17 @@ pub async fn to_owner(
         }
         Ok::<_, reqwest::Error>(answer.body(resp.bytes().await?))
     };
-    let retry = |status: StatusCode, message: String| {
-        let mut answer = json(status, message);
-        answer
-            .headers_mut()
-            .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
-        answer
-    };
     let answer = match leases.while_held(AUTONOMOUS, &owner, sent).await {
         Some(Ok(answer)) => answer,
         Some(Err(e)) => {
             tracing::warn!(owner = %owner, error = %e, "cannot forward to the core's owner");
-            retry(StatusCode::BAD_GATEWAY, format!("the node owning the autonomous core did not answer: {e}"))
+            retry_later(StatusCode::BAD_GATEWAY, format!("the node owning the autonomous core did not answer: {e}"))
         }
         None => {
             tracing::warn!(owner = %owner, "the core moved on while a request forwarded to its owner waited");
-            retry(
+            retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the node owning the autonomous core stopped answering and lost it; retry".into(),
+                "the node owning the autonomous core stopped answering and lost it; retry",
             )
         }
     };

@@ -148,10 +148,6 @@ fn from_a_node(req: &HttpRequest, state: &AppState) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn refused(status: actix_web::http::StatusCode, message: String) -> HttpResponse {
-    HttpResponse::build(status).insert_header(("Retry-After", "1")).json(json!({ "message": message }))
-}
-
 fn answer<T: Serialize>(r: Result<T, String>) -> HttpResponse {
     match r {
         Ok(ok) => HttpResponse::Ok().json(json!({ "ok": ok })),
@@ -191,7 +187,10 @@ pub async fn product_work(
         return HttpResponse::BadRequest().json(json!({"message": "id: not a product id", "field": "id"}));
     };
     if !state.actors.rt.shards().holds::<Product>(&id) {
-        return refused(StatusCode::SERVICE_UNAVAILABLE, format!("this node does not run product {id}'s shard"));
+        return super::forward::retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("this node does not run product {id}'s shard"),
+        );
     }
     answer(state.placement.here(&id, work).await)
 }
@@ -204,7 +203,7 @@ pub async fn queue(req: HttpRequest, state: web::Data<AppState>, mut body: web::
         Err(answer) => return answer,
     };
     if state.core_lease.token().is_none() {
-        return refused(StatusCode::SERVICE_UNAVAILABLE, "this node does not run the task queue".into());
+        return super::forward::retry_later(StatusCode::SERVICE_UNAVAILABLE, "this node does not run the task queue");
     }
     answer(state.core.queue(requests).await.map_err(|e| e.to_string()))
 }
