@@ -117,7 +117,24 @@ async fn idempotent_retries_neither_duplicate_nor_fail(mut b: impl Backend) {
     );
     let again = store.append(&s, ExpectedVersion::Any, batch.clone()).await.unwrap();
     assert!(again.deduplicated);
-    assert_eq!(store.stats().await.unwrap().events, 4, "{}: nothing duplicated", b.name());
+    // The same retry sent while other appends are under way (written together with them, where a
+    // backend groups appends): still a retry, not a conflict with its own first write.
+    let mut racing: Vec<_> = (0..32)
+        .map(|i| {
+            let (store, s) = (store.clone(), stream(&format!("product-crowd{i}")));
+            Box::pin(async move { store.append(&s, ExpectedVersion::NoStream, vec![event("c", b"1")]).await })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+        })
+        .collect();
+    let (store2, s2, batch2) = (store.clone(), s.clone(), batch.clone());
+    racing.push(Box::pin(async move { store2.append(&s2, ExpectedVersion::NoStream, batch2).await }));
+    let mut results = futures_util::future::join_all(racing).await;
+    let again = results.pop().unwrap();
+    assert!(results.iter().all(|r| r.as_ref().is_ok_and(|r| !r.deduplicated)), "{}: {results:?}", b.name());
+    let again = again.unwrap_or_else(|e| panic!("{}: a retry among other appends: {e}", b.name()));
+    assert!(again.deduplicated, "{}: a retry among other appends is recognized", b.name());
+    assert_eq!((again.first_position, again.stream_version), (first.first_position, 3));
+    assert_eq!(store.stats().await.unwrap().events, 4 + 32, "{}: nothing duplicated", b.name());
     // Looking events up by id (what ingest checks a batch with before writing it).
     if b.name() != "kurrentdb" {
         let mut ids: Vec<uuid::Uuid> = batch.iter().rev().map(|e| e.event_id).collect();
@@ -143,7 +160,7 @@ async fn idempotent_retries_neither_duplicate_nor_fail(mut b: impl Backend) {
     // A known id beside new ones: refused, and the new ones are not written.
     let e = store.append(&s, ExpectedVersion::Any, vec![batch[2].clone(), event("a", b"4")]).await.unwrap_err();
     assert!(matches!(e, StoreError::IdConflict { .. }), "{}: {e}", b.name());
-    assert_eq!(store.stats().await.unwrap().events, 4);
+    assert_eq!(store.stats().await.unwrap().events, 4 + 32);
     // Concurrent identical retries: stored once.
     let twin = vec![event("t", b"1"), event("t", b"2")];
     let mut tasks = Vec::new();

@@ -712,29 +712,73 @@ async fn append_group(
     if rows.first().is_some_and(|r| r.get::<_, &str>(0) == "known") {
         return Ok(None);
     }
-    Ok(Some(
-        group
-            .iter()
-            .zip(&rows)
-            .map(|(req, row)| {
-                let version = row.get::<_, i64>(3) as u64;
-                match row.get::<_, &str>(0) {
-                    "ok" => Ok(AppendResult {
-                        first_position: row.get::<_, i64>(1) as Position,
-                        last_position: row.get::<_, i64>(2) as Position,
-                        stream_version: version,
-                        deduplicated: false,
-                    }),
-                    "fenced" => Err(fenced(req)),
-                    _ => Err(StoreError::WrongExpectedVersion {
-                        stream: req.stream.clone(),
-                        expected: req.expected,
-                        actual: version,
-                    }),
-                }
-            })
-            .collect(),
-    ))
+    let results: Vec<_> = group
+        .iter()
+        .zip(&rows)
+        .map(|(req, row)| {
+            let version = row.get::<_, i64>(3) as u64;
+            match row.get::<_, &str>(0) {
+                "ok" => Ok(AppendResult {
+                    first_position: row.get::<_, i64>(1) as Position,
+                    last_position: row.get::<_, i64>(2) as Position,
+                    stream_version: version,
+                    deduplicated: false,
+                }),
+                "fenced" => Err(fenced(req)),
+                _ => Err(StoreError::WrongExpectedVersion {
+                    stream: req.stream.clone(),
+                    expected: req.expected,
+                    actual: version,
+                }),
+            }
+        })
+        .collect();
+    Ok(Some(retries_among_refusals(client, group, results).await?))
+}
+
+/// `mall_append` looks up only a group's first event id before it checks versions and leases, so
+/// a retry later in a group (of an append with an exact or no-stream expectation, whose first
+/// write moved the stream on) comes back refused. A refused request whose events are stored is
+/// looked at again here, as the careful path would: a retry is answered as one, a reused id as
+/// an id conflict. Refusals are rare; a group without one costs nothing more.
+async fn retries_among_refusals(
+    client: &Client,
+    group: &[Request],
+    mut results: Vec<Result<AppendResult, StoreError>>,
+) -> Result<Vec<Result<AppendResult, StoreError>>, tokio_postgres::Error> {
+    let refused: Vec<usize> = (0..group.len()).filter(|&i| results[i].is_err()).collect();
+    if refused.is_empty() {
+        return Ok(results);
+    }
+    let ids: Vec<Uuid> = refused.iter().flat_map(|&i| group[i].events.iter().map(|e| e.event_id)).collect();
+    let stored: HashMap<Uuid, RecordedEvent> = client
+        .query(&format!("SELECT {COLUMNS} FROM mall_events WHERE event_id = ANY($1)"), &[&ids])
+        .await?
+        .iter()
+        .filter_map(|r| row_to_event(r).ok())
+        .map(|e| (e.event_id, e))
+        .collect();
+    for i in refused {
+        let req = &group[i];
+        let known: Vec<Option<KnownEvent>> =
+            req.events.iter().map(|e| known_event(e, stored.get(&e.event_id))).collect();
+        match check_retry(&req.stream, &req.events, &known) {
+            Ok(Some(r)) => results[i] = Ok(r),
+            Ok(None) => {}
+            Err(e) => results[i] = Err(e),
+        }
+    }
+    Ok(results)
+}
+
+/// What the log holds under an incoming event's id, if anything.
+fn known_event(e: &NewEvent, stored: Option<&RecordedEvent>) -> Option<KnownEvent> {
+    stored.map(|s| KnownEvent {
+        stream: s.stream_id.clone(),
+        stream_version: s.stream_version,
+        position: s.position,
+        same_content: e.same_as(s),
+    })
 }
 
 /// The refusal of a request whose lease moved on.
@@ -800,12 +844,7 @@ async fn commit_group(
             .iter()
             .map(|e| {
                 if let Some(s) = stored.get(&e.event_id) {
-                    Some(KnownEvent {
-                        stream: s.stream_id.clone(),
-                        stream_version: s.stream_version,
-                        position: s.position,
-                        same_content: e.same_as(s),
-                    })
+                    known_event(e, Some(s))
                 } else {
                     staged
                         .get(&e.event_id)
