@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use mall_events::domain::DomainEvent;
@@ -161,7 +162,7 @@ impl Actors {
         let mut owning: Vec<Option<Held>> = vec![None; SHARDS];
         let mut followed = self.rt.catalog.read().expect("catalog").seen();
         let now = shards.borrow_and_update().clone();
-        self.change_shards(&mut owning, now, followed).await;
+        self.change_shards(&mut owning, now, followed, &shutdown).await;
         // `send_replace` stores the value even while nobody listens (`send` would drop it).
         self.delivered.send_replace(followed);
         let mut sub = subscribe_all(self.rt.store.clone(), followed + 1);
@@ -175,7 +176,7 @@ impl Actors {
                         continue;
                     }
                     let now = shards.borrow_and_update().clone();
-                    self.change_shards(&mut owning, now, followed).await;
+                    self.change_shards(&mut owning, now, followed, &shutdown).await;
                     continue;
                 }
                 _ = shutdown.changed() => {
@@ -222,7 +223,13 @@ impl Actors {
     /// The shards held change from `owning` to `now`: the actors of each shard lost (or taken
     /// again under another token: another holder may have acted in between) are passivated, and
     /// each shard taken is delivered what the log holds after its checkpoint up to `followed`.
-    async fn change_shards(&self, owning: &mut Vec<Option<Held>>, now: Vec<Option<Held>>, followed: Position) {
+    async fn change_shards(
+        &self,
+        owning: &mut Vec<Option<Held>>,
+        now: Vec<Option<Held>>,
+        followed: Position,
+        shutdown: &watch::Receiver<bool>,
+    ) {
         let now: Vec<Option<Held>> = (0..SHARDS).map(|k| now.get(k).copied().flatten()).collect();
         let token = |h: &Option<Held>| h.map(|h| h.token);
         let lost: Vec<bool> = (0..SHARDS).map(|k| owning[k].is_some() && token(&owning[k]) != token(&now[k])).collect();
@@ -249,23 +256,29 @@ impl Actors {
                     None => self.checkpoint().await,
                 });
             }
-            self.catch_up(&from, followed).await;
+            self.catch_up(&from, followed, shutdown).await;
         }
         self.progress.send_replace(Progress { position: followed, shards: now });
     }
 
     /// Delivers again, to the actors only (the catalog has them), the events after each shard's
-    /// checkpoint in `from` up to `followed`.
-    async fn catch_up(&self, from: &[Option<Position>], followed: Position) {
+    /// checkpoint in `from` up to `followed`. A read that fails is tried again (until `shutdown`):
+    /// the shard's actors would otherwise not be shown what the last holder left undelivered.
+    async fn catch_up(&self, from: &[Option<Position>], followed: Position, shutdown: &watch::Receiver<bool>) {
         let Some(mut at) = from.iter().flatten().min().map(|p| p + 1) else { return };
+        let mut pause = Duration::from_millis(100);
         while at <= followed {
             let batch = match self.rt.store.read_all(at, ROUND).await {
                 Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the log to deliver it again");
-                    return;
+                Err(e) if !*shutdown.borrow() => {
+                    tracing::warn!(error = %e, at, "cannot read the log to deliver it again; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    continue;
                 }
+                Err(_) => return,
             };
+            pause = Duration::from_millis(100);
             let round: Vec<Arc<RecordedEvent>> =
                 batch.into_iter().take_while(|e| e.position <= followed).map(Arc::new).collect();
             let Some(last) = round.last().cloned() else { return };

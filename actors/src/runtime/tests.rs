@@ -27,10 +27,18 @@ struct World {
 }
 
 fn world(config: RuntimeConfig) -> World {
+    world_of(config, None)
+}
+
+/// A world whose process runs only the shards `shards` says (as leases share them out).
+fn world_of(config: RuntimeConfig, shards: Option<super::shards::Shards>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
     let snapshots = Arc::new(MemorySnapshots::default());
     let rt = Runtime::new(store.clone(), snapshots.clone(), Arc::new(OfflineGenerator), Arc::new(HashEmbedder), config);
+    if let Some(shards) = shards {
+        rt.set_shards(shards);
+    }
     let arbiters = (0..2).map(|_| actix::Arbiter::new().handle()).collect();
     let actors = Actors::new(rt, arbiters);
     let (shutdown, rx) = tokio::sync::watch::channel(false);
@@ -142,6 +150,47 @@ async fn signals_fold_once_and_a_listing_gets_its_missing_copy() {
         .unwrap()
         .unwrap();
     assert_eq!(shopper.recent.len(), 2, "{shopper:?}");
+    let _ = w.shutdown.send(true);
+}
+
+#[actix::test]
+async fn a_shard_taken_over_is_delivered_only_what_follows_its_checkpoint() {
+    use super::shards::{Held, SHARDS, Shards, shard_of_actor};
+    let (held, rx) = tokio::sync::watch::channel(vec![None; SHARDS]);
+    let w = world_of(RuntimeConfig::default(), Some(Shards::leased(rx)));
+    let pid = ProductId::parse("p1").unwrap();
+    let k = shard_of_actor::<Product>(&pid);
+    let stream = mall_events::StreamId::product(&pid);
+    let decided = || async {
+        let events = w.store.read_stream(&stream, 1, mall_events::Direction::Forward, 1000).await.unwrap();
+        events.iter().filter(|e| e.event_type == "optimization_decided").count()
+    };
+    // A listing with no SEO and no embedding (each a decision once delivered), while another
+    // node holds the product's shard: this one follows the log but delivers nothing to it.
+    let listed_at = put(&w.store, vec![opened("toys"), listed("p1", "toys", "Wooden train")]).await;
+    let last = put(&w.store, traffic("p1", 10, 1)).await;
+    settled(&w, last).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.actors.products.resident(), 0, "an actor of a shard held elsewhere was woken");
+
+    // Taken over from a holder that delivered everything: nothing is delivered again.
+    let mut now = vec![None; SHARDS];
+    now[k] = Some(Held { token: 1, checkpoint: Some(last) });
+    held.send(now).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(w.actors.products.resident(), 0, "what the last holder delivered was delivered again");
+    assert_eq!(decided().await, 0);
+
+    // Lost, then taken over from a holder that had delivered only up to the listing: what came
+    // after is delivered, and the product decides on what it now knows.
+    held.send(vec![None; SHARDS]).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut now = vec![None; SHARDS];
+    now[k] = Some(Held { token: 2, checkpoint: Some(listed_at) });
+    held.send(now).unwrap();
+    let s = until(&w, "p1", |s| s.seo.is_some()).await;
+    assert_eq!(s.total.views, 10, "the events after the checkpoint are folded once");
+    assert!(decided().await >= 1);
     let _ = w.shutdown.send(true);
 }
 
