@@ -522,14 +522,18 @@ impl Leases {
 
 /// Runs what a lease owns while this node holds it: on taking it, `take_over` (catch up with
 /// what the last holder wrote), then `start` the loops with a receiver that fires when the lease
-/// is lost (or changes token) or `shutdown` fires; they are given 10 s to end.
+/// is lost (or changes token) or `shutdown` fires; they are given 10 s to end. A loop may end of
+/// its own accord (one with nothing to do here); one that panics ends the others, and they are
+/// started again after a pause, as a take-over that fails is tried again. Failing so for
+/// [`GIVE_UP`] under one token, the node gives the lease up, so that another may run it.
 pub async fn own<T, S>(lease: Arc<Lease>, take_over: T, start: S, mut shutdown: watch::Receiver<bool>)
 where
     T: Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>>,
     S: Fn(watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>>,
 {
+    use futures_util::StreamExt;
     let mut held = lease.watch();
-    // Since when taking over under the present token has failed.
+    // Since when taking over, or running, under the present token has failed.
     let mut failing: Option<(i64, Instant)> = None;
     loop {
         let token = loop {
@@ -541,49 +545,65 @@ where
                 _ = shutdown.changed() => return,
             }
         };
-        if let Err(e) = take_over().await {
-            let since = match failing {
-                Some((t, since)) if t == token => since,
-                _ => Instant::now(),
-            };
-            failing = Some((token, since));
-            if since.elapsed() >= GIVE_UP {
-                // Another node may manage: the lease is handed back at the next round.
-                tracing::warn!(lease = %lease.name, error = %e, "cannot take over; giving the lease up");
-                lease.give_up();
-                tokio::select! {
-                    _ = held.changed() => continue,
-                    _ = shutdown.changed() => return,
+        let failure = match take_over().await {
+            Err(e) => format!("cannot take over: {e}"),
+            Ok(()) => {
+                tracing::info!(lease = %lease.name, token, "this node runs what the lease owns");
+                let (term, term_rx) = watch::channel(false);
+                let ran = Instant::now();
+                let mut tasks: futures_util::stream::FuturesUnordered<_> = start(term_rx).into_iter().collect();
+                let failed = loop {
+                    tokio::select! {
+                        r = held.changed() => {
+                            if r.is_err() || *held.borrow_and_update() != Some(token) {
+                                break None;
+                            }
+                        }
+                        _ = shutdown.changed() => break None,
+                        Some(r) = tasks.next(), if !tasks.is_empty() => {
+                            if let Err(e) = r && e.is_panic() {
+                                break Some(e.to_string());
+                            }
+                        }
+                    }
+                };
+                let _ = term.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.next().await.is_some() {} })
+                    .await;
+                if *shutdown.borrow() {
+                    return;
                 }
+                let Some(e) = failed else {
+                    tracing::warn!(lease = %lease.name, token, "the lease is lost: this node stopped what it owns");
+                    failing = None;
+                    continue;
+                };
+                if ran.elapsed() >= GIVE_UP {
+                    // It ran well for a while: a new run of failures starts here.
+                    failing = None;
+                }
+                format!("a loop failed: {e}")
             }
-            tracing::warn!(lease = %lease.name, error = %e, "cannot take over; trying again");
+        };
+        let since = match failing {
+            Some((t, since)) if t == token => since,
+            _ => Instant::now(),
+        };
+        failing = Some((token, since));
+        if since.elapsed() >= GIVE_UP {
+            // Another node may manage: the lease is handed back at the next round.
+            tracing::warn!(lease = %lease.name, error = %failure, "giving the lease up");
+            lease.give_up();
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                _ = held.changed() => continue,
                 _ = shutdown.changed() => return,
             }
         }
-        failing = None;
-        tracing::info!(lease = %lease.name, token, "this node runs what the lease owns");
-        let (term, term_rx) = watch::channel(false);
-        let tasks = start(term_rx);
-        let stopping = loop {
-            tokio::select! {
-                r = held.changed() => {
-                    if r.is_err() || *held.borrow_and_update() != Some(token) {
-                        break false;
-                    }
-                }
-                _ = shutdown.changed() => break true,
-            }
-        };
-        let _ = term.send(true);
-        for t in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        tracing::warn!(lease = %lease.name, error = %failure, "trying again");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
         }
-        if stopping {
-            return;
-        }
-        tracing::warn!(lease = %lease.name, token, "the lease is lost: this node stopped what it owns");
     }
 }
 

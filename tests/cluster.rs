@@ -550,6 +550,26 @@ async fn a_product_on_one_node_is_rewritten_through_the_queue_on_another() {
 /// take it back while it cools off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_its_node_cannot_take_over_goes_to_another() {
+    handed_on_from_a_node_that_cannot_run_it(Broken::TakeOver).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_loops_keep_failing_on_its_node_goes_to_another() {
+    handed_on_from_a_node_that_cannot_run_it(Broken::Loops).await;
+}
+
+/// What cannot run on the first node.
+#[derive(Clone, Copy, PartialEq)]
+enum Broken {
+    /// Its take-over fails every time.
+    TakeOver,
+    /// It takes over, but one of its loops panics every time it starts.
+    Loops,
+}
+
+/// Two nodes' leases on one PostgreSQL (real rounds) and `own` on each: the lease starts on the
+/// first node, which cannot run what it owns; it gives the lease up, and the second runs it.
+async fn handed_on_from_a_node_that_cannot_run_it(broken: Broken) {
     use mall::cluster::{GIVE_UP, Leases, NodeConfig, own};
     use std::sync::atomic::AtomicUsize;
     let _one_at_a_time = SERIAL.lock().await;
@@ -564,14 +584,29 @@ async fn a_lease_its_node_cannot_take_over_goes_to_another() {
     assert!(a.lease("autonomous").token().is_some(), "alone, the first node holds the lease");
     tokio::spawn(a.clone().run(shutdown.clone()));
     let tries = Arc::new(AtomicUsize::new(0));
-    let counted = tries.clone();
+    let (counted, started) = (tries.clone(), tries.clone());
     tokio::spawn(own(
         a.lease("autonomous"),
         move || -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+            if broken == Broken::Loops {
+                return Box::pin(async { Ok(()) });
+            }
             counted.fetch_add(1, Ordering::SeqCst);
             Box::pin(async { Err("this node's copy of the state is broken".to_string()) })
         },
-        |_| panic!("the node that cannot take over must not start what the lease owns"),
+        move |term| {
+            assert!(broken == Broken::Loops, "the node that cannot take over must not start what the lease owns");
+            started.fetch_add(1, Ordering::SeqCst);
+            vec![
+                // A loop that ends of its own accord is no failure.
+                tokio::spawn(async {}),
+                tokio::spawn(async move {
+                    let _term = term;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    panic!("this node's loop cannot run");
+                }),
+            ]
+        },
         shutdown.clone(),
     ));
 
@@ -594,7 +629,7 @@ async fn a_lease_its_node_cannot_take_over_goes_to_another() {
     while !ran.load(Ordering::SeqCst) {
         assert!(
             since.elapsed() < GIVE_UP + Duration::from_secs(8),
-            "the lease stayed with the node that cannot take over ({} tries)",
+            "the lease stayed with the node that cannot run it ({} tries)",
             tries.load(Ordering::SeqCst)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
