@@ -127,6 +127,9 @@ pub struct Leases {
     valid_until: std::sync::Mutex<Option<Instant>>,
     /// Nodes alive at the last round.
     pub alive: std::sync::atomic::AtomicUsize,
+    /// The nodes alive at the last round and this node's rank among them (by id): what splits
+    /// the mall's hourly generation budget among the nodes.
+    nodes: watch::Sender<(usize, usize)>,
     /// The actors' shards this process holds, with the checkpoint each was taken at.
     shards: watch::Sender<Vec<Option<Held>>>,
     /// The checkpoint each lease had when this process took it under its token.
@@ -219,6 +222,7 @@ impl Leases {
             owners: RwLock::new(HashMap::new()),
             valid_until: std::sync::Mutex::new(None),
             alive: std::sync::atomic::AtomicUsize::new(1),
+            nodes: watch::channel((1, 0)).0,
             shards: watch::channel(vec![None; SHARDS]).0,
             taken: std::sync::Mutex::new(HashMap::new()),
             progress: std::sync::OnceLock::new(),
@@ -243,6 +247,11 @@ impl Leases {
     /// The actors' shards as this process holds them.
     pub fn shards(&self) -> watch::Receiver<Vec<Option<Held>>> {
         self.shards.subscribe()
+    }
+
+    /// The nodes alive and this node's rank among them, as they change.
+    pub fn nodes(&self) -> watch::Receiver<(usize, usize)> {
+        self.nodes.subscribe()
     }
 
     /// Keeps the router's progress in the shards' leases from now on.
@@ -380,13 +389,20 @@ impl Leases {
             self.cooling.lock().expect("cooling").extend(given_up.iter().map(|n| (n.clone(), until)));
             self.hand_back(c, &mut held, &given_up, "this node could not take it over").await?;
         }
-        let alive: i64 = c
-            .query_one("SELECT count(*) FROM mall_nodes WHERE expires_at > clock_timestamp()", &[])
+        let row = c
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE id < $1) FROM mall_nodes WHERE expires_at > clock_timestamp()",
+                &[node],
+            )
             .await
-            .map_err(db)?
-            .get(0);
+            .map_err(db)?;
+        let (alive, rank): (i64, i64) = (row.get(0), row.get(1));
         let alive = (alive.max(1)) as usize;
         self.alive.store(alive, std::sync::atomic::Ordering::Relaxed);
+        self.nodes.send_if_modified(|n| {
+            let now = (alive, (rank.max(0) as usize).min(alive - 1));
+            std::mem::replace(n, now) != now
+        });
         let share = names.len().div_ceil(alive);
         // Cooling leases are left to the other nodes (a node alone takes them back at once).
         let names: Vec<String> = {

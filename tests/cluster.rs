@@ -222,6 +222,22 @@ async fn three_nodes_survive_losing_any_one_with_nothing_lost_or_done_twice() {
         v
     };
     assert_eq!(owners.iter().filter(|o| **o).count(), 1, "exactly one node owns the core: {owners:?}");
+    // The mall's hourly budget for query embeddings (paid on the node serving the search) is
+    // split among the nodes: the parts add up to it.
+    let since = Instant::now();
+    loop {
+        let mut parts = Vec::new();
+        for s in cluster.live() {
+            parts.push(get(&c, s.url("/healthz")).await.1["search_budget"].clone());
+        }
+        let sum: u64 = parts.iter().map(|b| b["per_hour"].as_u64().unwrap()).sum();
+        let mall = parts[0]["mall_per_hour"].as_u64().unwrap();
+        if sum == mall && parts.iter().all(|b| b["per_hour"].as_u64() < Some(mall)) {
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "the nodes' budgets do not add up to the mall's: {parts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The weak product's traffic, so that the core has work (a rewrite, its experiment).
     let pos = scenario::signals(&c, first, scenario::weak_traffic()).await;

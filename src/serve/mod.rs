@@ -502,6 +502,19 @@ pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, 
     let actors = Actors::new(rt, arbiters);
     if let Some(l) = &leases {
         l.follow(actors.progress.subscribe());
+        // Query embeddings are paid where the search is served: each node spends its part of
+        // the mall's hourly budget for them. (Generations are paid from the core's budget, on
+        // the one node running it, whichever node makes the call.)
+        let (mut nodes, search) = (l.nodes(), search.clone());
+        actix_web::rt::spawn(async move {
+            loop {
+                let (alive, rank) = *nodes.borrow_and_update();
+                search.budget.split(alive, rank);
+                if nodes.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
     let placement =
         Arc::new(placement::Placement { actors: actors.clone(), leases: leases.clone(), client: forward::client() });

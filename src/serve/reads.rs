@@ -138,6 +138,11 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             "per_hour": state.actors.rt.budget.per_hour(),
             "per_product": state.actors.rt.budget.per_subject(),
         },
+        "search_budget": {
+            "left": state.search.budget.left(),
+            "per_hour": state.search.budget.per_hour(),
+            "mall_per_hour": state.search.budget.mall_per_hour(),
+        },
         "resident": {
             "products": state.actors.products.resident(),
             "districts": state.actors.districts.resident(),

@@ -41,7 +41,7 @@ pub struct QueryEmbedder {
     model: Arc<dyn Embedder>,
     queries: Mutex<LruCache<String, Arc<Vec<f32>>>>,
     products: Mutex<LruCache<u64, Arc<Vec<f32>>>>,
-    budget: Budget,
+    pub budget: Budget,
     permits: Arc<tokio::sync::Semaphore>,
     /// The model is not asked before this instant.
     open_until: Mutex<Option<Instant>>,

@@ -43,9 +43,14 @@ pub struct DistrictInfo {
 /// The window rolls: calls are counted by the minute and expire an hour after they were spent,
 /// so the budget refills gradually rather than all at once on the hour. A std mutex, not a tokio
 /// one: nothing awaits while it is held.
+///
+/// Several nodes on one database [`split`](Self::split) the mall's budget: each spends at most
+/// its part, and the parts add up to the mall's.
 pub struct Budget {
     per_hour: u32,
     per_subject: u32,
+    /// This process's part of `per_hour` (all of it, alone).
+    part: std::sync::atomic::AtomicU32,
     spent: Mutex<Spent>,
 }
 
@@ -66,11 +71,31 @@ impl Budget {
 
     /// A budget of `per_hour` calls, at most `per_subject` of them for one subject.
     pub fn with_share(per_hour: u32, per_subject: u32) -> Self {
-        Self { per_hour, per_subject, spent: Mutex::new(Spent::default()) }
+        Self {
+            per_hour,
+            per_subject,
+            part: std::sync::atomic::AtomicU32::new(per_hour),
+            spent: Mutex::new(Spent::default()),
+        }
+    }
+
+    /// Spends only this node's part of the mall's budget from now on: of `nodes` alive, it is the
+    /// `rank`th (0-based, each node a different rank). The calls the mall may spend are divided
+    /// evenly, the first nodes taking one more of what does not divide. Calls spent already
+    /// count against the new part.
+    pub fn split(&self, nodes: usize, rank: usize) {
+        let nodes = nodes.max(1) as u32;
+        let part = self.per_hour / nodes + u32::from((rank as u32) < self.per_hour % nodes);
+        self.part.store(part, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The calls this process may spend in an hour: the whole mall's, or its node's part.
+    pub fn per_hour(&self) -> u32 {
+        self.part.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The calls the whole mall may spend in an hour.
-    pub fn per_hour(&self) -> u32 {
+    pub fn mall_per_hour(&self) -> u32 {
         self.per_hour
     }
 
@@ -103,9 +128,9 @@ impl Budget {
         spent
     }
 
-    /// Calls left in the rolling hour, mall-wide.
+    /// Calls left in the rolling hour (of this process's part).
     pub fn left(&self) -> u32 {
-        self.per_hour.saturating_sub(self.lock().total)
+        self.per_hour().saturating_sub(self.lock().total)
     }
 
     /// Whether one more call fits, mall-wide.
@@ -116,7 +141,7 @@ impl Budget {
     /// Whether one more call fits for `subject`: mall-wide and within its share.
     pub fn available_for(&self, subject: &str) -> bool {
         let spent = self.lock();
-        spent.total < self.per_hour && spent.subjects.get(subject).map_or(0, |c| c.len() as u32) < self.per_subject
+        spent.total < self.per_hour() && spent.subjects.get(subject).map_or(0, |c| c.len() as u32) < self.per_subject
     }
 
     /// Spends one call for `subject`; false when the budget or the subject's share is used up.
@@ -124,7 +149,7 @@ impl Budget {
         let minute = Self::minute(Instant::now());
         let mut spent = self.lock();
         let mine = spent.subjects.get(subject).map_or(0, |c| c.len() as u32);
-        if spent.total >= self.per_hour || mine >= self.per_subject {
+        if spent.total >= self.per_hour() || mine >= self.per_subject {
             return false;
         }
         spent.total += 1;

@@ -368,6 +368,34 @@ fn the_budget_is_shared_fairly_and_a_refund_gives_a_call_back() {
     assert_eq!(Budget::new(100).per_subject(), 3);
 }
 
+#[test]
+fn nodes_split_the_budget_into_parts_that_add_up_to_it() {
+    for (per_hour, nodes) in [(10u32, 3usize), (1_000, 3), (2, 3), (7, 1), (0, 2)] {
+        let parts: Vec<u32> = (0..nodes)
+            .map(|rank| {
+                let b = Budget::with_share(per_hour, per_hour.max(1));
+                b.split(nodes, rank);
+                let mut spent = 0;
+                while b.take("p") {
+                    spent += 1;
+                }
+                assert_eq!(spent, b.per_hour(), "a node spends its part, no more");
+                assert_eq!(b.mall_per_hour(), per_hour);
+                spent
+            })
+            .collect();
+        assert_eq!(parts.iter().sum::<u32>(), per_hour, "{per_hour} over {nodes}: {parts:?}");
+        assert!(parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1, "{parts:?}");
+    }
+    // Calls spent count against a part that shrinks; a part that grows back gives room again.
+    let b = Budget::with_share(10, 10);
+    (0..6).for_each(|_| assert!(b.take("p")));
+    b.split(2, 1);
+    assert!(!b.take("p") && b.left() == 0);
+    b.split(1, 0);
+    assert_eq!(b.left(), 4);
+}
+
 /// Appends records as the edges do: the catalog decides each (a signal is tagged with its
 /// product's district now), then applies it.
 async fn put_admitted(store: &Arc<dyn EventStore>, catalog: &mut crate::catalog::Catalog, e: DomainEvent) -> u64 {
