@@ -751,13 +751,7 @@ async fn retries_among_refusals(
         return Ok(results);
     }
     let ids: Vec<Uuid> = refused.iter().flat_map(|&i| group[i].events.iter().map(|e| e.event_id)).collect();
-    let stored: HashMap<Uuid, RecordedEvent> = client
-        .query(&format!("SELECT {COLUMNS} FROM mall_events WHERE event_id = ANY($1)"), &[&ids])
-        .await?
-        .iter()
-        .filter_map(|r| row_to_event(r).ok())
-        .map(|e| (e.event_id, e))
-        .collect();
+    let stored = stored_by_id(client, &ids).await?;
     for i in refused {
         let req = &group[i];
         let known: Vec<Option<KnownEvent>> =
@@ -769,6 +763,19 @@ async fn retries_among_refusals(
         }
     }
     Ok(results)
+}
+
+/// The stored events of `ids`, by id.
+async fn stored_by_id(
+    c: &impl tokio_postgres::GenericClient,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, RecordedEvent>, tokio_postgres::Error> {
+    Ok(c.query(&format!("SELECT {COLUMNS} FROM mall_events WHERE event_id = ANY($1)"), &[&ids])
+        .await?
+        .iter()
+        .filter_map(|r| row_to_event(r).ok())
+        .map(|e| (e.event_id, e))
+        .collect())
 }
 
 /// What the log holds under an incoming event's id, if anything.
@@ -810,13 +817,7 @@ async fn commit_group(
         .collect();
 
     let ids: Vec<Uuid> = group.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
-    let stored: HashMap<Uuid, RecordedEvent> = tx
-        .query(&format!("SELECT {COLUMNS} FROM mall_events WHERE event_id = ANY($1)"), &[&ids])
-        .await?
-        .iter()
-        .filter_map(|r| row_to_event(r).ok())
-        .map(|e| (e.event_id, e))
-        .collect();
+    let stored = stored_by_id(&tx, &ids).await?;
     // The leases the group's requests act for, as they stand (read FOR SHARE: a takeover, which
     // raises the token, waits for this transaction).
     let lease_names: Vec<&str> = group.iter().filter_map(|r| r.fence.as_ref().map(|f| f.lease.as_str())).collect();
