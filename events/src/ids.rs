@@ -180,15 +180,22 @@ pub mod tag {
 
     /// The prefix of district tags.
     pub const DISTRICT_PREFIX: &str = "district:";
+    /// The prefix of shopper tags.
+    pub const SHOPPER_PREFIX: &str = "shopper:";
 
     /// The tag every event about a shopper carries.
     pub fn shopper(id: &ShopperId) -> String {
-        format!("shopper:{id}")
+        format!("{SHOPPER_PREFIX}{id}")
     }
 
     /// The tag every event about a district carries.
     pub fn district(slug: &DistrictSlug) -> String {
-        format!("district:{slug}")
+        format!("{DISTRICT_PREFIX}{slug}")
+    }
+
+    /// The district a tag names, if it is a district's tag.
+    pub fn district_of(tag: &str) -> Option<&str> {
+        tag.strip_prefix(DISTRICT_PREFIX)
     }
 }
 

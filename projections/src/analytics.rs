@@ -17,6 +17,7 @@
 use chrono::{DateTime, Timelike, Utc};
 use mall_events::RecordedEvent;
 use mall_events::domain::DomainEvent;
+use mall_events::ids::tag;
 use serde_json::{Value, json};
 
 use crate::change::{Change, TableDef};
@@ -179,7 +180,7 @@ impl Projection for Analytics {
             DomainEvent::Bounced(_) => vec![("bounces", 1.0)],
             _ => return Vec::new(),
         };
-        let Some(slug) = e.tags.iter().find_map(|t| t.strip_prefix("district:")) else { return Vec::new() };
+        let Some(slug) = e.tags.iter().find_map(|t| tag::district_of(t)) else { return Vec::new() };
         let hour = hour_of(at);
         let day = day_of(at);
         let mut out = vec![Change::upsert(

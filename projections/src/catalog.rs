@@ -7,6 +7,7 @@
 
 use mall_events::RecordedEvent;
 use mall_events::domain::{Content, DomainEvent, Outcome, Repair};
+use mall_events::ids::tag;
 use serde_json::{Value, json};
 
 use crate::change::{Change, Op, TableDef};
@@ -234,7 +235,7 @@ impl Projection for Catalog {
                 if let Some(delta) = delta {
                     // The district a signal counts for is the one its envelope is tagged with
                     // (the product's district when it was stored).
-                    if let Some(slug) = e.tags.iter().find_map(|t| t.strip_prefix("district:")) {
+                    if let Some(slug) = e.tags.iter().find_map(|t| tag::district_of(t)) {
                         let district_delta = delta.iter().filter(|(k, _)| *k != "dwell_ms").copied().collect();
                         out.push(Change::add(DISTRICTS, slug, district_delta));
                     }

@@ -34,7 +34,7 @@ impl Kind for District {
     fn route(e: &RecordedEvent, to: &mut dyn FnMut(DistrictSlug)) {
         let mut tagged = false;
         for t in &e.tags {
-            if let Some(d) = t.strip_prefix(tag::DISTRICT_PREFIX) {
+            if let Some(d) = tag::district_of(t) {
                 tagged = true;
                 if let Ok(d) = DistrictSlug::parse(d) {
                     to(d);

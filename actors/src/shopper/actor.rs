@@ -28,7 +28,7 @@ impl Kind for Shopper {
     }
     fn route(e: &RecordedEvent, to: &mut dyn FnMut(ShopperId)) {
         for t in &e.tags {
-            if let Some(s) = t.strip_prefix("shopper:")
+            if let Some(s) = t.strip_prefix(tag::SHOPPER_PREFIX)
                 && let Ok(s) = ShopperId::parse(s)
             {
                 to(s);
@@ -45,7 +45,7 @@ impl Kind for Shopper {
         s.position = e.position;
     }
     fn evolve(s: &mut ShopperState, e: &RecordedEvent, d: &DomainEvent, rt: &Runtime) {
-        let district = e.tags.iter().find_map(|t| t.strip_prefix(tag::DISTRICT_PREFIX)).map(str::to_string);
+        let district = e.tags.iter().find_map(|t| tag::district_of(t)).map(str::to_string);
         let product_tags = d
             .product_id()
             .map(|p| rt.catalog.read().expect("catalog").tags_at(p.as_str(), e.position).to_vec())
