@@ -125,10 +125,8 @@ pub struct Leases {
     /// Until when the leases this process holds are surely its own (the start of the last
     /// round that renewed them, plus the lease time).
     valid_until: std::sync::Mutex<Option<Instant>>,
-    /// Nodes alive at the last round.
-    pub alive: std::sync::atomic::AtomicUsize,
     /// The nodes alive at the last round and this node's rank among them (by id): what splits
-    /// the mall's hourly generation budget among the nodes.
+    /// the mall's hourly budget for query embeddings among the nodes.
     nodes: watch::Sender<(usize, usize)>,
     /// The actors' shards this process holds, with the checkpoint each was taken at.
     shards: watch::Sender<Vec<Option<Held>>>,
@@ -221,7 +219,6 @@ impl Leases {
             client: tokio::sync::Mutex::new(None),
             owners: RwLock::new(HashMap::new()),
             valid_until: std::sync::Mutex::new(None),
-            alive: std::sync::atomic::AtomicUsize::new(1),
             nodes: watch::channel((1, 0)).0,
             shards: watch::channel(vec![None; SHARDS]).0,
             taken: std::sync::Mutex::new(HashMap::new()),
@@ -247,6 +244,11 @@ impl Leases {
     /// The actors' shards as this process holds them.
     pub fn shards(&self) -> watch::Receiver<Vec<Option<Held>>> {
         self.shards.subscribe()
+    }
+
+    /// How many nodes were alive at the last round.
+    pub fn alive(&self) -> usize {
+        self.nodes.borrow().0
     }
 
     /// The nodes alive and this node's rank among them, as they change.
@@ -387,7 +389,7 @@ impl Leases {
         if !given_up.is_empty() {
             let until = Instant::now() + COOL_OFF;
             self.cooling.lock().expect("cooling").extend(given_up.iter().map(|n| (n.clone(), until)));
-            self.hand_back(c, &mut held, &given_up, "this node could not take it over").await?;
+            self.hand_back(c, &mut held, &given_up, "this node could not run what it owns").await?;
         }
         let row = c
             .query_one(
@@ -398,7 +400,6 @@ impl Leases {
             .map_err(db)?;
         let (alive, rank): (i64, i64) = (row.get(0), row.get(1));
         let alive = (alive.max(1)) as usize;
-        self.alive.store(alive, std::sync::atomic::Ordering::Relaxed);
         self.nodes.send_if_modified(|n| {
             let now = (alive, (rank.max(0) as usize).min(alive - 1));
             std::mem::replace(n, now) != now

@@ -43,9 +43,11 @@ fn json(status: StatusCode, message: String) -> HttpResponse {
 
 /// An answer that asks the caller to try again in a second (`Retry-After: 1`), as JSON.
 pub fn retry_later(status: StatusCode, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header(("Retry-After", "1"))
-        .json(serde_json::json!({ "message": message.into() }))
+    let mut answer = json(status, message.into());
+    answer
+        .headers_mut()
+        .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
+    answer
 }
 
 /// A request's body, read as it arrives up to `max` bytes and within `timeout`; else the answer

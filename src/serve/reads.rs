@@ -153,7 +153,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             "url": l.config.url,
             "holds": l.held(),
             "owns_core": state.core_lease.token().is_some(),
-            "nodes_alive": l.alive.load(std::sync::atomic::Ordering::Relaxed),
+            "nodes_alive": l.alive(),
             "owners": l.owners(),
         })),
     })))

@@ -133,12 +133,12 @@ impl Budget {
         self.per_hour().saturating_sub(self.lock().total)
     }
 
-    /// Whether one more call fits, mall-wide.
+    /// Whether one more call fits (in this process's part).
     pub fn available(&self) -> bool {
         self.left() > 0
     }
 
-    /// Whether one more call fits for `subject`: mall-wide and within its share.
+    /// Whether one more call fits for `subject`: in this process's part and within its share.
     pub fn available_for(&self, subject: &str) -> bool {
         let spent = self.lock();
         spent.total < self.per_hour() && spent.subjects.get(subject).map_or(0, |c| c.len() as u32) < self.per_subject

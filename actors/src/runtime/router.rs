@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use mall_events::domain::DomainEvent;
 use mall_events::ids::Position;
-use mall_events::{RecordedEvent, subscribe_all};
+use mall_events::{RecordedEvent, StoreError, subscribe_all};
 use tokio::sync::watch;
 
 use super::Runtime;
@@ -262,21 +262,25 @@ impl Actors {
     }
 
     /// Delivers again, to the actors only (the catalog has them), the events after each shard's
-    /// checkpoint in `from` up to `followed`. A read that fails is tried again (until `shutdown`):
-    /// the shard's actors would otherwise not be shown what the last holder left undelivered.
+    /// checkpoint in `from` up to `followed`. A read that fails for a while (a lost connection) is
+    /// tried again until `shutdown`: the shard's actors would otherwise not be shown what the last
+    /// holder left undelivered. One that cannot succeed (a corrupt log) is not tried for ever.
     async fn catch_up(&self, from: &[Option<Position>], followed: Position, shutdown: &watch::Receiver<bool>) {
         let Some(mut at) = from.iter().flatten().min().map(|p| p + 1) else { return };
         let mut pause = Duration::from_millis(100);
         while at <= followed {
             let batch = match self.rt.store.read_all(at, ROUND).await {
                 Ok(b) => b,
-                Err(e) if !*shutdown.borrow() => {
+                Err(e @ (StoreError::Backend(_) | StoreError::Io { .. })) if !*shutdown.borrow() => {
                     tracing::warn!(error = %e, at, "cannot read the log to deliver it again; trying again");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                     continue;
                 }
-                Err(_) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, at, "cannot read the log to deliver it again");
+                    return;
+                }
             };
             pause = Duration::from_millis(100);
             let round: Vec<Arc<RecordedEvent>> =
