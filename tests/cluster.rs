@@ -41,13 +41,19 @@ struct Cluster {
     url: String,
     dir: tempfile::TempDir,
     nodes: Vec<Option<Server>>,
+    /// Set on every node after [`node_env`].
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl Cluster {
     async fn new(n: usize) -> Cluster {
+        Self::with_env(n, &[]).await
+    }
+
+    async fn with_env(n: usize, env: &[(&'static str, &'static str)]) -> Cluster {
         let pg = support::pg::Postgres::new().await;
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Cluster { url: pg.url, dir, nodes: Vec::new() };
+        let mut c = Cluster { url: pg.url, dir, nodes: Vec::new(), env: env.to_vec() };
         for i in 0..n {
             let s = c.start(i);
             c.nodes.push(Some(s));
@@ -60,7 +66,8 @@ impl Cluster {
     }
 
     fn start(&self, i: usize) -> Server {
-        let env = node_env();
+        let mut env = node_env();
+        env.extend(self.env.iter().copied());
         Server::start(&self.store(i), &env)
     }
 
@@ -424,6 +431,58 @@ async fn a_node_paused_past_its_lease_cannot_append_for_what_it_lost() {
     no_task_twice(&core);
     cluster.nodes.clear();
     store.close().await;
+}
+
+/// A public request for the core that one node forwards to the owner counts, at the owner, against
+/// its client's address (which the forwarding node gives, vouched for by the nodes' secret), not
+/// against the forwarding node's: clients reaching the core through one node do not share one
+/// limit, and each is still held to its own. A client cannot give an address of its choosing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_public_requests_are_limited_by_their_clients_address() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let mut cluster = Cluster::with_env(2, &[("MALL_READ_RATE", "1"), ("MALL_READ_BURST", "4")]).await;
+    let ids: Vec<String> = (0..2).map(|i| cluster.node_id(i)).collect();
+    settled(&cluster.url, &ids.iter().cloned().collect(), "two nodes starting").await;
+    let core_holder = holders(&cluster.url).await["autonomous"].clone();
+    let owner = ids.iter().position(|id| *id == core_holder).unwrap();
+    let entry = cluster.nodes[1 - owner].as_ref().unwrap();
+    // Two clients on their own loopback addresses, both through the node not holding the core.
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    };
+    // Voice commerce: public, and answered by the core's node.
+    let ask = |c: &reqwest::Client, node: &Server| {
+        c.post(node.url("/api/autonomous/voice")).json(&json!({"text": "show me toys"})).send()
+    };
+    let (x, y) = (from([127, 0, 0, 2]), from([127, 0, 0, 3]));
+    for (name, c) in [("x", &x), ("y", &y)] {
+        for i in 0..4 {
+            let status = ask(c, entry).await.unwrap().status();
+            assert_eq!(status, StatusCode::OK, "client {name}'s request {i}, within its own limit");
+        }
+    }
+    let r = ask(&x, entry).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "a client past its limit");
+    // An address a client gives itself, without the secret, is not taken: the owner limits it by
+    // where it comes from (its burst spent by a first client claiming to be many).
+    let direct = cluster.nodes[owner].as_ref().unwrap();
+    let z = from([127, 0, 0, 4]);
+    let statuses: Vec<StatusCode> = futures_util::future::join_all((0..6).map(|i| {
+        z.post(direct.url("/api/autonomous/voice"))
+            .header("x-forwarded-for", format!("10.0.0.{i}"))
+            .json(&json!({"text": "show me toys"}))
+            .send()
+    }))
+    .await
+    .into_iter()
+    .map(|r| r.unwrap().status())
+    .collect();
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    cluster.nodes.clear();
 }
 
 /// The lease of the shard running product `id`'s actor.

@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, web};
 use futures_util::StreamExt;
 
 use super::AppState;
+use super::placement::SECRET;
 use crate::cluster::AUTONOMOUS;
 
 /// Set on a forwarded request (naming the node that forwarded it): it is never forwarded again,
@@ -19,6 +20,9 @@ pub const FORWARDED: &str = "x-mall-forwarded-by";
 const MAX_BODY: usize = 4 << 20;
 /// Headers that belong to one connection, not to the request.
 const HOP: &[&str] = &["host", "connection", "content-length", "transfer-encoding", "keep-alive", "upgrade", "te"];
+/// The client's address on a request a node forwards (read by the owner only when the request
+/// also shows the nodes' secret; a client's own is dropped).
+pub const FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// The client requests are forwarded with.
 pub fn client() -> reqwest::Client {
@@ -124,11 +128,16 @@ pub async fn to_owner(
     let method = reqwest::Method::from_bytes(http.method().as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut out = state.forwarder.request(method, &target);
     for (name, value) in http.headers() {
-        if !HOP.contains(&name.as_str()) {
+        if !HOP.contains(&name.as_str()) && ![SECRET, FORWARDED_FOR].contains(&name.as_str()) {
             out = out.header(name.as_str(), value.as_bytes());
         }
     }
-    out = out.header(FORWARDED, leases.config.id.as_str());
+    // The owner limits a public request by the client's address, not by this node's: the nodes'
+    // secret vouches for the address given.
+    out = out.header(FORWARDED, leases.config.id.as_str()).header(SECRET, leases.secret.as_str());
+    if let Some(addr) = http.peer_addr() {
+        out = out.header(FORWARDED_FOR, addr.ip().to_string());
+    }
     // Sent while the owner holds the core: a paused or cut-off owner loses it within its time
     // to live, and the caller is then told to retry (it lands on the new owner) rather than
     // wait out the client's timeout.

@@ -90,9 +90,14 @@ pub async fn limit(
                 limits.ingest_wait(holder).map(|w| (w, format!("the {holder} token's signal posts")))
             }
             Some(_) => None,
-            // No token: a public request, limited by where it comes from.
+            // No token: a public request, limited by where it comes from — for one forwarded
+            // by another node, the client's address that node gives.
             None => {
-                let addr = req.peer_addr().map(|a| a.ip())?;
+                let forwarded_for = || {
+                    let given = req.headers().get(super::forward::FORWARDED_FOR)?.to_str().ok()?;
+                    super::placement::from_a_node(req.request(), state).then(|| given.trim().parse::<IpAddr>().ok())?
+                };
+                let addr = forwarded_for().or_else(|| req.peer_addr().map(|a| a.ip()))?;
                 limits.read_wait(addr).map(|w| (w, format!("requests from {addr}")))
             }
         }

@@ -142,7 +142,7 @@ impl Placement {
 }
 
 /// Whether a request carries the nodes' secret (compared in constant time).
-fn from_a_node(req: &HttpRequest, state: &AppState) -> bool {
+pub(crate) fn from_a_node(req: &HttpRequest, state: &AppState) -> bool {
     let (Some(leases), Some(given)) = (&state.leases, req.headers().get(SECRET)) else { return false };
     let (a, b) = (leases.secret.as_bytes(), given.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
