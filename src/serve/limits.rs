@@ -93,11 +93,11 @@ pub async fn limit(
             // No token: a public request, limited by where it comes from — for one forwarded
             // by another node, the client's address that node gives.
             None => {
-                let forwarded_for = || {
-                    let given = req.headers().get(super::forward::FORWARDED_FOR)?.to_str().ok()?;
-                    super::placement::from_a_node(req.request(), state).then(|| given.trim().parse::<IpAddr>().ok())?
-                };
-                let addr = forwarded_for().or_else(|| req.peer_addr().map(|a| a.ip()))?;
+                let given = req.headers().get(super::forward::FORWARDED_FOR).and_then(|v| v.to_str().ok());
+                let vouched = given
+                    .and_then(|v| v.trim().parse::<IpAddr>().ok())
+                    .filter(|_| super::placement::from_a_node(req.request(), state));
+                let addr = vouched.or_else(|| req.peer_addr().map(|a| a.ip()))?;
                 limits.read_wait(addr).map(|w| (w, format!("requests from {addr}")))
             }
         }
