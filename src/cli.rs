@@ -68,8 +68,8 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate the configuration (`--config FILE` or `MALL_CONFIG`, the environment, the
     /// defaults) as `mall serve` would take it, and print every setting with where it comes from,
-    /// secrets hidden. Settings: store, data_dir, database_url, bind, workers, snapshot_dir,
-    /// body_timeout, max_resident, task_concurrency, score_weights, fetch_allow, server,
+    /// secrets hidden. Settings: store, data_dir, database_url, pg_writers, bind, workers,
+    /// snapshot_dir, body_timeout, max_resident, task_concurrency, score_weights, fetch_allow, server,
     /// tokens.{admin,ingest,shopper}, llm.{backend,url,model,embedding_model,api_key,timeout,retries},
     /// budget.{generations_per_hour,generations_per_product,search_embeddings_per_hour,retry_backoff,max_backoff},
     /// limits.{ingest_rate,ingest_burst,read_rate,read_burst}, [jobs] NAME = SECONDS,
@@ -142,7 +142,18 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cli = Cli::parse();
+    // A flag's error is one line, as every other error of `mall` is; help and version as clap
+    // prints them.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("mall: {}", one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     if let Command::Config(ConfigCommand::Check) = &cli.command {
         return config_check(&cli, &sources);
     }
@@ -192,7 +203,7 @@ pub fn main() -> ExitCode {
 /// `mall config check`: the settings as `mall serve` would take them.
 fn config_check(cli: &Cli, sources: &std::collections::BTreeMap<&'static str, crate::config::Source>) -> ExitCode {
     if let Err(e) = Cli::try_parse_from(["mall", "serve"]) {
-        eprintln!("mall: {}", e.to_string().lines().next().unwrap_or("the configuration is not valid"));
+        eprintln!("mall: {}", one_line(&e));
         return ExitCode::from(2);
     }
     for line in crate::config::effective(sources) {
@@ -203,6 +214,13 @@ fn config_check(cli: &Cli, sources: &std::collections::BTreeMap<&'static str, cr
         None => println!("# ok: the environment (no configuration file)"),
     }
     ExitCode::SUCCESS
+}
+
+/// A command-line error's first line, without clap's `error: `.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("the command line is not valid");
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 fn finish(outcome: Result<(), Exit>) -> ExitCode {

@@ -41,6 +41,7 @@ pub const SETTINGS: &[Setting] = &[
     s("store", "MALL_STORE", Kind::Text, false),
     s("data_dir", "MALL_DATA_DIR", Kind::Text, false),
     s("database_url", "DATABASE_URL", Kind::Text, true),
+    s("pg_writers", "MALL_PG_WRITERS", Kind::Number, false),
     s("bind", "MALL_BIND", Kind::Text, false),
     s("workers", "MALL_WORKERS", Kind::Number, false),
     s("snapshot_dir", "MALL_SNAPSHOT_DIR", Kind::Text, false),

@@ -32,6 +32,13 @@ pub struct StoreArgs {
     /// The PostgreSQL (or KurrentDB) connection URL.
     #[arg(long, global = true, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Writer connections to PostgreSQL in this process, each gathering the appends of its share
+    /// of the streams into one transaction. Two kept both cores of a 2-core machine busy; a disk
+    /// slow to flush leaves the CPU idle between commits, and more writers put more commits in
+    /// each flush.
+    #[arg(long, global = true, env = "MALL_PG_WRITERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub pg_writers: u16,
 }
 
 /// Whether a command writes (and so needs the embedded store's single-writer lock).
@@ -61,9 +68,10 @@ pub async fn open(args: &StoreArgs, access: Access) -> anyhow::Result<Arc<dyn Ev
             let url =
                 args.database_url.as_deref().context("the postgres store needs --database-url or DATABASE_URL")?;
             let mut config = mall_events::postgres::PgConfig::new(url);
-            if access == Access::ReadWriteInOrder {
-                config.writers = 1;
-            }
+            config.writers = match access {
+                Access::ReadWriteInOrder => 1,
+                _ => usize::from(args.pg_writers),
+            };
             let store = mall_events::postgres::PgStore::connect(config)
                 .await
                 .context("cannot open the PostgreSQL event store")?;

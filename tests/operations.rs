@@ -133,6 +133,7 @@ async fn a_configuration_file_sets_what_the_environment_and_flags_do_not() {
     assert_eq!(line("limits.read_rate"), "limits.read_rate = 1  # the file");
     assert_eq!(line("tokens.admin"), "tokens.admin = (hidden)  # the file");
     assert_eq!(line("bind"), "bind = 127.0.0.1:8080  # default");
+    assert_eq!(line("pg_writers"), "pg_writers = 2  # default");
     assert!(!out.contains("s3cret"), "secrets are never printed: {out}");
 
     // A key that is no setting, a value of the wrong kind, a value the flag refuses: named.
@@ -140,6 +141,7 @@ async fn a_configuration_file_sets_what_the_environment_and_flags_do_not() {
         ("[limits]\nread_rate = \"fast\"\n", "limits.read_rate"),
         ("[limits]\nread_speed = 3\n", "limits.read_speed: not a setting"),
         ("[llm]\nbackend = \"gpt\"\n", "--llm"),
+        ("pg_writers = 0\n", "--pg-writers"),
     ] {
         std::fs::write(&file, text).unwrap();
         let (code, _, err) = mall_config(&[], &["--config", path, "config", "check"]);
@@ -154,4 +156,33 @@ async fn a_configuration_file_sets_what_the_environment_and_flags_do_not() {
     let c = client();
     let codes = [get(&c, s.url("/api/districts")).await.0, get(&c, s.url("/api/districts")).await.0];
     assert_eq!(codes, [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
+}
+
+/// `--pg-writers` (`MALL_PG_WRITERS`) is how many writer connections a node opens to PostgreSQL,
+/// each with its share of the streams: a disk slow to flush wants more commits in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_opens_as_many_log_writers_as_configured() {
+    let (store, _dir) = Store::postgres().await;
+    let Store::Postgres { url, .. } = &store else { unreachable!() };
+    let s = Server::start(&store, &[("MALL_PG_WRITERS", "3")]);
+    let c = client();
+    let (status, body) = post(&c, s.url("/api/districts"), ADMIN, &district("toys", "playful")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Forty product streams: each writer is handed some (a writer connects at its first append).
+    for i in 0..40 {
+        let listing = product(&format!("p{i}"), "toys", "Wooden train", "A beech train with four cars.");
+        let (status, body) = post(&c, s.url("/api/products"), ADMIN, &listing).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (db, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let writers: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
+            &[&"mall-log-writer"],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(writers, 3, "the node's writer connections");
 }

@@ -562,10 +562,12 @@ async fn connect_writer(url: &str) -> Result<(Client, Statements), tokio_postgre
     let c = connect(url).await?;
     // A careful-path transaction left open by a paused process would hold its positions, and
     // every reader behind them, until its session ends. The append statements are lookups by
-    // key, planned once per session.
+    // key, planned once per session. Named, so that an operator finds a node's writers among
+    // its connections (`pg_stat_activity`).
     c.batch_execute(
         "SET idle_in_transaction_session_timeout = '10s'; \
-         SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off",
+         SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; \
+         SET application_name = 'mall-log-writer'",
     )
     .await?;
     let statements = Statements { group: c.prepare(APPEND).await?, one: c.prepare(APPEND_ONE).await? };

@@ -12,6 +12,7 @@
 use chrono::{DateTime, Utc};
 use mall_events::RecordedEvent;
 use mall_events::domain::DomainEvent;
+use mall_events::ids::tag;
 use serde_json::Value;
 
 use crate::change::{Change, Op, TableDef};
@@ -67,7 +68,7 @@ impl Projection for Personalization {
 
     fn apply(&self, e: &RecordedEvent, d: &DomainEvent) -> Vec<Change> {
         let (Some(shopper), Some(at)) = (d.shopper_id(), d.signal_at()) else { return Vec::new() };
-        let district = e.tags.iter().find_map(|t| t.strip_prefix("district:"));
+        let district = e.tags.iter().find_map(|t| tag::district_of(t));
         let mut counts = vec![("signals", 1.0)];
         match d {
             DomainEvent::ProductViewed(_) => counts.push(("views", 1.0)),
@@ -90,7 +91,7 @@ impl Projection for Personalization {
         if w == 0.0 {
             return out;
         }
-        let mut facets: Vec<String> = e.tags.iter().filter(|t| t.starts_with("district:")).cloned().collect();
+        let mut facets: Vec<String> = e.tags.iter().filter(|t| tag::district_of(t).is_some()).cloned().collect();
         if let Some(p) = d.product_id() {
             facets.push(format!("product:{p}"));
         }

@@ -25,7 +25,7 @@ use actix_web::{HttpResponse, web};
 use mall_actors::executors::embedder::cosine;
 use mall_actors::experiment::{self, Arm};
 use mall_actors::personalization::recommend::{Model, Scores};
-use mall_events::ids::{DistrictSlug, Position, ProductId, ShopperId};
+use mall_events::ids::{DistrictSlug, Position, ProductId, ShopperId, tag};
 use mall_projections::catalog::{DISTRICTS, PRODUCT_METRICS, PRODUCTS};
 use mall_projections::change::Row;
 use mall_projections::optimization::EXPERIMENTS;
@@ -246,7 +246,7 @@ async fn interests(
     let (mut districts, mut products) = (HashMap::new(), HashMap::new());
     for (facet, score, as_of) in rows.iter() {
         let v = interest_at(*score, *as_of, latest).max(0.0);
-        if let Some(d) = facet.strip_prefix("district:") {
+        if let Some(d) = tag::district_of(facet) {
             districts.insert(d.to_string(), v);
         } else if let Some(p) = facet.strip_prefix("product:") {
             products.insert(p.to_string(), v);
