@@ -51,8 +51,18 @@ async fn fresh_database() -> String {
 async fn open(backend: &str, dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
     match backend {
         "embedded" => Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap()),
-        _ => Arc::new(PgStore::connect(PgConfig::new(fresh_database().await)).await.unwrap()),
+        _ => Arc::new(PgStore::connect(pg_config(fresh_database().await)).await.unwrap()),
     }
+}
+
+/// A PostgreSQL store's configuration, with as many writer connections as `MALL_PG_WRITERS`
+/// says (as `mall` takes it), so that the count can be measured on one's own disk.
+fn pg_config(url: String) -> PgConfig {
+    let mut config = PgConfig::new(url);
+    if let Some(n) = std::env::var("MALL_PG_WRITERS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0) {
+        config.writers = n;
+    }
+    config
 }
 
 fn runtime(multi: bool) -> tokio::runtime::Runtime {
@@ -263,7 +273,7 @@ fn log_vs_raw(c: &mut Criterion) {
     let stores: Vec<Arc<dyn EventStore>> = rt.block_on(async {
         let mut v: Vec<Arc<dyn EventStore>> = Vec::new();
         for _ in 0..8 {
-            v.push(Arc::new(PgStore::connect(PgConfig::new(url.clone())).await.unwrap()));
+            v.push(Arc::new(PgStore::connect(pg_config(url.clone())).await.unwrap()));
         }
         v
     });

@@ -33,9 +33,8 @@ pub struct StoreArgs {
     #[arg(long, global = true, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Writer connections to PostgreSQL in this process, each gathering the appends of its share
-    /// of the streams into one transaction. Two kept both cores of a 2-core machine busy; a disk
-    /// slow to flush leaves the CPU idle between commits, and more writers put more commits in
-    /// each flush.
+    /// of the streams into one transaction (one flush). Two measured best on a 2-core machine:
+    /// more make smaller groups and more flushes (README, "Several nodes").
     #[arg(long, global = true, env = "MALL_PG_WRITERS", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub pg_writers: u16,

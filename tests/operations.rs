@@ -159,7 +159,8 @@ async fn a_configuration_file_sets_what_the_environment_and_flags_do_not() {
 }
 
 /// `--pg-writers` (`MALL_PG_WRITERS`) is how many writer connections a node opens to PostgreSQL,
-/// each with its share of the streams: a disk slow to flush wants more commits in flight.
+/// each with its share of the streams (the count that keeps a machine's disk and cores busiest
+/// differs from one machine to the next).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_opens_as_many_log_writers_as_configured() {
     let (store, _dir) = Store::postgres().await;
