@@ -390,7 +390,7 @@ async fn a_node_paused_past_its_lease_cannot_append_for_what_it_lost() {
     let product = (0..).map(|i| format!("q{i}")).find(|p| shard_lease_of(p) == shard).unwrap();
     let stale = Fence { lease: shard.clone(), token: shard_token_before };
     let e = support::event("product_viewed", b"stale");
-    let stream = StreamId::parse(&format!("product-{product}")).unwrap();
+    let stream = StreamId::parse(format!("product-{product}")).unwrap();
     match store.append_fenced(&stale, &stream, ExpectedVersion::Any, vec![e.clone()]).await {
         Err(StoreError::Fenced { lease, .. }) => assert_eq!(lease, shard),
         other => panic!("an append under a lost shard was not refused: {other:?}"),
@@ -538,7 +538,7 @@ async fn a_product_on_one_node_is_rewritten_through_the_queue_on_another() {
     // Its actor decides on its node, the queue's node runs the generation task, and the
     // product's node carries it out: the copy, caused by the task, is in its stream.
     let store = PgStore::connect(PgConfig::new(&cluster.url)).await.unwrap();
-    let stream = StreamId::parse(&format!("product-{weak}")).unwrap();
+    let stream = StreamId::parse(format!("product-{weak}")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     let generated = loop {
         let events = store.read_stream(&stream, 1, Direction::Forward, 1_000).await.unwrap();

@@ -501,10 +501,11 @@ async fn records_at_and_beyond_every_bound_are_refused_or_projected_alike_on_bot
     for r in &records {
         match mall_events::records::parse_record(r.to_string().as_bytes()) {
             Ok(e) => {
-                if let Some(p) = e.product_id() {
-                    if !matches!(e, mall_events::DomainEvent::ProductListed(_)) && !listed.contains(p.as_str()) {
-                        continue; // its listing was refused
-                    }
+                if let Some(p) = e.product_id()
+                    && !matches!(e, mall_events::DomainEvent::ProductListed(_))
+                    && !listed.contains(p.as_str())
+                {
+                    continue; // its listing was refused
                 }
                 if let mall_events::DomainEvent::ProductListed(l) = &e {
                     listed.insert(l.product_id.as_str().to_string());

@@ -295,7 +295,7 @@ async fn weak_copy_is_rewritten_tested_kept_and_explained(store: Store) {
     };
     assert!(insight["tried"].as_u64() >= Some(1) && insight["helped"].as_u64() >= Some(1), "{insight}");
     assert!(insight["lift"].as_f64().unwrap() > 0.0, "the kept copy converted better: {insight}");
-    assert!(insight["evidence"].as_array().unwrap().iter().any(|e| *e == experiment_id), "{insight}");
+    assert!(insight["evidence"].as_array().unwrap().contains(&experiment_id), "{insight}");
 
     // The CLI, beside the running server: audit explains, replay reproduces every decision.
     let (code, out, err) = mall(&store, &["audit", "product", "weak"]);

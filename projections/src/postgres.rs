@@ -254,11 +254,11 @@ impl PgSink {
             tx.commit().await?;
             return Ok(Err(SinkError::OtherVersion { found: version as u32, ours: self.version as u32 }));
         }
-        if let Some((from, to, _)) = at {
-            if checkpoint != from as i64 || to <= from {
-                tx.commit().await?;
-                return Ok(Ok(false));
-            }
+        if let Some((from, to, _)) = at
+            && (checkpoint != from as i64 || to <= from)
+        {
+            tx.commit().await?;
+            return Ok(Ok(false));
         }
         // The rows the batch touches, as they are (and whether they exist yet), by table:
         // taken from the cache (a rebuild's), else read with one query per table.

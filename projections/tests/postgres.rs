@@ -171,10 +171,10 @@ impl Projection for CatalogV2 {
     fn apply(&self, e: &mall_events::RecordedEvent, d: &DomainEvent) -> Vec<mall_projections::change::Change> {
         let mut out = Catalog.apply(e, d);
         for c in &mut out {
-            if let mall_projections::change::Op::Set(row) = &mut c.op {
-                if let Some(serde_json::Value::String(t)) = row.get_mut("title") {
-                    *t = t.to_uppercase();
-                }
+            if let mall_projections::change::Op::Set(row) = &mut c.op
+                && let Some(serde_json::Value::String(t)) = row.get_mut("title")
+            {
+                *t = t.to_uppercase();
             }
         }
         out

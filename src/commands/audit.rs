@@ -406,13 +406,13 @@ pub async fn replay(store_args: &StoreArgs, args: &ReplayArgs) -> Result<(), Exi
             }
         }
     }
-    if let Some(v) = verification {
-        if !v.mismatches.is_empty() {
-            return Err(Exit {
-                code: 4,
-                error: anyhow!("{} recorded decisions are not reproduced by replay", v.mismatches.len()),
-            });
-        }
+    if let Some(v) = verification
+        && !v.mismatches.is_empty()
+    {
+        return Err(Exit {
+            code: 4,
+            error: anyhow!("{} recorded decisions are not reproduced by replay", v.mismatches.len()),
+        });
     }
     Ok(())
 }

@@ -337,13 +337,13 @@ async fn server_rebuild(server: &str, name: Option<String>, verify: bool) -> Res
         tokio::select! {
             r = &mut request => break r.with_context(|| format!("cannot reach {server} (is `mall serve` running?)"))?,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                if let Ok(r) = client.get(format!("{server}/api/admin/projections")).bearer_auth(&token).send().await {
-                    if let Ok(v) = r.json::<Value>().await {
-                        for p in v["projections"].as_array().into_iter().flatten().filter(|p| p["rebuild"]["running"] == true) {
-                            progress.set_message(p["name"].as_str().unwrap_or_default().to_string());
-                            progress.set_length(p["rebuild"]["target"].as_u64().unwrap_or(0));
-                            progress.set_position(p["rebuild"]["position"].as_u64().unwrap_or(0));
-                        }
+                if let Ok(r) = client.get(format!("{server}/api/admin/projections")).bearer_auth(&token).send().await
+                    && let Ok(v) = r.json::<Value>().await
+                {
+                    for p in v["projections"].as_array().into_iter().flatten().filter(|p| p["rebuild"]["running"] == true) {
+                        progress.set_message(p["name"].as_str().unwrap_or_default().to_string());
+                        progress.set_length(p["rebuild"]["target"].as_u64().unwrap_or(0));
+                        progress.set_position(p["rebuild"]["position"].as_u64().unwrap_or(0));
                     }
                 }
             }

@@ -147,10 +147,10 @@ impl Queue {
     /// Takes a queued task out of the indexes (it starts, or is cancelled).
     fn dequeue(&mut self, id: Uuid) {
         let Some(t) = self.tasks.get(&id) else { return };
-        if let Some(key) = self.place.remove(&id) {
-            if let Some(set) = self.ready.get_mut(&(t.system.clone(), t.generations > 0)) {
-                set.remove(&key);
-            }
+        if let Some(key) = self.place.remove(&id)
+            && let Some(set) = self.ready.get_mut(&(t.system.clone(), t.generations > 0))
+        {
+            set.remove(&key);
         }
         if let Some(at) = t.retry_at {
             self.delayed.remove(&(at, id));
@@ -361,10 +361,10 @@ impl Queue {
                 if busy >= per_system {
                     continue;
                 }
-                if let Some((key, _)) = it.peek() {
-                    if best.is_none_or(|(_, b)| **key < b) {
-                        best = Some((i, **key));
-                    }
+                if let Some((key, _)) = it.peek()
+                    && best.is_none_or(|(_, b)| **key < b)
+                {
+                    best = Some((i, **key));
                 }
             }
             let Some((i, _)) = best else { break };

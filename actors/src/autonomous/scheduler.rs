@@ -370,12 +370,12 @@ impl Scheduler {
                 continue;
             }
             if let Some(&(id, i)) = fresh.get(&key) {
-                if let DomainEvent::TaskQueued(q) = &mut events[i] {
-                    if priority > q.priority {
-                        q.priority = priority;
-                        q.reason = r.reason;
-                        q.metrics = r.metrics;
-                    }
+                if let DomainEvent::TaskQueued(q) = &mut events[i]
+                    && priority > q.priority
+                {
+                    q.priority = priority;
+                    q.reason = r.reason;
+                    q.metrics = r.metrics;
                 }
                 ids.push(id);
                 continue;

@@ -543,7 +543,7 @@ impl Verifier {
                 self.checked += 1;
                 self.mismatches.push((
                     position,
-                    format!("{}", d.event_type()),
+                    d.event_type().to_string(),
                     "the state it decided from was never folded".into(),
                 ));
             }

@@ -493,11 +493,9 @@ impl HealthState {
                     self.outbox.insert(e.event_id, e.position);
                 }
             }
-            DomainEvent::HealthIssueClosed(c) => {
-                if self.open.values().any(|i| i.issue_id == c.issue_id) {
-                    self.open.retain(|_, i| i.issue_id != c.issue_id);
-                    self.closed += 1;
-                }
+            DomainEvent::HealthIssueClosed(c) if self.open.values().any(|i| i.issue_id == c.issue_id) => {
+                self.open.retain(|_, i| i.issue_id != c.issue_id);
+                self.closed += 1;
             }
             DomainEvent::ProductRepaired(r) => {
                 if let Some(i) = self.open.values_mut().find(|i| i.issue_id == r.issue_id) {

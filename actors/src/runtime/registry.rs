@@ -30,18 +30,18 @@ where
     /// The actor for `id`, activated if it is not resident.
     pub fn get(&self, id: &K::Id) -> Addr<EntityActor<K>> {
         let mut resident = self.resident.lock().expect("registry");
-        if let Some(addr) = resident.get(id) {
-            if addr.connected() {
-                return addr.clone();
-            }
+        if let Some(addr) = resident.get(id)
+            && addr.connected()
+        {
+            return addr.clone();
         }
         let arbiter = &self.arbiters[fxhash(&id.to_string()) % self.arbiters.len()];
         let (rt, actor_id) = (self.rt.clone(), id.clone());
         let addr = EntityActor::<K>::start_in_arbiter(arbiter, move |_| EntityActor::new(actor_id, rt));
-        if let Some((old_id, old)) = resident.push(id.clone(), addr.clone()) {
-            if old_id != *id {
-                old.do_send(Passivate);
-            }
+        if let Some((old_id, old)) = resident.push(id.clone(), addr.clone())
+            && old_id != *id
+        {
+            old.do_send(Passivate);
         }
         addr
     }

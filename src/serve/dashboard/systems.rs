@@ -169,7 +169,7 @@ pub async fn merchandising(state: &AppState) -> Result<String, ApiError> {
 /// The social calendar: the posts still to come (soonest first) and the latest published.
 pub async fn social(state: &AppState) -> Result<String, ApiError> {
     let by_time = |mut v: Vec<Row>, newest_first: bool| {
-        v.sort_by(|a, b| cell(a, "scheduled_at").cmp(&cell(b, "scheduled_at")));
+        v.sort_by_key(|a| cell(a, "scheduled_at"));
         if newest_first {
             v.reverse();
         }
