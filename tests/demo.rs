@@ -75,11 +75,7 @@ fn the_demo_shows_the_mall_improving_itself() {
     assert!(status.success(), "{stdout}\n{}", stderr.join().unwrap());
     assert!(signed_in, "the dashboard during the demo: {stdout}");
     assert!(stdout.contains("serving on http://127.0.0.1:"), "{stdout}");
-    let last = stdout
-        .lines()
-        .filter(|l| l.starts_with("mall demo:") && l.contains("signals"))
-        .next_back()
-        .expect("progress lines");
+    let last = stdout.lines().rfind(|l| l.starts_with("mall demo:") && l.contains("signals")).expect("progress lines");
     assert!(last.contains(" 0 still without a description"), "missing descriptions are written: {last}");
     assert!(
         stdout.contains("  autonomous: ") && stdout.contains("jobs run: product_intelligence (1 tasks)"),

@@ -4,9 +4,9 @@
 //!   (`voice`) and ordering tests (`ordering`) — with its subject, arms, figures and outcome;
 //! - `district_orderings`: each district's layout (the weights its last ordering test left in
 //!   force) and the ordering under test;
-//! - `merchandising_rules`: every rule with its action,
-//! condition, strength, pin position, priority, window, reason and evidence, whether the engine
-//! made it, how often it was set (1 + its revisions), when last, and whether it is active or expired (and why).
+//! - `merchandising_rules`: every rule with its action, condition, strength, pin position,
+//!   priority, window, reason and evidence, whether the engine made it, how often it was set
+//!   (1 + its revisions), when last, and whether it is active or expired (and why).
 
 use mall_events::RecordedEvent;
 use mall_events::domain::DomainEvent;

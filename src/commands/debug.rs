@@ -199,6 +199,5 @@ fn synth(districts: usize, products: usize, shoppers: usize, signals: usize, see
         }
         line(v)?;
     }
-    drop(line);
     out.flush()
 }

@@ -40,9 +40,7 @@ pub struct Chart<'a> {
 fn tick(v: f64) -> String {
     if v.abs() >= 10_000.0 {
         format!("{:.0}k", v / 1_000.0)
-    } else if v.fract().abs() < 1e-9 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
+    } else if v.fract().abs() < 1e-9 || v.abs() >= 10.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
