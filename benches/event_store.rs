@@ -56,11 +56,16 @@ async fn open(backend: &str, dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
 }
 
 /// A PostgreSQL store's configuration, with as many writer connections as `MALL_PG_WRITERS`
-/// says (as `mall` takes it), so that the count can be measured on one's own disk.
+/// says (as `mall` takes it), so that the count can be measured on one's own disk. A value that
+/// is not a count stops the run rather than measure the default under another name.
 fn pg_config(url: String) -> PgConfig {
     let mut config = PgConfig::new(url);
-    if let Some(n) = std::env::var("MALL_PG_WRITERS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0) {
-        config.writers = n;
+    if let Ok(v) = std::env::var("MALL_PG_WRITERS") {
+        config.writers = v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .unwrap_or_else(|| panic!("MALL_PG_WRITERS: {v:?} is not a whole number from 1 to 64"));
     }
     config
 }
