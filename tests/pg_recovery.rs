@@ -391,3 +391,67 @@ async fn an_append_whose_commit_outcome_is_unknown_is_stored_exactly_once() {
     assert_eq!(all[1].event_id, batch[0].event_id);
     assert_eq!(all[2].event_id, batch[1].event_id);
 }
+
+/// A plain LISTEN connection on the log's channel (not a mall listener): the payloads it hears.
+async fn overhear(url: &str) -> (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (client, mut conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = futures_util::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m
+                && tx.send(n.payload().to_string()).is_err()
+            {
+                return;
+            }
+        }
+    });
+    client.batch_execute("LISTEN mall_events").await.unwrap();
+    (client, rx)
+}
+
+/// The positions heard within `within`.
+async fn positions_heard(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, within: Duration) -> Vec<u64> {
+    let mut heard = Vec::new();
+    let until = tokio::time::Instant::now() + within;
+    while let Ok(Some(p)) = tokio::time::timeout_at(until, rx.recv()).await {
+        heard.extend(p.parse::<u64>().ok());
+    }
+    heard
+}
+
+/// A store alone on its database wakes its own readers and sends no NOTIFY; once another
+/// process's store listens (its HELLO heard), the first's appends are told to it at once, and
+/// when that store is gone they are no longer sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_notifies_only_while_another_process_listens() {
+    let db = pg::Postgres::new().await;
+    let a = PgStore::connect(PgConfig::new(&db.url)).await.unwrap();
+    let (_watcher, mut heard) = overhear(&db.url).await;
+    let first = a.append(&stream("product-n1"), ExpectedVersion::Any, vec![event("e", b"1")]).await.unwrap();
+    a.wait_for_append(first.last_position - 1).await;
+    assert_eq!(positions_heard(&mut heard, Duration::from_millis(400)).await, Vec::<u64>::new(), "alone: no NOTIFY");
+
+    let b = PgStore::connect(PgConfig::new(&db.url)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let waiter = tokio::spawn(async move {
+        b.wait_for_append(first.last_position).await;
+        (b, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = a.append(&stream("product-n1"), ExpectedVersion::Any, vec![event("e", b"2")]).await.unwrap();
+    let (b, woke) = waiter.await.unwrap();
+    // Without the NOTIFY, b's reader would look again only after its one-second wait.
+    assert!(woke < Duration::from_millis(600), "b was told of a's append at once (after {woke:?})");
+    assert!(positions_heard(&mut heard, Duration::from_millis(300)).await.contains(&second.last_position));
+
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    a.append(&stream("product-n1"), ExpectedVersion::Any, vec![event("e", b"3")]).await.unwrap();
+    a.append(&stream("product-n1"), ExpectedVersion::Any, vec![event("e", b"4")]).await.unwrap();
+    assert_eq!(
+        positions_heard(&mut heard, Duration::from_millis(400)).await,
+        Vec::<u64>::new(),
+        "alone again: no NOTIFY"
+    );
+}
