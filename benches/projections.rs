@@ -163,10 +163,7 @@ async fn log() -> (String, Arc<dyn EventStore>) {
 
 /// Events per rebuild batch (`MALL_BENCH_BATCH`, default that of `mall projections rebuild`).
 fn batch() -> usize {
-    std::env::var("MALL_BENCH_BATCH")
-        .ok()
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(mall::commands::projections::REBUILD_BATCH)
+    std::env::var("MALL_BENCH_BATCH").ok().and_then(|b| b.parse().ok()).unwrap_or(mall::readside::REBUILD_BATCH)
 }
 
 fn rebuild_pg() {

@@ -531,6 +531,62 @@ impl ReadSide {
         out
     }
 
+    /// Rebuilds projections whose tables are in PostgreSQL beside the live tables and swaps them
+    /// in ([`rebuild_postgres`], as `mall projections rebuild` does), with each one's progress in
+    /// its status while it runs.
+    pub async fn rebuild_postgres(
+        &self,
+        targets: &[Arc<Followed>],
+        verify: bool,
+    ) -> Result<Vec<PgRebuilt>, RebuildError> {
+        let Some(url) = self.database_url.clone() else {
+            return Err(SinkError::Backend("the read tables are in memory".into()).into());
+        };
+        for (i, f) in targets.iter().enumerate() {
+            let mut p = f.rebuild.lock().expect("progress");
+            if p.running {
+                drop(p);
+                for taken in &targets[..i] {
+                    taken.rebuild.lock().expect("progress").running = false;
+                }
+                return Err(RebuildError::Running(f.projection.name().to_string()));
+            }
+            *p = Progress { running: true, ..Progress::default() };
+        }
+        let started = Instant::now();
+        let mut from = 0;
+        let projections: Vec<Arc<dyn Projection>> = targets.iter().map(|f| f.projection.clone()).collect();
+        let result = rebuild_postgres(self.store.clone(), &url, &projections, verify, |s| {
+            let (position, target) = match s {
+                RebuildStep::Started { from: f, target } => {
+                    from = f;
+                    (f, target)
+                }
+                RebuildStep::At(p) | RebuildStep::CaughtUp(p) => (p, p),
+                RebuildStep::Resumed { .. } => return,
+            };
+            for f in targets {
+                let mut pr = f.rebuild.lock().expect("progress");
+                pr.position = position;
+                pr.target = pr.target.max(target);
+                pr.events_per_second = position.saturating_sub(from) as f64 / started.elapsed().as_secs_f64().max(1e-6);
+            }
+        })
+        .await;
+        for f in targets {
+            let mut p = f.rebuild.lock().expect("progress");
+            p.running = false;
+            match &result {
+                Ok(done) => {
+                    p.differences =
+                        done.iter().find(|r| r.name == f.projection.name()).and_then(|r| r.differences.clone())
+                }
+                Err(e) => p.error = Some(e.to_string()),
+            }
+        }
+        result
+    }
+
     /// Rebuilds a projection held in memory beside the live one, compares them row by row when
     /// `verify`, and swaps the rebuilt one in. Reads keep using the live one until the swap.
     pub async fn rebuild_memory(&self, f: &Arc<Followed>, verify: bool) -> Result<Option<Vec<String>>, SinkError> {
@@ -596,6 +652,120 @@ impl ReadSide {
         Ok(differences)
     }
 }
+
+/// What a rebuild of a projection's PostgreSQL tables did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PgRebuilt {
+    pub name: String,
+    /// The log position the rebuilt tables were swapped in at.
+    pub checkpoint: Position,
+    /// The rows that differed from the live tables (when verified; `None` when not asked, or
+    /// when the live tables held another version and were replaced, not compared).
+    pub differences: Option<Vec<String>>,
+    /// The version the live tables held, when it was another one (blue/green): they were
+    /// replaced, and servers of that version stop writing them.
+    pub replaced_version: Option<i32>,
+}
+
+/// A step of a PostgreSQL rebuild, for whoever shows its progress.
+pub enum RebuildStep {
+    /// `name`'s shadow tables hold an interrupted rebuild's rows: it goes on from `from`.
+    Resumed { name: String, from: Position },
+    /// The one pass over the log starts at `from`; the log's head was at `target`.
+    Started { from: Position, target: Position },
+    /// The pass has applied the log up to here.
+    At(Position),
+    /// The pass is done, at this position; the swaps follow.
+    CaughtUp(Position),
+}
+
+/// Why a PostgreSQL rebuild did not run or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("{0} is being rebuilt already (by this server or another process): wait until that rebuild ends")]
+    Running(String),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// The advisory-lock class ("mall") of rebuilds: one key a projection, `hashtext` of its name.
+const REBUILD_LOCK: i32 = 0x6d61_6c6c;
+
+/// Rebuilds `targets`' PostgreSQL tables from the log beside the live ones (which keep serving
+/// and following the log), resuming where an interrupted rebuild left its shadow tables, in one
+/// pass over the log for them all; then swaps each in (see [`swap_in`]), compared row by row
+/// with the live tables first when `verify`. What `mall projections rebuild` runs against the
+/// database and `POST /api/admin/projections/rebuild` runs inside a server on PostgreSQL.
+///
+/// One rebuild of a projection at a time among every process on the database: each target's
+/// advisory lock is held by a connection of the rebuild's own until it ends (a process that
+/// dies lets it go), and a second rebuild is refused with [`RebuildError::Running`] before it
+/// touches anything.
+///
+/// [`swap_in`]: mall_projections::postgres::swap_in
+pub async fn rebuild_postgres(
+    store: Arc<dyn EventStore>,
+    url: &str,
+    targets: &[Arc<dyn Projection>],
+    verify: bool,
+    mut step: impl FnMut(RebuildStep),
+) -> Result<Vec<PgRebuilt>, RebuildError> {
+    let lock = mall_projections::postgres::connect(url).await?;
+    for p in targets {
+        let held: bool = lock
+            .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&REBUILD_LOCK, &p.name()])
+            .await
+            .map_err(|e| SinkError::Backend(e.to_string()))?
+            .get(0);
+        if !held {
+            return Err(RebuildError::Running(p.name().to_string()));
+        }
+    }
+    // Every target's shadow tables, resumed where an interrupted rebuild left them.
+    let mut shadows = Vec::new();
+    for p in targets {
+        let shadow = PgSink::open(url, p.name(), p.version(), p.tables(), true).await?;
+        if shadow.recorded_version().await? != p.version() as i32 {
+            shadow.reset().await?;
+        }
+        let shadow = Arc::new(shadow.cached().await?);
+        let from = Sink::checkpoint(&*shadow).await?;
+        if from > 0 {
+            step(RebuildStep::Resumed { name: p.name().to_string(), from });
+        }
+        shadows.push(shadow);
+    }
+    // One pass over the log feeds them all.
+    let mut from = u64::MAX;
+    for s in &shadows {
+        from = from.min(Sink::checkpoint(&**s).await?);
+    }
+    step(RebuildStep::Started { from, target: store.stats().await.map_err(SinkError::from)?.last_position });
+    let parts: Vec<(Arc<dyn Projection>, Arc<dyn Sink>)> =
+        targets.iter().zip(&shadows).map(|(p, s)| (p.clone(), s.clone() as Arc<dyn Sink>)).collect();
+    let at = runner::catch_up_all(store.clone(), &parts, REBUILD_BATCH, |p| step(RebuildStep::At(p))).await?;
+    step(RebuildStep::CaughtUp(at));
+    let mut rebuilt = Vec::new();
+    for (p, shadow) in targets.iter().zip(&shadows) {
+        let live = PgSink::open(url, p.name(), p.version(), p.tables(), false).await?;
+        let old_version = live.recorded_version().await?;
+        let (checkpoint, diffs) =
+            mall_projections::postgres::swap_in(url, &*store, &**p, shadow, &live, verify).await?;
+        let replaced = old_version != p.version() as i32;
+        rebuilt.push(PgRebuilt {
+            name: p.name().to_string(),
+            checkpoint,
+            differences: (verify && !replaced).then_some(diffs),
+            replaced_version: replaced.then_some(old_version),
+        });
+    }
+    drop(lock);
+    Ok(rebuilt)
+}
+
+/// Events per transaction of a PostgreSQL rebuild: large, because a row touched in many
+/// batches is written once per batch (progress moves once per batch).
+pub const REBUILD_BATCH: usize = 250_000;
 
 /// The rows of `live` and `shadow` that differ, table by table (when `verify`).
 fn compare(f: &Followed, live: &MemorySink, shadow: &MemorySink, verify: bool) -> Option<Vec<String>> {

@@ -317,6 +317,13 @@ async fn three_nodes_survive_losing_any_one_with_nothing_lost_or_done_twice() {
     // Every read table equals a rebuild from the log.
     let (code, out, err) = mall(&cluster.store(0), &["projections", "rebuild", "--all", "--verify"]);
     assert_eq!(code, 0, "rebuilds differ from the live tables:\n{out}\n{err}");
+    // And over HTTP, on a node whichever holds the projections' leases.
+    let (status, body) =
+        post(&c, cluster.live()[2].url("/api/admin/projections/rebuild"), ADMIN, &json!({"verify": true})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for p in body["rebuilt"].as_array().unwrap() {
+        assert_eq!(p["differences"], json!([]), "{body}");
+    }
     store.close().await;
 }
 

@@ -70,6 +70,72 @@ async fn rebuild_verifies_equal(store: Store) {
     assert!(code == 1 && err.contains("no projection"), "{err}");
 }
 
+/// On PostgreSQL a server rebuilds its read tables over HTTP too, as the CLI does against the
+/// database: the rebuilt tables are compared with the live ones (a row changed behind the
+/// projection's back is found, and set right by the swap), each rebuild's progress ends at its
+/// target in the status, and a projection another process is rebuilding is refused — 409 over
+/// HTTP, a one-line error from the CLI — before anything is touched.
+#[tokio::test]
+async fn a_server_on_postgres_rebuilds_over_http_and_one_process_at_a_time() {
+    let (store, _dir) = Store::postgres().await;
+    let Store::Postgres { url, .. } = &store else { unreachable!() };
+    let s = Server::start(&store, &[]);
+    workload(&s).await;
+    let env = [("MALL_SERVER", s.base.as_str()), ("MALL_ADMIN_TOKEN", ADMIN)];
+    caught_up(&store, &env);
+    let (db, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let c = reqwest::Client::new();
+    let rebuild = |body: Value| c.post(s.url("/api/admin/projections/rebuild")).bearer_auth(ADMIN).json(&body).send();
+
+    // Another process rebuilding the catalog holds its lock (class "mall", key the name's hash).
+    db.execute("SELECT pg_advisory_lock(1835101292, hashtext('catalog'))", &[]).await.unwrap();
+    let r = rebuild(json!({"name": "catalog", "verify": true})).await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["field"], "name", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("catalog is being rebuilt already"), "{body}");
+    let (code, out, err) = mall_with(&store, &["projections", "rebuild", "catalog"], &env);
+    assert!(code == 1 && err.contains("catalog is being rebuilt already"), "{out}\n{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let shadow: Option<String> =
+        db.query_one("SELECT to_regclass('products__rebuild')::text", &[]).await.unwrap().get(0);
+    assert_eq!(shadow, None, "a refused rebuild touched nothing");
+    db.execute("SELECT pg_advisory_unlock(1835101292, hashtext('catalog'))", &[]).await.unwrap();
+
+    // A live row changed behind the projection's back.
+    let changed = db.execute("UPDATE products SET title = 'tampered' WHERE product_id = 'p1'", &[]).await.unwrap();
+    assert_eq!(changed, 1);
+    let head = {
+        let r = c.get(s.url("/healthz")).send().await.unwrap();
+        r.json::<Value>().await.unwrap()["log_position"].as_u64().unwrap()
+    };
+    let r = rebuild(json!({"verify": true})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let rebuilt = body["rebuilt"].as_array().unwrap();
+    assert_eq!(rebuilt.len(), mall::readside::projections().len(), "{body}");
+    for p in rebuilt {
+        assert!(p["checkpoint"].as_u64().unwrap() >= head, "{p}");
+        let expected = if p["name"] == "catalog" { json!(["products: p1 differs"]) } else { json!([]) };
+        assert_eq!(p["differences"], expected, "{p}");
+    }
+    let title: String = db.query_one("SELECT title FROM products WHERE product_id = 'p1'", &[]).await.unwrap().get(0);
+    assert_eq!(title, "Wooden train", "the swap put the rebuilt row in");
+    let status: Value =
+        c.get(s.url("/api/admin/projections")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    for p in status["projections"].as_array().unwrap() {
+        let r = &p["rebuild"];
+        assert!(r["running"] == false && r["error"].is_null(), "{p}");
+        assert!(r["position"].as_u64().unwrap() >= head && r["position"] == r["target"], "{p}");
+    }
+    // The catalog, rebuilt once more, equals the live tables.
+    let r = rebuild(json!({"name": "catalog", "verify": true})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["rebuilt"][0]["differences"], json!([]), "{body}");
+}
+
 async fn workload_more(s: &Server) {
     let c = reqwest::Client::new();
     let batch: Vec<Value> = (0..100).map(|i| signal("product_viewed", &format!("p{}", i % 8), "late")).collect();

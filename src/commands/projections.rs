@@ -10,17 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use mall_projections::postgres::{PgSink, swap_in};
+use mall_projections::postgres::PgSink;
 use mall_projections::runner::{self, Projection};
 use serde_json::{Value, json};
 
 use crate::cli::Exit;
-use crate::readside::projections;
+use crate::readside::{RebuildStep, projections, rebuild_postgres};
 use crate::store::{self, Access, StoreArgs, StoreKind};
-
-/// Events per rebuild transaction: large, because a row touched in many batches is written once
-/// per batch (the progress bar moves once per batch).
-pub const REBUILD_BATCH: usize = 250_000;
 
 /// Where the running server is (embedded store).
 #[derive(Debug, Args)]
@@ -216,69 +212,60 @@ fn bar(len: u64) -> ProgressBar {
 async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, verify: bool) -> Result<(), Exit> {
     let store = store::open(store_args, Access::ReadOnly).await?;
     let url = url(store_args)?;
-    // Every target's shadow tables, resumed where an interrupted rebuild left them.
-    let mut shadows = Vec::new();
-    for p in &targets {
-        let shadow = PgSink::open(&url, p.name(), p.version(), p.tables(), true).await?;
-        if shadow.recorded_version().await? != p.version() as i32 {
-            shadow.reset().await?;
-        }
-        let shadow = Arc::new(shadow.cached().await?);
-        let from = runner::Sink::checkpoint(&*shadow).await?;
-        if from > 0 {
-            println!("{}: resuming the rebuild from position {from}", p.name());
-        }
-        shadows.push(shadow);
-    }
-    // One pass over the log feeds them all.
-    let mut from = u64::MAX;
-    for s in &shadows {
-        from = from.min(runner::Sink::checkpoint(&**s).await?);
-    }
     let names: Vec<&str> = targets.iter().map(|p| p.name()).collect();
-    let target = store.stats().await?.last_position;
-    let progress = bar(target);
+    let progress = bar(0);
     progress.set_message(names.join(", "));
-    progress.set_position(from);
-    let started = Instant::now();
-    let parts: Vec<(Arc<dyn Projection>, Arc<dyn runner::Sink>)> =
-        targets.iter().zip(&shadows).map(|(p, s)| (p.clone(), s.clone() as Arc<dyn runner::Sink>)).collect();
-    let at = runner::catch_up_all(store.clone(), &parts, REBUILD_BATCH, |pos| {
-        progress.set_length(progress.length().unwrap_or(0).max(pos));
-        progress.set_position(pos);
-    })
-    .await?;
-    progress.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "{}: rebuilt to position {at} in {secs:.1} s ({:.0} events/s)",
-        names.join(", "),
-        at.saturating_sub(from) as f64 / secs.max(1e-6)
-    );
-    let mut differences = Vec::new();
-    for (p, shadow) in targets.iter().zip(&shadows) {
-        let live = PgSink::open(&url, p.name(), p.version(), p.tables(), false).await?;
-        let old_version = live.recorded_version().await?;
-        let (position, diffs) = swap_in(&url, &*store, &**p, shadow, &live, verify).await?;
-        println!("{}: swapped in at position {position}", p.name());
-        if old_version != p.version() as i32 {
-            println!(
-                "{}: version {old_version} replaced by version {} (blue/green); servers of version {old_version} stop writing it",
-                p.name(),
-                p.version()
-            );
-            if verify {
-                println!("{}: not compared: the live tables held another version", p.name());
-            }
-        } else {
-            report(p.name(), verify, &diffs);
+    let (mut from, mut started) = (0, Instant::now());
+    let rebuilt = rebuild_postgres(store, &url, &targets, verify, |step| match step {
+        RebuildStep::Resumed { name, from } => {
+            progress.println(format!("{name}: resuming the rebuild from position {from}"))
         }
-        differences.extend(diffs);
+        RebuildStep::Started { from: f, target } => {
+            (from, started) = (f, Instant::now());
+            progress.set_length(target);
+            progress.set_position(f);
+        }
+        RebuildStep::At(pos) => {
+            progress.set_length(progress.length().unwrap_or(0).max(pos));
+            progress.set_position(pos);
+        }
+        RebuildStep::CaughtUp(at) => {
+            progress.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "{}: rebuilt to position {at} in {secs:.1} s ({:.0} events/s)",
+                names.join(", "),
+                at.saturating_sub(from) as f64 / secs.max(1e-6)
+            );
+        }
+    })
+    .await
+    .map_err(|e| {
+        progress.finish_and_clear();
+        e
+    })?;
+    let mut differences = 0;
+    for r in &rebuilt {
+        println!("{}: swapped in at position {}", r.name, r.checkpoint);
+        match r.replaced_version {
+            Some(old) => {
+                println!(
+                    "{}: version {old} replaced by version {} (blue/green); servers of version {old} stop writing it",
+                    r.name,
+                    targets.iter().find(|p| p.name() == r.name).map_or(0, |p| p.version())
+                );
+                if verify {
+                    println!("{}: not compared: the live tables held another version", r.name);
+                }
+            }
+            None => report(&r.name, verify, r.differences.as_deref().unwrap_or_default()),
+        }
+        differences += r.differences.as_ref().map_or(0, Vec::len);
     }
-    if !differences.is_empty() {
+    if differences > 0 {
         return Err(Exit {
             code: 5,
-            error: anyhow!("{} differences between the rebuilt and the live tables", differences.len()),
+            error: anyhow!("{differences} differences between the rebuilt and the live tables"),
         });
     }
     Ok(())

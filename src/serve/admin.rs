@@ -1,5 +1,5 @@
-//! Administration: the projections' status and their rebuild (in memory, inside the server; a
-//! PostgreSQL read side is rebuilt by `mall projections rebuild` against the database).
+//! Administration: the projections' status, their rebuild (in memory, or PostgreSQL tables beside
+//! the live ones, as `mall projections rebuild` does against the database) and parked events.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -9,6 +9,7 @@ use super::AppState;
 use super::auth::Scope;
 use super::error::ApiError;
 use super::ingest::{MAX_CATALOG_BODY, body};
+use crate::readside::RebuildError;
 
 /// `GET /api/admin/projections`: name, version, checkpoint, lag, any rebuild's progress, parked
 /// events, and the image (in memory) the projection started from.
@@ -40,8 +41,10 @@ struct RebuildBody {
     verify: bool,
 }
 
-/// `POST /api/admin/projections/rebuild` `{"name"?, "verify"?}`: rebuilds in memory beside the
-/// live projection and swaps it in; answers with the differences found when `verify`.
+/// `POST /api/admin/projections/rebuild` `{"name"?, "verify"?}`: rebuilds beside the live
+/// projection (in memory, or shadow tables in PostgreSQL) and swaps it in; answers with the
+/// position swapped in at and the differences found when `verify`. On PostgreSQL a projection
+/// being rebuilt already, here or by another process, is refused with 409.
 pub async fn rebuild(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -49,16 +52,19 @@ pub async fn rebuild(
 ) -> Result<HttpResponse, ApiError> {
     state.tokens.check(&req, Scope::Admin)?;
     let b: RebuildBody = mall_events::records::from_json(&body(&state, payload, MAX_CATALOG_BODY).await?)?;
-    if state.read.database_url.is_some() {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::CONFLICT,
-            "the read tables are in PostgreSQL: run `mall projections rebuild` against the database",
-        ));
-    }
     let targets = match &b.name {
         Some(n) => vec![state.read.get(n).ok_or_else(|| ApiError::invalid("name", format!("no projection {n}")))?],
         None => state.read.followed.clone(),
     };
+    if state.read.database_url.is_some() {
+        let rebuilt = state.read.rebuild_postgres(&targets, b.verify).await.map_err(|e| match e {
+            RebuildError::Running(_) => {
+                ApiError::invalid("name", e.to_string()).with_status(actix_web::http::StatusCode::CONFLICT)
+            }
+            RebuildError::Sink(e) => ApiError::unavailable(e.to_string()),
+        })?;
+        return Ok(HttpResponse::Ok().json(json!({"rebuilt": rebuilt})));
+    }
     let mut results = Vec::new();
     for f in targets {
         let differences =
