@@ -240,10 +240,7 @@ async fn pg_rebuild(store_args: &StoreArgs, targets: Vec<Arc<dyn Projection>>, v
         }
     })
     .await
-    .map_err(|e| {
-        progress.finish_and_clear();
-        e
-    })?;
+    .inspect_err(|_| progress.finish_and_clear())?;
     let mut differences = 0;
     for r in &rebuilt {
         println!("{}: swapped in at position {}", r.name, r.checkpoint);
