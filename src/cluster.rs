@@ -50,6 +50,17 @@ pub fn projection_lease(projection: &str) -> String {
     format!("projection:{projection}")
 }
 
+/// What a lease is for, by its name: `core`, `actor_shard` or `projection`.
+pub fn lease_kind(name: &str) -> &'static str {
+    if name == AUTONOMOUS {
+        "core"
+    } else if name.starts_with("projection:") {
+        "projection"
+    } else {
+        "actor_shard"
+    }
+}
+
 /// A node's place in the cluster.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -282,6 +293,11 @@ impl Leases {
     /// A lease by name (every name given to [`join`](Self::join)).
     pub fn lease(&self, name: &str) -> Arc<Lease> {
         self.leases.get(name).cloned().unwrap_or_else(|| panic!("no lease {name}"))
+    }
+
+    /// The name of every lease the nodes share.
+    pub fn names(&self) -> Vec<String> {
+        self.leases.keys().cloned().collect()
     }
 
     /// The names of the leases this process holds.

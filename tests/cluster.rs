@@ -201,6 +201,32 @@ fn scenario_signal(product: &str, shopper: &str) -> Value {
     signal(if shopper.ends_with('7') { "added_to_cart" } else { "product_viewed" }, product, shopper)
 }
 
+/// A node's cluster gauges from `GET /metrics`: `(kind, held_by)` → leases, and
+/// `("nodes", state)` → nodes.
+async fn cluster_metrics(c: &reqwest::Client, s: &Server) -> BTreeMap<(String, String), i64> {
+    let r = c.get(s.url("/metrics")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Some((metric, labels)) = series.split_once('{') else { continue };
+        let labels: HashMap<&str, &str> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        let key = match metric {
+            "mall_cluster_leases" => (labels["kind"].to_string(), labels["held_by"].to_string()),
+            "mall_cluster_nodes" => ("nodes".to_string(), labels["state"].to_string()),
+            _ => continue,
+        };
+        out.insert(key, value.parse().unwrap());
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_survive_losing_any_one_with_nothing_lost_or_done_twice() {
     let _one_at_a_time = SERIAL.lock().await;
@@ -313,6 +339,30 @@ async fn three_nodes_survive_losing_any_one_with_nothing_lost_or_done_twice() {
     let core = read_core(&store).await;
     assert!(core.iter().any(|e| matches!(e, DomainEvent::TaskStarted(_))), "the core ran tasks");
     no_task_twice(&core);
+
+    // Each node's metrics tell the same: three nodes alive, every lease held by exactly one node.
+    let kinds = [("core", 1), ("actor_shard", 8), ("projection", mall::readside::projections().len() as i64)];
+    let since = Instant::now();
+    loop {
+        let mut views = Vec::new();
+        for s in cluster.live() {
+            views.push(cluster_metrics(&c, s).await);
+        }
+        let of = |v: &BTreeMap<(String, String), i64>, kind: &str, by: &str| {
+            v.get(&(kind.to_string(), by.to_string())).copied().unwrap_or(-1)
+        };
+        let agreed = views.iter().all(|v| {
+            v.get(&("nodes".into(), "alive".into())) == Some(&3)
+                && kinds
+                    .iter()
+                    .all(|(k, n)| of(v, k, "nobody") == 0 && of(v, k, "this_node") + of(v, k, "other_node") == *n)
+        }) && kinds.iter().all(|(k, n)| views.iter().map(|v| of(v, k, "this_node")).sum::<i64>() == *n);
+        if agreed {
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "the nodes' metrics disagree on the leases: {views:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Every read table equals a rebuild from the log.
     let (code, out, err) = mall(&cluster.store(0), &["projections", "rebuild", "--all", "--verify"]);

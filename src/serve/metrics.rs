@@ -11,6 +11,9 @@
 //! - Model calls by kind (`generate`, `complete`, `embed`) and outcome, with latency.
 //! - Read at each scrape: the log position, each projection's lag in positions and seconds,
 //!   resident actors by kind, the task queue by status, the generation budget left, events parked.
+//! - Several nodes on one PostgreSQL: the nodes alive and every lease by kind and holder (this
+//!   node, another, nobody) as of this node's last lease round — what to alert on when a share
+//!   stays unheld past the takeover bound (`mall_cluster_leases{held_by="nobody"}`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +51,8 @@ pub struct Metrics {
     budget_left: IntGauge,
     budget_per_hour: IntGauge,
     parked: IntGauge,
+    nodes: IntGaugeVec,
+    leases: IntGaugeVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -109,6 +114,17 @@ impl Metrics {
             budget_left: gauge("mall_generation_budget_left", "Model calls left in the rolling hour."),
             budget_per_hour: gauge("mall_generation_budget_per_hour", "Model calls allowed per rolling hour."),
             parked: gauge("mall_parked_events", "Events an actor could not fold, set aside for a person."),
+            nodes: gauge_vec(
+                "mall_cluster_nodes",
+                "Nodes sharing the database, as of this node's last lease round (several nodes only).",
+                &["state"],
+            ),
+            leases: gauge_vec(
+                "mall_cluster_leases",
+                "Leases by kind (core, actor_shard, projection) and holder (this_node, other_node, nobody), \
+                 as of this node's last lease round (several nodes only).",
+                &["kind", "held_by"],
+            ),
             registry: r,
         })
     }
@@ -305,6 +321,29 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     m.budget_left.set(i64::from(a.rt.budget.left()));
     m.budget_per_hour.set(i64::from(a.rt.budget.per_hour()));
     m.parked.set(a.rt.parked().len() as i64);
+    if let Some(l) = &state.leases {
+        m.nodes.with_label_values(&["alive"]).set(l.alive() as i64);
+        let (held, owners) = (l.held(), l.owners());
+        let mut counts: std::collections::BTreeMap<(&str, &str), i64> = std::collections::BTreeMap::new();
+        for kind in ["core", "actor_shard", "projection"] {
+            for by in ["this_node", "other_node", "nobody"] {
+                counts.insert((kind, by), 0);
+            }
+        }
+        for name in l.names() {
+            let by = if held.contains(&name) {
+                "this_node"
+            } else if owners.contains_key(&name) {
+                "other_node"
+            } else {
+                "nobody"
+            };
+            *counts.entry((crate::cluster::lease_kind(&name), by)).or_default() += 1;
+        }
+        for ((kind, by), n) in counts {
+            m.leases.with_label_values(&[kind, by]).set(n);
+        }
+    }
     let out = m.encode().map_err(|e| ApiError::unavailable(format!("cannot encode the metrics: {e}")))?;
     Ok(HttpResponse::Ok().content_type(prometheus::TEXT_FORMAT).body(out))
 }
