@@ -745,6 +745,14 @@ pub async fn rebuild_postgres(
         targets.iter().zip(&shadows).map(|(p, s)| (p.clone(), s.clone() as Arc<dyn Sink>)).collect();
     let at = runner::catch_up_all(store.clone(), &parts, REBUILD_BATCH, |p| step(RebuildStep::At(p))).await?;
     step(RebuildStep::CaughtUp(at));
+    // The lock went with its connection (PostgreSQL restarted, say): another rebuild may have
+    // started since, and two must not swap. This one resumes from its shadow tables when run again.
+    if lock.is_closed() {
+        return Err(SinkError::Backend(
+            "the connection holding the rebuild's lock was lost; run the rebuild again (it resumes)".into(),
+        )
+        .into());
+    }
     let mut rebuilt = Vec::new();
     for (p, shadow) in targets.iter().zip(&shadows) {
         let live = PgSink::open(url, p.name(), p.version(), p.tables(), false).await?;
