@@ -711,6 +711,8 @@ pub async fn rebuild_postgres(
     mut step: impl FnMut(RebuildStep),
 ) -> Result<Vec<PgRebuilt>, RebuildError> {
     let lock = mall_projections::postgres::connect(url).await?;
+    // Named, so that an operator finds who rebuilds what (`pg_stat_activity`, `pg_locks`).
+    lock.batch_execute("SET application_name = 'mall-rebuild'").await.map_err(|e| SinkError::Backend(e.to_string()))?;
     for p in targets {
         let held: bool = lock
             .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&REBUILD_LOCK, &p.name()])

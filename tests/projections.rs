@@ -103,6 +103,31 @@ async fn a_server_on_postgres_rebuilds_over_http_and_one_process_at_a_time() {
     assert_eq!(shadow, None, "a refused rebuild touched nothing");
     db.execute("SELECT pg_advisory_unlock(1835101292, hashtext('catalog'))", &[]).await.unwrap();
 
+    // While a rebuild runs, an operator sees it among the connections, holding its lock.
+    let watcher = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                let seen: i64 = db
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid \
+                          WHERE a.application_name = 'mall-rebuild' AND l.locktype = 'advisory' AND l.granted",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if seen > 0 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            false
+        })
+    };
     // A live row changed behind the projection's back.
     let changed = db.execute("UPDATE products SET title = 'tampered' WHERE product_id = 'p1'", &[]).await.unwrap();
     assert_eq!(changed, 1);
@@ -120,6 +145,7 @@ async fn a_server_on_postgres_rebuilds_over_http_and_one_process_at_a_time() {
         let expected = if p["name"] == "catalog" { json!(["products: p1 differs"]) } else { json!([]) };
         assert_eq!(p["differences"], expected, "{p}");
     }
+    assert!(watcher.await.unwrap(), "the rebuild's connection was not seen holding its lock");
     let title: String = db.query_one("SELECT title FROM products WHERE product_id = 'p1'", &[]).await.unwrap().get(0);
     assert_eq!(title, "Wooden train", "the swap put the rebuilt row in");
     let status: Value =
