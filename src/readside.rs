@@ -84,6 +84,28 @@ pub struct Followed {
     closed: std::sync::atomic::AtomicBool,
 }
 
+impl Followed {
+    /// Marks a rebuild of this projection as running: false when one runs already.
+    fn begin_rebuild(&self) -> bool {
+        let mut p = self.rebuild.lock().expect("progress");
+        if p.running {
+            return false;
+        }
+        *p = Progress { running: true, ..Progress::default() };
+        true
+    }
+
+    /// Marks the rebuild ended, with the differences it found or why it failed.
+    fn end_rebuild(&self, outcome: Result<Option<Vec<String>>, String>) {
+        let mut p = self.rebuild.lock().expect("progress");
+        p.running = false;
+        match outcome {
+            Ok(d) => p.differences = d,
+            Err(e) => p.error = Some(e),
+        }
+    }
+}
+
 /// The read side of one server.
 pub struct ReadSide {
     pub store: Arc<dyn EventStore>,
@@ -279,6 +301,14 @@ impl ReadSide {
             let _ = tokio::time::timeout_at(deadline, rx.wait_for(|p| *p >= min)).await;
         }
         self.position()
+    }
+
+    /// Waits (up to `bound`) until every projection has applied the log as it stands now (what a
+    /// sweep does before it reads the tables, so that it sees the signals taken just before);
+    /// returns the position the reads reflect.
+    pub async fn wait_for_head(&self, bound: std::time::Duration) -> Result<Position, mall_events::StoreError> {
+        let head = self.store.stats().await?.last_position;
+        Ok(self.wait_for(head, bound).await)
     }
 
     /// Waits (up to `bound`) until `projection` has applied `min`; returns its position (0 for
@@ -543,15 +573,12 @@ impl ReadSide {
             return Err(SinkError::Backend("the read tables are in memory".into()).into());
         };
         for (i, f) in targets.iter().enumerate() {
-            let mut p = f.rebuild.lock().expect("progress");
-            if p.running {
-                drop(p);
+            if !f.begin_rebuild() {
                 for taken in &targets[..i] {
-                    taken.rebuild.lock().expect("progress").running = false;
+                    taken.end_rebuild(Ok(None));
                 }
                 return Err(RebuildError::Running(f.projection.name().to_string()));
             }
-            *p = Progress { running: true, ..Progress::default() };
         }
         let started = Instant::now();
         let mut from = 0;
@@ -574,15 +601,10 @@ impl ReadSide {
         })
         .await;
         for f in targets {
-            let mut p = f.rebuild.lock().expect("progress");
-            p.running = false;
-            match &result {
-                Ok(done) => {
-                    p.differences =
-                        done.iter().find(|r| r.name == f.projection.name()).and_then(|r| r.differences.clone())
-                }
-                Err(e) => p.error = Some(e.to_string()),
-            }
+            f.end_rebuild(match &result {
+                Ok(done) => Ok(done.iter().find(|r| r.name == f.projection.name()).and_then(|r| r.differences.clone())),
+                Err(e) => Err(e.to_string()),
+            });
         }
         result
     }
@@ -595,20 +617,11 @@ impl ReadSide {
                 "this projection lives in PostgreSQL: run `mall projections rebuild` against the database".into(),
             ));
         };
-        {
-            let mut p = f.rebuild.lock().expect("progress");
-            if p.running {
-                return Err(SinkError::Backend(format!("{} is already being rebuilt", f.projection.name())));
-            }
-            *p = Progress { running: true, ..Progress::default() };
+        if !f.begin_rebuild() {
+            return Err(SinkError::Backend(format!("{} is already being rebuilt", f.projection.name())));
         }
         let result = self.rebuild_memory_inner(f, &live, verify).await;
-        let mut p = f.rebuild.lock().expect("progress");
-        p.running = false;
-        match &result {
-            Ok(d) => p.differences = d.clone(),
-            Err(e) => p.error = Some(e.to_string()),
-        }
+        f.end_rebuild(result.as_ref().map(Clone::clone).map_err(ToString::to_string));
         result
     }
 

@@ -289,8 +289,7 @@ impl Analytics {
     /// those not recorded before.
     pub async fn detect(&self, now: DateTime<Utc>) -> Result<Vec<AnomalyDetected>, String> {
         let _one = self.detecting.lock().await;
-        let head = self.actors.rt.store.stats().await.map_err(|e| e.to_string())?.last_position;
-        self.read.wait_for(head, Duration::from_secs(5)).await;
+        self.read.wait_for_head(Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
         let end = now.with_minute(0).and_then(|t| t.with_second(0)).and_then(|t| t.with_nanosecond(0)).unwrap_or(now);
         let start = end - chrono::Duration::hours(HISTORY_HOURS as i64);
         let rows: Vec<HourRow> = self
@@ -390,8 +389,7 @@ impl Analytics {
             .find(|(s, _)| s == microstore)
             .map(|(_, n)| n)
             .ok_or_else(|| format!("no microstore {microstore}"))?;
-        let head = self.actors.rt.store.stats().await.map_err(|e| e.to_string())?.last_position;
-        let as_of = self.read.wait_for(head, Duration::from_secs(5)).await;
+        let as_of = self.read.wait_for_head(Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
         let now = Utc::now();
         let r = self.report(microstore, &name, period, now).await?;
         let (narrative, written_by, generation) = self.reworded(microstore, &name, &r).await;

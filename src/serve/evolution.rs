@@ -427,8 +427,7 @@ impl Evolution {
     pub async fn suggest(&self, slug: &DistrictSlug) -> Result<Vec<CategorySuggestion>, String> {
         let err = |e: mall_projections::runner::SinkError| e.to_string();
         // The read tables as of now (waiting a little for them to catch up with the log).
-        let head = self.actors.rt.store.stats().await.map_err(|e| e.to_string())?.last_position;
-        self.read.wait_for(head, Duration::from_secs(5)).await;
+        self.read.wait_for_head(Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
         let products = self.read.rows("catalog", PRODUCTS, Filter::All).await.map_err(err)?;
         let tags_of = |r: &Row| -> Vec<String> {
             r.get("tags")

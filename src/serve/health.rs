@@ -582,8 +582,7 @@ pub async fn run_check(req: HttpRequest, state: web::Data<AppState>) -> Result<H
             Ok(id) => id,
             Err(answer) => return Ok(answer),
         };
-    let head = state.store.stats().await?.last_position;
-    let position = state.read.wait_for(head, Duration::from_secs(5)).await;
+    let position = state.read.wait_for_head(Duration::from_secs(5)).await?;
     let mut body = report(&state, None).await?;
     body["task"] = json!(id);
     Ok(HttpResponse::Ok().insert_header((super::reads::POSITION_HEADER, position.to_string())).json(body))

@@ -151,8 +151,7 @@ impl Merchandising {
         let _one = self.sweeps.lock().await;
         // The read tables as of now (waiting a little for them to catch up with the log), as the
         // other systems' sweeps read them: signals taken just before are looked at.
-        let head = self.store.stats().await.map_err(|e| e.to_string())?.last_position;
-        self.read.wait_for(head, std::time::Duration::from_secs(5)).await;
+        self.read.wait_for_head(std::time::Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
         let facts = facts(&self.read).await?;
         let (rules, tests, version) = rules(self.store.as_ref()).await?;
         let now = Utc::now();

@@ -286,8 +286,7 @@ impl Plugins {
     /// [`plugins::MAX_FAILURES`] times in a row. Returns (plugin, outcome) per run.
     pub async fn run(&self, hook: Hook) -> Result<Vec<(String, String)>, String> {
         let _one = self.running.lock().await;
-        let head = self.actors.rt.store.stats().await.map_err(|e| e.to_string())?.last_position;
-        self.read.wait_for(head, Duration::from_secs(5)).await;
+        self.read.wait_for_head(Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
         let now = Utc::now();
         let products = self.facts(now).await?;
         let mut reviews = self.reviews(now).await?;
@@ -698,8 +697,7 @@ pub async fn configure(
         .plugins
         .configure(&b.id, b.enabled, b.config.unwrap_or_default(), "admin", b.reason.unwrap_or_default())
         .await?;
-    let head = state.store.stats().await?.last_position;
-    let position = state.read.wait_for(head, Duration::from_secs(5)).await;
+    let position = state.read.wait_for_head(Duration::from_secs(5)).await?;
     let body = listing(&state).await?;
     Ok(HttpResponse::Ok().insert_header((super::reads::POSITION_HEADER, position.to_string())).json(body))
 }

@@ -88,8 +88,7 @@ impl SocialMedia {
     /// records each calendar. Districts with nothing to post about get none.
     pub async fn plan(&self, only: Option<&str>, now: DateTime<Utc>) -> Result<Vec<SocialCalendarPlanned>, String> {
         let _one = self.planning.lock().await;
-        let head = self.actors.rt.store.stats().await.map_err(|e| e.to_string())?.last_position;
-        self.read.wait_for(head, Duration::from_secs(5)).await;
+        self.read.wait_for_head(Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for (slug, name, voice) in self.districts().into_iter().filter(|(s, ..)| only.is_none_or(|o| o == s)) {
             if let Some(c) = self.plan_district(&slug, &name, &voice, now).await? {
@@ -500,8 +499,7 @@ pub async fn plan(
         Ok(_) => {}
         Err(answer) => return Ok(answer),
     }
-    let head = state.store.stats().await?.last_position;
-    let position = state.read.wait_for(head, Duration::from_secs(5)).await;
+    let position = state.read.wait_for_head(Duration::from_secs(5)).await?;
     let mut rows: Vec<Row> =
         state.social.posts(Filter::All).await?.into_iter().filter(|r| int(r, "position") as u64 > before).collect();
     rows.sort_by_key(|r| (time(r, "scheduled_at"), text(r, "post_id")));
@@ -633,8 +631,7 @@ pub async fn mark(
         }
         (other, ..) => return Err(ApiError::invalid("status", format!("{other:?} is not one of published, failed"))),
     };
-    let head = state.store.stats().await?.last_position;
-    state.read.wait_for(head, Duration::from_secs(5)).await;
+    state.read.wait_for_head(Duration::from_secs(5)).await?;
     let rows = state
         .read
         .rows("social", SOCIAL_CALENDARS, Filter::Key(&post_id.to_string()))
