@@ -159,25 +159,24 @@ fn replay(c: &mut Criterion) {
     for backend in ["embedded", "postgres"] {
         let rt = runtime(true);
         let dir = tempfile::tempdir().unwrap();
-        let store = rt.block_on(async {
-            let store = open(backend, &dir).await;
-            for chunk in 0..(REPLAY_EVENTS / 1_000) as u64 {
-                let events: Vec<NewEvent> = (0..1_000).map(|k| viewed(chunk * 1_000 + k).1).collect();
-                store
-                    .append(
-                        &StreamId::parse(format!("product-r{}", chunk % 100)).unwrap(),
-                        ExpectedVersion::Any,
-                        events,
-                    )
-                    .await
-                    .unwrap();
-            }
-            store
-        });
+        // Filled on the first run only: a run that filters this benchmark out does not write
+        // 200,000 events (and their WAL and checkpoints) before the benchmarks it measures.
+        let mut filled: Option<Arc<dyn EventStore>> = None;
         let mut g = c.benchmark_group(format!("{backend}/replay"));
         g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(8));
         g.throughput(Throughput::Elements(REPLAY_EVENTS as u64));
         g.bench_function("read_all_and_decode", |b| {
+            let store = filled.get_or_insert_with(|| {
+                rt.block_on(async {
+                    let store = open(backend, &dir).await;
+                    for chunk in 0..(REPLAY_EVENTS / 1_000) as u64 {
+                        let events: Vec<NewEvent> = (0..1_000).map(|k| viewed(chunk * 1_000 + k).1).collect();
+                        let stream = StreamId::parse(format!("product-r{}", chunk % 100)).unwrap();
+                        store.append(&stream, ExpectedVersion::Any, events).await.unwrap();
+                    }
+                    store
+                })
+            });
             b.iter(|| {
                 rt.block_on(async {
                     let mut next = 1;

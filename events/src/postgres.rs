@@ -19,7 +19,7 @@
 //! reader sees them, with holes where gap rows stand, and no reader ever skips a late commit.
 //!
 //! Group commit: a writer task gathers every append waiting for it into one statement, a
-//! server-side function (`mall_append`, schema V21) prepared once per connection that checks
+//! server-side function (`mall_append`, schema V24) prepared once per connection that checks
 //! versions and fences, assigns positions and versions, and inserts events and tag runs —
 //! one round trip; its transactions and those of other processes commit together. A process
 //! runs [`PgConfig::writers`] writers (two by default), each with the appends of its share of the
@@ -722,9 +722,33 @@ async fn append_one(
     }]))
 }
 
-/// The statement that appends a group in one round trip (`mall_append`, schema V20).
+/// The statement that appends a group in one round trip (`mall_append`, schema V24).
 const APPEND: &str = "SELECT outcome, first_position, last_position, version FROM \
-                      mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+                      mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+
+/// A group's tag runs as `mall_append` takes them (schema V24): for each tag, each range of
+/// consecutive events of the group that carry it, as the tag and the (1-based) indexes of the
+/// range's first and last event among the group's events. An event's tags are distinct
+/// (`Limits::check`).
+fn tag_runs<'a>(events: impl Iterator<Item = &'a NewEvent>) -> (Vec<&'a str>, Vec<i32>, Vec<i32>) {
+    let (mut tags, mut first, mut last) = (Vec::new(), Vec::new(), Vec::<i32>::new());
+    let mut open: HashMap<&str, usize> = HashMap::new();
+    for (k, e) in events.enumerate() {
+        let k = k as i32 + 1;
+        for t in &e.tags {
+            match open.get(t.as_str()) {
+                Some(&run) if last[run] == k - 1 => last[run] = k,
+                _ => {
+                    open.insert(t, tags.len());
+                    tags.push(t.as_str());
+                    first.push(k);
+                    last.push(k);
+                }
+            }
+        }
+    }
+    (tags, first, last)
+}
 
 /// Runs one group as one statement (one round trip): `None` when an event id of the group is in
 /// the log already or twice in the group — the caller then runs [`commit_group`], which tells
@@ -752,6 +776,7 @@ async fn append_group(
     let payloads: Vec<&[u8]> = events().map(|e| e.payload.as_slice()).collect();
     let leases: Vec<Option<&str>> = group.iter().map(|r| r.fence.as_ref().map(|f| f.lease.as_str())).collect();
     let tokens: Vec<Option<i64>> = group.iter().map(|r| r.fence.as_ref().map(|f| f.token)).collect();
+    let (run_tags, run_first, run_last) = tag_runs(events());
     let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
     let rows = client
         .query(
@@ -770,6 +795,9 @@ async fn append_group(
                 &recorded_at,
                 &leases,
                 &tokens,
+                &run_tags,
+                &run_first,
+                &run_last,
             ],
         )
         .await?;
@@ -1229,4 +1257,39 @@ impl Drop for PgStore {
 /// The migrations this build applies, for `mall` to report.
 pub fn migrations() -> Vec<String> {
     embedded_schema::migrations::runner().get_migrations().iter().map(|m| m.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagged(tags: &[&str]) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: "e".into(),
+            schema_version: 1,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            correlation_id: None,
+            causation_id: None,
+            payload: vec![],
+        }
+    }
+
+    #[test]
+    fn a_groups_tag_runs_are_its_ranges_of_consecutive_events_with_the_tag() {
+        let events = [
+            tagged(&["all", "a"]),
+            tagged(&["all", "a"]),
+            tagged(&["all"]),
+            tagged(&["a", "all", "b"]),
+            tagged(&[]),
+            tagged(&["all", "b"]),
+        ];
+        let (tags, first, last) = tag_runs(events.iter());
+        let mut runs: Vec<(&str, i32, i32)> =
+            tags.into_iter().zip(first).zip(last).map(|((t, f), l)| (t, f, l)).collect();
+        runs.sort();
+        assert_eq!(runs, vec![("a", 1, 2), ("a", 4, 4), ("all", 1, 4), ("all", 6, 6), ("b", 4, 4), ("b", 6, 6)]);
+        assert_eq!(tag_runs(std::iter::empty()), (vec![], vec![], vec![]));
+    }
 }
