@@ -67,6 +67,19 @@ pub struct Progress {
     pub events_per_second: f64,
     pub differences: Option<Vec<String>>,
     pub error: Option<String>,
+    /// Set when another process (another node, or `mall projections rebuild`) holds this
+    /// projection's rebuild lock: who it is, with `position` its shadow tables' checkpoint and
+    /// `target` the log's head.
+    pub elsewhere: Option<Elsewhere>,
+}
+
+/// The process running a rebuild elsewhere, as PostgreSQL knows it (`pg_stat_activity`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Elsewhere {
+    pub pid: i32,
+    pub application_name: String,
+    /// Its address, none over a Unix socket.
+    pub client_addr: Option<String>,
 }
 
 /// One followed projection.
@@ -541,6 +554,14 @@ impl ReadSide {
     /// Name, version, checkpoint and lag of each projection, any rebuild's progress, and the
     /// checkpoint of the image it started from.
     pub async fn status(&self) -> Vec<(String, u32, Lag, Progress, Option<Position>)> {
+        // Rebuilds other processes run, so that every node shows every rebuild of the database.
+        let elsewhere = match self.rebuilds_elsewhere().await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot look for rebuilds in other processes");
+                HashMap::new()
+            }
+        };
         let mut out = Vec::new();
         for f in &self.followed {
             let sink = f.sink.read().expect("sink").as_sink();
@@ -550,15 +571,49 @@ impl ReadSide {
                 positions: 0,
                 seconds: 0.0,
             });
-            out.push((
-                f.projection.name().to_string(),
-                f.projection.version(),
-                lag,
-                f.rebuild.lock().expect("progress").clone(),
-                f.started_from_image,
-            ));
+            let mut progress = f.rebuild.lock().expect("progress").clone();
+            if let Some((by, position)) = elsewhere.get(f.projection.name()).filter(|_| !progress.running) {
+                progress = Progress {
+                    running: true,
+                    position: *position,
+                    target: lag.log_position,
+                    elsewhere: Some(by.clone()),
+                    ..Progress::default()
+                };
+            }
+            out.push((f.projection.name().to_string(), f.projection.version(), lag, progress, f.started_from_image));
         }
         out
+    }
+
+    /// The projections whose rebuild lock ([`REBUILD_LOCK`]) a connection other than this
+    /// process's holds, with who holds it and how far its shadow tables are. A rebuild this
+    /// process runs shows in its own progress; its lock's holder is also found here and left out
+    /// by the caller.
+    async fn rebuilds_elsewhere(&self) -> Result<HashMap<String, (Elsewhere, Position)>, SinkError> {
+        let Some(pool) = &self.pool else { return Ok(HashMap::new()) };
+        let names: Vec<&str> = self.followed.iter().map(|f| f.projection.name()).collect();
+        let c = pool.get().await.map_err(|e| SinkError::Backend(e.to_string()))?;
+        let rows = c
+            .query(
+                "SELECT p.name, a.pid, coalesce(a.application_name, ''), host(a.client_addr), coalesce(k.position, 0) \
+                   FROM unnest($1::text[]) AS p(name) \
+                   JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+                                  AND l.classid = $2::bigint::oid AND l.objid = hashtext(p.name)::oid \
+                                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   JOIN pg_stat_activity a ON a.pid = l.pid \
+                   LEFT JOIN mall_projection_checkpoints k ON k.name = p.name || $3",
+                &[&names, &i64::from(REBUILD_LOCK), &mall_projections::postgres::SHADOW],
+            )
+            .await
+            .map_err(|e| SinkError::Backend(e.to_string()))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let by = Elsewhere { pid: r.get(1), application_name: r.get(2), client_addr: r.get(3) };
+                (r.get(0), (by, r.get::<_, i64>(4) as Position))
+            })
+            .collect())
     }
 
     /// Rebuilds projections whose tables are in PostgreSQL beside the live tables and swaps them

@@ -101,6 +101,21 @@ async fn a_server_on_postgres_rebuilds_over_http_and_one_process_at_a_time() {
     let shadow: Option<String> =
         db.query_one("SELECT to_regclass('products__rebuild')::text", &[]).await.unwrap().get(0);
     assert_eq!(shadow, None, "a refused rebuild touched nothing");
+    // The server shows the other process's rebuild, and who runs it, in its status.
+    let holder: i32 = db.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let status: Value =
+        c.get(s.url("/api/admin/projections")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    for p in status["projections"].as_array().unwrap() {
+        let r = &p["rebuild"];
+        if p["name"] == "catalog" {
+            assert_eq!(r["running"], true, "{p}");
+            assert_eq!(r["elsewhere"]["pid"], holder, "{p}");
+            assert_eq!(r["position"], 0, "no shadow table yet: {p}");
+            assert_eq!(r["target"], p["lag"]["log_position"], "{p}");
+        } else {
+            assert_eq!((&r["running"], &r["elsewhere"]), (&json!(false), &Value::Null), "{p}");
+        }
+    }
     db.execute("SELECT pg_advisory_unlock(1835101292, hashtext('catalog'))", &[]).await.unwrap();
 
     // While a rebuild runs, an operator sees it among the connections, holding its lock.
@@ -152,7 +167,7 @@ async fn a_server_on_postgres_rebuilds_over_http_and_one_process_at_a_time() {
         c.get(s.url("/api/admin/projections")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
     for p in status["projections"].as_array().unwrap() {
         let r = &p["rebuild"];
-        assert!(r["running"] == false && r["error"].is_null(), "{p}");
+        assert!(r["running"] == false && r["error"].is_null() && r["elsewhere"].is_null(), "{p}");
         assert!(r["position"].as_u64().unwrap() >= head && r["position"] == r["target"], "{p}");
     }
     // The catalog, rebuilt once more, equals the live tables.
