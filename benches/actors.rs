@@ -69,7 +69,7 @@ fn body(seed: u64) -> Vec<u8> {
     let signals: Vec<_> = (0..BATCH as u64)
         .map(|i| {
             let n = seed * BATCH as u64 + i;
-            let (kind, extra) = if n % 10 == 0 {
+            let (kind, extra) = if n.is_multiple_of(10) {
                 ("added_to_cart", json!({"quantity": 1}))
             } else {
                 ("product_viewed", json!({"dwell_ms": 4000}))

@@ -34,18 +34,18 @@ fn product(i: usize) -> ProductFacts {
         product_id: ProductId::parse(format!("p{i}")).unwrap(),
         district: DistrictSlug::parse(format!("d{}", i % 10)).unwrap(),
         title: format!("Wooden train {}", i % 7_000),
-        description: if i % 13 == 0 { String::new() } else { "A train of beech wood, sanded smooth.".into() },
-        has_tags: i % 11 != 0,
-        has_seo: i % 17 != 0,
+        description: if i.is_multiple_of(13) { String::new() } else { "A train of beech wood, sanded smooth.".into() },
+        has_tags: !i.is_multiple_of(11),
+        has_seo: !i.is_multiple_of(17),
         has_embedding: true,
-        price: Price::parse(if i % 101 == 0 { "0" } else { "19.90" }).unwrap(),
+        price: Price::parse(if i.is_multiple_of(101) { "0" } else { "19.90" }).unwrap(),
         currency: Currency::parse("EUR").unwrap(),
         stock: 4,
         image_url: Some(format!("https://img.example.com/{i}.jpg")),
         attributes: BTreeMap::from([("material".to_string(), AttributeValue::Text("beech".into()))]),
         version: 10,
         position: i as u64,
-        rejections: (i % 29 == 0).then(|| ("rewrite_description".to_string(), 4)),
+        rejections: i.is_multiple_of(29).then(|| ("rewrite_description".to_string(), 4)),
     };
     let mut row = RowView {
         district: state.district.as_str().into(),
@@ -57,10 +57,10 @@ fn product(i: usize) -> ProductFacts {
         image_url: state.image_url.clone(),
         listed_position: i as u64,
     };
-    if i % 31 == 0 {
+    if i.is_multiple_of(31) {
         row.title = "tampered".into();
     }
-    let image = Some(if i % 19 == 0 { ImageCheck::Broken("404".into()) } else { ImageCheck::Works });
+    let image = Some(if i.is_multiple_of(19) { ImageCheck::Broken("404".into()) } else { ImageCheck::Works });
     ProductFacts { state, row: Some(row), image }
 }
 
@@ -101,7 +101,7 @@ fn signal(i: u64, at: chrono::DateTime<Utc>) -> DomainEvent {
     let shopper = ShopperId::parse(format!("s{}", i % 5_000)).unwrap();
     let session_id = SessionId::parse("s").unwrap();
     let product_id = ProductId::parse("p1").unwrap();
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         DomainEvent::AddedToCart(AddedToCart {
             campaign: None,
             id: Uuid::from_u128(i as u128 + 1),

@@ -741,10 +741,10 @@ impl DomainEvent {
         if let Some(c) = self.campaign() {
             text("campaign", c, 1, crate::social::MAX_CAMPAIGN_LEN)?;
         }
-        if let Some(at) = self.signal_at() {
-            if at < bounds::earliest() || at > bounds::latest() {
-                return err("at", format!("at must be between {} and {}", bounds::EARLIEST, bounds::LATEST));
-            }
+        if let Some(at) = self.signal_at()
+            && (at < bounds::earliest() || at > bounds::latest())
+        {
+            return err("at", format!("at must be between {} and {}", bounds::EARLIEST, bounds::LATEST));
         }
         match self {
             DomainEvent::DistrictOpened(e) => {

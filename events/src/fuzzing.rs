@@ -44,12 +44,12 @@ pub fn frames(data: &[u8]) {
         match frame::read_frame(&data[at..], 1 << 20) {
             Frame::Valid { body, len } => {
                 assert!(len <= data.len() - at);
-                if let Ok(view) = frame::decode_body(body) {
-                    if let Ok(recorded) = view.to_recorded() {
-                        let mut out = Vec::new();
-                        frame::encode_into(&mut out, &recorded);
-                        assert_eq!(&out[..], &data[at..at + len], "a valid frame re-encodes to itself");
-                    }
+                if let Ok(view) = frame::decode_body(body)
+                    && let Ok(recorded) = view.to_recorded()
+                {
+                    let mut out = Vec::new();
+                    frame::encode_into(&mut out, &recorded);
+                    assert_eq!(&out[..], &data[at..at + len], "a valid frame re-encodes to itself");
                 }
                 at += len;
             }

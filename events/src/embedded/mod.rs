@@ -486,13 +486,13 @@ fn scan_tail(index: &mut Index, config: &EmbeddedConfig, active: bool) -> Result
     }
     let end = start + at as u64;
     let mut allocated = file_len;
-    if let Some((offset, what)) = torn {
-        if !config.read_only {
-            tracing::warn!(file = %path.display(), offset, "cutting a torn tail ({what}) left by a crash");
-            file.set_len(offset).map_err(io_err(format!("cannot truncate {}", path.display())))?;
-            file.sync().map_err(io_err(format!("cannot sync {}", path.display())))?;
-            allocated = offset;
-        }
+    if let Some((offset, what)) = torn
+        && !config.read_only
+    {
+        tracing::warn!(file = %path.display(), offset, "cutting a torn tail ({what}) left by a crash");
+        file.set_len(offset).map_err(io_err(format!("cannot truncate {}", path.display())))?;
+        file.sync().map_err(io_err(format!("cannot sync {}", path.display())))?;
+        allocated = offset;
     }
     let seg = &mut index.segments[seg_no];
     seg.len = end;
