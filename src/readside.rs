@@ -42,6 +42,9 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
+/// Connections for reads of PostgreSQL read tables, at most, a process.
+pub const READ_POOL: usize = 8;
+
 /// A projection's live sink.
 #[derive(Clone)]
 pub enum LiveSink {
@@ -236,7 +239,7 @@ impl ReadSide {
                 );
                 Some(
                     deadpool_postgres::Pool::builder(manager)
-                        .max_size(8)
+                        .max_size(READ_POOL)
                         .build()
                         .map_err(|e| SinkError::Backend(e.to_string()))?,
                 )

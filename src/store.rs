@@ -152,3 +152,60 @@ macro_rules! wrapping_store {
     };
 }
 pub(crate) use wrapping_store;
+
+/// The connections to PostgreSQL a `mall serve` node with `writers` writer connections opens at
+/// most: the event store's pool, writers, listener and notifier; the read tables' pool and one
+/// connection a projection; its leases'; and, while it rebuilds every projection, the rebuild's
+/// lock, a shadow sink a projection, the live sink and the swap.
+pub fn serve_connections(writers: usize) -> usize {
+    let projections = crate::readside::projections().len();
+    let store = mall_events::postgres::PgConfig::new("").pool_size + writers + 2;
+    let read = crate::readside::READ_POOL + projections;
+    let rebuild = 1 + projections + 2;
+    store + read + 1 + rebuild
+}
+
+/// How many more connections PostgreSQL takes from this role to this database, and the limit
+/// that says so: the server's `max_connections` less its superuser slots and every client's
+/// connection, or the database's or the role's `CONNECTION LIMIT` less the connections under it
+/// (the connection asking is not counted).
+pub async fn connection_room(url: &str) -> anyhow::Result<(i64, &'static str)> {
+    let client = mall_projections::postgres::connect(url).await?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('max_connections')::bigint - current_setting('superuser_reserved_connections')::bigint \
+                    - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') + 1, \
+                    (SELECT d.datconnlimit - (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid) + 1 \
+                       FROM pg_database d WHERE d.datname = current_database() AND d.datconnlimit >= 0), \
+                    (SELECT r.rolconnlimit - (SELECT count(*) FROM pg_stat_activity a WHERE a.usesysid = r.oid) + 1 \
+                       FROM pg_roles r WHERE r.rolname = current_user AND r.rolconnlimit >= 0)",
+            &[],
+        )
+        .await?;
+    let limits = [
+        (Some(row.get::<_, i64>(0)), "the server's max_connections"),
+        (row.get::<_, Option<i64>>(1), "the database's CONNECTION LIMIT"),
+        (row.get::<_, Option<i64>>(2), "the role's CONNECTION LIMIT"),
+    ];
+    let (room, which) = limits
+        .into_iter()
+        .filter_map(|(n, which)| n.map(|n| (n, which)))
+        .min_by_key(|(n, _)| *n)
+        .expect("the server's");
+    Ok((room.max(0), which))
+}
+
+/// Says, as a node on PostgreSQL starts, when the database has less room for connections than
+/// the node may open ([`serve_connections`]): under load, or while it rebuilds its read tables,
+/// the node would otherwise meet "too many clients" at a random moment.
+pub async fn warn_on_connection_room(url: &str, writers: usize) {
+    let needed = serve_connections(writers);
+    match connection_room(url).await {
+        Ok((room, which)) if (room as usize) < needed => tracing::warn!(
+            "PostgreSQL has room for {room} more connections ({which}) and this node may open up to {needed} \
+             ({writers} writers): raise the limit, or lower --pg-writers (README, \"Several nodes\")"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "cannot ask PostgreSQL how many connections it takes"),
+    }
+}

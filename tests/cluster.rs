@@ -780,3 +780,41 @@ async fn handed_on_from_a_node_that_cannot_run_it(broken: Broken) {
     assert!(a.lease("autonomous").token().is_none());
     let _ = stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_says_when_postgres_has_less_room_for_connections_than_it_may_open() {
+    let _one = SERIAL.lock().await;
+    let (store, _dir) = Store::postgres().await;
+    let Store::Postgres { url, .. } = &store else { unreachable!() };
+    let database = url.rsplit('/').next().unwrap();
+    {
+        let (db, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        db.batch_execute(&format!("ALTER DATABASE {database} CONNECTION LIMIT 40")).await.unwrap();
+    }
+    // The database's limit is the one that binds (the server has more room: the tests here run
+    // one at a time), and the connection asking is not counted.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (room, which) = mall::store::connection_room(url).await.unwrap();
+    assert_eq!((room, which), (40, "the database's CONNECTION LIMIT"));
+    let needed = mall::store::serve_connections(2);
+    assert!(needed > 40, "{needed}");
+
+    let (s, stderr) = Server::start_capturing(&store, &node_env());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warning = loop {
+        let line = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("a warning");
+        if line.contains("more connections") {
+            break line;
+        }
+    };
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("(the database's CONNECTION LIMIT)")
+            && warning.contains(&format!("may open up to {needed} (2 writers)")),
+        "{warning}"
+    );
+    // It serves all the same.
+    let r = reqwest::get(s.url("/healthz")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}

@@ -429,6 +429,9 @@ pub struct Started {
 /// system). Nothing is served until [`Started::finish`] is awaited.
 pub async fn start(store_args: &StoreArgs, args: &ServeArgs) -> Result<Started, Exit> {
     let metrics = metrics::Metrics::new();
+    if let (crate::store::StoreKind::Postgres, Some(url)) = (&store_args.store, &store_args.database_url) {
+        crate::store::warn_on_connection_room(url, usize::from(store_args.pg_writers)).await;
+    }
     let store: Arc<dyn EventStore> = Arc::new(metrics::MeteredStore {
         inner: crate::store::open(store_args, Access::ReadWrite).await?,
         metrics: metrics.clone(),
