@@ -63,11 +63,45 @@ async fn rebuild_verifies_equal(store: Store) {
     caught_up(&store, &env);
     let (code, out, _) = mall_with(&store, &["projections", "rebuild", "catalog", "--verify"], &env);
     assert_eq!(code, 0, "{out}");
+    rebuild_without_waiting(&s, &store, &env).await;
     // Bad input: no name, an unknown one, a wrong token.
     let (code, _, err) = mall_with(&store, &["projections", "rebuild"], &env);
     assert_eq!(code, 1, "{err}");
     let (code, _, err) = mall_with(&store, &["projections", "rebuild", "nope"], &env);
     assert!(code == 1 && err.contains("no projection"), "{err}");
+}
+
+/// A rebuild asked for without waiting: 202 at once, its progress and outcome in the status —
+/// every projection rebuilt up to the log's head as of the request, and equal to the live one.
+async fn rebuild_without_waiting(s: &Server, store: &Store, env: &[(&str, &str)]) {
+    workload_more(s).await;
+    let head = caught_up(store, env)["projections"][0]["lag"]["log_position"].as_u64().unwrap();
+    let c = reqwest::Client::new();
+    let r = c
+        .post(s.url("/api/admin/projections/rebuild"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"verify": true, "wait": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["rebuilding"].as_array().unwrap().len(), mall::readside::projections().len(), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: Value =
+            c.get(s.url("/api/admin/projections")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+        let ps = status["projections"].as_array().unwrap();
+        let done = |p: &Value| p["rebuild"]["running"] == false && p["rebuild"]["position"].as_u64() >= Some(head);
+        if ps.iter().all(done) {
+            for p in ps {
+                assert!(p["rebuild"]["error"].is_null() && p["rebuild"]["differences"] == json!([]), "{p}");
+            }
+            return;
+        }
+        assert!(Instant::now() < deadline, "the rebuild asked for did not end: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// On PostgreSQL a server rebuilds its read tables over HTTP too, as the CLI does against the
@@ -92,6 +126,8 @@ async fn a_server_on_postgres_rebuilds_over_http_and_one_process_at_a_time() {
     db.execute("SELECT pg_advisory_lock(1835101292, hashtext('catalog'))", &[]).await.unwrap();
     let r = rebuild(json!({"name": "catalog", "verify": true})).await.unwrap();
     assert_eq!(r.status(), 409);
+    let r = rebuild(json!({"name": "catalog", "wait": false})).await.unwrap();
+    assert_eq!(r.status(), 409, "refused at once when not waiting too");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["field"], "name", "{body}");
     assert!(body["message"].as_str().unwrap().contains("catalog is being rebuilt already"), "{body}");

@@ -39,12 +39,22 @@ struct RebuildBody {
     name: Option<String>,
     #[serde(default)]
     verify: bool,
+    /// Whether to answer when the rebuild has ended (the default) or at once (202), its progress
+    /// and outcome then in `GET /api/admin/projections`.
+    #[serde(default = "yes")]
+    wait: bool,
 }
 
-/// `POST /api/admin/projections/rebuild` `{"name"?, "verify"?}`: rebuilds beside the live
-/// projection (in memory, or shadow tables in PostgreSQL) and swaps it in; answers with the
-/// position swapped in at and the differences found when `verify`. On PostgreSQL a projection
-/// being rebuilt already, here or by another process, is refused with 409.
+fn yes() -> bool {
+    true
+}
+
+/// `POST /api/admin/projections/rebuild` `{"name"?, "verify"?, "wait"?}`: rebuilds beside the
+/// live projection (in memory, or shadow tables in PostgreSQL) and swaps it in; answers with the
+/// position swapped in at and the differences found when `verify`, or with 202 at once when
+/// `wait` is false. A projection being rebuilt already, here or (on PostgreSQL) by another
+/// process, is refused with 409. The rebuild runs on its own: a client that goes away (a proxy's
+/// timeout, say) does not stop it half-way.
 pub async fn rebuild(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -56,23 +66,46 @@ pub async fn rebuild(
         Some(n) => vec![state.read.get(n).ok_or_else(|| ApiError::invalid("name", format!("no projection {n}")))?],
         None => state.read.followed.clone(),
     };
-    if state.read.database_url.is_some() {
-        let rebuilt = state.read.rebuild_postgres(&targets, b.verify).await.map_err(|e| match e {
-            RebuildError::Running(_) => {
-                ApiError::invalid("name", e.to_string()).with_status(actix_web::http::StatusCode::CONFLICT)
-            }
-            RebuildError::Sink(e) => ApiError::unavailable(e.to_string()),
-        })?;
-        return Ok(HttpResponse::Ok().json(json!({"rebuilt": rebuilt})));
+    let names: Vec<String> = targets.iter().map(|f| f.projection.name().to_string()).collect();
+    if !b.wait {
+        // Refused now rather than only in the status later (a rebuild starting in between is
+        // still refused by the rebuild itself, and its error shows in the status).
+        if let Some((name, ..)) =
+            state.read.status().await.into_iter().find(|(n, _, _, p, _)| p.running && names.contains(n))
+        {
+            return Err(running(format!("{name} is being rebuilt already")));
+        }
     }
-    let mut results = Vec::new();
-    for f in targets {
-        let differences =
-            state.read.rebuild_memory(&f, b.verify).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
-        let checkpoint = *f.applied.borrow();
-        results.push(json!({"name": f.projection.name(), "checkpoint": checkpoint, "differences": differences}));
+    let verify = b.verify;
+    let read = state.read.clone();
+    let work = async move {
+        if read.database_url.is_some() {
+            let rebuilt = read.rebuild_postgres(&targets, verify).await.map_err(|e| match e {
+                RebuildError::Running(_) => running(e.to_string()),
+                RebuildError::Sink(e) => ApiError::unavailable(e.to_string()),
+            })?;
+            return Ok(json!({"rebuilt": rebuilt}));
+        }
+        let mut results = Vec::new();
+        for f in targets {
+            let differences =
+                read.rebuild_memory(&f, verify).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+            let checkpoint = *f.applied.borrow();
+            results.push(json!({"name": f.projection.name(), "checkpoint": checkpoint, "differences": differences}));
+        }
+        Ok::<_, ApiError>(json!({"rebuilt": results}))
+    };
+    let task = actix_web::rt::spawn(work);
+    if !b.wait {
+        return Ok(HttpResponse::Accepted().json(json!({"rebuilding": names, "status": "/api/admin/projections"})));
     }
-    Ok(HttpResponse::Ok().json(json!({"rebuilt": results})))
+    let rebuilt = task.await.map_err(|e| ApiError::unavailable(format!("the rebuild stopped: {e}")))??;
+    Ok(HttpResponse::Ok().json(rebuilt))
+}
+
+/// 409 naming the projection asked for.
+fn running(message: String) -> ApiError {
+    ApiError::invalid("name", message).with_status(actix_web::http::StatusCode::CONFLICT)
 }
 
 #[derive(Deserialize)]
