@@ -67,14 +67,12 @@ pub async fn rebuild(
         None => state.read.followed.clone(),
     };
     let names: Vec<String> = targets.iter().map(|f| f.projection.name().to_string()).collect();
-    if !b.wait {
-        // Refused now rather than only in the status later (a rebuild starting in between is
-        // still refused by the rebuild itself, and its error shows in the status).
-        if let Some((name, ..)) =
-            state.read.status().await.into_iter().find(|(n, _, _, p, _)| p.running && names.contains(n))
-        {
-            return Err(running(format!("{name} is being rebuilt already")));
-        }
+    // Refused at once, whether or not the caller waits (a rebuild starting in between is still
+    // refused by the rebuild itself; without waiting, its error shows in the status).
+    if let Some((name, ..)) =
+        state.read.status().await.into_iter().find(|(n, _, _, p, _)| p.running && names.contains(n))
+    {
+        return Err(running(format!("{name} is being rebuilt already")));
     }
     let verify = b.verify;
     let read = state.read.clone();
