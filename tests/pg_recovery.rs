@@ -455,3 +455,57 @@ async fn a_store_notifies_only_while_another_process_listens() {
         "alone again: no NOTIFY"
     );
 }
+
+/// Appends `n` events tagged `t` to `stream` through `mall_append`, passing the writer's run of
+/// them (schema V24) as the store does.
+async fn append_tagged_run(db: &tokio_postgres::Client, stream: &str, n: i32) {
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
+    let rows = db
+        .query(
+            "SELECT outcome FROM mall_append(ARRAY[$1::text], ARRAY[-1::bigint], ARRAY[$2::integer], $3::uuid[], \
+             array_fill('e'::text, ARRAY[$2]), array_fill(1::smallint, ARRAY[$2]), array_fill('t'::text, ARRAY[$2]), \
+             array_fill(NULL::uuid, ARRAY[$2]), array_fill(NULL::uuid, ARRAY[$2]), array_fill('\\x00'::bytea, ARRAY[$2]), \
+             now(), ARRAY[NULL::text], ARRAY[NULL::bigint], ARRAY['t'], ARRAY[1], ARRAY[$2::integer])",
+            &[&stream, &n, &ids],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, &str>(0), "ok");
+}
+
+/// The writer's runs are taken as they are only when its group got consecutive positions: two
+/// groups whose positions interleave (forced here through the sequence) must not leave a tag
+/// with overlapping runs, or a read by tag would come out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_runs_are_split_where_other_groups_took_positions_between_them() {
+    let pg = pg::Postgres::new().await;
+    let store = PgStore::connect(PgConfig::new(&pg.url)).await.unwrap();
+    let db = admin(&pg.url).await;
+    db.batch_execute("ALTER SEQUENCE mall_positions INCREMENT BY 2").await.unwrap();
+    append_tagged_run(&db, "product-a", 3).await; // 1, 3, 5
+    db.batch_execute("SELECT setval('mall_positions', 2, false)").await.unwrap();
+    append_tagged_run(&db, "product-b", 2).await; // 2, 4
+    db.batch_execute("ALTER SEQUENCE mall_positions INCREMENT BY 1").await.unwrap();
+    let runs: Vec<(i64, i64)> = db
+        .query("SELECT first_position, last_position FROM mall_tag_runs WHERE tag = 't' ORDER BY last_position", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(runs, vec![(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)], "no run spans another group's position");
+    let read: Vec<u64> = store.read_by_tag("t", 1, 100).await.unwrap().iter().map(|e| e.position).collect();
+    assert_eq!(read, vec![1, 2, 3, 4, 5]);
+    // A group at consecutive positions is one run a tag, as the writer gave it.
+    db.batch_execute("SELECT setval('mall_positions', 10)").await.unwrap();
+    append_tagged_run(&db, "product-c", 4).await; // 11..14
+    let last: (i64, i64, Vec<i64>) = db
+        .query_one(
+            "SELECT first_position, last_position, positions FROM mall_tag_runs WHERE tag = 't' AND last_position = 14",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
+    assert_eq!(last, (11, 14, vec![11, 12, 13, 14]));
+}
