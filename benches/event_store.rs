@@ -233,6 +233,15 @@ fn log_vs_raw(c: &mut Criterion) {
     let mut g = c.benchmark_group("postgres/log_vs_raw");
     g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Events written and the time they took, by case, over every call (warm-up included), for
+    // the ratios printed at the end.
+    let tally: std::cell::RefCell<std::collections::BTreeMap<&str, (u64, Duration)>> = Default::default();
+    let count = |name: &'static str, events: u64, took: Duration| {
+        let mut t = tally.borrow_mut();
+        let e = t.entry(name).or_default();
+        e.0 += events;
+        e.1 += took;
+    };
     for (name, writers, per_txn) in [
         ("raw/1_client/1_row", 1u64, 1u64),
         ("raw/1_client/batch_of_100", 1, 100),
@@ -268,6 +277,7 @@ fn log_vs_raw(c: &mut Criterion) {
                     for t in tasks {
                         t.await.unwrap();
                     }
+                    count(name, per * writers * per_txn, start.elapsed());
                     start.elapsed().mul_f64(iters as f64 / (per * writers) as f64)
                 })
             })
@@ -319,12 +329,25 @@ fn log_vs_raw(c: &mut Criterion) {
                     for t in tasks {
                         t.await.unwrap();
                     }
+                    count(name, per * writers * per_call, start.elapsed());
                     start.elapsed().mul_f64(iters as f64 / (per * writers) as f64)
                 })
             })
         });
     }
     g.finish();
+    // The targets are ratios to raw PostgreSQL in the same run: say them.
+    let t = tally.borrow();
+    let rate = |name: &str| t.get(name).map(|(n, took)| *n as f64 / took.as_secs_f64());
+    for (mall, raw) in [
+        ("mall/1_writer/1_event", "raw/1_client/1_row"),
+        ("mall/1_store/batch_of_100", "raw/1_client/batch_of_100"),
+        ("mall/8_stores/batch_of_100", "raw/8_clients/batch_of_100"),
+    ] {
+        if let (Some(m), Some(r)) = (rate(mall), rate(raw)) {
+            println!("log_vs_raw: {mall} {m:.0} events/s, {raw} {r:.0} events/s, ratio {:.2}", m / r);
+        }
+    }
 }
 
 criterion_group!(benches, appends, replay, log_vs_raw);
