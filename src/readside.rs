@@ -669,18 +669,19 @@ impl ReadSide {
 
     /// Rebuilds a projection held in memory beside the live one, compares them row by row when
     /// `verify`, and swaps the rebuilt one in. Reads keep using the live one until the swap.
-    pub async fn rebuild_memory(&self, f: &Arc<Followed>, verify: bool) -> Result<Option<Vec<String>>, SinkError> {
+    pub async fn rebuild_memory(&self, f: &Arc<Followed>, verify: bool) -> Result<Option<Vec<String>>, RebuildError> {
         let LiveSink::Memory(live) = f.sink.read().expect("sink").clone() else {
             return Err(SinkError::Backend(
                 "this projection lives in PostgreSQL: run `mall projections rebuild` against the database".into(),
-            ));
+            )
+            .into());
         };
         if !f.begin_rebuild() {
-            return Err(SinkError::Backend(format!("{} is already being rebuilt", f.projection.name())));
+            return Err(RebuildError::Running(f.projection.name().to_string()));
         }
         let result = self.rebuild_memory_inner(f, &live, verify).await;
         f.end_rebuild(result.as_ref().map(Clone::clone).map_err(ToString::to_string));
-        result
+        Ok(result?)
     }
 
     async fn rebuild_memory_inner(
@@ -750,7 +751,7 @@ pub enum RebuildStep {
     CaughtUp(Position),
 }
 
-/// Why a PostgreSQL rebuild did not run or did not finish.
+/// Why a rebuild did not run or did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
     #[error("{0} is being rebuilt already (by this server or another process): wait until that rebuild ends")]

@@ -72,22 +72,22 @@ pub async fn rebuild(
     if let Some((name, ..)) =
         state.read.status().await.into_iter().find(|(n, _, _, p, _)| p.running && names.contains(n))
     {
-        return Err(running(format!("{name} is being rebuilt already")));
+        return Err(running(RebuildError::Running(name).to_string()));
     }
     let verify = b.verify;
     let read = state.read.clone();
     let work = async move {
+        let refused = |e: RebuildError| match e {
+            RebuildError::Running(_) => running(e.to_string()),
+            RebuildError::Sink(e) => ApiError::unavailable(e.to_string()),
+        };
         if read.database_url.is_some() {
-            let rebuilt = read.rebuild_postgres(&targets, verify).await.map_err(|e| match e {
-                RebuildError::Running(_) => running(e.to_string()),
-                RebuildError::Sink(e) => ApiError::unavailable(e.to_string()),
-            })?;
+            let rebuilt = read.rebuild_postgres(&targets, verify).await.map_err(refused)?;
             return Ok(json!({"rebuilt": rebuilt}));
         }
         let mut results = Vec::new();
         for f in targets {
-            let differences =
-                read.rebuild_memory(&f, verify).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+            let differences = read.rebuild_memory(&f, verify).await.map_err(refused)?;
             let checkpoint = *f.applied.borrow();
             results.push(json!({"name": f.projection.name(), "checkpoint": checkpoint, "differences": differences}));
         }
