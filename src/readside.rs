@@ -557,14 +557,6 @@ impl ReadSide {
     /// Name, version, checkpoint and lag of each projection, any rebuild's progress, and the
     /// checkpoint of the image it started from.
     pub async fn status(&self) -> Vec<(String, u32, Lag, Progress, Option<Position>)> {
-        // Rebuilds other processes run, so that every node shows every rebuild of the database.
-        let elsewhere = match self.rebuilds_elsewhere().await {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot look for rebuilds in other processes");
-                HashMap::new()
-            }
-        };
         let mut out = Vec::new();
         for f in &self.followed {
             let sink = f.sink.read().expect("sink").as_sink();
@@ -574,9 +566,25 @@ impl ReadSide {
                 positions: 0,
                 seconds: 0.0,
             });
-            let mut progress = f.rebuild.lock().expect("progress").clone();
-            if let Some((by, position)) = elsewhere.get(f.projection.name()).filter(|_| !progress.running) {
-                progress = Progress {
+            out.push((
+                f.projection.name().to_string(),
+                f.projection.version(),
+                lag,
+                f.rebuild.lock().expect("progress").clone(),
+                f.started_from_image,
+            ));
+        }
+        out
+    }
+
+    /// [`status`](Self::status), with a rebuild another process runs (another node, or the CLI)
+    /// shown as running, by whom and how far — what an operator asks any node of several.
+    pub async fn status_everywhere(&self) -> Vec<(String, u32, Lag, Progress, Option<Position>)> {
+        let elsewhere = self.rebuilds_elsewhere().await;
+        let mut out = self.status().await;
+        for (name, _, lag, progress, _) in &mut out {
+            if let Some((by, position)) = elsewhere.get(name.as_str()).filter(|_| !progress.running) {
+                *progress = Progress {
                     running: true,
                     position: *position,
                     target: lag.log_position,
@@ -584,16 +592,31 @@ impl ReadSide {
                     ..Progress::default()
                 };
             }
-            out.push((f.projection.name().to_string(), f.projection.version(), lag, progress, f.started_from_image));
         }
         out
     }
 
-    /// The projections whose rebuild lock ([`REBUILD_LOCK`]) a connection other than this
-    /// process's holds, with who holds it and how far its shadow tables are. A rebuild this
-    /// process runs shows in its own progress; its lock's holder is also found here and left out
-    /// by the caller.
-    async fn rebuilds_elsewhere(&self) -> Result<HashMap<String, (Elsewhere, Position)>, SinkError> {
+    /// The projections being rebuilt, by this process or another.
+    pub async fn rebuilding(&self) -> Vec<String> {
+        let elsewhere = self.rebuilds_elsewhere().await;
+        self.followed
+            .iter()
+            .filter(|f| elsewhere.contains_key(f.projection.name()) || f.rebuild.lock().expect("progress").running)
+            .map(|f| f.projection.name().to_string())
+            .collect()
+    }
+
+    /// The projections whose rebuild lock ([`REBUILD_LOCK`]) some connection holds, with who
+    /// holds it and how far its shadow tables are (none in memory, or when PostgreSQL cannot
+    /// say). A rebuild this process runs is found here too; its own progress says more.
+    async fn rebuilds_elsewhere(&self) -> HashMap<String, (Elsewhere, Position)> {
+        self.rebuild_locks().await.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "cannot look for rebuilds in other processes");
+            HashMap::new()
+        })
+    }
+
+    async fn rebuild_locks(&self) -> Result<HashMap<String, (Elsewhere, Position)>, SinkError> {
         let Some(pool) = &self.pool else { return Ok(HashMap::new()) };
         let names: Vec<&str> = self.followed.iter().map(|f| f.projection.name()).collect();
         let c = pool.get().await.map_err(|e| SinkError::Backend(e.to_string()))?;

@@ -200,7 +200,9 @@ pub async fn connection_room(url: &str) -> anyhow::Result<(i64, &'static str)> {
 /// the node would otherwise meet "too many clients" at a random moment.
 pub async fn warn_on_connection_room(url: &str, writers: usize) {
     let needed = serve_connections(writers);
-    match connection_room(url).await {
+    // A check, not a step of the start: it never holds the start up for long.
+    let asked = tokio::time::timeout(std::time::Duration::from_secs(5), connection_room(url)).await;
+    match asked.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 5 s"))) {
         Ok((room, which)) if (room as usize) < needed => tracing::warn!(
             "PostgreSQL has room for {room} more connections ({which}) and this node may open up to {needed} \
              ({writers} writers): raise the limit, or lower --pg-writers (README, \"Several nodes\")"

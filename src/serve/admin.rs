@@ -18,7 +18,7 @@ pub async fn projections(req: HttpRequest, state: web::Data<AppState>) -> Result
     let parked: std::collections::HashMap<String, _> = state.read.parked().await.into_iter().collect();
     let rows: Vec<_> = state
         .read
-        .status()
+        .status_everywhere()
         .await
         .into_iter()
         .map(|(name, version, lag, rebuild, image)| {
@@ -69,9 +69,7 @@ pub async fn rebuild(
     let names: Vec<String> = targets.iter().map(|f| f.projection.name().to_string()).collect();
     // Refused at once, whether or not the caller waits (a rebuild starting in between is still
     // refused by the rebuild itself; without waiting, its error shows in the status).
-    if let Some((name, ..)) =
-        state.read.status().await.into_iter().find(|(n, _, _, p, _)| p.running && names.contains(n))
-    {
+    if let Some(name) = state.read.rebuilding().await.into_iter().find(|n| names.contains(n)) {
         return Err(running(RebuildError::Running(name).to_string()));
     }
     let verify = b.verify;
