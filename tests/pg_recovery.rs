@@ -509,3 +509,68 @@ async fn a_groups_runs_are_split_where_other_groups_took_positions_between_them(
         .unwrap();
     assert_eq!(last, (11, 14, vec![11, 12, 13, 14]));
 }
+
+/// A stream's index holds one entry a run (schema V25): the last event of what one request
+/// appended to the stream, holding the run's positions. Reads from every version, either way and
+/// at every page size, give the stream's events as the log holds them — also for a run whose
+/// positions another stream's events interleave (forced through the sequence) and for events
+/// written one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_read_through_its_runs() {
+    use mall_events::Direction;
+    let pg = pg::Postgres::new().await;
+    let store = PgStore::connect(PgConfig::new(&pg.url)).await.unwrap();
+    let db = admin(&pg.url).await;
+    let s = stream("product-s");
+    let batch = |n: usize| (0..n).map(|i| event("e", format!("{i}").as_bytes())).collect::<Vec<_>>();
+    for n in [5, 1, 1, 3] {
+        store.append(&s, ExpectedVersion::Any, batch(n)).await.unwrap();
+    }
+    store.append(&stream("product-other"), ExpectedVersion::Any, batch(2)).await.unwrap();
+    // A run of three at positions 13, 15 and 17, another stream's run at 14 and 16.
+    let head: i64 = db.query_one("SELECT last_value FROM mall_positions", &[]).await.unwrap().get(0);
+    assert_eq!(head, 12);
+    db.batch_execute("SELECT setval('mall_positions', 11); ALTER SEQUENCE mall_positions INCREMENT BY 2")
+        .await
+        .unwrap();
+    append_tagged_run(&db, "product-s", 3).await;
+    db.batch_execute("SELECT setval('mall_positions', 12)").await.unwrap();
+    append_tagged_run(&db, "product-other", 2).await;
+    db.batch_execute("ALTER SEQUENCE mall_positions INCREMENT BY 1; SELECT setval('mall_positions', 17)")
+        .await
+        .unwrap();
+    let entries: i64 = db
+        .query_one("SELECT count(*) FROM mall_events WHERE stream_id = 'product-s' AND run_end", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(entries, 5, "one index entry a run: 5, 1, 1, 3 and 3 events");
+
+    let all: Vec<(u64, u64, uuid::Uuid)> = store
+        .read_all(1, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.stream_id == s)
+        .map(|e| (e.stream_version, e.position, e.event_id))
+        .collect();
+    assert_eq!(all.iter().map(|e| e.0).collect::<Vec<_>>(), (1..=13).collect::<Vec<_>>());
+    assert_eq!(all[10..].iter().map(|e| e.1).collect::<Vec<_>>(), vec![13, 15, 17]);
+    for from in 0..=15u64 {
+        for limit in 1..=14usize {
+            let forward: Vec<_> = all.iter().filter(|e| e.0 >= from).take(limit).copied().collect();
+            let backward: Vec<_> = all.iter().rev().filter(|e| e.0 <= from).take(limit).copied().collect();
+            for (dir, want) in [(Direction::Forward, forward), (Direction::Backward, backward)] {
+                let got: Vec<_> = store
+                    .read_stream(&s, from, dir, limit)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|e| (e.stream_version, e.position, e.event_id))
+                    .collect();
+                assert_eq!(got, want, "from {from}, {dir:?}, limit {limit}");
+            }
+        }
+    }
+    assert_eq!(store.read_stream(&stream("product-none"), 0, Direction::Forward, 10).await.unwrap(), vec![]);
+}

@@ -19,8 +19,8 @@
 //! reader sees them, with holes where gap rows stand, and no reader ever skips a late commit.
 //!
 //! Group commit: a writer task gathers every append waiting for it into one statement, a
-//! server-side function (`mall_append`, schema V24) prepared once per connection that checks
-//! versions and fences, assigns positions and versions, and inserts events and tag runs —
+//! server-side function (`mall_append`, schema V25) prepared once per connection that checks
+//! versions and fences, assigns positions and versions, and inserts events, tag runs and stream runs —
 //! one round trip; its transactions and those of other processes commit together. A process
 //! runs [`PgConfig::writers`] writers (two by default), each with the appends of its share of the
 //! streams, so that they never wait on each other's stream locks. An append that is alone in its
@@ -722,7 +722,7 @@ async fn append_one(
     }]))
 }
 
-/// The statement that appends a group in one round trip (`mall_append`, schema V24).
+/// The statement that appends a group in one round trip (`mall_append`, schema V25).
 const APPEND: &str = "SELECT outcome, first_position, last_position, version FROM \
                       mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
@@ -1122,12 +1122,28 @@ impl EventStore for PgStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let from = from_version.min(i64::MAX as u64) as i64;
         let limit = limit.min(i64::MAX as usize) as i64;
+        // The stream's index holds the last event of each run (schema V25), with the run's
+        // positions; runs never overlap. Forward: the first `limit` runs that reach `from` hold
+        // its first `limit` events from there. Backward: the run holding `from`, if any, and the
+        // `limit` runs before it.
         let sql = match direction {
             Direction::Forward => format!(
-                "SELECT {COLUMNS} FROM mall_events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
+                "SELECT {COLUMNS} FROM mall_events WHERE position = ANY(ARRAY( \
+                   SELECT p FROM (SELECT coalesce(stream_run, ARRAY[position]) AS run FROM mall_events \
+                                   WHERE stream_id = $1 AND run_end AND stream_version >= $2 \
+                                   ORDER BY stream_version LIMIT $3) r, unnest(r.run) AS p)) \
+                   AND stream_version >= $2 ORDER BY position LIMIT $3"
             ),
             Direction::Backward => format!(
-                "SELECT {COLUMNS} FROM mall_events WHERE stream_id = $1 AND stream_version <= $2 ORDER BY stream_version DESC LIMIT $3"
+                "SELECT {COLUMNS} FROM mall_events WHERE position = ANY(ARRAY( \
+                   SELECT p FROM ((SELECT coalesce(stream_run, ARRAY[position]) AS run FROM mall_events \
+                                    WHERE stream_id = $1 AND run_end AND stream_version >= $2 \
+                                    ORDER BY stream_version LIMIT 1) \
+                                  UNION ALL \
+                                  (SELECT coalesce(stream_run, ARRAY[position]) FROM mall_events \
+                                    WHERE stream_id = $1 AND run_end AND stream_version < $2 \
+                                    ORDER BY stream_version DESC LIMIT $3)) r, unnest(r.run) AS p)) \
+                   AND stream_version <= $2 ORDER BY position DESC LIMIT $3"
             ),
         };
         self.query_events(&sql, &[&stream.as_str(), &from, &limit]).await
@@ -1218,7 +1234,7 @@ impl EventStore for PgStore {
         let last = self.settled_prefix(&client).await?;
         let row = client
             .query_one(
-                "SELECT (SELECT count(*) FROM mall_events WHERE stream_id = $2 AND stream_version <= $1), \
+                "SELECT (SELECT count(*) FROM mall_events WHERE stream_id = $2 AND run_end AND stream_version <= $1), \
                  (SELECT count(*) FROM mall_streams WHERE version > 0), \
                  pg_total_relation_size('mall_events') + pg_total_relation_size('mall_tag_runs') \
                  + pg_total_relation_size('mall_streams')",
