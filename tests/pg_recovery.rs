@@ -574,3 +574,59 @@ async fn a_stream_is_read_through_its_runs() {
     }
     assert_eq!(store.read_stream(&stream("product-none"), 0, Direction::Forward, 10).await.unwrap(), vec![]);
 }
+
+/// A tag is read from its runs and from its postings on the event rows (schema V26): an event's
+/// first tag no neighbour in its group shares is kept on the event, in a batch and on a lone
+/// event, and a tag read from any position at any page size comes out whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_is_read_from_its_runs_and_its_postings() {
+    let pg = pg::Postgres::new().await;
+    let store = PgStore::connect(PgConfig::new(&pg.url)).await.unwrap();
+    let db = admin(&pg.url).await;
+    let s = stream("product-t");
+    let batch = |tags: &[&[&str]]| tags.iter().map(|t| support::tagged("e", b"", t)).collect::<Vec<_>>();
+    // 1, 2, 3: "x" a run of three; "s1" alone on 1 and 3, "s2" alone on 2.
+    store.append(&s, ExpectedVersion::Any, batch(&[&["x", "s1"], &["x", "s2"], &["x", "s1"]])).await.unwrap();
+    // 4: a lone event, "s1" its posting, "y" a run of one.
+    store.append(&s, ExpectedVersion::Any, batch(&[&["s1", "y"]])).await.unwrap();
+    // 5, 6: "s1" a run of two.
+    store.append(&s, ExpectedVersion::Any, batch(&[&["s1"], &["s1"]])).await.unwrap();
+    let postings = |tag: &'static str| {
+        let db = &db;
+        async move {
+            db.query_one(
+                "SELECT coalesce(array_agg(position ORDER BY position), '{}') FROM mall_events WHERE posting = $1",
+                &[&tag],
+            )
+            .await
+            .unwrap()
+            .get::<_, Vec<i64>>(0)
+        }
+    };
+    let runs = |tag: &'static str| {
+        let db = &db;
+        async move {
+            db.query("SELECT positions FROM mall_tag_runs WHERE tag = $1 ORDER BY last_position", &[&tag])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, Vec<i64>>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(postings("s1").await, vec![1, 3, 4]);
+    assert_eq!(runs("s1").await, vec![vec![5, 6]]);
+    assert_eq!(postings("s2").await, vec![2]);
+    assert_eq!(runs("x").await, vec![vec![1, 2, 3]]);
+    assert_eq!((postings("y").await, runs("y").await), (vec![], vec![vec![4]]));
+    for (tag, all) in [("s1", vec![1u64, 3, 4, 5, 6]), ("x", vec![1, 2, 3]), ("s2", vec![2]), ("y", vec![4])] {
+        for from in 0..=7u64 {
+            for limit in 1..=6usize {
+                let want: Vec<u64> = all.iter().copied().filter(|p| *p >= from).take(limit).collect();
+                let got: Vec<u64> =
+                    store.read_by_tag(tag, from, limit).await.unwrap().iter().map(|e| e.position).collect();
+                assert_eq!(got, want, "{tag} from {from}, limit {limit}");
+            }
+        }
+    }
+}

@@ -19,8 +19,8 @@
 //! reader sees them, with holes where gap rows stand, and no reader ever skips a late commit.
 //!
 //! Group commit: a writer task gathers every append waiting for it into one statement, a
-//! server-side function (`mall_append`, schema V25) prepared once per connection that checks
-//! versions and fences, assigns positions and versions, and inserts events, tag runs and stream runs —
+//! server-side function (`mall_append`, schema V26) prepared once per connection that checks
+//! versions and fences, assigns positions and versions, and inserts events (with their tag postings), tag runs and stream runs —
 //! one round trip; its transactions and those of other processes commit together. A process
 //! runs [`PgConfig::writers`] writers (two by default), each with the appends of its share of the
 //! streams, so that they never wait on each other's stream locks. An append that is alone in its
@@ -665,11 +665,11 @@ const APPEND_ONE: &str = "WITH known AS (SELECT EXISTS (SELECT 1 FROM mall_event
             RETURNING s.version), \
      v AS (SELECT version FROM u UNION ALL SELECT version FROM i), \
      e AS (INSERT INTO mall_events (position, event_id, stream_id, stream_version, event_type, schema_version, \
-                                    recorded_at, tags, correlation_id, causation_id, payload) \
-            SELECT nextval('mall_positions'), $3, $1, v.version, $4, $5, $10, $6, $7, $8, $9 FROM v \
+                                    recorded_at, tags, correlation_id, causation_id, payload, posting) \
+            SELECT nextval('mall_positions'), $3, $1, v.version, $4, $5, $10, $6, $7, $8, $9, ($6::text[])[1] FROM v \
             RETURNING position, stream_version), \
      t AS (INSERT INTO mall_tag_runs (tag, last_position, first_position, positions) \
-            SELECT tag, e.position, e.position, ARRAY[e.position] FROM e, unnest($6::text[]) AS tag) \
+            SELECT tag, e.position, e.position, ARRAY[e.position] FROM e, unnest(($6::text[])[2:]) AS tag) \
      SELECT (SELECT k FROM known), e.position, e.stream_version, \
             CASE WHEN e.position IS NULL THEN (SELECT version FROM mall_streams WHERE stream_id = $1 FOR SHARE) END \
        FROM (SELECT 1) AS one LEFT JOIN e ON true";
@@ -722,19 +722,24 @@ async fn append_one(
     }]))
 }
 
-/// The statement that appends a group in one round trip (`mall_append`, schema V25).
+/// The statement that appends a group in one round trip (`mall_append`, schema V26).
 const APPEND: &str = "SELECT outcome, first_position, last_position, version FROM \
-                      mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+                      mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
-/// A group's tag runs as `mall_append` takes them (schema V24): for each tag, each range of
-/// consecutive events of the group that carry it, as the tag and the (1-based) indexes of the
-/// range's first and last event among the group's events. An event's tags are distinct
-/// (`Limits::check`).
-fn tag_runs<'a>(events: impl Iterator<Item = &'a NewEvent>) -> (Vec<&'a str>, Vec<i32>, Vec<i32>) {
+/// A group's tags as `mall_append` takes them (schemas V24 and V26): its runs — for each tag,
+/// each range of consecutive events of the group that carry it, as the tag and the (1-based)
+/// indexes of the range's first and last event among the group's events — less its postings:
+/// for each event, the first of its tags in a run of that event alone, kept on the event's row
+/// (or `None`). An event's tags are distinct (`Limits::check`).
+type TagRuns<'a> = (Vec<&'a str>, Vec<i32>, Vec<i32>, Vec<Option<&'a str>>);
+
+fn tag_runs<'a>(events: impl Iterator<Item = &'a NewEvent>) -> TagRuns<'a> {
     let (mut tags, mut first, mut last) = (Vec::new(), Vec::new(), Vec::<i32>::new());
     let mut open: HashMap<&str, usize> = HashMap::new();
+    let mut events_seen = 0;
     for (k, e) in events.enumerate() {
         let k = k as i32 + 1;
+        events_seen = k as usize;
         for t in &e.tags {
             match open.get(t.as_str()) {
                 Some(&run) if last[run] == k - 1 => last[run] = k,
@@ -747,7 +752,23 @@ fn tag_runs<'a>(events: impl Iterator<Item = &'a NewEvent>) -> (Vec<&'a str>, Ve
             }
         }
     }
-    (tags, first, last)
+    let mut postings: Vec<Option<&str>> = vec![None; events_seen];
+    let mut keep = Vec::with_capacity(tags.len());
+    for run in 0..tags.len() {
+        let at = first[run] as usize - 1;
+        let posting = first[run] == last[run] && postings[at].is_none();
+        if posting {
+            postings[at] = Some(tags[run]);
+        }
+        keep.push(!posting);
+    }
+    let mut kept = keep.iter();
+    tags.retain(|_| *kept.next().unwrap());
+    let mut kept = keep.iter();
+    first.retain(|_| *kept.next().unwrap());
+    let mut kept = keep.iter();
+    last.retain(|_| *kept.next().unwrap());
+    (tags, first, last, postings)
 }
 
 /// Runs one group as one statement (one round trip): `None` when an event id of the group is in
@@ -776,7 +797,7 @@ async fn append_group(
     let payloads: Vec<&[u8]> = events().map(|e| e.payload.as_slice()).collect();
     let leases: Vec<Option<&str>> = group.iter().map(|r| r.fence.as_ref().map(|f| f.lease.as_str())).collect();
     let tokens: Vec<Option<i64>> = group.iter().map(|r| r.fence.as_ref().map(|f| f.token)).collect();
-    let (run_tags, run_first, run_last) = tag_runs(events());
+    let (run_tags, run_first, run_last, postings) = tag_runs(events());
     let recorded_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
     let rows = client
         .query(
@@ -798,6 +819,7 @@ async fn append_group(
                 &run_tags,
                 &run_first,
                 &run_last,
+                &postings,
             ],
         )
         .await?;
@@ -1206,13 +1228,17 @@ impl EventStore for PgStore {
         // Only the settled prefix, so that a reader following a tag never skips a late commit.
         let settled = self.settled_prefix(&*self.client().await?).await? as i64;
         // A tag's runs never overlap (schema V20): the first `limit` runs that reach `from` hold
-        // its first `limit` positions from there.
+        // its first `limit` positions there from; its postings on the events (V26) are at other
+        // positions, and the first `limit` of them are read alongside.
         self.query_events(
             &format!(
                 "SELECT {COLUMNS} FROM mall_events WHERE position = ANY(ARRAY( \
                    SELECT p FROM (SELECT positions FROM mall_tag_runs WHERE tag = $1 AND last_position >= $2 \
                                    ORDER BY last_position LIMIT $3) r, unnest(r.positions) AS p \
-                    WHERE p >= $2 AND p <= $4)) \
+                    WHERE p >= $2 AND p <= $4 \
+                   UNION ALL \
+                   (SELECT position FROM mall_events WHERE posting = $1 AND position >= $2 AND position <= $4 \
+                     ORDER BY position LIMIT $3))) \
                  ORDER BY position LIMIT $3"
             ),
             &[&tag, &from, &limit, &settled],
@@ -1301,11 +1327,14 @@ mod tests {
             tagged(&[]),
             tagged(&["all", "b"]),
         ];
-        let (tags, first, last) = tag_runs(events.iter());
+        let (tags, first, last, postings) = tag_runs(events.iter());
         let mut runs: Vec<(&str, i32, i32)> =
             tags.into_iter().zip(first).zip(last).map(|((t, f), l)| (t, f, l)).collect();
         runs.sort();
-        assert_eq!(runs, vec![("a", 1, 2), ("a", 4, 4), ("all", 1, 4), ("all", 6, 6), ("b", 4, 4), ("b", 6, 6)]);
-        assert_eq!(tag_runs(std::iter::empty()), (vec![], vec![], vec![]));
+        // An event's first tag in a run of its own is its posting (event 4: "a", not "b"; event
+        // 6: "all"); a second one ("b" on event 4, "b" on 6) stays a run.
+        assert_eq!(runs, vec![("a", 1, 2), ("all", 1, 4), ("b", 4, 4), ("b", 6, 6)]);
+        assert_eq!(postings, vec![None, None, None, Some("a"), None, Some("all")]);
+        assert_eq!(tag_runs(std::iter::empty()), (vec![], vec![], vec![], vec![]));
     }
 }
