@@ -575,7 +575,7 @@ async fn a_stream_is_read_through_its_runs() {
     assert_eq!(store.read_stream(&stream("product-none"), 0, Direction::Forward, 10).await.unwrap(), vec![]);
 }
 
-/// A tag is read from its runs and from its postings on the event rows (schema V26): an event's
+/// A tag is read from its runs and from its postings on the event rows (schema V25): an event's
 /// first tag no neighbour in its group shares is kept on the event, in a batch and on a lone
 /// event, and a tag read from any position at any page size comes out whole and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

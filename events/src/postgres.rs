@@ -19,7 +19,7 @@
 //! reader sees them, with holes where gap rows stand, and no reader ever skips a late commit.
 //!
 //! Group commit: a writer task gathers every append waiting for it into one statement, a
-//! server-side function (`mall_append`, schema V26) prepared once per connection that checks
+//! server-side function (`mall_append`, schema V25) prepared once per connection that checks
 //! versions and fences, assigns positions and versions, and inserts events (with their tag postings), tag runs and stream runs —
 //! one round trip; its transactions and those of other processes commit together. A process
 //! runs [`PgConfig::writers`] writers (two by default), each with the appends of its share of the
@@ -722,11 +722,11 @@ async fn append_one(
     }]))
 }
 
-/// The statement that appends a group in one round trip (`mall_append`, schema V26).
+/// The statement that appends a group in one round trip (`mall_append`, schema V25).
 const APPEND: &str = "SELECT outcome, first_position, last_position, version FROM \
                       mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
-/// A group's tags as `mall_append` takes them (schemas V24 and V26): its runs — for each tag,
+/// A group's tags as `mall_append` takes them (schemas V24 and V25): its runs — for each tag,
 /// each range of consecutive events of the group that carry it, as the tag and the (1-based)
 /// indexes of the range's first and last event among the group's events — less its postings:
 /// for each event, the first of its tags in a run of that event alone, kept on the event's row
@@ -1228,7 +1228,7 @@ impl EventStore for PgStore {
         // Only the settled prefix, so that a reader following a tag never skips a late commit.
         let settled = self.settled_prefix(&*self.client().await?).await? as i64;
         // A tag's runs never overlap (schema V20): the first `limit` runs that reach `from` hold
-        // its first `limit` positions there from; its postings on the events (V26) are at other
+        // its first `limit` positions there from; its postings on the events (V25) are at other
         // positions, and the first `limit` of them are read alongside.
         self.query_events(
             &format!(

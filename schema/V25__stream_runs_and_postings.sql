@@ -1,19 +1,36 @@
--- A tag's lone postings on the event rows.
+-- Fewer index entries an event: a stream's index holds one entry a run, and a tag's lone postings
+-- sit on the event rows.
 --
--- Until V25 every tag of an event that no neighbour in its group shared — a shopper's tag on a
+-- Until V24 every event had an entry in the unique index on (stream, version): a batch of 100
+-- events to one stream wrote 100 entries at a random place in that index (each stream's own
+-- range), a tenth of the WAL of a batch and of the time eight writers spent on it. From V25 the
+-- index holds only the last event of each run — the events one request appended to one stream,
+-- at consecutive versions — and that event holds the run's positions (`stream_run`, NULL for a
+-- run of one, whose position is its own). A stream is read like a tag (V20): the first runs that
+-- reach a version, their positions, those events. Every other writer (a lone event, the careful
+-- path, a gap row, an older node) writes runs of one, as `run_end` defaults to true, so their
+-- rows are indexed as before; rows already stored are runs of one without being rewritten.
+-- Versions stay unique: every append takes them under its stream's row lock in `mall_streams`,
+-- and the index is unique on the runs' last versions.
+ALTER TABLE mall_events ADD COLUMN run_end boolean NOT NULL DEFAULT true, ADD COLUMN stream_run bigint[];
+CREATE UNIQUE INDEX mall_events_stream_runs ON mall_events (stream_id, stream_version) WHERE run_end;
+ALTER TABLE mall_events DROP CONSTRAINT mall_events_stream_id_stream_version_key;
+
+-- Until V24 every tag of an event that no neighbour in its group shared — a shopper's tag on a
 -- signal, nearly every event — was a `mall_tag_runs` row of one position: a heap row and an
--- index entry, about a sixth of a batch's WAL. From V26 one such tag an event, its posting, is
+-- index entry, about a sixth of a batch's WAL. From V25 one such tag an event, its posting, is
 -- kept on the event row itself (`posting`) and indexed there with its position; the other tags
 -- and every run of two or more stay in `mall_tag_runs`. A tag is read from both: its first runs
 -- and its first postings from a position, merged (events/src/postgres.rs, `read_by_tag`). The
 -- writer chooses the postings (`e_postings`, one tag or NULL an event) with its runs; a lone
 -- event's first tag is its posting. Callers of the older signatures write no postings, and their
--- runs are as before; nodes older than V26 do not read postings (upgrade the nodes of one database
--- together, as for V25).
+-- runs are as before; nodes older than V25 do not read postings (upgrade the nodes of one database
+-- together across V25).
 ALTER TABLE mall_events ADD COLUMN posting text COLLATE "C";
 CREATE INDEX mall_events_postings ON mall_events (posting, position) WHERE posting IS NOT NULL;
 
--- `mall_append` as in V25, with the events' postings.
+-- `mall_append` as in V24, with a new argument for the events' postings, each request's events
+-- written as one stream run.
 CREATE FUNCTION mall_append(
     r_streams text[],
     r_expected bigint[],
