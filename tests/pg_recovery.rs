@@ -619,8 +619,24 @@ async fn a_tag_is_read_from_its_runs_and_its_postings() {
     assert_eq!(postings("s2").await, vec![2]);
     assert_eq!(runs("x").await, vec![vec![1, 2, 3]]);
     assert_eq!((postings("y").await, runs("y").await), (vec![], vec![vec![4]]));
-    for (tag, all) in [("s1", vec![1u64, 3, 4, 5, 6]), ("x", vec![1, 2, 3]), ("s2", vec![2]), ("y", vec![4])] {
-        for from in 0..=7u64 {
+    // 8, 10, 12: a batch whose positions are not consecutive (forced through the sequence), so
+    // the function groups its runs itself — leaving out the writer's postings ("s3" on 8 and 12).
+    db.batch_execute("ALTER SEQUENCE mall_positions INCREMENT BY 2; SELECT setval('mall_positions', 6)").await.unwrap();
+    store.append(&s, ExpectedVersion::Any, batch(&[&["z", "s3"], &["z"], &["z", "s3"]])).await.unwrap();
+    db.batch_execute("ALTER SEQUENCE mall_positions INCREMENT BY 1").await.unwrap();
+    assert_eq!((postings("s3").await, runs("s3").await), (vec![8, 12], vec![]));
+    assert_eq!(runs("z").await, vec![vec![8], vec![10], vec![12]]);
+    // 7, 9 and 11 are taken by no one: a read of the log settles them (gap rows).
+    assert_eq!(store.read_all(1, 100).await.unwrap().len(), 9);
+    for (tag, all) in [
+        ("s1", vec![1u64, 3, 4, 5, 6]),
+        ("x", vec![1, 2, 3]),
+        ("s2", vec![2]),
+        ("y", vec![4]),
+        ("s3", vec![8, 12]),
+        ("z", vec![8, 10, 12]),
+    ] {
+        for from in 0..=13u64 {
             for limit in 1..=6usize {
                 let want: Vec<u64> = all.iter().copied().filter(|p| *p >= from).take(limit).collect();
                 let got: Vec<u64> =
