@@ -20,17 +20,17 @@
 //!
 //! Group commit: a writer task gathers every append waiting for it into one statement, a
 //! server-side function (`mall_append`, schema V25) prepared once per connection that checks
-//! versions and fences, assigns positions and versions, and inserts events (with their tag postings), tag runs and stream runs —
-//! one round trip; its transactions and those of other processes commit together. A process
-//! runs [`PgConfig::writers`] writers (two by default), each with the appends of its share of the
-//! streams, so that they never wait on each other's stream locks. An append that is alone in its
-//! group, of one event and with no lease, runs as one plain statement doing the same (a function
-//! call's overhead was a fifth of a lone writer's time). A group with an event id the
-//! log already holds (a retry) takes the careful path instead, a transaction of several
-//! statements that tells a retry from a reused id. Listeners of other processes are told after
-//! COMMIT, by a NOTIFY on another connection (a NOTIFY inside the append would hold the
-//! notification queue's lock through every commit and make appends one queue again), and only
-//! while another process listens: this process's own readers are woken directly.
+//! versions and fences, assigns positions and versions, and inserts the events (with their tag
+//! postings and stream runs) and the tag runs — one round trip; its transactions and those of other
+//! processes commit together. A process runs [`PgConfig::writers`] writers (two by default), each
+//! with the appends of its share of the streams, so that they never wait on each other's stream
+//! locks. An append that is alone in its group, of one event and with no lease, runs as one plain
+//! statement doing the same (a function call's overhead was a fifth of a lone writer's time). A
+//! group with an event id the log already holds (a retry) takes the careful path instead, a
+//! transaction of several statements that tells a retry from a reused id. Listeners of other
+//! processes are told after COMMIT, by a NOTIFY on another connection (a NOTIFY inside the append
+//! would hold the notification queue's lock through every commit and make appends one queue again),
+//! and only while another process listens: this process's own readers are woken directly.
 //!
 //! **Unknown commit outcomes.** When the connection drops during an append, the writer cannot
 //! know whether COMMIT happened. It reconnects and runs the same group again with the same event
@@ -753,22 +753,18 @@ fn tag_runs<'a>(events: impl Iterator<Item = &'a NewEvent>) -> TagRuns<'a> {
         }
     }
     let mut postings: Vec<Option<&str>> = vec![None; events_seen];
-    let mut keep = Vec::with_capacity(tags.len());
-    for run in 0..tags.len() {
-        let at = first[run] as usize - 1;
-        let posting = first[run] == last[run] && postings[at].is_none();
-        if posting {
-            postings[at] = Some(tags[run]);
+    let mut runs = (Vec::new(), Vec::new(), Vec::new());
+    for ((tag, f), l) in tags.into_iter().zip(first).zip(last) {
+        let posting = &mut postings[f as usize - 1];
+        if f == l && posting.is_none() {
+            *posting = Some(tag);
+        } else {
+            runs.0.push(tag);
+            runs.1.push(f);
+            runs.2.push(l);
         }
-        keep.push(!posting);
     }
-    let mut kept = keep.iter();
-    tags.retain(|_| *kept.next().unwrap());
-    let mut kept = keep.iter();
-    first.retain(|_| *kept.next().unwrap());
-    let mut kept = keep.iter();
-    last.retain(|_| *kept.next().unwrap());
-    (tags, first, last, postings)
+    (runs.0, runs.1, runs.2, postings)
 }
 
 /// Runs one group as one statement (one round trip): `None` when an event id of the group is in
