@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mall_events::postgres::{PgConfig, PgStore};
 use mall_events::{EventStore, ExpectedVersion, Fence, StoreError};
@@ -390,6 +390,52 @@ async fn an_append_whose_commit_outcome_is_unknown_is_stored_exactly_once() {
     assert_eq!(all.len(), 3, "stored exactly once");
     assert_eq!(all[1].event_id, batch[0].event_id);
     assert_eq!(all[2].event_id, batch[1].event_id);
+
+    // A lone event, which its caller appends on the idle writer's connection itself, the same.
+    proxy.dropped.store(false, Ordering::SeqCst);
+    proxy.armed.store(true, Ordering::SeqCst);
+    let lone = event("e", MARKER);
+    let r = store.append(&s, ExpectedVersion::Exact(3), vec![lone.clone()]).await.unwrap();
+    assert!(proxy.dropped.load(Ordering::SeqCst), "the answer to the lone append was lost on the way");
+    assert_eq!((r.first_position, r.last_position, r.stream_version), (4, 4, 4));
+    assert!(!r.deduplicated, "the first write of the lone event is reported as such");
+    let all = store.read_all(1, 100).await.unwrap();
+    assert_eq!(all.len(), 4, "stored exactly once");
+    assert_eq!(all[3].event_id, lone.event_id);
+}
+
+/// A caller that stops waiting for its append (an HTTP client gone, say) does not stop it: the
+/// event is stored, and the store's waiters are woken by it at once, not at their next look a
+/// second later. (A lone event is appended by its caller's own task when the writer is idle.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_its_caller_stopped_waiting_for_still_commits_and_wakes_readers() {
+    let db = pg::Postgres::new().await;
+    let store = Arc::new(PgStore::connect(PgConfig::new(&db.url)).await.unwrap());
+    let s = stream("product-dropped");
+    let first = store.append(&s, ExpectedVersion::Any, vec![event("e", b"first")]).await.unwrap();
+    for round in 0..5 {
+        let head = first.last_position + round;
+        let waiter = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                store.wait_for_append(head).await;
+                t.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let e = event("e", format!("dropped {round}").as_bytes());
+        {
+            // Polled once (its statement is sent), then dropped.
+            let mut append = std::pin::pin!(store.append(&s, ExpectedVersion::Any, vec![e.clone()]));
+            let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(append.as_mut().poll(cx))).await;
+            assert!(polled.is_pending(), "round {round}: the append was still under way when its caller left");
+        }
+        let woke = waiter.await.unwrap();
+        assert!(woke < Duration::from_millis(700), "round {round}: the waiter woke after {woke:?}");
+        let stored = store.read_all(head + 1, 10).await.unwrap();
+        assert_eq!(stored.iter().map(|x| x.event_id).collect::<Vec<_>>(), vec![e.event_id], "round {round}");
+    }
 }
 
 /// A plain LISTEN connection on the log's channel (not a mall listener): the payloads it hears.

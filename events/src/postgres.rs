@@ -118,17 +118,33 @@ struct Request {
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
     fence: Option<Fence>,
+    /// Whether it was sent once already, on a connection lost before its outcome came back (it
+    /// may have committed): its events found stored are then its first write, not a retry.
+    attempted: bool,
     reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+}
+
+/// A writer connection, once connected, with its statements; shared by its task and the callers
+/// that append on it directly while it is idle ([`PgStore::append_directly`]).
+type WriterConnection = Arc<tokio::sync::Mutex<Option<(Client, Statements)>>>;
+
+/// One writer of a process: its queue and its connection.
+#[derive(Clone)]
+struct Writer {
+    queue: mpsc::Sender<Request>,
+    connection: WriterConnection,
 }
 
 /// The PostgreSQL event store.
 pub struct PgStore {
     config: PgConfig,
     pool: Pool,
-    /// One queue a writer connection; a stream's appends always go to the same one.
-    writers: std::sync::Mutex<Option<Vec<mpsc::Sender<Request>>>>,
+    /// The writer connections; a stream's appends always go to the same one.
+    writers: std::sync::Mutex<Option<Vec<Writer>>>,
     /// The highest position a NOTIFY announced or this process appended.
     notified: watch::Sender<Position>,
+    /// The highest position this process appended (what its NOTIFYs tell other processes).
+    appended: watch::Sender<Position>,
     listener: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
     /// Every position up to this one is settled (an event or a gap row).
@@ -196,9 +212,16 @@ impl PgStore {
         let appended = watch::Sender::new(highest);
         let writers = (0..config.writers.max(1))
             .map(|_| {
-                let (tx, rx) = mpsc::channel(MAX_GROUP * 4);
-                tokio::spawn(writer_task(config.url.clone(), rx, notified.clone(), appended.clone()));
-                tx
+                let (queue, rx) = mpsc::channel(MAX_GROUP * 4);
+                let connection = WriterConnection::default();
+                tokio::spawn(writer_task(
+                    config.url.clone(),
+                    rx,
+                    connection.clone(),
+                    notified.clone(),
+                    appended.clone(),
+                ));
+                Writer { queue, connection }
             })
             .collect();
         let heard = watch::Sender::new(0);
@@ -210,6 +233,7 @@ impl PgStore {
             pool,
             writers: std::sync::Mutex::new(Some(writers)),
             notified,
+            appended,
             listener,
             notifier,
             settled: settled.into(),
@@ -227,16 +251,62 @@ impl PgStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         self.config.limits.check(&events)?;
-        let tx = {
+        let writer = {
             let writers = self.writers.lock().expect("writer lock");
             let writers = writers.as_ref().ok_or(StoreError::Closed)?;
             writers[writer_of(stream, writers.len())].clone()
         };
         let (reply, rx) = oneshot::channel();
-        tx.send(Request { stream: stream.clone(), expected, events, fence, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let mut req = Request { stream: stream.clone(), expected, events, fence, attempted: false, reply };
+        if req.events.len() == 1 && req.fence.is_none() && writer.queue.capacity() == writer.queue.max_capacity() {
+            match self.append_directly(&writer, req).await {
+                Ok(result) => return result,
+                Err(back) => req = back,
+            }
+        }
+        writer.queue.send(req).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Appends a lone event (no lease) on `writer`'s connection from the caller's own task when
+    /// the writer is idle — nothing queued, its connection free — as its task would
+    /// ([`APPEND_ONE`]), but without the two hand-overs between tasks each way, about a tenth of
+    /// a lone writer's time. Gives `req` back for the queue when the writer is busy or not
+    /// connected, and when the statement wrote nothing or may have (a stored id, a lost race, a
+    /// lost connection): the writer's task takes it from there, as it would have. If the caller
+    /// stops waiting, the append runs on to its end in a task of its own, so that a committed
+    /// event still wakes this process's readers and other processes' listeners.
+    async fn append_directly(
+        &self,
+        writer: &Writer,
+        req: Request,
+    ) -> Result<Result<AppendResult, StoreError>, Request> {
+        let Ok(connection) = writer.connection.clone().try_lock_owned() else { return Err(req) };
+        if connection.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            return Err(req);
+        }
+        let (notified, appended) = (self.notified.clone(), self.appended.clone());
+        RunsToTheEnd::new(async move {
+            let (client, statements) = connection.as_ref().expect("connected");
+            let outcome = append_one(client, &statements.one, &req).await;
+            drop(connection);
+            match outcome {
+                Ok(Some(mut results)) => {
+                    let result = results.pop().expect("one request, one result");
+                    if let Ok(r) = &result {
+                        raise(&notified, r.last_position);
+                        raise(&appended, r.last_position);
+                    }
+                    Ok(result)
+                }
+                // A stored id: the careful path tells a retry from a reused id.
+                Ok(None) => Err(req),
+                Err(e) if connection_lost(&e) => Err(Request { attempted: true, ..req }),
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Err(req),
+                Err(e) => Ok(Err(backend(e))),
+            }
+        })
+        .await
     }
 
     /// Deals with `missing`, a position not visible while `present` (a higher one) is: waits a
@@ -493,6 +563,41 @@ async fn connect_notifier(url: &str) -> Result<(Client, Statement, Statement), t
     Ok((c, notify, listeners))
 }
 
+/// A future run to its end even when its caller stops waiting for it: dropped before it is done,
+/// it goes on in a task of its own (when a runtime is there to run it).
+struct RunsToTheEnd<T: Send + 'static>(Option<std::pin::Pin<Box<dyn Future<Output = T> + Send>>>);
+
+impl<T: Send + 'static> RunsToTheEnd<T> {
+    fn new(f: impl Future<Output = T> + Send + 'static) -> Self {
+        Self(Some(Box::pin(f)))
+    }
+}
+
+impl<T: Send + 'static> Future for RunsToTheEnd<T> {
+    type Output = T;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        let this = self.get_mut();
+        let f = this.0.as_mut().expect("polled after it was done");
+        let out = std::task::ready!(f.as_mut().poll(cx));
+        this.0 = None;
+        std::task::Poll::Ready(out)
+    }
+}
+
+impl<T: Send + 'static> Drop for RunsToTheEnd<T> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            // What it returns is for no one now; its effects (a commit's wake-ups) still happen.
+            runtime.spawn(async move {
+                f.await;
+            });
+        }
+    }
+}
+
 /// Raises a watched position to `p` (waking its waiters) when `p` is higher.
 fn raise(w: &watch::Sender<Position>, p: Position) {
     w.send_if_modified(|cur| {
@@ -521,10 +626,10 @@ fn writer_of(stream: &StreamId, writers: usize) -> usize {
 async fn writer_task(
     url: String,
     mut rx: mpsc::Receiver<Request>,
+    connection: WriterConnection,
     notified: watch::Sender<Position>,
     appended: watch::Sender<Position>,
 ) {
-    let mut client: Option<(Client, Statements)> = None;
     loop {
         let group = {
             let Some(first) = rx.recv().await else { return };
@@ -538,13 +643,14 @@ async fn writer_task(
             group
         };
         let started = Instant::now();
+        let mut client = connection.lock().await;
         let mut attempted = false;
         let mut careful = false;
         let mut races = 0;
         let outcome = loop {
             if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
                 match connect_writer(&url).await {
-                    Ok(c) => client = Some(c),
+                    Ok(c) => *client = Some(c),
                     Err(e) if started.elapsed() < RECONNECT_FOR => {
                         tracing::warn!(error = %e, "event store connection lost; reconnecting");
                         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -575,7 +681,7 @@ async fn writer_task(
                     // event ids make the events that did commit come back as already stored.
                     tracing::warn!(error = %e, "append interrupted; retrying with the same event ids");
                     attempted = true;
-                    client = None;
+                    *client = None;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 // Another writer committed one of the event ids while a lone append or the careful
@@ -592,6 +698,7 @@ async fn writer_task(
                 Err(e) => break Err(backend(e)),
             }
         };
+        drop(client);
         match outcome {
             Ok(results) => {
                 let last = results.iter().filter_map(|r| r.as_ref().ok()).map(|r| r.last_position).max();
@@ -966,7 +1073,8 @@ async fn commit_group(
         match check_retry(&req.stream, &req.events, &known) {
             // A retry of our own interrupted attempt is the first write, not a duplicate.
             Ok(Some(r)) => {
-                let first_write = attempted && req.events.iter().all(|e| stored.contains_key(&e.event_id));
+                let first_write =
+                    (attempted || req.attempted) && req.events.iter().all(|e| stored.contains_key(&e.event_id));
                 results.push(Ok(AppendResult { deduplicated: !first_write, ..r }));
                 continue;
             }
