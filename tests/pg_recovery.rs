@@ -159,6 +159,29 @@ async fn a_group_refuses_only_the_appends_whose_lease_moved_on() {
         versions += store.stream_version(&stream(&format!("product-f{k}"))).await.unwrap();
     }
     assert_eq!(versions, 30, "refused appends gave their versions back");
+
+    // One at a time, so that each finds its writer idle and is sent by its caller's task: the
+    // same refusals, alone and in a batch.
+    let s = stream("product-f0");
+    for (token, lapsed, n, accepted) in
+        [(6, false, 1, false), (3, true, 2, false), (7, false, 1, true), (7, false, 2, true)]
+    {
+        let fence = Fence { lease: if lapsed { "lapsed" } else { "core" }.into(), token };
+        let before = store.stream_version(&s).await.unwrap();
+        let events: Vec<_> =
+            (0..n).map(|k| support::tagged("e", format!("one {token} {k}").as_bytes(), &["fenced-one"])).collect();
+        let r = store.append_fenced(&fence, &s, ExpectedVersion::Exact(before), events.clone()).await;
+        let stored: Vec<_> =
+            store.read_by_tag("fenced-one", 1, 100).await.unwrap().iter().map(|e| e.event_id).collect();
+        let mine = events.iter().filter(|e| stored.contains(&e.event_id)).count();
+        if accepted {
+            assert_eq!(r.unwrap().stream_version, before + n as u64, "{fence:?}, {n} events");
+            assert_eq!(mine, n, "{fence:?}: stored");
+        } else {
+            assert!(matches!(r, Err(StoreError::Fenced { .. })), "{fence:?}, {n} events: {r:?}");
+            assert_eq!((mine, store.stream_version(&s).await.unwrap()), (0, before), "{fence:?}: nothing written");
+        }
+    }
 }
 
 async fn append_in_open_transaction(tx: &tokio_postgres::Transaction<'_>, stream: &str) {

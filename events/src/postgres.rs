@@ -25,10 +25,10 @@
 //! processes commit together. A process runs [`PgConfig::writers`] writers (two by default), each
 //! with the appends of its share of the streams, so that they never wait on each other's stream
 //! locks. An append that is alone in its group, of one event and with no lease, runs as one plain
-//! statement doing the same (a function call's overhead was a fifth of a lone writer's time);
-//! when its writer is idle (nothing queued, the connection free), the caller's own task sends it
-//! on the writer's connection (`PgStore::append_directly`: the hand-overs between tasks cost a
-//! lone writer a tenth of its appends). A
+//! statement doing the same (a function call's overhead was a fifth of a lone writer's time). An
+//! append that finds its writer idle (nothing queued, the connection free) is sent by the
+//! caller's own task on the writer's connection, as a group of one (`PgStore::append_directly`:
+//! the hand-overs between tasks cost a lone writer a tenth of its appends). A
 //! group with an event id the log already holds (a retry) takes the careful path instead, a
 //! transaction of several statements that tells a retry from a reused id. Listeners of other
 //! processes are told after COMMIT, by a NOTIFY on another connection (a NOTIFY inside the append
@@ -261,7 +261,7 @@ impl PgStore {
         };
         let (reply, rx) = oneshot::channel();
         let mut req = Request { stream: stream.clone(), expected, events, fence, attempted: false, reply };
-        if req.events.len() == 1 && req.fence.is_none() && writer.queue.capacity() == writer.queue.max_capacity() {
+        if !req.events.is_empty() && writer.queue.capacity() == writer.queue.max_capacity() {
             match self.append_directly(&writer, req).await {
                 Ok(result) => return result,
                 Err(back) => req = back,
@@ -271,10 +271,10 @@ impl PgStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Appends a lone event (no lease) on `writer`'s connection from the caller's own task when
-    /// the writer is idle — nothing queued, its connection free — as its task would
-    /// ([`APPEND_ONE`]), but without the two hand-overs between tasks each way, about a tenth of
-    /// a lone writer's time. Gives `req` back for the queue when the writer is busy or not
+    /// Appends `req` on `writer`'s connection from the caller's own task when the writer is idle —
+    /// nothing queued, its connection free — as its task would for a group of one ([`APPEND_ONE`]
+    /// for a lone event with no lease, else `mall_append`), but without the two hand-overs between
+    /// tasks each way, about a tenth of a lone writer's time. Gives `req` back for the queue when the writer is busy or not
     /// connected, and when the statement wrote nothing or may have (a stored id, a lost race, a
     /// lost connection): the writer's task takes it from there, as it would have. If the caller
     /// stops waiting, the append runs on to its end in a task of its own, so that a committed
@@ -291,7 +291,11 @@ impl PgStore {
         let (notified, appended) = (self.notified.clone(), self.appended.clone());
         RunsToTheEnd::new(async move {
             let (client, statements) = connection.as_ref().expect("connected");
-            let outcome = append_one(client, &statements.one, &req).await;
+            let outcome = if req.events.len() == 1 && req.fence.is_none() {
+                append_one(client, &statements.one, &req).await
+            } else {
+                append_group(client, &statements.group, std::slice::from_ref(&req)).await
+            };
             drop(connection);
             match outcome {
                 Ok(Some(mut results)) => {
