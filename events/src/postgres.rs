@@ -297,8 +297,7 @@ impl PgStore {
                 Ok(Some(mut results)) => {
                     let result = results.pop().expect("one request, one result");
                     if let Ok(r) = &result {
-                        raise(&notified, r.last_position);
-                        raise(&appended, r.last_position);
+                        announce(&notified, &appended, r.last_position);
                     }
                     Ok(result)
                 }
@@ -601,6 +600,13 @@ impl<T: Send + 'static> Drop for RunsToTheEnd<T> {
     }
 }
 
+/// Tells this process's readers (`notified`) and, through the notifier, other processes'
+/// listeners (`appended`) that the log holds position `p`.
+fn announce(notified: &watch::Sender<Position>, appended: &watch::Sender<Position>, p: Position) {
+    raise(notified, p);
+    raise(appended, p);
+}
+
 /// Raises a watched position to `p` (waking its waiters) when `p` is higher.
 fn raise(w: &watch::Sender<Position>, p: Position) {
     w.send_if_modified(|cur| {
@@ -705,8 +711,7 @@ async fn writer_task(
                     let _ = req.reply.send(result);
                 }
                 if let Some(last) = last {
-                    raise(&notified, last);
-                    raise(&appended, last);
+                    announce(&notified, &appended, last);
                 }
             }
             Err(e) => {
