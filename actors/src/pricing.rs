@@ -107,7 +107,7 @@ impl Default for Settings {
 
 /// The band today's price may move in, `None` when there is none.
 pub fn band(f: &PriceFacts, s: &Settings) -> Option<(f64, f64)> {
-    if !(f.price.is_finite() && f.price > 0.0) || !(0.0..1.0).contains(&s.max_daily_change) {
+    if !(f.price.is_finite() && f.price > 0.0 && (0.0..1.0).contains(&s.max_daily_change)) {
         return None;
     }
     let mut lo = f.price * (1.0 - s.max_daily_change);

@@ -377,14 +377,13 @@ impl PgStore {
                 }
                 at = position;
             }
-            match missing {
-                None if (rows.len() as i64) < PAGE => break,
-                None => {}
-                Some(present) => {
-                    if !self.settle(client, at + 1, present, false).await? {
-                        break;
-                    }
-                }
+            // Read on after a full page, or after a gap now settled.
+            let more = match missing {
+                None => rows.len() as i64 == PAGE,
+                Some(present) => self.settle(client, at + 1, present, false).await?,
+            };
+            if !more {
+                break;
             }
         }
         let before = self.settled.fetch_max(at, Relaxed);

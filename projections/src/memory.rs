@@ -113,19 +113,19 @@ impl<'a> RowRef<'a> {
 }
 
 impl<'a> TableView<'a> {
-    fn row(&self, (key, values): (&'a String, &'a Box<[Value]>)) -> RowRef<'a> {
+    fn row(&self, key: &'a str, values: &'a [Value]) -> RowRef<'a> {
         RowRef { columns: &self.table.expect("a table").columns, key, values }
     }
 
     /// The row with this key.
     pub fn get(&self, key: &str) -> Option<RowRef<'a>> {
         let t = self.table?;
-        t.rows.get_key_value(key).map(|kv| self.row(kv))
+        t.rows.get_key_value(key).map(|(k, v)| self.row(k, v))
     }
 
     /// Every row, in key order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = RowRef<'a>> + '_ {
-        self.table.into_iter().flat_map(|t| t.rows.iter()).map(|kv| self.row(kv))
+        self.table.into_iter().flat_map(|t| t.rows.iter()).map(|(k, v)| self.row(k, v))
     }
 
     /// The rows whose key sorts after `key`, in key order.
@@ -133,7 +133,7 @@ impl<'a> TableView<'a> {
         self.table
             .into_iter()
             .flat_map(move |t| t.rows.range::<str, _>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)))
-            .map(|kv| self.row(kv))
+            .map(|(k, v)| self.row(k, v))
     }
 
     /// The rows whose key starts with `prefix`, in key order.
@@ -142,7 +142,7 @@ impl<'a> TableView<'a> {
             .into_iter()
             .flat_map(move |t| t.rows.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded)))
             .take_while(move |(k, _)| k.starts_with(prefix))
-            .map(|kv| self.row(kv))
+            .map(|(k, v)| self.row(k, v))
     }
 }
 

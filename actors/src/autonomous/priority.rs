@@ -65,7 +65,7 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn stake(&self) -> f64 {
-        if !(self.value > 0.0) || !(self.scale > 0.0) {
+        if !(self.value > 0.0 && self.scale > 0.0) {
             return 0.0;
         }
         1.0 - (-self.value / self.scale).exp()

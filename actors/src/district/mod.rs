@@ -48,12 +48,10 @@ impl DistrictState {
             DomainEvent::ProductListed(e) => {
                 self.products.insert(e.product_id.clone());
             }
-            DomainEvent::ProductEdited(e) => {
-                // A product moved here; one that moved away stays counted until a rebuild —
-                // its past traffic still says something about this district's shoppers.
-                if e.district.as_ref() == self.slug.as_ref() {
-                    self.products.insert(e.product_id.clone());
-                }
+            // A product moved here; one that moved away stays counted until a rebuild — its past
+            // traffic still says something about this district's shoppers.
+            DomainEvent::ProductEdited(e) if e.district.as_ref() == self.slug.as_ref() => {
+                self.products.insert(e.product_id.clone());
             }
             e if e.is_signal() => {
                 self.counts.add(e);

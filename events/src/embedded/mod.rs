@@ -364,12 +364,22 @@ fn max_body(config: &EmbeddedConfig) -> usize {
     config.limits.max_event_size + 64 * 1024
 }
 
+/// Consecutive records of one segment, read with one `read_at`: `len` bytes from `offset` hold
+/// `count` records.
+struct Span {
+    file: Arc<dyn SegmentFile>,
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+    count: usize,
+}
+
 fn read_positions(shared: &Shared, positions: &[Position]) -> Result<Vec<RecordedEvent>, StoreError> {
     // Collect the places under the lock, read without it: the bytes behind a published
     // position never change, so a reader needs no lock while it reads them.
-    let runs: Vec<(Arc<dyn SegmentFile>, PathBuf, u64, u64, usize)> = {
+    let runs: Vec<Span> = {
         let index = shared.index.read().expect("index lock");
-        let mut runs: Vec<(Arc<dyn SegmentFile>, PathBuf, u64, u64, usize)> = Vec::new();
+        let mut runs: Vec<Span> = Vec::new();
         let mut prev: Option<(Position, Loc)> = None;
         for &p in positions {
             let loc = index.locs[(p - 1) as usize];
@@ -378,11 +388,17 @@ fn read_positions(shared: &Shared, positions: &[Position]) -> Result<Vec<Recorde
             });
             if extend {
                 let run = runs.last_mut().expect("a run to extend");
-                run.3 += loc.len as u64;
-                run.4 += 1;
+                run.len += loc.len as u64;
+                run.count += 1;
             } else {
                 let seg = &index.segments[loc.segment as usize];
-                runs.push((seg.file.clone(), seg.path.clone(), loc.offset as u64, loc.len as u64, 1));
+                runs.push(Span {
+                    file: seg.file.clone(),
+                    path: seg.path.clone(),
+                    offset: loc.offset as u64,
+                    len: loc.len as u64,
+                    count: 1,
+                });
             }
             prev = Some((p, loc));
         }
@@ -391,7 +407,7 @@ fn read_positions(shared: &Shared, positions: &[Position]) -> Result<Vec<Recorde
     let max = max_body(&shared.config);
     let mut out = Vec::with_capacity(positions.len());
     let mut buf = Vec::new();
-    for (file, path, offset, len, count) in runs {
+    for Span { file, path, offset, len, count } in runs {
         buf.resize(len as usize, 0);
         file.read_at(&mut buf, offset).map_err(io_err(format!("cannot read {}", path.display())))?;
         let mut at = 0;
