@@ -633,7 +633,9 @@ pub struct Mismatch {
 /// it decides with the events the check recorded (every event it caused).
 #[derive(Debug, Default)]
 pub struct Verifier {
-    current: Option<(Position, Uuid, Uuid, Vec<String>, Vec<String>)>,
+    /// The check being compared: its event's id (what its effects name as their cause), and
+    /// what it recorded so far beside what `decide` reproduces.
+    current: Option<(Uuid, Mismatch)>,
     pub checked: usize,
     pub mismatches: Vec<Mismatch>,
 }
@@ -660,21 +662,23 @@ impl Verifier {
             let mut reproduced: Vec<String> =
                 events(&check, &decide(state, c), &BTreeMap::new()).iter().filter_map(describe).collect();
             reproduced.sort();
-            self.current = Some((e.position, c.check_id, e.event_id, Vec::new(), reproduced));
-        } else if let Some((_, _, event_id, recorded, _)) = &mut self.current
+            let check_id = c.check_id;
+            self.current =
+                Some((e.event_id, Mismatch { position: e.position, check_id, recorded: Vec::new(), reproduced }));
+        } else if let Some((event_id, open)) = &mut self.current
             && e.causation_id == Some(*event_id)
             && let Some(s) = describe(d)
         {
-            recorded.push(s);
+            open.recorded.push(s);
         }
     }
 
     fn flush(&mut self) {
-        if let Some((position, check_id, _, mut recorded, reproduced)) = self.current.take() {
+        if let Some((_, mut check)) = self.current.take() {
             self.checked += 1;
-            recorded.sort();
-            if recorded != reproduced {
-                self.mismatches.push(Mismatch { position, check_id, recorded, reproduced });
+            check.recorded.sort();
+            if check.recorded != check.reproduced {
+                self.mismatches.push(check);
             }
         }
     }
