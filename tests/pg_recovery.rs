@@ -426,6 +426,25 @@ async fn an_append_whose_commit_outcome_is_unknown_is_stored_exactly_once() {
     let all = store.read_all(1, 100).await.unwrap();
     assert_eq!(all.len(), 4, "stored exactly once");
     assert_eq!(all[3].event_id, lone.event_id);
+
+    // An append queued behind one that holds the writer's connection, so that the writer's task
+    // sends it and loses the answer: the same.
+    proxy.dropped.store(false, Ordering::SeqCst);
+    proxy.armed.store(true, Ordering::SeqCst);
+    let mut holder = Box::pin(store.append(&s, ExpectedVersion::Any, vec![event("e", b"holder")]));
+    assert!((&mut holder).now_or_never().is_none(), "the first append holds the connection");
+    let queued = event("e", MARKER);
+    let mut behind = Box::pin(store.append(&s, ExpectedVersion::Exact(5), vec![queued.clone()]));
+    assert!((&mut behind).now_or_never().is_none(), "the second append waits in the writer's queue");
+    let (held, r) = tokio::join!(holder, behind);
+    assert_eq!(held.unwrap().last_position, 5);
+    let r = r.unwrap();
+    assert!(proxy.dropped.load(Ordering::SeqCst), "the answer to the queued append was lost on the way");
+    assert_eq!((r.first_position, r.last_position, r.stream_version), (6, 6, 6));
+    assert!(!r.deduplicated, "the first write of the queued event is reported as such");
+    let all = store.read_all(1, 100).await.unwrap();
+    assert_eq!(all.len(), 6, "stored exactly once");
+    assert_eq!(all[5].event_id, queued.event_id);
 }
 
 /// A caller that stops waiting for its append (an HTTP client gone, say) does not stop it: the

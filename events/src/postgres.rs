@@ -565,7 +565,9 @@ async fn connect_notifier(url: &str) -> Result<(Client, Statement, Statement), t
 }
 
 /// A future run to its end even when its caller stops waiting for it: dropped before it is done,
-/// it goes on in a task of its own (when a runtime is there to run it).
+/// it goes on in a task of its own (when a runtime is there to run it). Awaited, it runs in the
+/// caller's task: spawning every direct append would bring back the hand-over between tasks that
+/// the direct path spares.
 struct RunsToTheEnd<T: Send + 'static>(Option<std::pin::Pin<Box<dyn Future<Output = T> + Send>>>);
 
 impl<T: Send + 'static> RunsToTheEnd<T> {
@@ -639,7 +641,7 @@ async fn writer_task(
     appended: watch::Sender<Position>,
 ) {
     loop {
-        let group = {
+        let mut group = {
             let Some(first) = rx.recv().await else { return };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -652,7 +654,6 @@ async fn writer_task(
         };
         let started = Instant::now();
         let mut client = connection.lock().await;
-        let mut attempted = false;
         let mut careful = false;
         let mut races = 0;
         let outcome = loop {
@@ -669,12 +670,12 @@ async fn writer_task(
             }
             let (c, statements) = client.as_mut().expect("connected");
             let fast = if careful {
-                commit_group(c, &group, attempted).await
+                commit_group(c, &group).await
             } else {
                 match append_fast(c, statements, &group).await {
                     Ok(Some(results)) => Ok(results),
                     // An id the log holds (a retry, say): the careful path.
-                    Ok(None) => commit_group(c, &group, attempted).await,
+                    Ok(None) => commit_group(c, &group).await,
                     Err(e) => Err(e),
                 }
             };
@@ -684,7 +685,9 @@ async fn writer_task(
                     // The COMMIT may or may not have happened: run the same group again; its
                     // event ids make the events that did commit come back as already stored.
                     tracing::warn!(error = %e, "append interrupted; retrying with the same event ids");
-                    attempted = true;
+                    for req in &mut group {
+                        req.attempted = true;
+                    }
                     *client = None;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -1032,7 +1035,6 @@ fn fenced(req: &Request) -> StoreError {
 async fn commit_group(
     client: &mut Client,
     group: &[Request],
-    attempted: bool,
 ) -> Result<Vec<Result<AppendResult, StoreError>>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     // Lock the group's streams in one order (see the module docs); a new one starts at 0.
@@ -1090,8 +1092,7 @@ async fn commit_group(
         match check_retry(&req.stream, &req.events, &known) {
             // A retry of our own interrupted attempt is the first write, not a duplicate.
             Ok(Some(r)) => {
-                let first_write =
-                    (attempted || req.attempted) && req.events.iter().all(|e| stored.contains_key(&e.event_id));
+                let first_write = req.attempted && req.events.iter().all(|e| stored.contains_key(&e.event_id));
                 results.push(Ok(AppendResult { deduplicated: !first_write, ..r }));
                 continue;
             }
