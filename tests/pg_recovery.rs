@@ -596,6 +596,90 @@ async fn a_groups_runs_are_split_where_other_groups_took_positions_between_them(
     assert_eq!(last, (11, 14, vec![11, 12, 13, 14]));
 }
 
+/// Appends to `stream` through `mall_append` one event for each of `tags` (an event's tags), with
+/// the writer's runs given as they are (a tag, its run's first and last event, 1-based).
+async fn append_with_runs(db: &tokio_postgres::Client, stream: &str, tags: &[&[&str]], runs: &[(&str, i32, i32)]) {
+    let n = tags.len() as i32;
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
+    let tags: Vec<String> = tags.iter().map(|t| t.join("\x1f")).collect();
+    let (run_tags, first, last): (Vec<&str>, Vec<i32>, Vec<i32>) =
+        runs.iter().fold(Default::default(), |(mut t, mut f, mut l), r| {
+            t.push(r.0);
+            f.push(r.1);
+            l.push(r.2);
+            (t, f, l)
+        });
+    let rows = db
+        .query(
+            "SELECT outcome FROM mall_append(ARRAY[$1::text], ARRAY[-1::bigint], ARRAY[$2::integer], $3::uuid[], \
+             array_fill('e'::text, ARRAY[$2]), array_fill(1::smallint, ARRAY[$2]), $4::text[], \
+             array_fill(NULL::uuid, ARRAY[$2]), array_fill(NULL::uuid, ARRAY[$2]), array_fill('\\x00'::bytea, ARRAY[$2]), \
+             now(), ARRAY[NULL::text], ARRAY[NULL::bigint], $5::text[], $6::integer[], $7::integer[], NULL::text[])",
+            &[&stream, &n, &ids, &tags, &run_tags, &first, &last],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, &str>(0), "ok");
+}
+
+/// A group whose positions jump in the middle — another connection took a block of the sequence
+/// between two of the group's, forced here through the sequence's cache — keeps the writer's
+/// runs, each split only where the positions jump (schema V26), and a tag read through the store
+/// comes out whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_runs_are_split_only_where_its_positions_jump() {
+    let pg = pg::Postgres::new().await;
+    let store = PgStore::connect(PgConfig::new(&pg.url)).await.unwrap();
+    let db = admin(&pg.url).await;
+    let other = admin(&pg.url).await;
+    async fn next(c: &tokio_postgres::Client) -> i64 {
+        c.query_one("SELECT nextval('mall_positions')", &[]).await.unwrap().get(0)
+    }
+    db.batch_execute("ALTER SEQUENCE mall_positions CACHE 3").await.unwrap();
+    // `other` holds 1..3 and `db` 4..6; `db` writes 4 and 5, `other` uses 2 and 3 and takes 7..9.
+    assert_eq!(next(&other).await, 1);
+    append_with_runs(&db, "product-a", &[&["t"], &["t"]], &[("t", 1, 2)]).await;
+    for want in [2, 3, 7] {
+        assert_eq!(next(&other).await, want);
+    }
+    // 6, then 10, 11, 12: the positions jump before the second event.
+    append_with_runs(
+        &db,
+        "product-b",
+        &[&["a", "b"], &["a", "b"], &["a", "c"], &["a", "c"]],
+        &[("a", 1, 4), ("b", 1, 2), ("c", 3, 4)],
+    )
+    .await;
+    db.batch_execute("ALTER SEQUENCE mall_positions CACHE 1").await.unwrap();
+    let runs = |tag: &'static str| {
+        let db = &db;
+        async move {
+            db.query("SELECT positions FROM mall_tag_runs WHERE tag = $1 ORDER BY last_position", &[&tag])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, Vec<i64>>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(runs("t").await, vec![vec![4, 5]], "consecutive: the writer's run as it is");
+    assert_eq!(runs("a").await, vec![vec![6], vec![10, 11, 12]], "split at the jump, whole on either side");
+    assert_eq!(runs("b").await, vec![vec![6], vec![10]]);
+    assert_eq!(runs("c").await, vec![vec![11, 12]], "a run after the jump is not split");
+    // 1..3 and 7..9 are taken by no event: a read of the log settles them.
+    assert_eq!(store.read_all(1, 100).await.unwrap().len(), 6);
+    for (tag, all) in [("t", vec![4u64, 5]), ("a", vec![6, 10, 11, 12]), ("b", vec![6, 10]), ("c", vec![11, 12])] {
+        for from in 0..=13u64 {
+            for limit in 1..=5usize {
+                let want: Vec<u64> = all.iter().copied().filter(|p| *p >= from).take(limit).collect();
+                let got: Vec<u64> =
+                    store.read_by_tag(tag, from, limit).await.unwrap().iter().map(|e| e.position).collect();
+                assert_eq!(got, want, "{tag} from {from}, limit {limit}");
+            }
+        }
+    }
+}
+
 /// A stream's index holds one entry a run (schema V25): the last event of what one request
 /// appended to the stream, holding the run's positions. Reads from every version, either way and
 /// at every page size, give the stream's events as the log holds them — also for a run whose
