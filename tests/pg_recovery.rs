@@ -545,18 +545,7 @@ async fn a_store_notifies_only_while_another_process_listens() {
 /// Appends `n` events tagged `t` to `stream` through `mall_append`, passing the writer's run of
 /// them (schema V24) as the store does.
 async fn append_tagged_run(db: &tokio_postgres::Client, stream: &str, n: i32) {
-    let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
-    let rows = db
-        .query(
-            "SELECT outcome FROM mall_append(ARRAY[$1::text], ARRAY[-1::bigint], ARRAY[$2::integer], $3::uuid[], \
-             array_fill('e'::text, ARRAY[$2]), array_fill(1::smallint, ARRAY[$2]), array_fill('t'::text, ARRAY[$2]), \
-             array_fill(NULL::uuid, ARRAY[$2]), array_fill(NULL::uuid, ARRAY[$2]), array_fill('\\x00'::bytea, ARRAY[$2]), \
-             now(), ARRAY[NULL::text], ARRAY[NULL::bigint], ARRAY['t'], ARRAY[1], ARRAY[$2::integer])",
-            &[&stream, &n, &ids],
-        )
-        .await
-        .unwrap();
-    assert_eq!(rows[0].get::<_, &str>(0), "ok");
+    append_with_runs(db, stream, &vec![&["t"][..]; n as usize], &[("t", 1, n)]).await;
 }
 
 /// The writer's runs are taken as they are only when its group got consecutive positions: two
