@@ -611,6 +611,31 @@ async fn append_with_runs(db: &tokio_postgres::Client, stream: &str, tags: &[&[&
     assert_eq!(rows[0].get::<_, &str>(0), "ok");
 }
 
+/// A tag's run rows in `mall_tag_runs`, each its positions, in order.
+async fn tag_runs(db: &tokio_postgres::Client, tag: &str) -> Vec<Vec<i64>> {
+    db.query("SELECT positions FROM mall_tag_runs WHERE tag = $1 ORDER BY last_position", &[&tag])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Reads each tag through the store from every position up to `max_from` at every page size up
+/// to `max_limit`, and checks each read against the tag's positions (`all`): whole and in order.
+async fn reads_by_tag_whole(store: &PgStore, tags: &[(&str, &[u64])], max_from: u64, max_limit: usize) {
+    for (tag, all) in tags {
+        for from in 0..=max_from {
+            for limit in 1..=max_limit {
+                let want: Vec<u64> = all.iter().copied().filter(|p| *p >= from).take(limit).collect();
+                let got: Vec<u64> =
+                    store.read_by_tag(tag, from, limit).await.unwrap().iter().map(|e| e.position).collect();
+                assert_eq!(got, want, "{tag} from {from}, limit {limit}");
+            }
+        }
+    }
+}
+
 /// A group whose positions jump in the middle — another connection took a block of the sequence
 /// between two of the group's, forced here through the sequence's cache — keeps the writer's
 /// runs, each split only where the positions jump (schema V26), and a tag read through the store
@@ -640,33 +665,15 @@ async fn a_groups_runs_are_split_only_where_its_positions_jump() {
     )
     .await;
     db.batch_execute("ALTER SEQUENCE mall_positions CACHE 1").await.unwrap();
-    let runs = |tag: &'static str| {
-        let db = &db;
-        async move {
-            db.query("SELECT positions FROM mall_tag_runs WHERE tag = $1 ORDER BY last_position", &[&tag])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<_, Vec<i64>>(0))
-                .collect::<Vec<_>>()
-        }
-    };
+    let runs = |tag: &'static str| tag_runs(&db, tag);
     assert_eq!(runs("t").await, vec![vec![4, 5]], "consecutive: the writer's run as it is");
     assert_eq!(runs("a").await, vec![vec![6], vec![10, 11, 12]], "split at the jump, whole on either side");
     assert_eq!(runs("b").await, vec![vec![6], vec![10]]);
     assert_eq!(runs("c").await, vec![vec![11, 12]], "a run after the jump is not split");
     // 1..3 and 7..9 are taken by no event: a read of the log settles them.
     assert_eq!(store.read_all(1, 100).await.unwrap().len(), 6);
-    for (tag, all) in [("t", vec![4u64, 5]), ("a", vec![6, 10, 11, 12]), ("b", vec![6, 10]), ("c", vec![11, 12])] {
-        for from in 0..=13u64 {
-            for limit in 1..=5usize {
-                let want: Vec<u64> = all.iter().copied().filter(|p| *p >= from).take(limit).collect();
-                let got: Vec<u64> =
-                    store.read_by_tag(tag, from, limit).await.unwrap().iter().map(|e| e.position).collect();
-                assert_eq!(got, want, "{tag} from {from}, limit {limit}");
-            }
-        }
-    }
+    reads_by_tag_whole(&store, &[("t", &[4, 5]), ("a", &[6, 10, 11, 12]), ("b", &[6, 10]), ("c", &[11, 12])], 13, 5)
+        .await;
 }
 
 /// A stream's index holds one entry a run (schema V25): the last event of what one request
@@ -762,17 +769,7 @@ async fn a_tag_is_read_from_its_runs_and_its_postings() {
             .get::<_, Vec<i64>>(0)
         }
     };
-    let runs = |tag: &'static str| {
-        let db = &db;
-        async move {
-            db.query("SELECT positions FROM mall_tag_runs WHERE tag = $1 ORDER BY last_position", &[&tag])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<_, Vec<i64>>(0))
-                .collect::<Vec<_>>()
-        }
-    };
+    let runs = |tag: &'static str| tag_runs(&db, tag);
     assert_eq!(postings("s1").await, vec![1, 3, 4]);
     assert_eq!(runs("s1").await, vec![vec![5, 6]]);
     assert_eq!(postings("s2").await, vec![2]);
@@ -787,21 +784,7 @@ async fn a_tag_is_read_from_its_runs_and_its_postings() {
     assert_eq!(runs("z").await, vec![vec![8], vec![10], vec![12]]);
     // 7, 9 and 11 are taken by no one: a read of the log settles them (gap rows).
     assert_eq!(store.read_all(1, 100).await.unwrap().len(), 9);
-    for (tag, all) in [
-        ("s1", vec![1u64, 3, 4, 5, 6]),
-        ("x", vec![1, 2, 3]),
-        ("s2", vec![2]),
-        ("y", vec![4]),
-        ("s3", vec![8, 12]),
-        ("z", vec![8, 10, 12]),
-    ] {
-        for from in 0..=13u64 {
-            for limit in 1..=6usize {
-                let want: Vec<u64> = all.iter().copied().filter(|p| *p >= from).take(limit).collect();
-                let got: Vec<u64> =
-                    store.read_by_tag(tag, from, limit).await.unwrap().iter().map(|e| e.position).collect();
-                assert_eq!(got, want, "{tag} from {from}, limit {limit}");
-            }
-        }
-    }
+    let tags: [(&str, &[u64]); 6] =
+        [("s1", &[1, 3, 4, 5, 6]), ("x", &[1, 2, 3]), ("s2", &[2]), ("y", &[4]), ("s3", &[8, 12]), ("z", &[8, 10, 12])];
+    reads_by_tag_whole(&store, &tags, 13, 6).await;
 }
