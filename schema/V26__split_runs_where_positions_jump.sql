@@ -168,14 +168,16 @@ BEGIN
                 -- Every event written, other groups' positions between some of them: each of the
                 -- writer's runs split at the breaks inside it, a piece from each start (the run's
                 -- first event, or a break) to the event before the next.
-                breaks := ARRAY(SELECT p.o::integer FROM unnest(positions) WITH ORDINALITY AS p(p, o)
-                                 WHERE p.o > 1 AND p.p <> positions[p.o - 1] + 1);
-                INSERT INTO mall_tag_runs (tag, last_position, first_position, positions)
-                SELECT u.t, positions[s.l], positions[s.f], positions[s.f:s.l]
-                  FROM unnest(t_tags, t_first, t_last) AS u(t, f, l),
-                       LATERAL (SELECT b.f, coalesce(lead(b.f) OVER (ORDER BY b.f) - 1, u.l) AS l
-                                  FROM unnest(u.f || ARRAY(SELECT x.b FROM unnest(breaks) AS x(b) WHERE x.b > u.f AND x.b <= u.l))
-                                       AS b(f)) AS s;
+                IF cardinality(t_tags) > 0 THEN
+                    breaks := ARRAY(SELECT p.o::integer FROM unnest(positions) WITH ORDINALITY AS p(p, o)
+                                     WHERE p.o > 1 AND p.p <> positions[p.o - 1] + 1);
+                    INSERT INTO mall_tag_runs (tag, last_position, first_position, positions)
+                    SELECT u.t, positions[s.l], positions[s.f], positions[s.f:s.l]
+                      FROM unnest(t_tags, t_first, t_last) AS u(t, f, l),
+                           LATERAL (SELECT b.f, coalesce(lead(b.f) OVER (ORDER BY b.f) - 1, u.l) AS l
+                                      FROM unnest(u.f || ARRAY(SELECT x.b FROM unnest(breaks) AS x(b)
+                                                                WHERE x.b > u.f AND x.b <= u.l)) AS b(f)) AS s;
+                END IF;
             ELSIF kept = total AND same_tags IS NOT NULL AND e_postings IS NULL AND positions[kept] - positions[1] = kept - 1 THEN
                 -- Every event written, with the same tags, at consecutive positions: one run a tag.
                 INSERT INTO mall_tag_runs (tag, last_position, first_position, positions)
