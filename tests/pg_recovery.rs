@@ -591,13 +591,9 @@ async fn append_with_runs(db: &tokio_postgres::Client, stream: &str, tags: &[&[&
     let n = tags.len() as i32;
     let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
     let tags: Vec<String> = tags.iter().map(|t| t.join("\x1f")).collect();
-    let (run_tags, first, last): (Vec<&str>, Vec<i32>, Vec<i32>) =
-        runs.iter().fold(Default::default(), |(mut t, mut f, mut l), r| {
-            t.push(r.0);
-            f.push(r.1);
-            l.push(r.2);
-            (t, f, l)
-        });
+    let run_tags: Vec<&str> = runs.iter().map(|r| r.0).collect();
+    let first: Vec<i32> = runs.iter().map(|r| r.1).collect();
+    let last: Vec<i32> = runs.iter().map(|r| r.2).collect();
     let rows = db
         .query(
             "SELECT outcome FROM mall_append(ARRAY[$1::text], ARRAY[-1::bigint], ARRAY[$2::integer], $3::uuid[], \
