@@ -599,7 +599,7 @@ async fn append_with_runs(db: &tokio_postgres::Client, stream: &str, tags: &[&[&
             "SELECT outcome FROM mall_append(ARRAY[$1::text], ARRAY[-1::bigint], ARRAY[$2::integer], $3::uuid[], \
              array_fill('e'::text, ARRAY[$2]), array_fill(1::smallint, ARRAY[$2]), $4::text[], \
              array_fill(NULL::uuid, ARRAY[$2]), array_fill(NULL::uuid, ARRAY[$2]), array_fill('\\x00'::bytea, ARRAY[$2]), \
-             now(), ARRAY[NULL::text], ARRAY[NULL::bigint], $5::text[], $6::integer[], $7::integer[], NULL::text[])",
+             now(), ARRAY[NULL::text], ARRAY[NULL::bigint], $5::text[], $6::integer[], $7::integer[], NULL::smallint[])",
             &[&stream, &n, &ids, &tags, &run_tags, &first, &last],
         )
         .await
@@ -757,7 +757,8 @@ async fn a_tag_is_read_from_its_runs_and_its_postings() {
         let db = &db;
         async move {
             db.query_one(
-                "SELECT coalesce(array_agg(position ORDER BY position), '{}') FROM mall_events WHERE posting = $1",
+                "SELECT coalesce(array_agg(position ORDER BY position), '{}') FROM mall_events \
+                 WHERE posting IS NOT NULL AND split_part(tags, E'\\x1f', posting) = $1",
                 &[&tag],
             )
             .await
@@ -783,4 +784,78 @@ async fn a_tag_is_read_from_its_runs_and_its_postings() {
     let tags: [(&str, &[u64]); 6] =
         [("s1", &[1, 3, 4, 5, 6]), ("x", &[1, 2, 3]), ("s2", &[2]), ("y", &[4]), ("s3", &[8, 12]), ("z", &[8, 10, 12])];
     reads_by_tag_whole(&store, &tags, 13, 6).await;
+}
+
+/// Appends one event for each of `tags` to `stream` through `mall_append` as a node before V27
+/// called it: the writer's runs, and each posting given as the tag itself.
+async fn append_as_before_v27(
+    db: &tokio_postgres::Client,
+    stream: &str,
+    tags: &[&[&str]],
+    runs: &[(&str, i32, i32)],
+    postings: &[Option<&str>],
+) {
+    let n = tags.len() as i32;
+    let run_tags: Vec<&str> = runs.iter().map(|r| r.0).collect();
+    let first: Vec<i32> = runs.iter().map(|r| r.1).collect();
+    let last: Vec<i32> = runs.iter().map(|r| r.2).collect();
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
+    let joined: Vec<String> = tags.iter().map(|t| t.join("\x1f")).collect();
+    let rows = db
+        .query(
+            "SELECT outcome FROM mall_append(ARRAY[$1::text], ARRAY[-1::bigint], ARRAY[$2::integer], $3::uuid[], \
+             array_fill('e'::text, ARRAY[$2]), array_fill(1::smallint, ARRAY[$2]), $4::text[], \
+             array_fill(NULL::uuid, ARRAY[$2]), array_fill(NULL::uuid, ARRAY[$2]), array_fill('\\x00'::bytea, ARRAY[$2]), \
+             now(), ARRAY[NULL::text], ARRAY[NULL::bigint], $5::text[], $6::integer[], $7::integer[], $8::text[])",
+            &[&stream, &n, &ids, &joined, &run_tags, &first, &last, &postings],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, &str>(0), "ok");
+}
+
+/// Schema V27 keeps an event's tags as one text and its posting as an index into them: events
+/// stored before it read back with the same tags, in the same order, and are found by each of
+/// their tags (postings included); a node that still passes postings as tags appends as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stored_before_v27_keep_their_tags_and_postings() {
+    let pg = pg::Postgres::new().await;
+    mall_events::postgres::migrate_to(&pg.url, Some(26)).await.unwrap();
+    let db = admin(&pg.url).await;
+    // 1, 2, 3: "s1" posted on 1 and 3 (each event's second tag), "s2" on 2; "x" and "w" runs of
+    // one. 4: no tags.
+    append_as_before_v27(
+        &db,
+        "product-m",
+        &[&["x", "s1"], &["w", "s2"], &["x", "s1"], &[]],
+        &[("x", 1, 1), ("w", 2, 2), ("x", 3, 3)],
+        &[Some("s1"), Some("s2"), Some("s1"), None],
+    )
+    .await;
+    let before: Vec<(i64, Vec<String>, Option<String>)> = db
+        .query("SELECT position, tags, posting FROM mall_events ORDER BY position", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(before[1].2.as_deref(), Some("s2"), "V26 keeps the posting as the tag");
+    let store = PgStore::connect(PgConfig::new(&pg.url)).await.unwrap();
+    let read: Vec<(i64, Vec<String>)> =
+        store.read_all(1, 100).await.unwrap().into_iter().map(|e| (e.position as i64, e.tags)).collect();
+    let expected: Vec<(i64, Vec<String>)> = before.iter().map(|(p, t, _)| (*p, t.clone())).collect();
+    assert_eq!(read, expected, "every event's tags, as stored before");
+    assert_eq!(read[3].1, Vec::<String>::new());
+    let postings: Vec<(i64, Option<i16>)> = db
+        .query("SELECT position, posting FROM mall_events ORDER BY position", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(postings, vec![(1, Some(2)), (2, Some(2)), (3, Some(2)), (4, None)]);
+    // 5, 6: appended through V25's signature after V27.
+    append_as_before_v27(&db, "product-m", &[&["s1", "x"], &["s2"]], &[("x", 1, 1)], &[Some("s1"), Some("s2")]).await;
+    let tags: [(&str, &[u64]); 4] = [("s1", &[1, 3, 5]), ("s2", &[2, 6]), ("x", &[1, 3, 5]), ("w", &[2])];
+    reads_by_tag_whole(&store, &tags, 7, 4).await;
 }

@@ -19,7 +19,7 @@
 //! reader sees them, with holes where gap rows stand, and no reader ever skips a late commit.
 //!
 //! Group commit: a writer task gathers every append waiting for it into one statement, a
-//! server-side function (`mall_append`, schema V25) prepared once per connection that checks
+//! server-side function (`mall_append`, schemas V25-V27) prepared once per connection that checks
 //! versions and fences, assigns positions and versions, and inserts the events (with their tag
 //! postings and stream runs) and the tag runs — one round trip; its transactions and those of other
 //! processes commit together. A process runs [`PgConfig::writers`] writers (two by default), each
@@ -182,9 +182,19 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
 /// Applies the migrations in `schema/` (the event log's tables and the read tables) once, under
 /// an advisory lock, so that nodes starting together apply them once.
 pub async fn migrate(url: &str) -> Result<(), StoreError> {
+    migrate_to(url, None).await
+}
+
+/// Applies the migrations in `schema/` up to `version` (all of them when `None`), as [`migrate`]:
+/// what a test of a migration starts from.
+pub async fn migrate_to(url: &str, version: Option<i32>) -> Result<(), StoreError> {
     let mut client = connect(url).await.map_err(backend)?;
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
-    let migrated = embedded_schema::migrations::runner().run_async(&mut client).await;
+    let mut runner = embedded_schema::migrations::runner();
+    if let Some(v) = version {
+        runner = runner.set_target(refinery::Target::Version(v));
+    }
+    let migrated = runner.run_async(&mut client).await;
     client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
     migrated.map_err(|e| StoreError::Backend(format!("migrations failed: {e}")))?;
     Ok(())
@@ -422,11 +432,16 @@ fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
         event_type: row.get(4),
         schema_version: row.get::<_, i16>(5) as u16,
         recorded_at: row.get(6),
-        tags: row.get(7),
+        tags: split_tags(row.get(7)),
         correlation_id: row.get(8),
         causation_id: row.get(9),
         payload: row.get(10),
     })
+}
+
+/// An event's tags as its row holds them (schema V27): joined by U+001F, '' for none.
+fn split_tags(joined: &str) -> Vec<String> {
+    if joined.is_empty() { Vec::new() } else { joined.split('\u{1f}').map(str::to_string).collect() }
 }
 
 /// What the listener tells the notifier about other processes: its own connection's backend
@@ -793,7 +808,8 @@ const APPEND_ONE: &str = "WITH known AS (SELECT EXISTS (SELECT 1 FROM mall_event
      v AS (SELECT version FROM u UNION ALL SELECT version FROM i), \
      e AS (INSERT INTO mall_events (position, event_id, stream_id, stream_version, event_type, schema_version, \
                                     recorded_at, tags, correlation_id, causation_id, payload, posting) \
-            SELECT nextval('mall_positions'), $3, $1, v.version, $4, $5, $10, $6, $7, $8, $9, ($6::text[])[1] FROM v \
+            SELECT nextval('mall_positions'), $3, $1, v.version, $4, $5, $10, array_to_string($6::text[], E'\\x1f'), \
+                   $7, $8, $9, CASE WHEN cardinality($6::text[]) > 0 THEN 1 END FROM v \
             RETURNING position, stream_version), \
      t AS (INSERT INTO mall_tag_runs (tag, last_position, first_position, positions) \
             SELECT tag, e.position, e.position, ARRAY[e.position] FROM e, unnest(($6::text[])[2:]) AS tag) \
@@ -849,25 +865,29 @@ async fn append_one(
     }]))
 }
 
-/// The statement that appends a group in one round trip (`mall_append`, schema V25).
+/// The statement that appends a group in one round trip (`mall_append`, schema V27, which takes
+/// a posting as an index into its event's tags).
 const APPEND: &str = "SELECT outcome, first_position, last_position, version FROM \
-                      mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+                      mall_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::smallint[])";
 
 /// A group's tags as `mall_append` takes them (schemas V24 and V25): its runs — for each tag,
 /// each range of consecutive events of the group that carry it, as the tag and the (1-based)
 /// indexes of the range's first and last event among the group's events — less its postings:
 /// for each event, the first of its tags in a run of that event alone, kept on the event's row
-/// (or `None`). An event's tags are distinct (`Limits::check`).
-type TagRuns<'a> = (Vec<&'a str>, Vec<i32>, Vec<i32>, Vec<Option<&'a str>>);
+/// as its (1-based) index among the event's tags (schema V27), or `None`. An event's tags are
+/// distinct, at most 64 of them (`Limits::check`).
+type TagRuns<'a> = (Vec<&'a str>, Vec<i32>, Vec<i32>, Vec<Option<i16>>);
 
 fn tag_runs<'a>(events: impl Iterator<Item = &'a NewEvent>) -> TagRuns<'a> {
     let (mut tags, mut first, mut last) = (Vec::new(), Vec::new(), Vec::<i32>::new());
+    // Each run's tag's index among the tags of the event that opened it.
+    let mut slots = Vec::<i16>::new();
     let mut open: HashMap<&str, usize> = HashMap::new();
     let mut events_seen = 0;
     for (k, e) in events.enumerate() {
         let k = k as i32 + 1;
         events_seen = k as usize;
-        for t in &e.tags {
+        for (slot, t) in e.tags.iter().enumerate() {
             match open.get(t.as_str()) {
                 Some(&run) if last[run] == k - 1 => last[run] = k,
                 _ => {
@@ -875,16 +895,17 @@ fn tag_runs<'a>(events: impl Iterator<Item = &'a NewEvent>) -> TagRuns<'a> {
                     tags.push(t.as_str());
                     first.push(k);
                     last.push(k);
+                    slots.push(slot as i16 + 1);
                 }
             }
         }
     }
-    let mut postings: Vec<Option<&str>> = vec![None; events_seen];
+    let mut postings: Vec<Option<i16>> = vec![None; events_seen];
     let mut runs = (Vec::new(), Vec::new(), Vec::new());
-    for ((tag, f), l) in tags.into_iter().zip(first).zip(last) {
+    for (((tag, f), l), slot) in tags.into_iter().zip(first).zip(last).zip(slots) {
         let posting = &mut postings[f as usize - 1];
         if f == l && posting.is_none() {
-            *posting = Some(tag);
+            *posting = Some(slot);
         } else {
             runs.0.push(tag);
             runs.1.push(f);
@@ -1149,7 +1170,7 @@ async fn commit_group(
         tx.execute(
             "INSERT INTO mall_events (position, event_id, stream_id, stream_version, event_type, schema_version, \
              recorded_at, tags, correlation_id, causation_id, payload) \
-             SELECT p, i, s, v, t, sv, $7, CASE WHEN tg = '' THEN '{}'::text[] ELSE string_to_array(tg, E'\\x1f') END, c, ca, pl \
+             SELECT p, i, s, v, t, sv, $7, tg, c, ca, pl \
              FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::smallint[], \
                          $8::text[], $9::uuid[], $10::uuid[], $11::bytea[]) AS u(p, i, s, v, t, sv, tg, c, ca, pl)",
             &[
@@ -1350,8 +1371,9 @@ impl EventStore for PgStore {
         // Only the settled prefix, so that a reader following a tag never skips a late commit.
         let settled = self.settled_prefix(&*self.client().await?).await? as i64;
         // A tag's runs never overlap (schema V20): the first `limit` runs that reach `from` hold
-        // its first `limit` positions there from; its postings on the events (V25) are at other
-        // positions, and the first `limit` of them are read alongside.
+        // its first `limit` positions there from; its postings on the events (V25; V27 indexes
+        // each by the tag it points at) are at other positions, and the first `limit` of them are
+        // read alongside.
         self.query_events(
             &format!(
                 "SELECT {COLUMNS} FROM mall_events WHERE position = ANY(ARRAY( \
@@ -1359,7 +1381,8 @@ impl EventStore for PgStore {
                                    ORDER BY last_position LIMIT $3) r, unnest(r.positions) AS p \
                     WHERE p >= $2 AND p <= $4 \
                    UNION ALL \
-                   (SELECT position FROM mall_events WHERE posting = $1 AND position >= $2 AND position <= $4 \
+                   (SELECT position FROM mall_events WHERE posting IS NOT NULL AND split_part(tags, E'\\x1f', posting) = $1 \
+                      AND position >= $2 AND position <= $4 \
                      ORDER BY position LIMIT $3))) \
                  ORDER BY position LIMIT $3"
             ),
@@ -1444,7 +1467,7 @@ mod tests {
         let events = [
             tagged(&["all", "a"]),
             tagged(&["all", "a"]),
-            tagged(&["all"]),
+            tagged(&["all", "c"]),
             tagged(&["a", "all", "b"]),
             tagged(&[]),
             tagged(&["all", "b"]),
@@ -1453,10 +1476,11 @@ mod tests {
         let mut runs: Vec<(&str, i32, i32)> =
             tags.into_iter().zip(first).zip(last).map(|((t, f), l)| (t, f, l)).collect();
         runs.sort();
-        // An event's first tag in a run of its own is its posting (event 4: "a", not "b"; event
-        // 6: "all"); a second one ("b" on event 4, "b" on 6) stays a run.
+        // An event's first tag in a run of its own is its posting, by its index among the event's
+        // tags (event 3: "c", its second; event 4: "a", not "b"; event 6: "all"); a second one
+        // ("b" on event 4, "b" on 6) stays a run.
         assert_eq!(runs, vec![("a", 1, 2), ("all", 1, 4), ("b", 4, 4), ("b", 6, 6)]);
-        assert_eq!(postings, vec![None, None, None, Some("a"), None, Some("all")]);
+        assert_eq!(postings, vec![None, None, Some(2), Some(1), None, Some(1)]);
         assert_eq!(tag_runs(std::iter::empty()), (vec![], vec![], vec![], vec![]));
     }
 }
