@@ -588,22 +588,37 @@ async fn a_groups_runs_are_split_where_other_groups_took_positions_between_them(
 /// Appends to `stream` through `mall_append` one event for each of `tags` (an event's tags), with
 /// the writer's runs given as they are (a tag, its run's first and last event, 1-based).
 async fn append_with_runs(db: &tokio_postgres::Client, stream: &str, tags: &[&[&str]], runs: &[(&str, i32, i32)]) {
+    call_mall_append(db, stream, tags, runs, None).await;
+}
+
+/// [`append_with_runs`], and with `postings` the events' postings given as a node before V27
+/// gave them (each the tag itself, through V25's signature); without, none (V27's signature).
+async fn call_mall_append(
+    db: &tokio_postgres::Client,
+    stream: &str,
+    tags: &[&[&str]],
+    runs: &[(&str, i32, i32)],
+    postings: Option<&[Option<&str>]>,
+) {
     let n = tags.len() as i32;
     let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
     let tags: Vec<String> = tags.iter().map(|t| t.join("\x1f")).collect();
     let run_tags: Vec<&str> = runs.iter().map(|r| r.0).collect();
     let first: Vec<i32> = runs.iter().map(|r| r.1).collect();
     let last: Vec<i32> = runs.iter().map(|r| r.2).collect();
-    let rows = db
-        .query(
-            "SELECT outcome FROM mall_append(ARRAY[$1::text], ARRAY[-1::bigint], ARRAY[$2::integer], $3::uuid[], \
-             array_fill('e'::text, ARRAY[$2]), array_fill(1::smallint, ARRAY[$2]), $4::text[], \
-             array_fill(NULL::uuid, ARRAY[$2]), array_fill(NULL::uuid, ARRAY[$2]), array_fill('\\x00'::bytea, ARRAY[$2]), \
-             now(), ARRAY[NULL::text], ARRAY[NULL::bigint], $5::text[], $6::integer[], $7::integer[], NULL::smallint[])",
-            &[&stream, &n, &ids, &tags, &run_tags, &first, &last],
-        )
-        .await
-        .unwrap();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        vec![&stream, &n, &ids, &tags, &run_tags, &first, &last];
+    if let Some(p) = &postings {
+        params.push(p);
+    }
+    let sql = format!(
+        "SELECT outcome FROM mall_append(ARRAY[$1::text], ARRAY[-1::bigint], ARRAY[$2::integer], $3::uuid[], \
+         array_fill('e'::text, ARRAY[$2]), array_fill(1::smallint, ARRAY[$2]), $4::text[], \
+         array_fill(NULL::uuid, ARRAY[$2]), array_fill(NULL::uuid, ARRAY[$2]), array_fill('\\x00'::bytea, ARRAY[$2]), \
+         now(), ARRAY[NULL::text], ARRAY[NULL::bigint], $5::text[], $6::integer[], $7::integer[], {})",
+        if postings.is_some() { "$8::text[]" } else { "NULL::smallint[]" }
+    );
+    let rows = db.query(&sql, &params).await.unwrap();
     assert_eq!(rows[0].get::<_, &str>(0), "ok");
 }
 
@@ -786,34 +801,6 @@ async fn a_tag_is_read_from_its_runs_and_its_postings() {
     reads_by_tag_whole(&store, &tags, 13, 6).await;
 }
 
-/// Appends one event for each of `tags` to `stream` through `mall_append` as a node before V27
-/// called it: the writer's runs, and each posting given as the tag itself.
-async fn append_as_before_v27(
-    db: &tokio_postgres::Client,
-    stream: &str,
-    tags: &[&[&str]],
-    runs: &[(&str, i32, i32)],
-    postings: &[Option<&str>],
-) {
-    let n = tags.len() as i32;
-    let run_tags: Vec<&str> = runs.iter().map(|r| r.0).collect();
-    let first: Vec<i32> = runs.iter().map(|r| r.1).collect();
-    let last: Vec<i32> = runs.iter().map(|r| r.2).collect();
-    let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
-    let joined: Vec<String> = tags.iter().map(|t| t.join("\x1f")).collect();
-    let rows = db
-        .query(
-            "SELECT outcome FROM mall_append(ARRAY[$1::text], ARRAY[-1::bigint], ARRAY[$2::integer], $3::uuid[], \
-             array_fill('e'::text, ARRAY[$2]), array_fill(1::smallint, ARRAY[$2]), $4::text[], \
-             array_fill(NULL::uuid, ARRAY[$2]), array_fill(NULL::uuid, ARRAY[$2]), array_fill('\\x00'::bytea, ARRAY[$2]), \
-             now(), ARRAY[NULL::text], ARRAY[NULL::bigint], $5::text[], $6::integer[], $7::integer[], $8::text[])",
-            &[&stream, &n, &ids, &joined, &run_tags, &first, &last, &postings],
-        )
-        .await
-        .unwrap();
-    assert_eq!(rows[0].get::<_, &str>(0), "ok");
-}
-
 /// Schema V27 keeps an event's tags as one text and its posting as an index into them: events
 /// stored before it read back with the same tags, in the same order, and are found by each of
 /// their tags (postings included); a node that still passes postings as tags appends as before.
@@ -824,12 +811,12 @@ async fn events_stored_before_v27_keep_their_tags_and_postings() {
     let db = admin(&pg.url).await;
     // 1, 2, 3: "s1" posted on 1 and 3 (each event's second tag), "s2" on 2; "x" and "w" runs of
     // one. 4: no tags.
-    append_as_before_v27(
+    call_mall_append(
         &db,
         "product-m",
         &[&["x", "s1"], &["w", "s2"], &["x", "s1"], &[]],
         &[("x", 1, 1), ("w", 2, 2), ("x", 3, 3)],
-        &[Some("s1"), Some("s2"), Some("s1"), None],
+        Some(&[Some("s1"), Some("s2"), Some("s1"), None]),
     )
     .await;
     let before: Vec<(i64, Vec<String>, Option<String>)> = db
@@ -855,7 +842,7 @@ async fn events_stored_before_v27_keep_their_tags_and_postings() {
         .collect();
     assert_eq!(postings, vec![(1, Some(2)), (2, Some(2)), (3, Some(2)), (4, None)]);
     // 5, 6: appended through V25's signature after V27.
-    append_as_before_v27(&db, "product-m", &[&["s1", "x"], &["s2"]], &[("x", 1, 1)], &[Some("s1"), Some("s2")]).await;
+    call_mall_append(&db, "product-m", &[&["s1", "x"], &["s2"]], &[("x", 1, 1)], Some(&[Some("s1"), Some("s2")])).await;
     let tags: [(&str, &[u64]); 4] = [("s1", &[1, 3, 5]), ("s2", &[2, 6]), ("x", &[1, 3, 5]), ("w", &[2])];
     reads_by_tag_whole(&store, &tags, 7, 4).await;
 }
